@@ -1,0 +1,20 @@
+"""oaml_mm: Occlusion-Aware Metric Learning for face recognition on OpenMMLab.
+
+OAML pairs a global AdaFace embedding (Kim et al., "AdaFace: Quality Adaptive Margin for
+Face Recognition", CVPR 2022) with QAConv local matching (Liao & Shao, "Interpretable and
+Generalizable Person Re-Identification with Query-Adaptive Convolution", ECCV 2020) whose
+correlations are weighted by a predicted 7x7 visibility map.
+
+``import oaml_mm`` checks the dependency versions and registers every component under
+the ``oaml_mm`` scope.
+"""
+from .utils.setup_env import check_dependencies
+from .version import __version__, version_info
+
+check_dependencies()
+
+from .utils.setup_env import register_all_modules  # noqa: E402
+
+register_all_modules(init_default_scope=False)
+
+__all__ = ['__version__', 'version_info', 'register_all_modules']

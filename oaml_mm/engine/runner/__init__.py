@@ -1,0 +1,4 @@
+from .atomic_backend import AtomicLocalBackend
+from .oaml_runner import OAMLRunner, init_cpu_distributed
+
+__all__ = ['OAMLRunner', 'AtomicLocalBackend', 'init_cpu_distributed']

@@ -1,0 +1,92 @@
+"""Environment set-up: registering modules and checking dependency versions."""
+import datetime
+import importlib
+import warnings
+
+from mmengine import DefaultScope
+
+from oaml_mm.errors import EnvironmentCheckError
+
+__all__ = ['register_all_modules', 'check_dependencies']
+
+# (package, minimum inclusive, maximum exclusive, pip requirement to suggest)
+_REQUIREMENTS = (
+    ('torch', '2.1.0', None, 'torch>=2.1 (with a matching torchvision)'),
+    ('mmengine', '0.10.0', '0.11.0', 'mmengine>=0.10,<0.11'),
+    ('mmcv', '2.0.0', '2.3.0', 'mmcv-lite>=2.0,<2.3 (or a full mmcv 2.x)'),
+    ('mmpretrain', '1.2.0', '1.3.0', 'mmpretrain>=1.2,<1.3'),
+)
+
+
+def _version_tuple(version: str) -> tuple:
+    parts = []
+    for piece in version.split('+')[0].split('.')[:3]:
+        digits = ''.join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 3:
+        parts.append(0)
+    return tuple(parts)
+
+
+def check_dependencies() -> None:
+    """Check the versions of torch, mmengine, mmcv and mmpretrain.
+
+    Raises:
+        EnvironmentCheckError: A package is missing or out of the supported range;
+            the message says what to install.
+    """
+    for name, low, high, pip_req in _REQUIREMENTS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            raise EnvironmentCheckError(
+                f'oaml_mm needs {name}, which cannot be imported ({e}). '
+                f'Install it with: pip install "{pip_req}" '
+                '(or run `make install` in the oaml_mm checkout).') from e
+        version = getattr(module, '__version__', '0.0.0')
+        v = _version_tuple(version)
+        if v < _version_tuple(low) or (high and v >= _version_tuple(high)):
+            raise EnvironmentCheckError(
+                f'oaml_mm supports {name} >= {low}'
+                + (f', < {high}' if high else '') +
+                f', but {name} {version} is installed. '
+                f'Install a supported one with: pip install "{pip_req}"')
+
+
+def register_all_modules(init_default_scope: bool = True) -> None:
+    """Import every module that registers components, and set the default scope.
+
+    mmengine only auto-imports the ``locations`` of the registry a lookup starts from,
+    so mmpretrain's components (parents of ours) are imported here explicitly.
+
+    Args:
+        init_default_scope (bool): Make ``oaml_mm`` the current default scope. If
+            another scope is current, a new uniquely named ``oaml_mm`` scope instance
+            is created. Defaults to True.
+    """
+    import mmpretrain.datasets  # noqa: F401
+    import mmpretrain.engine  # noqa: F401
+    import mmpretrain.evaluation  # noqa: F401
+    import mmpretrain.models  # noqa: F401
+    import mmpretrain.visualization  # noqa: F401
+
+    import oaml_mm.datasets  # noqa: F401
+    import oaml_mm.engine  # noqa: F401
+    import oaml_mm.evaluation  # noqa: F401
+    import oaml_mm.models  # noqa: F401
+    import oaml_mm.visualization  # noqa: F401
+
+    if init_default_scope:
+        never_created = DefaultScope.get_current_instance() is None \
+            or not DefaultScope.check_instance_created('oaml_mm')
+        if never_created:
+            DefaultScope.get_instance('oaml_mm', scope_name='oaml_mm')
+            return
+        current_scope = DefaultScope.get_current_instance()
+        if current_scope.scope_name != 'oaml_mm':
+            warnings.warn('The current default scope '
+                          f'"{current_scope.scope_name}" is not "oaml_mm", '
+                          '`register_all_modules` will force the current '
+                          'default scope to be "oaml_mm".')
+            new_instance_name = f'oaml_mm-{datetime.datetime.now()}'
+            DefaultScope.get_instance(new_instance_name, scope_name='oaml_mm')
