@@ -52,6 +52,10 @@ def to_weights_only(obj: Any, _path: str = 'checkpoint') -> Any:
         >>> from_weights_only(ckpt)['x']
         array([0, 1, 2])
     """
+    if isinstance(obj, np.generic):
+        # Before the builtin check: np.float64 subclasses float but pickles as
+        # a numpy global the weights-only unpickler refuses.
+        return obj.item()
     if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes,
                                        torch.Tensor, torch.dtype, torch.Size,
                                        torch.device)):
@@ -83,8 +87,6 @@ def to_weights_only(obj: Any, _path: str = 'checkpoint') -> Any:
             'data': torch.from_numpy(np.ascontiguousarray(obj).copy()),
             'dtype': obj.dtype.str
         }
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, collections.OrderedDict):
         return collections.OrderedDict(
             (k, to_weights_only(v, f'{_path}.{k}')) for k, v in obj.items())

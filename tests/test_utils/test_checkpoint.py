@@ -35,6 +35,7 @@ class TestWeightsOnlyEncoding(TestCase):
             'meta': {
                 'seed': np.int64(3),
                 'lr': np.float32(0.5),
+                'eta': np.float64(2.5),  # a float subclass
                 'arr': np.arange(6, dtype=np.int16).reshape(2, 3),
                 'names': np.array(['a', 'bc']),
                 'tags': {1, 2},
@@ -52,6 +53,7 @@ class TestWeightsOnlyEncoding(TestCase):
         self.assertEqual(dec['meta']['seed'], 3)
         self.assertIsInstance(dec['meta']['seed'], int)
         self.assertAlmostEqual(dec['meta']['lr'], 0.5)
+        self.assertIs(type(dec['meta']['eta']), float)
         np.testing.assert_array_equal(dec['meta']['arr'], ckpt['meta']['arr'])
         self.assertEqual(dec['meta']['arr'].dtype, np.int16)
         np.testing.assert_array_equal(dec['meta']['names'], ['a', 'bc'])

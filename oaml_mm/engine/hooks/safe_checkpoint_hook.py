@@ -6,7 +6,9 @@ into plain containers just before a checkpoint is written and decodes them right
 one is loaded, so every checkpoint a run writes loads with ``weights_only=True``
 (``--resume``, ``load_from``, ``tools/test.py``, inference). It also stores the random
 number generator states, so a resumed run draws the same random numbers (dropout,
-augmentation in the main process) as an uninterrupted one.
+augmentation in the main process) as an uninterrupted one. Validation runs after the
+epoch's checkpoint is written, so it must not consume training randomness either: the
+hook restores the generator states after each validation pass.
 """
 import random
 from typing import Optional
@@ -77,14 +79,30 @@ class SafeCheckpointHook(Hook):
     Args:
         save_rng_state (bool): Store the random generator states for exact resume.
             Defaults to True.
+        isolate_val_rng (bool): Restore the generator states after validation,
+            so that validating (or not, after a resume) does not change what
+            training draws next. Defaults to True.
     """
 
     # Lowest priority: encode after every other hook has added what it saves.
     priority = 'LOWEST'
 
-    def __init__(self, save_rng_state: bool = True) -> None:
+    def __init__(self,
+                 save_rng_state: bool = True,
+                 isolate_val_rng: bool = True) -> None:
         self.save_rng_state = save_rng_state
+        self.isolate_val_rng = isolate_val_rng
         self.loaded_rng_state: Optional[dict] = None
+        self._train_rng_state: Optional[dict] = None
+
+    def before_val(self, runner) -> None:
+        if self.isolate_val_rng:
+            self._train_rng_state = get_rng_state()
+
+    def after_val(self, runner) -> None:
+        if self._train_rng_state is not None:
+            set_rng_state(self._train_rng_state)
+            self._train_rng_state = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.save_rng_state:
