@@ -1,0 +1,161 @@
+"""IJB-B / IJB-C meta files and the image-level data set over ``loose_crop/``.
+
+Layout (``SPEC.md`` §4; the release used by insightface's ``IJB_11.py`` and AdaFace's
+``validation_mixed``)::
+
+    <data_root>/                      e.g. IJB_release/IJBC
+      meta/ijbc_face_tid_mid.txt      "<image> <template_id> <media_id>" per image
+      meta/ijbc_template_pair_label.txt   "<t1> <t2> <label>" per 1:1 pair
+      meta/ijbc_name_5pts_score.txt   "<image> x1 y1 ... x5 y5 <faceness>" per image
+      loose_crop/<image>              the images
+      meta/ijbc_1N_gallery_G1.csv ... optional 1:N lists (consumed by IJBMetric)
+
+``ijbb_*`` for IJB-B. Both per-image files list the images in the same order; the
+parsers check that and report the first disagreeing line.
+"""
+import os.path as osp
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from oaml_mm.errors import DataFormatError, MissingFileError
+
+__all__ = [
+    'ijb_meta_paths', 'read_ijb_tid_mid', 'read_ijb_template_pairs',
+    'read_ijb_landmarks'
+]
+
+_PREFIX = {'IJBB': 'ijbb', 'IJBC': 'ijbc'}
+
+
+def ijb_meta_paths(data_root: str, subset: str) -> Dict[str, str]:
+    """Paths of the meta files of ``subset`` ('IJBB' or 'IJBC') under ``data_root``.
+
+    Returns:
+        dict: ``tid_mid``, ``pairs``, ``landmarks`` (files) and ``images`` (folder).
+    """
+    key = subset.upper().replace('-', '')
+    if key not in _PREFIX:
+        raise ValueError(f'subset must be IJBB or IJBC, got {subset!r}')
+    p = _PREFIX[key]
+    meta = osp.join(data_root, 'meta')
+    return dict(
+        tid_mid=osp.join(meta, f'{p}_face_tid_mid.txt'),
+        pairs=osp.join(meta, f'{p}_template_pair_label.txt'),
+        landmarks=osp.join(meta, f'{p}_name_5pts_score.txt'),
+        images=osp.join(data_root, 'loose_crop'))
+
+
+def _require(path: str, what: str) -> None:
+    if not osp.isfile(path):
+        raise MissingFileError(path, f'IJB meta file: {what}')
+
+
+def _split_lines(path: str, ncols: int, what: str) -> List[List[str]]:
+    rows = []
+    with open(path, 'r') as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != ncols:
+                raise DataFormatError(
+                    path, f'{len(parts)} columns, expected {ncols} ({what})',
+                    record=f'line {lineno}')
+            rows.append((lineno, parts))
+    return rows
+
+
+def read_ijb_tid_mid(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
+    """Parse ``*_face_tid_mid.txt``.
+
+    Returns:
+        tuple: ``(names, template_ids int64 [N], media_ids int64 [N])``.
+
+    Raises:
+        MissingFileError: The file is missing.
+        DataFormatError: A line is not ``image template_id media_id``.
+    """
+    _require(path, '"image template_id media_id" per image')
+    names, tids, mids = [], [], []
+    for lineno, (name, tid, mid) in _split_lines(
+            path, 3, 'image template_id media_id'):
+        try:
+            tids.append(int(tid))
+            mids.append(int(mid))
+        except ValueError:
+            raise DataFormatError(
+                path, f'template/media id {tid!r} {mid!r} is not an integer',
+                record=f'line {lineno}') from None
+        names.append(name)
+    return names, np.asarray(tids, np.int64), np.asarray(mids, np.int64)
+
+
+def read_ijb_template_pairs(
+        path: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse ``*_template_pair_label.txt`` (15.7M lines for IJB-C, read in one pass).
+
+    Returns:
+        tuple: ``(t1, t2, label)`` int64 arrays of equal length.
+
+    Raises:
+        MissingFileError: The file is missing.
+        DataFormatError: A line is not three integers, or a label is not 0/1.
+    """
+    _require(path, '"template1 template2 label" per pair')
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        values = np.array(raw.split(), dtype=np.int64)
+        ok = values.size % 3 == 0
+    except ValueError:
+        ok = False
+    if ok:
+        lines = raw.splitlines()
+        # Three integers per non-empty line; a shifted column would still pass the
+        # count test, so compare against the number of non-empty lines.
+        ok = sum(1 for line in lines if line.strip()) * 3 == values.size
+    if not ok:
+        # Slow path only to name the first bad line.
+        for lineno, parts in _split_lines(path, 3, 't1 t2 label'):
+            try:
+                [int(x) for x in parts]
+            except ValueError:
+                raise DataFormatError(
+                    path, f'expected three integers, got {" ".join(parts)!r}',
+                    record=f'line {lineno}') from None
+        raise DataFormatError(path, 'expected "t1 t2 label" lines')
+    values = values.reshape(-1, 3)
+    bad = np.nonzero((values[:, 2] != 0) & (values[:, 2] != 1))[0]
+    if bad.size:
+        raise DataFormatError(
+            path, f'label {values[bad[0], 2]} is not 0 or 1',
+            record=f'line {int(bad[0]) + 1}', field='label')
+    return values[:, 0].copy(), values[:, 1].copy(), values[:, 2].copy()
+
+
+def read_ijb_landmarks(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
+    """Parse ``*_name_5pts_score.txt``.
+
+    Returns:
+        tuple: ``(names, landmarks float32 [N,5,2], faceness float32 [N])``.
+
+    Raises:
+        MissingFileError: The file is missing.
+        DataFormatError: A line is not an image name, ten coordinates and a score.
+    """
+    _require(path, '"image x1 y1 ... x5 y5 faceness" per image')
+    names, lmks, scores = [], [], []
+    for lineno, parts in _split_lines(path, 12, 'image x1 y1 ... x5 y5 faceness'):
+        try:
+            vals = [float(x) for x in parts[1:]]
+        except ValueError:
+            raise DataFormatError(
+                path, 'expected ten landmark coordinates and a faceness score '
+                f'as numbers, got {" ".join(parts[1:])!r}',
+                record=f'line {lineno}') from None
+        names.append(parts[0])
+        lmks.append(vals[:10])
+        scores.append(vals[10])
+    return (names, np.asarray(lmks, np.float32).reshape(-1, 5, 2),
+            np.asarray(scores, np.float32))

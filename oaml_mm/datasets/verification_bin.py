@@ -1,0 +1,166 @@
+"""insightface verification pair files (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``...).
+
+A ``.bin`` file is a pickle of ``(bins, issame_list)``: ``bins`` holds the JPEG bytes of
+``2 * len(issame_list)`` images, the two images of pair ``i`` at ``2i`` and ``2i + 1``
+(``SPEC.md`` §4; the format of insightface's ``recognition/_datasets_`` and AdaFace's
+validation sets). The released files were pickled by Python 2 (byte strings) or Python 3
+(``_codecs.encode`` reductions), some with ``numpy.bool_`` flags.
+
+Unpickling runs code chosen by the file, so :func:`load_verification_bin` uses an
+unpickler that resolves no real global at all: the three reductions those files use are
+replaced by look-alikes that can only build bytes and bools.
+"""
+import io
+import os.path as osp
+import pickle
+from typing import List, Optional, Sequence, Tuple
+
+from oaml_mm.errors import DataFormatError, MissingFileError
+
+__all__ = ['write_verification_bin', 'load_verification_bin']
+
+
+def _codecs_encode(text, encoding='latin1', errors='strict'):
+    # Python 3 pickles bytes at protocol <= 2 as _codecs.encode(str, 'latin1').
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+        raise pickle.UnpicklingError(
+            '_codecs.encode is only admitted for latin1 text')
+    return text.encode('latin1')
+
+
+class _BoolDtype:
+    """Stands in for ``numpy.dtype('b1')`` while a numpy bool scalar is rebuilt."""
+
+    def __init__(self, name, align=False, copy=True) -> None:
+        if name != 'b1':
+            raise pickle.UnpicklingError(
+                f'numpy dtype {name!r} is not admitted (only the bool flags '
+                'of issame_list)')
+
+    def __setstate__(self, state) -> None:
+        # The pickled dtype state (version, byte order, ...) carries nothing we need.
+        if not isinstance(state, tuple):
+            raise pickle.UnpicklingError('unexpected numpy dtype state')
+
+
+def _numpy_scalar(dtype, data=None):
+    if not isinstance(dtype, _BoolDtype) or not isinstance(data, bytes) or \
+            len(data) != 1:
+        raise pickle.UnpicklingError('only numpy bool scalars are admitted')
+    return data != b'\x00'
+
+
+def _bytes(*args):
+    # Protocol <= 2 pickles an empty bytes object as a call of builtins.bytes().
+    if args:
+        raise pickle.UnpicklingError('bytes() is only admitted without arguments')
+    return b''
+
+
+_ADMITTED = {
+    ('_codecs', 'encode'): _codecs_encode,
+    ('__builtin__', 'bytes'): _bytes,
+    ('builtins', 'bytes'): _bytes,
+    ('numpy', 'dtype'): _BoolDtype,
+    ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
+    ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ADMITTED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f'global {module}.{name} is not admitted in a verification '
+                'file') from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError('persistent ids are not admitted')
+
+
+def load_verification_bin(path: str) -> Tuple[List[bytes], List[bool]]:
+    """Read a verification ``.bin`` without executing anything from the file.
+
+    Args:
+        path (str): The ``.bin`` file.
+
+    Returns:
+        tuple: ``(images, issame)``: a list of ``2 * N`` JPEG byte strings and a list
+        of ``N`` bools.
+
+    Raises:
+        MissingFileError: The file does not exist.
+        DataFormatError: The file is not such a pickle, admits a foreign global (a
+            malicious file is refused before anything runs), or the counts disagree.
+
+    Examples:
+        >>> images, issame = load_verification_bin('lfw.bin')  # doctest: +SKIP
+        >>> len(images) == 2 * len(issame)  # doctest: +SKIP
+        True
+    """
+    path = str(path)
+    if not osp.isfile(path):
+        raise MissingFileError(path, 'an insightface verification pair file')
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        obj = _RestrictedUnpickler(io.BytesIO(raw), encoding='bytes').load()
+    except Exception as e:  # noqa: BLE001  (any unpickling failure is a format error)
+        raise DataFormatError(
+            path, f'not a verification pickle of (list of bytes, list of bool): '
+            f'{type(e).__name__}: {e}') from None
+    if not isinstance(obj, (tuple, list)) or len(obj) != 2:
+        raise DataFormatError(
+            path, 'expected a pickled pair (images, issame), got '
+            f'{type(obj).__name__}')
+    images, issame = obj
+    if not isinstance(images, (list, tuple)) or \
+            not isinstance(issame, (list, tuple)):
+        raise DataFormatError(path, 'expected (list of bytes, list of bool)')
+    out_images = []
+    for i, img in enumerate(images):
+        if isinstance(img, bytearray):
+            img = bytes(img)
+        if not isinstance(img, bytes):
+            raise DataFormatError(
+                path, f'image {i} is {type(img).__name__}, expected bytes',
+                record=f'image {i}')
+        out_images.append(img)
+    out_issame = []
+    for i, flag in enumerate(issame):
+        if not isinstance(flag, (bool, int)) or flag not in (0, 1):
+            raise DataFormatError(
+                path, f'issame[{i}] is {flag!r}, expected a bool',
+                record=f'pair {i}', field='issame')
+        out_issame.append(bool(flag))
+    if len(out_images) != 2 * len(out_issame):
+        raise DataFormatError(
+            path, f'{len(out_images)} images for {len(out_issame)} pairs, '
+            f'expected 2 * {len(out_issame)} = {2 * len(out_issame)}')
+    return out_images, out_issame
+
+
+def write_verification_bin(path: str, jpeg_bytes_list: Sequence[bytes],
+                           issame_list: Sequence[bool],
+                           protocol: Optional[int] = 4) -> None:
+    """Write a verification ``.bin`` as insightface does.
+
+    Args:
+        path (str): Output file.
+        jpeg_bytes_list (Sequence[bytes]): ``2 * N`` encoded images, pairs interleaved.
+        issame_list (Sequence[bool]): ``N`` flags.
+        protocol (int): Pickle protocol. Defaults to 4.
+
+    Raises:
+        ValueError: The counts disagree.
+    """
+    images = [bytes(b) for b in jpeg_bytes_list]
+    issame = [bool(x) for x in issame_list]
+    if len(images) != 2 * len(issame):
+        raise ValueError(f'{len(images)} images for {len(issame)} pairs, '
+                         f'expected {2 * len(issame)}')
+    with open(path, 'wb') as f:
+        pickle.dump((images, issame), f, protocol=protocol)
