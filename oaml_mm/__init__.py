@@ -13,8 +13,14 @@ from .version import __version__, version_info
 
 check_dependencies()
 
+import warnings  # noqa: E402
+
 from .utils.setup_env import register_all_modules  # noqa: E402
 
-register_all_modules(init_default_scope=False)
+with warnings.catch_warnings():
+    # mmcv-lite has no compiled ops; oaml_mm never uses the deformable
+    # attention mmpretrain's import chain warns about.
+    warnings.filterwarnings('ignore', message='Fail to import ``MultiScale')
+    register_all_modules(init_default_scope=False)
 
 __all__ = ['__version__', 'version_info', 'register_all_modules']

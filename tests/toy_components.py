@@ -171,3 +171,23 @@ def read_losses(work_dir: str, rank: int = 0) -> dict:
             item = json.loads(line)
             out[item['iter']] = item['loss']
     return out
+
+
+@HOOKS.register_module(force=True)
+class FinalWeightsHook(Hook):
+    """Save every rank's final weights to work_dir/final-rank{r}.pth."""
+
+    def after_train(self, runner):
+        model = runner.model.module if hasattr(runner.model,
+                                               'module') else runner.model
+        torch.save(model.state_dict(),
+                   osp.join(runner.work_dir, f'final-rank{runner.rank}.pth'))
+
+
+def write_toy_config_file(path: str, work_dir: str, **kwargs) -> str:
+    """Write :func:`toy_config` as a python config file usable by the tools."""
+    from mmengine.config import Config
+    cfg = toy_config(work_dir, **kwargs)
+    cfg['custom_hooks'].append(dict(type='FinalWeightsHook'))
+    Config(cfg).dump(path)
+    return path

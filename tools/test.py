@@ -11,7 +11,6 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 
@@ -43,6 +42,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import oaml_mm  # noqa: F401  (registers the components)
+    from oaml_mm.registry import RUNNERS
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
     cfg = Config.fromfile(args.config)

@@ -13,7 +13,6 @@ import sys
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 
@@ -110,6 +109,7 @@ def merge_args(cfg: Config, args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     import oaml_mm  # noqa: F401  (registers the components)
+    from oaml_mm.registry import RUNNERS
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     if 'runner_type' in cfg:

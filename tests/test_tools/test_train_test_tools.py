@@ -1,0 +1,103 @@
+"""tools/train.py, tools/test.py and tools/dist_train.sh, run as a user runs them."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import tempfile
+from unittest import TestCase
+
+import torch
+
+from tests.toy_components import read_losses, write_toy_config_file
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _env():
+    env = dict(os.environ)
+    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    env['PYTHON'] = sys.executable
+    env['OMP_NUM_THREADS'] = '1'
+    env.pop('RANK', None)
+    env.pop('WORLD_SIZE', None)
+    env.pop('LOCAL_RANK', None)
+    return env
+
+
+def _run(args, timeout=240):
+    proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    return proc
+
+
+class TestTrainAndTestTools(TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.work = osp.join(self.tmp.name, 'work')
+        self.cfg = write_toy_config_file(
+            osp.join(self.tmp.name, 'toy.py'), self.work, max_epochs=2)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_train_resume_and_test_out(self):
+        proc = _run([sys.executable, 'tools/train.py', self.cfg])
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        self.assertTrue(osp.isfile(osp.join(self.work, 'epoch_2.pth')))
+        losses = read_losses(self.work)
+        self.assertEqual(sorted(losses), list(range(12)))
+
+        # --resume with an explicit path: training is already complete, so
+        # it only reloads; the weights must load with weights_only=True.
+        proc = _run([
+            sys.executable, 'tools/train.py', self.cfg, '--resume',
+            osp.join(self.work, 'epoch_1.pth'), '--cfg-options',
+            'train_cfg.max_epochs=3'
+        ])
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        self.assertEqual(sorted(read_losses(self.work)), list(range(18)))
+
+        out = osp.join(self.tmp.name, 'metrics.json')
+        proc = _run([
+            sys.executable, 'tools/test.py', self.cfg,
+            osp.join(self.work, 'epoch_2.pth'), '--out', out
+        ])
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        with open(out) as f:
+            metrics = json.load(f)
+        self.assertIn('accuracy', metrics)
+
+    def test_missing_resume_file_is_a_clear_error(self):
+        proc = _run([
+            sys.executable, 'tools/train.py', self.cfg, '--resume',
+            osp.join(self.tmp.name, 'nope.pth')
+        ])
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn('nope.pth: no such checkpoint file', proc.stderr)
+        self.assertNotIn('Traceback', proc.stderr)
+
+    def test_amp_on_cpu_uses_bf16_autocast(self):
+        proc = _run([
+            sys.executable, 'tools/train.py', self.cfg, '--amp',
+            '--cfg-options', 'train_cfg.max_epochs=1'
+        ])
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        self.assertIn('bfloat16 autocast', proc.stdout + proc.stderr)
+        self.assertTrue(osp.isfile(osp.join(self.work, 'epoch_1.pth')))
+
+    def test_dist_train_two_cpu_processes(self):
+        proc = _run(['bash', 'tools/dist_train.sh', self.cfg, '2'],
+                    timeout=300)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
+        w0 = torch.load(osp.join(self.work, 'final-rank0.pth'))
+        w1 = torch.load(osp.join(self.work, 'final-rank1.pth'))
+        for key in w0:
+            self.assertTrue(torch.equal(w0[key], w1[key]), key)
+        # Each rank saw half of the data: 24 samples / 2 ranks / batch 4.
+        self.assertEqual(sorted(read_losses(self.work, rank=1)),
+                         list(range(6)))
+        ckpt = torch.load(osp.join(self.work, 'epoch_2.pth'),
+                          weights_only=True)
+        self.assertEqual(ckpt['meta']['epoch'], 2)
