@@ -1,1 +1,17 @@
-__all__ = []
+"""Pure evaluation protocols (numpy/torch only): tested once, reused by the metrics,
+tools and benchmarks."""
+from .fusion import fuse_scores, impostor_stats
+from .identification import identification_1n
+from .pair_scoring import cosine_pairs, match_all_then_pick, match_listed_pairs
+from .roc import DEFAULT_FARS, auc, eer, roc_curve, tar_at_far
+from .template_pooling import TemplateAccumulator, pool_templates
+from .verification import (kfold_split, score_thresholds, verification_10fold,
+                           verification_10fold_scores)
+
+__all__ = [
+    'verification_10fold', 'verification_10fold_scores', 'kfold_split',
+    'score_thresholds', 'roc_curve', 'tar_at_far', 'auc', 'eer', 'DEFAULT_FARS',
+    'pool_templates', 'TemplateAccumulator', 'identification_1n',
+    'fuse_scores', 'impostor_stats', 'cosine_pairs', 'match_listed_pairs',
+    'match_all_then_pick'
+]

@@ -1,0 +1,103 @@
+import unittest
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from oaml_mm.evaluation.functional import TemplateAccumulator, pool_templates
+
+
+class TestPoolTemplates(unittest.TestCase):
+
+    def test_hand_computed(self):
+        # template 7: media 1 = {(1,0),(3,0)} -> mean (2,0); media 2 = {(0,1)}
+        # sum (2,1) -> (2,1)/sqrt(5). template 3: one image (0,-4) -> (0,-1).
+        f = np.array([[1., 0], [3, 0], [0, 1], [0, -4]])
+        t, p = pool_templates(f, [7, 7, 7, 3], [1, 1, 2, 5])
+        self.assertEqual(t.tolist(), [3, 7])
+        np.testing.assert_allclose(p[0], [0, -1], atol=1e-7)
+        np.testing.assert_allclose(p[1], np.array([2, 1]) / np.sqrt(5),
+                                   atol=1e-7)
+
+    def test_norms_multiply_unit_features(self):
+        f = np.array([[1., 0], [0, 1]])
+        _, p = pool_templates(f, [1, 1], [1, 2], norms=np.array([3., 1.]))
+        np.testing.assert_allclose(p[0], np.array([3, 1]) / np.sqrt(10),
+                                   atol=1e-7)
+
+
+class TestTemplateAccumulator(unittest.TestCase):
+
+    def _stream(self, seed=0, n=40, t=6):
+        g = torch.Generator().manual_seed(seed)
+        rows = torch.randint(0, t, (n, ), generator=g)
+        media = torch.randint(0, 3, (n, ), generator=g)
+        feats = torch.randn(n, 8, generator=g)
+        maps = F.normalize(torch.randn(n, 4, 2, 2, generator=g), dim=1)
+        vis = torch.rand(n, 1, 2, 2, generator=g)
+        return rows, media, feats, maps, vis
+
+    def _weights(self, rows, media):
+        key = rows * 10 + media
+        _, inv, cnt = torch.unique(key, return_inverse=True, return_counts=True)
+        return 1.0 / cnt[inv].double()
+
+    def test_embeddings_match_pool_templates(self):
+        rows, media, feats, _, _ = self._stream()
+        acc = TemplateAccumulator(6, emb_dim=8)
+        w = self._weights(rows, media)
+        for s in range(0, 40, 7):  # uneven batches
+            acc.add(rows[s:s + 7], feats[s:s + 7], weights=w[s:s + 7])
+        t, ref = pool_templates(feats.numpy(), rows.numpy(), media.numpy())
+        np.testing.assert_allclose(acc.embeddings()[t].numpy(), ref, atol=1e-5)
+        self.assertEqual(int(acc.count.sum()), 40)
+
+    def test_maps_are_visibility_weighted_means(self):
+        rows, media, _, maps, vis = self._stream(seed=1)
+        w = self._weights(rows, media)
+        acc = TemplateAccumulator(6, map_shape=(4, 2, 2))
+        for s in range(0, 40, 5):
+            acc.add(rows[s:s + 5], maps=maps[s:s + 5], visibility=vis[s:s + 5],
+                    weights=w[s:s + 5])
+        a = (vis * w[:, None, None, None].float())  # [n,1,2,2]
+        for t in range(6):
+            m = rows == t
+            ref = (maps[m] * a[m]).sum(0) / a[m].sum(0)
+            ref = F.normalize(ref, dim=0)
+            got = acc.maps()[t].float()
+            torch.testing.assert_close(got, ref, atol=2e-3, rtol=0)
+            ref_v = a[m].sum(0) / w[m].sum().float()
+            torch.testing.assert_close(acc.visibility()[t], ref_v, atol=1e-5,
+                                       rtol=0)
+        self.assertEqual(acc.map_mean.dtype, torch.float16)
+
+    def test_single_image_all_ones_is_identity(self):
+        maps = F.normalize(torch.randn(3, 4, 2, 2), dim=1)
+        acc = TemplateAccumulator(3, map_shape=(4, 2, 2),
+                                  map_dtype=torch.float32)
+        acc.add(torch.tensor([2, 0, 1]), maps=maps)
+        torch.testing.assert_close(acc.maps()[[2, 0, 1]], maps)
+        torch.testing.assert_close(acc.visibility(), torch.ones(3, 1, 2, 2))
+
+    def test_merge_equals_single_stream(self):
+        rows, media, feats, maps, vis = self._stream(seed=2)
+        whole = TemplateAccumulator(6, 8, (4, 2, 2), torch.float32)
+        whole.add(rows, feats, maps, vis)
+        a = TemplateAccumulator(6, 8, (4, 2, 2), torch.float32)
+        b = TemplateAccumulator(4, 8, (4, 2, 2), torch.float32)
+        a.add(rows[:25], feats[:25], maps[:25], vis[:25])
+        keep = rows[25:] < 4
+        b.add(rows[25:][keep], feats[25:][keep], maps[25:][keep], vis[25:][keep])
+        a.add(rows[25:][~keep], feats[25:][~keep], maps[25:][~keep],
+              vis[25:][~keep])
+        a.merge_(b)
+        torch.testing.assert_close(a.maps(), whole.maps(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.embeddings(), whole.embeddings())
+        torch.testing.assert_close(a.visibility(), whole.visibility())
+
+    def test_grow(self):
+        acc = TemplateAccumulator(1, emb_dim=2, map_shape=(2, 1, 1))
+        acc.grow(4)
+        acc.add(torch.tensor([3]), torch.ones(1, 2), torch.ones(1, 2, 1, 1))
+        self.assertEqual(acc.maps().shape, (4, 2, 1, 1))
+        self.assertEqual(acc.count.tolist(), [0, 0, 0, 1])
