@@ -19,9 +19,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from oaml_mm.errors import DataFormatError, MissingFileError
+from oaml_mm.registry import DATASETS
+
+from .base_face_dataset import BaseFaceDataset
 
 __all__ = [
-    'ijb_meta_paths', 'read_ijb_tid_mid', 'read_ijb_template_pairs',
+    'IJBDataset', 'ijb_meta_paths', 'read_ijb_tid_mid', 'read_ijb_template_pairs',
     'read_ijb_landmarks'
 ]
 
@@ -159,3 +162,72 @@ def read_ijb_landmarks(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
         scores.append(vals[10])
     return (names, np.asarray(lmks, np.float32).reshape(-1, 5, 2),
             np.asarray(scores, np.float32))
+
+
+@DATASETS.register_module()
+class IJBDataset(BaseFaceDataset):
+    """One sample per IJB-B/IJB-C image, with its template, media and landmarks.
+
+    Samples carry ``template_id``, ``media_id``, ``faceness`` (metainfo) and
+    ``landmarks`` ([5,2] in ``loose_crop`` pixels) for :class:`AlignFace5Points`.
+    :meth:`template_pairs` returns the 1:1 protocol for the metric.
+
+    Examples:
+        >>> ijbc = dict(
+        ...     type='IJBDataset', data_root='data/IJB_release/IJBC', subset='IJBC',
+        ...     pipeline=[dict(type='AlignFace5Points'), dict(type='PackFaceInputs')])
+
+    Args:
+        data_root (str): Folder with ``meta/`` and ``loose_crop/``.
+        subset (str): ``'IJBC'`` or ``'IJBB'``.
+        **kwargs: See :class:`~oaml_mm.datasets.base_face_dataset.BaseFaceDataset`.
+    """
+
+    def __init__(self, data_root: str, subset: str = 'IJBC', **kwargs) -> None:
+        self.subset = subset.upper().replace('-', '')
+        self.paths = ijb_meta_paths(data_root, self.subset)
+        kwargs.setdefault('test_mode', True)
+        kwargs.setdefault('dataset_name', self.subset.lower())
+        super().__init__(data_root=data_root, **kwargs)
+
+    def load_index(self) -> int:
+        names, self._tids, self._mids = read_ijb_tid_mid(self.paths['tid_mid'])
+        lnames, self._lmks, self._faceness = read_ijb_landmarks(
+            self.paths['landmarks'])
+        if len(lnames) != len(names):
+            raise DataFormatError(
+                self.paths['landmarks'], f'{len(lnames)} images, but '
+                f'{self.paths["tid_mid"]} lists {len(names)}; expected the same '
+                'images in the same order')
+        for i, (a, b) in enumerate(zip(names, lnames)):
+            if a != b:
+                raise DataFormatError(
+                    self.paths['landmarks'], f'image {b!r}, but line {i + 1} of '
+                    f'{self.paths["tid_mid"]} is {a!r}; expected the same order',
+                    record=f'line {i + 1}')
+        self._names = np.array([n.encode('utf-8') for n in names],
+                               dtype=np.bytes_)
+        self._metainfo['subset'] = self.subset
+        return len(names)
+
+    def template_pairs(self):
+        """The 1:1 protocol: ``(t1, t2, label)`` int64 arrays."""
+        return read_ijb_template_pairs(self.paths['pairs'])
+
+    def get_info(self, i: int) -> dict:
+        name = self._names[i].decode('utf-8')
+        return dict(
+            img_path=osp.join(self.paths['images'], name), key=name,
+            template_id=int(self._tids[i]), media_id=int(self._mids[i]),
+            faceness=float(self._faceness[i]),
+            landmarks=self._lmks[i].copy())
+
+    def load_sample(self, info: dict) -> bool:
+        path = info['img_path']
+        if not osp.isfile(path):
+            raise MissingFileError(path, 'IJB image listed in the meta files')
+        img = self.decode(np.fromfile(path, np.uint8), path, info['key'])
+        if img is None:
+            return False
+        info['img'] = img
+        return True

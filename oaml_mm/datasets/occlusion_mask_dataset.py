@@ -20,7 +20,14 @@ import os.path as osp
 import cv2
 import numpy as np
 
-__all__ = ['write_occlusion_mask_sample']
+from oaml_mm.errors import DataFormatError, MissingFileError
+from oaml_mm.registry import DATASETS
+
+from .base_face_dataset import BaseFaceDataset
+
+__all__ = ['OcclusionMaskDataset', 'write_occlusion_mask_sample']
+
+_IMG_EXT = ('.png', '.jpg', '.jpeg', '.bmp')
 
 
 def write_occlusion_mask_sample(root: str, name: str, image_rgb: np.ndarray,
@@ -61,3 +68,113 @@ def write_occlusion_mask_sample(root: str, name: str, image_rgb: np.ndarray,
     if not cv2.imwrite(mask_path, mask):
         raise OSError(f'{mask_path}: cannot write mask')
     return img_path
+
+
+@DATASETS.register_module()
+class OcclusionMaskDataset(BaseFaceDataset):
+    """Occluded faces and their visibility masks, in the layout of this module.
+
+    Each sample has ``img`` (RGB) and ``visibility_mask`` (float32 [H,W], 1 = visible);
+    :class:`PackFaceInputs` turns the mask into the [1,7,7] ``gt_visibility`` target.
+
+    Examples:
+        >>> occluded = dict(type='OcclusionMaskDataset', data_root='data/niqab',
+        ...                 pipeline=[dict(type='FaceRandomFlip'),
+        ...                           dict(type='PackFaceInputs')])
+
+    Args:
+        data_root (str): Folder with ``images/`` and ``masks/``.
+        ann_file (str): Optional ``<name> <label>`` list; defaults to ``labels.txt``
+            when that file exists.
+        **kwargs: See :class:`~oaml_mm.datasets.base_face_dataset.BaseFaceDataset`.
+    """
+
+    def __init__(self, data_root: str, ann_file: str = 'labels.txt',
+                 **kwargs) -> None:
+        kwargs.setdefault('dataset_name', osp.basename(osp.normpath(data_root)))
+        if ann_file and not osp.isfile(osp.join(data_root, ann_file)) and \
+                ann_file == 'labels.txt':
+            ann_file = ''
+        super().__init__(data_root=data_root, ann_file=ann_file, **kwargs)
+
+    def load_index(self) -> int:
+        img_dir = osp.join(self.data_root, 'images')
+        if not osp.isdir(img_dir):
+            raise MissingFileError(img_dir, 'images/ folder of an occlusion '
+                                   'mask data set (see docs/datasets.md)')
+        exts = {}
+        for root, _, files in os.walk(img_dir):
+            for f in files:
+                stem, ext = osp.splitext(f)
+                if ext.lower() in _IMG_EXT:
+                    rel = osp.relpath(osp.join(root, stem), img_dir)
+                    exts[rel.replace(os.sep, '/')] = ext
+        names, labels = [], []
+        if self.ann_file:
+            with open(self.ann_file) as f:
+                for lineno, line in enumerate(f, 1):
+                    parts = line.split()
+                    if not parts:
+                        continue
+                    try:
+                        if len(parts) != 2:
+                            raise ValueError
+                        label = int(parts[1])
+                    except ValueError:
+                        raise DataFormatError(
+                            self.ann_file, 'expected "<name> <integer label>", '
+                            f'got {line.strip()[:80]!r}',
+                            record=f'line {lineno}') from None
+                    if parts[0] not in exts:
+                        raise MissingFileError(
+                            osp.join(img_dir, parts[0] + '.png'),
+                            f'image of line {lineno} of {self.ann_file}')
+                    names.append(parts[0])
+                    labels.append(self.check_label(
+                        label, self.ann_file, f'line {lineno}'))
+        else:
+            names = sorted(exts)
+        self._names = names
+        self._exts = [exts[n] for n in names]
+        self._labels = np.asarray(labels, np.int64) if self.ann_file else None
+        return len(names)
+
+    def get_info(self, i: int) -> dict:
+        name = self._names[i]
+        info = dict(
+            img_path=osp.join(self.data_root, 'images', name + self._exts[i]),
+            mask_path=osp.join(self.data_root, 'masks', name + '.png'),
+            key=name, occlusion_type='annotated')
+        if self._labels is not None:
+            info['gt_label'] = int(self._labels[i])
+        return info
+
+    def load_sample(self, info: dict) -> bool:
+        img = self.decode(np.fromfile(info['img_path'], np.uint8),
+                          info['img_path'], info['key'])
+        if img is None:
+            return False
+        mask_path = info['mask_path']
+        if not osp.isfile(mask_path):
+            raise MissingFileError(mask_path,
+                                   f'visibility mask of {info["img_path"]}')
+        mask = cv2.imdecode(np.fromfile(mask_path, np.uint8),
+                            cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise DataFormatError(mask_path, 'cannot decode the mask; expected '
+                                  'a single-channel PNG', record=info['key'])
+        if mask.shape != img.shape[:2]:
+            raise DataFormatError(
+                mask_path, f'mask is {mask.shape[1]}x{mask.shape[0]} but its '
+                f'image is {img.shape[1]}x{img.shape[0]}; expected the same size',
+                record=info['key'], field='size')
+        info['img'] = img
+        info['visibility_mask'] = mask.astype(np.float32) / 255.0
+        return True
+
+    def raw_labels(self) -> np.ndarray:
+        if not self._fully_initialized:
+            self.full_init()
+        if self._labels is None:
+            return super().raw_labels()
+        return self._labels

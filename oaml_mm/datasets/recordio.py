@@ -257,6 +257,10 @@ class IndexedRecordReader:
         os.lseek(fd, offset, os.SEEK_SET)
         return os.read(fd, n)
 
+    def __contains__(self, key: int) -> bool:
+        i = int(np.searchsorted(self._sorted_keys, key))
+        return i < self._sorted_keys.size and self._sorted_keys[i] == key
+
     def offset_of(self, key: int) -> int:
         """File offset of record ``key``.
 

@@ -15,9 +15,16 @@ import os.path as osp
 import pickle
 from typing import List, Optional, Sequence, Tuple
 
-from oaml_mm.errors import DataFormatError, MissingFileError
+import numpy as np
 
-__all__ = ['write_verification_bin', 'load_verification_bin']
+from oaml_mm.errors import DataFormatError, MissingFileError
+from oaml_mm.registry import DATASETS
+
+from .base_face_dataset import BaseFaceDataset
+
+__all__ = [
+    'write_verification_bin', 'load_verification_bin', 'VerificationBinDataset'
+]
 
 
 def _codecs_encode(text, encoding='latin1', errors='strict'):
@@ -164,3 +171,67 @@ def write_verification_bin(path: str, jpeg_bytes_list: Sequence[bytes],
                          f'expected {2 * len(issame)}')
     with open(path, 'wb') as f:
         pickle.dump((images, issame), f, protocol=protocol)
+
+
+@DATASETS.register_module()
+class VerificationBinDataset(BaseFaceDataset):
+    """One sample per image of a verification ``.bin``; decoded lazily.
+
+    Sample ``i`` is image ``i % 2`` of pair ``i // 2``; its metainfo carries
+    ``pair_index``, ``pair_slot``, ``issame`` and ``dataset_name``, so a metric can
+    rebuild the pairs whatever order the samples arrive in.
+
+    Examples:
+        >>> lfw = dict(type='VerificationBinDataset', data_root='data/faces_emore',
+        ...            ann_file='lfw.bin', name='lfw',
+        ...            pipeline=[dict(type='PackFaceInputs')])
+
+    Args:
+        ann_file (str): The ``.bin`` file (relative to ``data_root``).
+        name (str, optional): Data set name used in metric keys; defaults to the
+            file name without extension.
+        data_root (str): Folder of the file.
+        **kwargs: See :class:`~oaml_mm.datasets.base_face_dataset.BaseFaceDataset`.
+    """
+
+    def __init__(self, ann_file: str, name: Optional[str] = None,
+                 data_root: str = '', **kwargs) -> None:
+        if name is None:
+            name = osp.splitext(osp.basename(ann_file))[0]
+        self._blob = None
+        self._offsets = None
+        self._issame = None
+        kwargs.setdefault('test_mode', True)
+        super().__init__(data_root=data_root, ann_file=ann_file,
+                         dataset_name=name, **kwargs)
+
+    def load_index(self) -> int:
+        images, issame = load_verification_bin(self.ann_file)
+        # One contiguous buffer: DataLoader workers share it without touching the
+        # reference counts of thousands of bytes objects (copy-on-write growth).
+        sizes = np.fromiter((len(b) for b in images), np.int64, len(images))
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self._blob = np.frombuffer(b''.join(images), np.uint8)
+        self._issame = np.asarray(issame, bool)
+        self._metainfo['num_pairs'] = len(issame)
+        return len(images)
+
+    @property
+    def issame(self) -> np.ndarray:
+        """The ``issame`` flag of every pair."""
+        if not self._fully_initialized:
+            self.full_init()
+        return self._issame.copy()
+
+    def get_info(self, i: int) -> dict:
+        return dict(img_path=self.ann_file, key=i, pair_index=i // 2,
+                    pair_slot=i % 2, issame=bool(self._issame[i // 2]))
+
+    def load_sample(self, info: dict) -> bool:
+        i = info['key']
+        buf = self._blob[self._offsets[i]:self._offsets[i + 1]]
+        img = self.decode(buf, self.ann_file, f'image {i}')
+        if img is None:
+            return False
+        info['img'] = img
+        return True

@@ -1,1 +1,3 @@
-__all__ = []
+from .pk_sampler import PKSampler
+
+__all__ = ['PKSampler']

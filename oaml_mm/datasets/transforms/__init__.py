@@ -1,1 +1,12 @@
-__all__ = []
+from .align import ARCFACE_REF_POINTS, AlignFace5Points, similarity_transform
+from .augmenter import FaceAugmenter
+from .flip import FaceRandomFlip
+from .formatting import PackFaceInputs, visibility_to_grid
+from .occlusion import (MedicalMaskOcclusion, RandomOcclusion,
+                        draw_medical_mask_template)
+
+__all__ = [
+    'AlignFace5Points', 'ARCFACE_REF_POINTS', 'similarity_transform',
+    'FaceAugmenter', 'FaceRandomFlip', 'PackFaceInputs', 'visibility_to_grid',
+    'MedicalMaskOcclusion', 'RandomOcclusion', 'draw_medical_mask_template'
+]

@@ -1,0 +1,250 @@
+"""Common base of the face data sets: index-only memory, decoding, bad-image policy.
+
+mmengine's :class:`~mmengine.dataset.BaseDataset` keeps one dict per sample; for MS1MV2
+(5.8M images) or a 100k-identity folder that alone is gigabytes per DataLoader worker.
+The face data sets therefore keep a compact index (numpy arrays) and build each sample's
+dict on demand; the rest of the mmengine contract (``pipeline``, ``test_mode``,
+``lazy_init``, ``max_refetch``, ``metainfo``, ``indices``) is unchanged.
+
+Results dicts handed to the pipeline carry ``img`` (uint8 [H,W,3], **RGB**),
+``img_shape``, ``ori_shape``, ``sample_idx`` and, where the format has them,
+``gt_label``, ``visibility_mask`` (float32 [H,W], 1 = visible), ``landmarks`` ([5,2]) and
+the metainfo keys of ``docs/architecture.md``.
+"""
+import os
+import os.path as osp
+import tempfile
+import uuid
+from typing import Any, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+from mmengine.dataset import BaseDataset, Compose
+from mmengine.logging import print_log
+
+from oaml_mm.errors import ConfigError, DataFormatError
+from oaml_mm.registry import TRANSFORMS
+
+__all__ = ['BaseFaceDataset', 'decode_image']
+
+
+def decode_image(buf: Union[bytes, np.ndarray], path: str,
+                 key: Any = None) -> np.ndarray:
+    """Decode JPEG/PNG bytes to an RGB uint8 array.
+
+    Args:
+        buf (bytes | np.ndarray): Encoded image.
+        path (str): File the bytes come from (for the error message).
+        key (Any): Record key or line (for the error message).
+
+    Returns:
+        np.ndarray: uint8 [H,W,3] in RGB order.
+
+    Raises:
+        DataFormatError: The bytes are not a decodable image.
+    """
+    arr = np.frombuffer(buf, np.uint8) if not isinstance(buf, np.ndarray) \
+        else buf
+    img = cv2.imdecode(arr, cv2.IMREAD_COLOR) if arr.size else None
+    if img is None:
+        raise DataFormatError(
+            path, f'cannot decode {arr.size} bytes as an image; expected JPEG '
+            'or PNG data', record=key, field='image')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class BaseFaceDataset(BaseDataset):
+    """Base class: subclasses fill an index in :meth:`load_index`.
+
+    Subclasses implement ``load_index()`` (set up arrays, return the number of
+    samples), ``get_info(i)`` (the metadata dict of raw sample ``i``) and
+    ``load_sample(info)`` (add ``img`` and whatever else needs file access to
+    ``info``; return False to skip an undecodable image under the skip policy by calling
+    :meth:`bad_image`).
+
+    Args:
+        data_root (str): Root folder of the data set.
+        ann_file (str): Annotation / index file, relative to ``data_root``.
+        pipeline (Sequence[dict | callable]): Transforms (built in the oaml_mm scope).
+        dataset_name (str, optional): Stored in every sample's metainfo.
+        num_classes (int, optional): Number of identities, when the files do not say.
+        on_bad_image (str): ``'raise'`` (default) a :class:`DataFormatError` on an
+            undecodable image, or ``'skip'``: log its key, draw another sample and
+            count it; :meth:`log_skipped` logs the total (``DualLoaderHook`` calls it
+            at the end of every epoch).
+        test_mode (bool): As in mmengine (no refetch on ``None``).
+        lazy_init (bool): Defer reading the index to the first use.
+        max_refetch (int): Retries after a skipped sample.
+        indices (int | Sequence[int], optional): Use only the first ``n`` or the
+            listed samples.
+        metainfo (dict, optional): Extra metainfo.
+    """
+
+    METAINFO: dict = dict()
+
+    def __init__(self,
+                 data_root: str = '',
+                 ann_file: str = '',
+                 pipeline: Sequence = (),
+                 dataset_name: Optional[str] = None,
+                 num_classes: Optional[int] = None,
+                 on_bad_image: str = 'raise',
+                 test_mode: bool = False,
+                 lazy_init: bool = False,
+                 max_refetch: int = 1000,
+                 indices: Optional[Union[int, Sequence[int]]] = None,
+                 metainfo: Optional[dict] = None) -> None:
+        if on_bad_image not in ('raise', 'skip'):
+            raise ConfigError(
+                f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}")
+        self.on_bad_image = on_bad_image
+        self.dataset_name = dataset_name
+        self.num_classes = num_classes
+        # Skipped keys go to a file: DataLoader workers are separate processes, and
+        # appending a line is atomic, so the main process can count them all.
+        self._skip_log = osp.join(
+            tempfile.gettempdir(),
+            f'oaml_skipped_{os.getpid()}_{uuid.uuid4().hex[:12]}.txt') \
+            if on_bad_image == 'skip' else None
+        self._num = 0
+        self._subset = None
+        built = [TRANSFORMS.build(t) if isinstance(t, dict) else t
+                 for t in pipeline]
+        super().__init__(
+            ann_file=ann_file,
+            metainfo=metainfo,
+            data_root=data_root,
+            data_prefix=dict(),
+            pipeline=Compose(built).transforms,
+            test_mode=test_mode,
+            lazy_init=lazy_init,
+            serialize_data=False,
+            max_refetch=max_refetch,
+            indices=indices)
+
+    # subclass interface --------------------------------------------------------
+    def load_index(self) -> int:
+        raise NotImplementedError
+
+    def get_info(self, i: int) -> dict:
+        raise NotImplementedError
+
+    def load_sample(self, info: dict) -> bool:
+        raise NotImplementedError
+
+    # mmengine interface --------------------------------------------------------
+    def full_init(self) -> None:
+        if self._fully_initialized:
+            return
+        self._num = int(self.load_index())
+        if self._indices is not None:
+            if isinstance(self._indices, int):
+                self._subset = np.arange(min(self._indices, self._num))
+            else:
+                self._subset = np.asarray(self._indices, np.int64)
+        if self.num_classes is not None:
+            self._metainfo['num_classes'] = int(self.num_classes)
+        if self.dataset_name is not None:
+            self._metainfo['dataset_name'] = self.dataset_name
+        self._fully_initialized = True
+
+    def _raw(self, idx: int) -> int:
+        if self._subset is not None:
+            return int(self._subset[idx])
+        return int(idx)
+
+    def __len__(self) -> int:
+        if not self._fully_initialized:
+            self.full_init()
+        return int(self._subset.size) if self._subset is not None else self._num
+
+    def get_data_info(self, idx: int) -> dict:
+        if not self._fully_initialized:
+            self.full_init()
+        if idx < 0:
+            idx += len(self)
+        if not 0 <= idx < len(self):
+            raise IndexError(f'index {idx} out of range for {len(self)} samples')
+        info = self.get_info(self._raw(idx))
+        info['sample_idx'] = idx
+        if self.dataset_name is not None:
+            info.setdefault('dataset_name', self.dataset_name)
+        return info
+
+    def prepare_data(self, idx: int) -> Any:
+        info = self.get_data_info(idx)
+        if not self.load_sample(info):
+            return None
+        img = info['img']
+        info['img_shape'] = img.shape[:2]
+        info['ori_shape'] = img.shape[:2]
+        return self.pipeline(info)
+
+    # labels ----------------------------------------------------------------------
+    def check_label(self, label: int, path: str, record: Any) -> int:
+        """Return ``label`` as int, or raise if it is outside ``[0, num_classes)``."""
+        label = int(label)
+        if label < 0 or (self.num_classes is not None
+                         and label >= self.num_classes):
+            raise DataFormatError(
+                path, f'label {label} outside [0, {self.num_classes}) '
+                '(num_classes)', record=record, field='label')
+        return label
+
+    def get_gt_labels(self) -> np.ndarray:
+        """Identity label of every sample, without decoding images.
+
+        Returns:
+            np.ndarray: int64 [len(self)].
+        """
+        labels = self.raw_labels()
+        if self._subset is not None:
+            labels = labels[self._subset]
+        return labels
+
+    def raw_labels(self) -> np.ndarray:
+        raise NotImplementedError(
+            f'{type(self).__name__} has no identity labels')
+
+    def get_cat_ids(self, idx: int) -> list:
+        return [int(self.get_gt_labels()[idx])]
+
+    # bad images ------------------------------------------------------------------
+    def decode(self, buf, path: str, key: Any) -> Optional[np.ndarray]:
+        """:func:`decode_image` under this data set's bad-image policy."""
+        try:
+            return decode_image(buf, path, key)
+        except DataFormatError as e:
+            if self.on_bad_image == 'raise':
+                raise
+            self.bad_image(key, str(e))
+            return None
+
+    def bad_image(self, key: Any, why: str) -> None:
+        """Log and count a skipped sample."""
+        print_log(f'skipping undecodable image {key}: {why}',
+                  logger='current', level=30)
+        with open(self._skip_log, 'a') as f:
+            f.write(f'{key}\n')
+
+    def num_skipped(self) -> int:
+        """Number of images skipped (in all worker processes) since the last reset."""
+        if self._skip_log is None or not osp.exists(self._skip_log):
+            return 0
+        with open(self._skip_log) as f:
+            return sum(1 for _ in f)
+
+    def log_skipped(self, reset: bool = True) -> int:
+        """Log the number of skipped images and optionally reset the count.
+
+        Returns:
+            int: The count.
+        """
+        n = self.num_skipped()
+        if self._skip_log is not None:
+            name = self.dataset_name or type(self).__name__
+            print_log(f'{name}: {n} undecodable images skipped', logger='current',
+                      level=30 if n else 20)
+            if reset and osp.exists(self._skip_log):
+                os.remove(self._skip_log)
+        return n

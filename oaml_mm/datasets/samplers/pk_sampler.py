@@ -1,0 +1,142 @@
+"""P identities x K images per batch, identities disjoint across DDP ranks.
+
+The batch composition of metric learning with in-batch pairs (Hermans et al., "In
+Defense of the Triplet Loss for Person Re-Identification", 2017; QAConv's pairwise
+matching loss, Liao & Shao 2020): every batch holds ``P = batch_size / K`` distinct
+identities with ``K`` images each, so every image has positives in its batch
+(``SPEC.md`` §4).
+"""
+import math
+from typing import Iterator, Optional, Sized
+
+import numpy as np
+from mmengine.dist import get_dist_info, sync_random_seed
+from torch.utils.data import Sampler
+
+from oaml_mm.errors import ConfigError
+from oaml_mm.registry import DATA_SAMPLERS
+
+__all__ = ['PKSampler', 'dataset_labels']
+
+
+def dataset_labels(dataset: Sized) -> np.ndarray:
+    """Identity label of every sample, from ``get_gt_labels()`` or ``get_cat_ids()``.
+
+    Neither decodes images for the oaml_mm data sets.
+    """
+    if hasattr(dataset, 'get_gt_labels'):
+        return np.asarray(dataset.get_gt_labels(), np.int64)
+    if hasattr(dataset, 'get_cat_ids'):
+        return np.asarray([dataset.get_cat_ids(i)[0]
+                           for i in range(len(dataset))], np.int64)
+    raise ConfigError(f'{type(dataset).__name__} exposes neither get_gt_labels()'
+                      ' nor get_cat_ids(); PKSampler needs identity labels')
+
+
+@DATA_SAMPLERS.register_module()
+class PKSampler(Sampler):
+    """Sample P identities x K instances per batch, reshuffled every epoch.
+
+    Each epoch the identities are permuted from ``seed + epoch`` and dealt round-robin
+    to the ranks, so ranks never share an identity within an epoch. An identity with
+    fewer than K images is drawn with replacement. Every rank yields the same number of
+    batches (``len(sampler) == batches * batch_size``): with ``round_up`` a rank pads
+    its identity list with its own first identities, otherwise the remainder is
+    dropped for this epoch.
+
+    ``batch_size`` must equal the DataLoader's::
+
+        train_dataloader = dict(
+            batch_size=64, num_workers=4,
+            sampler=dict(type='PKSampler', batch_size=64, num_instances=4))
+
+    Args:
+        dataset (Sized): A data set with ``get_gt_labels()`` or ``get_cat_ids()``.
+        batch_size (int): Images per batch per rank (P * K).
+        num_instances (int): K. Defaults to 4.
+        shuffle (bool): Permute identities and images. Defaults to True.
+        seed (int, optional): Shared seed; ``None`` draws one and syncs it across
+            ranks.
+        round_up (bool): Pad to whole batches instead of dropping. Defaults to True.
+        rank (int, optional): Override of the DDP rank (tests, custom launchers).
+        world_size (int, optional): Override of the DDP world size.
+    """
+
+    def __init__(self,
+                 dataset: Sized,
+                 batch_size: int,
+                 num_instances: int = 4,
+                 shuffle: bool = True,
+                 seed: Optional[int] = None,
+                 round_up: bool = True,
+                 rank: Optional[int] = None,
+                 world_size: Optional[int] = None) -> None:
+        if batch_size is None or num_instances < 1 or \
+                batch_size % num_instances:
+            raise ConfigError(
+                f'PKSampler: batch_size ({batch_size}) must be a multiple of '
+                f'num_instances ({num_instances})')
+        dist_rank, dist_world = get_dist_info()
+        self.rank = dist_rank if rank is None else int(rank)
+        self.world_size = dist_world if world_size is None else int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(f'rank {self.rank} outside world size '
+                              f'{self.world_size}')
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.num_instances = int(num_instances)
+        self.num_identities_per_batch = self.batch_size // self.num_instances
+        self.shuffle = shuffle
+        self.seed = sync_random_seed() if seed is None else int(seed)
+        self.round_up = round_up
+        self.epoch = 0
+
+        labels = dataset_labels(dataset)
+        order = np.argsort(labels, kind='stable')
+        ids, starts, counts = np.unique(labels[order], return_index=True,
+                                        return_counts=True)
+        self.identities = ids
+        self._order = order
+        self._starts = starts
+        self._counts = counts
+        n_ids = len(ids)
+        if n_ids < self.world_size:
+            raise ConfigError(f'{n_ids} identities cannot be split over '
+                              f'{self.world_size} ranks')
+        per_rank = math.ceil(n_ids / self.world_size) if round_up \
+            else n_ids // self.world_size
+        P = self.num_identities_per_batch
+        self.num_batches = math.ceil(per_rank / P) if round_up \
+            else per_rank // P
+        self.ids_per_rank = self.num_batches * P
+
+    def _rank_identities(self, rng: np.random.RandomState) -> np.ndarray:
+        n_ids = len(self.identities)
+        order = rng.permutation(n_ids) if self.shuffle else np.arange(n_ids)
+        mine = order[self.rank::self.world_size]
+        if len(mine) < self.ids_per_rank:
+            # Own identities only, so ranks stay disjoint; taken from the front so the
+            # last batch does not repeat one of its own identities.
+            reps = math.ceil(self.ids_per_rank / len(mine))
+            mine = np.tile(mine, reps)
+        return mine[:self.ids_per_rank]
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.RandomState((self.seed + self.epoch) % (2**32))
+        K = self.num_instances
+        out = np.empty(self.ids_per_rank * K, np.int64)
+        for j, u in enumerate(self._rank_identities(rng)):
+            members = self._order[self._starts[u]:self._starts[u] + self._counts[u]]
+            if not self.shuffle:
+                pick = np.resize(members, K)
+            else:
+                pick = rng.choice(members, K, replace=len(members) < K)
+            out[j * K:(j + 1) * K] = pick
+        return iter(out.tolist())
+
+    def __len__(self) -> int:
+        return self.ids_per_rank * self.num_instances
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's permutation (called by ``DistSamplerSeedHook``)."""
+        self.epoch = int(epoch)
