@@ -1,0 +1,284 @@
+"""The occlusion stream of OAML: a second batch of occluded and clean faces per step.
+
+The seed report trains the OcclusionHead on a second stream, each step 80% niqab-style
+occluded faces with ground-truth visibility masks and 20% clean faces with all-ones
+masks (``SPEC.md`` §4). This hook builds that stream next to the main DataLoader and adds
+it to the main batch (``docs/architecture.md``, "Training step").
+
+Determinism: the stream position is derived from ``(runner.epoch, batch_idx)`` only, and
+every sample's augmentation is seeded from its position, so a resumed run draws exactly
+the samples and augmentations an uninterrupted run draws, whatever the number of
+workers. Each rank reads its own shard of a permutation that is redrawn for every
+training epoch and every pass over the data (the stream never runs dry).
+"""
+import copy
+import random
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.dist import get_dist_info, sync_random_seed
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from oaml_mm.errors import ConfigError
+from oaml_mm.registry import DATASETS, HOOKS
+
+__all__ = ['DualLoaderHook', 'StreamSampler']
+
+OCCLUSION_TRANSFORMS = ('MedicalMaskOcclusion', 'RandomOcclusion')
+
+
+def _mix(*values: int) -> int:
+    return int(np.random.SeedSequence([int(v) % (2**63) for v in values])
+               .generate_state(1)[0])
+
+
+class StreamSampler(Sampler):
+    """Infinite, rank-sharded ``(position, index)`` stream starting at ``start``.
+
+    Pass ``p`` over the data uses the permutation seeded by ``(seed, epoch, p)``; rank
+    ``r`` reads ``perm[r::world_size]`` padded to ``ceil(N / world_size)``.
+
+    Args:
+        length (int): Data set size.
+        seed (int): Stream seed.
+        epoch (int): Training epoch (reseeds the permutations).
+        start (int): First position (samples already consumed by this rank).
+        rank (int): This rank.
+        world_size (int): Number of ranks.
+    """
+
+    def __init__(self, length: int, seed: int, epoch: int, start: int,
+                 rank: int, world_size: int) -> None:
+        if length < 1:
+            raise ConfigError('the occlusion stream data set is empty')
+        self.length = length
+        self.seed = seed
+        self.epoch = epoch
+        self.start = start
+        self.rank = rank
+        self.world_size = world_size
+        self.shard_len = -(-length // world_size)
+
+    def shard(self, pass_idx: int) -> np.ndarray:
+        rng = np.random.RandomState(_mix(self.seed, self.epoch, pass_idx) % 2**32)
+        mine = rng.permutation(self.length)[self.rank::self.world_size]
+        return np.resize(mine, self.shard_len)
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        pos = self.start
+        pass_idx, offset = divmod(pos, self.shard_len)
+        while True:
+            shard = self.shard(pass_idx)
+            for i in range(offset, self.shard_len):
+                yield (pos, int(shard[i]))
+                pos += 1
+            pass_idx, offset = pass_idx + 1, 0
+
+
+class _PositionSeeded(Dataset):
+    """Seeds python/numpy/torch from the stream position before each sample."""
+
+    def __init__(self, dataset, seed: int, epoch: int, rank: int,
+                 stream: int) -> None:
+        self.dataset = dataset
+        self.key = (seed, epoch, rank, stream)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Tuple[int, int]):
+        pos, idx = item
+        s = _mix(*self.key, pos)
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        torch.manual_seed(s)
+        return self.dataset[idx]
+
+
+@HOOKS.register_module()
+class DualLoaderHook(Hook):
+    """Add the occlusion stream to every training batch.
+
+    Sets ``data_batch['occlusion'] = {'inputs': [...], 'data_samples': [...]}`` in
+    ``before_train_iter``: ``round(batch_size * occluded_ratio)`` occluded samples
+    (their ``gt_visibility`` from the mask) followed by the clean ones, whose
+    ``gt_visibility`` is set to all ones. The clean part's pipeline must hold no
+    occlusion transform; when ``clean_dataloader`` is omitted the main training set is
+    used with its occlusion transforms removed.
+
+    Examples:
+        >>> custom_hooks = [dict(
+        ...     type='DualLoaderHook', batch_size=32, occluded_ratio=0.8,
+        ...     occluded_dataloader=dict(num_workers=2, dataset=dict(
+        ...         type='OcclusionMaskDataset', data_root='data/niqab',
+        ...         pipeline=[dict(type='FaceRandomFlip'),
+        ...                   dict(type='PackFaceInputs')])),
+        ...     clean_dataloader=dict(num_workers=1, dataset=dict(
+        ...         type='MXFaceDataset', data_root='data/faces_emore',
+        ...         pipeline=[dict(type='PackFaceInputs')])))]
+
+    Args:
+        occluded_dataloader (dict): ``dataset`` config plus optional
+            ``num_workers``.
+        clean_dataloader (dict, optional): Same for the clean part.
+        occluded_ratio (float): Fraction of occluded samples. Defaults to 0.8.
+        batch_size (int, optional): Stream batch size per rank; defaults to the
+            main DataLoader's.
+        seed (int, optional): Stream seed; defaults to the run's seed.
+        log_skipped (bool): Log the undecodable images skipped by every data set
+            at the end of each epoch. Defaults to True.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self,
+                 occluded_dataloader: dict,
+                 clean_dataloader: Optional[dict] = None,
+                 occluded_ratio: float = 0.8,
+                 batch_size: Optional[int] = None,
+                 seed: Optional[int] = None,
+                 log_skipped: bool = True) -> None:
+        if not 0.0 <= occluded_ratio <= 1.0:
+            raise ConfigError(
+                f'occluded_ratio must be in [0, 1], got {occluded_ratio}')
+        self.occluded_cfg = copy.deepcopy(occluded_dataloader)
+        self.clean_cfg = copy.deepcopy(clean_dataloader)
+        self.occluded_ratio = occluded_ratio
+        self.batch_size = batch_size
+        self.seed = seed
+        self.log_skipped = log_skipped
+        self.streams: List[dict] = []
+        self._iters: Optional[List[Iterator]] = None
+        self._expected: Optional[Tuple[int, int]] = None
+
+    # building ----------------------------------------------------------------------
+    @staticmethod
+    def _strip_occlusion(dataset_cfg: dict) -> dict:
+        cfg = copy.deepcopy(dataset_cfg)
+        pipeline = cfg.get('pipeline', [])
+        kept = [t for t in pipeline if not (
+            isinstance(t, dict) and t.get('type') in OCCLUSION_TRANSFORMS)]
+        if len(kept) != len(pipeline):
+            print_log('DualLoaderHook: occlusion transforms removed from the '
+                      'clean stream pipeline', logger='current')
+        cfg['pipeline'] = kept
+        return cfg
+
+    def _build_dataset(self, loader_cfg: dict, clean: bool):
+        ds = loader_cfg['dataset']
+        if isinstance(ds, dict):
+            ds_cfg = self._strip_occlusion(ds) if clean else ds
+            ds = DATASETS.build(ds_cfg)
+        elif clean and any(type(t).__name__ in OCCLUSION_TRANSFORMS
+                           for t in getattr(ds.pipeline, 'transforms', [])):
+            raise ConfigError('the clean stream pipeline holds an occlusion '
+                              'transform')
+        if hasattr(ds, 'full_init'):
+            ds.full_init()
+        return ds
+
+    def build_streams(self, default_batch_size: int,
+                      main_dataset_cfg: Optional[dict] = None,
+                      seed: Optional[int] = None) -> None:
+        """Build the two data sets (also callable without a runner, e.g. by tools).
+
+        Args:
+            default_batch_size (int): Used when ``batch_size`` was not given.
+            main_dataset_cfg (dict, optional): The training set config, used for the
+                clean part when ``clean_dataloader`` is None.
+            seed (int, optional): Used when the hook has no ``seed``.
+        """
+        batch_size = int(self.batch_size or default_batch_size)
+        n_occ = int(round(batch_size * self.occluded_ratio))
+        n_clean = batch_size - n_occ
+        if self.seed is None:
+            self.seed = int(seed) if seed is not None else sync_random_seed()
+        self.rank, self.world_size = get_dist_info()
+        self.streams = []
+        if n_occ:
+            self.streams.append(dict(
+                dataset=self._build_dataset(self.occluded_cfg, clean=False),
+                n=n_occ, clean=False,
+                num_workers=int(self.occluded_cfg.get('num_workers', 0))))
+        if n_clean:
+            clean_cfg = self.clean_cfg
+            if clean_cfg is None:
+                if main_dataset_cfg is None:
+                    raise ConfigError(
+                        'DualLoaderHook needs clean_dataloader (or a runner '
+                        'whose train_dataloader config gives the clean faces)')
+                clean_cfg = dict(dataset=main_dataset_cfg, num_workers=0)
+            self.streams.append(dict(
+                dataset=self._build_dataset(clean_cfg, clean=True),
+                n=n_clean, clean=True,
+                num_workers=int(clean_cfg.get('num_workers', 0))))
+        self._iters = None
+        self._expected = None
+
+    def _open(self, epoch: int, step: int) -> None:
+        self._iters = []
+        for sid, s in enumerate(self.streams):
+            sampler = StreamSampler(len(s['dataset']), _mix(self.seed, sid),
+                                    epoch, step * s['n'], self.rank,
+                                    self.world_size)
+            loader = DataLoader(
+                _PositionSeeded(s['dataset'], self.seed, epoch, self.rank, sid),
+                batch_size=s['n'], sampler=sampler,
+                num_workers=s['num_workers'], collate_fn=pseudo_collate,
+                persistent_workers=False)
+            self._iters.append(iter(loader))
+
+    def next_batch(self, epoch: int, step: int) -> dict:
+        """The stream batch of training step ``step`` of ``epoch`` on this rank."""
+        if self._iters is None or self._expected != (epoch, step):
+            self._open(epoch, step)
+        inputs, samples = [], []
+        for s, it in zip(self.streams, self._iters):
+            batch = next(it)
+            if s['clean']:
+                for ds in batch['data_samples']:
+                    shape = ds.gt_visibility.shape if 'gt_visibility' in ds \
+                        else (1, 7, 7)
+                    ds.set_field(torch.ones(shape), 'gt_visibility')
+                    ds.set_metainfo(dict(occlusion_type='none'))
+            inputs.extend(batch['inputs'])
+            samples.extend(batch['data_samples'])
+        self._expected = (epoch, step + 1)
+        return dict(inputs=inputs, data_samples=samples)
+
+    # hook interface ----------------------------------------------------------------
+    def before_train(self, runner) -> None:
+        loader = runner.train_dataloader
+        default_bs = getattr(loader, 'batch_size', None)
+        main_cfg = None
+        cfg = getattr(runner, 'cfg', None)
+        if cfg is not None and cfg.get('train_dataloader'):
+            main_cfg = copy.deepcopy(cfg['train_dataloader'].get('dataset'))
+        self.build_streams(default_bs, main_cfg, seed=getattr(runner, 'seed',
+                                                              None))
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
+        if data_batch is None:
+            return
+        data_batch['occlusion'] = self.next_batch(runner.epoch, batch_idx)
+
+    def after_train_epoch(self, runner) -> None:
+        # Workers of this epoch's stream end here; the next epoch reseeds.
+        self._iters = None
+        if not self.log_skipped:
+            return
+        datasets = [s['dataset'] for s in self.streams]
+        main = getattr(runner.train_dataloader, 'dataset', None)
+        if main is not None:
+            datasets.append(main)
+        for ds in datasets:
+            if hasattr(ds, 'log_skipped'):
+                ds.log_skipped()
+
+    def after_train(self, runner) -> None:
+        self._iters = None

@@ -1,0 +1,93 @@
+"""PKSampler: P x K batches, replacement, per-epoch reshuffle, disjoint ranks."""
+import unittest
+
+import numpy as np
+
+from oaml_mm.datasets import PKSampler
+from oaml_mm.errors import ConfigError
+
+
+class _Labels:
+
+    def __init__(self, labels):
+        self.labels = np.asarray(labels)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def get_gt_labels(self):
+        return self.labels
+
+
+# 10 identities; identity 3 has only 2 images, identity 7 only 1
+LABELS = [i for i in range(10) for _ in range(6 if i not in (3, 7) else
+                                                (2 if i == 3 else 1))]
+
+
+class TestPKSampler(unittest.TestCase):
+
+    def _batches(self, sampler):
+        idx = list(sampler)
+        self.assertEqual(len(idx), len(sampler))
+        bs = sampler.batch_size
+        return [idx[i:i + bs] for i in range(0, len(idx), bs)]
+
+    def test_single_rank(self):
+        ds = _Labels(LABELS)
+        s = PKSampler(ds, batch_size=8, num_instances=4, seed=0, rank=0,
+                      world_size=1)
+        self.assertEqual(len(s), 5 * 8)  # 10 identities, P = 2
+        seen = set()
+        for batch in self._batches(s):
+            labels = ds.labels[batch]
+            ids = labels.reshape(2, 4)
+            self.assertTrue((ids == ids[:, :1]).all())  # K of one identity
+            self.assertEqual(len(set(ids[:, 0])), 2)  # P distinct identities
+            seen.update(ids[:, 0].tolist())
+        self.assertEqual(seen, set(range(10)))
+        # identity 7 has one image: drawn with replacement
+        idx7 = [i for i in s if ds.labels[i] == 7]
+        self.assertEqual(len(set(idx7)), 1)
+
+    def test_epoch_reshuffle_and_determinism(self):
+        ds = _Labels(LABELS)
+        a = PKSampler(ds, batch_size=8, seed=3, rank=0, world_size=1)
+        b = PKSampler(ds, batch_size=8, seed=3, rank=0, world_size=1)
+        self.assertEqual(list(a), list(b))
+        first = list(a)
+        a.set_epoch(1)
+        self.assertNotEqual(first, list(a))
+        b.set_epoch(1)
+        self.assertEqual(list(a), list(b))
+
+    def test_two_ranks_disjoint_equal_length(self):
+        ds = _Labels(LABELS + [10] * 4)  # 11 identities: uneven split
+        for epoch in range(3):
+            samplers = [PKSampler(ds, batch_size=8, seed=1, rank=r,
+                                  world_size=2) for r in range(2)]
+            ids = []
+            for s in samplers:
+                s.set_epoch(epoch)
+                ids.append(set(ds.labels[list(s)].tolist()))
+                self.assertEqual(len(list(s)), len(s))
+            self.assertEqual(len(samplers[0]), len(samplers[1]))
+            self.assertEqual(len(samplers[0]), 3 * 8)  # ceil(11/2)=6 ids = 3 batches
+            self.assertFalse(ids[0] & ids[1])
+            self.assertEqual(ids[0] | ids[1], set(range(11)))
+
+    def test_no_round_up(self):
+        ds = _Labels(LABELS)
+        s = PKSampler(ds, batch_size=8, seed=0, round_up=False, rank=1,
+                      world_size=2)
+        self.assertEqual(len(s), 2 * 8)  # 5 ids per rank -> 2 whole batches
+        self.assertEqual(len(list(s)), 16)
+
+    def test_bad_config(self):
+        with self.assertRaises(ConfigError):
+            PKSampler(_Labels(LABELS), batch_size=6, num_instances=4)
+        with self.assertRaises(ConfigError):
+            PKSampler(_Labels([0, 0]), batch_size=4, rank=0, world_size=2)
+
+
+if __name__ == '__main__':
+    unittest.main()
