@@ -203,17 +203,21 @@ class TemplateAccumulator:
         return v.reshape(-1, 1, h, w)
 
     def merge_(self, other: 'TemplateAccumulator') -> None:
-        """Fold another accumulator of the same shape into this one (exactly)."""
+        """Fold another accumulator into this one (exactly).
+
+        ``other`` may lack the embedding or map part (a process that saw no image);
+        its missing parts count as empty.
+        """
         self.grow(other.num_templates)
         other.grow(self.num_templates)
-        if self.map_mean is not None:
+        if self.map_mean is not None and other.map_mean is not None:
             num = self.map_mean.float() * self.vis_sum[:, None, :] + \
                 other.map_mean.float() * other.vis_sum[:, None, :]
             total = self.vis_sum + other.vis_sum
             self.map_mean = (num / total.clamp_min(1e-12)[:, None, :]).to(
                 self.map_dtype)
             self.vis_sum = total
-        if self.emb_sum is not None:
+        if self.emb_sum is not None and other.emb_sum is not None:
             self.emb_sum += other.emb_sum
         self.weight += other.weight
         self.count += other.count

@@ -1,0 +1,170 @@
+"""Validation/test loops that hand the model to the face metrics.
+
+mmengine's ``ValLoop``/``TestLoop`` give metrics only the predictions. QAConv scores
+need the model's matcher, so these loops call ``metric.bind_model(model)`` (and
+``metric.set_dataset_size(n)``, so repeated DDP padding samples are ignored) on every
+metric that defines them, show a tqdm bar with ETA on rank 0, and otherwise behave
+like mmengine's loops. ``FaceValLoop`` also accepts a *list* of dataloaders with a
+list of evaluators (one per validation set), e.g. LFW, CFP-FP and AgeDB-30 at once.
+"""
+from typing import Dict, List, Sequence, Union
+
+import torch
+from mmengine.dist import get_dist_info
+from mmengine.evaluator import Evaluator
+from mmengine.model import is_model_wrapper
+from mmengine.runner import TestLoop, ValLoop
+from mmengine.runner.amp import autocast
+from torch.utils.data import DataLoader
+
+from oaml_mm.registry import LOOPS
+
+__all__ = ['FaceValLoop', 'FaceTestLoop', 'bind_metrics']
+
+
+def bind_metrics(evaluator: Evaluator, model: torch.nn.Module,
+                 dataset_size: int) -> None:
+    """Call ``bind_model`` / ``set_dataset_size`` on the metrics that have them."""
+    if is_model_wrapper(model):
+        model = model.module
+    for metric in evaluator.metrics:
+        if hasattr(metric, 'bind_model'):
+            metric.bind_model(model)
+        if hasattr(metric, 'set_dataset_size'):
+            metric.set_dataset_size(dataset_size)
+
+
+def _progress(dataloader, desc: str, enabled: bool):
+    rank, _ = get_dist_info()
+    if not enabled or rank != 0:
+        return dataloader
+    from tqdm import tqdm
+    return tqdm(dataloader, desc=desc, unit='batch', mininterval=2.0,
+                leave=False)
+
+
+class _FaceLoopMixin:
+
+    def _run_one(self, dataloader, evaluator, desc: str, step) -> dict:
+        bind_metrics(evaluator, self.runner.model, len(dataloader.dataset))
+        for idx, data_batch in enumerate(
+                _progress(dataloader, desc, self.progress)):
+            step(idx, data_batch, evaluator)
+        return evaluator.evaluate(len(dataloader.dataset))
+
+
+@LOOPS.register_module()
+class FaceValLoop(_FaceLoopMixin, ValLoop):
+    """``ValLoop`` that binds the model to the metrics; one or several val sets.
+
+    Args:
+        runner (Runner): The runner.
+        dataloader (DataLoader | dict | list): One dataloader (config) or a list.
+        evaluator (Evaluator | dict | list): With a list of dataloaders, a list of
+            the same length (each a metric config or a list of them).
+        fp16 (bool): Autocast the forward. Defaults to False.
+        progress (bool): tqdm bar on rank 0. Defaults to True.
+
+    Example:
+        >>> val_cfg = dict(type='FaceValLoop')
+        >>> val_dataloader = [lfw_loader, agedb_loader]
+        >>> val_evaluator = [dict(type='VerificationMetric', dataset_name='lfw'),
+        ...                  dict(type='VerificationMetric', dataset_name='agedb_30')]
+    """
+
+    def __init__(self, runner, dataloader: Union[DataLoader, Dict, List],
+                 evaluator: Union[Evaluator, Dict, List], fp16: bool = False,
+                 progress: bool = True) -> None:
+        self.progress = progress
+        if isinstance(dataloader, (list, tuple)):
+            if not isinstance(evaluator, (list, tuple)) or \
+                    len(evaluator) != len(dataloader):
+                from oaml_mm.errors import ConfigError
+                raise ConfigError(
+                    f'{len(dataloader)} val dataloaders need a list of '
+                    f'{len(dataloader)} evaluators, got {evaluator!r}')
+            super().__init__(runner, dataloader[0], evaluator[0], fp16)
+            self.dataloaders = [self.dataloader] + [
+                runner.build_dataloader(d, seed=runner.seed)
+                if isinstance(d, dict) else d for d in dataloader[1:]
+            ]
+            self.evaluators = [self.evaluator] + [
+                runner.build_evaluator(e) if isinstance(e, (dict, list)) else e
+                for e in evaluator[1:]
+            ]
+            for dl, ev in zip(self.dataloaders[1:], self.evaluators[1:]):
+                if hasattr(dl.dataset, 'metainfo'):
+                    ev.dataset_meta = dl.dataset.metainfo
+        else:
+            super().__init__(runner, dataloader, evaluator, fp16)
+            self.dataloaders = [self.dataloader]
+            self.evaluators = [self.evaluator]
+
+    def run(self) -> dict:
+        """Validate on every set; returns the union of their metrics."""
+        self.runner.call_hook('before_val')
+        self.runner.call_hook('before_val_epoch')
+        self.runner.model.eval()
+        self.val_loss.clear()
+        metrics: Dict[str, float] = {}
+        for dl, ev in zip(self.dataloaders, self.evaluators):
+            metrics.update(self._run_one(dl, ev, 'val', self._step))
+        self.runner.call_hook('after_val_epoch', metrics=metrics)
+        self.runner.call_hook('after_val')
+        return metrics
+
+    @torch.no_grad()
+    def _step(self, idx: int, data_batch: Sequence[dict], evaluator) -> None:
+        self.runner.call_hook(
+            'before_val_iter', batch_idx=idx, data_batch=data_batch)
+        with autocast(enabled=self.fp16):
+            outputs = self.runner.model.val_step(data_batch)
+        evaluator.process(data_samples=outputs, data_batch=data_batch)
+        self.runner.call_hook(
+            'after_val_iter', batch_idx=idx, data_batch=data_batch,
+            outputs=outputs)
+
+
+@LOOPS.register_module()
+class FaceTestLoop(_FaceLoopMixin, TestLoop):
+    """``TestLoop`` that binds the model to the metrics before evaluating.
+
+    Args:
+        runner (Runner): The runner.
+        dataloader (DataLoader | dict): The test dataloader.
+        evaluator (Evaluator | dict | list): Metrics.
+        fp16 (bool): Autocast the forward. Defaults to False.
+        progress (bool): tqdm bar on rank 0. Defaults to True.
+
+    Example:
+        >>> test_cfg = dict(type='FaceTestLoop')
+    """
+
+    def __init__(self, runner, dataloader: Union[DataLoader, Dict],
+                 evaluator: Union[Evaluator, Dict, List], fp16: bool = False,
+                 progress: bool = True) -> None:
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self.progress = progress
+
+    def run(self) -> dict:
+        """Run the test set through the model and evaluate."""
+        self.runner.call_hook('before_test')
+        self.runner.call_hook('before_test_epoch')
+        self.runner.model.eval()
+        self.test_loss.clear()
+        metrics = self._run_one(self.dataloader, self.evaluator, 'test',
+                                self._step)
+        self.runner.call_hook('after_test_epoch', metrics=metrics)
+        self.runner.call_hook('after_test')
+        return metrics
+
+    @torch.no_grad()
+    def _step(self, idx: int, data_batch: Sequence[dict], evaluator) -> None:
+        self.runner.call_hook(
+            'before_test_iter', batch_idx=idx, data_batch=data_batch)
+        with autocast(enabled=self.fp16):
+            outputs = self.runner.model.test_step(data_batch)
+        evaluator.process(data_samples=outputs, data_batch=data_batch)
+        self.runner.call_hook(
+            'after_test_iter', batch_idx=idx, data_batch=data_batch,
+            outputs=outputs)

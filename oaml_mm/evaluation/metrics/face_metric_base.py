@@ -1,0 +1,235 @@
+"""Shared machinery of the face metrics: the bound matcher, DDP merging, pair splits.
+
+mmengine's :class:`~mmengine.evaluator.BaseMetric` gathers every ``process`` result to
+rank 0. Face benchmarks cannot afford that for feature maps (IJB-C: 469k images x
+25k values), so these metrics keep per-rank *accumulators* with one row per template
+(or per image for the ``.bin`` sets), sum them across ranks in chunks, split the listed
+pairs over the ranks and gather only the scores. Every rank then computes the same
+numbers, so single- and multi-process runs agree.
+
+The matcher comes from the model: :class:`~oaml_mm.engine.runner.FaceValLoop` /
+``FaceTestLoop`` call :meth:`FaceMetricBase.bind_model` before evaluating.
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather, all_reduce, get_dist_info
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+
+from oaml_mm.errors import ConfigError
+from oaml_mm.evaluation.functional import (TemplateAccumulator, auc, eer,
+                                           roc_curve, tar_at_far)
+
+BRANCHES = ('adaface', 'qaconv', 'fused')
+
+__all__ = ['FaceMetricBase', 'BRANCHES']
+
+
+def _to_dict(sample: Any) -> dict:
+    if isinstance(sample, dict):
+        return sample
+    return sample.to_dict()
+
+
+class FaceMetricBase(BaseMetric):
+    """Base of :class:`VerificationMetric` and :class:`IJBMetric`.
+
+    Args:
+        dataset_name (str): First part of every key ``{dataset}/{branch}/{metric}``.
+        branches (Sequence[str]): Any of ``'adaface'``, ``'qaconv'``, ``'fused'``.
+        fuse_weights (Sequence[float]): Weights of (adaface, qaconv) in the fused
+            score, applied after impostor z-normalisation. Defaults to (0.5, 0.5).
+        pair_chunk (int): Pairs per QAConv matcher call. Defaults to 1024.
+        map_dtype (str): Storage of the pooled feature maps. Defaults to 'float16'.
+        progress (bool): Show a tqdm bar (rank 0) while scoring pairs.
+        collect_device (str): Kept for mmengine compatibility.
+    """
+
+    # Keys carry the data set name already; the prefix is unused (set to
+    # silence mmengine's warning).
+    default_prefix: Optional[str] = 'face'
+
+    def __init__(self,
+                 dataset_name: str,
+                 branches: Sequence[str] = BRANCHES,
+                 fuse_weights: Sequence[float] = (0.5, 0.5),
+                 pair_chunk: int = 1024,
+                 map_dtype: str = 'float16',
+                 progress: bool = True,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        bad = [b for b in branches if b not in BRANCHES]
+        if bad:
+            raise ConfigError(f'{type(self).__name__}: unknown branches {bad}; '
+                              f'choose from {BRANCHES}')
+        if len(fuse_weights) != 2:
+            raise ConfigError('fuse_weights must be (adaface, qaconv) weights, '
+                              f'got {fuse_weights}')
+        self.dataset_name = dataset_name
+        self.branches = tuple(branches)
+        self.fuse_weights = tuple(float(w) for w in fuse_weights)
+        self.pair_chunk = int(pair_chunk)
+        self.map_dtype = getattr(torch, map_dtype)
+        self.progress = progress
+        self.model = None
+        self.dataset_size: Optional[int] = None
+        self.roc_curves: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        self._seen = 0
+        self._warned = set()
+
+    # -- wiring ---------------------------------------------------------------
+    def bind_model(self, model: Optional[torch.nn.Module]) -> None:
+        """Give the metric the (unwrapped) model whose ``match_pairs`` scores QAConv."""
+        self.model = model
+
+    def set_dataset_size(self, size: int) -> None:
+        """Number of samples of the data set; lets DDP padding be recognised."""
+        self.dataset_size = int(size)
+
+    @property
+    def needs_maps(self) -> bool:
+        return 'qaconv' in self.branches or 'fused' in self.branches
+
+    def has_matcher(self) -> bool:
+        m = self.model
+        return m is not None and callable(getattr(m, 'match_pairs', None)) and \
+            getattr(m, 'qaconv_head', True) is not None
+
+    def _log_once(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            print_log(f'{self.dataset_name}: {msg}', logger='current')
+
+    def _keep_sample(self) -> bool:
+        """False for the samples DDP's padding repeats (position >= data set size).
+
+        mmengine's ``DefaultSampler`` gives rank r the positions r, r+W, r+2W, ...
+        of the padded index list; positions past the data set are repeats.
+        """
+        rank, world = get_dist_info()
+        pos = self._seen * world + rank
+        self._seen += 1
+        return self.dataset_size is None or pos < self.dataset_size
+
+    def _samples(self, data_samples: Sequence[Any]):
+        for s in data_samples:
+            if self._keep_sample():
+                yield _to_dict(s)
+
+    # -- distributed helpers ---------------------------------------------------
+    @staticmethod
+    def _world() -> Tuple[int, int]:
+        return get_dist_info()
+
+    def _allreduce_accumulator(self, acc: Optional[TemplateAccumulator],
+                               chunk_rows: int = 2048) -> TemplateAccumulator:
+        """Sum per-rank accumulators, chunk by chunk (bounded memory).
+
+        Ranks agree first on the structure (rows, embedding size, map shape): a
+        rank that saw no image, or no map, contributes empty rows.
+
+        Returns:
+            TemplateAccumulator: The merged accumulator (same on every rank).
+        """
+        vec = torch.zeros(5, dtype=torch.int64)
+        if acc is not None:
+            vec[0] = acc.num_templates
+            vec[1] = acc.emb_dim or 0
+            if acc.map_shape is not None:
+                vec[2:] = torch.tensor(acc.map_shape)
+        all_reduce(vec, op='max')
+        n, d = int(vec[0]), int(vec[1])
+        shape = tuple(int(x) for x in vec[2:]) if vec[2] > 0 else None
+        if acc is None or (acc.emb_dim or 0) != d or acc.map_shape != shape:
+            fresh = TemplateAccumulator(n, d or None, shape, self.map_dtype)
+            if acc is not None:
+                fresh.merge_(acc)
+            acc = fresh
+        acc.grow(n)
+        _, world = get_dist_info()
+        if world == 1:
+            return acc
+        all_reduce(acc.count)
+        all_reduce(acc.weight)
+        if acc.emb_sum is not None:
+            all_reduce(acc.emb_sum)
+        if acc.map_mean is not None:
+            for s in range(0, acc.num_templates, chunk_rows):
+                a = acc.vis_sum[s:s + chunk_rows].clone()
+                num = acc.map_mean[s:s + chunk_rows].float() * a[:, None, :]
+                all_reduce(num)
+                all_reduce(a)
+                acc.map_mean[s:s + chunk_rows] = (
+                    num / a.clamp_min(1e-12)[:, None, :]).to(acc.map_dtype)
+                acc.vis_sum[s:s + chunk_rows] = a
+        return acc
+
+    @staticmethod
+    def _my_range(n: int) -> Tuple[int, int]:
+        rank, world = get_dist_info()
+        per = (n + world - 1) // world
+        return min(rank * per, n), min((rank + 1) * per, n)
+
+    @staticmethod
+    def _gather_ranges(local: torch.Tensor, n: int) -> torch.Tensor:
+        """Concatenate every rank's slice of an ``[n, ...]`` result (rank order)."""
+        _, world = get_dist_info()
+        if world == 1:
+            return local
+        per = (n + world - 1) // world
+        padded = local.new_zeros((per, ) + tuple(local.shape[1:]))
+        padded[:local.shape[0]] = local
+        parts = all_gather(padded)
+        return torch.cat([p.cpu() for p in parts])[:n]
+
+    def _match_pairs_distributed(self, maps: torch.Tensor,
+                                 vis: Optional[torch.Tensor],
+                                 idx_a: torch.Tensor,
+                                 idx_b: torch.Tensor) -> torch.Tensor:
+        """QAConv scores of the listed pairs, the pairs split over the ranks."""
+        from oaml_mm.evaluation.functional import match_listed_pairs
+        n = idx_a.numel()
+        lo, hi = self._my_range(n)
+        device = next(self.model.parameters()).device
+        bar = self._bar(hi - lo, f'{self.dataset_name} QAConv pairs')
+        with torch.no_grad():
+            local = match_listed_pairs(
+                self.model.match_pairs, maps, vis, idx_a[lo:hi], idx_b[lo:hi],
+                chunk=self.pair_chunk, device=device,
+                progress=None if bar is None else bar.update)
+        if bar is not None:
+            bar.close()
+        return self._gather_ranges(local, n)
+
+    def _bar(self, total: int, desc: str):
+        rank, _ = get_dist_info()
+        if not self.progress or rank != 0:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, unit='pair', unit_scale=True,
+                    mininterval=2.0, leave=False)
+
+    # -- shared metric blocks ---------------------------------------------------
+    def _roc_metrics(self, branch: str, scores: np.ndarray, labels: np.ndarray,
+                     fars: Sequence[float], rule: str) -> Dict[str, float]:
+        out = {}
+        prefix = f'{self.dataset_name}/{branch}/'
+        for far, tar in tar_at_far(scores, labels, fars, rule=rule).items():
+            out[prefix + f'TAR@FAR={far:.0e}'] = 100.0 * tar
+        out[prefix + 'AUC'] = 100.0 * auc(scores, labels)
+        out[prefix + 'EER'] = 100.0 * eer(scores, labels)
+        fpr, tpr, _ = roc_curve(scores, labels)
+        self.roc_curves[branch] = (fpr, tpr)
+        return out
+
+    def compute_metrics(self, results: List) -> Dict[str, float]:
+        # Unused: evaluate() is overridden to merge accumulators, not results.
+        return {}
+
+    def reset(self) -> None:
+        """Forget everything processed so far (called after every evaluation)."""
+        self._seen = 0
+        self.results.clear()

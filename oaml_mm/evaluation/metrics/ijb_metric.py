@@ -1,0 +1,340 @@
+"""IJB-B / IJB-C 1:1 verification (TAR@FAR) and 1:N identification.
+
+1:1 follows insightface's ``IJB_11.py`` / AdaFace (SPEC section 5): template embedding =
+L2-normalised sum over media of the mean over the media's images of the norm-keeping,
+flip-fused image features; cosine per listed pair; TAR@FAR with the closest-FPR rule.
+QAConv works on template maps pooled with visibility weights while the images stream
+in (:class:`~oaml_mm.evaluation.functional.TemplateAccumulator`), and only the listed
+pairs are scored, split over the ranks.
+"""
+import csv
+import os.path as osp
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from oaml_mm.datasets.ijb import (ijb_meta_paths, read_ijb_template_pairs,
+                                  read_ijb_tid_mid)
+from oaml_mm.errors import DataFormatError, MissingFileError
+from oaml_mm.evaluation.functional import (DEFAULT_FARS, TemplateAccumulator,
+                                           cosine_pairs, fuse_scores,
+                                           identification_1n, impostor_stats)
+from oaml_mm.registry import METRICS
+from .face_metric_base import BRANCHES, FaceMetricBase
+
+__all__ = ['IJBMetric', 'read_1n_csv']
+
+
+def read_1n_csv(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Templates and subjects of an IJB 1:N gallery/probe CSV.
+
+    The file has a header with ``TEMPLATE_ID`` and ``SUBJECT_ID`` columns (any case)
+    and one row per image; a template must keep one subject.
+
+    Returns:
+        tuple: ``(template_ids, subject_ids)`` int64, one entry per template, in
+        order of first appearance.
+    """
+    if not osp.isfile(path):
+        raise MissingFileError(path, 'IJB 1:N template list')
+    templates: Dict[int, int] = {}
+    with open(path, newline='') as f:
+        reader = csv.reader(f)
+        header = [h.strip().upper() for h in next(reader, [])]
+        if 'TEMPLATE_ID' not in header or 'SUBJECT_ID' not in header:
+            raise DataFormatError(path, 'header must name TEMPLATE_ID and '
+                                  f'SUBJECT_ID columns, got {header}',
+                                  record='line 1')
+        ti, si = header.index('TEMPLATE_ID'), header.index('SUBJECT_ID')
+        for lineno, row in enumerate(reader, 2):
+            if not row:
+                continue
+            try:
+                t, s = int(row[ti]), int(row[si])
+            except (ValueError, IndexError):
+                raise DataFormatError(
+                    path, f'expected integer TEMPLATE_ID and SUBJECT_ID, got '
+                    f'{row!r}', record=f'line {lineno}') from None
+            if templates.setdefault(t, s) != s:
+                raise DataFormatError(
+                    path, f'template {t} has subjects {templates[t]} and {s}',
+                    record=f'line {lineno}', field='SUBJECT_ID')
+    return (np.fromiter(templates.keys(), np.int64, len(templates)),
+            np.fromiter(templates.values(), np.int64, len(templates)))
+
+
+@METRICS.register_module()
+class IJBMetric(FaceMetricBase):
+    """IJB-B/IJB-C TAR@FAR (and 1:N when its CSVs are given) for every branch.
+
+    Samples need ``template_id`` and ``media_id`` metainfo (``IJBDataset``) and the
+    prediction's ``embedding`` and ``norm`` (``feature_map``/``visibility`` for
+    QAConv). The meta files give the template list and each media's image count.
+
+    Keys (percent): ``{dataset}/{branch}/TAR@FAR=1e-04`` ... , ``/AUC``, ``/EER``;
+    with 1:N files ``/1N_rank1``, ``/1N_rank5``, ``/1N_rank10`` (closed set over the
+    union of the galleries) and ``/1N_TPIR@FPIR=1e-02`` (open set, mean over the
+    galleries).
+
+    Args:
+        dataset_name (str): Key prefix. Defaults to 'ijbc'.
+        data_root (str): Folder holding ``meta/`` (see docs/data_layout.md).
+        subset (str): 'IJBB' or 'IJBC'; chooses the default meta file names.
+        pair_file (str, optional): Overrides ``meta/<subset>_template_pair_label.txt``.
+        tid_mid_file (str, optional): Overrides ``meta/<subset>_face_tid_mid.txt``.
+        gallery_files (Sequence[str]): 1:N gallery CSVs (relative to ``data_root``);
+            missing files switch 1:N off with a log line.
+        probe_file (str, optional): 1:N probe CSV.
+        fars (Sequence[float]): Defaults to 1e-6 ... 1e-1.
+        far_rule (str): 'closest' (published tables) or 'strict'.
+        ranks (Sequence[int]): Defaults to (1, 5, 10).
+        fpirs (Sequence[float]): Defaults to (0.01, 0.1).
+        **kwargs: See :class:`FaceMetricBase` (branches, fuse_weights, pair_chunk...).
+
+    Example:
+        >>> test_evaluator = dict(
+        ...     type='IJBMetric', dataset_name='ijbc', subset='IJBC',
+        ...     data_root='data/IJB_release/IJBC',
+        ...     gallery_files=('meta/ijbc_1N_gallery_G1.csv',
+        ...                    'meta/ijbc_1N_gallery_G2.csv'),
+        ...     probe_file='meta/ijbc_1N_probe_mixed.csv')
+    """
+
+    def __init__(self,
+                 dataset_name: str = 'ijbc',
+                 data_root: str = 'data/IJB_release/IJBC',
+                 subset: str = 'IJBC',
+                 pair_file: Optional[str] = None,
+                 tid_mid_file: Optional[str] = None,
+                 gallery_files: Sequence[str] = (),
+                 probe_file: Optional[str] = None,
+                 branches: Sequence[str] = BRANCHES,
+                 fuse_weights: Sequence[float] = (0.5, 0.5),
+                 fars: Sequence[float] = DEFAULT_FARS,
+                 far_rule: str = 'closest',
+                 ranks: Sequence[int] = (1, 5, 10),
+                 fpirs: Sequence[float] = (0.01, 0.1),
+                 pair_chunk: int = 4096,
+                 **kwargs) -> None:
+        super().__init__(dataset_name, branches, fuse_weights,
+                         pair_chunk=pair_chunk, **kwargs)
+        paths = ijb_meta_paths(data_root, subset)
+        j = (lambda p: p if p is None or osp.isabs(p) else
+             osp.join(data_root, p))
+        self.pair_file = j(pair_file) or paths['pairs']
+        self.tid_mid_file = j(tid_mid_file) or paths['tid_mid']
+        self.gallery_files = [j(p) for p in gallery_files]
+        self.probe_file = j(probe_file)
+        self.fars = tuple(fars)
+        self.far_rule = far_rule
+        self.ranks = tuple(ranks)
+        self.fpirs = tuple(fpirs)
+        self._meta_loaded = False
+        self.acc: Optional[TemplateAccumulator] = None
+
+    # -- meta -----------------------------------------------------------------
+    def _load_meta(self) -> None:
+        if self._meta_loaded:
+            return
+        _, tids, mids = read_ijb_tid_mid(self.tid_mid_file)
+        self.templates = np.unique(tids)
+        keys, counts = np.unique(np.stack([tids, mids], 1), axis=0,
+                                 return_counts=True)
+        self._media_count = {(int(t), int(m)): int(c)
+                             for (t, m), c in zip(keys, counts)}
+        t1, t2, label = read_ijb_template_pairs(self.pair_file)
+        known1 = np.isin(t1, self.templates)
+        known2 = np.isin(t2, self.templates)
+        bad = np.nonzero(~(known1 & known2))[0]
+        if bad.size:
+            i = int(bad[0])
+            t = int(t1[i] if not known1[i] else t2[i])
+            raise DataFormatError(
+                self.pair_file, f'template {t} has no images in '
+                f'{self.tid_mid_file} ({bad.size} pairs affected)',
+                record=f'line {i + 1}', field='t1' if not known1[i] else 't2')
+        self.pair_a = self._rows(t1, self.pair_file, 'template pair list')
+        self.pair_b = self._rows(t2, self.pair_file, 'template pair list')
+        self.pair_label = label.astype(bool)
+        self.galleries = []
+        self.probes = None
+        files = self.gallery_files + ([self.probe_file]
+                                      if self.probe_file else [])
+        missing = [p for p in files if not osp.isfile(p)]
+        if files and missing:
+            self._log_once('no1n', f'1:N skipped, missing {missing}')
+        elif files:
+            for p in self.gallery_files:
+                t, s = read_1n_csv(p)
+                self.galleries.append((self._rows(t, p, '1:N list'), s))
+            t, s = read_1n_csv(self.probe_file)
+            self.probes = (self._rows(t, self.probe_file, '1:N list'), s)
+        self._meta_loaded = True
+
+    def _rows(self, template_ids: np.ndarray, path: str,
+              what: str) -> torch.Tensor:
+        """Rows of ``template_ids``; a template without images is an error."""
+        pos = np.searchsorted(self.templates, template_ids)
+        pos = np.clip(pos, 0, len(self.templates) - 1)
+        bad = np.nonzero(self.templates[pos] != template_ids)[0]
+        if bad.size:
+            i = int(bad[0])
+            raise DataFormatError(
+                path, f'template {int(template_ids[i])} of the {what} has no '
+                f'images in {self.tid_mid_file} ({bad.size} such entries)',
+                record=f'template #{i + 1}', field='TEMPLATE_ID')
+        return torch.as_tensor(pos, dtype=torch.int64)
+
+    # -- streaming --------------------------------------------------------------
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        """Add one batch of image predictions to their templates."""
+        self._load_meta()
+        rows, feats, maps, vis, w = [], [], [], [], []
+        for s in self._samples(data_samples):
+            t, m = int(s['template_id']), int(s['media_id'])
+            n = self._media_count.get((t, m))
+            if n is None:
+                raise DataFormatError(
+                    self.tid_mid_file, f'image {s.get("img_path")} has template '
+                    f'{t} / media {m}, which this file does not list',
+                    field='template_id')
+            rows.append(int(np.searchsorted(self.templates, t)))
+            w.append(1.0 / n)
+            emb = torch.as_tensor(s['embedding']).float().reshape(-1)
+            norm = torch.as_tensor(s.get('norm', 1.0)).float().reshape(-1)[:1]
+            feats.append(emb * norm)
+            if self.needs_maps and 'feature_map' in s:
+                maps.append(torch.as_tensor(s['feature_map']))
+                v = s.get('visibility')
+                vis.append(torch.ones(1, *maps[-1].shape[1:])
+                           if v is None else torch.as_tensor(v).float())
+        if not rows:
+            return
+        if self.acc is None:
+            self.acc = TemplateAccumulator(
+                len(self.templates), feats[0].numel(),
+                tuple(maps[0].shape) if maps else None, self.map_dtype)
+        self.acc.add(torch.tensor(rows), torch.stack(feats),
+                     torch.stack(maps) if maps and self.acc.map_mean is not None
+                     else None,
+                     torch.stack(vis) if vis else None,
+                     torch.tensor(w, dtype=torch.float64))
+
+    # -- evaluation ---------------------------------------------------------------
+    def evaluate(self, size: int) -> Dict[str, float]:
+        """Merge ranks, score the listed pairs and compute every metric."""
+        self._load_meta()
+        self.acc = self._allreduce_accumulator(self.acc)
+        try:
+            return self._compute()
+        finally:
+            self.acc = None
+            self.reset()
+
+    def _check_pairs_have_images(self) -> None:
+        empty = self.acc.count[:len(self.templates)] == 0
+        for rows, in ((self.pair_a, ), (self.pair_b, )):
+            bad = empty[rows].nonzero().reshape(-1)
+            if bad.numel():
+                i = int(bad[0])
+                raise DataFormatError(
+                    self.pair_file, f'template {int(self.templates[rows[i]])} '
+                    'got no image during evaluation (is the image folder '
+                    'complete?)', record=f'line {i + 1}', field='template_id')
+
+    def _compute(self) -> Dict[str, float]:
+        self._check_pairs_have_images()
+        labels = self.pair_label
+        n = self.pair_a.numel()
+        lo, hi = self._my_range(n)
+        emb = self.acc.embeddings()
+        cos = self._gather_ranges(
+            cosine_pairs(emb, self.pair_a[lo:hi], self.pair_b[lo:hi]),
+            n).numpy().astype(np.float64)
+        scores = {'adaface': cos}
+        want_q = 'qaconv' in self.branches or 'fused' in self.branches
+        maps = vis = None
+        if want_q and not self.has_matcher():
+            self._log_once('nomatch', 'no model with a QAConv head is bound; '
+                           'qaconv/fused branches skipped')
+        elif want_q and self.acc.map_mean is None:
+            self._log_once('nomaps', 'predictions carry no feature_map; '
+                           'qaconv/fused branches skipped')
+        elif want_q:
+            maps, vis = self.acc.maps(), self.acc.visibility()
+            scores['qaconv'] = self._match_pairs_distributed(
+                maps, vis, self.pair_a, self.pair_b).numpy().astype(np.float64)
+        stats = {b: impostor_stats(s, labels) for b, s in scores.items()}
+        if 'qaconv' in scores:
+            scores['fused'] = fuse_scores(
+                [scores['adaface'], scores['qaconv']], self.fuse_weights,
+                [stats['adaface'], stats['qaconv']])
+        out: Dict[str, float] = {}
+        for b in self.branches:
+            if b in scores:
+                out.update(self._roc_metrics(b, scores[b], labels, self.fars,
+                                             self.far_rule))
+        if self.probes is not None:
+            out.update(self._identification(emb, maps, vis, stats))
+        self.scores, self.labels = scores, labels
+        return out
+
+    def _score_matrix(self, branch: str, emb, maps, vis, probe_rows,
+                      gallery_rows) -> np.ndarray:
+        if branch == 'adaface':
+            return (emb[probe_rows] @ emb[gallery_rows].T).double().numpy()
+        # QAConv: probe blocks split over ranks, 128 x 128 blocks like the reference.
+        p_n = probe_rows.numel()
+        lo, hi = self._my_range(p_n)
+        device = next(self.model.parameters()).device
+        g_maps = maps[gallery_rows]
+        g_vis = vis[gallery_rows]
+        local = torch.zeros(hi - lo, gallery_rows.numel())
+        with torch.no_grad():
+            for ps in range(lo, hi, 128):
+                pr = probe_rows[ps:min(ps + 128, hi)]
+                pm = maps[pr].to(device, torch.float32)
+                pv = vis[pr].to(device, torch.float32)
+                for gs in range(0, gallery_rows.numel(), 128):
+                    local[ps - lo:ps - lo + pr.numel(), gs:gs + 128] = \
+                        self.model.match(
+                            pm, g_maps[gs:gs + 128].to(device, torch.float32),
+                            pv, g_vis[gs:gs + 128].to(device,
+                                                      torch.float32)).cpu()
+        return self._gather_ranges(local, p_n).double().numpy()
+
+    def _identification(self, emb, maps, vis, stats) -> Dict[str, float]:
+        p_rows, p_subj = self.probes
+        out: Dict[str, float] = {}
+        branches = [b for b in ('adaface', 'qaconv') if b in stats]
+        mats: Dict[str, List[np.ndarray]] = {b: [] for b in branches}
+        for g_rows, _ in self.galleries:
+            for b in branches:
+                mats[b].append(self._score_matrix(b, emb, maps, vis, p_rows,
+                                                  g_rows))
+        if 'qaconv' in mats:
+            mats['fused'] = [
+                fuse_scores([a, q], self.fuse_weights,
+                            [stats['adaface'], stats['qaconv']])
+                for a, q in zip(mats['adaface'], mats['qaconv'])
+            ]
+        g_subj_all = np.concatenate([s for _, s in self.galleries])
+        for b in self.branches:
+            if b not in mats:
+                continue
+            p = f'{self.dataset_name}/{b}/1N_'
+            closed = identification_1n(np.concatenate(mats[b], 1), p_subj,
+                                       g_subj_all, self.ranks, fpirs=())
+            for k in self.ranks:
+                out[p + f'rank{k}'] = 100.0 * closed[f'rank{k}']
+            per_gallery = [
+                identification_1n(m, p_subj, s, ranks=(), fpirs=self.fpirs)
+                for m, (_, s) in zip(mats[b], self.galleries)
+            ]
+            for f in self.fpirs:
+                key = f'TPIR@FPIR={f:.0e}'
+                vals = [r[key] for r in per_gallery if not np.isnan(r[key])]
+                if vals:
+                    out[p + key] = 100.0 * float(np.mean(vals))
+        return out

@@ -1,0 +1,189 @@
+"""10-fold verification on the ``.bin`` pair sets (LFW, CFP-FP, AgeDB-30, CALFW, CPLFW).
+
+Protocol: insightface/AdaFace 10-fold (see
+:mod:`oaml_mm.evaluation.functional.verification`) for the cosine branch; the QAConv
+branch scores the two images of each pair with the model's occlusion-weighted
+``match_pairs``; the fused branch adds the two after impostor z-normalisation.
+"""
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.dist import all_reduce
+
+from oaml_mm.errors import DataFormatError
+from oaml_mm.evaluation.functional import (TemplateAccumulator, fuse_scores,
+                                           impostor_stats, verification_10fold,
+                                           verification_10fold_scores)
+from oaml_mm.registry import METRICS
+from .face_metric_base import BRANCHES, FaceMetricBase
+
+__all__ = ['VerificationMetric']
+
+
+@METRICS.register_module()
+class VerificationMetric(FaceMetricBase):
+    """10-fold verification accuracy of the AdaFace, QAConv and fused scores.
+
+    Every sample needs ``pair_index``, ``pair_slot`` (0/1) and ``issame`` in its
+    metainfo (``VerificationBinDataset`` sets them) and the prediction's
+    ``embedding``; the QAConv/fused branches also need ``feature_map`` (set
+    ``test_cfg=dict(return_feature_maps=True)`` in the model) and use ``visibility``
+    when present. Without a bound model with a QAConv head those branches are
+    skipped with a log line.
+
+    Keys (accuracy, std and EER/AUC in percent, as papers report):
+    ``{dataset}/{branch}/accuracy``, ``/std``, ``/threshold`` (squared-L2 distance for
+    adaface, score otherwise), ``/AUC``, ``/EER`` and ``/TAR@FAR=..`` for ``fars``.
+
+    Args:
+        dataset_name (str): Key prefix, e.g. ``'lfw'``.
+        branches (Sequence[str]): Subset of ``('adaface', 'qaconv', 'fused')``.
+        fuse_weights (Sequence[float]): (adaface, qaconv) weights. Defaults to
+            (0.5, 0.5).
+        nrof_folds (int): Folds. Defaults to 10.
+        fars (Sequence[float]): FARs for TAR@FAR keys. Defaults to () (the .bin
+            sets have 3,000 impostor pairs at most).
+        **kwargs: See :class:`FaceMetricBase`.
+
+    Example:
+        >>> val_evaluator = dict(type='VerificationMetric', dataset_name='lfw',
+        ...                      branches=('adaface', 'qaconv', 'fused'))
+    """
+
+    def __init__(self,
+                 dataset_name: str = 'lfw',
+                 branches: Sequence[str] = BRANCHES,
+                 fuse_weights: Sequence[float] = (0.5, 0.5),
+                 nrof_folds: int = 10,
+                 fars: Sequence[float] = (),
+                 **kwargs) -> None:
+        super().__init__(dataset_name, branches, fuse_weights, **kwargs)
+        self.nrof_folds = nrof_folds
+        self.fars = tuple(fars)
+        self._new_state()
+
+    def _new_state(self) -> None:
+        self.acc: Optional[TemplateAccumulator] = None
+        self.issame = torch.full((0, ), -1, dtype=torch.int8)
+
+    def reset(self) -> None:
+        super().reset()
+        self._new_state()
+
+    def _ensure(self, rows: int, emb_dim: int, map_shape) -> None:
+        if self.acc is None:
+            self.acc = TemplateAccumulator(
+                max(rows, 64), emb_dim, map_shape if self.needs_maps else None,
+                self.map_dtype)
+        elif rows > self.acc.num_templates:
+            self.acc.grow(max(rows, 2 * self.acc.num_templates))
+        pairs = (self.acc.num_templates + 1) // 2
+        if pairs > self.issame.numel():
+            pad = torch.full((pairs - self.issame.numel(), ), -1,
+                             dtype=torch.int8)
+            self.issame = torch.cat([self.issame, pad])
+
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        """Fold one batch of predictions into the per-image store."""
+        rows, embs, maps, vis, same = [], [], [], [], []
+        for s in self._samples(data_samples):
+            if 'pair_index' not in s or 'pair_slot' not in s:
+                raise DataFormatError(
+                    s.get('img_path', self.dataset_name),
+                    'sample has no pair_index/pair_slot metainfo (use '
+                    'VerificationBinDataset)', field='pair_index')
+            rows.append(2 * int(s['pair_index']) + int(s['pair_slot']))
+            same.append(int(bool(s.get('issame', False))))
+            embs.append(torch.as_tensor(s['embedding']).float().reshape(-1))
+            if self.needs_maps and 'feature_map' in s:
+                maps.append(torch.as_tensor(s['feature_map']))
+                v = s.get('visibility')
+                vis.append(torch.ones(1, *maps[-1].shape[1:])
+                           if v is None else torch.as_tensor(v).float())
+        if not rows:
+            return
+        map_shape = tuple(maps[0].shape) if maps else None
+        self._ensure(max(rows) + 1, embs[0].numel(), map_shape)
+        r = torch.tensor(rows)
+        self.acc.add(r, torch.stack(embs),
+                     torch.stack(maps) if maps and self.acc.map_mean is not None
+                     else None,
+                     torch.stack(vis) if vis else None)
+        self.issame[r // 2] = torch.tensor(same, dtype=torch.int8)
+
+    def evaluate(self, size: int) -> Dict[str, float]:
+        """Merge the ranks' stores and compute every branch's metrics."""
+        self.acc = self._allreduce_accumulator(self.acc)
+        issame = self.issame.to(torch.int32)
+        n = torch.tensor([issame.numel()])
+        all_reduce(n, op='max')
+        if int(n) > issame.numel():
+            issame = torch.cat([issame, torch.full((int(n) - issame.numel(), ),
+                                                   -1, dtype=torch.int32)])
+        all_reduce(issame, op='max')
+        metrics = self._compute(issame)
+        self.reset()
+        return metrics
+
+    def _compute(self, issame_t: torch.Tensor) -> Dict[str, float]:
+        count = self.acc.count
+        seen = (count > 0).nonzero().reshape(-1)
+        if seen.numel() == 0:
+            raise DataFormatError(self.dataset_name, 'no samples were evaluated')
+        num_pairs = int(seen.max()) // 2 + 1
+        missing = (count[:2 * num_pairs] == 0).nonzero().reshape(-1)
+        if missing.numel():
+            r = int(missing[0])
+            raise DataFormatError(
+                self.dataset_name, f'pair {r // 2} has no image in slot {r % 2} '
+                f'({missing.numel()} images missing)', record=r // 2,
+                field='pair_slot')
+        issame = issame_t[:num_pairs].numpy().astype(bool)
+        emb = (self.acc.emb_sum[:2 * num_pairs] /
+               count[:2 * num_pairs, None].float()).numpy()
+        out: Dict[str, float] = {}
+        cos = np.sum(emb[0::2] * emb[1::2], 1)
+        scores = {'adaface': cos}
+        if 'adaface' in self.branches:
+            res = verification_10fold(emb, issame, self.nrof_folds)
+            out.update(self._acc_keys('adaface', res))
+            out.update(self._roc_metrics('adaface', cos, issame, self.fars,
+                                         'closest'))
+        want_q = 'qaconv' in self.branches or 'fused' in self.branches
+        if want_q and not self.has_matcher():
+            self._log_once('nomatch', 'no model with a QAConv head is bound; '
+                           'qaconv/fused branches skipped')
+        elif want_q and self.acc.map_mean is None:
+            self._log_once('nomaps', 'predictions carry no feature_map (set '
+                           "model test_cfg return_feature_maps=True); "
+                           'qaconv/fused branches skipped')
+        elif want_q:
+            rows = torch.arange(num_pairs)
+            q = self._match_pairs_distributed(
+                self.acc.maps(), self.acc.visibility(), 2 * rows,
+                2 * rows + 1).numpy().astype(np.float64)
+            scores['qaconv'] = q
+            if 'qaconv' in self.branches:
+                res = verification_10fold_scores(q, issame, self.nrof_folds)
+                out.update(self._acc_keys('qaconv', res))
+                out.update(self._roc_metrics('qaconv', q, issame, self.fars,
+                                             'closest'))
+            if 'fused' in self.branches:
+                stats = [impostor_stats(cos, issame), impostor_stats(q, issame)]
+                f = fuse_scores([cos, q], self.fuse_weights, stats)
+                res = verification_10fold_scores(f, issame, self.nrof_folds)
+                out.update(self._acc_keys('fused', res))
+                out.update(self._roc_metrics('fused', f, issame, self.fars,
+                                             'closest'))
+        self.scores = scores
+        self.labels = issame
+        return out
+
+    def _acc_keys(self, branch: str, res: dict) -> Dict[str, float]:
+        p = f'{self.dataset_name}/{branch}/'
+        return {
+            p + 'accuracy': 100.0 * res['accuracy'],
+            p + 'std': 100.0 * res['std'],
+            p + 'threshold': float(res['threshold']),
+        }

@@ -1,0 +1,110 @@
+import os.path as osp
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+
+from oaml_mm.errors import DataFormatError
+from oaml_mm.evaluation.functional import (TemplateAccumulator,
+                                           identification_1n, pool_templates,
+                                           tar_at_far)
+from oaml_mm.evaluation.metrics import IJBMetric
+from ..fakes import FakeMatcherModel, feed, toy_pair_score, write_ijb
+
+
+class TestIJBMetric(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = self.tmp.name
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def _metric(self, **kw):
+        kw.setdefault('gallery_files', ('meta/g1.csv', 'meta/g2.csv'))
+        kw.setdefault('probe_file', 'meta/probe.csv')
+        return IJBMetric('ijbc', data_root=self.root, subset='IJBC',
+                         fars=(0.2, 0.5), progress=False, **kw)
+
+    def test_cosine_branch_hand_pooled(self):
+        samples = write_ijb(self.root)
+        m = self._metric(branches=('adaface', ))
+        feed(m, samples)
+        r = m.evaluate(len(samples))
+        feats = np.stack([(s['embedding'] * s['norm']).numpy() for s in samples])
+        t, pooled = pool_templates(feats, [s['template_id'] for s in samples],
+                                   [s['media_id'] for s in samples])
+        self.assertEqual(t.tolist(), [1, 2, 3, 4, 5])
+        pairs = [(1, 2), (1, 3), (2, 3), (3, 4), (4, 5), (2, 4), (1, 5), (3, 5)]
+        cos = np.array([pooled[a - 1] @ pooled[b - 1] for a, b in pairs])
+        np.testing.assert_allclose(m.scores['adaface'], cos, atol=1e-6)
+        labels = np.array([1, 0, 0, 0, 0, 0, 0, 1], bool)
+        ref = tar_at_far(cos, labels, (0.2, 0.5))
+        self.assertAlmostEqual(r['ijbc/adaface/TAR@FAR=2e-01'], 100 * ref[0.2])
+        self.assertAlmostEqual(r['ijbc/adaface/TAR@FAR=5e-01'], 100 * ref[0.5])
+        # 1:N: probes 2 (subject 10, mate = template 1 in G1) and 5 (non-mated)
+        sim = pooled @ pooled.T
+        closed = identification_1n(sim[[1, 4]][:, [0, 2, 3]], [10, 40],
+                                   [10, 20, 30], ranks=(1, 5, 10))
+        self.assertAlmostEqual(r['ijbc/adaface/1N_rank1'], 100 * closed['rank1'])
+        self.assertIn('ijbc/adaface/1N_TPIR@FPIR=1e-01', r)
+
+    def test_qaconv_and_fused_on_pooled_maps(self):
+        samples = write_ijb(self.root)
+        m = self._metric()
+        m.bind_model(FakeMatcherModel())
+        feed(m, samples, batch=5)
+        r = m.evaluate(len(samples))
+        acc = TemplateAccumulator(5, map_shape=(4, 2, 2))
+        media = {}
+        for s in samples:
+            media[(s['template_id'], s['media_id'])] = media.get(
+                (s['template_id'], s['media_id']), 0) + 1
+        for s in samples:
+            acc.add(torch.tensor([s['template_id'] - 1]),
+                    maps=s['feature_map'][None], visibility=s['visibility'][None],
+                    weights=torch.tensor(
+                        [1.0 / media[(s['template_id'], s['media_id'])]]))
+        a = torch.tensor([0, 0, 1, 2, 3, 1, 0, 2])
+        b = torch.tensor([1, 2, 2, 3, 4, 3, 4, 4])
+        maps, vis = acc.maps().float(), acc.visibility()
+        ref = toy_pair_score(maps[a], maps[b], vis[a], vis[b]).numpy()
+        # fp16 storage: batched and one-by-one running means round differently
+        np.testing.assert_allclose(m.scores['qaconv'], ref, atol=5e-4)
+        for b_ in ('adaface', 'qaconv', 'fused'):
+            self.assertIn(f'ijbc/{b_}/TAR@FAR=2e-01', r)
+            self.assertIn(f'ijbc/{b_}/1N_rank1', r)
+
+    def test_pair_template_without_images(self):
+        samples = write_ijb(self.root, drop_template=4)
+        m = self._metric()
+        with self.assertRaises(DataFormatError) as cm:
+            feed(m, samples)
+        msg = str(cm.exception)
+        self.assertIn('ijbc_template_pair_label.txt', msg)
+        self.assertIn('line 4', msg)  # "3 4 0" is the fourth line
+        self.assertIn('template 4', msg)
+
+    def test_image_missing_at_runtime(self):
+        samples = write_ijb(self.root)
+        m = self._metric(branches=('adaface', ))
+        feed(m, [s for s in samples if s['template_id'] != 5])
+        with self.assertRaisesRegex(DataFormatError, 'line 5.*template 5'):
+            m.evaluate(len(samples))
+
+    def test_bad_csv_line(self):
+        write_ijb(self.root)
+        with open(osp.join(self.root, 'meta', 'g2.csv'), 'a') as f:
+            f.write('x,30,q.jpg\n')
+        with self.assertRaisesRegex(DataFormatError, 'g2.csv, record line 3'):
+            self._metric()._load_meta()
+
+    def test_missing_1n_files_only_skip_1n(self):
+        samples = write_ijb(self.root, with_1n=False)
+        m = self._metric(branches=('adaface', ))
+        feed(m, samples)
+        r = m.evaluate(len(samples))
+        self.assertIn('ijbc/adaface/AUC', r)
+        self.assertFalse(any('1N' in k for k in r))

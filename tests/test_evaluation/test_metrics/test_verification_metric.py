@@ -1,0 +1,96 @@
+import unittest
+
+import numpy as np
+import torch
+
+from oaml_mm.errors import ConfigError, DataFormatError
+from oaml_mm.evaluation.functional import (fuse_scores, impostor_stats,
+                                           verification_10fold,
+                                           verification_10fold_scores)
+from oaml_mm.evaluation.metrics import VerificationMetric
+from oaml_mm.registry import METRICS
+from ..fakes import (FakeMatcherModel, feed, toy_pair_score,
+                     verification_samples)
+
+
+class TestVerificationMetric(unittest.TestCase):
+
+    def test_adaface_hand_computed(self):
+        # 20 pairs, 10 folds of 2: same pairs at distance 0, different pairs far;
+        # pair 1 is mislabelled, so its fold scores 1/2: mean 95 %, std 15 %.
+        m = VerificationMetric('lfw', branches=('adaface', ), progress=False)
+        feed(m, verification_samples())
+        r = m.evaluate(40)
+        self.assertAlmostEqual(r['lfw/adaface/accuracy'], 95.0)
+        self.assertAlmostEqual(r['lfw/adaface/std'], 15.0)
+        self.assertIn('lfw/adaface/AUC', r)
+        self.assertEqual(sorted(k.split('/')[1] for k in r), ['adaface'] * 5)
+
+    def test_branches_match_functional(self):
+        samples = verification_samples(num_pairs=30, wrong=(1, 4, 7))
+        m = METRICS.build(dict(type='VerificationMetric', dataset_name='cfp_fp',
+                               progress=False, fars=(0.1, )))
+        m.bind_model(FakeMatcherModel())
+        # shuffled arrival order and uneven batches must not matter
+        order = np.random.RandomState(0).permutation(len(samples))
+        feed(m, [samples[i] for i in order], batch=7)
+        r = m.evaluate(len(samples))
+        emb = torch.stack([s['embedding'] for s in samples]).numpy()
+        issame = np.array([samples[2 * i]['issame'] for i in range(30)])
+        ref = verification_10fold(emb, issame)
+        self.assertAlmostEqual(r['cfp_fp/adaface/accuracy'],
+                               100 * ref['accuracy'], places=9)
+        maps = torch.stack([s['feature_map'] for s in samples]).float()
+        vis = torch.stack([s['visibility'] for s in samples])
+        q = toy_pair_score(maps[0::2], maps[1::2], vis[0::2], vis[1::2])
+        q = q.double().numpy()
+        np.testing.assert_allclose(m.scores['qaconv'], q, rtol=1e-3, atol=1e-3)
+        refq = verification_10fold_scores(m.scores['qaconv'], issame)
+        self.assertAlmostEqual(r['cfp_fp/qaconv/accuracy'],
+                               100 * refq['accuracy'])
+        cos = np.sum(emb[0::2] * emb[1::2], 1)
+        fused = fuse_scores([cos, m.scores['qaconv']], (0.5, 0.5), [
+            impostor_stats(cos, issame),
+            impostor_stats(m.scores['qaconv'], issame)
+        ])
+        reff = verification_10fold_scores(fused, issame)
+        self.assertAlmostEqual(r['cfp_fp/fused/accuracy'],
+                               100 * reff['accuracy'])
+        self.assertIn('cfp_fp/fused/TAR@FAR=1e-01', r)
+        self.assertEqual(set(m.roc_curves), {'adaface', 'qaconv', 'fused'})
+
+    def test_skips_qaconv_without_model(self):
+        m = VerificationMetric('lfw', progress=False)
+        feed(m, verification_samples())
+        r = m.evaluate(40)
+        self.assertFalse(any('/qaconv/' in k or '/fused/' in k for k in r))
+
+    def test_missing_slot(self):
+        m = VerificationMetric('agedb_30', branches=('adaface', ))
+        feed(m, verification_samples()[:-1])
+        with self.assertRaisesRegex(DataFormatError, 'pair 19 has no image '
+                                    'in slot 1'):
+            m.evaluate(39)
+
+    def test_padding_repeats_are_ignored(self):
+        samples = verification_samples()
+        m = VerificationMetric('lfw', branches=('adaface', ), progress=False)
+        m.set_dataset_size(len(samples))
+        # DDP-style padding: the first samples come again after the last one;
+        # pair 0 slot 0 is replaced by garbage to show it is not used.
+        bad = dict(samples[0], embedding=-samples[0]['embedding'])
+        feed(m, samples + [bad])
+        self.assertAlmostEqual(m.evaluate(40)['lfw/adaface/accuracy'], 95.0)
+
+    def test_state_is_reset(self):
+        m = VerificationMetric('lfw', branches=('adaface', ), progress=False)
+        feed(m, verification_samples())
+        a = m.evaluate(40)
+        feed(m, verification_samples())
+        self.assertEqual(a, m.evaluate(40))
+
+    def test_bad_config(self):
+        with self.assertRaises(ConfigError):
+            VerificationMetric('lfw', branches=('arcface', ))
+        with self.assertRaises(ConfigError):
+            VerificationMetric('lfw', fuse_weights=(1.0, ))
