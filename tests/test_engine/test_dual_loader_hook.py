@@ -1,0 +1,117 @@
+"""DualLoaderHook: 80/20 split, clean part unoccluded, sharding, resume determinism."""
+import os.path as osp
+import tempfile
+import unittest
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from oaml_mm.datasets import write_occlusion_mask_sample
+from oaml_mm.engine.hooks import DualLoaderHook, StreamSampler
+from oaml_mm.errors import ConfigError
+
+
+def _make_occluded(root, n=12, size=32):
+    for i in range(n):
+        img = np.full((size, size, 3), i * 10, np.uint8)
+        mask = np.ones((size, size), np.float32)
+        mask[size // 2:] = 0
+        write_occlusion_mask_sample(root, f's{i:02d}', img, mask)
+
+
+class TestDualLoaderHook(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.occ = osp.join(cls.tmp.name, 'occ')
+        cls.clean = osp.join(cls.tmp.name, 'clean')
+        _make_occluded(cls.occ)
+        _make_occluded(cls.clean, n=7)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _hook(self, num_workers=0, ratio=0.8, batch_size=10):
+        occ = dict(num_workers=num_workers, dataset=dict(
+            type='OcclusionMaskDataset', data_root=self.occ,
+            pipeline=[dict(type='RandomOcclusion', prob=0.5),
+                      dict(type='FaceRandomFlip'),
+                      dict(type='PackFaceInputs')]))
+        # The clean set's masks and occlusion transforms must not reach the batch.
+        clean = dict(dataset=dict(
+            type='OcclusionMaskDataset', data_root=self.clean,
+            pipeline=[dict(type='MedicalMaskOcclusion', prob=1.0),
+                      dict(type='PackFaceInputs')]))
+        hook = DualLoaderHook(occ, clean, occluded_ratio=ratio,
+                              batch_size=batch_size, seed=123)
+        hook.build_streams(batch_size)
+        return hook
+
+    def test_ratio_and_masks(self):
+        hook = self._hook()
+        batch = {'inputs': [], 'data_samples': []}
+        runner = SimpleNamespace(epoch=0)
+        hook.before_train_iter(runner, 0, batch)
+        occ = batch['occlusion']
+        self.assertEqual(len(occ['inputs']), 10)
+        samples = occ['data_samples']
+        for ds in samples[:8]:
+            self.assertTrue(ds.img_path.startswith(self.occ))
+            self.assertTrue(torch.all(ds.gt_visibility[0, 4:] == 0))
+        for ds in samples[8:]:
+            self.assertTrue(ds.img_path.startswith(self.clean))
+            self.assertTrue(torch.equal(ds.gt_visibility, torch.ones(1, 7, 7)))
+            self.assertEqual(ds.occlusion_type, 'none')
+        for x in occ['inputs'][8:]:
+            # no medical mask was pasted: the clean images stay flat
+            self.assertEqual(int(x.max() - x.min()), 0)
+        self.assertEqual(len(self._hook(ratio=0.5).next_batch(0, 0)['inputs']),
+                         10)
+        with self.assertRaises(ConfigError):
+            DualLoaderHook({}, occluded_ratio=1.5)
+
+    def _keys(self, batch):
+        return [d.key for d in batch['data_samples']], \
+            torch.stack(batch['inputs'])
+
+    def test_resume_equals_uninterrupted(self):
+        full = self._hook()
+        steps = [self._keys(full.next_batch(0, s)) for s in range(5)]
+        resumed = self._hook(num_workers=1)  # workers must not change the draw
+        for s in (3, 4):
+            keys, x = self._keys(resumed.next_batch(0, s))
+            self.assertEqual(keys, steps[s][0])
+            self.assertTrue(torch.equal(x, steps[s][1]))
+        self.assertNotEqual(self._keys(full.next_batch(1, 0))[0][:8],
+                            steps[0][0][:8])
+
+    def test_restart_when_exhausted(self):
+        hook = self._hook()
+        keys = []
+        for s in range(4):  # 4 x 8 occluded samples > 12 images
+            keys += self._keys(hook.next_batch(0, s))[0][:8]
+        # each pass over the 12 images uses each once
+        self.assertEqual(sorted(keys[:12]), sorted(set(keys[:12])))
+        self.assertEqual(len(set(keys)), 12)
+
+    def test_stream_sampler_shards(self):
+        per_rank = []
+        for rank in range(2):
+            s = StreamSampler(11, seed=5, epoch=0, start=0, rank=rank,
+                              world_size=2)
+            it = iter(s)
+            per_rank.append([next(it)[1] for _ in range(s.shard_len)])
+        self.assertEqual(len(per_rank[0]), 6)
+        self.assertEqual(set(per_rank[0]) | set(per_rank[1]), set(range(11)))
+        self.assertFalse(set(per_rank[0]) & set(per_rank[1]))
+        late = iter(StreamSampler(11, 5, 0, start=8, rank=0, world_size=2))
+        first = iter(StreamSampler(11, 5, 0, start=0, rank=0, world_size=2))
+        seq = [next(first) for _ in range(10)]
+        self.assertEqual([next(late) for _ in range(2)], seq[8:10])
+
+
+if __name__ == '__main__':
+    unittest.main()
