@@ -1,1 +1,4 @@
-__all__ = []
+"""Necks: the occlusion (visibility) head."""
+from .occlusion_head import OcclusionHead
+
+__all__ = ['OcclusionHead']

@@ -1,1 +1,4 @@
-__all__ = []
+"""Recognizers."""
+from .oaml import OAMLRecognizer
+
+__all__ = ['OAMLRecognizer']

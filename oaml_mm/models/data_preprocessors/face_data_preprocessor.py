@@ -1,0 +1,149 @@
+"""Face data preprocessor: channel order, mean/std and the two training streams.
+
+Released AdaFace weights were trained on BGR images normalised as
+``(x / 255 - 0.5) / 0.5``, insightface weights on RGB images with the same
+normalisation (SPEC section 3); the pipeline decodes RGB, so the channel order the
+*weights* expect is a config choice here. The occlusion stream that
+``DualLoaderHook`` adds to a training batch (``data['occlusion']``) goes through the
+same conversion.
+"""
+from typing import List, Optional, Sequence, Union
+
+import torch
+from mmengine.model import BaseDataPreprocessor
+
+from oaml_mm.errors import ConfigError, DataFormatError
+from oaml_mm.registry import MODELS
+
+__all__ = ['FaceDataPreprocessor', 'stack_gt_visibility']
+
+
+def stack_gt_visibility(data_samples: Optional[Sequence],
+                        size: Optional[int] = None) -> Optional[torch.Tensor]:
+    """Stack the ``gt_visibility`` of data samples into [B, 1, h, w].
+
+    Args:
+        data_samples (list[DataSample], optional): Samples; each may carry
+            ``gt_visibility`` [1, h, w] (or [h, w]).
+        size (int, optional): Average the masks down to ``size x size``.
+
+    Returns:
+        Tensor | None: The stacked masks (fp32), or None when no sample has one.
+
+    Raises:
+        DataFormatError: Only some samples carry a mask, or shapes differ.
+    """
+    if not data_samples:
+        return None
+    have = [('gt_visibility' in s) for s in data_samples]
+    if not any(have):
+        return None
+    if not all(have):
+        missing = [i for i, h in enumerate(have) if not h]
+        raise DataFormatError(
+            '<batch>', 'some samples carry gt_visibility and others do not; '
+            'clean faces must carry an all-ones mask', record=missing[0],
+            field='gt_visibility')
+    masks = []
+    for i, s in enumerate(data_samples):
+        m = torch.as_tensor(s.gt_visibility).float()
+        if m.dim() == 2:
+            m = m.unsqueeze(0)
+        if m.dim() != 3 or m.shape[0] != 1:
+            raise DataFormatError(
+                '<batch>', f'expected a [1, h, w] mask, got {tuple(m.shape)}',
+                record=i, field='gt_visibility')
+        if size is not None and m.shape[-2:] != (size, size):
+            m = torch.nn.functional.adaptive_avg_pool2d(m, size)
+        masks.append(m)
+    shapes = {tuple(m.shape) for m in masks}
+    if len(shapes) > 1:
+        raise DataFormatError('<batch>', f'gt_visibility shapes differ: {shapes}',
+                              field='gt_visibility')
+    return torch.stack(masks)
+
+
+@MODELS.register_module()
+class FaceDataPreprocessor(BaseDataPreprocessor):
+    """Stack uint8 RGB images, reorder channels, normalise; also for the occlusion batch.
+
+    Examples::
+
+        data_preprocessor = dict(type='FaceDataPreprocessor', channel_order='bgr')
+        data_preprocessor = dict(type='FaceDataPreprocessor', channel_order='rgb',
+                                 mean=[127.5] * 3, std=[127.5] * 3)
+
+    Args:
+        channel_order (str): ``'rgb'`` or ``'bgr'``: the order the model's weights
+            expect (inputs arrive RGB). AdaFace weights need ``'bgr'``. Defaults to
+            ``'bgr'``.
+        mean (float | sequence): Per-channel mean in the *output* channel order.
+            Defaults to 127.5.
+        std (float | sequence): Per-channel std. Defaults to 127.5.
+        non_blocking (bool): Non-blocking host-to-device copies.
+
+    Returns (forward):
+        dict: ``inputs`` [B, 3, H, W] float, ``data_samples`` (on the device) and
+        ``occlusion``: ``{'inputs', 'data_samples'}`` for the occlusion stream, or None.
+    """
+
+    def __init__(self,
+                 channel_order: str = 'bgr',
+                 mean: Union[float, Sequence[float]] = 127.5,
+                 std: Union[float, Sequence[float]] = 127.5,
+                 non_blocking: bool = False) -> None:
+        super().__init__(non_blocking)
+        if channel_order not in ('rgb', 'bgr'):
+            raise ConfigError(
+                "FaceDataPreprocessor: channel_order must be 'rgb' or 'bgr', got "
+                f'{channel_order!r}')
+        self.channel_order = channel_order
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if mean_t.numel() not in (1, 3) or std_t.numel() not in (1, 3):
+            raise ConfigError(
+                'FaceDataPreprocessor: mean and std take 1 or 3 values')
+        if bool((std_t <= 0).any()):
+            raise ConfigError('FaceDataPreprocessor: std must be positive')
+        self.register_buffer('mean', mean_t.expand(3).reshape(1, 3, 1, 1).clone(),
+                             False)
+        self.register_buffer('std', std_t.expand(3).reshape(1, 3, 1, 1).clone(),
+                             False)
+
+    def normalize(self, inputs: Union[torch.Tensor, List[torch.Tensor]]
+                  ) -> torch.Tensor:
+        """Stack, reorder and normalise a list of [3, H, W] images (or a batch)."""
+        if isinstance(inputs, (list, tuple)):
+            if not inputs:
+                raise DataFormatError('<batch>', 'empty batch of images',
+                                      field='inputs')
+            shapes = {tuple(x.shape) for x in inputs}
+            if len(shapes) != 1:
+                raise DataFormatError(
+                    '<batch>', f'images of different shapes {sorted(shapes)}; '
+                    'align/resize them to one size (e.g. 112x112) first',
+                    field='inputs')
+            inputs = torch.stack(list(inputs))
+        if inputs.dim() != 4 or inputs.shape[1] != 3:
+            raise DataFormatError(
+                '<batch>', f'expected images [B, 3, H, W], got '
+                f'{tuple(inputs.shape)}', field='inputs')
+        x = inputs.to(self.device, non_blocking=self._non_blocking).float()
+        if self.channel_order == 'bgr':
+            x = x.flip(1)
+        return (x - self.mean) / self.std
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        """Convert a collated batch (and its occlusion stream, if any)."""
+        inputs = self.normalize(data['inputs'])
+        samples = data.get('data_samples')
+        if samples is not None:
+            samples = self.cast_data(samples)
+        occlusion = data.get('occlusion')
+        if occlusion is not None:
+            occ_samples = occlusion.get('data_samples')
+            occlusion = dict(
+                inputs=self.normalize(occlusion['inputs']),
+                data_samples=None if occ_samples is None else self.cast_data(
+                    occ_samples))
+        return dict(inputs=inputs, data_samples=samples, occlusion=occlusion)

@@ -1,0 +1,68 @@
+"""OcclusionHead: a 7x7 visibility map predicted from backbone feature maps.
+
+OAML's addition to AdaFace + QAConv (seed report, section 2.5): a small two-layer conv
+head kept light (about 590K parameters at 512 channels) so that it does not overfit the
+small occluded data set. It is trained on detached feature maps, so its MSE loss never
+reaches the backbone.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+
+from oaml_mm.errors import ConfigError
+from oaml_mm.registry import MODELS
+
+__all__ = ['OcclusionHead']
+
+
+@MODELS.register_module()
+class OcclusionHead(BaseModule):
+    """conv3x3(C->128, no bias) -> BN -> ReLU -> conv1x1(128->1) -> sigmoid.
+
+    Examples::
+
+        neck = dict(type='OcclusionHead', in_channels=512)
+        neck = dict(type='OcclusionHead', in_channels=128, hidden_channels=32)
+
+    Args:
+        in_channels (int): Channels of the feature maps. Defaults to 512.
+        hidden_channels (int): Width of the hidden layer. Defaults to 128.
+        init_cfg (dict, optional): mmengine initialisation config.
+
+    Returns (forward):
+        Tensor: Visibility [B, 1, h, w] in [0, 1] (1 = visible).
+    """
+
+    def __init__(self,
+                 in_channels: int = 512,
+                 hidden_channels: int = 128,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if in_channels <= 0 or hidden_channels <= 0:
+            raise ConfigError(
+                'OcclusionHead: in_channels and hidden_channels must be positive,'
+                f' got {in_channels}, {hidden_channels}')
+        self.in_channels = in_channels
+        self.conv = nn.Conv2d(in_channels, hidden_channels, 3, padding=1,
+                              bias=False)
+        self.bn = nn.BatchNorm2d(hidden_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.out = nn.Conv2d(hidden_channels, 1, 1)
+
+    def forward(self, feat_maps: torch.Tensor) -> torch.Tensor:
+        """Predict visibility.
+
+        Args:
+            feat_maps (Tensor): [B, C, h, w] (the recognizer passes them detached).
+
+        Returns:
+            Tensor: [B, 1, h, w] in [0, 1].
+        """
+        if feat_maps.dim() != 4 or feat_maps.shape[1] != self.in_channels:
+            raise ConfigError(
+                f'OcclusionHead: expected maps [B, {self.in_channels}, h, w], got '
+                f'{tuple(feat_maps.shape)}; set in_channels to the backbone width')
+        x = self.relu(self.bn(self.conv(feat_maps)))
+        return torch.sigmoid(self.out(x))

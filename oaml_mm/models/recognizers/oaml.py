@@ -1,0 +1,448 @@
+"""OAMLRecognizer: AdaFace global embedding + occlusion-weighted QAConv matching.
+
+OAML (the seed technical report) trains one IR backbone with three branches:
+
+* the embedding -> AdaFace margin softmax (Kim et al., CVPR 2022);
+* the feature maps -> QAConv in-batch matching losses (Liao & Shao, ECCV 2020 / CVPR
+  2022), with the correlations weighted by a visibility map;
+* the *detached* feature maps of a separate occlusion batch -> OcclusionHead -> MSE
+  against ground-truth visibility.
+
+Gradient isolation (SPEC section 3): AdaFace -> backbone + margin head; QAConv ->
+backbone + QAConv head (its visibility input is detached); occlusion -> OcclusionHead
+only. With ``qaconv_head=None`` and ``neck=None`` the same class is the AdaFace-only
+baseline.
+"""
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.distributed as dist
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModel
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmpretrain.structures import DataSample
+
+from oaml_mm.errors import ConfigError, DataFormatError, NonFiniteLossError
+from oaml_mm.registry import MODELS
+from ..data_preprocessors.face_data_preprocessor import stack_gt_visibility
+from ..functional.qaconv import normalize_maps
+
+__all__ = ['OAMLRecognizer']
+
+_DEFAULT_WEIGHTS = dict(adaface=0.1, qaconv=0.9, occlusion=0.1)
+_DEFAULT_TRAIN_CFG = dict(
+    max_nonfinite_skips=5, qaconv_train_vis='pred', occ_on_main=False)
+_DEFAULT_TEST_CFG = dict(
+    flip_test=False, return_feature_maps=False, half_maps=False)
+
+
+@MODELS.register_module()
+class OAMLRecognizer(BaseModel):
+    """Occlusion-aware face recognizer (also the AdaFace-only baseline).
+
+    Examples::
+
+        model = dict(
+            type='OAMLRecognizer',
+            data_preprocessor=dict(type='FaceDataPreprocessor',
+                                   channel_order='bgr'),
+            backbone=dict(type='IResNet', depth=50),
+            neck=dict(type='OcclusionHead', in_channels=512),
+            head=dict(type='AdaFaceHead', in_channels=512, num_classes=10572),
+            qaconv_head=dict(type='QAConvHead', in_channels=512),
+            loss_weights=dict(adaface=0.1, qaconv=0.9, occlusion=0.1),
+            train_cfg=dict(max_nonfinite_skips=5, qaconv_train_vis='pred'),
+            test_cfg=dict(flip_test=True, return_feature_maps=True,
+                          half_maps=True))
+
+        # AdaFace-only baseline: same backbone, no QAConv, no occlusion head.
+        model = dict(type='OAMLRecognizer', backbone=dict(type='IResNet', depth=50),
+                     head=dict(type='AdaFaceHead', num_classes=10572),
+                     loss_weights=dict(adaface=1.0))
+
+    Args:
+        backbone (dict): IResNet config.
+        head (dict): Margin head config (AdaFaceHead, ArcFaceHead, CosFaceHead).
+        neck (dict, optional): OcclusionHead config. None: no visibility branch
+            (predicted visibility is all ones).
+        qaconv_head (dict, optional): QAConvHead config. None: no QAConv branch.
+        loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
+            ``occlusion`` (0.1); missing keys take these defaults.
+        loss_occlusion (dict): Occlusion loss config. Defaults to OcclusionMSELoss.
+        train_cfg (dict, optional): ``max_nonfinite_skips`` (5): consecutive skipped
+            updates before training stops; ``qaconv_train_vis`` (``'pred'``,
+            ``'gt'`` or ``'none'``): visibility the QAConv losses use;
+            ``occ_on_main`` (False): also train the occlusion head on main-batch
+            samples that carry ``gt_visibility``.
+        test_cfg (dict, optional): ``flip_test`` (False), ``return_feature_maps``
+            (False), ``half_maps`` (False: fp16 feature maps in predictions).
+        data_preprocessor (dict, optional): Defaults to
+            ``FaceDataPreprocessor(channel_order='bgr')``.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 head: dict,
+                 neck: Optional[dict] = None,
+                 qaconv_head: Optional[dict] = None,
+                 loss_weights: Optional[Dict[str, float]] = None,
+                 loss_occlusion: dict = dict(type='OcclusionMSELoss'),
+                 train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
+                 data_preprocessor: Optional[Union[dict, torch.nn.Module]] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='FaceDataPreprocessor')
+        if isinstance(data_preprocessor, dict):
+            # Built here: BaseModel would look it up in mmengine's root registry.
+            data_preprocessor = MODELS.build(data_preprocessor)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.backbone = MODELS.build(backbone)
+        self.head = MODELS.build(head)
+        self.neck = MODELS.build(neck) if neck is not None else None
+        self.qaconv_head = MODELS.build(
+            qaconv_head) if qaconv_head is not None else None
+        self.loss_occlusion = MODELS.build(loss_occlusion)
+        self.loss_weights = {**_DEFAULT_WEIGHTS, **(loss_weights or {})}
+        self.train_cfg = {**_DEFAULT_TRAIN_CFG, **(train_cfg or {})}
+        self.test_cfg = {**_DEFAULT_TEST_CFG, **(test_cfg or {})}
+        self._check_config()
+        self.nonfinite_skips = 0
+        self.consecutive_nonfinite = 0
+        self._window_finite = True
+
+    def _check_config(self) -> None:
+        unknown = set(self.loss_weights) - set(_DEFAULT_WEIGHTS)
+        if unknown:
+            raise ConfigError(
+                f'OAMLRecognizer: unknown loss_weights {sorted(unknown)}; use '
+                f'{sorted(_DEFAULT_WEIGHTS)}')
+        if self.train_cfg['qaconv_train_vis'] not in ('pred', 'gt', 'none'):
+            raise ConfigError(
+                "OAMLRecognizer: train_cfg.qaconv_train_vis must be 'pred', "
+                f"'gt' or 'none', got {self.train_cfg['qaconv_train_vis']!r}")
+        if int(self.train_cfg['max_nonfinite_skips']) < 1:
+            raise ConfigError(
+                'OAMLRecognizer: train_cfg.max_nonfinite_skips must be >= 1')
+        emb = getattr(self.backbone, 'embedding_size', None)
+        if emb is not None and emb != self.head.in_channels:
+            raise ConfigError(
+                f'OAMLRecognizer: head.in_channels={self.head.in_channels} but '
+                f'the backbone embeds into {emb} dimensions')
+        width = getattr(self.backbone, 'out_channels', None)
+        for name, part in (('neck', self.neck), ('qaconv_head',
+                                                 self.qaconv_head)):
+            if part is not None and width is not None and \
+                    part.in_channels != width:
+                raise ConfigError(
+                    f'OAMLRecognizer: {name}.in_channels={part.in_channels} but '
+                    f'the backbone maps have {width} channels')
+
+    # ------------------------------------------------------------------ forward
+    def forward(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor',
+                occlusion: Optional[dict] = None):
+        """Dispatch on ``mode``: ``'tensor'``, ``'loss'`` or ``'predict'``.
+
+        Args:
+            inputs (Tensor): Preprocessed images [B, 3, H, W].
+            data_samples (list[DataSample], optional): With ``gt_label`` for loss.
+            mode (str): What to return.
+            occlusion (dict, optional): ``{'inputs', 'data_samples'}`` of the
+                occlusion stream (loss mode).
+
+        Returns:
+            tensor: (maps, embedding, norm); loss: dict of losses and accuracies;
+            predict: list of DataSample.
+        """
+        if mode == 'tensor':
+            return self.backbone(inputs)
+        if mode == 'loss':
+            return self.loss(inputs, data_samples, occlusion)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        raise ConfigError(f'OAMLRecognizer: unknown mode {mode!r}')
+
+    def loss(self,
+             inputs: torch.Tensor,
+             data_samples: List[DataSample],
+             occlusion: Optional[dict] = None) -> Dict[str, torch.Tensor]:
+        """Weighted AdaFace, QAConv and occlusion losses plus accuracies."""
+        labels = self._labels(data_samples, inputs.device)
+        w = self.loss_weights
+        maps, emb, norm = self.backbone(inputs)
+        losses = {}
+
+        margin = self.head.loss(emb, norm, labels)
+        losses['loss_adaface'] = w['adaface'] * margin['loss']
+        losses['acc_adaface'] = margin['accuracy']
+
+        # The occlusion head sees detached maps: its loss never reaches the backbone.
+        vis_main, vis_loss_pred, vis_loss_gt = self._visibility(
+            maps, data_samples, occlusion)
+
+        if self.qaconv_head is not None:
+            qa = self.qaconv_head.loss(maps, labels,
+                                       self._qaconv_vis(vis_main, data_samples))
+            parts = {k[5:]: v for k, v in qa.items() if k.startswith('loss_')}
+            losses['loss_qaconv'] = w['qaconv'] * sum(parts.values())
+            for name, value in parts.items():
+                losses[f'qaconv_{name}'] = value.detach()  # logged, not summed
+            for key, value in qa.items():
+                if key.startswith('acc_'):
+                    losses[f'acc_qaconv_{key[4:]}'] = value
+
+        if vis_loss_pred is not None:
+            losses['loss_occlusion'] = w['occlusion'] * self.loss_occlusion(
+                vis_loss_pred, vis_loss_gt)
+        return losses
+
+    def _labels(self, data_samples: Optional[List[DataSample]],
+                device: torch.device) -> torch.Tensor:
+        if not data_samples:
+            raise DataFormatError('<batch>', 'loss mode needs data_samples',
+                                  field='gt_label')
+        labels = []
+        for i, s in enumerate(data_samples):
+            if 'gt_label' not in s:
+                raise DataFormatError('<batch>', 'sample has no gt_label',
+                                      record=i, field='gt_label')
+            labels.append(s.gt_label.reshape(-1)[:1])
+        return torch.cat(labels).to(device).long()
+
+    def _visibility(
+        self, maps: torch.Tensor, data_samples: List[DataSample],
+        occlusion: Optional[dict]
+    ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor],
+               Optional[torch.Tensor]]:
+        """Run the occlusion head once on the main and the occlusion batch.
+
+        Returns:
+            tuple: detached main-batch visibility (or None), and the predictions and
+            targets the occlusion loss compares (or None, None).
+        """
+        if self.neck is None:
+            return None, None, None
+        size = maps.shape[-1]
+        batches = [maps.detach()]
+        targets = [None]
+        if occlusion is not None and occlusion.get('inputs') is not None:
+            gt = stack_gt_visibility(occlusion.get('data_samples'), size)
+            if gt is None:
+                raise DataFormatError(
+                    '<occlusion batch>', 'no sample carries gt_visibility',
+                    field='gt_visibility')
+            # No backbone gradient is wanted from this batch: skip the graph.
+            with torch.no_grad():
+                occ_maps = self.backbone(occlusion['inputs'])[0]
+            batches.append(occ_maps)
+            targets.append(gt)
+        if self.train_cfg['occ_on_main']:
+            targets[0] = stack_gt_visibility(data_samples, size)
+        pred = self.neck(torch.cat(batches))
+        preds = pred.split([b.shape[0] for b in batches])
+        pairs = [(p, t) for p, t in zip(preds, targets) if t is not None]
+        vis_main = preds[0].detach()
+        if not pairs:
+            return vis_main, None, None
+        return (vis_main, torch.cat([p for p, _ in pairs]),
+                torch.cat([t.to(pred.device) for _, t in pairs]))
+
+    def _qaconv_vis(self, vis_pred: Optional[torch.Tensor],
+                    data_samples: List[DataSample]) -> Optional[torch.Tensor]:
+        mode = self.train_cfg['qaconv_train_vis']
+        if mode == 'pred':
+            return vis_pred
+        if mode == 'gt':
+            size = self.qaconv_head.feat_size
+            gt = stack_gt_visibility(data_samples, size)
+            return None if gt is None else gt.to(self.data_preprocessor.device)
+        return None
+
+    # ------------------------------------------------------------- inference
+    def extract(self,
+                inputs: torch.Tensor,
+                flip_test: Optional[bool] = None,
+                return_feature_maps: Optional[bool] = None,
+                half_maps: Optional[bool] = None) -> Dict[str, torch.Tensor]:
+        """Embeddings, norms, visibility and (optionally) feature maps of a batch.
+
+        Arguments left None take their value from ``test_cfg``.
+
+        Args:
+            inputs (Tensor): Preprocessed images [B, 3, H, W].
+            flip_test (bool, optional): Fuse with the mirrored image:
+                ``normalise(emb*norm + emb_flip*norm_flip)``.
+            return_feature_maps (bool, optional): Add ``feature_map`` [B, C, h, w]
+                (L2-normalised over channels, from the unflipped image).
+            half_maps (bool, optional): Return the maps in fp16.
+
+        Returns:
+            dict: ``embedding`` [B, D] (unit), ``norm`` [B, 1], ``visibility``
+            [B, 1, h, w] and optionally ``feature_map``.
+        """
+        cfg = self.test_cfg
+        flip_test = cfg['flip_test'] if flip_test is None else flip_test
+        if return_feature_maps is None:
+            return_feature_maps = cfg['return_feature_maps']
+        half_maps = cfg['half_maps'] if half_maps is None else half_maps
+        maps, emb, norm = self.backbone(inputs)
+        if flip_test:
+            _, emb_f, norm_f = self.backbone(inputs.flip(3))
+            raw = emb * norm + emb_f * norm_f
+            norm = raw.norm(dim=1, keepdim=True)
+            emb = raw / norm.clamp_min(1e-12)
+        if self.neck is not None:
+            vis = self.neck(maps)
+        else:
+            vis = maps.new_ones(maps.shape[0], 1, *maps.shape[-2:])
+        out = dict(embedding=emb, norm=norm, visibility=vis)
+        if return_feature_maps:
+            fm = normalize_maps(maps)
+            out['feature_map'] = fm.half() if half_maps else fm
+        return out
+
+    def predict(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[DataSample]] = None
+                ) -> List[DataSample]:
+        """One DataSample per image with ``embedding``, ``norm``, ``visibility``
+        and, if ``test_cfg['return_feature_maps']``, ``feature_map``."""
+        feats = self.extract(inputs)
+        if data_samples is None:
+            data_samples = [DataSample() for _ in range(inputs.shape[0])]
+        for i, sample in enumerate(data_samples):
+            for key, value in feats.items():
+                sample.set_field(value[i].detach(), key, field_type='data')
+        return data_samples
+
+    def _require_qaconv(self):
+        if self.qaconv_head is None:
+            raise ConfigError(
+                'this model has no QAConv branch (qaconv_head=None): QAConv '
+                'scores are not available; evaluate the adaface branch only')
+        return self.qaconv_head
+
+    def match(self,
+              probe_maps: torch.Tensor,
+              gallery_maps: torch.Tensor,
+              probe_vis: Optional[torch.Tensor] = None,
+              gallery_vis: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """QAConv scores [P, G]; see :meth:`QAConvHead.match`."""
+        return self._require_qaconv().match(probe_maps, gallery_maps,
+                                            probe_vis, gallery_vis)
+
+    def match_pairs(self,
+                    maps_a: torch.Tensor,
+                    maps_b: torch.Tensor,
+                    vis_a: Optional[torch.Tensor] = None,
+                    vis_b: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """QAConv scores of row-wise pairs [N]; see :meth:`QAConvHead.match_pairs`."""
+        return self._require_qaconv().match_pairs(maps_a, maps_b, vis_a, vis_b)
+
+    # -------------------------------------------------------------- training
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """One update that skips (never zeroes) non-finite losses or gradients.
+
+        A non-finite loss or gradient leaves the parameters untouched (gradients are
+        cleared, no optimizer step), increments ``nonfinite_skips`` (logged as
+        ``train/nonfinite_skips``) and, after ``train_cfg['max_nonfinite_skips']``
+        consecutive skips, raises :class:`~oaml_mm.errors.NonFiniteLossError`.
+        Floating-point buffers (BN running statistics, AdaFace's norm EMA) are
+        restored too: a non-finite batch would otherwise poison them for good.
+        """
+        snapshot = self.buffer_snapshot()
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        parsed, log_vars = self.parse_losses(losses)
+        return self.guarded_update(parsed, log_vars, optim_wrapper, snapshot)
+
+    def buffer_snapshot(self) -> Dict[str, torch.Tensor]:
+        """Copies of the floating-point buffers (small next to the weights)."""
+        return {
+            name: buf.detach().clone()
+            for name, buf in self.named_buffers() if buf.is_floating_point()
+        }
+
+    def guarded_update(
+            self,
+            loss: torch.Tensor,
+            log_vars: Dict[str, torch.Tensor],
+            optim_wrapper: OptimWrapper,
+            snapshot: Optional[Dict[str, torch.Tensor]] = None
+    ) -> Dict[str, torch.Tensor]:
+        """Backward, then step only if the loss and gradients are finite.
+
+        Every rank runs backward (DDP's all-reduce needs all ranks) and, under
+        ``torch.distributed``, the ranks agree on skipping.
+
+        Args:
+            loss (Tensor): The summed loss.
+            log_vars (dict): Logged values; ``nonfinite_skips`` is added.
+            optim_wrapper (OptimWrapper): Does backward, step and zero_grad.
+            snapshot (dict, optional): :meth:`buffer_snapshot` taken before the
+                forward pass; restored when the update is skipped.
+
+        Returns:
+            dict: ``log_vars``.
+        """
+        self._window_finite &= bool(torch.isfinite(loss.detach()).all())
+        optim_wrapper.backward(optim_wrapper.scale_loss(loss))
+        if optim_wrapper.should_update():
+            ok = self._window_finite
+            # AMP's loss scaler already skips overflowing steps by itself.
+            if ok and not isinstance(optim_wrapper, AmpOptimWrapper):
+                ok = self._grads_finite(optim_wrapper)
+            if dist.is_available() and dist.is_initialized():
+                flag = torch.tensor(float(ok), device=loss.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                ok = bool(flag.item() > 0)
+            if ok:
+                optim_wrapper.step()
+                self.consecutive_nonfinite = 0
+            else:
+                if snapshot is not None:
+                    buffers = dict(self.named_buffers())
+                    with torch.no_grad():
+                        for name, value in snapshot.items():
+                            buffers[name].copy_(value)
+                self.nonfinite_skips += 1
+                self.consecutive_nonfinite += 1
+                MMLogger.get_current_instance().warning(
+                    'non-finite loss or gradient: update skipped '
+                    f'({self.consecutive_nonfinite} in a row, '
+                    f'{self.nonfinite_skips} in total); losses: '
+                    + self._format(log_vars))
+            optim_wrapper.zero_grad()
+            self._window_finite = True
+        log_vars['nonfinite_skips'] = torch.tensor(float(self.nonfinite_skips))
+        limit = int(self.train_cfg['max_nonfinite_skips'])
+        if self.consecutive_nonfinite >= limit:
+            raise NonFiniteLossError(
+                f'{self.consecutive_nonfinite} consecutive updates had a '
+                f'non-finite loss or gradient (limit max_nonfinite_skips='
+                f'{limit}); last losses: '
+                + self._format(log_vars) + '. Lower the learning rate, check the data, or use fp32/bf16 '
+                'instead of fp16.')
+        return log_vars
+
+    @staticmethod
+    def _format(log_vars: Dict[str, torch.Tensor]) -> str:
+        return ', '.join(f'{k}={float(v.detach()):.4g}'
+                         for k, v in log_vars.items())
+
+    @staticmethod
+    def _grads_finite(optim_wrapper: OptimWrapper) -> bool:
+        grads = [
+            p.grad for group in optim_wrapper.optimizer.param_groups
+            for p in group["params"] if p.grad is not None and p.grad.numel()
+        ]
+        if not grads:
+            return True
+        norms = torch.stack([g.detach().float().abs().max() for g in grads])
+        return bool(torch.isfinite(norms).all())

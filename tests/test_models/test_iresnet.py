@@ -1,0 +1,89 @@
+"""Tests of the IResNet backbone."""
+import unittest
+
+import torch
+
+from oaml_mm.errors import ConfigError
+from oaml_mm.models.backbones import IResNet
+from oaml_mm.registry import MODELS
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+class TestIResNet(unittest.TestCase):
+
+    def test_parameter_counts_match_spec(self):
+        # SPEC section 3 (112x112 input, 512-d); counting needs no forward pass.
+        expected = {(18, False): 24_020_352, (34, False): 34_134_080,
+                    (50, False): 43_585_600, (101, False): 65_150_912,
+                    (50, True): 43_808_320}
+        for (depth, se), count in expected.items():
+            with self.subTest(depth=depth, se=se):
+                self.assertEqual(n_params(IResNet(depth, use_se=se)), count)
+
+    def test_ir100_is_ir101(self):
+        self.assertEqual(IResNet(100).units, IResNet(101).units)
+
+    def test_outputs_and_adaface_keys(self):
+        torch.manual_seed(0)
+        m = MODELS.build(dict(type='IResNet', depth=18, width_mult=0.125,
+                              embedding_size=16)).eval()
+        maps, emb, norm = m(torch.randn(2, 3, 112, 112))
+        self.assertEqual(tuple(maps.shape), (2, 64, 7, 7))
+        self.assertEqual(tuple(emb.shape), (2, 16))
+        self.assertEqual(tuple(norm.shape), (2, 1))
+        torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
+        # Embedding * norm is the raw output layer.
+        raw = m.output_layer(maps)
+        torch.testing.assert_close(emb * norm, raw)
+        keys = set(m.state_dict())
+        for key in ('input_layer.0.weight', 'body.0.res_layer.1.weight',
+                    'body.2.shortcut_layer.0.weight',
+                    'body.7.res_layer.5.running_var',
+                    'output_layer.0.weight', 'output_layer.3.weight',
+                    'output_layer.4.running_mean'):
+            self.assertIn(key, keys)
+        self.assertNotIn('output_layer.4.weight', keys)  # affine=False
+        # Stage 1's first unit keeps the width: parameter-free pooled shortcut.
+        self.assertIsInstance(m.body[0].shortcut_layer, torch.nn.MaxPool2d)
+
+    def test_width_and_se_and_options(self):
+        m = IResNet(18, width_mult=0.25, embedding_size=128)
+        self.assertEqual(m.out_channels, 128)
+        self.assertEqual(m.input_layer[0].out_channels, 16)
+        se = IResNet(18, use_se=True, width_mult=0.25, embedding_size=8)
+        self.assertIn('body.0.res_layer.6.fc1.weight', se.state_dict())
+        ins = IResNet(18, width_mult=0.125, embedding_size=8,
+                      conv_shortcut_on_stride=True, embedding_bn_affine=True)
+        self.assertIn('body.0.shortcut_layer.0.weight', ins.state_dict())
+        self.assertIn('output_layer.4.bias', ins.state_dict())
+
+    def test_bottleneck_and_channels_last(self):
+        m = IResNet(152, width_mult=0.0625, embedding_size=8).eval()
+        maps, emb, _ = m(torch.randn(1, 3, 112, 112))
+        self.assertEqual(tuple(maps.shape), (1, 128, 7, 7))
+        torch.manual_seed(1)
+        a = IResNet(18, width_mult=0.25, embedding_size=8).eval()
+        b = IResNet(18, width_mult=0.25, embedding_size=8,
+                    channels_last=True).eval()
+        b.load_state_dict(a.state_dict())
+        x = torch.randn(2, 3, 112, 112)
+        torch.testing.assert_close(a(x)[1], b(x)[1], atol=1e-4, rtol=1e-4)
+
+    def test_gradient_reaches_stem(self):
+        m = IResNet(18, width_mult=0.125, embedding_size=8)
+        maps, emb, norm = m(torch.randn(2, 3, 112, 112))
+        (emb.sum() + maps.mean() + norm.sum()).backward()
+        self.assertGreater(float(m.input_layer[0].weight.grad.abs().sum()), 0)
+
+    def test_bad_config(self):
+        with self.assertRaises(ConfigError):
+            IResNet(77)
+        with self.assertRaises(ConfigError):
+            IResNet(18, input_size=100)
+
+
+if __name__ == '__main__':
+    unittest.main()

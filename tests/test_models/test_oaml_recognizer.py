@@ -1,0 +1,203 @@
+"""Tests of FaceDataPreprocessor and OAMLRecognizer (tiny widths, CPU)."""
+import copy
+import unittest
+
+import torch
+from mmengine.optim import OptimWrapper
+from mmpretrain.structures import DataSample
+
+from oaml_mm.errors import ConfigError, DataFormatError, NonFiniteLossError
+from oaml_mm.registry import MODELS
+
+TINY = dict(
+    type='OAMLRecognizer',
+    backbone=dict(type='IResNet', depth=18, width_mult=0.125,
+                  embedding_size=16, dropout=0.0),
+    neck=dict(type='OcclusionHead', in_channels=64, hidden_channels=8),
+    head=dict(type='AdaFaceHead', in_channels=16, num_classes=4),
+    qaconv_head=dict(type='QAConvHead', in_channels=64))
+
+
+def build(**overrides):
+    torch.manual_seed(0)
+    cfg = copy.deepcopy(TINY)
+    cfg.update(overrides)
+    return MODELS.build(cfg)
+
+
+def batch(n=8, n_occ=4, size=112, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    imgs = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8,
+                          generator=g) for _ in range(n)]
+    samples = [DataSample().set_gt_label(i // 2) for i in range(n)]
+    occ = []
+    for i in range(n_occ):
+        s = DataSample()
+        vis = torch.ones(1, 7, 7)
+        vis[:, 4:] = 0.0 if i % 2 == 0 else 1.0
+        s.set_field(vis, 'gt_visibility')
+        occ.append(s)
+    data = dict(inputs=imgs, data_samples=samples)
+    if n_occ:
+        data['occlusion'] = dict(inputs=imgs[:n_occ], data_samples=occ)
+    return data
+
+
+def grads_of(module):
+    return [p.grad for p in module.parameters()
+            if p.grad is not None and bool(p.grad.abs().sum() > 0)]
+
+
+class TestFaceDataPreprocessor(unittest.TestCase):
+
+    def test_channel_order_and_normalisation(self):
+        img = torch.zeros(3, 4, 4, dtype=torch.uint8)
+        img[0] = 255  # pure red in RGB
+        bgr = MODELS.build(dict(type='FaceDataPreprocessor',
+                                channel_order='bgr'))
+        rgb = MODELS.build(dict(type='FaceDataPreprocessor',
+                                channel_order='rgb'))
+        out = bgr(dict(inputs=[img], data_samples=None))
+        self.assertEqual(out['inputs'][0, :, 0, 0].tolist(), [-1., -1., 1.])
+        self.assertIsNone(out['occlusion'])
+        out = rgb(dict(inputs=[img, img], data_samples=None,
+                       occlusion=dict(inputs=[img], data_samples=None)))
+        self.assertEqual(out['inputs'][1, :, 0, 0].tolist(), [1., -1., -1.])
+        self.assertEqual(tuple(out['occlusion']['inputs'].shape), (1, 3, 4, 4))
+        with self.assertRaises(DataFormatError):
+            rgb(dict(inputs=[img, torch.zeros(3, 5, 5, dtype=torch.uint8)]))
+        with self.assertRaises(ConfigError):
+            MODELS.build(dict(type='FaceDataPreprocessor', channel_order='x'))
+
+
+class TestOAMLRecognizer(unittest.TestCase):
+
+    def test_loss_keys(self):
+        model = build()
+        data = model.data_preprocessor(batch(), True)
+        losses = model(**data, mode='loss')
+        for key in ('loss_adaface', 'loss_qaconv', 'loss_occlusion',
+                    'acc_adaface', 'acc_qaconv_pairwise', 'qaconv_pairwise'):
+            self.assertIn(key, losses)
+        # Only weighted losses carry 'loss' in their key (mmengine sums those).
+        summed = [k for k in losses if 'loss' in k]
+        self.assertEqual(sorted(summed),
+                         ['loss_adaface', 'loss_occlusion', 'loss_qaconv'])
+
+    def test_gradient_isolation(self):
+        model = build()
+        data = model.data_preprocessor(batch(), True)
+        for key, receives, untouched in (
+                ('loss_adaface', ['backbone', 'head'], ['neck', 'qaconv_head']),
+                ('loss_qaconv', ['backbone', 'qaconv_head'], ['neck', 'head']),
+                ('loss_occlusion', ['neck'],
+                 ['backbone', 'head', 'qaconv_head'])):
+            model.zero_grad(set_to_none=True)
+            model(**data, mode='loss')[key].backward()
+            for name in receives:
+                self.assertTrue(grads_of(getattr(model, name)),
+                                f'{key} should reach {name}')
+            for name in untouched:
+                self.assertFalse(grads_of(getattr(model, name)),
+                                 f'{key} must not reach {name}')
+
+    def test_few_steps_lower_all_three_losses(self):
+        model = build(loss_weights=dict(occlusion=1.0))
+        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.02,
+                                             momentum=0.9))
+        data = batch()
+        model.train()
+        history = [model.train_step(copy.deepcopy(data), optim)
+                   for _ in range(12)]
+        for key in ('loss_adaface', 'loss_qaconv', 'loss_occlusion'):
+            first = sum(h[key].item() for h in history[:2]) / 2
+            last = sum(h[key].item() for h in history[-2:]) / 2
+            self.assertLess(last, first, key)
+
+    def test_nonfinite_update_is_skipped_then_stops(self):
+        model = build(train_cfg=dict(max_nonfinite_skips=2))
+        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+        before = copy.deepcopy(model.state_dict())
+        bad = batch(n_occ=0)
+        data = model.data_preprocessor(bad, True)
+        data['inputs'][0, 0, 0, 0] = float('nan')
+        original = model.data_preprocessor.forward
+        model.data_preprocessor.forward = lambda d, training=False: data
+        log = model.train_step({}, optim)
+        self.assertEqual(float(log['nonfinite_skips']), 1.0)
+        self.assertFalse(torch.isfinite(log['loss']))  # reported, not zeroed
+        # Weights and buffers (BN statistics, AdaFace EMA) are untouched.
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.assertTrue(torch.equal(v, before[k]), k)
+        with self.assertRaises(NonFiniteLossError):
+            model.train_step({}, optim)
+        # A finite step resets the consecutive count.
+        model.data_preprocessor.forward = original
+        model.consecutive_nonfinite = 1
+        model.train_step(batch(), optim)
+        self.assertEqual(model.consecutive_nonfinite, 0)
+        self.assertEqual(model.nonfinite_skips, 2)
+
+    def test_predict_and_flip(self):
+        model = build(test_cfg=dict(flip_test=True, return_feature_maps=True,
+                                    half_maps=True)).eval()
+        data = model.data_preprocessor(batch(n=2, n_occ=0), False)
+        out = model(data['inputs'], data['data_samples'], mode='predict')
+        with torch.no_grad():
+            _, e1, n1 = model.backbone(data['inputs'])
+            _, e2, n2 = model.backbone(data['inputs'].flip(3))
+        raw = e1 * n1 + e2 * n2
+        s = out[0]
+        torch.testing.assert_close(s.embedding, raw[0] / raw[0].norm())
+        torch.testing.assert_close(s.norm, raw[0].norm().reshape(1))
+        self.assertEqual(tuple(s.visibility.shape), (1, 7, 7))
+        self.assertEqual(s.feature_map.dtype, torch.float16)
+        self.assertEqual(tuple(s.feature_map.shape), (64, 7, 7))
+        self.assertEqual(int(s.gt_label), 0)  # input metainfo kept
+        self.assertFalse(s.embedding.requires_grad)
+        maps = torch.stack([o.feature_map.float() for o in out])
+        self.assertEqual(tuple(model.match(maps, maps).shape), (2, 2))
+
+    def test_baseline_without_qaconv(self):
+        model = build(neck=None, qaconv_head=None,
+                      loss_weights=dict(adaface=1.0))
+        data = model.data_preprocessor(batch(), True)
+        losses = model(**data, mode='loss')
+        self.assertEqual(sorted(k for k in losses if 'loss' in k),
+                         ['loss_adaface'])
+        model.eval()
+        with torch.no_grad():
+            feats = model.extract(data['inputs'])
+        self.assertTrue(torch.equal(feats['visibility'],
+                                    torch.ones(8, 1, 7, 7)))
+        with self.assertRaises(ConfigError):
+            model.match(torch.randn(1, 64, 7, 7), torch.randn(1, 64, 7, 7))
+
+    def test_qaconv_train_vis_gt(self):
+        model = build(train_cfg=dict(qaconv_train_vis='gt'))
+        seen = {}
+        loss = model.qaconv_head.loss
+
+        def spy(maps, labels, vis=None):
+            seen['vis'] = vis
+            return loss(maps, labels, vis)
+
+        model.qaconv_head.loss = spy
+        data = batch()
+        for s in data['data_samples']:
+            s.set_field(torch.zeros(1, 7, 7), 'gt_visibility')
+        model(**model.data_preprocessor(data, True), mode='loss')
+        self.assertTrue(torch.equal(seen['vis'], torch.zeros(8, 1, 7, 7)))
+
+    def test_config_errors(self):
+        with self.assertRaises(ConfigError):
+            build(head=dict(type='AdaFaceHead', in_channels=8, num_classes=4))
+        with self.assertRaises(ConfigError):
+            build(train_cfg=dict(qaconv_train_vis='both'))
+        with self.assertRaises(ConfigError):
+            build(loss_weights=dict(adaface=1.0, bogus=1.0))
+
+
+if __name__ == '__main__':
+    unittest.main()
