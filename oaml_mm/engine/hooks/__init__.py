@@ -1,6 +1,7 @@
 from .dual_loader_hook import DualLoaderHook, StreamSampler
+from .margin_warmup_hook import MarginWarmupHook
 from .oaml_checkpoint_hook import OAMLCheckpointHook
 from .safe_checkpoint_hook import (SafeCheckpointHook, get_rng_state,
                                    set_rng_state)
 
-__all__ = ['DualLoaderHook', 'StreamSampler', 'SafeCheckpointHook', 'OAMLCheckpointHook', 'get_rng_state', 'set_rng_state']
+__all__ = ['DualLoaderHook', 'MarginWarmupHook', 'StreamSampler', 'SafeCheckpointHook', 'OAMLCheckpointHook', 'get_rng_state', 'set_rng_state']
