@@ -1,0 +1,337 @@
+"""Writing SynthFace in every format oaml_mm reads.
+
+Layout of ``DIR`` (see ``docs/synthface.md``)::
+
+    DIR/synthface.json                 arguments, seed, counts, version (written last)
+    DIR/train/{train.rec,train.idx,property}      insightface RecordIO, clean images
+    DIR/occluded/{images,masks}/<id>/<nn>_<type>.{jpg,png} + labels.txt
+                                       OcclusionMaskDataset layout, training identities
+    DIR/val/{clean,masked,occluded}.bin            verification pairs, test identities
+    DIR/val/<name>.vis.npy             float16 [2N,7,7] true visibility of each image
+    DIR/val/<name>.types.txt           occlusion type of each image, one per line
+    DIR/val/<name>.labels.npy          int64 [2N] identity of each image
+    DIR/ijbc/meta/ijbc_face_tid_mid.txt, ijbc_template_pair_label.txt,
+              ijbc_name_5pts_score.txt, ijbc_1N_gallery_G1.csv, ijbc_1N_gallery_G2.csv,
+              ijbc_1N_probe_mixed.csv
+    DIR/ijbc/loose_crop/<n>.jpg        unaligned crops, test identities
+
+The files themselves are written by the data layer's writers
+(:func:`oaml_mm.datasets.recordio.write_insightface_rec`,
+:func:`oaml_mm.datasets.verification_bin.write_verification_bin`,
+:func:`oaml_mm.datasets.occlusion_mask_dataset.write_occlusion_mask_sample`), so the
+demo exercises exactly the readers users' data goes through.
+"""
+import json
+import os
+import os.path as osp
+import shutil
+import time
+from dataclasses import asdict
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from oaml_mm.errors import ConfigError
+
+from .generator import (MASKED_PROBE_TYPES, S_PAIRS, IJBImage, SynthFaceConfig,
+                        ValImage, render_ijbc, render_occluded, render_train,
+                        render_val, run_jobs)
+from .identity import FaceIdentity, stream_rng
+
+__all__ = ['SYNTHFACE_VERSION', 'MANIFEST', 'generate_synthface', 'read_manifest',
+           'manifest_matches', 'build_pairs']
+
+#: Bumped whenever the same arguments would produce different files.
+SYNTHFACE_VERSION = '1.0'
+MANIFEST = 'synthface.json'
+_SUBDIRS = ('train', 'occluded', 'val', 'ijbc')
+_IJBC_CSV_HEADER = ('TEMPLATE_ID,SUBJECT_ID,FILENAME,SIGHTING_ID,FACE_X,FACE_Y,'
+                    'FACE_WIDTH,FACE_HEIGHT')
+
+
+def read_manifest(out_dir: str) -> Optional[dict]:
+    """The manifest of a generated data set, or ``None`` if there is none."""
+    path = osp.join(out_dir, MANIFEST)
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def manifest_matches(out_dir: str, cfg: SynthFaceConfig) -> bool:
+    """Whether ``out_dir`` already holds SynthFace for exactly ``cfg``."""
+    man = read_manifest(out_dir)
+    if not man or man.get('version') != SYNTHFACE_VERSION or man.get(
+            'config') != asdict(cfg):
+        return False
+    return all(osp.exists(osp.join(out_dir, p)) for p in man.get('files', []))
+
+
+def build_pairs(labels: np.ndarray, slot0_ok: np.ndarray, slot1_ok: np.ndarray,
+                num_pairs: int, rng: np.random.Generator,
+                folds: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+    """Draw distinct verification pairs, LFW-style: per fold, genuine then impostor.
+
+    Args:
+        labels (numpy.ndarray): [M] identity of each candidate image.
+        slot0_ok (numpy.ndarray): [M] bool, images allowed as the first image.
+        slot1_ok (numpy.ndarray): [M] bool, images allowed as the second image.
+        num_pairs (int): Pairs wanted, rounded down to a multiple of ``2 * folds``.
+        rng (numpy.random.Generator): Source of randomness.
+        folds (int): Blocks of ``num_pairs / folds`` pairs. Defaults to 10.
+
+    Returns:
+        tuple: ``(pairs int64 [N,2] image indices, issame bool [N])``.
+
+    Raises:
+        ConfigError: Too few images to draw that many distinct pairs.
+    """
+    per = num_pairs // (2 * folds)
+    if per == 0:
+        raise ConfigError(f'SynthFace: {num_pairs} pairs is fewer than {2 * folds}')
+    idx0 = np.nonzero(slot0_ok)[0]
+    idx1 = np.nonzero(slot1_ok)[0]
+    by_label: Dict[int, np.ndarray] = {
+        int(lab): idx1[labels[idx1] == lab] for lab in np.unique(labels[idx1])
+    }
+    seen = set()
+
+    def draw(same: bool) -> Tuple[int, int]:
+        for _ in range(1000):
+            a = int(idx0[rng.integers(len(idx0))])
+            if same:
+                cand = by_label.get(int(labels[a]), np.zeros(0, np.int64))
+                cand = cand[cand != a]
+            else:
+                cand = idx1[labels[idx1] != labels[a]]
+            if len(cand) == 0:
+                continue
+            b = int(cand[rng.integers(len(cand))])
+            key = (a, b)
+            if key not in seen:
+                seen.add(key)
+                return key
+        raise ConfigError('SynthFace: too few test images for the requested number '
+                          'of distinct pairs; raise --test-identities or lower '
+                          'val_pairs')
+
+    pairs, issame = [], []
+    for _ in range(folds):
+        for same in (True, False):
+            for _ in range(per):
+                pairs.append(draw(same))
+                issame.append(same)
+    return np.asarray(pairs, np.int64), np.asarray(issame, bool)
+
+
+def _write_val(out: str, cfg: SynthFaceConfig, test_ids: Sequence[FaceIdentity],
+               results: List[List[ValImage]]) -> List[str]:
+    from oaml_mm.datasets.verification_bin import write_verification_bin
+    os.makedirs(out, exist_ok=True)
+    flat = [im for per_id in results for im in per_id]
+    labels = np.asarray([ident.index for ident, per_id in zip(test_ids, results)
+                         for _ in per_id], np.int64)
+    masked_ok = np.asarray([im.occlusion in MASKED_PROBE_TYPES for im in flat])
+    everything = np.ones(len(flat), bool)
+    ones = np.ones((7, 7), np.float32)
+    files = []
+    # (name, slot-0 version, slot-1 version, slot-1 allowed images)
+    specs = [('clean', 'clean', 'clean', everything),
+             ('masked', 'clean', 'occluded', masked_ok),
+             ('occluded', 'occluded', 'occluded', everything)]
+    for k, (name, v0, v1, ok1) in enumerate(specs):
+        pairs, issame = build_pairs(labels, everything, ok1, cfg.val_pairs,
+                                    stream_rng(cfg.seed, S_PAIRS, k))
+        jpegs, vis, types, labs = [], [], [], []
+        for a, b in pairs:
+            for idx, version in ((a, v0), (b, v1)):
+                im = flat[idx]
+                occluded = version == 'occluded'
+                jpegs.append(im.occluded if occluded else im.clean)
+                vis.append(im.visibility if occluded else ones)
+                types.append(im.occlusion if occluded else 'none')
+                labs.append(labels[idx])
+        write_verification_bin(osp.join(out, f'{name}.bin'), jpegs, issame)
+        np.save(osp.join(out, f'{name}.vis.npy'), np.stack(vis).astype(np.float16))
+        np.save(osp.join(out, f'{name}.labels.npy'), np.asarray(labs, np.int64))
+        with open(osp.join(out, f'{name}.types.txt'), 'w') as f:
+            f.write('\n'.join(types) + '\n')
+        files += [f'val/{name}.bin', f'val/{name}.vis.npy', f'val/{name}.labels.npy',
+                  f'val/{name}.types.txt']
+    return files
+
+
+def _write_ijbc(out: str, subjects: Sequence[FaceIdentity],
+                results: List[List[IJBImage]]) -> List[str]:
+    """Mini IJB-C in the release layout; G1 = even subjects' galleries, G2 = odd."""
+    meta = osp.join(out, 'meta')
+    crops = osp.join(out, 'loose_crop')
+    os.makedirs(meta, exist_ok=True)
+    os.makedirs(crops, exist_ok=True)
+    tid_mid, pts, g1, g2, probe = [], [], [], [], []
+    gallery_tids, probe_tids = [], []
+    n = 0
+    next_tid, next_mid = 1, 1
+    for s, (ident, images) in enumerate(zip(subjects, results)):
+        tids: Dict[int, int] = {}
+        mids: Dict[int, int] = {}
+        for im in images:
+            if im.template not in tids:
+                tids[im.template] = next_tid
+                (gallery_tids if im.template == 0 else probe_tids).append(
+                    (next_tid, ident.index))
+                next_tid += 1
+            if im.media not in mids:
+                mids[im.media] = next_mid
+                next_mid += 1
+            n += 1
+            name = f'{n}.jpg'
+            with open(osp.join(crops, name), 'wb') as f:
+                f.write(im.jpeg)
+            tid, mid = tids[im.template], mids[im.media]
+            tid_mid.append(f'{name} {tid} {mid}')
+            coords = ' '.join(f'{v:.3f}' for v in im.landmarks.reshape(-1))
+            pts.append(f'{name} {coords} {im.faceness:.4f}')
+            box = ','.join(str(v) for v in im.box)
+            row = f'{tid},{ident.index},{name},{mid},{box}'
+            if im.template == 0:
+                (g1 if s % 2 == 0 else g2).append(row)
+            else:
+                probe.append(row)
+    pairs = [f'{tg} {tp} {int(sg == sp)}' for tg, sg in gallery_tids
+             for tp, sp in probe_tids]
+    files = {
+        'ijbc_face_tid_mid.txt': tid_mid,
+        'ijbc_name_5pts_score.txt': pts,
+        'ijbc_template_pair_label.txt': pairs,
+        'ijbc_1N_gallery_G1.csv': [_IJBC_CSV_HEADER] + g1,
+        'ijbc_1N_gallery_G2.csv': [_IJBC_CSV_HEADER] + g2,
+        'ijbc_1N_probe_mixed.csv': [_IJBC_CSV_HEADER] + probe,
+    }
+    for fname, lines in files.items():
+        with open(osp.join(meta, fname), 'w', newline='\n') as f:
+            f.write('\n'.join(lines) + '\n')
+    return [f'ijbc/meta/{f}' for f in files] + ['ijbc/loose_crop']
+
+
+def generate_synthface(out_dir: str,
+                       cfg: SynthFaceConfig = SynthFaceConfig(),
+                       workers: int = 2,
+                       force: bool = False,
+                       log: Optional[Callable[[str], None]] = print) -> dict:
+    """Generate SynthFace into ``out_dir`` unless it is already there.
+
+    When ``out_dir/synthface.json`` matches ``cfg`` and the version, nothing is done
+    (the demo calls this as "generate if missing"). Otherwise the SynthFace
+    sub-folders are rebuilt and the manifest is written last, so an interrupted run is
+    never mistaken for a complete one.
+
+    Args:
+        out_dir (str): Output folder.
+        cfg (SynthFaceConfig): What to generate.
+        workers (int): Processes. Defaults to 2. The files do not depend on it.
+        force (bool): Regenerate even if the manifest matches.
+        log (callable, optional): Progress messages; ``None`` for silence.
+
+    Returns:
+        dict: The manifest.
+
+    Raises:
+        ConfigError: ``out_dir`` holds SynthFace folders but no manifest (not ours
+            to overwrite), or the config is impossible.
+
+    Examples:
+        >>> man = generate_synthface('data/synthface')  # doctest: +SKIP
+        >>> man['counts']['train_images']  # doctest: +SKIP
+        6400
+    """
+    from oaml_mm.datasets.occlusion_mask_dataset import write_occlusion_mask_sample
+    from oaml_mm.datasets.recordio import write_insightface_rec
+    say = log or (lambda msg: None)
+    if not force and manifest_matches(out_dir, cfg):
+        say(f'SynthFace already in {out_dir} (manifest matches); nothing to do')
+        return read_manifest(out_dir)
+    if cfg.identities < 2 or cfg.test_identities < 2:
+        raise ConfigError('SynthFace needs at least 2 training and 2 test identities')
+    existing = [d for d in _SUBDIRS if osp.exists(osp.join(out_dir, d))]
+    if existing and read_manifest(out_dir) is None:
+        raise ConfigError(
+            f'{out_dir} holds {existing} but no {MANIFEST}: not a SynthFace folder '
+            'this tool wrote; choose another --out or remove them')
+    os.makedirs(out_dir, exist_ok=True)
+    if osp.exists(osp.join(out_dir, MANIFEST)):
+        os.remove(osp.join(out_dir, MANIFEST))
+    for d in existing:
+        shutil.rmtree(osp.join(out_dir, d))
+
+    t0 = time.time()
+    idents = cfg.identities_all()
+    train_ids = idents[:cfg.identities]
+    test_ids = idents[cfg.identities:]
+    ijbc_ids = test_ids[:min(cfg.ijbc_subjects, len(test_ids))]
+    jobs = ([(render_train, x) for x in train_ids] +
+            [(render_occluded, x) for x in train_ids] +
+            [(render_val, x) for x in test_ids] +
+            [(render_ijbc, x) for x in ijbc_ids])
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.time()
+        if now - last[0] > 5 or done == total:
+            last[0] = now
+            say(f'SynthFace: rendered {done}/{total} identity jobs '
+                f'({now - t0:.0f} s)')
+
+    results = run_jobs(cfg, jobs, workers, progress)
+    n_tr = len(train_ids)
+    train_res = results[:n_tr]
+    occ_res = results[n_tr:2 * n_tr]
+    val_res = results[2 * n_tr:2 * n_tr + len(test_ids)]
+    ijbc_res = results[2 * n_tr + len(test_ids):]
+
+    say('SynthFace: writing files')
+    samples = [(jpeg, label) for label, jpegs in enumerate(train_res)
+               for jpeg in jpegs]
+    write_insightface_rec(osp.join(out_dir, 'train'), samples, len(train_ids))
+    files = ['train/train.rec', 'train/train.idx', 'train/property']
+
+    occ_root = osp.join(out_dir, 'occluded')
+    lines = []
+    type_counts: Dict[str, int] = {}
+    for label, per_id in enumerate(occ_res):
+        for j, (occ, img, vis) in enumerate(per_id):
+            name = f'{label:05d}/{j:02d}_{occ}'
+            write_occlusion_mask_sample(occ_root, name, img, vis * 255, ext='.jpg')
+            lines.append(f'{name} {label}')
+            type_counts[occ] = type_counts.get(occ, 0) + 1
+    with open(osp.join(occ_root, 'labels.txt'), 'w', newline='\n') as f:
+        f.write('\n'.join(lines) + '\n')
+    files += ['occluded/labels.txt', 'occluded/images', 'occluded/masks']
+
+    files += _write_val(osp.join(out_dir, 'val'), cfg, test_ids, val_res)
+    files += _write_ijbc(osp.join(out_dir, 'ijbc'), ijbc_ids, ijbc_res)
+
+    manifest = dict(
+        version=SYNTHFACE_VERSION,
+        config=asdict(cfg),
+        counts=dict(
+            train_identities=len(train_ids),
+            train_images=len(samples),
+            occluded_images=len(lines),
+            occluded_types=dict(sorted(type_counts.items())),
+            test_identities=len(test_ids),
+            val_pairs_per_bin=(cfg.val_pairs // 20) * 20,
+            ijbc_subjects=len(ijbc_ids),
+            ijbc_images=sum(len(r) for r in ijbc_res),
+            train_label_range=[0, len(train_ids) - 1],
+            test_identity_range=[test_ids[0].index, test_ids[-1].index]),
+        files=files)
+    tmp = osp.join(out_dir, MANIFEST + '.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+    os.replace(tmp, osp.join(out_dir, MANIFEST))
+    say(f'SynthFace: done in {time.time() - t0:.1f} s -> {out_dir}')
+    return manifest

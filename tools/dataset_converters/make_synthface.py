@@ -1,0 +1,82 @@
+"""Generate SynthFace, the embedded synthetic face data set (see docs/synthface.md).
+
+Examples:
+    python tools/dataset_converters/make_synthface.py --out data/synthface
+    python tools/dataset_converters/make_synthface.py --out /tmp/sf --identities 50 \
+        --images-per-id 8 --seed 1
+    python tools/dataset_converters/make_synthface.py --preview synthface.png
+"""
+import argparse
+import os
+import sys
+import time
+
+import cv2
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from oaml_mm.synthface import SynthFaceConfig
+    d = SynthFaceConfig()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--out', help='output folder (e.g. data/synthface)')
+    p.add_argument('--identities', type=int, default=d.identities,
+                   help='training identities (default %(default)s)')
+    p.add_argument('--images-per-id', type=int, default=d.images_per_id,
+                   help='clean training images per identity (default %(default)s)')
+    p.add_argument('--seed', type=int, default=d.seed)
+    p.add_argument('--nuisance', type=float, default=d.nuisance,
+                   help='nuisance strength 0..1: pose, light, blur, noise, JPEG '
+                   '(default %(default)s)')
+    p.add_argument('--test-identities', type=int, default=d.test_identities,
+                   help='identities of val/ and ijbc/, disjoint from training '
+                   '(default %(default)s)')
+    p.add_argument('--occluded-per-id', type=int, default=d.occluded_per_id,
+                   help='occluded images per training identity (default %(default)s)')
+    p.add_argument('--val-images-per-id', type=int, default=d.val_images_per_id)
+    p.add_argument('--val-pairs', type=int, default=d.val_pairs,
+                   help='pairs per verification .bin (default %(default)s)')
+    p.add_argument('--ijbc-subjects', type=int, default=d.ijbc_subjects)
+    p.add_argument('--workers', type=int, default=2,
+                   help='processes; the output does not depend on it')
+    p.add_argument('--force', action='store_true',
+                   help='regenerate even if the manifest matches')
+    p.add_argument('--preview', metavar='PNG',
+                   help='write a contact sheet of a few identities and occluders '
+                   'instead of generating')
+    p.add_argument('--preview-rows', type=int, default=6)
+    args = p.parse_args(argv)
+    if not args.out and not args.preview:
+        p.error('give --out DIR (generate) or --preview PNG')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from oaml_mm.synthface import (SynthFaceConfig, contact_sheet,
+                                   generate_synthface)
+    if args.preview:
+        sheet = contact_sheet(seed=args.seed, nuisance=args.nuisance,
+                              identities=args.preview_rows)
+        os.makedirs(os.path.dirname(os.path.abspath(args.preview)), exist_ok=True)
+        cv2.imwrite(args.preview, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        print(f'preview written to {args.preview}')
+        if not args.out:
+            return 0
+    cfg = SynthFaceConfig(
+        identities=args.identities,
+        images_per_id=args.images_per_id,
+        seed=args.seed,
+        nuisance=args.nuisance,
+        test_identities=args.test_identities,
+        occluded_per_id=args.occluded_per_id,
+        val_images_per_id=args.val_images_per_id,
+        val_pairs=args.val_pairs,
+        ijbc_subjects=args.ijbc_subjects)
+    t0 = time.time()
+    man = generate_synthface(args.out, cfg, workers=args.workers, force=args.force)
+    print(f'{man["counts"]} ({time.time() - t0:.1f} s)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
