@@ -16,10 +16,9 @@ baseline.
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
-import torch.distributed as dist
-from mmengine.logging import MMLogger
+from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel
-from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.optim import OptimWrapper
 from mmpretrain.structures import DataSample
 
 from oaml_mm.errors import ConfigError, DataFormatError, NonFiniteLossError
@@ -108,9 +107,6 @@ class OAMLRecognizer(BaseModel):
         self.train_cfg = {**_DEFAULT_TRAIN_CFG, **(train_cfg or {})}
         self.test_cfg = {**_DEFAULT_TEST_CFG, **(test_cfg or {})}
         self._check_config()
-        self.nonfinite_skips = 0
-        self.consecutive_nonfinite = 0
-        self._window_finite = True
 
     def _check_config(self) -> None:
         unknown = set(self.loss_weights) - set(_DEFAULT_WEIGHTS)
@@ -348,19 +344,39 @@ class OAMLRecognizer(BaseModel):
                    optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
         """One update that skips (never zeroes) non-finite losses or gradients.
 
-        A non-finite loss or gradient leaves the parameters untouched (gradients are
-        cleared, no optimizer step), increments ``nonfinite_skips`` (logged as
-        ``train/nonfinite_skips``) and, after ``train_cfg['max_nonfinite_skips']``
-        consecutive skips, raises :class:`~oaml_mm.errors.NonFiniteLossError`.
-        Floating-point buffers (BN running statistics, AdaFace's norm EMA) are
-        restored too: a non-finite batch would otherwise poison them for good.
+        The update goes through :func:`oaml_mm.engine.nonfinite.guarded_update`: a
+        non-finite loss or gradient leaves the parameters untouched, is counted in
+        the message hub and logged (``train/nonfinite_skips``), and
+        ``train_cfg['max_nonfinite_skips']`` consecutive skips raise
+        :class:`~oaml_mm.errors.NonFiniteLossError`. Floating-point buffers (BN
+        running statistics, AdaFace's norm EMA) are restored as well: the forward
+        pass of a non-finite batch would otherwise poison them for good.
         """
+        # Imported here: oaml_mm.engine imports the runner, which builds models.
+        from oaml_mm.engine.nonfinite import NONFINITE_TOTAL, guarded_update
         snapshot = self.buffer_snapshot()
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
             losses = self._run_forward(data, mode='loss')
         parsed, log_vars = self.parse_losses(losses)
-        return self.guarded_update(parsed, log_vars, optim_wrapper, snapshot)
+        hub = MessageHub.get_current_instance()
+        try:
+            updated = guarded_update(
+                optim_wrapper, parsed,
+                max_consecutive=int(self.train_cfg['max_nonfinite_skips']))
+        except NonFiniteLossError:
+            # The state a checkpoint saves now must be the last good one.
+            self.restore_buffers(snapshot)
+            raise
+        if not updated:
+            self.restore_buffers(snapshot)
+            MMLogger.get_current_instance().warning(
+                'non-finite loss or gradient: update skipped '
+                f'({int(hub.get_info(NONFINITE_TOTAL, 0))} in total); losses: '
+                + self._format(log_vars))
+        log_vars['nonfinite_skips'] = torch.tensor(
+            float(hub.get_info(NONFINITE_TOTAL, 0)))
+        return log_vars
 
     def buffer_snapshot(self) -> Dict[str, torch.Tensor]:
         """Copies of the floating-point buffers (small next to the weights)."""
@@ -369,80 +385,14 @@ class OAMLRecognizer(BaseModel):
             for name, buf in self.named_buffers() if buf.is_floating_point()
         }
 
-    def guarded_update(
-            self,
-            loss: torch.Tensor,
-            log_vars: Dict[str, torch.Tensor],
-            optim_wrapper: OptimWrapper,
-            snapshot: Optional[Dict[str, torch.Tensor]] = None
-    ) -> Dict[str, torch.Tensor]:
-        """Backward, then step only if the loss and gradients are finite.
-
-        Every rank runs backward (DDP's all-reduce needs all ranks) and, under
-        ``torch.distributed``, the ranks agree on skipping.
-
-        Args:
-            loss (Tensor): The summed loss.
-            log_vars (dict): Logged values; ``nonfinite_skips`` is added.
-            optim_wrapper (OptimWrapper): Does backward, step and zero_grad.
-            snapshot (dict, optional): :meth:`buffer_snapshot` taken before the
-                forward pass; restored when the update is skipped.
-
-        Returns:
-            dict: ``log_vars``.
-        """
-        self._window_finite &= bool(torch.isfinite(loss.detach()).all())
-        optim_wrapper.backward(optim_wrapper.scale_loss(loss))
-        if optim_wrapper.should_update():
-            ok = self._window_finite
-            # AMP's loss scaler already skips overflowing steps by itself.
-            if ok and not isinstance(optim_wrapper, AmpOptimWrapper):
-                ok = self._grads_finite(optim_wrapper)
-            if dist.is_available() and dist.is_initialized():
-                flag = torch.tensor(float(ok), device=loss.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                ok = bool(flag.item() > 0)
-            if ok:
-                optim_wrapper.step()
-                self.consecutive_nonfinite = 0
-            else:
-                if snapshot is not None:
-                    buffers = dict(self.named_buffers())
-                    with torch.no_grad():
-                        for name, value in snapshot.items():
-                            buffers[name].copy_(value)
-                self.nonfinite_skips += 1
-                self.consecutive_nonfinite += 1
-                MMLogger.get_current_instance().warning(
-                    'non-finite loss or gradient: update skipped '
-                    f'({self.consecutive_nonfinite} in a row, '
-                    f'{self.nonfinite_skips} in total); losses: '
-                    + self._format(log_vars))
-            optim_wrapper.zero_grad()
-            self._window_finite = True
-        log_vars['nonfinite_skips'] = torch.tensor(float(self.nonfinite_skips))
-        limit = int(self.train_cfg['max_nonfinite_skips'])
-        if self.consecutive_nonfinite >= limit:
-            raise NonFiniteLossError(
-                f'{self.consecutive_nonfinite} consecutive updates had a '
-                f'non-finite loss or gradient (limit max_nonfinite_skips='
-                f'{limit}); last losses: '
-                + self._format(log_vars) + '. Lower the learning rate, check the data, or use fp32/bf16 '
-                'instead of fp16.')
-        return log_vars
+    def restore_buffers(self, snapshot: Dict[str, torch.Tensor]) -> None:
+        """Write back what :meth:`buffer_snapshot` copied."""
+        buffers = dict(self.named_buffers())
+        with torch.no_grad():
+            for name, value in snapshot.items():
+                buffers[name].copy_(value)
 
     @staticmethod
     def _format(log_vars: Dict[str, torch.Tensor]) -> str:
         return ', '.join(f'{k}={float(v.detach()):.4g}'
                          for k, v in log_vars.items())
-
-    @staticmethod
-    def _grads_finite(optim_wrapper: OptimWrapper) -> bool:
-        grads = [
-            p.grad for group in optim_wrapper.optimizer.param_groups
-            for p in group["params"] if p.grad is not None and p.grad.numel()
-        ]
-        if not grads:
-            return True
-        norms = torch.stack([g.detach().float().abs().max() for g in grads])
-        return bool(torch.isfinite(norms).all())
