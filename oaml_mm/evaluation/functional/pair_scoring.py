@@ -19,7 +19,7 @@ PairMatcher = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
 def cosine_pairs(embeddings: torch.Tensor,
                  idx_a: torch.Tensor,
                  idx_b: torch.Tensor,
-                 chunk: int = 1 << 20) -> torch.Tensor:
+                 chunk: int = 1 << 16) -> torch.Tensor:
     """Cosine similarity of the rows ``idx_a[i]`` and ``idx_b[i]`` of ``embeddings``.
 
     Args:
