@@ -10,7 +10,7 @@ from typing import Optional, Union
 __all__ = [
     'OAMLError', 'DataFormatError', 'MissingFileError', 'CheckpointError',
     'UnsafeCheckpointError', 'ConfigError', 'EnvironmentCheckError',
-    'NonFiniteLossError', 'GalleryError', 'ImageInputError'
+    'NonFiniteLossError', 'GalleryError', 'ImageInputError', 'WorkDirError'
 ]
 
 
@@ -90,3 +90,12 @@ class GalleryError(OAMLError, ValueError):
 
 class ImageInputError(OAMLError, ValueError):
     """An image given to the inference API cannot be used as it is."""
+
+
+class WorkDirError(OAMLError, OSError):
+    """The work directory cannot hold the run's logs and checkpoints.
+
+    Raised before training starts when the folder is not writable or lacks room for
+    a checkpoint, and when a checkpoint write fails (disk full); the previous complete
+    checkpoint is then left untouched.
+    """

@@ -191,3 +191,120 @@ def write_toy_config_file(path: str, work_dir: str, **kwargs) -> str:
     cfg['custom_hooks'].append(dict(type='FinalWeightsHook'))
     Config(cfg).dump(path)
     return path
+
+
+# --- reliability (tests/reliability): fault injection -------------------------------
+
+
+class _PoisonGrad(torch.autograd.Function):
+    """Identity forward; the backward pass returns NaN gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float('nan')
+
+
+@MODELS.register_module(force=True)
+class ToyNonFiniteClassifier(ToyClassifier):
+    """ToyClassifier whose loss (or gradient) is NaN at chosen iterations.
+
+    ``train_step`` goes through :func:`oaml_mm.engine.guarded_update`, unless
+    ``guard=False`` (then it is mmengine's plain ``update_params``).
+    """
+
+    def __init__(self, nan_loss_iters=(), nan_grad_iters=(), inf_loss_iters=(),
+                 max_nonfinite_skips: int = 10, guard: bool = True,
+                 data_preprocessor=None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.nan_loss_iters = set(nan_loss_iters)
+        self.nan_grad_iters = set(nan_grad_iters)
+        self.inf_loss_iters = set(inf_loss_iters)
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self.guard = guard
+
+    def train_step(self, data, optim_wrapper):
+        from mmengine.logging import MessageHub
+
+        from oaml_mm.engine import guarded_update
+        it = MessageHub.get_current_instance().get_info('iter', 0)
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            inputs = data['inputs']
+            if isinstance(inputs, (list, tuple)):
+                inputs = torch.stack(inputs)
+            logits = self.fc2(self.drop(torch.relu(self.fc1(inputs))))
+            if it in self.nan_grad_iters:
+                logits = _PoisonGrad.apply(logits)
+            loss = nn.functional.cross_entropy(
+                logits, torch.as_tensor(data['data_samples']))
+            if it in self.nan_loss_iters:
+                loss = loss * float('nan')
+            if it in self.inf_loss_iters:
+                loss = loss + float('inf')
+        if self.guard:
+            guarded_update(optim_wrapper, dict(loss=loss),
+                           max_consecutive=self.max_nonfinite_skips)
+        else:
+            optim_wrapper.update_params(loss)
+        return dict(loss=loss.detach())
+
+
+@HOOKS.register_module(force=True)
+class RankKillHook(Hook):
+    """SIGKILL rank ``rank`` after iteration ``at_iter``, writing the time first."""
+
+    def __init__(self, at_iter: int, rank: int = 1, stamp: str = '') -> None:
+        self.at_iter = at_iter
+        self.rank = rank
+        self.stamp = stamp
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.rank == self.rank and runner.iter + 1 >= self.at_iter:
+            import time
+            if self.stamp:
+                with open(self.stamp, 'w') as f:
+                    f.write(repr(time.time()))
+            os.kill(os.getpid(), 9)
+
+
+@HOOKS.register_module(force=True)
+class KillDuringCheckpointWriteHook(Hook):
+    """SIGKILL the process in the middle of writing checkpoint number ``at_save``.
+
+    The next fsync of the atomic backend first cuts the temporary file to half its
+    size, as a crash after a partial write would leave it, then kills the process.
+    """
+
+    def __init__(self, at_save: int) -> None:
+        self.at_save = at_save
+        self.saves = 0
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        self.saves += 1
+        if self.saves != self.at_save:
+            return
+        from oaml_mm.engine.runner import atomic_backend
+
+        def fsync_then_die(fd):
+            size = os.fstat(fd).st_size
+            os.ftruncate(fd, size // 2)
+            os.kill(os.getpid(), 9)
+
+        atomic_backend.os = _OsWith(fsync=fsync_then_die)
+
+
+class _OsWith:
+    """The ``os`` module with some functions replaced (for one module's use)."""
+
+    def __init__(self, **overrides) -> None:
+        self._overrides = overrides
+
+    def __getattr__(self, name):
+        if name in self._overrides:
+            return self._overrides[name]
+        return getattr(os, name)

@@ -10,7 +10,7 @@ import json
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 
@@ -43,9 +43,14 @@ def main(argv=None):
     args = parse_args(argv)
     import oaml_mm  # noqa: F401  (registers the components)
     from oaml_mm.registry import RUNNERS
+    from oaml_mm.errors import OAMLError
+    from oaml_mm.utils import load_config
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = load_config(args.config)
+    except OAMLError as e:
+        raise SystemExit(f'{type(e).__name__}: {e}')
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -56,11 +61,14 @@ def main(argv=None):
                                 osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     cfg.resume = False
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+    try:
+        if 'runner_type' in cfg:
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        metrics = runner.test()
+    except OAMLError as e:
+        raise SystemExit(f'{type(e).__name__}: {e}')
     if args.out and runner.rank == 0:
         out = {k: (float(v) if isinstance(v, (int, float)) else v)
                for k, v in metrics.items()}

@@ -109,14 +109,26 @@ def merge_args(cfg: Config, args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     import oaml_mm  # noqa: F401  (registers the components)
+    import pickle
+
+    from oaml_mm.errors import OAMLError
     from oaml_mm.registry import RUNNERS
-    cfg = Config.fromfile(args.config)
-    cfg = merge_args(cfg, args)
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+    from oaml_mm.utils import load_config
+    try:
+        cfg = load_config(args.config)
+        cfg = merge_args(cfg, args)
+        if 'runner_type' in cfg:
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        runner.train()
+    except OAMLError as e:
+        # Bad input, an unusable work dir or diverged training: the message says
+        # what and where; a traceback would only bury it.
+        sys.exit(f'{type(e).__name__}: {e}')
+    except pickle.UnpicklingError as e:
+        sys.exit(f'refused to load a checkpoint that holds objects other than '
+                 f'weights (it could run code): {str(e).splitlines()[0]}')
 
 
 if __name__ == '__main__':

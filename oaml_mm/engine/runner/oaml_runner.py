@@ -8,22 +8,198 @@ Differences from :class:`mmengine.runner.Runner`:
   of an uninterrupted run;
 * distributed training works on CPU-only machines: the gloo process group is created
   here when CUDA is absent (mmengine's launcher assumes a GPU per process), and the
-  model is wrapped without ``device_ids``.
+  model is wrapped without ``device_ids``;
+* faults are reported before they cost a run (``docs/reliability.md``): the work
+  directory is checked for write access when the runner is built and for room for a
+  checkpoint before training; old checkpoints are pruned only after the new one is
+  complete (:class:`~oaml_mm.engine.hooks.OAMLCheckpointHook`); ``--resume`` without a
+  path verifies the checkpoint ``last_checkpoint`` names and falls back to the newest
+  complete one when it is damaged; a :class:`~oaml_mm.errors.NonFiniteLossError`
+  leaves ``nonfinite_iter_{N}.pth`` behind to inspect.
 
 Select it in a config with ``runner_type = 'OAMLRunner'`` (the default runtime does).
+The crash-consistency rules (write to a temporary file, fsync, rename; never delete
+the old copy before the new one is durable; verify before trusting) are those of
+database write-ahead logging, as used by fvcore's and torchelastic's checkpointers.
 """
+import glob
 import os
-from typing import Optional
+import os.path as osp
+import re
+import shutil
+import tempfile
+import zipfile
+from typing import List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from oaml_mm.engine.hooks.safe_checkpoint_hook import (SafeCheckpointHook,
                                                        set_rng_state)
+from oaml_mm.errors import CheckpointError, NonFiniteLossError, WorkDirError
 from oaml_mm.registry import RUNNERS
 
-__all__ = ['OAMLRunner', 'init_cpu_distributed']
+__all__ = [
+    'OAMLRunner', 'init_cpu_distributed', 'check_checkpoint_file',
+    'find_resumable_checkpoint', 'check_work_dir'
+]
+
+#: Names the checkpoint hook writes; only these are resume candidates (never the
+#: ``*.tmp`` files of an interrupted write).
+_CKPT_NAME = re.compile(r'^(?:epoch|iter)_(\d+)\.pth$')
+_TMP_GLOB = '*.pth.*.tmp'
+#: A checkpoint holds the weights and up to two optimizer moments per parameter.
+_CKPT_SIZE_FACTOR = 3
+_CKPT_SIZE_MARGIN = 1 << 20
+
+
+def check_work_dir(work_dir: str, need_bytes: int = 0) -> None:
+    """Fail early when ``work_dir`` cannot hold logs and checkpoints.
+
+    Creates the folder, writes, fsyncs and removes a probe file in it, and compares
+    the free space with ``need_bytes``.
+
+    Args:
+        work_dir (str): The run's work directory.
+        need_bytes (int): Bytes one checkpoint needs; 0 skips the space check.
+
+    Raises:
+        WorkDirError: The folder cannot be created or written, or has too little
+            free space.
+
+    Examples:
+        >>> check_work_dir('/proc/no_such_dir')  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        oaml_mm.errors.WorkDirError: /proc/no_such_dir: cannot create ...
+    """
+    work_dir = str(work_dir)
+    hint = 'choose another folder with --work-dir'
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+    except OSError as e:
+        raise WorkDirError(f'{work_dir}: cannot create the work directory '
+                           f'({e.strerror or e}); {hint}') from None
+    probe = None
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.oaml_write_probe.',
+                                     dir=work_dir)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(b'\0' * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise WorkDirError(f'{work_dir}: the work directory is not writable '
+                           f'({e.strerror or e}); {hint}') from None
+    finally:
+        if probe is not None and osp.exists(probe):
+            os.remove(probe)
+    if need_bytes > 0:
+        free = shutil.disk_usage(work_dir).free
+        if free < need_bytes:
+            raise WorkDirError(
+                f'{work_dir}: {free / 2**20:.1f} MiB free, but a checkpoint of '
+                f'this model needs about {need_bytes / 2**20:.1f} MiB; free '
+                f'some space or {hint}')
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Verify that ``path`` is a complete checkpoint file, without unpickling it.
+
+    torch's zip checkpoints are checked for their central directory (missing when a
+    write was cut short) and the CRC-32 of every member; files in the legacy pickle
+    format are left to the weights-only loader.
+
+    Args:
+        path (str): The checkpoint.
+
+    Raises:
+        CheckpointError: The file is missing, empty, truncated or damaged.
+    """
+    path = str(path)
+    if not osp.isfile(path):
+        raise CheckpointError(f'{path}: no such checkpoint file')
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(f'{path}: empty checkpoint file (interrupted '
+                              'write?)')
+    if head[:2] != b'PK':
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            if not any(n == 'data.pkl' or n.endswith('/data.pkl')
+                       for n in z.namelist()):
+                raise CheckpointError(f'{path}: zip file without data.pkl; '
+                                      'not a torch checkpoint')
+            bad = z.testzip()
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001  (zipfile raises many types)
+        raise CheckpointError(
+            f'{path}: incomplete or damaged checkpoint (truncated write?): '
+            f'{type(e).__name__}: {e}') from None
+    if bad is not None:
+        raise CheckpointError(f'{path}: member {bad!r} fails its CRC check; '
+                              'the checkpoint is damaged')
+
+
+def _step_of(path: str) -> int:
+    m = _CKPT_NAME.match(osp.basename(path))
+    return int(m.group(1)) if m else -1
+
+
+def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
+    """The checkpoint ``--resume`` (without a path) continues from.
+
+    The file named in ``work_dir/last_checkpoint`` if it is complete, else the
+    newest complete ``epoch_N.pth``/``iter_N.pth`` beside it or in ``work_dir``.
+
+    Args:
+        work_dir (str): The run's work directory.
+
+    Returns:
+        tuple: ``(path or None, rejected)``: ``None`` when the run has no checkpoint
+        yet (training starts from scratch); ``rejected`` lists ``'path: reason'``
+        for each damaged candidate passed over.
+
+    Raises:
+        CheckpointError: Checkpoints exist but none is complete.
+    """
+    named = None
+    last = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(last):
+        with open(last, 'rb') as f:
+            named = f.read().decode('utf-8', 'replace').strip() or None
+    folders = {osp.abspath(work_dir)}
+    if named:
+        folders.add(osp.dirname(osp.abspath(named)))
+    found = []
+    for folder in folders:
+        for name in os.listdir(folder):
+            if _CKPT_NAME.match(name):
+                path = osp.join(folder, name)
+                found.append((_step_of(path), osp.getmtime(path), path))
+    candidates = [named] if named else []
+    for _, _, path in sorted(found, reverse=True):
+        if not named or osp.abspath(path) != osp.abspath(named):
+            candidates.append(path)
+    rejected = []
+    for path in candidates:
+        try:
+            check_checkpoint_file(path)
+        except CheckpointError as e:
+            rejected.append(str(e))
+            continue
+        return path, rejected
+    if named is None and not candidates:
+        return None, rejected
+    raise CheckpointError(
+        f'{work_dir}: nothing to resume from: ' + (
+            '; '.join(rejected) if rejected else
+            'last_checkpoint is empty and no checkpoint exists'))
 
 
 def init_cpu_distributed(timeout_s: int = 1800) -> bool:
@@ -53,6 +229,10 @@ class OAMLRunner(Runner):
     """
 
     def __init__(self, *args, **kwargs) -> None:
+        work_dir = kwargs.get('work_dir', args[1] if len(args) > 1 else None)
+        if work_dir is not None:
+            # Before mmengine creates the folder and opens its log file there.
+            check_work_dir(osp.abspath(work_dir))
         launcher = kwargs.get('launcher', 'none')
         if launcher == 'pytorch':
             env_cfg = kwargs.get('env_cfg') or {}
@@ -70,6 +250,13 @@ class OAMLRunner(Runner):
         return super().from_cfg(cfg)
 
     def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
+        default_hooks = dict(default_hooks or {})
+        ckpt = default_hooks.get('checkpoint', dict(type='CheckpointHook',
+                                                    interval=1))
+        if isinstance(ckpt, dict) and ckpt.get('type') in (
+                'CheckpointHook', 'mmengine.CheckpointHook'):
+            # Same options; prunes old checkpoints only after the new one is saved.
+            default_hooks['checkpoint'] = dict(ckpt, type='OAMLCheckpointHook')
         super().register_hooks(default_hooks, custom_hooks)
         if not any(isinstance(h, SafeCheckpointHook) for h in self._hooks):
             self.register_hook(SafeCheckpointHook())
@@ -87,6 +274,55 @@ class OAMLRunner(Runner):
             backend_args = dict(backend='atomic_local')
         super().save_checkpoint(out_dir, filename, file_client_args, *args,
                                 backend_args=backend_args, **kwargs)
+
+    def load_or_resume(self) -> None:
+        if self._has_loaded:
+            return
+        if self._resume and self._load_from is None:
+            path, rejected = find_resumable_checkpoint(self.work_dir)
+            for reason in rejected:
+                print_log(f'not resuming from a damaged checkpoint: {reason}',
+                          logger='current', level=30)
+            if path is not None:
+                self._load_from = path
+        elif self._load_from is not None and '://' not in str(self._load_from):
+            check_checkpoint_file(self._load_from)
+        super().load_or_resume()
+
+    def train(self) -> torch.nn.Module:
+        if self.rank == 0:
+            model = getattr(self.model, 'module', self.model)
+            size = sum(t.numel() * t.element_size()
+                       for t in list(model.parameters()) +
+                       list(model.buffers()))
+            check_work_dir(self.work_dir,
+                           _CKPT_SIZE_FACTOR * size + _CKPT_SIZE_MARGIN)
+            stale = glob.glob(osp.join(self.work_dir, _TMP_GLOB))
+            for path in stale:
+                # Left by a write that was killed; never a complete checkpoint.
+                os.remove(path)
+            if stale:
+                print_log(f'removed {len(stale)} temporary file(s) of an '
+                          'interrupted checkpoint write', logger='current',
+                          level=30)
+        try:
+            return super().train()
+        except NonFiniteLossError as e:
+            path = self._save_nonfinite_checkpoint()
+            if path is not None:
+                e.args = (f'{e.args[0]} The weights before the skipped updates '
+                          f'are in {path}.', )
+            raise
+
+    def _save_nonfinite_checkpoint(self) -> Optional[str]:
+        name = f'nonfinite_iter_{self.iter + 1}.pth'
+        try:
+            self.save_checkpoint(self.work_dir, name, by_epoch=False)
+        except Exception as err:  # noqa: BLE001  (keep the original error)
+            print_log(f'could not save {name}: {err}', logger='current',
+                      level=40)
+            return None
+        return osp.join(self.work_dir, name) if self.rank == 0 else None
 
     def resume(self, filename: str, resume_optimizer: bool = True,
                resume_param_scheduler: bool = True,

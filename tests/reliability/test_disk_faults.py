@@ -1,0 +1,128 @@
+"""Faults: unwritable work dir, no room for a checkpoint, disk full mid-write."""
+import errno
+import os
+import os.path as osp
+from unittest import mock
+
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.testing import RunnerTestCase
+
+from oaml_mm.engine.runner import atomic_backend, oaml_runner
+from oaml_mm.engine.runner.oaml_runner import (check_work_dir,
+                                               find_resumable_checkpoint)
+from oaml_mm.errors import WorkDirError
+from oaml_mm.registry import RUNNERS
+from oaml_mm.utils import safe_load_checkpoint
+from tests.reliability._util import train
+from tests.toy_components import toy_config, write_toy_config_file
+
+
+class _DiskFullOnSave(Hook):
+    """Make the ``n``-th checkpoint write fail with ENOSPC inside the backend."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.saves = 0
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        self.saves += 1
+        if self.saves == self.n:
+            def enospc(fd):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.patch = mock.patch.object(atomic_backend.os, 'fsync', enospc)
+            self.patch.start()
+
+
+class TestDiskFaults(RunnerTestCase):
+
+    def build(self, cfg):
+        cfg = Config(cfg)
+        cfg.experiment_name = self.experiment_name
+        return RUNNERS.build(cfg)
+
+    def test_work_dir_under_a_file_fails_before_training(self):
+        blocker = osp.join(self.temp_dir.name, 'a_file')
+        open(blocker, 'w').close()
+        with self.assertRaisesRegex(WorkDirError, 'cannot create the work'):
+            self.build(toy_config(osp.join(blocker, 'work')))
+
+    def test_unwritable_work_dir_fails_before_training(self):
+        # Tests may run as root, for whom chmod does not stop writes: refuse the
+        # probe write instead, as a read-only mount would.
+        work = osp.join(self.temp_dir.name, 'ro')
+        os.makedirs(work)
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EROFS, os.strerror(errno.EROFS))
+
+        with mock.patch.object(oaml_runner.tempfile, 'mkstemp', refuse):
+            with self.assertRaisesRegex(WorkDirError,
+                                        'ro: the work directory is not '
+                                        'writable .Read-only file system'):
+                self.build(toy_config(work))
+        self.assertEqual(os.listdir(work), [])
+
+    def test_no_room_for_a_checkpoint_fails_before_training(self):
+        work = osp.join(self.temp_dir.name, 'full')
+        runner = self.build(toy_config(work))
+        usage = mock.Mock(free=4096)
+        with mock.patch.object(oaml_runner.shutil, 'disk_usage',
+                               return_value=usage):
+            with self.assertRaisesRegex(WorkDirError,
+                                        r'0\.0 MiB free, but a checkpoint'):
+                runner.train()
+        self.assertFalse(osp.exists(osp.join(work, 'losses-rank0.jsonl')))
+        check_work_dir(work, need_bytes=1)  # real disk: passes
+
+    def test_disk_full_mid_write_keeps_previous_checkpoint(self):
+        work = osp.join(self.temp_dir.name, 'enospc')
+        cfg = toy_config(work)
+        # One checkpoint kept: mmengine's own hook would delete epoch_1.pth before
+        # writing epoch_2.pth and be left with nothing.
+        cfg['default_hooks']['checkpoint']['max_keep_ckpts'] = 1
+        runner = self.build(cfg)
+        hook = _DiskFullOnSave(n=2)
+        runner.register_hook(hook)
+        try:
+            with self.assertRaises(WorkDirError) as ctx:
+                runner.train()
+        finally:
+            hook.patch.stop()
+        self.assertEqual(ctx.exception.errno, errno.ENOSPC)
+        self.assertIn('epoch_2.pth: cannot write', str(ctx.exception))
+        self.assertIn('No space left on device', str(ctx.exception))
+        files = sorted(os.listdir(work))
+        self.assertIn('epoch_1.pth', files)
+        self.assertNotIn('epoch_2.pth', files)
+        self.assertFalse([f for f in files if f.endswith('.tmp')], files)
+        ckpt = safe_load_checkpoint(osp.join(work, 'epoch_1.pth'))
+        self.assertEqual(ckpt['meta']['epoch'], 1)
+        path, rejected = find_resumable_checkpoint(work)
+        self.assertEqual(path, osp.join(work, 'epoch_1.pth'))
+        self.assertEqual(rejected, [])
+
+    def test_pruning_happens_after_the_save(self):
+        work = osp.join(self.temp_dir.name, 'keep')
+        cfg = toy_config(work)
+        cfg['default_hooks']['checkpoint']['max_keep_ckpts'] = 2
+        runner = self.build(cfg)
+        runner.train()
+        files = sorted(f for f in os.listdir(work) if f.endswith('.pth'))
+        self.assertEqual(files, ['epoch_2.pth', 'epoch_3.pth'])
+        self.assertEqual(runner.message_hub.get_info('keep_ckpt_ids'), [2, 3])
+        self.assertEqual(
+            [type(h).__name__ for h in runner.hooks
+             if 'Checkpoint' in type(h).__name__],
+            ['OAMLCheckpointHook', 'SafeCheckpointHook'])
+
+    def test_tools_train_reports_unwritable_work_dir(self):
+        blocker = osp.join(self.temp_dir.name, 'a_file')
+        open(blocker, 'w').close()
+        cfg_path = write_toy_config_file(
+            osp.join(self.temp_dir.name, 'toy.py'), osp.join(blocker, 'w'))
+        proc = train(cfg_path)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn('WorkDirError: ', proc.stderr)
+        self.assertIn('cannot create the work directory', proc.stderr)
+        self.assertNotIn('Traceback', proc.stderr)
