@@ -16,6 +16,7 @@ import sys
 
 import cv2
 import numpy as np
+from mmengine.config import Config, DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -29,7 +30,7 @@ def parse_args(argv=None):
     parser.add_argument('--out', default='pipeline_grid.png')
     parser.add_argument('--num', type=int, default=16)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--cfg-options', nargs='+', default=None,
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, key=value')
     return parser.parse_args(argv)
 
@@ -78,15 +79,11 @@ def collect(cfg, stream: str, num: int, seed: int):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    from mmengine.config import Config
-    import oaml_mm  # noqa: F401  (registers components)
     from oaml_mm.utils import register_all_modules
     register_all_modules()
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
-        from mmengine.config import DictAction  # noqa: F401
-        opts = dict(o.split('=', 1) for o in args.cfg_options)
-        cfg.merge_from_dict(opts)
+        cfg.merge_from_dict(args.cfg_options)
     pairs = collect(cfg, args.stream, args.num, args.seed)
     tiles = [tile(x, d) for x, d in pairs]
     cols = max(1, int(math.ceil(math.sqrt(len(tiles) / 3))))

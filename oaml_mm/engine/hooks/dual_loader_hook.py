@@ -13,7 +13,7 @@ training epoch and every pass over the data (the stream never runs dry).
 """
 import copy
 import random
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch

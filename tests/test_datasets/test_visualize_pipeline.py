@@ -1,0 +1,57 @@
+"""tools/visualize_pipeline.py writes a grid whose tinted cells follow the masks."""
+import importlib.util
+import os.path as osp
+import tempfile
+import unittest
+
+import cv2
+import numpy as np
+
+from oaml_mm.datasets import write_occlusion_mask_sample
+
+from .helpers import make_face
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'visualize_pipeline', osp.join(ROOT, 'tools', 'visualize_pipeline.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class TestVisualizePipeline(unittest.TestCase):
+
+    def test_occlusion_stream_grid(self):
+        tool = _load_tool()
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(4):
+                mask = np.ones((112, 112), np.float32)
+                mask[56:] = 0
+                write_occlusion_mask_sample(osp.join(tmp, 'occ'), f'a{i}',
+                                            make_face(i, size=112), mask)
+            cfg = osp.join(tmp, 'cfg.py')
+            with open(cfg, 'w') as f:
+                f.write(
+                    "train_dataloader = dict(batch_size=4, dataset=dict("
+                    f"type='OcclusionMaskDataset', data_root={tmp + '/occ'!r}, "
+                    "pipeline=[dict(type='PackFaceInputs')]))\n"
+                    "custom_hooks = [dict(type='DualLoaderHook', "
+                    "occluded_ratio=1.0, occluded_dataloader=dict(dataset=dict("
+                    f"type='OcclusionMaskDataset', data_root={tmp + '/occ'!r}, "
+                    "pipeline=[dict(type='PackFaceInputs')])))]\n")
+            out = osp.join(tmp, 'grid.png')
+            tool.main([cfg, '--stream', 'occlusion', '--num', '2', '--out', out])
+            grid = cv2.imread(out)[..., ::-1]
+            self.assertEqual(grid.shape[1] % (3 * 112 + 4), 0)
+            target = grid[:112, 224:336]  # 7x7 target of the first tile
+            self.assertGreater(target[20, 50].mean(), 200)  # top visible: white
+            self.assertLess(target[100, 50].mean(), 60)  # bottom occluded: black
+            tinted = grid[:112, 112:224].astype(int)
+            self.assertGreater(tinted[100, 10, 0] - tinted[100, 10, 1], 100)
+
+
+if __name__ == '__main__':
+    unittest.main()
