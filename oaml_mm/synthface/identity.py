@@ -5,8 +5,8 @@ shape, skin tone and texture, the geometry and colour of eyes, brows, nose and m
 hair, facial hair and marks. Each image of the identity (see :mod:`.render`) adds its
 own nuisance (pose, expression, light, camera) on top. The parameter ranges keep the
 five landmarks of a frontal face near the ArcFace 112x112 template (Deng et al.,
-"ArcFace: Additive Angular Margin Loss for Deep Face Recognition", CVPR 2019), so that rendered
-faces look like aligned crops.
+"ArcFace: Additive Angular Margin Loss for Deep Face Recognition", CVPR 2019), so
+that rendered faces look like aligned crops.
 
 Two identities must not be near-duplicates: :func:`sample_identities` draws candidates
 one at a time and rejects any whose normalised parameter distance

@@ -148,7 +148,10 @@ def sample_nuisance(rng: np.random.Generator, strength: float = 0.5) -> Nuisance
     blur = float(rng.uniform(0.0, 1.8 * s)) if rng.random() < 0.7 else 0.0
     lowres = float(rng.uniform(1.0 - 0.6 * s, 1.0)) if rng.random() < 0.3 * (
         1 + s) else 1.0
-    bg_cols = rng.uniform(20, 235, size=(3, 3)).astype(np.float32)
+    # Backgrounds of real photos are rarely saturated: pull the colours to grey.
+    bg_cols = rng.uniform(20, 235, size=(3, 3))
+    grey = bg_cols.mean(axis=1, keepdims=True)
+    bg_cols = (grey + rng.uniform(0.15, 0.7) * (bg_cols - grey)).astype(np.float32)
     return Nuisance(
         yaw=sym(8.0 * s),
         pitch=sym(4.0 * s),
@@ -202,7 +205,8 @@ def face_geometry(ident: FaceIdentity, nuis: Nuisance) -> Dict[str, np.ndarray]:
         ``head`` outline polygon; ``eye_l``/``eye_r`` eye polygons;
         ``iris_l``/``iris_r`` [3] (x, y, r); ``brow_l``/``brow_r`` polygons;
         ``upper_lip``, ``lower_lip``, ``mouth_gap``; ``nostrils`` [2,2]; ``ears`` [2,2];
-        and scalars ``cx``, ``head_half_width``, ``cheek_y``, ``chin_y``, ``head_top``, ``brow_y``.
+        and scalars ``cx``, ``head_half_width``, ``cheek_y``, ``chin_y``,
+        ``head_top``, ``brow_y``.
     """
     p = ident.params
     cx = 56.0
@@ -452,8 +456,10 @@ def _draw_hair(layer: np.ndarray, alpha: np.ndarray, ident: FaceIdentity,
             ellipse(layer, (cx, top - 2), (12 + vol, 9 + vol * 0.5), 0, colour)
             ellipse(alpha, (cx, top - 2), (12 + vol, 9 + vol * 0.5), 0, 1.0)
         return
-    xs, ys = _GRID
     ear_y = float(geo['ear_y'])
+    # Hair only exists above this row: work on that band of the canvas.
+    rows = int(np.clip(ear_y + 14 + MARGIN, 1, CANVAS))
+    xs, ys = _GRID[0][:rows], _GRID[1][:rows]
     v = vol * (0.35 if style in (0, 1, 5) else 1.0)
     # outer boundary of the hair: the skull ellipse grown by the volume
     rx, ry = a + v, (cheek - top) + v
@@ -475,9 +481,10 @@ def _draw_hair(layer: np.ndarray, alpha: np.ndarray, ident: FaceIdentity,
         a_val = 1.0
     m = hair.astype(np.float32) * a_val
     m = cv2.GaussianBlur(m, (0, 0), 0.7)
-    for c in range(3):
-        layer[..., c] = layer[..., c] * (1 - m) + colour[c] * m
-    np.maximum(alpha, m, out=alpha)
+    band = layer[:rows]
+    band *= (1 - m)[..., None]
+    band += m[..., None] * np.asarray(colour, np.float32)
+    np.maximum(alpha[:rows], m, out=alpha[:rows])
 
 
 def _draw_face(ident: FaceIdentity, nuis: Nuisance, geo: Dict[str, np.ndarray],
@@ -556,6 +563,16 @@ def _draw_face(ident: FaceIdentity, nuis: Nuisance, geo: Dict[str, np.ndarray],
     shade = tuple(float(c) * (1 - 0.18 * p['nose_bridge']) for c in skin)
     for seg in geo['nose_bridge']:
         line(layer, seg, shade, 1)
+    # the nose casts a soft shadow below its tip and on the side away from the light
+    ntx, nty = geo['nose_tip']
+    ellipse(layer, (ntx, nty + 2.5), (p['nose_half_width'] * 0.9, 2.0), 0,
+            tuple(float(c) * 0.82 for c in skin))
+    away = -1.0 if nuis.light_azimuth > 0 else 1.0
+    bridge = geo['nose_bridge'][0 if away < 0 else 1]
+    side = np.array([bridge[0], bridge[1], [ntx + away * 1.0, nty],
+                     [ntx + away * 0.3, bridge[0, 1] + 3]])
+    fill(layer, side, tuple(float(c) * (0.97 - 0.1 * abs(nuis.light_azimuth))
+                            for c in skin))
     for wing in geo['nose_wings']:
         line(layer, wing, tuple(float(c) * 0.72 for c in skin), 1)
     for nx, ny in geo['nostrils']:
@@ -566,16 +583,25 @@ def _draw_face(ident: FaceIdentity, nuis: Nuisance, geo: Dict[str, np.ndarray],
     iris_col = _palette(_IRIS, p['iris_hue'])
     for name in ('l', 'r'):
         poly = geo['eye_' + name]
-        emask = np.zeros((CANVAS, CANVAS), np.float32)
-        fill(emask, poly, 1.0)
+        # Work in a small window around the eye: full-canvas layers cost more than
+        # the whole rest of the face.
+        x0, y0 = np.floor(poly.min(0) + MARGIN).astype(int) - 2
+        x1, y1 = np.ceil(poly.max(0) + MARGIN).astype(int) + 3
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, CANVAS), min(y1, CANVAS)
+        off = np.array([x0, y0], np.float32)
+        emask = np.zeros((y1 - y0, x1 - x0), np.float32)
+        fill(emask, poly - off, 1.0)
         ix, iy, ir = geo['iris_' + name]
-        eye = np.zeros((CANVAS, CANVAS, 3), np.float32)
+        ix, iy = ix - x0, iy - y0
+        eye = np.empty((y1 - y0, x1 - x0, 3), np.float32)
         eye[:] = (232, 226, 220)
         ellipse(eye, (ix, iy), (ir, ir), 0, tuple(float(c) for c in iris_col))
         ellipse(eye, (ix, iy), (ir * 0.42, ir * 0.42), 0, (12, 10, 10))
         ellipse(eye, (ix + 0.8 * np.sin(nuis.light_azimuth) + 0.6, iy - 0.8),
                 (0.6, 0.6), 0, (250, 250, 250))
-        layer[:] = layer * (1 - emask[..., None]) + eye * emask[..., None]
+        win = layer[y0:y1, x0:x1]
+        win[:] = win * (1 - emask[..., None]) + eye * emask[..., None]
         n = len(poly) // 2
         line(layer, poly[:n], (30, 24, 22), 1)
         line(layer, poly[:n] + [0, -2.2], tuple(float(c) * 0.8 for c in skin), 1)
@@ -610,7 +636,8 @@ def _draw_face(ident: FaceIdentity, nuis: Nuisance, geo: Dict[str, np.ndarray],
 
 def shading(geo: Dict[str, np.ndarray], nuis: Nuisance) -> np.ndarray:
     """Per-pixel RGB light [CANVAS,CANVAS,3] of a Lambertian head ellipsoid."""
-    xs, ys = _GRID
+    # Light varies slowly: evaluate it on every other pixel and interpolate.
+    xs, ys = _GRID[0][::2, ::2], _GRID[1][::2, ::2]
     cx = float(geo['cx'])
     top, chin = float(geo['head_top']), float(geo['chin_y'])
     cy = (top + chin) / 2
@@ -621,7 +648,8 @@ def shading(geo: Dict[str, np.ndarray], nuis: Nuisance) -> np.ndarray:
     az, el = nuis.light_azimuth, nuis.light_elevation
     lx, ly, lz = np.sin(az) * np.cos(el), -np.sin(el), np.cos(az) * np.cos(el)
     lam = np.clip((u * lx + v * ly + nz * lz) / norm, 0, 1)
-    light = nuis.ambient + nuis.light_strength * lam
+    light = (nuis.ambient + nuis.light_strength * lam).astype(np.float32)
+    light = cv2.resize(light, (CANVAS, CANVAS), interpolation=cv2.INTER_LINEAR)
     return light[..., None] * np.asarray(nuis.light_colour, np.float32)
 
 
@@ -719,8 +747,8 @@ def render_face(ident: FaceIdentity,
     clean = bg * (1 - alpha_o[..., None]) + layer_o * alpha_o[..., None]
     landmarks = _affine_points(m, geo['landmarks'] + MARGIN)
 
-    noise = np.random.default_rng(nuis.seed + 7).normal(
-        0, nuis.noise, size=(h, w, 3)).astype(np.float32)
+    noise = np.random.default_rng(nuis.seed + 7).standard_normal(
+        (h, w, 3), dtype=np.float32) * np.float32(nuis.noise)
     clean_u8 = np.clip(np.rint(_camera(clean, nuis) + noise), 0, 255).astype(np.uint8)
     if occlusion == 'none':
         return RenderedFace(clean_u8, clean_u8, np.ones((h, w), np.uint8), landmarks,
