@@ -11,6 +11,7 @@ from oaml_mm.datasets.mx_face_dataset import MXFaceDataset
 from oaml_mm.datasets.occlusion_mask_dataset import OcclusionMaskDataset
 from oaml_mm.datasets.verification_bin import VerificationBinDataset
 from oaml_mm.errors import ConfigError
+from oaml_mm.evaluation.metrics.ijb_metric import read_1n_csv
 from oaml_mm.synthface import (MASKED_PROBE_TYPES, SynthFaceConfig, build_pairs,
                                contact_sheet, generate_synthface, read_manifest,
                                stream_rng)
@@ -122,6 +123,10 @@ class TestGenerate(unittest.TestCase):
                 lines = f.read().split()
             self.assertTrue(lines[0].startswith('TEMPLATE_ID,SUBJECT_ID,FILENAME'))
             rows[part] = [r.split(',') for r in lines[1:]]
+            # the metric's own reader takes them
+            tids_csv, subj_csv = read_1n_csv(osp.join(meta, f'ijbc_1N_{part}.csv'))
+            self.assertEqual(len(tids_csv), len(set(tids_csv)))
+            self.assertTrue(np.all(subj_csv >= TINY.identities))
         subj = {p: {int(r[1]) for r in rows[p]} for p in rows}
         self.assertFalse(subj['gallery_G1'] & subj['gallery_G2'])
         self.assertEqual(subj['gallery_G1'] | subj['gallery_G2'], subj['probe_mixed'])
