@@ -1,4 +1,4 @@
-"""Tests of MarginWarmupHook (lives in oaml_mm.engine.hooks, drives the margin heads)."""
+"""Tests of MarginWarmupHook (oaml_mm.engine.hooks; drives the margin heads)."""
 import unittest
 from types import SimpleNamespace
 

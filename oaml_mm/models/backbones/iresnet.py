@@ -2,7 +2,8 @@
 
 The layout follows ArcFace's IR network as released with AdaFace (Kim et al., "AdaFace:
 Quality Adaptive Margin for Face Recognition", CVPR 2022, ``net.py``): a pre-activation
-residual unit ``BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN``, a stride-2 first
+residual unit ``BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN``, a stride-2
+first
 unit per stage (112 -> 56 -> 28 -> 14 -> 7) and an output layer
 ``BN2d -> Dropout -> Flatten -> Linear -> BN1d``. Module names are those of AdaFace, so
 ``state_dict`` keys (``input_layer.*``, ``body.{i}.res_layer.*``,

@@ -65,7 +65,7 @@ def stack_gt_visibility(data_samples: Optional[Sequence],
 
 @MODELS.register_module()
 class FaceDataPreprocessor(BaseDataPreprocessor):
-    """Stack uint8 RGB images, reorder channels, normalise; also for the occlusion batch.
+    """Stack uint8 RGB images, reorder channels, normalise; also the occlusion batch.
 
     Examples::
 

@@ -2,14 +2,16 @@
 
 Every margin head of this family changes only the target-class cosine:
 ``cos(clip(theta + angular, eps, pi - eps)) - additive`` (Deng et al., ArcFace, CVPR
-2019: angular; Wang et al., CosFace, CVPR 2018: additive; Kim et al., AdaFace, CVPR 2022:
+2019: angular; Wang et al., CosFace, CVPR 2018: additive; Kim et al., AdaFace, CVPR
+2022:
 both, scaled per sample by the feature-norm quality indicator). The heads differ only in
 how they choose ``angular`` and ``additive``.
 
 Numerics: the cosine is clamped to ``[-1 + eps, 1 - eps]`` before ``acos`` so that the
 gradient ``-1/sqrt(1 - c^2)`` stays finite when an embedding coincides with a class
 centre (mmpretrain's ArcFaceClsHead returns NaN there), and the margin math runs in fp32
-with autocast disabled so that bf16/fp16 autocast neither crashes nor quantises the margin.
+with autocast disabled so that bf16/fp16 autocast neither crashes nor quantises the
+margin.
 """
 import math
 from typing import Union

@@ -12,7 +12,8 @@ OAML (the seed report) adds a 7x7 visibility map per image. ``vis_mode`` chooses
 enters:
 
 * ``'seed'`` (default, exactly the seed): ``s[p, g, r, t] * vis_p[r] * vis_g[t]`` before
-  the max pooling. All-ones visibility gives the unweighted score bit for bit; a cell with
+  the max pooling. All-ones visibility gives the unweighted score bit for bit; a cell
+  with
   zero visibility contributes the constant 0 to every max, so its features cannot change
   the score.
 * ``'gate'``: in each direction the *other* image's visibility gates the max

@@ -1,6 +1,7 @@
 """Margin softmax heads for face recognition: AdaFace, ArcFace and CosFace.
 
-* AdaFace: Kim et al., "AdaFace: Quality Adaptive Margin for Face Recognition", CVPR 2022,
+* AdaFace: Kim et al., "AdaFace: Quality Adaptive Margin for Face Recognition",
+  CVPR 2022,
   https://arxiv.org/abs/2204.00964 (defaults of the public code's training recipe).
 * ArcFace: Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
   Recognition", CVPR 2019, https://arxiv.org/abs/1801.07698

@@ -1,7 +1,8 @@
 """MSE between a predicted visibility map and the ground-truth mask (OAML seed 3.3.4).
 
 The ground truth may come at image resolution or already at the map resolution; it is
-averaged down to the prediction's grid (area interpolation), so each cell's target is the
+averaged down to the prediction's grid (area interpolation), so each cell's target is
+the
 visible fraction of the pixels it covers.
 """
 import torch
