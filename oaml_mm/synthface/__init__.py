@@ -15,8 +15,8 @@ from .occluders import OCCLUDERS, OCCLUSION_TYPES
 from .render import (ARCFACE_TEMPLATE, Nuisance, RenderedFace, encode_jpeg,
                      render_face, sample_nuisance, similarity_transform,
                      visibility_grid)
-from .writer import (MANIFEST, SYNTHFACE_VERSION, build_pairs, generate_synthface,
-                     manifest_matches, read_manifest)
+from .writer import (MANIFEST, SYNTHFACE_VERSION, build_pairs, code_hash,
+                     generate_synthface, manifest_matches, read_manifest)
 
 __all__ = [
     'FaceIdentity', 'sample_identity', 'sample_identities', 'identity_vector',
@@ -25,5 +25,5 @@ __all__ = [
     'ARCFACE_TEMPLATE', 'OCCLUDERS', 'OCCLUSION_TYPES', 'SynthFaceConfig',
     'TRAIN_OCCLUSION_MIX', 'VAL_OCCLUSION_MIX', 'MASKED_PROBE_TYPES', 'contact_sheet',
     'generate_synthface', 'read_manifest', 'manifest_matches', 'build_pairs',
-    'MANIFEST', 'SYNTHFACE_VERSION'
+    'MANIFEST', 'SYNTHFACE_VERSION', 'code_hash'
 ]

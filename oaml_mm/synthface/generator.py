@@ -12,6 +12,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from oaml_mm.errors import ConfigError
+
 from .identity import FaceIdentity, sample_identities, stream_rng
 from .occluders import OCCLUSION_TYPES
 from .render import (Nuisance, encode_jpeg, identity_texture, render_face,
@@ -78,6 +80,22 @@ class SynthFaceConfig:
     ijbc_probe_templates: int = 3
     ijbc_occluded: float = 0.2
     min_identity_distance: float = 1.5
+
+    def __post_init__(self) -> None:
+        minimum = dict(identities=2, images_per_id=1, test_identities=2,
+                       occluded_per_id=1, val_images_per_id=2, val_pairs=20,
+                       ijbc_subjects=1, ijbc_probe_templates=1)
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f'SynthFace: {name} must be an integer >= {low}, '
+                                  f'got {value!r}')
+        if not 0.0 <= self.nuisance <= 1.5:
+            raise ConfigError('SynthFace: nuisance must be in [0, 1.5], got '
+                              f'{self.nuisance!r}')
+        if not 0.0 <= self.ijbc_occluded <= 1.0:
+            raise ConfigError('SynthFace: ijbc_occluded must be in [0, 1], got '
+                              f'{self.ijbc_occluded!r}')
 
     def identities_all(self) -> List[FaceIdentity]:
         """Training identities (indices ``0..identities-1``), then the test ones."""

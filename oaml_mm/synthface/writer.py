@@ -21,6 +21,7 @@ The files themselves are written by the data layer's writers
 :func:`oaml_mm.datasets.occlusion_mask_dataset.write_occlusion_mask_sample`), so the
 demo exercises exactly the readers users' data goes through.
 """
+import hashlib
 import json
 import os
 import os.path as osp
@@ -39,7 +40,7 @@ from .generator import (MASKED_PROBE_TYPES, S_PAIRS, IJBImage, SynthFaceConfig,
 from .identity import FaceIdentity, stream_rng
 
 __all__ = ['SYNTHFACE_VERSION', 'MANIFEST', 'generate_synthface', 'read_manifest',
-           'manifest_matches', 'build_pairs']
+           'manifest_matches', 'build_pairs', 'code_hash']
 
 #: Bumped whenever the same arguments would produce different files.
 SYNTHFACE_VERSION = '1.0'
@@ -47,6 +48,21 @@ MANIFEST = 'synthface.json'
 _SUBDIRS = ('train', 'occluded', 'val', 'ijbc')
 _IJBC_CSV_HEADER = ('TEMPLATE_ID,SUBJECT_ID,FILENAME,SIGHTING_ID,FACE_X,FACE_Y,'
                     'FACE_WIDTH,FACE_HEIGHT')
+
+
+def code_hash() -> str:
+    """SHA-256 (first 16 hex digits) of the generator's source files.
+
+    Stored in the manifest so that a changed renderer regenerates the data set even
+    when nobody remembered to bump :data:`SYNTHFACE_VERSION`.
+    """
+    digest = hashlib.sha256()
+    here = osp.dirname(osp.abspath(__file__))
+    for name in ('identity.py', 'render.py', 'occluders.py', 'generator.py',
+                 'writer.py'):
+        with open(osp.join(here, name), 'rb') as f:
+            digest.update(f.read().replace(b'\r\n', b'\n'))
+    return digest.hexdigest()[:16]
 
 
 def read_manifest(out_dir: str) -> Optional[dict]:
@@ -65,7 +81,7 @@ def manifest_matches(out_dir: str, cfg: SynthFaceConfig) -> bool:
     """Whether ``out_dir`` already holds SynthFace for exactly ``cfg``."""
     man = read_manifest(out_dir)
     if not man or man.get('version') != SYNTHFACE_VERSION or man.get(
-            'config') != asdict(cfg):
+            'config') != asdict(cfg) or man.get('code_hash') != code_hash():
         return False
     return all(osp.exists(osp.join(out_dir, p)) for p in man.get('files', []))
 
@@ -254,8 +270,6 @@ def generate_synthface(out_dir: str,
     if not force and manifest_matches(out_dir, cfg):
         say(f'SynthFace already in {out_dir} (manifest matches); nothing to do')
         return read_manifest(out_dir)
-    if cfg.identities < 2 or cfg.test_identities < 2:
-        raise ConfigError('SynthFace needs at least 2 training and 2 test identities')
     existing = [d for d in _SUBDIRS if osp.exists(osp.join(out_dir, d))]
     if existing and read_manifest(out_dir) is None:
         raise ConfigError(
@@ -316,6 +330,7 @@ def generate_synthface(out_dir: str,
 
     manifest = dict(
         version=SYNTHFACE_VERSION,
+        code_hash=code_hash(),
         config=asdict(cfg),
         counts=dict(
             train_identities=len(train_ids),

@@ -13,8 +13,8 @@ from oaml_mm.datasets.verification_bin import VerificationBinDataset
 from oaml_mm.errors import ConfigError
 from oaml_mm.evaluation.metrics.ijb_metric import read_1n_csv
 from oaml_mm.synthface import (MASKED_PROBE_TYPES, SynthFaceConfig, build_pairs,
-                               contact_sheet, generate_synthface, read_manifest,
-                               stream_rng)
+                               contact_sheet, generate_synthface, manifest_matches,
+                               read_manifest, stream_rng)
 
 TINY = SynthFaceConfig(identities=6, images_per_id=3, test_identities=6,
                        occluded_per_id=2, val_images_per_id=4, val_pairs=40,
@@ -142,6 +142,20 @@ class TestGenerate(unittest.TestCase):
         self.assertEqual(os.stat(rec).st_mtime_ns, before)
         self.assertEqual(man, read_manifest(self.root))
         self.assertEqual(man['config']['seed'], 0)
+        # a manifest from other code or other arguments does not match
+        path = osp.join(self.root, 'synthface.json')
+        with open(path) as f:
+            text = f.read()
+        try:
+            with open(path, 'w') as f:
+                f.write(text.replace(man['code_hash'], '0' * 16))
+            self.assertFalse(manifest_matches(self.root, TINY))
+        finally:
+            with open(path, 'w') as f:
+                f.write(text)
+        self.assertTrue(manifest_matches(self.root, TINY))
+        self.assertFalse(manifest_matches(
+            self.root, SynthFaceConfig(**{**TINY.__dict__, 'nuisance': 0.6})))
         foreign = osp.join(self.tmp.name, 'foreign')
         os.makedirs(osp.join(foreign, 'train'))
         with self.assertRaises(ConfigError):
@@ -162,6 +176,12 @@ class TestPairsAndPreview(unittest.TestCase):
         self.assertTrue(np.all(pairs[:, 0] != pairs[:, 1]))
         with self.assertRaises(ConfigError):
             build_pairs(labels, ok, masked, 400, stream_rng(0, 1))
+
+    def test_config_checked(self):
+        for bad in (dict(identities=1), dict(val_pairs=10), dict(nuisance=-0.1),
+                    dict(images_per_id=2.5)):
+            with self.assertRaises(ConfigError):
+                SynthFaceConfig(**bad)
 
     def test_contact_sheet(self):
         sheet = contact_sheet(identities=2, clean_per_id=1)

@@ -13,6 +13,8 @@ import time
 
 import cv2
 
+from oaml_mm.errors import OAMLError
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     from oaml_mm.synthface import SynthFaceConfig
@@ -52,6 +54,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        return _run(args)
+    except OAMLError as e:  # bad arguments or a foreign --out folder: say why
+        print(f'make_synthface: {e}', file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from oaml_mm.synthface import (SynthFaceConfig, contact_sheet,
                                    generate_synthface)
     if args.preview:
