@@ -44,7 +44,7 @@ def main(argv=None):
     import oaml_mm  # noqa: F401  (registers the components)
     from oaml_mm.registry import RUNNERS
     from oaml_mm.errors import OAMLError
-    from oaml_mm.utils import load_config
+    from oaml_mm.utils import load_config, merge_cfg_options
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
     try:
@@ -53,7 +53,8 @@ def main(argv=None):
         raise SystemExit(f'{type(e).__name__}: {e}')
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+        # data_root=... also moves the copies the data set configs made of it.
+        merge_cfg_options(cfg, args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -69,6 +70,12 @@ def main(argv=None):
         metrics = runner.test()
     except OAMLError as e:
         raise SystemExit(f'{type(e).__name__}: {e}')
+    if runner.rank == 0:
+        # Table on stdout, CSV, ROC PNGs (work dir + visualizer backends).
+        from oaml_mm.evaluation import report_test_results
+        report_test_results(metrics, runner.work_dir,
+                            runner.test_loop.evaluator.metrics,
+                            runner.visualizer, args.out)
     if args.out and runner.rank == 0:
         out = {k: (float(v) if isinstance(v, (int, float)) else v)
                for k, v in metrics.items()}

@@ -102,7 +102,9 @@ def merge_args(cfg: Config, args) -> Config:
 
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+        # data_root=... also moves the copies the data set configs made of it.
+        from oaml_mm.utils import merge_cfg_options
+        merge_cfg_options(cfg, args.cfg_options)
     return cfg
 
 

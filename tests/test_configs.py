@@ -1,0 +1,244 @@
+"""Every shipped config loads, builds (model, data sets, metrics, hooks) and says what
+the docs promise: architecture, classes, total batch, data roots and their overrides.
+
+Data sets are built with ``lazy_init=True`` (no data on disk); each distinct model
+config is built once.
+"""
+import copy
+import glob
+import os.path as osp
+import unittest
+
+import torch
+
+from oaml_mm.registry import DATASETS, HOOKS, METRICS, MODELS
+from oaml_mm.utils import ROOT_SCOPES, load_config, merge_cfg_options
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(
+    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if '_base_' not in osp.relpath(p, ROOT).split(osp.sep))
+VAL_SETS = ['lfw', 'cfp_fp', 'agedb_30', 'calfw', 'cplfw']
+BACKBONE_PARAMS = {50: 43_585_600, 101: 65_150_912}
+GPUS = 4  # the documented launch: tools/dist_train.sh CONFIG 4
+
+
+def _name(path):
+    return osp.relpath(path, osp.join(ROOT, 'configs'))
+
+
+def _as_list(x):
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _datasets(cfg):
+    """Every data set config in the config: dataloaders and hook dataloaders."""
+    out = []
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        for dl in _as_list(cfg.get(key)):
+            out.append((key, dl['dataset']))
+    for i, hook in enumerate(cfg.get('custom_hooks', []) or []):
+        for key in ('occluded_dataloader', 'clean_dataloader'):
+            if hook.get(key):
+                out.append((f'custom_hooks.{i}.{key}', hook[key]['dataset']))
+    return out
+
+
+class TestShippedConfigs(unittest.TestCase):
+    _models = {}
+
+    @classmethod
+    def _model(cls, model_cfg):
+        key = repr(model_cfg.to_dict() if hasattr(model_cfg, 'to_dict')
+                   else model_cfg)
+        if key not in cls._models:
+            cls._models[key] = MODELS.build(copy.deepcopy(model_cfg))
+        return cls._models[key]
+
+    def test_expected_configs_ship(self):
+        names = {_name(p) for p in CONFIGS}
+        for n in ('oaml_ir50.py', 'oaml_ir101.py', 'adaface_ir50.py',
+                  'adaface_ir101.py', 'oaml_ir50_ijbc.py', 'oaml_ir50_ijbb.py',
+                  'oaml_ir101_ijbc.py', 'oaml_ir101_ijbb.py',
+                  'oaml_ir50_casia.py'):
+            self.assertIn(n, names)
+
+    def test_every_config_builds(self):
+        for path in CONFIGS:
+            with self.subTest(config=_name(path)):
+                self._check_builds(load_config(path))
+
+    def _check_builds(self, cfg):
+        # mmengine's Runner demands all-or-nothing for these triples.
+        for stage in ('val', 'test'):
+            parts = [cfg.get(f'{stage}_dataloader'), cfg.get(f'{stage}_cfg'),
+                     cfg.get(f'{stage}_evaluator')]
+            self.assertIn(sum(p is None for p in parts), (0, 3), stage)
+        model = self._model(cfg.model)
+        self.assertTrue(hasattr(model, 'backbone'))
+        for where, ds_cfg in _datasets(cfg):
+            ds_cfg = copy.deepcopy(ds_cfg)
+            ds_cfg['lazy_init'] = True
+            ds = DATASETS.build(ds_cfg)
+            self.assertFalse(ds._fully_initialized, where)
+        for ev in _as_list(cfg.get('val_evaluator')) + \
+                _as_list(cfg.get('test_evaluator')):
+            for metric in _as_list(ev):
+                m = METRICS.build(copy.deepcopy(metric))
+                if getattr(model, 'qaconv_head', None) is None:
+                    # A baseline without QAConv must not ask for its branches.
+                    self.assertEqual(m.branches, ('adaface', ))
+        for hook in cfg.get('custom_hooks', []) or []:
+            HOOKS.build(copy.deepcopy(hook))
+        train = cfg.get('train_dataloader')
+        if train is not None and train.get('sampler', {}).get(
+                'type') == 'PKSampler':
+            self.assertEqual(train.sampler.batch_size, train.batch_size)
+
+    def test_user_training_configs(self):
+        for name, depth, oaml in (('oaml_ir50.py', 50, True),
+                                  ('oaml_ir101.py', 101, True),
+                                  ('adaface_ir50.py', 50, False),
+                                  ('adaface_ir101.py', 101, False),
+                                  ('oaml_ir50_casia.py', 50, True)):
+            with self.subTest(config=name):
+                cfg = load_config(osp.join(ROOT, 'configs', name))
+                self.assertEqual(cfg.model.backbone.depth, depth)
+                casia = 'casia' in name
+                self.assertEqual(cfg.model.head.num_classes,
+                                 10572 if casia else 85742)
+                self.assertEqual(cfg.train_dataloader.dataset.num_classes,
+                                 cfg.model.head.num_classes)
+                self.assertEqual(cfg.data_root, 'data/faces_webface_112x112'
+                                 if casia else 'data/faces_emore')
+                self.assertEqual(cfg.train_dataloader.dataset.data_root,
+                                 cfg.data_root)
+                # 4 GPUs x 128 = the recipe's 512, which --auto-scale-lr assumes.
+                self.assertEqual(cfg.train_dataloader.batch_size * GPUS,
+                                 cfg.auto_scale_lr.base_batch_size)
+                self.assertEqual(cfg.auto_scale_lr.base_batch_size, 512)
+                types = [t['type'] for t in
+                         cfg.train_dataloader.dataset.pipeline]
+                self.assertEqual(types, ['FaceAugmenter', 'MedicalMaskOcclusion',
+                                         'FaceRandomFlip', 'PackFaceInputs'])
+                self.assertEqual(cfg.train_cfg.max_epochs, 26)
+                self.assertEqual(cfg.optim_wrapper.optimizer.lr, 0.1)
+                self.assertEqual(cfg.val_cfg.type, 'FaceValLoop')
+                self.assertEqual(
+                    [d.dataset.ann_file for d in cfg.val_dataloader],
+                    [f'{n}.bin' for n in VAL_SETS])
+                self.assertEqual(
+                    [e.dataset_name for e in cfg.val_evaluator], VAL_SETS)
+                hooks = [h.type for h in cfg.get('custom_hooks', [])]
+                self.assertEqual(hooks, ['DualLoaderHook'] if oaml else [])
+                if oaml:
+                    self.assertEqual(cfg.custom_hooks[0].occluded_ratio, 0.8)
+                    self.assertEqual(cfg.model.qaconv_head.type, 'QAConvHead')
+                else:
+                    self.assertIsNone(cfg.model.qaconv_head)
+
+    def test_backbone_parameter_counts(self):
+        # Once per architecture (SPEC.md §3 counts).
+        for name in ('oaml_ir50.py', 'oaml_ir101.py'):
+            cfg = load_config(osp.join(ROOT, 'configs', name))
+            model = self._model(cfg.model)
+            n = sum(p.numel() for p in model.backbone.parameters())
+            self.assertEqual(n, BACKBONE_PARAMS[cfg.model.backbone.depth])
+            with torch.no_grad():
+                model.eval()
+                feats, emb, norm = model.backbone(torch.zeros(1, 3, 112, 112))
+            self.assertEqual(tuple(feats.shape), (1, 512, 7, 7))
+            self.assertEqual(tuple(emb.shape), (1, 512))
+
+    def test_ijb_test_configs(self):
+        for name, subset in (('oaml_ir50_ijbc.py', 'IJBC'),
+                             ('oaml_ir50_ijbb.py', 'IJBB'),
+                             ('oaml_ir101_ijbc.py', 'IJBC'),
+                             ('oaml_ir101_ijbb.py', 'IJBB')):
+            with self.subTest(config=name):
+                cfg = load_config(osp.join(ROOT, 'configs', name))
+                ds, ev = cfg.test_dataloader.dataset, cfg.test_evaluator
+                self.assertEqual(cfg.test_cfg.type, 'FaceTestLoop')
+                self.assertEqual((ds.type, ds.subset), ('IJBDataset', subset))
+                self.assertEqual((ev.type, ev.subset), ('IJBMetric', subset))
+                self.assertEqual(ds.data_root, ev.data_root)
+                self.assertEqual(ds.data_root, cfg.test_data_root)
+                self.assertTrue(ds.data_root.endswith(subset))
+                self.assertEqual(ev.dataset_name, subset.lower())
+                self.assertEqual(tuple(ev.branches),
+                                 ('adaface', 'qaconv', 'fused'))
+                self.assertEqual(tuple(ev.fuse_weights), (0.5, 0.5))
+                self.assertEqual(ds.pipeline[0]['type'], 'AlignFace5Points')
+                prefix = subset.lower()
+                for f in list(ev.gallery_files) + [ev.probe_file]:
+                    self.assertTrue(f.startswith(f'meta/{prefix}_1N_'), f)
+                self.assertTrue(cfg.model.test_cfg.return_feature_maps)
+                self.assertFalse(cfg.test_dataloader.sampler.shuffle)
+
+
+class TestDataRootOverrides(unittest.TestCase):
+    """One ``--cfg-options`` key per data root moves every copy of it."""
+
+    def test_one_option_per_root(self):
+        cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50_ijbc.py'))
+        before = copy.deepcopy(cfg._cfg_dict.to_dict())
+        merge_cfg_options(cfg, {
+            'data_root': '/mnt/ms1m',
+            'val_data_root': '/mnt/bins',
+            'occlusion_data_root': '/mnt/niqab',
+            'test_data_root': '/mnt/IJB/IJBC',
+        })
+        self.assertEqual(cfg.train_dataloader.dataset.data_root, '/mnt/ms1m')
+        self.assertEqual({d.dataset.data_root for d in cfg.val_dataloader},
+                         {'/mnt/bins'})
+        self.assertEqual(
+            cfg.custom_hooks[0].occluded_dataloader.dataset.data_root,
+            '/mnt/niqab')
+        self.assertEqual(cfg.test_dataloader.dataset.data_root, '/mnt/IJB/IJBC')
+        self.assertEqual(cfg.test_evaluator.data_root, '/mnt/IJB/IJBC')
+        # Nothing outside the roots' sections changed.
+        after = cfg._cfg_dict.to_dict()
+        for key in before:
+            if key not in ROOT_SCOPES and not any(
+                    key in s for s in ROOT_SCOPES.values()):
+                self.assertEqual(after[key], before[key], key)
+        # Still buildable after the override.
+        ds = copy.deepcopy(cfg.test_dataloader.dataset)
+        ds['lazy_init'] = True
+        self.assertEqual(DATASETS.build(ds).paths['tid_mid'],
+                         '/mnt/IJB/IJBC/meta/ijbc_face_tid_mid.txt')
+
+    def test_shared_default_folder_stays_apart(self):
+        # train.rec and the .bin sets share data/faces_emore by default: moving
+        # the training set must not move the validation sets.
+        cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50.py'))
+        self.assertEqual(cfg.data_root, cfg.val_data_root)
+        merge_cfg_options(cfg, {'data_root': '/mnt/ms1m'})
+        self.assertEqual(cfg.train_dataloader.dataset.data_root, '/mnt/ms1m')
+        self.assertEqual(cfg.val_dataloader[0].dataset.data_root,
+                         'data/faces_emore')
+
+    def test_explicit_key_still_wins(self):
+        cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50.py'))
+        merge_cfg_options(cfg, {
+            'data_root': '/a',
+            'train_dataloader.dataset.data_root': '/b',
+            'train_dataloader.num_workers': 1,
+        })
+        self.assertEqual(cfg.train_dataloader.dataset.data_root, '/b')
+        self.assertEqual(cfg.train_dataloader.num_workers, 1)
+
+    def test_paths_below_the_root_move_too(self):
+        from mmengine.config import Config
+        cfg = Config(dict(val_data_root='data/x', val_dataloader=[dict(
+            dataset=dict(ann_file='data/x/lfw.bin', other='data/xy'))]))
+        merge_cfg_options(cfg, {'val_data_root': '/m/'})
+        ds = cfg.val_dataloader[0].dataset
+        self.assertEqual(ds.ann_file, '/m/lfw.bin')
+        self.assertEqual(ds.other, 'data/xy')
+
+
+if __name__ == '__main__':
+    unittest.main()
