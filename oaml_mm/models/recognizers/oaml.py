@@ -352,12 +352,32 @@ class OAMLRecognizer(BaseModel):
         running statistics, AdaFace's norm EMA) are restored as well: the forward
         pass of a non-finite batch would otherwise poison them for good.
         """
-        # Imported here: oaml_mm.engine imports the runner, which builds models.
-        from oaml_mm.engine.nonfinite import NONFINITE_TOTAL, guarded_update
         snapshot = self.buffer_snapshot()
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
             losses = self._run_forward(data, mode='loss')
+        return self.guarded_update(optim_wrapper, losses, snapshot)
+
+    def guarded_update(self, optim_wrapper: OptimWrapper,
+                       losses: Dict[str, torch.Tensor],
+                       snapshot: Dict[str, torch.Tensor]
+                       ) -> Dict[str, torch.Tensor]:
+        """Apply (or skip) the update for ``losses`` computed by a forward pass.
+
+        Shared by :meth:`train_step` and the DDP wrapper
+        (:class:`~oaml_mm.models.wrappers.GuardedDistributedDataParallel`), whose
+        forward pass must go through DDP for the gradient all-reduce.
+
+        Args:
+            optim_wrapper (OptimWrapper): The wrapper ``train_step`` received.
+            losses (dict): The raw loss dict of ``forward(mode='loss')``.
+            snapshot (dict): :meth:`buffer_snapshot` taken before the forward.
+
+        Returns:
+            dict: The log variables, with ``nonfinite_skips``.
+        """
+        # Imported here: oaml_mm.engine imports the runner, which builds models.
+        from oaml_mm.engine.nonfinite import NONFINITE_TOTAL, guarded_update
         parsed, log_vars = self.parse_losses(losses)
         hub = MessageHub.get_current_instance()
         try:

@@ -1,0 +1,3 @@
+from .guarded_ddp import GuardedDistributedDataParallel
+
+__all__ = ['GuardedDistributedDataParallel']
