@@ -13,6 +13,7 @@ Layout (``SPEC.md`` §4; the release used by insightface's ``IJB_11.py`` and Ada
 ``ijbb_*`` for IJB-B. Both per-image files list the images in the same order; the
 parsers check that and report the first disagreeing line.
 """
+import io
 import os.path as osp
 from typing import Dict, List, Tuple
 
@@ -54,9 +55,22 @@ def _require(path: str, what: str) -> None:
         raise MissingFileError(path, f'IJB meta file: {what}')
 
 
+_INT64 = (-2**63, 2**63 - 1)
+
+
 def _split_lines(path: str, ncols: int, what: str) -> List[List[str]]:
     rows = []
-    with open(path, 'r') as f:
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b'\n', 0, e.start) + 1
+        raise DataFormatError(
+            path, f'byte 0x{raw[e.start]:02x} is not UTF-8 text ({what})',
+            record=f'line {lineno}') from None
+    # StringIO iterates with universal newlines, as a file opened in text mode.
+    with io.StringIO(text, newline=None) as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
@@ -84,12 +98,15 @@ def read_ijb_tid_mid(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
     for lineno, (name, tid, mid) in _split_lines(
             path, 3, 'image template_id media_id'):
         try:
-            tids.append(int(tid))
-            mids.append(int(mid))
+            tid_i, mid_i = int(tid), int(mid)
+            if not all(_INT64[0] <= v <= _INT64[1] for v in (tid_i, mid_i)):
+                raise ValueError
         except ValueError:
             raise DataFormatError(
-                path, f'template/media id {tid!r} {mid!r} is not an integer',
-                record=f'line {lineno}') from None
+                path, f'template/media id {tid!r} {mid!r} is not a 64-bit '
+                'integer', record=f'line {lineno}') from None
+        tids.append(tid_i)
+        mids.append(mid_i)
         names.append(name)
     return names, np.asarray(tids, np.int64), np.asarray(mids, np.int64)
 
@@ -111,7 +128,7 @@ def read_ijb_template_pairs(
     try:
         values = np.array(raw.split(), dtype=np.int64)
         ok = values.size % 3 == 0
-    except ValueError:
+    except (ValueError, OverflowError):
         ok = False
     if ok:
         lines = raw.splitlines()
@@ -122,11 +139,12 @@ def read_ijb_template_pairs(
         # Slow path only to name the first bad line.
         for lineno, parts in _split_lines(path, 3, 't1 t2 label'):
             try:
-                [int(x) for x in parts]
+                if not all(_INT64[0] <= int(x) <= _INT64[1] for x in parts):
+                    raise ValueError
             except ValueError:
                 raise DataFormatError(
-                    path, f'expected three integers, got {" ".join(parts)!r}',
-                    record=f'line {lineno}') from None
+                    path, 'expected three 64-bit integers, got '
+                    f'{" ".join(parts)!r}', record=f'line {lineno}') from None
         raise DataFormatError(path, 'expected "t1 t2 label" lines')
     values = values.reshape(-1, 3)
     bad = np.nonzero((values[:, 2] != 0) & (values[:, 2] != 1))[0]
@@ -157,6 +175,11 @@ def read_ijb_landmarks(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
                 path, 'expected ten landmark coordinates and a faceness score '
                 f'as numbers, got {" ".join(parts[1:])!r}',
                 record=f'line {lineno}') from None
+        if not np.isfinite(np.asarray(vals, np.float32)).all():
+            raise DataFormatError(
+                path, 'landmark coordinates and faceness must be finite '
+                f'float32 values, got {" ".join(parts[1:])!r}',
+                record=f'line {lineno}')
         names.append(parts[0])
         lmks.append(vals[:10])
         scores.append(vals[10])

@@ -158,8 +158,12 @@ class OcclusionMaskDataset(BaseFaceDataset):
         if not osp.isfile(mask_path):
             raise MissingFileError(mask_path,
                                    f'visibility mask of {info["img_path"]}')
-        mask = cv2.imdecode(np.fromfile(mask_path, np.uint8),
-                            cv2.IMREAD_GRAYSCALE)
+        raw = np.fromfile(mask_path, np.uint8)
+        try:
+            # OpenCV asserts (cv2.error) on an empty buffer instead of returning None.
+            mask = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
+        except cv2.error:
+            mask = None
         if mask is None:
             raise DataFormatError(mask_path, 'cannot decode the mask; expected '
                                   'a single-channel PNG', record=info['key'])

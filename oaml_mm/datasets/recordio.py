@@ -170,6 +170,10 @@ def _read_idx(idx_path: str) -> Tuple[np.ndarray, np.ndarray]:
                 raise DataFormatError(
                     idx_path, f'offset {offset} is negative',
                     record=f'line {lineno}', field='offset')
+            if not (-2**63 <= key < 2**63 and offset < 2**63):
+                raise DataFormatError(
+                    idx_path, f'key or offset out of the 64-bit range: '
+                    f'{line[:60]!r}', record=f'line {lineno}')
             keys.append(key)
             offsets.append(offset)
     return np.asarray(keys, np.int64), np.asarray(offsets, np.int64)
@@ -214,6 +218,7 @@ class IndexedRecordReader:
         order = np.argsort(keys, kind='stable')
         self._sorted_keys = keys[order]
         self._sorted_offsets = offsets[order]
+        self._uniq_offsets = np.unique(offsets)
         self._fd = None
         self._pid = None
 
@@ -318,22 +323,45 @@ class IndexedRecordReader:
                     self.rec_path, f'record at offset {pos} starts with flag '
                     f'{cflag}, expected 0 or 1', record=key, field='lrecord')
             want = length
-            if max_bytes is not None and cflag == 0:
+            whole = max_bytes is None or cflag != 0
+            if not whole:
                 want = min(length, max_bytes)
-            data = self._pread(want, pos + 8)
+            # Checked before reading: a damaged length must not allocate 512 MiB.
+            avail = max(self.file_size - pos - 8, 0)
+            data = self._pread(want, pos + 8) if want <= avail else b''
             if len(data) < want:
                 raise DataFormatError(
                     self.rec_path, f'truncated record at offset {pos}: header '
-                    f'says {length} bytes, only {len(data)} present before the '
-                    f'end of the file ({self.file_size} bytes)', record=key,
-                    field='payload')
+                    f'says {length} bytes, only {min(avail, length)} present '
+                    f'before the end of the file ({self.file_size} bytes)',
+                    record=key, field='payload')
             parts.append(data)
             if cflag in (0, 3):
+                if whole:
+                    self._check_end(pos, pos + 8 + ((length + 3) & ~3), key)
                 break
             parts.append(_MAGIC_BYTES)
             expect_more = True
             pos += 8 + ((length + 3) & ~3)
         return parts[0] if len(parts) == 1 else b''.join(parts)
+
+    def _check_end(self, pos: int, end: int, key) -> None:
+        """Raise unless a record ending at ``end`` is followed by a record or EOF.
+
+        The format has no checksum; a damaged length field is caught because the
+        next indexed record (or an unindexed one, or the end of the file) must
+        start right after the padding.
+        """
+        i = int(np.searchsorted(self._uniq_offsets, pos, side='right'))
+        nxt = int(self._uniq_offsets[i]) if i < self._uniq_offsets.size \
+            else self.file_size
+        if end == nxt or (end >= self.file_size and nxt == self.file_size):
+            return
+        if end > nxt or self._pread(4, end) != _MAGIC_BYTES:
+            raise DataFormatError(
+                self.rec_path, f'record at offset {pos} ends at {end}, where '
+                f'no record starts (next indexed record at {nxt}); its length '
+                'field is damaged', record=key, field='lrecord')
 
     def read(self, key: int) -> bytes:
         """Payload of record ``key`` (see :func:`unpack_record`)."""
