@@ -22,7 +22,6 @@ from collections import Counter
 from contextlib import contextmanager
 from unittest import TestCase
 
-import cv2
 import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st

@@ -4,7 +4,6 @@ Injected by ``ToyNonFiniteClassifier`` (tests/toy_components.py) at chosen itera
 the guard is :func:`oaml_mm.engine.guarded_update`.
 """
 import os.path as osp
-import sys
 
 import torch
 from mmengine.config import Config
@@ -156,8 +155,3 @@ class TestNonFiniteTraining(RunnerTestCase):
                       proc.stderr)
         self.assertNotIn('Traceback', proc.stderr)
         self.assertTrue(osp.isfile(osp.join(work, 'nonfinite_iter_3.pth')))
-
-
-if __name__ == '__main__':
-    import unittest
-    unittest.main(argv=sys.argv)
