@@ -1,1 +1,11 @@
-__all__ = []
+"""Inference API: embed, compare and search faces with a trained model."""
+from .face_gallery import (GALLERY_FORMAT, GALLERY_VERSION, FaceGallery,
+                           model_fingerprint)
+from .face_recognizer import BRANCHES, FaceRecognizer
+from .inputs import check_landmarks, load_image, prepare_faces
+
+__all__ = [
+    'FaceRecognizer', 'FaceGallery', 'BRANCHES', 'GALLERY_FORMAT',
+    'GALLERY_VERSION', 'model_fingerprint', 'load_image', 'prepare_faces',
+    'check_landmarks'
+]

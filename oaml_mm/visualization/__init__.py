@@ -1,1 +1,9 @@
-__all__ = []
+"""Drawing helpers: visibility overlays and QAConv correspondences."""
+from .comparison import render_comparison, show_comparison
+from .face_pair import (draw_face_pair, strongest_correspondences,
+                        visibility_grid, visibility_overlay)
+
+__all__ = [
+    'draw_face_pair', 'strongest_correspondences', 'visibility_grid',
+    'visibility_overlay', 'render_comparison', 'show_comparison'
+]

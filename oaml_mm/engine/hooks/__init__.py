@@ -3,5 +3,9 @@ from .margin_warmup_hook import MarginWarmupHook
 from .oaml_checkpoint_hook import OAMLCheckpointHook
 from .safe_checkpoint_hook import (SafeCheckpointHook, get_rng_state,
                                    set_rng_state)
+from .threshold_calibration_hook import (ThresholdCalibrationHook,
+                                         calibrate_thresholds,
+                                         threshold_at_far)
+from .visibility_vis_hook import VisibilityVisualizationHook
 
-__all__ = ['DualLoaderHook', 'MarginWarmupHook', 'StreamSampler', 'SafeCheckpointHook', 'OAMLCheckpointHook', 'get_rng_state', 'set_rng_state']
+__all__ = ['DualLoaderHook', 'MarginWarmupHook', 'StreamSampler', 'SafeCheckpointHook', 'OAMLCheckpointHook', 'get_rng_state', 'set_rng_state', 'ThresholdCalibrationHook', 'calibrate_thresholds', 'threshold_at_far', 'VisibilityVisualizationHook']

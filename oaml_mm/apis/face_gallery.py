@@ -1,0 +1,293 @@
+"""FaceGallery: enrol identities, save them to one file, search probes.
+
+Search is the usual two-stage retrieval: an exact cosine nearest-neighbour search over
+the identity embeddings (faiss' flat inner-product index when faiss is installed, one
+matrix product otherwise), then the top candidates are re-ranked with the model's
+occlusion-aware QAConv matcher against each identity's stored template map (QAConv's
+use as a re-ranker follows Liao & Shao, ECCV 2020). An identity enrolled with several
+images is one template pooled exactly as the evaluation layer pools IJB templates
+(:class:`~oaml_mm.evaluation.functional.TemplateAccumulator`: norm-keeping embeddings
+summed, feature maps averaged per cell weighted by visibility), each image counted as
+its own media. Enrolling a name again adds its images to the same template.
+
+The file is a weights-only torch file (tensors, strings, numbers, lists, dicts) with a
+format name and version; it is written atomically and read with the weights-only
+unpickler, so a damaged, foreign or malicious file raises :class:`GalleryError`.
+"""
+import hashlib
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from oaml_mm.errors import CheckpointError, GalleryError, ImageInputError
+from oaml_mm.evaluation.functional import TemplateAccumulator
+from oaml_mm.utils import atomic_save, safe_load_checkpoint
+from .face_recognizer import FaceRecognizer
+from .inputs import ImageLike
+
+__all__ = ['FaceGallery', 'GALLERY_FORMAT', 'GALLERY_VERSION', 'model_fingerprint']
+
+GALLERY_FORMAT = 'oaml_mm.FaceGallery'
+GALLERY_VERSION = 1
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights: galleries only fit the model that made them.
+
+    Hashes every tensor's shape, sum and first values (cheap for IR-101, and any
+    retraining or different checkpoint changes it).
+    """
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        flat = t.detach().reshape(-1)[:16].double().cpu()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(np.float64(t.detach().double().sum().item()).tobytes())
+        h.update(flat.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _faiss():
+    try:
+        import faiss  # noqa: F401
+        return faiss
+    except ImportError:
+        return None
+
+
+class FaceGallery:
+    """A searchable set of enrolled identities.
+
+    Examples::
+
+        gallery = FaceGallery(recognizer)
+        gallery.enrol('alice', ['alice_1.jpg', 'alice_2.jpg'])
+        gallery.enrol('alice', 'alice_3.jpg')        # extends alice
+        gallery.save('staff.pt')
+        gallery = FaceGallery.load('staff.pt', recognizer)
+        hits = gallery.search('probe.jpg', top_k=5)
+        hits[0]['name'], hits[0]['score']
+
+    Args:
+        recognizer (FaceRecognizer): Extracts the features; its model must be the
+            one the gallery was built with.
+        map_dtype (torch.dtype): Storage of the template maps. Defaults to fp16
+            (the evaluation layer's choice; 49 x C values per identity).
+    """
+
+    def __init__(self, recognizer: FaceRecognizer,
+                 map_dtype: torch.dtype = torch.float16) -> None:
+        self.recognizer = recognizer
+        self.map_dtype = map_dtype
+        self.names: List[str] = []
+        self._index: Dict[str, int] = {}
+        self.acc: Optional[TemplateAccumulator] = None
+        self.fingerprint = model_fingerprint(recognizer.model)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index
+
+    def images_of(self, name: str) -> int:
+        """Number of images enrolled under ``name``."""
+        return int(self.acc.count[self._index[name]]) if name in self else 0
+
+    # ------------------------------------------------------------- enrolment
+    def enrol(self, name: str, images: Union[ImageLike, Sequence[ImageLike]],
+              channel_order: Optional[str] = None, landmarks=None) -> int:
+        """Add images of one identity (a name seen before is extended).
+
+        Args:
+            name (str): Identity name.
+            images: One image or a list (see :meth:`FaceRecognizer.extract`).
+            channel_order (str, optional): ``'rgb'``/``'bgr'`` of arrays.
+            landmarks: 5 landmarks per unaligned image.
+
+        Returns:
+            int: Images enrolled under ``name`` in total.
+        """
+        if not isinstance(name, str) or not name:
+            raise ImageInputError(f'identity name must be a non-empty string, '
+                                  f'got {name!r}')
+        feats = self.recognizer.extract(images, channel_order, landmarks,
+                                        return_feature_maps=True)
+        return self.enrol_features(name, feats)
+
+    def enrol_features(self, name: str, feats: Dict[str, torch.Tensor]) -> int:
+        """:meth:`enrol` for features :meth:`FaceRecognizer.extract` returned
+        (with ``feature_map``)."""
+        n = feats['embedding'].shape[0]
+        if self.acc is None:
+            self.acc = TemplateAccumulator(
+                0, feats['embedding'].shape[1],
+                tuple(feats['feature_map'].shape[1:]), self.map_dtype)
+        if name not in self._index:
+            self._index[name] = len(self.names)
+            self.names.append(name)
+            self.acc.grow(len(self.names))
+        row = self._index[name]
+        self.acc.add(torch.full((n, ), row, dtype=torch.int64),
+                     feats['embedding'] * feats['norm'], feats['feature_map'],
+                     feats['visibility'])
+        return self.images_of(name)
+
+    # ------------------------------------------------------------------ files
+    def state(self) -> dict:
+        """The gallery as plain tensors and containers (what :meth:`save` writes)."""
+        acc = self.acc
+        return dict(
+            format=GALLERY_FORMAT, version=GALLERY_VERSION,
+            model_fingerprint=self.fingerprint, names=list(self.names),
+            emb_dim=None if acc is None else int(acc.emb_dim),
+            map_shape=None if acc is None else list(acc.map_shape),
+            weight=None if acc is None else acc.weight.clone(),
+            count=None if acc is None else acc.count.clone(),
+            emb_sum=None if acc is None else acc.emb_sum.clone(),
+            map_mean=None if acc is None else acc.map_mean.clone(),
+            vis_sum=None if acc is None else acc.vis_sum.clone())
+
+    def save(self, path: str) -> None:
+        """Write the gallery to ``path`` atomically (old file or whole new one)."""
+        atomic_save(self.state(), path, encode=False)
+
+    @classmethod
+    def load(cls, path: str, recognizer: FaceRecognizer,
+             check_model: bool = True) -> 'FaceGallery':
+        """Read a gallery file written by :meth:`save`.
+
+        Args:
+            path (str): The file.
+            recognizer (FaceRecognizer): The model to search with.
+            check_model (bool): Refuse a gallery made with other weights.
+
+        Raises:
+            GalleryError: Missing, damaged, unsafe, another format or version, or
+                made with another model.
+        """
+        path = str(path)
+        if not osp.isfile(path):
+            raise GalleryError(f'{path}: no such gallery file')
+        try:
+            state = safe_load_checkpoint(path, decode=False)
+        except CheckpointError as e:
+            raise GalleryError(f'{path}: not a readable gallery file ({e})') \
+                from None
+        if not isinstance(state, dict) or state.get('format') != GALLERY_FORMAT:
+            raise GalleryError(f'{path}: not an oaml_mm gallery file (format '
+                               f'{state.get("format") if isinstance(state, dict) else type(state).__name__!r})')
+        if state.get('version') != GALLERY_VERSION:
+            raise GalleryError(
+                f'{path}: gallery version {state.get("version")!r}; this oaml_mm '
+                f'reads version {GALLERY_VERSION} (re-enrol the identities)')
+        gallery = cls(recognizer)
+        if check_model and state.get('model_fingerprint') != gallery.fingerprint:
+            raise GalleryError(
+                f'{path}: the gallery was made with other model weights '
+                f'(fingerprint {state.get("model_fingerprint")} vs '
+                f'{gallery.fingerprint}); its templates do not fit this model')
+        names = state.get('names')
+        if not isinstance(names, list) or not all(
+                isinstance(n, str) for n in names):
+            raise GalleryError(f'{path}: field names must be a list of strings')
+        if names:
+            try:
+                acc = TemplateAccumulator(
+                    len(names), int(state['emb_dim']),
+                    tuple(int(x) for x in state['map_shape']),
+                    state['map_mean'].dtype)
+                for key in ('weight', 'count', 'emb_sum', 'map_mean', 'vis_sum'):
+                    value = state[key]
+                    ref = getattr(acc, key)
+                    if not isinstance(value, torch.Tensor) or \
+                            value.shape != ref.shape:
+                        raise GalleryError(
+                            f'{path}: field {key} has the wrong shape or type')
+                    setattr(acc, key, value)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise GalleryError(f'{path}: damaged gallery ({e})') from None
+            gallery.acc = acc
+            gallery.map_dtype = acc.map_dtype
+        gallery.names = list(names)
+        gallery._index = {n: i for i, n in enumerate(names)}
+        return gallery
+
+    # ----------------------------------------------------------------- search
+    def _nearest(self, query: torch.Tensor, k: int):
+        """Exact cosine top-k of ``query`` [P, D] against the identities."""
+        emb = self.acc.embeddings().float()
+        faiss = _faiss()
+        if faiss is not None:
+            index = faiss.IndexFlatIP(emb.shape[1])
+            index.add(np.ascontiguousarray(emb.numpy(), dtype=np.float32))
+            sims, idx = index.search(
+                np.ascontiguousarray(query.float().numpy(), dtype=np.float32), k)
+            return torch.from_numpy(sims), torch.from_numpy(idx).long()
+        sims = query.float() @ emb.T
+        return sims.topk(k, dim=1)
+
+    def search(self, probe: ImageLike, top_k: int = 5, rerank: bool = True,
+               rerank_k: int = 20, channel_order: Optional[str] = None,
+               landmarks=None) -> List[dict]:
+        """Nearest identities of one probe image.
+
+        Args:
+            probe: The probe image.
+            top_k (int): Identities to return.
+            rerank (bool): Re-rank the cosine candidates with QAConv.
+            rerank_k (int): Cosine candidates to re-rank (at least ``top_k``).
+            channel_order (str, optional): ``'rgb'``/``'bgr'`` of an array.
+            landmarks: 5 landmarks of an unaligned probe.
+
+        Returns:
+            list[dict]: Best first: ``name``, ``score`` (what the ranking used),
+            ``adaface`` (cosine) and, when re-ranked, ``qaconv`` and ``fused``.
+        """
+        feats = self.recognizer.extract(
+            probe, channel_order, None if landmarks is None else [landmarks],
+            return_feature_maps=True)
+        return self.search_features(feats, top_k, rerank, rerank_k)[0]
+
+    @torch.no_grad()
+    def search_features(self, feats: Dict[str, torch.Tensor], top_k: int = 5,
+                        rerank: bool = True,
+                        rerank_k: int = 20) -> List[List[dict]]:
+        """:meth:`search` for a batch of extracted probes (one list per probe).
+
+        The re-ranking score is the fused score when the recognizer has a
+        calibration (it knows the branches' scales), else the QAConv score.
+        """
+        if not self.names:
+            raise GalleryError('the gallery is empty: enrol identities first')
+        rerank = rerank and self.recognizer.has_qaconv
+        k = min(len(self.names), max(top_k, rerank_k if rerank else top_k))
+        sims, idx = self._nearest(feats['embedding'], k)
+        results = []
+        for p in range(sims.shape[0]):
+            cand = idx[p]
+            cos = sims[p].double().numpy()
+            rows = [dict(name=self.names[int(c)], adaface=float(s))
+                    for c, s in zip(cand, cos)]
+            if rerank:
+                q = self.recognizer.model.match(
+                    feats['feature_map'][p:p + 1].to(self.recognizer.device),
+                    self.acc.maps(cand).float().to(self.recognizer.device),
+                    feats['visibility'][p:p + 1].to(self.recognizer.device),
+                    self.acc.visibility(cand).to(self.recognizer.device))
+                q = q.reshape(-1).double().cpu().numpy()
+                fused = self.recognizer.fuse(cos, q)
+                for i, row in enumerate(rows):
+                    row['qaconv'] = float(q[i])
+                    if fused is not None:
+                        row['fused'] = float(fused[i])
+                key = 'fused' if fused is not None else 'qaconv'
+            else:
+                key = 'adaface'
+            for row in rows:
+                row['score'] = row[key]
+            rows.sort(key=lambda r: -r['score'])
+            results.append(rows[:top_k])
+        return results

@@ -1,0 +1,301 @@
+"""FaceRecognizer: a trained OAML model behind a small Python API.
+
+Modelled on mmpretrain's ``apis`` inferencers (build from a config and a checkpoint,
+call on images), specialised for face verification: ``extract`` returns what the model
+predicts for each face (embedding, norm, 7x7 visibility, optionally channel-normalised
+feature maps); ``compare`` scores a pair with the AdaFace cosine, the occlusion-aware
+QAConv matcher of the model and the fused score of the evaluation layer, and decides
+same/different at the threshold :class:`~oaml_mm.engine.hooks.ThresholdCalibrationHook`
+stored in the checkpoint (or one the user gives).
+
+Nothing here re-implements model math: alignment is the data layer's, matching the
+model's (``OAMLRecognizer.match`` / ``match_pairs``), fusion the evaluation layer's
+(:func:`~oaml_mm.evaluation.functional.fuse_scores`).
+"""
+import os
+import os.path as osp
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.config import Config
+
+from oaml_mm.errors import CheckpointError, ConfigError, ImageInputError
+from oaml_mm.evaluation.functional import fuse_scores
+from oaml_mm.registry import MODELS
+from oaml_mm.utils import load_config, safe_load_checkpoint
+from .inputs import ImageLike, prepare_faces
+
+__all__ = ['FaceRecognizer', 'BRANCHES']
+
+BRANCHES = ('adaface', 'qaconv', 'fused')
+_META_KEY = 'oaml_thresholds'
+
+
+def _strip_prefix(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    # A checkpoint saved from a DDP-wrapped model prefixes every key with 'module.'.
+    if state and all(k.startswith('module.') for k in state):
+        return {k[len('module.'):]: v for k, v in state.items()}
+    return state
+
+
+class FaceRecognizer:
+    """Embed, compare and explain faces with a trained OAML checkpoint.
+
+    Examples::
+
+        from oaml_mm.apis import FaceRecognizer
+        rec = FaceRecognizer('configs/synthface/oaml_ir18_synthface.py',
+                             'work_dirs/demo/epoch_4.pth')
+        rec = FaceRecognizer.from_work_dir('work_dirs/demo')   # last checkpoint
+        out = rec.compare('a.jpg', 'b.jpg')
+        out['scores']['fused'], out['same']
+        feats = rec.extract(['a.jpg', 'b.jpg'], return_feature_maps=True)
+        # unaligned images: give the 5 landmarks (eyes, nose, mouth corners)
+        feats = rec.extract(frame_bgr, channel_order='bgr', landmarks=[pts])
+
+    Args:
+        config (str | Config | dict): Model config (a file, a loaded config, or the
+            ``model`` dict itself).
+        checkpoint (str, optional): Checkpoint to load (weights-only). None keeps
+            the initial weights (tests only).
+        device (str): Where the model runs. Defaults to ``'cpu'``.
+        thresholds (dict, optional): ``{branch: threshold}`` overriding the
+            calibrated ones.
+        decision_branch (str, optional): Branch that decides same/different.
+            Defaults to the calibrated one, else ``'fused'`` (``'adaface'`` for a
+            model without QAConv).
+        batch_size (int): Images per forward pass in :meth:`extract`. Defaults to 64.
+    """
+
+    def __init__(self,
+                 config: Union[str, Config, dict],
+                 checkpoint: Optional[str] = None,
+                 device: Union[str, torch.device] = 'cpu',
+                 thresholds: Optional[Dict[str, float]] = None,
+                 decision_branch: Optional[str] = None,
+                 batch_size: int = 64) -> None:
+        cfg = load_config(str(config)) if isinstance(
+            config, (str, os.PathLike)) else config
+        model_cfg = cfg.get('model', None) if 'backbone' not in cfg else cfg
+        if model_cfg is None:
+            raise ConfigError(f'{config}: the config has no model section')
+        # Scope first: configs name oaml_mm types without a prefix.
+        from mmengine.registry import DefaultScope
+        if DefaultScope.get_current_instance() is None:
+            DefaultScope.get_instance('oaml_mm_infer', scope_name='oaml_mm')
+        self.model = MODELS.build(
+            model_cfg.to_dict() if hasattr(model_cfg, 'to_dict') else model_cfg)
+        self.checkpoint_path = checkpoint
+        self.meta: dict = {}
+        if checkpoint is not None:
+            self._load(checkpoint)
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.input_size = int(getattr(self.model.backbone, 'feat_size', 7)) * 16
+        self.batch_size = int(batch_size)
+        self.calibration: dict = dict(self.meta.get(_META_KEY) or {})
+        self.has_qaconv = getattr(self.model, 'qaconv_head', None) is not None
+        self.thresholds: Dict[str, float] = {
+            b: float(v['threshold'])
+            for b, v in self.calibration.get('branches', {}).items()
+        }
+        self.thresholds.update({k: float(v) for k, v in (thresholds or {}).items()})
+        if decision_branch is None:
+            decision_branch = self.calibration.get('decision_branch', 'fused')
+        if not self.has_qaconv:
+            decision_branch = 'adaface'
+        if decision_branch not in BRANCHES:
+            raise ConfigError(f'decision_branch must be one of {BRANCHES}, got '
+                              f'{decision_branch!r}')
+        self.decision_branch = decision_branch
+
+    @classmethod
+    def from_work_dir(cls, work_dir: str, checkpoint: Optional[str] = None,
+                      **kwargs) -> 'FaceRecognizer':
+        """Build from a training work dir: its dumped config and last checkpoint.
+
+        Args:
+            work_dir (str): The ``--work-dir`` of ``tools/train.py``.
+            checkpoint (str, optional): A checkpoint file to use instead of the one
+                ``last_checkpoint`` names.
+            **kwargs: Passed to the constructor.
+        """
+        work_dir = str(work_dir)
+        if checkpoint is None:
+            marker = osp.join(work_dir, 'last_checkpoint')
+            if not osp.isfile(marker):
+                raise CheckpointError(
+                    f'{work_dir}: no last_checkpoint file (has training saved a '
+                    'checkpoint there?)')
+            with open(marker) as f:
+                checkpoint = f.read().strip()
+            if not osp.isabs(checkpoint) and not osp.isfile(checkpoint):
+                checkpoint = osp.join(work_dir, osp.basename(checkpoint))
+        configs = sorted(f for f in os.listdir(work_dir) if f.endswith('.py'))
+        if not configs:
+            raise ConfigError(f'{work_dir}: no dumped config (*.py) found')
+        if len(configs) > 1:
+            # The Runner dumps <config name>.py; prefer the newest one.
+            configs.sort(key=lambda f: os.path.getmtime(osp.join(work_dir, f)))
+        return cls(osp.join(work_dir, configs[-1]), checkpoint, **kwargs)
+
+    def _load(self, path: str) -> None:
+        ckpt = safe_load_checkpoint(path)
+        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict) or not all(
+                isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f'{path}: holds no state_dict of tensors')
+        state = _strip_prefix(state)
+        own = self.model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs config '
+                        f'{tuple(own[k].shape)}' for k in set(own) & set(state)
+                        if state[k].shape != own[k].shape)
+        if missing or unexpected or shapes:
+            parts = []
+            for name, keys in (('missing keys', missing),
+                               ('unexpected keys', unexpected),
+                               ('shape mismatches', shapes)):
+                if keys:
+                    more = f' (+{len(keys) - 8} more)' if len(keys) > 8 else ''
+                    parts.append(f'{name}: {", ".join(keys[:8])}{more}')
+            raise CheckpointError(
+                f'{path}: the checkpoint does not match the model of the config; '
+                + '; '.join(parts))
+        self.model.load_state_dict(state, strict=True)
+        meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+        self.meta = meta if isinstance(meta, dict) else {}
+
+    # ------------------------------------------------------------ extraction
+    def prepare(self, images: Union[ImageLike, Sequence[ImageLike]],
+                channel_order: Optional[str] = None,
+                landmarks=None) -> torch.Tensor:
+        """Aligned RGB uint8 crops [B, 3, S, S]; see :func:`prepare_faces`."""
+        return prepare_faces(images, channel_order, landmarks, self.input_size)
+
+    @torch.no_grad()
+    def extract(self,
+                images: Union[ImageLike, Sequence[ImageLike]],
+                channel_order: Optional[str] = None,
+                landmarks=None,
+                return_feature_maps: bool = False,
+                batch_size: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """Embeddings, norms, visibility maps (and feature maps) of faces.
+
+        Args:
+            images: A path, array, tensor or a list of them (see
+                :func:`~oaml_mm.apis.inputs.prepare_faces`), or crops
+                :meth:`prepare` returned (a uint8 tensor [B, 3, S, S]).
+            channel_order (str, optional): ``'rgb'``/``'bgr'`` of arrays/tensors.
+            landmarks: Per-image 5 landmarks for unaligned images.
+            return_feature_maps (bool): Add ``feature_map`` [B, C, h, w]
+                (L2-normalised over channels, fp32).
+            batch_size (int, optional): Images per forward pass.
+
+        Returns:
+            dict: CPU tensors ``embedding`` [B, D] (unit), ``norm`` [B, 1],
+            ``visibility`` [B, 1, h, w] and optionally ``feature_map``.
+        """
+        if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and \
+                images.dim() == 4 and landmarks is None and \
+                channel_order in (None, 'rgb'):
+            crops = images
+            if crops.shape[-2:] != (self.input_size, self.input_size):
+                raise ImageInputError(
+                    f'crops of {tuple(crops.shape[-2:])} are not aligned '
+                    f'{self.input_size}x{self.input_size} faces; pass landmarks')
+        else:
+            crops = self.prepare(images, channel_order, landmarks)
+        bs = int(batch_size or self.batch_size)
+        parts = []
+        for s in range(0, crops.shape[0], bs):
+            x = self.model.data_preprocessor.normalize(crops[s:s + bs])
+            out = self.model.extract(
+                x, return_feature_maps=return_feature_maps, half_maps=False)
+            parts.append({k: v.float().cpu() for k, v in out.items()})
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    # -------------------------------------------------------------- scoring
+    def score_pairs(self, feats_a: Dict[str, torch.Tensor],
+                    feats_b: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+        """Branch scores of the row-wise pairs of two :meth:`extract` results.
+
+        Args:
+            feats_a (dict): Features of the first images (with ``feature_map`` for
+                the QAConv branch).
+            feats_b (dict): Features of the second images, same length.
+
+        Returns:
+            dict: ``adaface`` (cosine) and, when the model has QAConv and the maps
+            are there, ``qaconv`` and (with a calibration) ``fused``; ``[N]`` each.
+        """
+        cos = (feats_a['embedding'] * feats_b['embedding']).sum(1)
+        out = {'adaface': cos.double().numpy()}
+        if self.has_qaconv and 'feature_map' in feats_a and \
+                'feature_map' in feats_b:
+            with torch.no_grad():
+                q = self.model.match_pairs(
+                    feats_a['feature_map'].to(self.device),
+                    feats_b['feature_map'].to(self.device),
+                    feats_a['visibility'].to(self.device),
+                    feats_b['visibility'].to(self.device))
+            out['qaconv'] = q.double().cpu().numpy()
+            fused = self.fuse(out['adaface'], out['qaconv'])
+            if fused is not None:
+                out['fused'] = fused
+        return out
+
+    def fuse(self, adaface: np.ndarray,
+             qaconv: np.ndarray) -> Optional[np.ndarray]:
+        """The evaluation layer's fused score with the calibrated statistics.
+
+        Returns None when the checkpoint carries no calibration: the impostor
+        statistics that put the two branches on one scale are unknown then.
+        """
+        stats = self.calibration.get('fuse_stats') or {}
+        if 'adaface' not in stats or 'qaconv' not in stats:
+            return None
+        weights = self.calibration.get('fuse_weights', (0.5, 0.5))
+        return fuse_scores([adaface, qaconv], weights,
+                           [tuple(stats['adaface']), tuple(stats['qaconv'])])
+
+    def compare(self,
+                img_a: ImageLike,
+                img_b: ImageLike,
+                channel_order: Optional[str] = None,
+                landmarks_a=None,
+                landmarks_b=None,
+                threshold: Optional[float] = None,
+                return_features: bool = False) -> dict:
+        """Score two faces and decide whether they are the same person.
+
+        Args:
+            img_a, img_b: One image each (path, array, tensor).
+            channel_order (str, optional): ``'rgb'``/``'bgr'`` of arrays/tensors.
+            landmarks_a, landmarks_b: 5 landmarks of unaligned images.
+            threshold (float, optional): Overrides the decision branch's threshold.
+            return_features (bool): Add ``features`` (both images' extract dicts).
+
+        Returns:
+            dict: ``scores`` ({branch: float}), ``branch`` (the deciding one),
+            ``threshold`` (None when unknown), ``same`` (bool, or None without a
+            threshold) and optionally ``features``.
+        """
+        feats = self.extract([img_a, img_b], channel_order,
+                             None if landmarks_a is None and landmarks_b is None
+                             else [landmarks_a, landmarks_b],
+                             return_feature_maps=self.has_qaconv)
+        fa = {k: v[:1] for k, v in feats.items()}
+        fb = {k: v[1:] for k, v in feats.items()}
+        scores = {k: float(v[0]) for k, v in self.score_pairs(fa, fb).items()}
+        branch = self.decision_branch if self.decision_branch in scores \
+            else 'adaface'
+        thr = threshold if threshold is not None else self.thresholds.get(branch)
+        out = dict(scores=scores, branch=branch,
+                   threshold=None if thr is None else float(thr),
+                   same=None if thr is None else bool(scores[branch] >= thr))
+        if return_features:
+            out['features'] = (fa, fb)
+        return out

@@ -1,0 +1,198 @@
+"""Turning what a user hands the inference API into aligned RGB crops.
+
+The API accepts file paths, numpy arrays and tensors, either already aligned to the
+ArcFace 112x112 template or unaligned with 5 landmarks. Alignment is the data layer's
+:class:`~oaml_mm.datasets.transforms.AlignFace5Points` (Umeyama similarity transform to
+the ArcFace template, SPEC section 4), so a face aligned here is pixel-identical to one
+the IJB pipeline aligns. Arrays carry no channel order, so the caller must state it:
+mixing up BGR and RGB silently costs accuracy with AdaFace weights.
+"""
+import os
+import os.path as osp
+from typing import List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+
+from oaml_mm.datasets.transforms import AlignFace5Points
+from oaml_mm.errors import ImageInputError
+
+__all__ = ['ImageLike', 'load_image', 'prepare_faces', 'check_landmarks']
+
+ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+
+
+def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Read an image file as an RGB uint8 array [H, W, 3].
+
+    Args:
+        path (str): Image file (any format OpenCV decodes).
+
+    Returns:
+        np.ndarray: RGB image.
+
+    Raises:
+        ImageInputError: The file is missing or cannot be decoded.
+    """
+    path = str(path)
+    if not osp.isfile(path):
+        raise ImageInputError(f'{path}: no such image file')
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise ImageInputError(
+            f'{path}: not a readable image (empty, truncated or not an image '
+            'format OpenCV decodes)')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _array_to_rgb(img: np.ndarray, channel_order: Optional[str],
+                  where: str) -> np.ndarray:
+    if channel_order not in ('rgb', 'bgr'):
+        raise ImageInputError(
+            f"{where}: a numpy image needs channel_order='rgb' or 'bgr' (the "
+            f'order of its channels), got {channel_order!r}')
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (1, 3):
+        raise ImageInputError(
+            f'{where}: expected an image [H, W, 3] (or [H, W]), got shape '
+            f'{tuple(img.shape)}')
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    if img.dtype != np.uint8:
+        if not np.issubdtype(img.dtype, np.number) or \
+                not np.isfinite(img).all():
+            raise ImageInputError(f'{where}: pixel values must be finite numbers')
+        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    if channel_order == 'bgr':
+        img = img[:, :, ::-1]
+    return np.ascontiguousarray(img)
+
+
+def _tensor_to_rgb(img: torch.Tensor, channel_order: Optional[str],
+                   where: str) -> np.ndarray:
+    if img.dim() != 3 or img.shape[0] != 3:
+        raise ImageInputError(
+            f'{where}: expected a tensor image [3, H, W] with values in 0..255, '
+            f'got shape {tuple(img.shape)}')
+    return _array_to_rgb(img.detach().cpu().permute(1, 2, 0).numpy(),
+                         channel_order or 'rgb', where)
+
+
+def check_landmarks(landmarks, shape: Sequence[int], where: str) -> np.ndarray:
+    """Validate 5 landmarks against an image shape.
+
+    Args:
+        landmarks: Five ``(x, y)`` points (anything numpy reads as [5, 2]).
+        shape (Sequence[int]): ``(H, W, ...)`` of the image.
+        where (str): What the image is, for the message.
+
+    Returns:
+        np.ndarray: float32 [5, 2].
+
+    Raises:
+        ImageInputError: Wrong shape, non-finite, or a point outside the image.
+    """
+    try:
+        lmk = np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
+    except (TypeError, ValueError):
+        raise ImageInputError(f'{where}: landmarks must be 5 (x, y) numbers, got '
+                              f'{landmarks!r}') from None
+    if lmk.shape != (5, 2) or not np.isfinite(lmk).all():
+        raise ImageInputError(
+            f'{where}: landmarks must be 5 finite (x, y) points (eyes, nose, '
+            f'mouth corners), got shape {lmk.shape}')
+    h, w = int(shape[0]), int(shape[1])
+    outside = (lmk[:, 0] < 0) | (lmk[:, 0] > w - 1) | (lmk[:, 1] < 0) | \
+        (lmk[:, 1] > h - 1)
+    if outside.any():
+        i = int(np.nonzero(outside)[0][0])
+        raise ImageInputError(
+            f'{where}: landmark {i} at ({lmk[i, 0]:.1f}, {lmk[i, 1]:.1f}) lies '
+            f'outside the {w}x{h} image')
+    return lmk
+
+
+def _is_point_set(value) -> bool:
+    """True for one image's points ([K, 2] numbers), False for a per-image list."""
+    try:
+        return np.asarray(value, dtype=np.float64).ndim == 2
+    except (TypeError, ValueError):
+        return False
+
+
+def prepare_faces(images: Union[ImageLike, Sequence[ImageLike]],
+                  channel_order: Optional[str] = None,
+                  landmarks=None,
+                  size: int = 112) -> torch.Tensor:
+    """Aligned RGB uint8 crops [B, 3, size, size] from user inputs.
+
+    Args:
+        images: One image or a list: a path, a numpy array [H, W, 3] (its
+            ``channel_order`` must be given) or a tensor [3, H, W] (RGB unless
+            ``channel_order`` says otherwise), values 0..255. A batch tensor
+            [B, 3, H, W] is taken as B images.
+        channel_order (str, optional): ``'rgb'`` or ``'bgr'`` for arrays/tensors.
+            Files are decoded by OpenCV and need none.
+        landmarks: None (the images are aligned ``size`` x ``size`` crops), or one
+            [5, 2] array per image (a [B, 5, 2] array works), or a list with None
+            for the images that are already aligned.
+        size (int): Crop side the model expects. Defaults to 112.
+
+    Returns:
+        torch.Tensor: uint8 [B, 3, size, size], RGB.
+
+    Raises:
+        ImageInputError: Unreadable file, wrong shape, a non-``size`` image without
+            landmarks, landmarks outside the image.
+
+    Examples:
+        >>> crop = np.zeros((112, 112, 3), np.uint8)
+        >>> prepare_faces(crop, channel_order='bgr').shape
+        torch.Size([1, 3, 112, 112])
+    """
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        items: List[ImageLike] = list(images)
+    elif isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)):
+        items = [images]
+    else:
+        items = list(images)
+    if not items:
+        raise ImageInputError('no images given')
+    if landmarks is None:
+        lmks = [None] * len(items)
+    else:
+        lmks = list(landmarks)
+        if len(items) == 1 and _is_point_set(landmarks):
+            lmks = [landmarks]
+        if len(lmks) != len(items):
+            raise ImageInputError(
+                f'{len(items)} images but {len(lmks)} landmark sets')
+    align = AlignFace5Points((size, size))
+    out = []
+    for i, (item, lmk) in enumerate(zip(items, lmks)):
+        if isinstance(item, (str, os.PathLike)):
+            where = str(item)
+            img = load_image(item)
+        elif isinstance(item, np.ndarray):
+            where = f'image {i}'
+            img = _array_to_rgb(item, channel_order, where)
+        elif isinstance(item, torch.Tensor):
+            where = f'image {i}'
+            img = _tensor_to_rgb(item, channel_order, where)
+        else:
+            raise ImageInputError(
+                f'image {i}: expected a path, numpy array or tensor, got '
+                f'{type(item).__name__}')
+        if lmk is not None:
+            pts = check_landmarks(lmk, img.shape, where)
+            img = align.transform(dict(img=img, landmarks=pts))['img']
+        elif img.shape[:2] != (size, size):
+            raise ImageInputError(
+                f'{where}: a {img.shape[1]}x{img.shape[0]} image is not an '
+                f'aligned {size}x{size} face crop; pass its 5 landmarks to '
+                'align it')
+        out.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
+    return torch.stack(out)

@@ -1,0 +1,208 @@
+"""Same/different thresholds calibrated at a chosen FAR, stored in the checkpoint.
+
+A verification score is only useful to a deployment with a threshold, and the
+threshold only means something at a stated false accept rate on data like the
+deployment's. This hook reads the pair scores the face metrics computed in the last
+validation pass (``VerificationMetric.scores`` / ``.labels``: the ``adaface`` cosine,
+the ``qaconv`` score and, through the evaluation layer's impostor z-norm fusion, the
+``fused`` score), picks per branch the lowest threshold whose FAR on the impostor
+pairs does not exceed the target (the "strict" reading of a ROC, see
+:mod:`oaml_mm.evaluation.functional.roc`), and stores the result under
+``checkpoint['meta']['oaml_thresholds']``. The fused branch also needs the impostor
+statistics used to standardise the two branches, so they are stored with it;
+:class:`oaml_mm.apis.FaceRecognizer` reads all of it back.
+
+Validation runs after the epoch's checkpoint is written, so the last checkpoint is
+re-written (atomically) with the final calibration when training ends.
+"""
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+
+from oaml_mm.errors import ConfigError
+from oaml_mm.evaluation.functional import fuse_scores, impostor_stats, roc_curve
+from oaml_mm.registry import HOOKS
+from oaml_mm.utils.checkpoint import atomic_save, safe_load_checkpoint
+
+__all__ = ['ThresholdCalibrationHook', 'threshold_at_far', 'calibrate_thresholds',
+           'META_KEY']
+
+#: Key of the calibration in ``checkpoint['meta']`` and the message hub.
+META_KEY = 'oaml_thresholds'
+_BRANCHES = ('adaface', 'qaconv', 'fused')
+
+
+def threshold_at_far(scores: np.ndarray, labels: np.ndarray,
+                     far: float) -> Tuple[float, float, float]:
+    """Lowest threshold whose false accept rate is at most ``far``.
+
+    A pair is accepted when ``score >= threshold``. When even the highest impostor
+    score exceeds the target (too few impostors for ``far``), the threshold sits just
+    above the highest impostor score (FAR 0).
+
+    Args:
+        scores (np.ndarray): ``[N]`` similarity per pair.
+        labels (np.ndarray): ``[N]`` bool, True for genuine pairs.
+        far (float): Target false accept rate in (0, 1).
+
+    Returns:
+        tuple: ``(threshold, tar, far_reached)`` on these pairs.
+
+    Examples:
+        >>> threshold_at_far([0.9, 0.8, 0.7, 0.2, 0.1], [1, 1, 0, 1, 0], 0.5)
+        (0.2, 1.0, 0.5)
+    """
+    if not 0 < far < 1:
+        raise ConfigError(f'far must be in (0, 1), got {far}')
+    fpr, tpr, thr = roc_curve(scores, labels, drop_intermediate=False)
+    # fpr is non-decreasing; the last point with fpr <= far has the largest TAR.
+    idx = int(np.searchsorted(fpr, far, side='right')) - 1
+    if idx <= 0:
+        neg = np.asarray(scores, np.float64)[~np.asarray(labels).astype(bool)]
+        top = float(neg.max())
+        return float(np.nextafter(top, np.inf)), float(tpr[0]), 0.0
+    return float(thr[idx]), float(tpr[idx]), float(fpr[idx])
+
+
+def calibrate_thresholds(scores: Dict[str, np.ndarray],
+                         labels: np.ndarray,
+                         far: float,
+                         fuse_weights: Sequence[float] = (0.5, 0.5),
+                         decision_branch: str = 'fused',
+                         source: str = '') -> dict:
+    """Per-branch thresholds at ``far`` and the fusion statistics, as stored in meta.
+
+    Args:
+        scores (dict): ``adaface`` and optionally ``qaconv`` ``[N]`` pair scores.
+        labels (np.ndarray): ``[N]`` genuine flags.
+        far (float): Target FAR.
+        fuse_weights (Sequence[float]): (adaface, qaconv) fusion weights.
+        decision_branch (str): Branch whose threshold decides same/different
+            (falls back to ``adaface`` when the branch is missing).
+        source (str): Where the pairs came from (kept for the record).
+
+    Returns:
+        dict: ``far``, ``source``, ``num_pairs``, ``decision_branch``,
+        ``fuse_weights``, ``fuse_stats`` ({branch: [mean, std]}) and ``branches``
+        ({branch: {threshold, tar, far}}).
+    """
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    scores = {k: np.asarray(v, np.float64).reshape(-1) for k, v in scores.items()}
+    out = dict(far=float(far), source=source, num_pairs=int(labels.size),
+               fuse_weights=[float(w) for w in fuse_weights], fuse_stats={},
+               branches={})
+    if 'adaface' in scores and 'qaconv' in scores:
+        stats = [impostor_stats(scores['adaface'], labels),
+                 impostor_stats(scores['qaconv'], labels)]
+        scores['fused'] = fuse_scores([scores['adaface'], scores['qaconv']],
+                                      fuse_weights, stats)
+        out['fuse_stats'] = {'adaface': list(stats[0]), 'qaconv': list(stats[1])}
+    for branch, s in scores.items():
+        t, tar, reached = threshold_at_far(s, labels, far)
+        out['branches'][branch] = dict(threshold=t, tar=tar, far=reached)
+    out['decision_branch'] = decision_branch if decision_branch in out[
+        'branches'] else 'adaface'
+    return out
+
+
+@HOOKS.register_module()
+class ThresholdCalibrationHook(Hook):
+    """Calibrate same/different thresholds on the validation pairs.
+
+    Needs ``VerificationMetric`` in the validation evaluator(s) (its pair scores are
+    read after each validation pass). The result goes to the message hub
+    (``oaml_thresholds``) and into every checkpoint's ``meta['oaml_thresholds']``;
+    when training ends the last checkpoint is re-written with the final calibration.
+
+    Example::
+
+        custom_hooks = [dict(type='ThresholdCalibrationHook', far=1e-3,
+                             datasets=['clean', 'masked'])]
+
+    Args:
+        far (float): Target false accept rate. Defaults to 1e-3.
+        datasets (Sequence[str], optional): ``dataset_name`` of the metrics whose
+            pairs are pooled; None: every ``VerificationMetric``.
+        decision_branch (str): ``'fused'`` (default), ``'adaface'`` or ``'qaconv'``.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self,
+                 far: float = 1e-3,
+                 datasets: Optional[Sequence[str]] = None,
+                 decision_branch: str = 'fused') -> None:
+        if not 0 < far < 1:
+            raise ConfigError(f'ThresholdCalibrationHook: far must be in (0, 1), '
+                              f'got {far}')
+        if decision_branch not in _BRANCHES:
+            raise ConfigError(
+                f'ThresholdCalibrationHook: decision_branch must be one of '
+                f'{_BRANCHES}, got {decision_branch!r}')
+        self.far = float(far)
+        self.datasets = None if datasets is None else list(datasets)
+        self.decision_branch = decision_branch
+        self.calibration: Optional[dict] = None
+
+    def _metrics(self, runner) -> List:
+        loop = runner.val_loop
+        evaluators = getattr(loop, 'evaluators', None) or [loop.evaluator]
+        found = []
+        for ev in evaluators:
+            for m in ev.metrics:
+                if getattr(m, 'scores', None) is None or \
+                        getattr(m, 'labels', None) is None:
+                    continue
+                if self.datasets is None or m.dataset_name in self.datasets:
+                    found.append(m)
+        return found
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        found = self._metrics(runner)
+        if not found:
+            print_log('ThresholdCalibrationHook: no VerificationMetric scores '
+                      'in the validation evaluators; nothing calibrated',
+                      logger='current', level=30)
+            return
+        branches = set.intersection(*(set(m.scores) for m in found))
+        scores = {b: np.concatenate([np.asarray(m.scores[b]) for m in found])
+                  for b in ('adaface', 'qaconv') if b in branches}
+        labels = np.concatenate([np.asarray(m.labels) for m in found])
+        if 'adaface' not in scores or labels.all() or not labels.any():
+            return
+        cal = calibrate_thresholds(
+            scores, labels, self.far, found[0].fuse_weights,
+            self.decision_branch, '+'.join(m.dataset_name for m in found))
+        cal['iter'] = int(runner.iter)
+        cal['epoch'] = int(runner.epoch)
+        self.calibration = cal
+        runner.message_hub.update_info(META_KEY, cal)
+        summary = ', '.join(f'{b} {v["threshold"]:.4g} (TAR {100 * v["tar"]:.1f}%)'
+                            for b, v in cal['branches'].items())
+        print_log(f'thresholds at FAR={self.far:g} on {cal["source"]}: {summary}',
+                  logger='current')
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.calibration is not None:
+            checkpoint.setdefault('meta', {})[META_KEY] = dict(self.calibration)
+
+    def after_train(self, runner) -> None:
+        if self.calibration is None or not is_main_process():
+            return
+        marker = osp.join(runner.work_dir, 'last_checkpoint')
+        if not osp.isfile(marker):
+            return
+        with open(marker) as f:
+            path = f.read().strip()
+        if not osp.isfile(path):
+            return
+        ckpt = safe_load_checkpoint(path, decode=False)
+        meta = ckpt.setdefault('meta', {})
+        if meta.get(META_KEY) == self.calibration:
+            return
+        meta[META_KEY] = dict(self.calibration)
+        atomic_save(ckpt, path)

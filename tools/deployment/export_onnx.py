@@ -1,0 +1,146 @@
+"""Export the OAML backbone + occlusion head to ONNX and check it with onnxruntime.
+
+    python tools/deployment/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--opset 17]
+
+The graph takes ``images``: float32 [B, 3, S, S], **RGB, pixel values 0..255** (the
+model's channel order and mean/std are inside the graph), with a dynamic batch axis,
+and returns ``embedding`` [B, D] (unit), ``norm`` [B, 1], ``feature_map``
+[B, C, h, w] (L2-normalised over channels, QAConv's input) and ``visibility``
+[B, 1, h, w]. It is the unflipped single pass (no flip test). After writing, the tool
+runs the file with onnxruntime on random faces at two batch sizes, compares every
+output with PyTorch and prints the largest absolute difference; it exits 1 when that
+exceeds ``--tol``. QAConv matching itself stays in PyTorch/numpy (it is a few matrix
+products on the exported maps).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import tempfile
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+import oaml_mm  # noqa: E402,F401
+from oaml_mm.errors import OAMLError  # noqa: E402
+
+OUTPUT_NAMES = ('embedding', 'norm', 'feature_map', 'visibility')
+
+
+class ExportWrapper(nn.Module):
+    """Preprocessing + backbone + occlusion head of an OAMLRecognizer, tensors only.
+
+    Args:
+        model (OAMLRecognizer): The loaded model (eval mode).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        x = self.model.data_preprocessor.normalize(images)
+        out = self.model.extract(x, flip_test=False, return_feature_maps=True,
+                                 half_maps=False)
+        return tuple(out[k] for k in OUTPUT_NAMES)
+
+
+def export(model: nn.Module, out_file: str, input_size: int = 112,
+           opset: int = 17) -> None:
+    """Write ``model`` as ONNX with a dynamic batch axis (atomically).
+
+    Args:
+        model (OAMLRecognizer): The model, in eval mode on the CPU.
+        out_file (str): Destination ``.onnx``.
+        input_size (int): Side of the input crops.
+        opset (int): ONNX opset.
+    """
+    wrapper = ExportWrapper(model).eval()
+    # Channels-last runs add layout ops the exporter does not need.
+    if getattr(model.backbone, 'channels_last', False):
+        model.backbone.channels_last = False
+    dummy = torch.randint(0, 256, (2, 3, input_size, input_size)).float()
+    folder = osp.dirname(osp.abspath(out_file))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix='.onnx.tmp', dir=folder)
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapper, (dummy, ), tmp, input_names=['images'],
+                output_names=list(OUTPUT_NAMES), opset_version=opset,
+                dynamic_axes={n: {0: 'batch'}
+                              for n in ('images', ) + OUTPUT_NAMES},
+                dynamo=False)
+        os.replace(tmp, out_file)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def check(model: nn.Module, onnx_file: str, input_size: int = 112,
+          batch_sizes=(1, 5), seed: int = 0) -> float:
+    """Largest absolute difference between onnxruntime and PyTorch outputs.
+
+    Args:
+        model (OAMLRecognizer): The PyTorch model (eval mode).
+        onnx_file (str): The exported file.
+        input_size (int): Side of the input crops.
+        batch_sizes (Sequence[int]): Batches to try (two sizes exercise the
+            dynamic axis).
+        seed (int): Seed of the random inputs.
+
+    Returns:
+        float: Max over batches and outputs of ``|onnx - torch|``.
+    """
+    import onnxruntime as ort
+    sess = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
+    wrapper = ExportWrapper(model).eval()
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for bs in batch_sizes:
+        x = torch.randint(0, 256, (bs, 3, input_size, input_size),
+                          generator=gen).float()
+        with torch.no_grad():
+            ref = wrapper(x)
+        got = sess.run(list(OUTPUT_NAMES), {'images': x.numpy()})
+        for name, r, g in zip(OUTPUT_NAMES, ref, got):
+            if tuple(g.shape) != tuple(r.shape):
+                raise RuntimeError(f'{name}: onnx shape {g.shape} vs torch '
+                                   f'{tuple(r.shape)} at batch {bs}')
+            worst = max(worst, float(np.abs(g - r.numpy()).max()))
+    return worst
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('out')
+    p.add_argument('--opset', type=int, default=17)
+    p.add_argument('--tol', type=float, default=1e-3,
+                   help='largest accepted |onnx - torch| (default 1e-3)')
+    args = p.parse_args(argv)
+    from oaml_mm.apis import FaceRecognizer
+    try:
+        rec = FaceRecognizer(args.config, args.checkpoint)
+    except OAMLError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    model = rec.model.eval()
+    export(model, args.out, rec.input_size, args.opset)
+    diff = check(model, args.out, rec.input_size)
+    print(f'wrote {args.out} (inputs: images [batch, 3, {rec.input_size}, '
+          f'{rec.input_size}] RGB 0..255; outputs: {", ".join(OUTPUT_NAMES)})')
+    print(f'largest |onnxruntime - pytorch| difference: {diff:.3g}')
+    if diff > args.tol:
+        print(f'error: difference above --tol {args.tol}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

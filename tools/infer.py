@@ -1,0 +1,173 @@
+"""Use a trained OAML model: compare two faces, enrol identities, search a gallery.
+
+    python tools/infer.py compare A.jpg B.jpg --config CFG --checkpoint CKPT \
+        [--show pair.png] [--threshold T]
+    python tools/infer.py enrol --gallery staff.pt --name alice a1.jpg a2.jpg \
+        --config CFG --checkpoint CKPT
+    python tools/infer.py search PROBE.jpg --gallery staff.pt --config CFG \
+        --checkpoint CKPT [--top-k 5] [--no-rerank]
+
+``--work-dir DIR`` replaces ``--config``/``--checkpoint`` (the dumped config and the
+last checkpoint of a training run). Images are aligned 112x112 crops, or unaligned
+images with ``--landmarks`` (10 numbers per image: x1 y1 ... x5 y5, in a file with one
+line per image in argument order). Errors in the inputs exit with code 2 and one line.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import oaml_mm  # noqa: E402,F401
+from oaml_mm.errors import OAMLError  # noqa: E402
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--config', help='model config file')
+    p.add_argument('--checkpoint', help='checkpoint file')
+    p.add_argument('--work-dir', help='training work dir (dumped config and '
+                   'last checkpoint) instead of --config/--checkpoint')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--landmarks', help='text file: one line of 10 numbers '
+                   '(x1 y1 ... x5 y5) per image, in argument order')
+    p.add_argument('--json', action='store_true', help='print JSON')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+    c = sub.add_parser('compare', help='score two faces')
+    c.add_argument('image_a')
+    c.add_argument('image_b')
+    c.add_argument('--threshold', type=float,
+                   help='override the calibrated threshold of the deciding branch')
+    c.add_argument('--branch', choices=('adaface', 'qaconv', 'fused'),
+                   help='branch that decides (default: the calibrated one)')
+    c.add_argument('--show', help='write an explanation picture (PNG/JPG)')
+    c.add_argument('--lines', type=int, default=12,
+                   help='correspondence lines in --show')
+    _model_args(c)
+    e = sub.add_parser('enrol', help='add images of one identity to a gallery')
+    e.add_argument('images', nargs='+')
+    e.add_argument('--name', required=True)
+    e.add_argument('--gallery', required=True,
+                   help='gallery file (created if missing)')
+    _model_args(e)
+    s = sub.add_parser('search', help='nearest enrolled identities of a probe')
+    s.add_argument('probe')
+    s.add_argument('--gallery', required=True)
+    s.add_argument('--top-k', type=int, default=5)
+    s.add_argument('--rerank-k', type=int, default=20,
+                   help='cosine candidates re-ranked with QAConv')
+    s.add_argument('--no-rerank', action='store_true')
+    _model_args(s)
+    return parser.parse_args(argv)
+
+
+def _recognizer(args, **kwargs):
+    from oaml_mm.apis import FaceRecognizer
+    from oaml_mm.errors import ConfigError
+    if args.work_dir:
+        return FaceRecognizer.from_work_dir(args.work_dir, args.checkpoint,
+                                            device=args.device, **kwargs)
+    if not args.config or not args.checkpoint:
+        raise ConfigError('give --config and --checkpoint, or --work-dir')
+    return FaceRecognizer(args.config, args.checkpoint, device=args.device,
+                          **kwargs)
+
+
+def _landmarks(args, count: int):
+    from oaml_mm.errors import ImageInputError
+    if not args.landmarks:
+        return None
+    try:
+        rows = np.loadtxt(args.landmarks, dtype=np.float64, ndmin=2)
+    except (OSError, ValueError) as e:
+        raise ImageInputError(f'{args.landmarks}: cannot read landmarks ({e})') \
+            from None
+    if rows.shape != (count, 10):
+        raise ImageInputError(
+            f'{args.landmarks}: expected {count} line(s) of 10 numbers, got '
+            f'shape {rows.shape}')
+    return [r.reshape(5, 2) for r in rows]
+
+
+def _print(args, obj, text: str) -> None:
+    print(json.dumps(obj, indent=2) if args.json else text)
+
+
+def cmd_compare(args) -> int:
+    kwargs = {}
+    if args.branch:
+        kwargs['decision_branch'] = args.branch
+    rec = _recognizer(args, **kwargs)
+    lmk = _landmarks(args, 2)
+    out = rec.compare(args.image_a, args.image_b,
+                      landmarks_a=None if lmk is None else lmk[0],
+                      landmarks_b=None if lmk is None else lmk[1],
+                      threshold=args.threshold, return_features=True)
+    fa, fb = out.pop('features')
+    scores = '  '.join(f'{k} {v:.4f}' for k, v in out['scores'].items())
+    if out['same'] is None:
+        verdict = (f'no threshold for {out["branch"]} (checkpoint not '
+                   'calibrated; pass --threshold)')
+    else:
+        verdict = (f'{"SAME" if out["same"] else "DIFFERENT"} person '
+                   f'({out["branch"]} {out["scores"][out["branch"]]:.4f} '
+                   f'{">=" if out["same"] else "<"} threshold '
+                   f'{out["threshold"]:.4f})')
+    _print(args, out, f'{scores}\n{verdict}')
+    if args.show:
+        from oaml_mm.visualization import show_comparison
+        show_comparison(rec, args.image_a, args.image_b, out, fa, fb, args.show,
+                        lines=args.lines, landmarks=lmk)
+        if not args.json:
+            print(f'picture: {args.show}')
+    return 0
+
+
+def cmd_enrol(args) -> int:
+    from oaml_mm.apis import FaceGallery
+    rec = _recognizer(args)
+    gallery = FaceGallery.load(args.gallery, rec) if osp.isfile(
+        args.gallery) else FaceGallery(rec)
+    total = gallery.enrol(args.name, args.images,
+                          landmarks=_landmarks(args, len(args.images)))
+    gallery.save(args.gallery)
+    _print(args, dict(name=args.name, images=total, identities=len(gallery)),
+           f'{args.name}: {total} image(s); gallery {args.gallery} holds '
+           f'{len(gallery)} identities')
+    return 0
+
+
+def cmd_search(args) -> int:
+    from oaml_mm.apis import FaceGallery
+    rec = _recognizer(args)
+    gallery = FaceGallery.load(args.gallery, rec)
+    lmk = _landmarks(args, 1)
+    hits = gallery.search(args.probe, args.top_k, not args.no_rerank,
+                          args.rerank_k, landmarks=None if lmk is None else lmk[0])
+    lines = []
+    for i, h in enumerate(hits, 1):
+        extra = '  '.join(f'{k} {h[k]:.4f}' for k in ('adaface', 'qaconv', 'fused')
+                          if k in h)
+        lines.append(f'{i:2d}. {h["name"]:<24s} score {h["score"]:.4f}  ({extra})')
+    _print(args, hits, '\n'.join(lines))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return dict(compare=cmd_compare, enrol=cmd_enrol,
+                    search=cmd_search)[args.command](args)
+    except OAMLError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
