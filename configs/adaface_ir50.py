@@ -11,9 +11,6 @@ _base_ = [
 ]
 
 model = dict(head=dict(num_classes={{_base_.train_num_classes}}))
-val_cfg = dict(type='FaceValLoop')
-# Training configs have no test set; the *_ijbb/_ijbc configs add one.
-test_cfg = None
 # Only the cosine branch exists without a QAConv head.
 val_evaluator = [
     dict(type='VerificationMetric', dataset_name=name, branches=('adaface', ))

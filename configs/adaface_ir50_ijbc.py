@@ -2,5 +2,3 @@
 #   python tools/test.py configs/adaface_ir50_ijbc.py CHECKPOINT --out ijbc.json
 _base_ = ['./adaface_ir50.py', './_base_/datasets/ijbc.py']
 test_evaluator = dict(branches=('adaface', ))
-# The training config has test_cfg = None; replace it (no merge with None).
-test_cfg = dict(_delete_=True, type='FaceTestLoop')

@@ -10,8 +10,5 @@ _base_ = [
 ]
 
 model = dict(head=dict(num_classes={{_base_.train_num_classes}}))
-val_cfg = dict(type='FaceValLoop')
-# Training configs have no test set; the *_ijbb/_ijbc configs add one.
-test_cfg = None
 default_hooks = dict(
     checkpoint=dict(save_best='lfw/fused/accuracy', rule='greater'))

@@ -4,5 +4,3 @@
 #       --out work_dirs/oaml_ir101/ijbb.json
 #   tools/dist_test.sh configs/oaml_ir101_ijbb.py CHECKPOINT 4
 _base_ = ['./oaml_ir101.py', './_base_/datasets/ijbb.py']
-# The training config has test_cfg = None; replace it (no merge with None).
-test_cfg = dict(_delete_=True, type='FaceTestLoop')

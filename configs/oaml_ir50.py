@@ -19,11 +19,6 @@ _base_ = [
 
 model = dict(head=dict(num_classes={{_base_.train_num_classes}}))
 
-# The face loops bind the model to the metrics (QAConv needs its matcher) and take
-# the list of five validation sets.
-val_cfg = dict(type='FaceValLoop')
-# Training configs have no test set; the *_ijbb/_ijbc configs add one.
-test_cfg = None
 
 default_hooks = dict(
     checkpoint=dict(save_best='lfw/fused/accuracy', rule='greater'))

@@ -21,3 +21,6 @@ val_evaluator = [
     dict(type='VerificationMetric', dataset_name=name,
          branches=('adaface', 'qaconv', 'fused')) for name in val_names
 ]
+# FaceValLoop binds the model to the metrics (QAConv needs its matcher) and takes
+# the list of validation sets.
+val_cfg = dict(type='FaceValLoop')

@@ -10,3 +10,5 @@ test_evaluator = dict(
     gallery_files=('meta/ijbb_1N_gallery_S1.csv',
                    'meta/ijbb_1N_gallery_S2.csv'),
     probe_file='meta/ijbb_1N_probe_mixed.csv')
+# FaceTestLoop binds the model to the metric (QAConv needs its matcher).
+test_cfg = dict(type='FaceTestLoop')

@@ -26,3 +26,5 @@ test_evaluator = dict(
     probe_file='meta/ijbc_1N_probe_mixed.csv',
     branches=('adaface', 'qaconv', 'fused'),
     fuse_weights=(0.5, 0.5))
+# FaceTestLoop binds the model to the metric (QAConv needs its matcher).
+test_cfg = dict(type='FaceTestLoop')

@@ -12,7 +12,8 @@ param_scheduler = [
          gamma=0.1),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=26, val_interval=1)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+# The val/test loops come with the data sets that need them
+# (_base_/datasets/face_val_bins.py, ijbb.py, ijbc.py): a training config without a
+# test set must not carry a test loop.
 # Batch 512 in total (e.g. 4 GPUs x 128): `--auto-scale-lr` rescales lr from it.
 auto_scale_lr = dict(base_batch_size=512, enable=False)
