@@ -27,9 +27,20 @@ enters:
 
 Memory: the correlation of P x G pairs is hw*hw values per pair. It is computed in
 chunks of at most ``max_chunk_elems`` values (so no P x G x hw x hw tensor larger than
-that exists; a few temporaries of that size do). While a BatchNorm is in training mode
-its batch statistics must cover all pairs, so the pooled maxima (2*hw values per pair)
-of all chunks are gathered first; in eval mode each chunk is scored on its own.
+that exists; in ``'gate'`` mode one temporary of that size sits beside it). While a
+BatchNorm is in training mode its batch statistics must cover all pairs, so the pooled
+maxima (2*hw values per pair) of all chunks are gathered first; in eval mode each chunk
+is scored on its own.
+
+Speed (``benchmarks/bench_qaconv.py``, ``docs/benchmarks.md``): a chunk's correlation
+is one plain matrix product ``[pc*hw, C] x [C, hw*gc]`` whose output is laid out
+``[pc, r, t, gc]`` (gallery index innermost), so both max reductions run over an outer
+dimension and vectorise along the contiguous gallery axis; a max over the innermost
+49 cells is several times slower, and ``einsum`` misses the AMX bf16 kernel on CPU.
+The seed weighting ``s * vis_p[r] * vis_g[t]`` equals the correlation of maps
+pre-scaled by their visibility, so it costs one pass over the inputs instead of two
+over the correlation. Chunks are also kept near ``_CHUNK_TARGET_ELEMS`` values,
+which measured faster than both smaller and larger blocks on a 2 MiB L2 cache.
 """
 from typing import Optional, Tuple
 
@@ -49,6 +60,9 @@ VIS_MODES = ('seed', 'gate', 'none')
 DEFAULT_MAX_CHUNK_ELEMS = 2**25
 # Lowest correlation of unit vectors: a gated-out cell takes this value.
 _FLOOR = -1.0
+# Chunk shape for speed (measured, see module doc); max_chunk_elems stays the cap.
+_CHUNK_TARGET_ELEMS = 2**22
+_GALLERY_CHUNK = 64
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -93,40 +107,37 @@ def _check_mode(vis_mode: str) -> None:
 
 
 def _pool(corr: torch.Tensor, vp: Optional[torch.Tensor],
-          vg: Optional[torch.Tensor], vis_mode: str
-          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Max-pool a correlation [..., r, t] in both directions.
+          vg: Optional[torch.Tensor],
+          vis_mode: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Max-pool a correlation laid out ``[n, r, t, ...]`` in both directions.
 
-    ``vp`` / ``vg`` broadcast against [..., hw] (probe cells r / gallery cells t).
+    ``'seed'`` weighting is applied to the maps before the correlation, so only
+    ``'gate'`` needs ``vp`` / ``vg`` here; they arrive shaped to broadcast against
+    ``corr`` (probe cells along dim 1, gallery cells along dim 2).
 
     Returns:
-        tuple: pooled [..., 2, hw] (0: per probe cell, 1: per gallery cell) and the
-        per-cell evidence weights [..., 2, hw] (``'gate'`` only, else None).
+        tuple: per probe cell ``[n, r, ...]`` (max over t) and per gallery cell
+        ``[n, t, ...]`` (max over r).
     """
-    if vis_mode == 'none' or (vp is None and vg is None):
-        return torch.stack((corr.amax(dim=-1), corr.amax(dim=-2)), dim=-2), None
-    ones = corr.new_ones(())
-    vp = ones if vp is None else vp.to(corr.dtype)
-    vg = ones if vg is None else vg.to(corr.dtype)
-    vp_r = vp.unsqueeze(-1) if vp.dim() else vp
-    vg_t = vg.unsqueeze(-2) if vg.dim() else vg
-    if vis_mode == 'seed':
-        # Two broadcast products: autograd keeps only the small visibility factors.
-        w = corr * vp_r * vg_t
-        return torch.stack((w.amax(dim=-1), w.amax(dim=-2)), dim=-2), None
-    # 'gate': the other side's visibility gates which cells may win the max.
-    by_probe = (corr * vg_t + (1 - vg_t) * _FLOOR).amax(dim=-1)
-    by_gallery = (corr * vp_r + (1 - vp_r) * _FLOOR).amax(dim=-2)
-    pooled = torch.stack((by_probe, by_gallery), dim=-2)
-    hw = corr.shape[-1]
-    wp = vp / vp.mean(dim=-1, keepdim=True).clamp_min(1e-6) if vp.dim() \
-        else vp.expand(hw)
-    wg = vg / vg.mean(dim=-1, keepdim=True).clamp_min(1e-6) if vg.dim() \
-        else vg.expand(hw)
-    lead = pooled.shape[:-2]
-    weights = torch.stack(
-        (wp.expand(*lead, hw), wg.expand(*lead, hw)), dim=-2)
-    return pooled, weights
+    if vis_mode != 'gate' or (vp is None and vg is None):
+        return corr.amax(dim=2), corr.amax(dim=1)
+    # 'gate': the other side's visibility gates which cells may win the max. Written
+    # as corr * v + (v - 1) * (-FLOOR) so that v = 1 returns corr bit for bit.
+    by_probe = corr if vg is None else torch.addcmul(
+        (1 - vg) * _FLOOR, corr, vg)
+    by_probe = by_probe.amax(dim=2)
+    by_gallery = corr if vp is None else torch.addcmul(
+        (1 - vp) * _FLOOR, corr, vp)
+    return by_probe, by_gallery.amax(dim=1)
+
+
+def _evidence_weights(vis: Optional[torch.Tensor], n: int, hw: int,
+                      like: torch.Tensor) -> torch.Tensor:
+    """``'gate'``: each cell's evidence weight, visibility / mean visibility [n, hw]."""
+    if vis is None:
+        return like.new_ones(n, hw, dtype=torch.float32)
+    vis = vis.float()
+    return vis / vis.mean(dim=-1, keepdim=True).clamp_min(1e-6)
 
 
 def _score(pooled: torch.Tensor, weights: Optional[torch.Tensor],
@@ -136,18 +147,47 @@ def _score(pooled: torch.Tensor, weights: Optional[torch.Tensor],
     hw = pooled.shape[-1]
     x = bn(pooled.float().reshape(-1, 1, hw)).reshape(*lead, 2, hw)
     if weights is not None:
-        x = x * weights.float()
+        x = x * weights
     x = fc(x).sum(dim=(-2, -1))
     return logit_bn(x.reshape(-1, 1).float()).reshape(lead)
 
 
 def _half_dtype(device: torch.device) -> torch.dtype:
-    # CPU kernels have no fast fp16 matmul; bf16 is the CPU half type.
+    # CPU kernels have no fast fp16 matmul; bf16 is the CPU half type (AMX/AVX512).
     return torch.float16 if device.type == 'cuda' else torch.bfloat16
 
 
 def _needs_global_stats(*modules: nn.Module) -> bool:
     return any(m.training for m in modules)
+
+
+def _cell_rows(maps: torch.Tensor, vis: Optional[torch.Tensor], vis_mode: str,
+               half: bool) -> torch.Tensor:
+    """Maps [n, C, hw] -> cell rows [n, hw, C] (contiguous), seed-weighted and cast.
+
+    ``(vis_p[r] * probe[:, r]) . (vis_g[t] * gallery[:, t])`` is the seed's
+    ``s[r, t] * vis_p[r] * vis_g[t]``: weighting the C*hw inputs replaces two passes
+    over the hw*hw correlation values; a visibility of 1 leaves the maps bit for bit.
+    In the row layout the weight broadcasts along the contiguous channels (a
+    [n, C, hw] * [n, 1, hw] product is several times slower on CPU).
+    """
+    rows = maps.transpose(1, 2)
+    if half:
+        # Cast first: the transposing copy then moves half the bytes.
+        rows = rows.to(_half_dtype(maps.device))
+    rows = rows.contiguous()
+    if vis_mode == 'seed' and vis is not None:
+        rows = rows * vis.to(rows.dtype).unsqueeze(-1)
+    return rows
+
+
+def _chunk_sizes(n_p: int, n_g: int, hw: int,
+                 max_chunk_elems: int) -> Tuple[int, int]:
+    budget = max(hw * hw, min(int(max_chunk_elems), _CHUNK_TARGET_ELEMS))
+    pairs = max(1, budget // (hw * hw))
+    gc = min(n_g, pairs, _GALLERY_CHUNK)
+    pc = min(n_p, max(1, pairs // gc))
+    return pc, gc
 
 
 def qaconv_match(probe: torch.Tensor,
@@ -191,45 +231,56 @@ def qaconv_match(probe: torch.Tensor,
         raise ConfigError(
             f'QAConv: probe maps {tuple(probe.shape)} and gallery maps '
             f'{tuple(gallery.shape)} differ in channels or cells')
-    n_p, _, hw = probe.shape
+    n_p, c, hw = probe.shape
     n_g = gallery.shape[0]
     vp = _flat_vis(probe_vis, n_p, hw, 'probe_vis')
     vg = _flat_vis(gallery_vis, n_g, hw, 'gallery_vis')
-    if half:
-        dtype = _half_dtype(probe.device)
-        probe, gallery = probe.to(dtype), gallery.to(dtype)
-    pairs = max(1, int(max_chunk_elems) // (hw * hw))
-    gc = min(n_g, pairs)
-    pc = min(n_p, max(1, pairs // max(gc, 1)))
+    gate = vis_mode == 'gate'
+    if gate:
+        wp = _evidence_weights(vp, n_p, hw, probe)
+        wg = _evidence_weights(vg, n_g, hw, gallery)
+    # Probe rows (p, r): every chunk of probes is a contiguous block of rows.
+    p_rows = _cell_rows(probe, vp, vis_mode, half).view(n_p * hw, c)
+    g_rows = _cell_rows(gallery, vg, vis_mode, half)
+    pc, gc = _chunk_sizes(n_p, n_g, hw, max_chunk_elems)
     global_stats = _needs_global_stats(bn, logit_bn)
-    rows, pooled_rows, weight_rows = [], [], []
-    for p0 in range(0, n_p, pc):
-        p_chunk = probe[p0:p0 + pc]
-        vp_c = None if vp is None else vp[p0:p0 + pc, None, :]
-        cols, pooled_cols, weight_cols = [], [], []
-        for g0 in range(0, n_g, gc):
-            g_chunk = gallery[g0:g0 + gc]
-            vg_c = None if vg is None else vg[None, g0:g0 + gc, :]
-            corr = torch.einsum('pcr,gct->pgrt', p_chunk, g_chunk)
-            pooled, weights = _pool(corr, vp_c, vg_c, vis_mode)
+    cols, pooled_cols, weight_cols = [], [], []
+    for g0 in range(0, n_g, gc):
+        g1 = min(n_g, g0 + gc)
+        n = g1 - g0
+        # Gallery columns (t, g): the correlation comes out [p, r, t, g].
+        g_cols = g_rows[g0:g1].transpose(0, 1).reshape(hw * n, c).t()
+        vg_c = vg[g0:g1].t().reshape(1, 1, hw, n).to(p_rows.dtype) \
+            if gate and vg is not None else None
+        rows, pooled_rows, weight_rows = [], [], []
+        for p0 in range(0, n_p, pc):
+            p1 = min(n_p, p0 + pc)
+            m = p1 - p0
+            corr = torch.mm(p_rows[p0 * hw:p1 * hw], g_cols).view(m, hw, hw, n)
+            vp_c = vp[p0:p1].reshape(m, hw, 1, 1).to(p_rows.dtype) \
+                if gate and vp is not None else None
+            by_probe, by_gallery = _pool(corr, vp_c, vg_c, vis_mode)
             del corr
+            # [m, 2, hw, n] -> [m, n, 2, hw]: only 2*hw values per pair move.
+            pooled = torch.stack((by_probe, by_gallery), dim=1).permute(0, 3, 1, 2)
+            weights = torch.stack(
+                (wp[p0:p1, None].expand(m, n, hw),
+                 wg[None, g0:g1].expand(m, n, hw)), dim=2) if gate else None
             if global_stats:
-                pooled_cols.append(pooled)
-                weight_cols.append(weights)
+                pooled_rows.append(pooled)
+                weight_rows.append(weights)
             else:
-                cols.append(_score(pooled, weights, bn, fc, logit_bn))
+                rows.append(_score(pooled, weights, bn, fc, logit_bn))
         if global_stats:
-            pooled_rows.append(torch.cat(pooled_cols, dim=1))
-            weight_rows.append(None if weight_cols[0] is None else torch.cat(
-                weight_cols, dim=1))
+            pooled_cols.append(torch.cat(pooled_rows, dim=0))
+            weight_cols.append(torch.cat(weight_rows, dim=0) if gate else None)
         else:
-            rows.append(torch.cat(cols, dim=1))
+            cols.append(torch.cat(rows, dim=0))
     if global_stats:
-        pooled = torch.cat(pooled_rows, dim=0)
-        weights = None if weight_rows[0] is None else torch.cat(
-            weight_rows, dim=0)
+        pooled = torch.cat(pooled_cols, dim=1)
+        weights = torch.cat(weight_cols, dim=1) if gate else None
         return _score(pooled, weights, bn, fc, logit_bn)
-    return torch.cat(rows, dim=0)
+    return torch.cat(cols, dim=1)
 
 
 def qaconv_match_pairs(maps_a: torch.Tensor,
@@ -271,24 +322,30 @@ def qaconv_match_pairs(maps_a: torch.Tensor,
     n, _, hw = a.shape
     va = _flat_vis(vis_a, n, hw, 'vis_a')
     vb = _flat_vis(vis_b, n, hw, 'vis_b')
-    if half:
-        dtype = _half_dtype(a.device)
-        a, b = a.to(dtype), b.to(dtype)
+    gate = vis_mode == 'gate'
+    if gate:
+        weights_all = torch.stack((_evidence_weights(va, n, hw, a),
+                                   _evidence_weights(vb, n, hw, b)), dim=1)
+    a = _cell_rows(a, va, vis_mode, half)
+    b = _cell_rows(b, vb, vis_mode, half).transpose(1, 2)
     nc = max(1, int(max_chunk_elems) // (hw * hw))
     global_stats = _needs_global_stats(bn, logit_bn)
-    scores, pooled_all, weights_all = [], [], []
+    scores, pooled_all = [], []
     for i in range(0, n, nc):
-        corr = torch.einsum('ncr,nct->nrt', a[i:i + nc], b[i:i + nc])
-        pooled, weights = _pool(corr, None if va is None else va[i:i + nc],
-                                None if vb is None else vb[i:i + nc],
-                                vis_mode)
+        j = min(n, i + nc)
+        corr = torch.bmm(a[i:j], b[i:j])
+        vp_c = va[i:j, :, None].to(corr.dtype) if gate and va is not None \
+            else None
+        vg_c = vb[i:j, None, :].to(corr.dtype) if gate and vb is not None \
+            else None
+        pooled = torch.stack(_pool(corr, vp_c, vg_c, vis_mode), dim=1)
         del corr
         if global_stats:
             pooled_all.append(pooled)
-            weights_all.append(weights)
         else:
-            scores.append(_score(pooled, weights, bn, fc, logit_bn))
+            scores.append(_score(pooled, weights_all[i:j] if gate else None,
+                                 bn, fc, logit_bn))
     if global_stats:
-        weights = None if weights_all[0] is None else torch.cat(weights_all)
-        return _score(torch.cat(pooled_all), weights, bn, fc, logit_bn)
+        return _score(torch.cat(pooled_all), weights_all if gate else None, bn,
+                      fc, logit_bn)
     return torch.cat(scores)
