@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import oaml_mm  # noqa: E402,F401
 
 
-def demo_config(data: str, work_dir: str, iters: int, batch: int = 64) -> dict:
+def demo_config(data: str, work_dir: str, iters: int, batch: int = 32) -> dict:
     """The demo training config (a plain dict, dumped by the runner)."""
     # The calibration sets; 'occluded' stays unseen for the evaluation.
     val_names = ['clean', 'masked']
@@ -82,12 +82,12 @@ def demo_config(data: str, work_dir: str, iters: int, batch: int = 64) -> dict:
         ],
         default_hooks=dict(
             timer=dict(type='IterTimerHook'),
-            logger=dict(type='LoggerHook', interval=25),
+            logger=dict(type='LoggerHook', interval=10),
             param_scheduler=dict(type='ParamSchedulerHook'),
             checkpoint=dict(type='CheckpointHook', by_epoch=False,
                             interval=iters, max_keep_ckpts=1)),
         custom_hooks=[
-            dict(type='DualLoaderHook', occluded_ratio=0.8, batch_size=32,
+            dict(type='DualLoaderHook', occluded_ratio=0.8, batch_size=batch // 2,
                  occluded_dataloader=dict(
                      num_workers=0,
                      dataset=dict(type='OcclusionMaskDataset',
@@ -104,7 +104,7 @@ def demo_config(data: str, work_dir: str, iters: int, batch: int = 64) -> dict:
         visualizer=dict(type='UniversalVisualizer',
                         vis_backends=[dict(type='LocalVisBackend'),
                                       dict(type='TensorboardVisBackend')]),
-        log_processor=dict(by_epoch=False, window_size=25),
+        log_processor=dict(by_epoch=False, window_size=10),
         env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'),
                      mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0)),
         randomness=dict(seed=0),
@@ -256,7 +256,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--data', default='data/synthface')
     p.add_argument('--work-dir', default='work_dirs/inference_demo')
-    p.add_argument('--iters', type=int, default=300)
+    p.add_argument('--iters', type=int, default=150)
     p.add_argument('--skip-train', action='store_true')
     p.add_argument('--throughput-only', action='store_true')
     p.add_argument('--threads', type=int, default=2)

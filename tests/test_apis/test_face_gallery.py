@@ -1,0 +1,180 @@
+"""FaceGallery: enrolment, search with and without re-ranking, the file format."""
+import os
+import os.path as osp
+import pickle
+import tempfile
+import unittest
+from unittest import mock
+
+import torch
+
+from oaml_mm.apis import GALLERY_VERSION, FaceGallery, FaceRecognizer
+from oaml_mm.apis import face_gallery as fg
+from oaml_mm.errors import GalleryError
+from oaml_mm.evaluation.functional import TemplateAccumulator
+from tests.test_apis.helpers import face, write_checkpoint, write_config
+
+
+class _Evil:
+
+    def __reduce__(self):
+        return (exec, ('raise SystemExit("payload executed")', ))
+
+
+class TestFaceGallery(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.cfg = write_config(osp.join(cls.tmp.name, 'tiny.py'))
+        cls.ckpt = osp.join(cls.tmp.name, 'tiny.pth')
+        write_checkpoint(cls.ckpt)
+        cls.rec = FaceRecognizer(cls.cfg, cls.ckpt)
+        cls.faces = {i: face(i) for i in range(8)}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def gallery(self) -> FaceGallery:
+        g = FaceGallery(self.rec)
+        for i in range(6):
+            g.enrol(f'id{i}', self.faces[i], channel_order='rgb')
+        return g
+
+    def test_enrol_twice_extends_and_pools_like_templates(self):
+        g = FaceGallery(self.rec)
+        self.assertEqual(g.enrol('a', [self.faces[0], self.faces[1]],
+                                 channel_order='rgb'), 2)
+        self.assertEqual(g.enrol('a', self.faces[2], channel_order='rgb'), 3)
+        g.enrol('b', self.faces[3], channel_order='rgb')
+        self.assertEqual(len(g), 2)
+        self.assertEqual(g.names, ['a', 'b'])
+        feats = self.rec.extract([self.faces[i] for i in range(3)],
+                                 channel_order='rgb', return_feature_maps=True)
+        ref = TemplateAccumulator(1, 32, (64, 7, 7))
+        ref.add(torch.zeros(3, dtype=torch.long),
+                feats['embedding'] * feats['norm'], feats['feature_map'],
+                feats['visibility'])
+        torch.testing.assert_close(g.acc.embeddings()[0], ref.embeddings()[0],
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g.acc.maps()[0].float(),
+                                   ref.maps()[0].float(), atol=2e-3, rtol=0)
+
+    def test_search_finds_enrolled_identity(self):
+        g = self.gallery()
+        for rerank in (False, True):
+            hits = g.search(self.faces[4], top_k=3, rerank=rerank,
+                            channel_order='rgb')
+            self.assertEqual(len(hits), 3)
+            self.assertEqual(hits[0]['name'], 'id4')
+            self.assertAlmostEqual(hits[0]['adaface'], 1.0, places=4)
+            scores = [h['score'] for h in hits]
+            self.assertEqual(scores, sorted(scores, reverse=True))
+        hits = g.search(self.faces[4], top_k=2, channel_order='rgb')
+        # Re-ranked rows carry all three branches; the calibrated fused decides.
+        self.assertEqual(set(hits[0]) >= {'adaface', 'qaconv', 'fused'}, True)
+        self.assertEqual(hits[0]['score'], hits[0]['fused'])
+
+    def test_rerank_changes_order_by_qaconv(self):
+        g = self.gallery()
+        feats = self.rec.extract(self.faces[7], channel_order='rgb',
+                                 return_feature_maps=True)
+        plain = g.search_features(feats, top_k=6, rerank=False)[0]
+        ranked = g.search_features(feats, top_k=6, rerank=True)[0]
+        self.assertEqual([h['name'] for h in plain],
+                         [h['name'] for h in sorted(
+                             plain, key=lambda h: -h['adaface'])])
+        fused = [h['fused'] for h in ranked]
+        self.assertEqual(fused, sorted(fused, reverse=True))
+        with torch.no_grad():
+            q = self.rec.model.match(
+                feats['feature_map'], g.acc.maps().float(),
+                feats['visibility'], g.acc.visibility())[0]
+        by_name = {h['name']: h['qaconv'] for h in ranked}
+        for i, n in enumerate(g.names):
+            self.assertAlmostEqual(by_name[n], float(q[i]), places=4)
+
+    def test_faiss_path_is_used_when_importable(self):
+        g = self.gallery()
+        fake = mock.MagicMock()
+        index = fake.IndexFlatIP.return_value
+        index.search.side_effect = lambda q, k: (
+            (q @ g.acc.embeddings().numpy().T)[:, :k],
+            torch.arange(k).repeat(q.shape[0], 1).numpy())
+        with mock.patch.object(fg, '_faiss', return_value=fake):
+            g.search(self.faces[0], top_k=2, rerank=False, channel_order='rgb')
+        fake.IndexFlatIP.assert_called_once_with(32)
+
+    def test_save_load_roundtrip(self):
+        g = self.gallery()
+        path = osp.join(self.tmp.name, 'g.pt')
+        g.save(path)
+        torch.load(path, weights_only=True)  # plain tensors and containers
+        g2 = FaceGallery.load(path, self.rec)
+        self.assertEqual(g2.names, g.names)
+        a = g.search(self.faces[2], channel_order='rgb')
+        b = g2.search(self.faces[2], channel_order='rgb')
+        self.assertEqual(a, b)
+        g2.enrol('id2', self.faces[7], channel_order='rgb')
+        self.assertEqual(g2.images_of('id2'), 2)
+
+    def test_bad_files(self):
+        g = self.gallery()
+        path = osp.join(self.tmp.name, 'v.pt')
+        state = g.state()
+        state['version'] = GALLERY_VERSION + 1
+        torch.save(state, path)
+        with self.assertRaisesRegex(GalleryError, 'gallery version 2'):
+            FaceGallery.load(path, self.rec)
+        torch.save({'format': 'something else'}, path)
+        with self.assertRaisesRegex(GalleryError, 'not an oaml_mm gallery'):
+            FaceGallery.load(path, self.rec)
+        evil = osp.join(self.tmp.name, 'evil.pt')
+        with open(evil, 'wb') as f:
+            pickle.dump({'format': _Evil()}, f)
+        with self.assertRaisesRegex(GalleryError, 'not a readable gallery'):
+            FaceGallery.load(evil, self.rec)
+        with self.assertRaisesRegex(GalleryError, 'no such gallery'):
+            FaceGallery.load(osp.join(self.tmp.name, 'none.pt'), self.rec)
+        state = g.state()
+        state['emb_sum'] = state['emb_sum'][:, :3]
+        torch.save(state, path)
+        with self.assertRaisesRegex(GalleryError, 'field emb_sum'):
+            FaceGallery.load(path, self.rec)
+
+    def test_other_model_refused(self):
+        g = self.gallery()
+        path = osp.join(self.tmp.name, 'm.pt')
+        g.save(path)
+        other = osp.join(self.tmp.name, 'other.pth')
+        write_checkpoint(other, seed=5)
+        with self.assertRaisesRegex(GalleryError, 'other model weights'):
+            FaceGallery.load(path, FaceRecognizer(self.cfg, other))
+
+    def test_save_is_atomic(self):
+        g = self.gallery()
+        path = osp.join(self.tmp.name, 'atomic.pt')
+        g.save(path)
+        before = open(path, 'rb').read()
+        g.enrol('new', self.faces[7], channel_order='rgb')
+
+        def broken(obj, f):
+            f.write(b'partial')
+            raise OSError('disk full')
+
+        with mock.patch('torch.save', broken):
+            with self.assertRaises(OSError):
+                g.save(path)
+        self.assertEqual(open(path, 'rb').read(), before)
+        self.assertEqual([f for f in os.listdir(self.tmp.name)
+                          if f.endswith('.tmp')], [])
+        self.assertEqual(len(FaceGallery.load(path, self.rec)), 6)
+
+    def test_empty_gallery(self):
+        with self.assertRaisesRegex(GalleryError, 'empty'):
+            FaceGallery(self.rec).search(self.faces[0], channel_order='rgb')
+
+
+if __name__ == '__main__':
+    unittest.main()

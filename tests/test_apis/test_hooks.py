@@ -1,0 +1,162 @@
+"""ThresholdCalibrationHook and VisibilityVisualizationHook on stand-in runners."""
+import os.path as osp
+import tempfile
+import unittest
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from mmengine.logging import MessageHub
+
+from oaml_mm.apis import FaceRecognizer
+from oaml_mm.engine.hooks import (ThresholdCalibrationHook,
+                                  VisibilityVisualizationHook,
+                                  calibrate_thresholds, threshold_at_far)
+from oaml_mm.errors import ConfigError
+from oaml_mm.evaluation.functional import fuse_scores, impostor_stats
+from oaml_mm.utils import atomic_save, safe_load_checkpoint
+from tests.test_apis.helpers import TINY_MODEL, face
+
+
+class TestThresholdAtFar(unittest.TestCase):
+
+    def test_numbers(self):
+        s = np.array([0.9, 0.8, 0.7, 0.2, 0.1])
+        y = np.array([1, 1, 0, 1, 0], bool)
+        self.assertEqual(threshold_at_far(s, y, 0.5), (0.2, 1.0, 0.5))
+        # FAR 0.4 < one impostor in two: only scores above 0.7 are accepted.
+        thr, tar, far = threshold_at_far(s, y, 0.4)
+        self.assertEqual((thr, far), (0.8, 0.0))
+        self.assertAlmostEqual(tar, 2 / 3)
+        # Every impostor above every genuine: the threshold clears them all.
+        thr, tar, far = threshold_at_far([0.1, 0.9], [1, 0], 0.01)
+        self.assertGreater(thr, 0.9)
+        self.assertEqual((tar, far), (0.0, 0.0))
+        with self.assertRaises(ConfigError):
+            threshold_at_far(s, y, 0.0)
+
+    def test_far_is_respected_on_random_scores(self):
+        rng = np.random.default_rng(0)
+        s = np.r_[rng.normal(2, 1, 500), rng.normal(0, 1, 5000)]
+        y = np.r_[np.ones(500, bool), np.zeros(5000, bool)]
+        for far in (1e-3, 1e-2, 1e-1):
+            thr, tar, reached = threshold_at_far(s, y, far)
+            self.assertLessEqual((s[~y] >= thr).mean(), far)
+            self.assertAlmostEqual((s[~y] >= thr).mean(), reached)
+            self.assertAlmostEqual((s[y] >= thr).mean(), tar)
+            # The next lower score would break the target.
+            lower = s[s < thr].max()
+            self.assertGreater((s[~y] >= lower).mean(), far)
+
+    def test_calibrate_fused_uses_evaluation_fusion(self):
+        rng = np.random.default_rng(1)
+        y = np.r_[np.ones(50, bool), np.zeros(200, bool)]
+        a = np.r_[rng.normal(0.6, 0.1, 50), rng.normal(0, 0.1, 200)]
+        q = np.r_[rng.normal(5, 2, 50), rng.normal(0, 2, 200)]
+        cal = calibrate_thresholds({'adaface': a, 'qaconv': q}, y, 0.01,
+                                   (0.3, 0.7))
+        stats = [impostor_stats(a, y), impostor_stats(q, y)]
+        self.assertEqual(cal['fuse_stats'], {'adaface': list(stats[0]),
+                                             'qaconv': list(stats[1])})
+        fused = fuse_scores([a, q], (0.3, 0.7), stats)
+        self.assertEqual(cal['branches']['fused']['threshold'],
+                         threshold_at_far(fused, y, 0.01)[0])
+        self.assertEqual(cal['decision_branch'], 'fused')
+        only = calibrate_thresholds({'adaface': a}, y, 0.01)
+        self.assertEqual(set(only['branches']), {'adaface'})
+        self.assertEqual(only['decision_branch'], 'adaface')
+
+
+class _Metric:
+
+    def __init__(self, name, scores, labels):
+        self.dataset_name = name
+        self.scores = scores
+        self.labels = labels
+        self.fuse_weights = (0.5, 0.5)
+
+
+class TestThresholdCalibrationHook(unittest.TestCase):
+
+    def test_calibrates_stores_and_rewrites_last_checkpoint(self):
+        rng = np.random.default_rng(0)
+        y = np.r_[np.ones(100, bool), np.zeros(900, bool)]
+        scores = {'adaface': np.r_[rng.normal(.5, .1, 100),
+                                   rng.normal(0, .1, 900)],
+                  'qaconv': np.r_[rng.normal(3, 1, 100), rng.normal(0, 1, 900)]}
+        other = _Metric('other', {'adaface': np.zeros(4)},
+                        np.array([1, 0, 1, 0], bool))
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = osp.join(tmp, 'iter_5.pth')
+            atomic_save({'state_dict': {'w': torch.ones(2)},
+                         'meta': {'iter': 5}}, ckpt)
+            with open(osp.join(tmp, 'last_checkpoint'), 'w') as f:
+                f.write(ckpt)
+            runner = SimpleNamespace(
+                val_loop=SimpleNamespace(evaluators=[SimpleNamespace(
+                    metrics=[_Metric('clean', scores, y), other])]),
+                message_hub=MessageHub.get_instance('calib_test'),
+                iter=5, epoch=0, work_dir=tmp)
+            hook = ThresholdCalibrationHook(far=0.01, datasets=['clean'])
+            hook.after_val_epoch(runner, {})
+            cal = runner.message_hub.get_info('oaml_thresholds')
+            self.assertEqual(cal['source'], 'clean')
+            self.assertEqual(cal['num_pairs'], 1000)
+            self.assertEqual(cal['branches']['adaface']['threshold'],
+                             threshold_at_far(scores['adaface'], y, 0.01)[0])
+            saved = {'meta': {}}
+            hook.before_save_checkpoint(runner, saved)
+            self.assertEqual(saved['meta']['oaml_thresholds'], cal)
+            hook.after_train(runner)
+            loaded = safe_load_checkpoint(ckpt)
+            self.assertEqual(loaded['meta']['oaml_thresholds'], cal)
+            self.assertEqual(loaded['meta']['iter'], 5)
+            # A FaceRecognizer-style reader gets the thresholds back.
+            self.assertIn('fused', loaded['meta']['oaml_thresholds']['branches'])
+
+    def test_bad_arguments(self):
+        with self.assertRaises(ConfigError):
+            ThresholdCalibrationHook(far=2.0)
+        with self.assertRaises(ConfigError):
+            ThresholdCalibrationHook(decision_branch='cosine')
+
+
+class _Visualizer:
+
+    def __init__(self):
+        self.images = []
+
+    def add_image(self, name, image, step=0):
+        self.images.append((name, image, step))
+
+
+class TestVisibilityVisualizationHook(unittest.TestCase):
+
+    def test_logs_fixed_batch(self):
+        rec = FaceRecognizer(TINY_MODEL)
+        model = rec.model.train()
+        batches = [{'inputs': [torch.from_numpy(face(i + 3 * b)).permute(2, 0, 1)
+                               for i in range(3)]} for b in range(3)]
+        runner = SimpleNamespace(
+            val_loop=SimpleNamespace(dataloader=batches), model=model,
+            visualizer=_Visualizer(), epoch=2, iter=40)
+        hook = VisibilityVisualizationHook(interval=1, num_images=5, ncol=4,
+                                           scale=1)
+        hook.before_train(runner)
+        self.assertEqual(hook.batch.shape, (5, 3, 112, 112))
+        hook.log_now(runner)
+        name, img, step = runner.visualizer.images[0]
+        self.assertEqual((name, step), ('visibility', 2))
+        self.assertEqual(img.shape, (224, 448, 3))
+        self.assertEqual(img.dtype, np.uint8)
+        self.assertTrue(model.training)  # restored after drawing
+        # Same faces every time: the picture only changes with the model.
+        hook.log_now(runner)
+        self.assertTrue(np.array_equal(runner.visualizer.images[1][1], img))
+        hook2 = VisibilityVisualizationHook(dataloader_index=3)
+        with self.assertRaisesRegex(ConfigError, 'dataloader_index 3'):
+            hook2.before_train(runner)
+
+
+if __name__ == '__main__':
+    unittest.main()
