@@ -1,0 +1,152 @@
+"""Inference benchmark: ``extract`` images/s at batch 1 and 64, PyTorch vs ONNX Runtime.
+
+Times, in one process and in alternation, the single unflipped pass that inference
+and evaluation run per image (preprocessing, backbone, occlusion head, L2-normalised
+feature maps: ``OAMLRecognizer.extract`` behind the export wrapper of
+``tools/deployment/export_onnx.py``) in PyTorch eager mode, against the same model
+exported with that tool and run by onnxruntime with the same number of threads.
+The ONNX outputs are also compared with PyTorch's (max |difference| in the note).
+
+Usage:
+    python benchmarks/bench_inference.py --help
+    python benchmarks/bench_inference.py --quick --threads 1      # IR-18 width 0.5
+    python benchmarks/bench_inference.py --depth 50 --width 1.0    # the IR-50 model
+    python benchmarks/bench_inference.py --device cuda             # PyTorch fp16 only
+"""
+import argparse
+import importlib.util
+import os.path as osp
+import tempfile
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+try:
+    from benchmarks.common import (ROOT, add_common_args, make_row, print_rows,
+                                   setup_threads, time_interleaved)
+except ImportError:  # run as a script
+    from common import (ROOT, add_common_args, make_row, print_rows,
+                        setup_threads, time_interleaved)
+
+
+def _export_tool():
+    path = osp.join(ROOT, 'tools', 'deployment', 'export_onnx.py')
+    spec = importlib.util.spec_from_file_location('oaml_export_onnx', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def build_model(depth: int, width: float):
+    """An eval-mode OAML recognizer (random weights: speed does not depend on them)."""
+    import oaml_mm  # noqa: F401
+    from oaml_mm.registry import MODELS
+    c = int(512 * width)
+    torch.manual_seed(0)
+    return MODELS.build(dict(
+        type='OAMLRecognizer',
+        backbone=dict(type='IResNet', depth=depth, width_mult=width),
+        neck=dict(type='OcclusionHead', in_channels=c),
+        head=dict(type='AdaFaceHead', in_channels=512, num_classes=16),
+        qaconv_head=dict(type='QAConvHead', in_channels=c))).eval()
+
+
+def run(quick: bool = False, device: str = 'cpu', depth: Optional[int] = None,
+        width: Optional[float] = None, repeats: Optional[int] = None,
+        batch_sizes=(1, 64)) -> List[dict]:
+    """Run the benchmark.
+
+    Args:
+        quick (bool): IR-18 width 0.5 and 3 repeats (else IR-50 width 1.0, 5).
+        device (str): ``'cpu'``; on ``'cuda'`` PyTorch runs fp16 autocast and the
+            ONNX comparison is skipped (onnxruntime here is the CPU build).
+        depth (int, optional): IResNet depth.
+        width (float, optional): IResNet width multiplier.
+        repeats (int, optional): Timed repeats (median).
+        batch_sizes (tuple): Batches to time.
+
+    Returns:
+        list[dict]: Result rows.
+    """
+    depth = depth or (18 if quick else 50)
+    width = width or (0.5 if quick else 1.0)
+    repeats = repeats or (3 if quick else 5)
+    dev = torch.device(device)
+    tool = _export_tool()
+    model = build_model(depth, width)
+    wrapper = tool.ExportWrapper(model).eval()
+    rows = []
+    tag = f'IR-{depth} width {width}'
+    sess, diff, tmp = None, None, None
+    if dev.type == 'cpu':
+        import onnxruntime as ort
+        tmp = tempfile.TemporaryDirectory()
+        path = osp.join(tmp.name, 'model.onnx')
+        tool.export(model, path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, opts,
+                                    providers=['CPUExecutionProvider'])
+        diff = tool.check(model, path, batch_sizes=(2, ))
+    wrapper = wrapper.to(dev)
+    for bs in batch_sizes:
+        g = torch.Generator().manual_seed(bs)
+        x = torch.randint(0, 256, (bs, 3, 112, 112), generator=g).float()
+        xd = x.to(dev)
+        x_np = x.numpy()
+
+        def torch_fn():
+            with torch.no_grad(), torch.autocast(
+                    dev.type, torch.float16, enabled=dev.type == 'cuda'):
+                return wrapper(xd)
+
+        fns = dict(torch=torch_fn)
+        if sess is not None:
+            fns['onnx'] = lambda: sess.run(None, {'images': x_np})
+        # Batch 1 is short: several calls per timed unit keep the clock honest.
+        calls = max(1, 16 // bs)
+        timed = {k: (lambda f=f: [f() for _ in range(calls)])
+                 for k, f in fns.items()}
+        t = time_interleaved(timed, repeats, dev)
+        rate = bs * calls / t['torch']
+        note = f"{tag}, {torch.get_num_threads()} thread(s)"
+        if 'onnx' in t:
+            if diff is not None:
+                note += f', max |onnx - torch| {diff:.2g}'
+            rows.append(make_row(f'inference/extract bs={bs}', rate, 'images/s',
+                                 'onnxruntime, same graph and threads',
+                                 bs * calls / t['onnx'], note=note))
+        else:
+            rows.append(make_row(f'inference/extract bs={bs}', rate, 'images/s',
+                                 note=note + ', fp16 autocast'))
+    if tmp is not None:
+        tmp.cleanup()
+    if len(rows) == 2:
+        rows.append(make_row(
+            'inference/batching_gain', rows[1]['value'], 'images/s',
+            f'extract bs={batch_sizes[0]}', rows[0]['value'],
+            note='images/s at the large batch over batch 1 (PyTorch)'))
+    return rows
+
+
+def main(argv=None) -> List[dict]:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='\n'.join(__doc__.split('\n')[1:]))
+    add_common_args(parser)
+    parser.add_argument('--depth', type=int, default=None,
+                        help='IResNet depth (50; 18 with --quick)')
+    parser.add_argument('--width', type=float, default=None,
+                        help='width multiplier (1.0; 0.5 with --quick)')
+    args = parser.parse_args(argv)
+    setup_threads(args.threads)
+    rows = run(args.quick, args.device, args.depth, args.width, args.repeats)
+    print_rows(rows)
+    return rows
+
+
+if __name__ == '__main__':
+    main()
