@@ -23,7 +23,8 @@ from oaml_mm.registry import DATASETS
 from .base_face_dataset import BaseFaceDataset
 
 __all__ = [
-    'write_verification_bin', 'load_verification_bin', 'VerificationBinDataset'
+    'write_verification_bin', 'load_verification_bin', 'VerificationBinDataset',
+    'load_side_files', 'expand_grid'
 ]
 
 
@@ -186,21 +187,34 @@ class VerificationBinDataset(BaseFaceDataset):
         ...            ann_file='lfw.bin', name='lfw',
         ...            pipeline=[dict(type='PackFaceInputs')])
 
+    With ``side_files=True`` the SynthFace side files beside the ``.bin``
+    (``docs/synthface.md``) are read too: ``<stem>.vis.npy`` (true 7x7 visibility of
+    every image) becomes the sample's ``visibility_mask`` (so ``PackFaceInputs`` sets
+    ``gt_visibility``) and ``<stem>.types.txt`` its ``occlusion_type`` metainfo; a
+    metric can then score QAConv with the true masks and measure the occlusion
+    head's error (``VerificationMetric(visibility_ablation=True)``).
+
     Args:
         ann_file (str): The ``.bin`` file (relative to ``data_root``).
         name (str, optional): Data set name used in metric keys; defaults to the
             file name without extension.
         data_root (str): Folder of the file.
+        side_files (bool): Read ``<stem>.vis.npy`` and ``<stem>.types.txt``.
+            Defaults to False.
         **kwargs: See :class:`~oaml_mm.datasets.base_face_dataset.BaseFaceDataset`.
     """
 
     def __init__(self, ann_file: str, name: Optional[str] = None,
-                 data_root: str = '', **kwargs) -> None:
+                 data_root: str = '', side_files: bool = False,
+                 **kwargs) -> None:
         if name is None:
             name = osp.splitext(osp.basename(ann_file))[0]
         self._blob = None
         self._offsets = None
         self._issame = None
+        self.side_files = side_files
+        self._vis = None
+        self._types = None
         kwargs.setdefault('test_mode', True)
         super().__init__(data_root=data_root, ann_file=ann_file,
                          dataset_name=name, **kwargs)
@@ -214,6 +228,8 @@ class VerificationBinDataset(BaseFaceDataset):
         self._blob = np.frombuffer(b''.join(images), np.uint8)
         self._issame = np.asarray(issame, bool)
         self._metainfo['num_pairs'] = len(issame)
+        if self.side_files:
+            self._vis, self._types = load_side_files(self.ann_file, len(images))
         return len(images)
 
     @property
@@ -224,8 +240,11 @@ class VerificationBinDataset(BaseFaceDataset):
         return self._issame.copy()
 
     def get_info(self, i: int) -> dict:
-        return dict(img_path=self.ann_file, key=i, pair_index=i // 2,
+        info = dict(img_path=self.ann_file, key=i, pair_index=i // 2,
                     pair_slot=i % 2, issame=bool(self._issame[i // 2]))
+        if self._types is not None:
+            info['occlusion_type'] = self._types[i]
+        return info
 
     def load_sample(self, info: dict) -> bool:
         i = info['key']
@@ -234,4 +253,70 @@ class VerificationBinDataset(BaseFaceDataset):
         if img is None:
             return False
         info['img'] = img
+        if self._vis is not None:
+            info['visibility_mask'] = expand_grid(self._vis[i], img.shape[:2])
         return True
+
+
+def expand_grid(grid: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
+    """Spread a coarse visibility grid over an image as constant blocks.
+
+    Area-averaging the result back onto the grid (``visibility_to_grid``) returns the
+    grid exactly when the image side is a multiple of the grid side (112 = 7 x 16).
+
+    Args:
+        grid (np.ndarray): [rows, cols] visibility in [0, 1].
+        shape (tuple[int, int]): Image ``(H, W)``.
+
+    Returns:
+        np.ndarray: float32 [H, W].
+    """
+    grid = np.asarray(grid, np.float32)
+    rows = (np.arange(shape[0]) * grid.shape[0]) // shape[0]
+    cols = (np.arange(shape[1]) * grid.shape[1]) // shape[1]
+    return grid[rows[:, None], cols[None, :]]
+
+
+def load_side_files(bin_path: str, num_images: int
+                    ) -> Tuple[np.ndarray, Optional[List[str]]]:
+    """Read the SynthFace side files of a ``.bin``: true visibility and types.
+
+    Args:
+        bin_path (str): The ``.bin`` file; the side files share its stem.
+        num_images (int): Images in the ``.bin`` (``2 * pairs``).
+
+    Returns:
+        tuple: float32 ``[num_images, rows, cols]`` visibility in [0, 1] and the
+        occlusion type of every image (None when ``<stem>.types.txt`` is absent).
+
+    Raises:
+        MissingFileError: ``<stem>.vis.npy`` does not exist.
+        DataFormatError: A side file has the wrong shape, count or values.
+    """
+    stem = osp.splitext(str(bin_path))[0]
+    vis_path = stem + '.vis.npy'
+    if not osp.isfile(vis_path):
+        raise MissingFileError(
+            vis_path, 'the true-visibility side file of a SynthFace .bin '
+            '(float16 [2N, 7, 7]); set side_files=False for other .bin files')
+    try:
+        vis = np.load(vis_path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001  (any numpy failure is a format error)
+        raise DataFormatError(vis_path, f'not a .npy array: {e}') from None
+    if vis.ndim != 3 or vis.shape[0] != num_images:
+        raise DataFormatError(
+            vis_path, f'expected [{num_images}, rows, cols] visibility (one map '
+            f'per image of the .bin), got shape {tuple(vis.shape)}')
+    vis = vis.astype(np.float32)
+    if not np.isfinite(vis).all() or vis.min() < 0 or vis.max() > 1:
+        raise DataFormatError(vis_path, 'visibility must lie in [0, 1]')
+    types_path = stem + '.types.txt'
+    if not osp.isfile(types_path):
+        return vis, None
+    with open(types_path, encoding='utf-8', errors='replace') as f:
+        types = [line.strip() for line in f if line.strip()]
+    if len(types) != num_images:
+        raise DataFormatError(
+            types_path, f'{len(types)} occlusion types for {num_images} images '
+            '(one line per image of the .bin)')
+    return vis, types

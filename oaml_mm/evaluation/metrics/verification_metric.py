@@ -4,6 +4,12 @@ Protocol: insightface/AdaFace 10-fold (see
 :mod:`oaml_mm.evaluation.functional.verification`) for the cosine branch; the QAConv
 branch scores the two images of each pair with the model's occlusion-weighted
 ``match_pairs``; the fused branch adds the two after impostor z-normalisation.
+
+The visibility ablation (``visibility_ablation=True``) answers the question SPEC
+section 7 leaves open, whether OAML's visibility map earns its place: it re-scores the
+QAConv branch with the true visibility and with none, and measures the occlusion
+head's mean absolute error on the 7x7 grid per occlusion type (SynthFace's side files,
+``VerificationBinDataset(side_files=True)``).
 """
 from typing import Any, Dict, Optional, Sequence
 
@@ -18,7 +24,39 @@ from oaml_mm.evaluation.functional import (TemplateAccumulator, fuse_scores,
 from oaml_mm.registry import METRICS
 from .face_metric_base import BRANCHES, FaceMetricBase
 
-__all__ = ['VerificationMetric']
+__all__ = ['VerificationMetric', 'OCCLUSION_TYPES', 'visibility_mae']
+
+#: Occlusion types of SynthFace (``<name>.types.txt``); anything else is ``other``.
+OCCLUSION_TYPES = ('none', 'niqab', 'medical_mask', 'scarf', 'hand',
+                   'sunglasses', 'other')
+
+
+def visibility_mae(pred: np.ndarray, true: np.ndarray,
+                   types: Sequence[str]) -> Dict[str, float]:
+    """Mean absolute error of visibility maps, overall and per occlusion type.
+
+    Args:
+        pred (np.ndarray): Predicted visibility [N, ...] in [0, 1].
+        true (np.ndarray): True visibility, same shape.
+        types (Sequence[str]): Occlusion type of every image.
+
+    Returns:
+        dict: ``'all'`` and one entry per type present: the mean over those images
+        of the per-image mean absolute error over the cells.
+
+    Examples:
+        >>> visibility_mae(np.zeros((2, 4)), np.array([[1., 1, 0, 0], [0] * 4]),
+        ...                ['niqab', 'none'])
+        {'all': 0.25, 'niqab': 0.5, 'none': 0.0}
+    """
+    pred = np.asarray(pred, np.float64).reshape(len(types), -1)
+    true = np.asarray(true, np.float64).reshape(len(types), -1)
+    per_image = np.abs(pred - true).mean(axis=1)
+    types = np.asarray(types)
+    out = {'all': float(per_image.mean())}
+    for t in sorted(set(types.tolist())):
+        out[t] = float(per_image[types == t].mean())
+    return out
 
 
 @METRICS.register_module()
@@ -35,6 +73,12 @@ class VerificationMetric(FaceMetricBase):
     Keys (accuracy, std and EER/AUC in percent, as papers report):
     ``{dataset}/{branch}/accuracy``, ``/std``, ``/threshold`` (squared-L2 distance for
     adaface, score otherwise), ``/AUC``, ``/EER`` and ``/TAR@FAR=..`` for ``fars``.
+    With ``visibility_ablation`` also ``{dataset}/qaconv_gt_vis/accuracy`` (QAConv
+    with the true visibility), ``{dataset}/qaconv_no_vis/accuracy`` (with none; both
+    with ``/std`` and ``/threshold``) and ``{dataset}/visibility/MAE`` plus
+    ``/MAE_{type}`` per occlusion type (the occlusion head's mean absolute error on
+    the grid, a fraction in [0, 1]). These extra names are not branches: the
+    ``branches`` argument is unchanged.
 
     Args:
         dataset_name (str): Key prefix, e.g. ``'lfw'``.
@@ -44,11 +88,22 @@ class VerificationMetric(FaceMetricBase):
         nrof_folds (int): Folds. Defaults to 10.
         fars (Sequence[float]): FARs for TAR@FAR keys. Defaults to () (the .bin
             sets have 3,000 impostor pairs at most).
+        select_by_name (bool): Only count samples whose ``dataset_name`` metainfo
+            equals ``dataset_name``, so several metrics can share one
+            ``ConcatDataset`` of ``.bin`` sets. Defaults to False.
+        visibility_ablation (bool): Add the ablation keys above. Every sample must
+            then carry ``gt_visibility`` and ``occlusion_type`` (SynthFace
+            ``.bin`` files read with ``side_files=True``). Defaults to False.
         **kwargs: See :class:`FaceMetricBase`.
 
     Example:
         >>> val_evaluator = dict(type='VerificationMetric', dataset_name='lfw',
         ...                      branches=('adaface', 'qaconv', 'fused'))
+        >>> # SynthFace: three .bin sets in one ConcatDataset, with the ablation
+        >>> test_evaluator = [
+        ...     dict(type='VerificationMetric', dataset_name=name,
+        ...          select_by_name=True, visibility_ablation=True)
+        ...     for name in ('clean', 'masked', 'occluded')]
     """
 
     def __init__(self,
@@ -57,15 +112,22 @@ class VerificationMetric(FaceMetricBase):
                  fuse_weights: Sequence[float] = (0.5, 0.5),
                  nrof_folds: int = 10,
                  fars: Sequence[float] = (),
+                 select_by_name: bool = False,
+                 visibility_ablation: bool = False,
                  **kwargs) -> None:
         super().__init__(dataset_name, branches, fuse_weights, **kwargs)
         self.nrof_folds = nrof_folds
         self.fars = tuple(fars)
+        self.select_by_name = bool(select_by_name)
+        self.visibility_ablation = bool(visibility_ablation)
         self._new_state()
 
     def _new_state(self) -> None:
         self.acc: Optional[TemplateAccumulator] = None
         self.issame = torch.full((0, ), -1, dtype=torch.int8)
+        # Ablation store, one row per image: true visibility and type code.
+        self.gt_vis = torch.zeros(0, 0)
+        self.type_code = torch.full((0, ), -1, dtype=torch.int64)
 
     def reset(self) -> None:
         super().reset()
@@ -87,7 +149,11 @@ class VerificationMetric(FaceMetricBase):
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Fold one batch of predictions into the per-image store."""
         rows, embs, maps, vis, same = [], [], [], [], []
+        gts, codes = [], []
         for s in self._samples(data_samples):
+            if self.select_by_name and \
+                    s.get('dataset_name') != self.dataset_name:
+                continue
             if 'pair_index' not in s or 'pair_slot' not in s:
                 raise DataFormatError(
                     s.get('img_path', self.dataset_name),
@@ -101,6 +167,10 @@ class VerificationMetric(FaceMetricBase):
                 v = s.get('visibility')
                 vis.append(torch.ones(1, *maps[-1].shape[1:])
                            if v is None else torch.as_tensor(v).float())
+            if self.visibility_ablation:
+                gt, code = self._ablation_fields(s)
+                gts.append(gt)
+                codes.append(code)
         if not rows:
             return
         map_shape = tuple(maps[0].shape) if maps else None
@@ -111,6 +181,35 @@ class VerificationMetric(FaceMetricBase):
                      else None,
                      torch.stack(vis) if vis else None)
         self.issame[r // 2] = torch.tensor(same, dtype=torch.int8)
+        if gts:
+            self._store_ablation(r, torch.stack(gts), torch.tensor(codes))
+
+    def _ablation_fields(self, s: dict):
+        where = s.get('img_path', self.dataset_name)
+        if s.get('gt_visibility') is None or 'occlusion_type' not in s:
+            raise DataFormatError(
+                where, 'visibility_ablation needs gt_visibility and '
+                'occlusion_type on every sample (read SynthFace .bin files with '
+                'VerificationBinDataset(side_files=True))',
+                record=s.get('pair_index'), field='occlusion_type')
+        t = str(s['occlusion_type'])
+        code = OCCLUSION_TYPES.index(t) if t in OCCLUSION_TYPES else \
+            len(OCCLUSION_TYPES) - 1
+        return torch.as_tensor(s['gt_visibility']).float().reshape(-1), code
+
+    def _store_ablation(self, rows: torch.Tensor, gt: torch.Tensor,
+                        codes: torch.Tensor) -> None:
+        need = int(rows.max()) + 1
+        if need > self.gt_vis.shape[0] or self.gt_vis.shape[1] != gt.shape[1]:
+            size = max(need, 2 * self.gt_vis.shape[0], 64)
+            grown = torch.zeros(size, gt.shape[1])
+            grown[:self.gt_vis.shape[0], :self.gt_vis.shape[1]] = self.gt_vis
+            self.gt_vis = grown
+            code = torch.full((size, ), -1, dtype=torch.int64)
+            code[:self.type_code.numel()] = self.type_code
+            self.type_code = code
+        self.gt_vis[rows] = gt
+        self.type_code[rows] = codes
 
     def evaluate(self, size: int) -> Dict[str, float]:
         """Merge the ranks' stores and compute every branch's metrics."""
@@ -122,9 +221,25 @@ class VerificationMetric(FaceMetricBase):
             issame = torch.cat([issame, torch.full((int(n) - issame.numel(), ),
                                                    -1, dtype=torch.int32)])
         all_reduce(issame, op='max')
+        if self.visibility_ablation:
+            self._reduce_ablation()
         metrics = self._compute(issame)
         self.reset()
         return metrics
+
+    def _reduce_ablation(self) -> None:
+        """Every image sits on one rank: a sum (visibility) and a max (type code)
+        of zero-/minus-one-padded stores rebuild the whole table."""
+        shape = torch.tensor(list(self.gt_vis.shape))
+        all_reduce(shape, op='max')
+        rows, cells = int(shape[0]), int(shape[1])
+        vis = torch.zeros(rows, cells)
+        vis[:self.gt_vis.shape[0], :self.gt_vis.shape[1]] = self.gt_vis
+        code = torch.full((rows, ), -1, dtype=torch.int64)
+        code[:self.type_code.numel()] = self.type_code
+        all_reduce(vis)
+        all_reduce(code, op='max')
+        self.gt_vis, self.type_code = vis, code
 
     def _compute(self, issame_t: torch.Tensor) -> Dict[str, float]:
         count = self.acc.count
@@ -176,8 +291,37 @@ class VerificationMetric(FaceMetricBase):
                 out.update(self._acc_keys('fused', res))
                 out.update(self._roc_metrics('fused', f, issame, self.fars,
                                              'closest'))
+            if self.visibility_ablation:
+                out.update(self._ablation(num_pairs, issame, scores))
         self.scores = scores
         self.labels = issame
+        return out
+
+    def _ablation(self, num_pairs: int, issame: np.ndarray,
+                  scores: Dict[str, np.ndarray]) -> Dict[str, float]:
+        """QAConv with the true and with no visibility; the head's visibility error."""
+        n = 2 * num_pairs
+        code = self.type_code[:n]
+        if self.gt_vis.shape[0] < n or bool((code < 0).any()):
+            raise DataFormatError(
+                self.dataset_name, 'visibility_ablation: some images carried no '
+                'true visibility', field='gt_visibility')
+        pred = self.acc.visibility()[:n]
+        true = self.gt_vis[:n].reshape(pred.shape)
+        rows = torch.arange(num_pairs)
+        out: Dict[str, float] = {}
+        for name, v in (('qaconv_gt_vis', true), ('qaconv_no_vis', None)):
+            q = self._match_pairs_distributed(
+                self.acc.maps()[:n], v, 2 * rows,
+                2 * rows + 1).numpy().astype(np.float64)
+            scores[name] = q
+            out.update(self._acc_keys(
+                name, verification_10fold_scores(q, issame, self.nrof_folds)))
+        types = [OCCLUSION_TYPES[int(c)] for c in code]
+        mae = visibility_mae(pred.numpy(), true.numpy(), types)
+        p = f'{self.dataset_name}/visibility/'
+        out[p + 'MAE'] = mae.pop('all')
+        out.update({p + f'MAE_{t}': v for t, v in mae.items()})
         return out
 
     def _acc_keys(self, branch: str, res: dict) -> Dict[str, float]:

@@ -1,0 +1,51 @@
+# SynthFace (docs/synthface.md) for the CPU demo: the seed's training recipe (P x K
+# batches, AdaFace augmenter, medical masks on half of the faces, flip), the niqab-style
+# occlusion stream, and the three verification sets read with their true-visibility
+# side files. Both demo models inherit this file, so they see the same data and the
+# same occlusion augmentation.
+# One folder holds every part; each root variable moves its sections with
+# --cfg-options (oaml_mm.utils.merge_cfg_options): data_root=DIR occlusion_data_root=DIR
+# test_data_root=DIR.
+data_root = 'data/synthface'
+occlusion_data_root = data_root
+test_data_root = data_root
+train_num_classes = 400
+train_batch_size = 32
+
+train_pipeline = [
+    dict(type='FaceAugmenter', crop_prob=0.2, low_res_prob=0.2,
+         photometric_prob=0.2),
+    dict(type='MedicalMaskOcclusion', prob=0.5),
+    dict(type='FaceRandomFlip', prob=0.5),
+    dict(type='PackFaceInputs'),
+]
+train_dataloader = dict(
+    batch_size=train_batch_size,
+    # One worker: the demo trains two 1-thread models side by side on 2 cores.
+    num_workers=1,
+    persistent_workers=True,
+    sampler=dict(type='PKSampler', batch_size=train_batch_size,
+                 num_instances=4),
+    dataset=dict(
+        type='MXFaceDataset',
+        data_root=f'{data_root}/train',
+        num_classes=train_num_classes,
+        pipeline=train_pipeline))
+
+# Verification sets: clean-clean, clean vs medical-mask/niqab probe, occluded-occluded.
+# One ConcatDataset, one metric per set (each keeps the samples carrying its name).
+val_names = ['clean', 'masked', 'occluded']
+bin_pipeline = [dict(type='PackFaceInputs')]
+bin_dataloader = dict(
+    batch_size=128,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='ConcatDataset',
+        ignore_keys=['dataset_name', 'num_pairs'],
+        datasets=[
+            dict(type='VerificationBinDataset', data_root=f'{test_data_root}/val',
+                 ann_file=f'{name}.bin', name=name, side_files=True,
+                 pipeline=bin_pipeline) for name in val_names
+        ]))

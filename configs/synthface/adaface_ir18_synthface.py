@@ -1,0 +1,29 @@
+# AdaFace-only baseline on SynthFace: narrow IR-18 (width 0.25, 128-d, ~1.5M
+# parameters) sized for a 2-core CPU. Same data, occlusion augmentation, sampler and
+# number of iterations as oaml_ir18_synthface.py; its learning rate and margin warm-up
+# come from tools/analysis/sweep_synthface.py (docs/synthface_sweep.md).
+#   python tools/train.py configs/synthface/adaface_ir18_synthface.py
+#   python tools/test.py configs/synthface/adaface_ir18_synthface.py \
+#       work_dirs/adaface_ir18_synthface/iter_700.pth --out adaface.json
+_base_ = [
+    '../_base_/models/adaface_ir18.py',
+    './_base_/synthface_data.py',
+    './_base_/synthface_schedule.py',
+    './_base_/synthface_runtime.py',
+]
+model = dict(
+    backbone=dict(width_mult=0.25, embedding_size=128, channels_last=True),
+    head=dict(in_channels=128, num_classes={{_base_.train_num_classes}}),
+    # No flip test: it doubles the CPU time of evaluation (both models alike).
+    test_cfg=dict(flip_test=False, return_feature_maps=False))
+custom_hooks = [
+    dict(type='MarginWarmupHook', warmup_ratio={{_base_.margin_warmup_ratio}}),
+]
+
+# tools/test.py: the three verification sets (cosine branch only).
+test_dataloader = {{_base_.bin_dataloader}}
+test_evaluator = [
+    dict(type='VerificationMetric', dataset_name=name, branches=('adaface', ),
+         select_by_name=True) for name in ['clean', 'masked', 'occluded']
+]
+test_cfg = dict(type='FaceTestLoop')

@@ -1,0 +1,65 @@
+# Full OAML on SynthFace: narrow IR-18 (width 0.25, 128-d) + AdaFace + QAConv +
+# occlusion head, P x K batches with medical masks, the niqab-style occlusion stream.
+# Same data, iterations and schedule shape as adaface_ir18_synthface.py; learning rate
+# and margin warm-up from tools/analysis/sweep_synthface.py (docs/synthface_sweep.md).
+#
+# Visibility: vis_mode='gate' with occlusion-loss weight 1.0 (docs/synthface.md,
+# "Which visibility weighting"): the seed's multiply-before-max rule stays available
+# with qaconv_head.vis_mode='seed'.
+#   python tools/train.py configs/synthface/oaml_ir18_synthface.py
+#   python tools/test.py configs/synthface/oaml_ir18_synthface.py \
+#       work_dirs/oaml_ir18_synthface/iter_700.pth --out oaml.json
+_base_ = [
+    '../_base_/models/oaml_ir18.py',
+    './_base_/synthface_data.py',
+    './_base_/synthface_schedule.py',
+    './_base_/synthface_runtime.py',
+]
+model = dict(
+    backbone=dict(width_mult=0.25, embedding_size=128, channels_last=True),
+    neck=dict(in_channels=128, hidden_channels=32),
+    head=dict(in_channels=128, num_classes={{_base_.train_num_classes}}),
+    qaconv_head=dict(in_channels=128, vis_mode='gate', half_test=False),
+    loss_weights=dict(adaface=0.1, qaconv=0.9, occlusion=1.0),
+    # QAConv learns on the main batch's true masks (medical-mask augmentation); the
+    # occlusion head also learns from them, next to the occlusion stream.
+    train_cfg=dict(qaconv_train_vis='gt', occ_on_main=True),
+    # No flip test: it doubles the CPU time of evaluation (both models alike).
+    test_cfg=dict(flip_test=False, return_feature_maps=True, half_maps=True))
+# Paths below occlusion_data_root (synthface_data.py): --cfg-options
+# occlusion_data_root=DIR moves both.
+custom_hooks = [
+    dict(type='MarginWarmupHook', warmup_ratio={{_base_.margin_warmup_ratio}}),
+    dict(
+        type='DualLoaderHook',
+        occluded_ratio=0.8,
+        batch_size=16,
+        occluded_dataloader=dict(
+            num_workers=1,
+            dataset=dict(
+                type='OcclusionMaskDataset',
+                data_root='data/synthface/occluded',
+                pipeline=[
+                    dict(type='FaceRandomFlip', prob=0.5),
+                    dict(type='PackFaceInputs')
+                ])),
+        clean_dataloader=dict(
+            num_workers=0,
+            dataset=dict(
+                type='MXFaceDataset',
+                data_root='data/synthface/train',
+                pipeline=[
+                    dict(type='FaceRandomFlip', prob=0.5),
+                    dict(type='PackFaceInputs')
+                ]))),
+]
+
+# tools/test.py: the three verification sets with every branch, plus the visibility
+# ablation (QAConv with true / no visibility) and the occlusion head's error.
+test_dataloader = {{_base_.bin_dataloader}}
+test_evaluator = [
+    dict(type='VerificationMetric', dataset_name=name,
+         branches=('adaface', 'qaconv', 'fused'), select_by_name=True,
+         visibility_ablation=True) for name in ['clean', 'masked', 'occluded']
+]
+test_cfg = dict(type='FaceTestLoop')
