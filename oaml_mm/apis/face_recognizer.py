@@ -19,6 +19,7 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 from oaml_mm.errors import CheckpointError, ConfigError, ImageInputError
 from oaml_mm.evaluation.functional import fuse_scores
@@ -80,12 +81,11 @@ class FaceRecognizer:
         model_cfg = cfg.get('model', None) if 'backbone' not in cfg else cfg
         if model_cfg is None:
             raise ConfigError(f'{config}: the config has no model section')
-        # Scope first: configs name oaml_mm types without a prefix.
-        from mmengine.registry import DefaultScope
-        if DefaultScope.get_current_instance() is None:
-            DefaultScope.get_instance('oaml_mm_infer', scope_name='oaml_mm')
-        self.model = MODELS.build(
-            model_cfg.to_dict() if hasattr(model_cfg, 'to_dict') else model_cfg)
+        # Configs name oaml_mm types without a prefix: build in our scope
+        # whatever scope the caller's process has set.
+        with DefaultScope.overwrite_default_scope('oaml_mm'):
+            self.model = MODELS.build(model_cfg.to_dict() if hasattr(
+                model_cfg, 'to_dict') else model_cfg)
         self.checkpoint_path = checkpoint
         self.meta: dict = {}
         if checkpoint is not None:

@@ -145,6 +145,16 @@ class TestFaceRecognizer(unittest.TestCase):
         with self.assertRaisesRegex(CheckpointError, 'no last_checkpoint'):
             FaceRecognizer.from_work_dir(self.tmp.name)
 
+    def test_baseline_without_qaconv(self):
+        base = dict(TINY_MODEL, neck=None, qaconv_head=None)
+        rec = FaceRecognizer(base, thresholds={'adaface': 0.99})
+        res = rec.compare(face(1), face(1), channel_order='rgb')
+        self.assertEqual(set(res['scores']), {'adaface'})
+        self.assertEqual(res['branch'], 'adaface')
+        self.assertTrue(res['same'])
+        vis = rec.extract(face(1), channel_order='rgb')['visibility']
+        self.assertTrue(torch.equal(vis, torch.ones(1, 1, 7, 7)))
+
     def test_bad_inputs(self):
         with self.assertRaisesRegex(ImageInputError, 'not an aligned 112x112'):
             self.rec.extract(np.zeros((100, 100, 3), np.uint8),
