@@ -2,7 +2,10 @@
 tools and benchmarks."""
 from .fusion import fuse_scores, impostor_stats
 from .identification import identification_1n
-from .pair_scoring import cosine_pairs, match_all_then_pick, match_listed_pairs
+from .pair_scoring import (COSINE_MIN_FILL, DEFAULT_TILE, QACONV_MIN_FILL,
+                           cosine_pairs, cosine_pairs_tiled, match_all_then_pick,
+                           match_listed_pairs, score_pairs_tiled,
+                           tile_pair_order)
 from .roc import DEFAULT_FARS, auc, eer, roc_curve, tar_at_far
 from .template_pooling import TemplateAccumulator, pool_templates
 from .verification import (kfold_split, score_thresholds, verification_10fold,
@@ -13,5 +16,6 @@ __all__ = [
     'score_thresholds', 'roc_curve', 'tar_at_far', 'auc', 'eer', 'DEFAULT_FARS',
     'pool_templates', 'TemplateAccumulator', 'identification_1n',
     'fuse_scores', 'impostor_stats', 'cosine_pairs', 'match_listed_pairs',
-    'match_all_then_pick'
+    'match_all_then_pick', 'score_pairs_tiled', 'cosine_pairs_tiled',
+    'tile_pair_order', 'DEFAULT_TILE', 'COSINE_MIN_FILL', 'QACONV_MIN_FILL'
 ]

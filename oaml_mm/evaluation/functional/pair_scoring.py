@@ -1,19 +1,42 @@
-"""Scoring only the listed pairs, in chunks.
+"""Scoring only the listed pairs, in chunks or in tiles.
 
 IJB-C lists 15.7M pairs among 23,124 templates. The QAConv reference evaluator scores
 every probe template against every gallery template in 128 x 128 blocks and then picks
-the listed pairs; gathering the two templates of each listed pair and scoring them
-row-wise does only the work that is needed (see ``benchmarks/bench_ijbc_scale.py``).
+the listed pairs. Gathering the two templates of each listed pair and scoring them
+row-wise (:func:`cosine_pairs`, :func:`match_listed_pairs`) does only the needed pairs
+but as many tiny products that re-read each template for every pair, far from matrix
+product speed.
+
+:func:`score_pairs_tiled` is the block-sparse middle way (the tiling used by
+block-sparse matrix products): pairs are grouped by (row tile of the first template,
+column tile of the second) over the templates that occur in the list; a tile whose
+listed pairs fill enough of its ``distinct rows x distinct columns`` grid is scored
+densely with the fast ``[P, G]`` matcher and the listed entries are picked, the
+others are scored row-wise. The rule is a cost model (dense ~ P*G, row-wise ~
+n / ``min_fill``), so the work never exceeds all-blocks-then-pick over the same
+templates. Figures: ``benchmarks/bench_ijbc_scale.py``, ``docs/evaluation.md``.
 """
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ['cosine_pairs', 'match_listed_pairs', 'match_all_then_pick']
+__all__ = [
+    'cosine_pairs', 'match_listed_pairs', 'match_all_then_pick', 'tile_pair_order',
+    'score_pairs_tiled', 'cosine_pairs_tiled', 'DEFAULT_TILE',
+    'COSINE_MIN_FILL', 'QACONV_MIN_FILL'
+]
 
 PairMatcher = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
                        torch.Tensor]
+
+#: Templates per tile side (measured, see docs/evaluation.md).
+DEFAULT_TILE = 256
+#: Fill (listed pairs / (distinct rows x distinct columns)) from which a tile is
+#: cheaper to score densely: the ratio of dense to row-wise cost per pair, measured
+#: with ``benchmarks/bench_ijbc_scale.py`` (CPU, 512-d / 512x7x7).
+COSINE_MIN_FILL = 0.05
+QACONV_MIN_FILL = 0.05
 
 
 def cosine_pairs(embeddings: torch.Tensor,
@@ -145,3 +168,211 @@ def match_all_then_pick(matcher: Callable[..., torch.Tensor],
     picked = full[p_pos[idx_a], g_pos[idx_b]] if idx_a.numel() else \
         torch.empty(0)
     return full, picked, done
+
+
+def tile_pair_order(idx_a: torch.Tensor,
+                    idx_b: torch.Tensor,
+                    tile: int = DEFAULT_TILE) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Order that groups listed pairs by (row tile, column tile).
+
+    Tiles are cut over the *distinct* templates of each side in row order (so
+    templates that never occur on a side take no room in its tiles); inside a tile
+    the pairs keep their list order (stable sort). The order is a pure function of
+    the pair list, so every DDP rank computes the same one and can take a contiguous
+    range of it.
+
+    Args:
+        idx_a (torch.Tensor): ``[N]`` rows of the first templates.
+        idx_b (torch.Tensor): ``[N]`` rows of the second templates.
+        tile (int): Distinct templates per tile side.
+
+    Returns:
+        tuple: ``(order [N], tile_id [N])`` int64; ``tile_id[order]`` is sorted.
+
+    Examples:
+        >>> a, b = torch.tensor([5, 0, 5, 0]), torch.tensor([9, 9, 7, 7])
+        >>> order, tid = tile_pair_order(a, b, tile=1)
+        >>> order.tolist(), tid.tolist()
+        ([3, 1, 2, 0], [3, 1, 2, 0])
+    """
+    if tile < 1:
+        raise ValueError(f'tile must be >= 1, got {tile}')
+    idx_a, idx_b = idx_a.reshape(-1).long(), idx_b.reshape(-1).long()
+    if idx_a.numel() == 0:
+        empty = torch.empty(0, dtype=torch.int64)
+        return empty, empty
+    ua, ca = torch.unique(idx_a, return_inverse=True)
+    ub, cb = torch.unique(idx_b, return_inverse=True)
+    cols = (ub.numel() + tile - 1) // tile
+    tile_id = torch.div(ca, tile, rounding_mode='floor') * cols + \
+        torch.div(cb, tile, rounding_mode='floor')
+    order = torch.sort(tile_id, stable=True).indices
+    return order, tile_id
+
+
+def _gather(x: torch.Tensor, rows: torch.Tensor,
+            device: torch.device) -> torch.Tensor:
+    return x[rows].to(device=device, dtype=torch.float32)
+
+
+def score_pairs_tiled(dense: PairMatcher,
+                      rowwise: PairMatcher,
+                      feats: torch.Tensor,
+                      vis: Optional[torch.Tensor],
+                      idx_a: torch.Tensor,
+                      idx_b: torch.Tensor,
+                      tile: int = DEFAULT_TILE,
+                      min_fill: float = QACONV_MIN_FILL,
+                      chunk: int = 4096,
+                      device: Optional[torch.device] = None,
+                      progress: Optional[Callable[[int], None]] = None,
+                      stats: Optional[Dict[str, int]] = None) -> torch.Tensor:
+    """Score listed pairs tile by tile: dense where the tile is full enough.
+
+    Pairs are grouped with :func:`tile_pair_order`. For a tile with ``n`` listed
+    pairs among ``P`` distinct first and ``G`` distinct second templates, the dense
+    ``[P, G]`` score costs ~``P * G`` pair evaluations at matrix-product speed and
+    row-wise scoring ~``n / min_fill`` of them; the cheaper is taken (dense when
+    ``n >= min_fill * P * G``). Row-wise pairs of several tiles are batched into
+    calls of ``chunk`` pairs. Dense work is at most ``tile**2`` per tile and never
+    exceeds scoring every distinct first x second template, so this is never more
+    work than all-blocks-then-pick.
+
+    The two matchers must give the same score for the same pair (true for
+    ``QAConvHead.match`` / ``match_pairs`` in eval mode, where the BatchNorms use
+    running statistics; in training mode batch statistics couple the pairs).
+
+    Args:
+        dense (callable): ``dense(feats_a [P, ...], feats_b [G, ...], vis_a, vis_b)
+            -> [P, G]``, e.g. ``OAMLRecognizer.match``.
+        rowwise (callable): ``rowwise(feats_a [n, ...], feats_b [n, ...], vis_a,
+            vis_b) -> [n]``, e.g. ``OAMLRecognizer.match_pairs``.
+        feats (torch.Tensor): ``[T, ...]`` template features (maps or embeddings;
+            fp16 storage is fine, every gathered block is cast to float32).
+        vis (torch.Tensor, optional): ``[T, ...]`` template visibility (None is
+            passed on as None).
+        idx_a (torch.Tensor): ``[N]`` rows of the first templates.
+        idx_b (torch.Tensor): ``[N]`` rows of the second templates.
+        tile (int): Distinct templates per tile side. Defaults to 256.
+        min_fill (float): Fill from which a tile is scored densely (the measured
+            ratio of dense to row-wise cost per pair); 0 makes every tile dense,
+            above 1 every tile row-wise.
+        chunk (int): Pairs per row-wise call (bounds its gathered copies).
+        device (torch.device, optional): Where to score. Defaults to ``feats``'.
+        progress (callable, optional): Called with the number of pairs done after
+            each dense tile and each row-wise call (e.g. ``tqdm.update``).
+        stats (dict, optional): Filled with ``dense_tiles``, ``dense_scored``
+            (pair evaluations of the dense tiles), ``dense_pairs``,
+            ``rowwise_tiles`` and ``rowwise_pairs``.
+
+    Returns:
+        torch.Tensor: ``[N]`` float32 scores on the CPU, in list order.
+
+    Examples:
+        >>> e = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+        >>> a, b = torch.tensor([0, 1, 2, 0]), torch.tensor([3, 4, 5, 5])
+        >>> s = score_pairs_tiled(lambda x, y, *_: x @ y.T,
+        ...                       lambda x, y, *_: (x * y).sum(1), e, None, a, b)
+        >>> torch.allclose(s, (e[a] * e[b]).sum(1))
+        True
+    """
+    device = device or feats.device
+    idx_a, idx_b = idx_a.reshape(-1).long(), idx_b.reshape(-1).long()
+    n_all = idx_a.numel()
+    out = torch.empty(n_all, dtype=torch.float32)
+    st = dict(dense_tiles=0, dense_scored=0, dense_pairs=0, rowwise_tiles=0,
+              rowwise_pairs=0)
+    if n_all:
+        order, tile_id = tile_pair_order(idx_a, idx_b, tile)
+        _, counts = torch.unique_consecutive(tile_id[order],
+                                             return_counts=True)
+        pending = []
+        pending_n = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_n
+            if not pending:
+                return
+            sel = torch.cat(pending)
+            pending, pending_n = [], 0
+            for s in range(0, sel.numel(), chunk):
+                part = sel[s:s + chunk]
+                ia, ib = idx_a[part], idx_b[part]
+                va = vb = None
+                if vis is not None:
+                    va, vb = _gather(vis, ia, device), _gather(vis, ib, device)
+                out[part] = rowwise(_gather(feats, ia, device),
+                                    _gather(feats, ib, device), va,
+                                    vb).reshape(-1).float().cpu()
+                if progress is not None:
+                    progress(part.numel())
+
+        start = 0
+        for n in counts.tolist():
+            sel = order[start:start + n]
+            start += n
+            ua, la = torch.unique(idx_a[sel], return_inverse=True)
+            ub, lb = torch.unique(idx_b[sel], return_inverse=True)
+            grid = ua.numel() * ub.numel()
+            if n < min_fill * grid:
+                st['rowwise_tiles'] += 1
+                st['rowwise_pairs'] += n
+                pending.append(sel)
+                pending_n += n
+                if pending_n >= chunk:
+                    flush()
+                continue
+            st['dense_tiles'] += 1
+            st['dense_scored'] += grid
+            st['dense_pairs'] += n
+            va = vb = None
+            if vis is not None:
+                va, vb = _gather(vis, ua, device), _gather(vis, ub, device)
+            full = dense(_gather(feats, ua, device), _gather(feats, ub, device),
+                         va, vb)
+            out[sel] = full[la.to(full.device), lb.to(full.device)].float().cpu()
+            if progress is not None:
+                progress(n)
+        flush()
+    if stats is not None:
+        stats.update(st)
+    return out
+
+
+def _dot_rows(a: torch.Tensor, b: torch.Tensor, *_) -> torch.Tensor:
+    return (a * b).sum(1)
+
+
+def _dot_all(a: torch.Tensor, b: torch.Tensor, *_) -> torch.Tensor:
+    return a @ b.T
+
+
+def cosine_pairs_tiled(embeddings: torch.Tensor,
+                       idx_a: torch.Tensor,
+                       idx_b: torch.Tensor,
+                       tile: int = DEFAULT_TILE,
+                       min_fill: float = COSINE_MIN_FILL,
+                       chunk: int = 1 << 16,
+                       stats: Optional[Dict[str, int]] = None) -> torch.Tensor:
+    """:func:`cosine_pairs` through :func:`score_pairs_tiled` (same scores).
+
+    Args:
+        embeddings (torch.Tensor): ``[T, D]`` (normalised here).
+        idx_a (torch.Tensor): ``[N]`` rows of the first templates.
+        idx_b (torch.Tensor): ``[N]`` rows of the second templates.
+        tile (int): Distinct templates per tile side.
+        min_fill (float): See :func:`score_pairs_tiled`.
+        chunk (int): Pairs per row-wise step.
+        stats (dict, optional): See :func:`score_pairs_tiled`.
+
+    Returns:
+        torch.Tensor: ``[N]`` float32 scores.
+
+    Examples:
+        >>> e = torch.tensor([[1., 0], [0, 2], [1, 1]])
+        >>> cosine_pairs_tiled(e, torch.tensor([0, 0]), torch.tensor([1, 2]))
+        tensor([0.0000, 0.7071])
+    """
+    e = F.normalize(embeddings.float(), dim=1)
+    return score_pairs_tiled(_dot_all, _dot_rows, e, None, idx_a, idx_b, tile,
+                             min_fill, chunk, stats=stats)

@@ -5,7 +5,9 @@ L2-normalised sum over media of the mean over the media's images of the norm-kee
 flip-fused image features; cosine per listed pair; TAR@FAR with the closest-FPR rule.
 QAConv works on template maps pooled with visibility weights while the images stream
 in (:class:`~oaml_mm.evaluation.functional.TemplateAccumulator`), and only the listed
-pairs are scored, split over the ranks.
+pairs are scored, tile by tile (:func:`~oaml_mm.evaluation.functional.score_pairs_tiled`:
+dense products where the listed pairs fill a tile, row-wise elsewhere), split over the
+ranks.
 """
 import csv
 import os.path as osp
@@ -13,13 +15,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from oaml_mm.datasets.ijb import (ijb_meta_paths, read_ijb_template_pairs,
                                   read_ijb_tid_mid)
 from oaml_mm.errors import DataFormatError, MissingFileError
-from oaml_mm.evaluation.functional import (DEFAULT_FARS, TemplateAccumulator,
-                                           cosine_pairs, fuse_scores,
-                                           identification_1n, impostor_stats)
+from oaml_mm.evaluation.functional import (DEFAULT_FARS, DEFAULT_TILE,
+                                           QACONV_MIN_FILL, TemplateAccumulator,
+                                           cosine_pairs_tiled, fuse_scores,
+                                           identification_1n, impostor_stats,
+                                           score_pairs_tiled, tile_pair_order)
 from oaml_mm.registry import METRICS
 from .face_metric_base import BRANCHES, FaceMetricBase
 
@@ -90,6 +95,10 @@ class IJBMetric(FaceMetricBase):
         far_rule (str): 'closest' (published tables) or 'strict'.
         ranks (Sequence[int]): Defaults to (1, 5, 10).
         fpirs (Sequence[float]): Defaults to (0.01, 0.1).
+        pair_chunk (int): Pairs per row-wise QAConv call. Defaults to 4096.
+        pair_tile (int): Templates per tile side when scoring the listed pairs
+            (see :func:`~oaml_mm.evaluation.functional.score_pairs_tiled`).
+            Defaults to 256.
         **kwargs: See :class:`FaceMetricBase` (branches, fuse_weights, pair_chunk...).
 
     Example:
@@ -116,6 +125,7 @@ class IJBMetric(FaceMetricBase):
                  ranks: Sequence[int] = (1, 5, 10),
                  fpirs: Sequence[float] = (0.01, 0.1),
                  pair_chunk: int = 4096,
+                 pair_tile: int = DEFAULT_TILE,
                  **kwargs) -> None:
         super().__init__(dataset_name, branches, fuse_weights,
                          pair_chunk=pair_chunk, **kwargs)
@@ -130,6 +140,7 @@ class IJBMetric(FaceMetricBase):
         self.far_rule = far_rule
         self.ranks = tuple(ranks)
         self.fpirs = tuple(fpirs)
+        self.pair_tile = int(pair_tile)
         self._meta_loaded = False
         self.acc: Optional[TemplateAccumulator] = None
 
@@ -246,12 +257,8 @@ class IJBMetric(FaceMetricBase):
     def _compute(self) -> Dict[str, float]:
         self._check_pairs_have_images()
         labels = self.pair_label
-        n = self.pair_a.numel()
-        lo, hi = self._my_range(n)
         emb = self.acc.embeddings()
-        cos = self._gather_ranges(
-            cosine_pairs(emb, self.pair_a[lo:hi], self.pair_b[lo:hi]),
-            n).numpy().astype(np.float64)
+        cos = self._listed_scores(emb, None).numpy().astype(np.float64)
         scores = {'adaface': cos}
         want_q = 'qaconv' in self.branches or 'fused' in self.branches
         maps = vis = None
@@ -263,8 +270,8 @@ class IJBMetric(FaceMetricBase):
                            'qaconv/fused branches skipped')
         elif want_q:
             maps, vis = self.acc.maps(), self.acc.visibility()
-            scores['qaconv'] = self._match_pairs_distributed(
-                maps, vis, self.pair_a, self.pair_b).numpy().astype(np.float64)
+            scores['qaconv'] = self._listed_scores(
+                maps, vis, qaconv=True).numpy().astype(np.float64)
         stats = {b: impostor_stats(s, labels) for b, s in scores.items()}
         if 'qaconv' in scores:
             scores['fused'] = fuse_scores(
@@ -279,6 +286,41 @@ class IJBMetric(FaceMetricBase):
             out.update(self._identification(emb, maps, vis, stats))
         self.scores, self.labels = scores, labels
         return out
+
+    def _listed_scores(self, feats: torch.Tensor, vis: Optional[torch.Tensor],
+                       qaconv: bool = False) -> torch.Tensor:
+        """Scores of the listed pairs (cosine, or QAConv with the bound model).
+
+        Every rank computes the same tile order of the pair list and scores a
+        contiguous range of it (whole tiles except at the two ends), so the split
+        keeps the tiles dense; the gathered scores are put back in list order.
+        """
+        if qaconv and any(isinstance(m, _BatchNorm) and m.training
+                          for m in self.model.modules()):
+            # Batch-statistics BNs couple the pairs of one call: a dense tile would
+            # not equal row-wise scoring, so keep the row-wise path.
+            return self._match_pairs_distributed(feats, vis, self.pair_a,
+                                                 self.pair_b)
+        n = self.pair_a.numel()
+        order, _ = tile_pair_order(self.pair_a, self.pair_b, self.pair_tile)
+        lo, hi = self._my_range(n)
+        a, b = self.pair_a[order[lo:hi]], self.pair_b[order[lo:hi]]
+        if not qaconv:
+            local = cosine_pairs_tiled(feats, a, b, tile=self.pair_tile)
+        else:
+            bar = self._bar(hi - lo, f'{self.dataset_name} QAConv pairs')
+            with torch.no_grad():
+                local = score_pairs_tiled(
+                    self.model.match, self.model.match_pairs, feats, vis, a, b,
+                    tile=self.pair_tile, min_fill=QACONV_MIN_FILL,
+                    chunk=self.pair_chunk,
+                    device=next(self.model.parameters()).device,
+                    progress=None if bar is None else bar.update)
+            if bar is not None:
+                bar.close()
+        scores = torch.empty(n, dtype=torch.float32)
+        scores[order] = self._gather_ranges(local, n)
+        return scores
 
     def _score_matrix(self, branch: str, emb, maps, vis, probe_rows,
                       gallery_rows) -> np.ndarray:
