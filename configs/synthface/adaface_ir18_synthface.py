@@ -4,7 +4,7 @@
 # come from tools/analysis/sweep_synthface.py (docs/synthface_sweep.md).
 #   python tools/train.py configs/synthface/adaface_ir18_synthface.py
 #   python tools/test.py configs/synthface/adaface_ir18_synthface.py \
-#       work_dirs/adaface_ir18_synthface/iter_700.pth --out adaface.json
+#       work_dirs/adaface_ir18_synthface/iter_500.pth --out adaface.json
 _base_ = [
     '../_base_/models/adaface_ir18.py',
     './_base_/synthface_data.py',
@@ -16,8 +16,11 @@ model = dict(
     head=dict(in_channels=128, num_classes={{_base_.train_num_classes}}),
     # No flip test: it doubles the CPU time of evaluation (both models alike).
     test_cfg=dict(flip_test=False, return_feature_maps=False))
+# Peak learning rate and margin warm-up: the best of the sweep
+# (tools/analysis/sweep_synthface.py, docs/synthface_sweep.md).
+optim_wrapper = dict(optimizer=dict(lr=0.1))
 custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio={{_base_.margin_warmup_ratio}}),
+    dict(type='MarginWarmupHook', warmup_ratio=0.3),  # from the sweep
 ]
 
 # tools/test.py: the three verification sets (cosine branch only).

@@ -8,7 +8,7 @@
 # with qaconv_head.vis_mode='seed'.
 #   python tools/train.py configs/synthface/oaml_ir18_synthface.py
 #   python tools/test.py configs/synthface/oaml_ir18_synthface.py \
-#       work_dirs/oaml_ir18_synthface/iter_700.pth --out oaml.json
+#       work_dirs/oaml_ir18_synthface/iter_500.pth --out oaml.json
 _base_ = [
     '../_base_/models/oaml_ir18.py',
     './_base_/synthface_data.py',
@@ -26,10 +26,13 @@ model = dict(
     train_cfg=dict(qaconv_train_vis='gt', occ_on_main=True),
     # No flip test: it doubles the CPU time of evaluation (both models alike).
     test_cfg=dict(flip_test=False, return_feature_maps=True, half_maps=True))
+# Peak learning rate and margin warm-up: the best of the sweep
+# (tools/analysis/sweep_synthface.py, docs/synthface_sweep.md).
+optim_wrapper = dict(optimizer=dict(lr=0.1))
 # Paths below occlusion_data_root (synthface_data.py): --cfg-options
 # occlusion_data_root=DIR moves both.
 custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio={{_base_.margin_warmup_ratio}}),
+    dict(type='MarginWarmupHook', warmup_ratio=0.3),  # from the sweep
     dict(
         type='DualLoaderHook',
         occluded_ratio=0.8,

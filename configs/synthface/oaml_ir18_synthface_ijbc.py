@@ -1,6 +1,6 @@
 # The mini IJB-C of SynthFace (1:1 TAR@FAR, 1:N) for oaml_ir18_synthface.py:
 #   python tools/test.py configs/synthface/oaml_ir18_synthface_ijbc.py \
-#       work_dirs/oaml_ir18_synthface/iter_700.pth --out oaml_ijbc.json
+#       work_dirs/oaml_ir18_synthface/iter_500.pth --out oaml_ijbc.json
 # --cfg-options test_data_root=DIR moves the data (DIR/ijbc).
 _base_ = ['./oaml_ir18_synthface.py']
 test_data_root = 'data/synthface'

@@ -1,11 +1,11 @@
 # Fixed-iteration SGD schedule of the SynthFace demo (the AdaFace recipe shortened):
-# linear warm-up, x0.1 at 70% and 90% of the iterations, margin warm-up over 30%.
+# linear warm-up over 5%, x0.1 at 70% and 90% of the iterations. The demo configs
+# set the peak lr and the margin warm-up (MarginWarmupHook) chosen by the sweep.
 # Budgets are iteration counts, never wall time, so results do not depend on load.
-max_iters = 700
-base_lr = 0.1
+max_iters = 500
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=base_lr, momentum=0.9, weight_decay=5e-4),
+    optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.05, by_epoch=False, begin=0,
@@ -15,4 +15,3 @@ param_scheduler = [
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=10**9)
-margin_warmup_ratio = 0.3

@@ -1,0 +1,98 @@
+"""tools/demo.py end to end on a tiny SynthFace: generate, train both models side by
+side, evaluate with tools/test.py (.bin sets with the ablation, mini IJB-C), table.
+
+A handful of iterations: this checks the machinery (configs, subprocesses, metric
+keys, the table), not the accuracy the README reports.
+"""
+import json
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+import synthface_report  # noqa: E402
+import synthface_runs  # noqa: E402
+
+TINY = ('identities=8 images_per_id=4 test_identities=6 occluded_per_id=2 '
+        'val_images_per_id=4 val_pairs=40 ijbc_subjects=3 '
+        'ijbc_probe_templates=1')
+
+
+class TestDemo(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp()
+        cls.work = osp.join(cls.tmp, 'work')
+        cls.proc = subprocess.run(
+            [sys.executable, osp.join(ROOT, 'tools', 'demo.py'), '--data',
+             osp.join(cls.tmp, 'sf'), '--work-dir', cls.work, '--iters', '3',
+             '--synthface-args', TINY],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp)
+
+    def test_runs_and_prints_the_table(self):
+        out = self.proc.stdout + self.proc.stderr
+        self.assertEqual(self.proc.returncode, 0, out[-3000:])
+        for step in ('1/4', '2/4', '3/4', '4/4'):
+            self.assertIn(f'[demo] {step}', out)
+        self.assertIn('| occluded-occluded |', out)
+        self.assertIn('mini IJB-C TAR@FAR=1e-02', out)
+        # Progress lines name both models while they train.
+        self.assertRegex(out, r'adaface s0 .*\| oaml s0')
+
+    def test_every_number_of_the_table_is_measured(self):
+        with open(osp.join(self.work, 'results.json')) as f:
+            res = json.load(f)['0']
+        ada, oaml = res['adaface'], res['oaml']
+        for s in ('clean', 'masked', 'occluded'):
+            self.assertIn(f'{s}/adaface/accuracy', ada)
+            self.assertNotIn(f'{s}/qaconv/accuracy', ada)
+            for b in ('adaface', 'qaconv', 'fused', 'qaconv_gt_vis',
+                      'qaconv_no_vis'):
+                self.assertIn(f'{s}/{b}/accuracy', oaml)
+        for key in ('occluded/visibility/MAE_niqab', 'clean/visibility/MAE'):
+            self.assertTrue(0.0 <= oaml[key] <= 1.0, key)
+        self.assertIn('ijbc/fused/TAR@FAR=1e-01', oaml)
+        self.assertIn('ijbc/adaface/TAR@FAR=1e-01', ada)
+        with open(osp.join(self.work, 'results.md')) as f:
+            table = f.read()
+        self.assertNotIn('n/a', table)
+        # The fixed budget reached the run config.
+        cfg = osp.join(self.work, 'seed0', 'oaml',
+                       'oaml_ir18_synthface_run.py')
+        with open(cfg) as f:
+            self.assertIn('max_iters=3', f.read().replace(' ', ''))
+
+
+class TestReport(unittest.TestCase):
+
+    def test_mean_and_spread(self):
+        keys = {'clean/adaface/accuracy': 90.0, 'clean/fused/accuracy': 90.0,
+                'occluded/visibility/MAE_niqab': 0.25}
+        a = [dict(keys), {k: v + 2 for k, v in keys.items()}]
+        table = synthface_report.comparison_table(a, a)
+        self.assertIn('mean ± s.d. over 2 seeds', table)
+        self.assertIn('91.0 ± 1.4', table)          # s.d. of (90, 92)
+        self.assertIn('| clean-clean | 91.0 ± 1.4 |', table)
+        self.assertIn('| 91.0 ± 1.4 | 0.0 ± 0.0 |', table)  # fused − baseline
+        self.assertIn('| 1.250 ± 1.414 |', table)     # MAE, 3 digits
+        self.assertIn('n/a', table)                  # missing keys say so
+
+    def test_progress_parser(self):
+        log = osp.join(tempfile.mkdtemp(), 'train.log')
+        with open(log, 'w') as f:
+            f.write('x Iter(train) [ 10/700]  lr: 1\ny Iter(train) [ 35/700] '
+                    'lr: 1\n')
+        self.assertEqual(synthface_runs.train_progress(log), (35, 700))
+
+
+if __name__ == '__main__':
+    unittest.main()
