@@ -1,22 +1,42 @@
-"""IJB-C-scale evaluation benchmark: scoring only the listed pairs vs all-then-pick.
+"""IJB-C-scale evaluation benchmark: listed-pair scoring vs all-blocks-then-pick.
 
-Builds IJB-C-sized synthetic inputs (23,124 templates, 15,658,489 listed pairs, 512-d
-template embeddings, 512x7x7 fp16 template maps with 7x7 visibility), then times from
-features to scores:
+Builds IJB-C-sized synthetic inputs (23,124 templates, ~15.66M listed pairs, 512-d
+template embeddings, 512x7x7 fp16 template maps with 7x7 visibility) and times, from
+template features to scores:
 
-* cosine branch: ``cosine_pairs`` on the listed pairs, against scoring every probe
-  template with every gallery template in 128x128 blocks and picking the listed pairs;
-* QAConv branch: the project's ``QAConvHead.match_pairs`` (``qaconv_match_pairs``) on
-  the listed pairs, against ``QAConvHead.match`` on every 128x128 probe x gallery
-  block (the QAConv reference evaluator's loop) and picking.
+* cosine: ``cosine_pairs_tiled`` (tiles, dense products where the listed pairs fill a
+  tile) on all listed pairs, and the row-wise ``cosine_pairs``, against scoring every
+  enrolment template with every verification template in 128x128 blocks;
+* QAConv: ``score_pairs_tiled(QAConvHead.match, QAConvHead.match_pairs, ...)`` and the
+  row-wise ``match_listed_pairs(QAConvHead.match_pairs)``, against
+  ``QAConvHead.match`` on every 128x128 block (the QAConv reference evaluator's loop)
+  then picking.
 
-The baselines are timed on a sample of blocks and extrapolated to all blocks; in quick
-mode the listed-pair QAConv scoring is timed on a sample of pairs too (the rows say
-which). Peak memory is the process's peak resident set size.
+Pair-list structure (an assumption, stated in docs/evaluation.md): IJB-C's 23,124
+templates are 3,531 enrolment templates (one per subject: the 1:N galleries G1 1,772 +
+G2 1,759) and 19,593 verification templates (the 1:N probe set); every listed pair
+joins one of each, so the pairs fill 22.6% of that 3,531 x 19,593 matrix (15,658,489 /
+69.2M), with one genuine pair per verification template. How the impostors are
+drawn decides how much a tiled scorer can skip, and is unknown here, so two
+structures are generated with the same density:
+
+* ``cohort``: subjects come in cohorts of 64 (ids in row order); a cohort of enrolment
+  templates is compared with all verification templates of a cohort, or with none
+  (block structure by subject);
+* ``uniform``: every enrolment x verification pair is listed independently (no
+  structure a tile can exploit: the worst case for tiling).
+
+``--pair-file`` takes a real ``*_template_pair_label.txt`` instead (random features,
+the real structure). The baselines and, in quick mode, the QAConv scorers are timed on
+a sample (the pairs among the first ``sample_rows`` enrolment and ``8 * sample_rows``
+verification templates for the tiled scorer, a few blocks for the baseline) and extrapolated per pair. Peak memory is the
+process's peak resident set size.
 
 Usage:
-    python benchmarks/bench_ijbc_scale.py            # full (long on 2 CPU cores)
-    python benchmarks/bench_ijbc_scale.py --quick    # ~1-2 minutes
+    python benchmarks/bench_ijbc_scale.py --quick    # ~2-4 minutes on 2 cores
+    python benchmarks/bench_ijbc_scale.py            # QAConv on all pairs: long
+    python benchmarks/bench_ijbc_scale.py --quick --pair-file \\
+        data/IJB_release/IJBC/meta/ijbc_template_pair_label.txt
 """
 import argparse
 import resource
@@ -29,18 +49,65 @@ import torch
 import torch.nn.functional as F
 
 NUM_TEMPLATES = 23124
+NUM_ENROL = 3531
 NUM_PAIRS = 15658489
 DIM = 512
 MAP_SHAPE = (512, 7, 7)
+COHORT = 64
+STRUCTURES = ('cohort', 'uniform')
 
 
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def make_inputs(seed: int = 0, num_templates: int = NUM_TEMPLATES,
-                num_pairs: int = NUM_PAIRS) -> Dict[str, torch.Tensor]:
-    """Synthetic IJB-C-sized template features and pair list (maps built in chunks)."""
+def make_pairs(structure: str = 'cohort', seed: int = 0,
+               num_enrol: int = NUM_ENROL, num_templates: int = NUM_TEMPLATES,
+               num_pairs: int = NUM_PAIRS, cohort: int = COHORT):
+    """Synthetic IJB-C-like pair list (see the module doc).
+
+    Rows ``[0, num_enrol)`` are enrolment templates (one per subject, in subject
+    order), the rest verification templates of random subjects, sorted by subject.
+
+    Returns:
+        tuple: ``(idx_a, idx_b, label)``: int64 enrolment rows, int64 verification
+        rows, bool genuine flags, sorted by (a, b).
+    """
+    rng = np.random.default_rng(seed)
+    num_ver = num_templates - num_enrol
+    ver_subject = np.sort(rng.integers(0, num_enrol, num_ver))
+    density = num_pairs / (num_enrol * num_ver)
+    if structure == 'uniform':
+        listed = rng.random((num_enrol, num_ver), dtype=np.float32) < density
+    elif structure == 'cohort':
+        n_c = -(-num_enrol // cohort)
+        blocks = rng.random((n_c, n_c)) < density
+        e_c = np.arange(num_enrol) // cohort
+        listed = blocks[e_c[:, None], (ver_subject // cohort)[None, :]]
+    else:
+        raise ValueError(f'structure must be one of {STRUCTURES}')
+    genuine = np.zeros_like(listed)
+    genuine[ver_subject, np.arange(num_ver)] = True
+    listed |= genuine
+    a, b = np.nonzero(listed)
+    label = genuine[a, b]
+    return (torch.from_numpy(a), torch.from_numpy(b + num_enrol),
+            torch.from_numpy(label))
+
+
+def pairs_from_file(path: str):
+    """Rows of a real IJB pair file: first column -> rows of the t1 templates, etc."""
+    from oaml_mm.datasets.ijb import read_ijb_template_pairs
+    t1, t2, label = read_ijb_template_pairs(path)
+    ids, inv = np.unique(np.concatenate([t1, t2]), return_inverse=True)
+    n = t1.size
+    return (torch.from_numpy(inv[:n]), torch.from_numpy(inv[n:]),
+            torch.from_numpy(label.astype(bool)), ids.size)
+
+
+def make_features(num_templates: int = NUM_TEMPLATES,
+                  seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Unit embeddings, unit fp16 maps (built in chunks) and visibility."""
     g = torch.Generator().manual_seed(seed)
     emb = F.normalize(torch.randn(num_templates, DIM, generator=g), dim=1)
     maps = torch.empty((num_templates, ) + MAP_SHAPE, dtype=torch.float16)
@@ -49,15 +116,7 @@ def make_inputs(seed: int = 0, num_templates: int = NUM_TEMPLATES,
         maps[s:s + n] = F.normalize(
             torch.randn((n, ) + MAP_SHAPE, generator=g), dim=1).half()
     vis = torch.rand(num_templates, 1, 7, 7, generator=g)
-    # Probe templates are the first half, gallery the second (IJB-C's listed pairs
-    # also form a sparse subset of a probe x gallery product).
-    half = num_templates // 2
-    rng = np.random.default_rng(seed)
-    a = np.sort(rng.integers(0, half, num_pairs))
-    b = rng.integers(half, num_templates, num_pairs)
-    return dict(emb=emb, maps=maps, vis=vis, idx_a=torch.from_numpy(a),
-                idx_b=torch.from_numpy(b), probe_rows=torch.arange(half),
-                gallery_rows=torch.arange(half, num_templates))
+    return dict(emb=emb, maps=maps, vis=vis)
 
 
 def build_matcher():
@@ -69,103 +128,161 @@ def build_matcher():
 
 
 def _row(name, value, unit, baseline_name=None, baseline_value=None,
-         higher_is_better=True) -> dict:
+         higher_is_better=True, note=None) -> dict:
     ratio = None
     if baseline_value:
         ratio = value / baseline_value if higher_is_better else \
             baseline_value / value
-    return dict(name=name, value=value, unit=unit, baseline_name=baseline_name,
-                baseline_value=baseline_value, ratio=ratio)
+    row = dict(name=name, value=value, unit=unit, baseline_name=baseline_name,
+               baseline_value=baseline_value, ratio=ratio)
+    if note:
+        row['note'] = note
+    return row
 
 
-def _cosine_block_baseline(emb, probe_rows, gallery_rows, max_blocks):
+def _block_seconds(fn, rows_a, rows_b, max_blocks, block=128) -> float:
+    """Seconds per ``block x block`` dense block (first ``max_blocks`` blocks)."""
     t0 = time.perf_counter()
     done = 0
-    for ps in range(0, probe_rows.numel(), 128):
-        p = emb[probe_rows[ps:ps + 128]]
-        for gs in range(0, gallery_rows.numel(), 128):
+    for ps in range(0, rows_a.numel(), block):
+        for gs in range(0, rows_b.numel(), block):
             if done >= max_blocks:
                 break
-            _ = p @ emb[gallery_rows[gs:gs + 128]].T
+            fn(rows_a[ps:ps + block], rows_b[gs:gs + block])
             done += 1
         if done >= max_blocks:
             break
     return (time.perf_counter() - t0) / done
 
 
+def _progress(total: int, label: str):
+    t0 = time.perf_counter()
+    state = dict(done=0, last=t0)
+
+    def update(k: int) -> None:
+        state['done'] += k
+        now = time.perf_counter()
+        if now - state['last'] > 30:
+            state['last'] = now
+            rate = state['done'] / (now - t0)
+            print(f'  {label} {state["done"]}/{total} pairs, {rate:.0f} '
+                  f'pairs/s, ETA {(total - state["done"]) / rate:.0f} s',
+                  file=sys.stderr)
+
+    return update
+
+
 def run(quick: bool = False,
-        qaconv_pairs: Optional[int] = None) -> List[dict]:
+        structures=('cohort', 'uniform'),
+        pair_file: Optional[str] = None,
+        tile: Optional[int] = None,
+        sample_rows: Optional[int] = None,
+        rowwise_pairs: int = 4096) -> List[dict]:
     """Run the benchmark.
 
     Args:
-        quick (bool): Time QAConv on a sample of pairs and the baselines on fewer
-            blocks (about a minute on 2 cores). Defaults to False.
-        qaconv_pairs (int, optional): Listed pairs scored with QAConv; all of them
-            by default in full mode, 16,384 in quick mode.
+        quick (bool): Time QAConv on the pairs among the first ``sample_rows``
+            enrolment and ``8 * sample_rows`` verification templates and the
+            baseline on 8 blocks (full: all pairs, 32 blocks).
+        structures (Sequence[str]): Synthetic pair-list structures to time.
+        pair_file (str, optional): A real IJB pair file instead of synthetic lists.
+        tile (int, optional): Tile side. Defaults to ``DEFAULT_TILE``.
+        sample_rows (int, optional): Defaults to 256 in quick mode, all in full.
+        rowwise_pairs (int): Pairs timed with the row-wise QAConv scorer.
 
     Returns:
         list[dict]: Rows ``{'name', 'value', 'unit', 'baseline_name',
-        'baseline_value', 'ratio'}``.
+        'baseline_value', 'ratio'}`` (+ ``note``).
     """
-    from oaml_mm.evaluation.functional import (cosine_pairs,
-                                               match_all_then_pick,
-                                               match_listed_pairs)
+    from oaml_mm.evaluation.functional import (COSINE_TILE, DEFAULT_TILE,
+                                               QACONV_MIN_FILL,
+                                               cosine_pairs, cosine_pairs_tiled,
+                                               match_listed_pairs,
+                                               score_pairs_tiled)
     torch.set_grad_enabled(False)
+    tile = tile or DEFAULT_TILE
+    sample_rows = sample_rows or (256 if quick else None)
     t0 = time.perf_counter()
-    data = make_inputs()
-    build_s = time.perf_counter() - t0
-    rows = [_row('inputs_build_time', build_s, 's', higher_is_better=False)]
-    n = data['idx_a'].numel()
-    n_blocks = -(-data['probe_rows'].numel() // 128) * \
-        -(-data['gallery_rows'].numel() // 128)
-
-    # cosine branch, end to end on all listed pairs
-    t0 = time.perf_counter()
-    cos = cosine_pairs(data['emb'], data['idx_a'], data['idx_b'])
-    cos_s = time.perf_counter() - t0
-    per_block = _cosine_block_baseline(data['emb'], data['probe_rows'],
-                                       data['gallery_rows'],
-                                       200 if quick else 2000)
-    base_cos_s = per_block * n_blocks  # + picking, ignored (favours baseline)
-    rows.append(_row('cosine_listed_pairs_per_s', n / cos_s, 'pairs/s',
-                     'cosine_all_blocks_then_pick (extrapolated)',
-                     n / base_cos_s))
-    del cos
-
+    lists = {}
+    num_templates = NUM_TEMPLATES
+    if pair_file:
+        a, b, y, num_templates = pairs_from_file(pair_file)
+        lists['file'] = (a, b, y)
+    else:
+        for s in structures:
+            lists[s] = make_pairs(s)[:3]
+    feats = make_features(num_templates)
+    rows = [_row('inputs_build_time', time.perf_counter() - t0, 's',
+                 higher_is_better=False)]
     head = build_matcher()
-    qn = qaconv_pairs or (16384 if quick else n)
-    sel = slice(0, qn)
-    t0 = time.perf_counter()
-    done = [0]
-    last = [t0]
+    emb, maps, vis = feats['emb'], feats['maps'], feats['vis']
 
-    def progress(k):
-        done[0] += k
-        if time.perf_counter() - last[0] > 30:
-            last[0] = time.perf_counter()
-            rate = done[0] / (last[0] - t0)
-            print(f'  qaconv {done[0]}/{qn} pairs, {rate:.0f} pairs/s, '
-                  f'ETA {(qn - done[0]) / rate:.0f} s', file=sys.stderr)
+    def cos_block(pr, gr):
+        return emb[pr] @ emb[gr].T
 
-    match_listed_pairs(head.match_pairs, data['maps'], data['vis'],
-                       data['idx_a'][sel], data['idx_b'][sel], chunk=1024,
-                       progress=progress)
-    q_s = time.perf_counter() - t0
-    sample_blocks = 2 if quick else 8
-    t0 = time.perf_counter()
-    _, _, blocks = match_all_then_pick(
-        head.match, data['maps'], data['vis'], data['probe_rows'],
-        data['gallery_rows'], data['idx_a'][:0], data['idx_b'][:0],
-        block=128, max_blocks=sample_blocks)
-    base_q_s = (time.perf_counter() - t0) / blocks * n_blocks
-    rows.append(_row(
-        'qaconv_listed_pairs_per_s' + ('' if qn == n else f' ({qn} pairs timed)'),
-        qn / q_s, 'pairs/s',
-        f'qaconv_all_128x128_blocks_then_pick ({blocks} of {n_blocks} blocks '
-        'timed, extrapolated)', n / base_q_s))
-    rows.append(_row('qaconv_branch_time_all_pairs', n / (qn / q_s), 's',
-                     'qaconv_all_blocks_then_pick', base_q_s,
-                     higher_is_better=False))
+    def q_block(pr, gr):
+        return head.match(maps[pr].float(), maps[gr].float(), vis[pr], vis[gr])
+
+    for name, (a, b, _) in lists.items():
+        n = a.numel()
+        ua, ub = a.unique(), b.unique()
+        grid = ua.numel() * ub.numel()
+        n_blocks = -(-ua.numel() // 128) * -(-ub.numel() // 128)
+        base = f'{name}: all 128x128 blocks then pick (extrapolated)'
+        note = (f'{n} pairs, {ua.numel()} x {ub.numel()} templates, density '
+                f'{n / grid:.3f}, tile {max(tile, COSINE_TILE)}')
+
+        # cosine: everything on all pairs
+        st = {}
+        t0 = time.perf_counter()
+        cosine_pairs_tiled(emb, a, b, tile=max(tile, COSINE_TILE), stats=st)
+        tiled_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cosine_pairs(emb, a, b)
+        row_s = time.perf_counter() - t0
+        base_s = _block_seconds(cos_block, ua, ub, 400 if quick else 4000) * \
+            n_blocks
+        rows.append(_row(f'{name}/cosine_tiled_pairs_per_s', n / tiled_s,
+                         'pairs/s', base, n / base_s,
+                         note=note + f', dense work {st["dense_scored"] / grid:.2f}'
+                         ' of all blocks'))
+        rows.append(_row(f'{name}/cosine_rowwise_pairs_per_s', n / row_s,
+                         'pairs/s', base, n / base_s))
+
+        # QAConv: tiled on the pairs of the first sample_rows enrolment templates
+        if sample_rows:
+            # The pairs among the first sample_rows enrolment and 8 x
+            # sample_rows verification templates: whole tiles of both sides.
+            keep = (a <= ua[min(sample_rows, ua.numel()) - 1]) & \
+                (b <= ub[min(8 * sample_rows, ub.numel()) - 1])
+            qa, qb = a[keep], b[keep]
+        else:
+            qa, qb = a, b
+        st = {}
+        t0 = time.perf_counter()
+        score_pairs_tiled(head.match, head.match_pairs, maps, vis, qa, qb,
+                          tile=tile, min_fill=QACONV_MIN_FILL, chunk=1024,
+                          progress=_progress(qa.numel(), f'{name} qaconv'),
+                          stats=st)
+        q_s = time.perf_counter() - t0
+        sub_grid = qa.unique().numel() * qb.unique().numel()
+        q_base_s = _block_seconds(q_block, ua, ub, 8 if quick else 32) * n_blocks
+        timed = '' if qa.numel() == n else f' ({qa.numel()} pairs timed)'
+        rows.append(_row(
+            f'{name}/qaconv_tiled_pairs_per_s{timed}', qa.numel() / q_s,
+            'pairs/s', base, n / q_base_s,
+            note=f'dense work {st["dense_scored"] / sub_grid:.2f} of all blocks '
+            f'on the timed templates; {st["dense_tiles"]} dense / '
+            f'{st["rowwise_tiles"]} row-wise tiles'))
+        rows.append(_row(f'{name}/qaconv_tiled_time_all_pairs',
+                         n / (qa.numel() / q_s), 's', base, q_base_s,
+                         higher_is_better=False))
+        k = min(rowwise_pairs, n)
+        t0 = time.perf_counter()
+        match_listed_pairs(head.match_pairs, maps, vis, a[:k], b[:k], chunk=1024)
+        r_s = time.perf_counter() - t0
+        rows.append(_row(f'{name}/qaconv_rowwise_pairs_per_s ({k} pairs timed)',
+                         k / r_s, 'pairs/s', base, n / q_base_s))
     rows.append(_row('peak_rss', _peak_rss_gb(), 'GB'))
     return rows
 
@@ -174,13 +291,20 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
                         help='sample QAConv pairs and baseline blocks')
-    parser.add_argument('--qaconv-pairs', type=int, default=None,
-                        help='number of listed pairs scored with QAConv')
+    parser.add_argument('--structure', nargs='+', default=list(STRUCTURES),
+                        choices=STRUCTURES)
+    parser.add_argument('--pair-file', default=None,
+                        help='a real *_template_pair_label.txt')
+    parser.add_argument('--tile', type=int, default=None)
+    parser.add_argument('--sample-rows', type=int, default=None)
     args = parser.parse_args(argv)
-    for r in run(args.quick, args.qaconv_pairs):
-        ratio = '' if r['ratio'] is None else f"  x{r['ratio']:.1f} vs " \
+    for r in run(args.quick, args.structure, args.pair_file, args.tile,
+                 args.sample_rows):
+        ratio = '' if r['ratio'] is None else f"  x{r['ratio']:.2f} vs " \
             f"{r['baseline_name']} ({r['baseline_value']:.4g})"
-        print(f"{r['name']:<48} {r['value']:>14.4g} {r['unit']}{ratio}")
+        print(f"{r['name']:<56} {r['value']:>12.4g} {r['unit']}{ratio}")
+        if r.get('note'):
+            print(f"    {r['note']}")
 
 
 if __name__ == '__main__':

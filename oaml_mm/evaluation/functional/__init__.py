@@ -2,7 +2,8 @@
 tools and benchmarks."""
 from .fusion import fuse_scores, impostor_stats
 from .identification import identification_1n
-from .pair_scoring import (COSINE_MIN_FILL, DEFAULT_TILE, QACONV_MIN_FILL,
+from .pair_scoring import (COSINE_MIN_FILL, COSINE_TILE, DEFAULT_TILE,
+                           QACONV_MIN_FILL,
                            cosine_pairs, cosine_pairs_tiled, match_all_then_pick,
                            match_listed_pairs, score_pairs_tiled,
                            tile_pair_order)
@@ -17,5 +18,6 @@ __all__ = [
     'pool_templates', 'TemplateAccumulator', 'identification_1n',
     'fuse_scores', 'impostor_stats', 'cosine_pairs', 'match_listed_pairs',
     'match_all_then_pick', 'score_pairs_tiled', 'cosine_pairs_tiled',
-    'tile_pair_order', 'DEFAULT_TILE', 'COSINE_MIN_FILL', 'QACONV_MIN_FILL'
+    'tile_pair_order', 'DEFAULT_TILE', 'COSINE_TILE', 'COSINE_MIN_FILL',
+    'QACONV_MIN_FILL'
 ]

@@ -18,24 +18,32 @@ templates. Figures: ``benchmarks/bench_ijbc_scale.py``, ``docs/evaluation.md``.
 """
 from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     'cosine_pairs', 'match_listed_pairs', 'match_all_then_pick', 'tile_pair_order',
-    'score_pairs_tiled', 'cosine_pairs_tiled', 'DEFAULT_TILE',
+    'score_pairs_tiled', 'cosine_pairs_tiled', 'DEFAULT_TILE', 'COSINE_TILE',
     'COSINE_MIN_FILL', 'QACONV_MIN_FILL'
 ]
 
 PairMatcher = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
                        torch.Tensor]
 
-#: Templates per tile side (measured, see docs/evaluation.md).
+#: Templates per tile side for QAConv (measured, see docs/evaluation.md): dense
+#: QAConv is near its peak rate from 128-256 on, and smaller tiles skip more of a
+#: structured pair list.
 DEFAULT_TILE = 256
+#: Cosine tiles: a 512-d dot product is so cheap that per-tile bookkeeping
+#: dominates below ~1024 (15.7M IJB-C pairs: 3.4 s at 256, 2.6 s at 1024).
+COSINE_TILE = 1024
 #: Fill (listed pairs / (distinct rows x distinct columns)) from which a tile is
 #: cheaper to score densely: the ratio of dense to row-wise cost per pair, measured
 #: with ``benchmarks/bench_ijbc_scale.py`` (CPU, 512-d / 512x7x7).
-COSINE_MIN_FILL = 0.05
+#: (cosine: dense 1e8 vs row-wise 1.4e5 pairs/s; QAConv: dense 1.3e4-3.3e4 for
+#: 4x4-256x256 tiles vs row-wise 1.1e3 pairs/s, so 0.05 errs towards row-wise).
+COSINE_MIN_FILL = 0.002
 QACONV_MIN_FILL = 0.05
 
 
@@ -170,6 +178,38 @@ def match_all_then_pick(matcher: Callable[..., torch.Tensor],
     return full, picked, done
 
 
+def _compact(idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Rank of each value among the distinct values of ``idx`` and those values.
+
+    O(N + max) with a presence mask instead of a sort (template rows are small
+    integers; this runs on IJB-C's 15.7M pairs), int32 to halve memory traffic.
+    """
+    present = np.zeros(int(idx.max()) + 1, dtype=bool)
+    present[idx] = True
+    rank = np.cumsum(present, dtype=np.int32) - 1
+    return rank[idx], np.flatnonzero(present)
+
+
+def _tile_layout(idx_a: torch.Tensor, idx_b: torch.Tensor, tile: int):
+    """Tile order, tile ids, compact ranks and distinct rows of both sides."""
+    if tile < 1:
+        raise ValueError(f'tile must be >= 1, got {tile}')
+    ca, ua = _compact(idx_a.numpy())
+    cb, ub = _compact(idx_b.numpy())
+    rows = (ua.size + tile - 1) // tile
+    cols = (ub.size + tile - 1) // tile
+    tile_id = (ca // tile).astype(np.int64) * cols + cb // tile
+    if rows * cols <= 1 << 16:
+        # numpy's stable sort of 16-bit integers is a radix sort: ~3x faster
+        # than a comparison sort on 15.7M pairs.
+        order = np.argsort(tile_id.astype(np.uint16), kind='stable')
+    else:
+        order = np.argsort(tile_id, kind='stable')
+    t = torch.from_numpy
+    return (t(order.astype(np.int64)), t(tile_id), t(ca), t(cb),
+            t(ua.astype(np.int64)), t(ub.astype(np.int64)), cols)
+
+
 def tile_pair_order(idx_a: torch.Tensor,
                     idx_b: torch.Tensor,
                     tile: int = DEFAULT_TILE) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -197,22 +237,27 @@ def tile_pair_order(idx_a: torch.Tensor,
     """
     if tile < 1:
         raise ValueError(f'tile must be >= 1, got {tile}')
-    idx_a, idx_b = idx_a.reshape(-1).long(), idx_b.reshape(-1).long()
+    idx_a = idx_a.reshape(-1).long().cpu()
+    idx_b = idx_b.reshape(-1).long().cpu()
     if idx_a.numel() == 0:
         empty = torch.empty(0, dtype=torch.int64)
         return empty, empty
-    ua, ca = torch.unique(idx_a, return_inverse=True)
-    ub, cb = torch.unique(idx_b, return_inverse=True)
-    cols = (ub.numel() + tile - 1) // tile
-    tile_id = torch.div(ca, tile, rounding_mode='floor') * cols + \
-        torch.div(cb, tile, rounding_mode='floor')
-    order = torch.sort(tile_id, stable=True).indices
+    order, tile_id = _tile_layout(idx_a, idx_b, tile)[:2]
     return order, tile_id
 
 
 def _gather(x: torch.Tensor, rows: torch.Tensor,
             device: torch.device) -> torch.Tensor:
     return x[rows].to(device=device, dtype=torch.float32)
+
+
+def _local(global_rank: torch.Tensor, offset: int,
+           tile: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Positions among the distinct ranks of one tile side and those ranks."""
+    local = (global_rank - offset).long()
+    present = torch.zeros(tile, dtype=torch.bool)
+    present[local] = True
+    return (present.cumsum(0) - 1)[local], present.nonzero().reshape(-1) + offset
 
 
 def score_pairs_tiled(dense: PairMatcher,
@@ -255,8 +300,8 @@ def score_pairs_tiled(dense: PairMatcher,
         idx_b (torch.Tensor): ``[N]`` rows of the second templates.
         tile (int): Distinct templates per tile side. Defaults to 256.
         min_fill (float): Fill from which a tile is scored densely (the measured
-            ratio of dense to row-wise cost per pair); 0 makes every tile dense,
-            above 1 every tile row-wise.
+            ratio of dense to row-wise cost per pair, 0.05 for QAConv); 0 makes
+            every tile dense, above 1 every tile row-wise.
         chunk (int): Pairs per row-wise call (bounds its gathered copies).
         device (torch.device, optional): Where to score. Defaults to ``feats``'.
         progress (callable, optional): Called with the number of pairs done after
@@ -277,15 +322,15 @@ def score_pairs_tiled(dense: PairMatcher,
         True
     """
     device = device or feats.device
-    idx_a, idx_b = idx_a.reshape(-1).long(), idx_b.reshape(-1).long()
+    idx_a = idx_a.reshape(-1).long().cpu()
+    idx_b = idx_b.reshape(-1).long().cpu()
     n_all = idx_a.numel()
     out = torch.empty(n_all, dtype=torch.float32)
     st = dict(dense_tiles=0, dense_scored=0, dense_pairs=0, rowwise_tiles=0,
               rowwise_pairs=0)
     if n_all:
-        order, tile_id = tile_pair_order(idx_a, idx_b, tile)
-        _, counts = torch.unique_consecutive(tile_id[order],
-                                             return_counts=True)
+        order, tile_id, ca, cb, ua, ub, cols = _tile_layout(idx_a, idx_b, tile)
+        counts = torch.bincount(tile_id, minlength=1)
         pending = []
         pending_n = 0
 
@@ -308,12 +353,13 @@ def score_pairs_tiled(dense: PairMatcher,
                     progress(part.numel())
 
         start = 0
-        for n in counts.tolist():
+        nonempty = counts.nonzero().reshape(-1)
+        for t, n in zip(nonempty.tolist(), counts[nonempty].tolist()):
             sel = order[start:start + n]
             start += n
-            ua, la = torch.unique(idx_a[sel], return_inverse=True)
-            ub, lb = torch.unique(idx_b[sel], return_inverse=True)
-            grid = ua.numel() * ub.numel()
+            la, ra = _local(ca[sel], (t // cols) * tile, tile)
+            lb, rb = _local(cb[sel], (t % cols) * tile, tile)
+            grid = ra.numel() * rb.numel()
             if n < min_fill * grid:
                 st['rowwise_tiles'] += 1
                 st['rowwise_pairs'] += n
@@ -325,11 +371,13 @@ def score_pairs_tiled(dense: PairMatcher,
             st['dense_tiles'] += 1
             st['dense_scored'] += grid
             st['dense_pairs'] += n
+            rows_a, rows_b = ua[ra], ub[rb]
             va = vb = None
             if vis is not None:
-                va, vb = _gather(vis, ua, device), _gather(vis, ub, device)
-            full = dense(_gather(feats, ua, device), _gather(feats, ub, device),
-                         va, vb)
+                va = _gather(vis, rows_a, device)
+                vb = _gather(vis, rows_b, device)
+            full = dense(_gather(feats, rows_a, device),
+                         _gather(feats, rows_b, device), va, vb)
             out[sel] = full[la.to(full.device), lb.to(full.device)].float().cpu()
             if progress is not None:
                 progress(n)
@@ -350,7 +398,7 @@ def _dot_all(a: torch.Tensor, b: torch.Tensor, *_) -> torch.Tensor:
 def cosine_pairs_tiled(embeddings: torch.Tensor,
                        idx_a: torch.Tensor,
                        idx_b: torch.Tensor,
-                       tile: int = DEFAULT_TILE,
+                       tile: int = COSINE_TILE,
                        min_fill: float = COSINE_MIN_FILL,
                        chunk: int = 1 << 16,
                        stats: Optional[Dict[str, int]] = None) -> torch.Tensor:
@@ -360,8 +408,8 @@ def cosine_pairs_tiled(embeddings: torch.Tensor,
         embeddings (torch.Tensor): ``[T, D]`` (normalised here).
         idx_a (torch.Tensor): ``[N]`` rows of the first templates.
         idx_b (torch.Tensor): ``[N]`` rows of the second templates.
-        tile (int): Distinct templates per tile side.
-        min_fill (float): See :func:`score_pairs_tiled`.
+        tile (int): Distinct templates per tile side. Defaults to 1024.
+        min_fill (float): See :func:`score_pairs_tiled`. Defaults to 0.002.
         chunk (int): Pairs per row-wise step.
         stats (dict, optional): See :func:`score_pairs_tiled`.
 

@@ -20,8 +20,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from oaml_mm.datasets.ijb import (ijb_meta_paths, read_ijb_template_pairs,
                                   read_ijb_tid_mid)
 from oaml_mm.errors import DataFormatError, MissingFileError
-from oaml_mm.evaluation.functional import (DEFAULT_FARS, DEFAULT_TILE,
-                                           QACONV_MIN_FILL, TemplateAccumulator,
+from oaml_mm.evaluation.functional import (COSINE_TILE, DEFAULT_FARS,
+                                           DEFAULT_TILE, QACONV_MIN_FILL,
+                                           TemplateAccumulator,
                                            cosine_pairs_tiled, fuse_scores,
                                            identification_1n, impostor_stats,
                                            score_pairs_tiled, tile_pair_order)
@@ -97,8 +98,9 @@ class IJBMetric(FaceMetricBase):
         fpirs (Sequence[float]): Defaults to (0.01, 0.1).
         pair_chunk (int): Pairs per row-wise QAConv call. Defaults to 4096.
         pair_tile (int): Templates per tile side when scoring the listed pairs
-            (see :func:`~oaml_mm.evaluation.functional.score_pairs_tiled`).
-            Defaults to 256.
+            with QAConv (see
+            :func:`~oaml_mm.evaluation.functional.score_pairs_tiled`; the cosine
+            branch uses at least ``COSINE_TILE``). Defaults to 256.
         **kwargs: See :class:`FaceMetricBase` (branches, fuse_weights, pair_chunk...).
 
     Example:
@@ -302,11 +304,14 @@ class IJBMetric(FaceMetricBase):
             return self._match_pairs_distributed(feats, vis, self.pair_a,
                                                  self.pair_b)
         n = self.pair_a.numel()
-        order, _ = tile_pair_order(self.pair_a, self.pair_b, self.pair_tile)
+        # Cosine tiles are at least COSINE_TILE: its dense product is too cheap
+        # for small tiles to pay for their bookkeeping.
+        tile = self.pair_tile if qaconv else max(self.pair_tile, COSINE_TILE)
+        order, _ = tile_pair_order(self.pair_a, self.pair_b, tile)
         lo, hi = self._my_range(n)
         a, b = self.pair_a[order[lo:hi]], self.pair_b[order[lo:hi]]
         if not qaconv:
-            local = cosine_pairs_tiled(feats, a, b, tile=self.pair_tile)
+            local = cosine_pairs_tiled(feats, a, b, tile=tile)
         else:
             bar = self._bar(hi - lo, f'{self.dataset_name} QAConv pairs')
             with torch.no_grad():
