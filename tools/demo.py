@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import resource
 import sys
 import time
 
@@ -29,6 +30,19 @@ import synthface_report as report  # noqa: E402
 import synthface_runs as runs  # noqa: E402
 
 MODELS = ('adaface', 'oaml')
+
+
+def _child_cpu() -> float:
+    """CPU seconds of the finished child processes (and their own children)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _done(stage: str, t_wall: float, t_cpu: float) -> None:
+    # CPU time says what the stage costs on an idle machine, whatever the load.
+    cpu = _child_cpu() - t_cpu
+    print(f'[demo]     {stage} in {time.time() - t_wall:.0f} s wall, '
+          f'{cpu:.0f} s CPU of worker processes', flush=True)
 
 
 def parse_args(argv=None):
@@ -79,10 +93,10 @@ def train(args, seed_dirs: dict) -> None:
     print(f'[demo] 2/4 training {len(jobs)} models, {args.jobs} at a time '
           '(1 thread each); logs: <work-dir>/seed*/<model>/train.log',
           flush=True)
-    t = time.time()
+    t, c = time.time(), _child_cpu()
     runs.run_jobs(jobs, max_parallel=args.jobs, report=runs.print_progress,
                   interval=30)
-    print(f'[demo]     trained ({time.time() - t:.0f} s)', flush=True)
+    _done('trained', t, c)
 
 
 def evaluate(args, seed_dirs: dict) -> None:
@@ -101,10 +115,10 @@ def evaluate(args, seed_dirs: dict) -> None:
                     log=osp.join(wd, m, f'test_{part}.log')))
     print(f'[demo] 3/4 evaluating with tools/test.py ({len(jobs)} runs)',
           flush=True)
-    t = time.time()
+    t, c = time.time(), _child_cpu()
     runs.run_jobs(jobs, max_parallel=args.jobs, report=runs.print_progress,
                   interval=30)
-    print(f'[demo]     evaluated ({time.time() - t:.0f} s)', flush=True)
+    _done('evaluated', t, c)
 
 
 def collect(seed_dirs: dict) -> dict:

@@ -18,7 +18,7 @@ model = dict(
     test_cfg=dict(flip_test=False, return_feature_maps=False))
 # Peak learning rate and margin warm-up: the best of the sweep
 # (tools/analysis/sweep_synthface.py, docs/synthface_sweep.md).
-optim_wrapper = dict(optimizer=dict(lr=0.1))
+optim_wrapper = dict(optimizer=dict(lr=0.2))
 custom_hooks = [
     dict(type='MarginWarmupHook', warmup_ratio=0.3),  # from the sweep
 ]
