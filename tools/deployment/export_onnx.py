@@ -75,6 +75,10 @@ def export(model: nn.Module, out_file: str, input_size: int = 112,
                 dynamic_axes={n: {0: 'batch'}
                               for n in ('images', ) + OUTPUT_NAMES},
                 dynamo=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp creates 0600 files; give the export the usual permissions.
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out_file)
     finally:
         if osp.exists(tmp):
