@@ -177,8 +177,10 @@ class FaceGallery:
             raise GalleryError(f'{path}: not a readable gallery file ({e})') \
                 from None
         if not isinstance(state, dict) or state.get('format') != GALLERY_FORMAT:
-            raise GalleryError(f'{path}: not an oaml_mm gallery file (format '
-                               f'{state.get("format") if isinstance(state, dict) else type(state).__name__!r})')
+            found = state.get('format') if isinstance(state, dict) else \
+                type(state).__name__
+            raise GalleryError(
+                f'{path}: not an oaml_mm gallery file (format {found!r})')
         if state.get('version') != GALLERY_VERSION:
             raise GalleryError(
                 f'{path}: gallery version {state.get("version")!r}; this oaml_mm '

@@ -12,9 +12,8 @@ from oaml_mm.apis import FaceRecognizer
 from oaml_mm.errors import CheckpointError, ImageInputError
 from oaml_mm.evaluation.functional import fuse_scores
 from oaml_mm.utils import atomic_save
-from tests.test_apis.helpers import (CALIBRATION, TINY_MODEL, face,
-                                     write_checkpoint, write_config,
-                                     write_face)
+from tests.test_apis.helpers import (TINY_MODEL, face, write_checkpoint,
+                                     write_config, write_face)
 
 
 class _Evil:

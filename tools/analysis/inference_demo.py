@@ -2,7 +2,7 @@
 gallery search (rank-1 with and without QAConv re-ranking) and extract throughput.
 
     python tools/analysis/inference_demo.py --data data/synthface \
-        --work-dir work_dirs/inference_demo            # train (~10 min CPU) + evaluate
+        --work-dir work_dirs/inference_demo    # train 150 iterations + evaluate
     python tools/analysis/inference_demo.py --data data/synthface \
         --work-dir work_dirs/inference_demo --skip-train
     python tools/analysis/inference_demo.py --throughput-only
