@@ -100,6 +100,17 @@ def strongest_correspondences(map_a: torch.Tensor, map_b: torch.Tensor,
     return pairs[:k]
 
 
+def _arc(pa: Tuple[int, int], pb: Tuple[int, int], bow: float,
+         steps: int = 24) -> np.ndarray:
+    """Points of a quadratic curve from ``pa`` to ``pb`` bowed up by ``bow`` px."""
+    a = np.asarray(pa, np.float32)
+    b = np.asarray(pb, np.float32)
+    ctrl = (a + b) / 2 - np.array([0, 2 * bow], np.float32)
+    t = np.linspace(0, 1, steps, dtype=np.float32)[:, None]
+    pts = (1 - t)**2 * a + 2 * (1 - t) * t * ctrl + t**2 * b
+    return np.round(pts).astype(np.int32).reshape(-1, 1, 2)
+
+
 def _text(img: np.ndarray, text: str, org: Tuple[int, int], scale: float = 0.5,
           color=(20, 20, 20), thick: int = 1) -> None:
     cv2.putText(img, text, org, _FONT, scale, color, thick, cv2.LINE_AA)
@@ -163,8 +174,10 @@ def draw_face_pair(img_a: np.ndarray,
                   int(y0 + (r // grid[1] + 0.5) * cell))
             pb = (int(xb + (t % grid[1] + 0.5) * cell),
                   int(y0 + (t // grid[1] + 0.5) * cell))
-            cv2.line(canvas, pa, pb, (0, 0, 0), 4, cv2.LINE_AA)
-            cv2.line(canvas, pa, pb, color, 2, cv2.LINE_AA)
+            # A slight arc, bowed by rank, keeps matches on one row apart.
+            pts = _arc(pa, pb, 10 + 6 * (rank % 6))
+            cv2.polylines(canvas, [pts], False, (0, 0, 0), 4, cv2.LINE_AA)
+            cv2.polylines(canvas, [pts], False, color, 2, cv2.LINE_AA)
             cv2.circle(canvas, pa, 4, color, -1, cv2.LINE_AA)
             cv2.circle(canvas, pb, 4, color, -1, cv2.LINE_AA)
     fy = y0 + size + 22
