@@ -76,10 +76,9 @@ def load_foreign_checkpoint(src: str) -> Dict[str, torch.Tensor]:
             f'{src}: holds Python objects besides the weights (PyTorch Lightning '
             'stores hyper-parameters and callbacks), so it is not unpickled here: '
             'that could run arbitrary code. If you trust the file, re-save its '
-            'weights once and convert that file:\n'
-            '  python -c "import torch; c = torch.load(\'SRC\', '
-            'map_location=\'cpu\', weights_only=False); '
-            'torch.save(c[\'state_dict\'], \'SRC.weights.pth\')"\n'
+            'weights once where it was made (with PyTorch Lightning installed, '
+            "load it there and run torch.save(ckpt['state_dict'], "
+            "'SRC.weights.pth')) and convert that file instead.\n"
             f'Detail: {e}') from None
     if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
         ckpt = ckpt['state_dict']
