@@ -11,6 +11,7 @@ Results dicts handed to the pipeline carry ``img`` (uint8 [H,W,3], **RGB**),
 ``gt_label``, ``visibility_mask`` (float32 [H,W], 1 = visible), ``landmarks`` ([5,2]) and
 the metainfo keys of ``docs/architecture.md``.
 """
+import abc
 import os
 import os.path as osp
 import tempfile
@@ -53,7 +54,7 @@ def decode_image(buf: Union[bytes, np.ndarray], path: str,
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-class BaseFaceDataset(BaseDataset):
+class BaseFaceDataset(BaseDataset, metaclass=abc.ABCMeta):
     """Base class: subclasses fill an index in :meth:`load_index`.
 
     Subclasses implement ``load_index()`` (set up arrays, return the number of
@@ -123,14 +124,17 @@ class BaseFaceDataset(BaseDataset):
             indices=indices)
 
     # subclass interface --------------------------------------------------------
+    @abc.abstractmethod
     def load_index(self) -> int:
-        raise NotImplementedError
+        """Read the index (never the images); return the number of samples."""
 
+    @abc.abstractmethod
     def get_info(self, i: int) -> dict:
-        raise NotImplementedError
+        """The index entry of sample ``i`` as a results dict for the pipeline."""
 
+    @abc.abstractmethod
     def load_sample(self, info: dict) -> bool:
-        raise NotImplementedError
+        """Decode the sample into ``info``; False when skipped (bad image)."""
 
     # mmengine interface --------------------------------------------------------
     def full_init(self) -> None:
@@ -203,8 +207,12 @@ class BaseFaceDataset(BaseDataset):
         return labels
 
     def raw_labels(self) -> np.ndarray:
-        raise NotImplementedError(
-            f'{type(self).__name__} has no identity labels')
+        # Data sets without identities (verification pairs, IJB) cannot feed a
+        # classifier or PKSampler: that is a config mistake, not a missing method.
+        raise ConfigError(
+            f'{type(self).__name__} has no identity labels; use a labelled '
+            'training set (MXFaceDataset, FaceImageFolder, OcclusionMaskDataset '
+            'with labels.txt) where labels are needed')
 
     def get_cat_ids(self, idx: int) -> list:
         return [int(self.get_gt_labels()[idx])]

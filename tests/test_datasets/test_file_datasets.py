@@ -12,7 +12,7 @@ from oaml_mm.datasets import (ARCFACE_REF_POINTS, FaceImageFolder, IJBDataset,
                               OcclusionMaskDataset, VerificationBinDataset,
                               write_occlusion_mask_sample,
                               write_verification_bin)
-from oaml_mm.errors import DataFormatError, MissingFileError
+from oaml_mm.errors import ConfigError, DataFormatError, MissingFileError
 
 from .helpers import encode, make_face
 
@@ -87,6 +87,10 @@ class TestVerificationBinDataset(_Tmp):
                          (1, 1, False, 'lfw'))
         self.assertEqual(tuple(out['inputs'].shape), (3, 32, 32))
         np.testing.assert_array_equal(ds.issame, [True, False, True])
+        # Pairs carry no identities: asking for labels is a config mistake.
+        with self.assertRaisesRegex(ConfigError, 'VerificationBinDataset has '
+                                    'no identity labels'):
+            ds.get_gt_labels()
 
     def test_undecodable(self):
         path = osp.join(self.root, 'agedb_30.bin')
@@ -187,3 +191,11 @@ class TestOcclusionMaskDataset(_Tmp):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class TestBaseFaceDataset(unittest.TestCase):
+
+    def test_format_interface_is_abstract(self):
+        from oaml_mm.datasets.base_face_dataset import BaseFaceDataset
+        with self.assertRaisesRegex(TypeError, 'abstract'):
+            BaseFaceDataset(lazy_init=True)
