@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 from oaml_mm.errors import ConfigError
-from oaml_mm.models.functional import (normalize_maps, qaconv_match,
-                                       qaconv_match_pairs)
+from oaml_mm.models.functional import (calibrate_visibility, normalize_maps,
+                                       qaconv_match, qaconv_match_pairs)
 from oaml_mm.models.heads import QAConvHead
 from oaml_mm.registry import MODELS
 
@@ -198,6 +198,40 @@ class TestQAConvHead(unittest.TestCase):
     def test_bad_config(self):
         with self.assertRaises(ConfigError):
             QAConvHead(vis_mode='bogus')
+        for bad in ((0.7, 0.3), (0.2, 1.5), (0.5, ), 'x'):
+            with self.assertRaises(ConfigError, msg=str(bad)):
+                QAConvHead(vis_range=bad)
+
+    def test_vis_range_stretches_visibility_everywhere(self):
+        torch.manual_seed(3)
+        plain = self.build(vis_mode='gate').eval()
+        stretched = self.build(vis_mode='gate', vis_range=(0.3, 0.7)).eval()
+        x = torch.randn(4, 6, 7, 7)
+        vis = torch.rand(4, 1, 7, 7)
+        v2 = calibrate_visibility(vis, (0.3, 0.7))
+        torch.testing.assert_close(stretched.match(x, x, vis, vis),
+                                   plain.match(x, x, v2, v2))
+        torch.testing.assert_close(
+            stretched.match_pairs(x[:2], x[2:], vis[:2], vis[2:]),
+            plain.match_pairs(x[:2], x[2:], v2[:2], v2[2:]))
+        # A clean face predicted 0.8-visible everywhere matches as unweighted.
+        high = torch.full((4, 1, 7, 7), 0.8)
+        torch.testing.assert_close(stretched.match(x, x, high, high),
+                                   plain.match(x, x))
+        y = torch.tensor([0, 0, 1, 1])
+        torch.testing.assert_close(
+            stretched.train().loss(x, y, vis)['loss_pairwise'],
+            plain.train().loss(x, y, v2)['loss_pairwise'])
+
+
+class TestCalibrateVisibility(unittest.TestCase):
+
+    def test_values(self):
+        v = torch.tensor([0.0, 0.3, 0.5, 0.7, 0.95])
+        torch.testing.assert_close(calibrate_visibility(v, (0.3, 0.7)),
+                                   torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+        self.assertIs(calibrate_visibility(v, None), v)
+        self.assertIsNone(calibrate_visibility(None, (0.3, 0.7)))
 
 
 if __name__ == '__main__':

@@ -1,11 +1,12 @@
 """Pure tensor math shared by heads, losses, metrics and benchmarks."""
 from .margin import adaface_margins, cosine_logits, margin_logits
 from .pair_mining import hardest_pairs
-from .qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODES, normalize_maps,
-                     qaconv_match, qaconv_match_pairs)
+from .qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODES, calibrate_visibility,
+                     normalize_maps, qaconv_match, qaconv_match_pairs)
 
 __all__ = [
     'cosine_logits', 'margin_logits', 'adaface_margins', 'hardest_pairs',
-    'qaconv_match', 'qaconv_match_pairs', 'normalize_maps', 'VIS_MODES',
+    'qaconv_match', 'qaconv_match_pairs', 'normalize_maps',
+    'calibrate_visibility', 'VIS_MODES',
     'DEFAULT_MAX_CHUNK_ELEMS'
 ]

@@ -7,7 +7,7 @@ public v2.1 code. All scoring goes through
 :func:`oaml_mm.models.functional.qaconv_match`; this module only owns the parameters,
 the input normalisation and the losses.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ from mmengine.model import BaseModule
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import MODELS
 from ..functional.qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODES,
+                                 calibrate_visibility, check_vis_range,
                                  normalize_maps, qaconv_match,
                                  qaconv_match_pairs)
 
@@ -41,6 +42,11 @@ class QAConvHead(BaseModule):
         feat_size (int): Side of the feature maps (7 for 112x112). Defaults to 7.
         vis_mode (str): How visibility enters: ``'seed'`` (default), ``'gate'`` or
             ``'none'``; see :mod:`oaml_mm.models.functional.qaconv`.
+        vis_range (Sequence[float], optional): ``(low, high)``: every visibility
+            map is stretched by :func:`~oaml_mm.models.functional.qaconv.
+            calibrate_visibility` before matching (training and test alike), so
+            cells above ``high`` count fully and cells below ``low`` not at all.
+            None (default) uses the maps as they are, as the seed does.
         max_chunk_elems (int): Most correlation values computed at once.
         half_test (bool): Correlate in fp16 (CUDA) / bf16 (CPU) when not training.
             Defaults to False.
@@ -57,6 +63,7 @@ class QAConvHead(BaseModule):
                  in_channels: int = 512,
                  feat_size: int = 7,
                  vis_mode: str = 'seed',
+                 vis_range: Optional[Sequence[float]] = None,
                  max_chunk_elems: int = DEFAULT_MAX_CHUNK_ELEMS,
                  half_test: bool = False,
                  normalize: bool = True,
@@ -69,6 +76,7 @@ class QAConvHead(BaseModule):
         self.in_channels = in_channels
         self.feat_size = feat_size
         self.vis_mode = vis_mode
+        self.vis_range = check_vis_range(vis_range)
         self.max_chunk_elems = int(max_chunk_elems)
         self.half_test = half_test
         self.normalize = normalize
@@ -108,6 +116,9 @@ class QAConvHead(BaseModule):
                 f'{self.feat_size}, {self.feat_size}], got {tuple(maps.shape)}')
         return normalize_maps(maps) if self.normalize else maps
 
+    def _vis(self, vis: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return calibrate_visibility(vis, self.vis_range)
+
     def _half(self) -> bool:
         return self.half_test and not self.training
 
@@ -135,8 +146,8 @@ class QAConvHead(BaseModule):
             Tensor: [P, G] scores (higher = more similar).
         """
         return self._match_prepared(
-            self._prep(probe_maps), self._prep(gallery_maps), probe_vis,
-            gallery_vis)
+            self._prep(probe_maps), self._prep(gallery_maps),
+            self._vis(probe_vis), self._vis(gallery_vis))
 
     def match_pairs(self,
                     maps_a: torch.Tensor,
@@ -145,8 +156,9 @@ class QAConvHead(BaseModule):
                     vis_b: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores of the pairs ``(maps_a[i], maps_b[i])`` [N], row-wise."""
         return qaconv_match_pairs(self._prep(maps_a), self._prep(maps_b),
-                                  self.bn, self.fc, self.logit_bn, vis_a,
-                                  vis_b, self.vis_mode, self.max_chunk_elems,
+                                  self.bn, self.fc, self.logit_bn,
+                                  self._vis(vis_a), self._vis(vis_b),
+                                  self.vis_mode, self.max_chunk_elems,
                                   self._half())
 
     def loss(self,
@@ -168,6 +180,7 @@ class QAConvHead(BaseModule):
             ``acc_{name}`` per configured loss.
         """
         maps = self._prep(feat_maps)
+        vis = self._vis(vis)
         labels = labels.view(-1)
         scores = self._match_prepared(maps, maps, vis, vis)
         out = {}
