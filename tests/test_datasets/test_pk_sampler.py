@@ -4,6 +4,7 @@ import unittest
 import numpy as np
 
 from oaml_mm.datasets import PKSampler
+from oaml_mm.datasets.samplers.pk_sampler import dataset_labels
 from oaml_mm.errors import ConfigError
 
 
@@ -81,6 +82,29 @@ class TestPKSampler(unittest.TestCase):
                       world_size=2)
         self.assertEqual(len(s), 2 * 8)  # 5 ids per rank -> 2 whole batches
         self.assertEqual(len(list(s)), 16)
+
+    def test_concat_dataset_labels(self):
+        """A ConcatDataset (clean .rec + labelled occluded set) gives its parts'
+        labels in order, so an identity's images from both parts share batches."""
+
+        class _Concat:
+            def __init__(self, parts):
+                self.datasets = parts
+
+            def __len__(self):
+                return sum(len(d) for d in self.datasets)
+
+        ds = _Concat([_Labels([0, 0, 1, 1]), _Labels([1, 2, 2, 0])])
+        np.testing.assert_array_equal(dataset_labels(ds),
+                                      [0, 0, 1, 1, 1, 2, 2, 0])
+        s = PKSampler(ds, batch_size=4, num_instances=2, seed=0, rank=0,
+                      world_size=1)
+        labels = dataset_labels(ds)
+        for b in range(0, len(s), 4):
+            batch = labels[list(s)[b:b + 4]]
+            self.assertEqual(len(set(batch.tolist())), 2)
+        with self.assertRaises(ConfigError):
+            dataset_labels(object())
 
     def test_bad_config(self):
         with self.assertRaises(ConfigError):

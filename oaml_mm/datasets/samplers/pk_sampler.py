@@ -22,10 +22,15 @@ __all__ = ['PKSampler', 'dataset_labels']
 def dataset_labels(dataset: Sized) -> np.ndarray:
     """Identity label of every sample, from ``get_gt_labels()`` or ``get_cat_ids()``.
 
-    Neither decodes images for the oaml_mm data sets.
+    Neither decodes images for the oaml_mm data sets. A ``ConcatDataset`` (e.g. a
+    ``.rec`` training set plus a labelled occluded set sharing its identities) gives
+    the labels of its parts in order.
     """
     if hasattr(dataset, 'get_gt_labels'):
         return np.asarray(dataset.get_gt_labels(), np.int64)
+    parts = getattr(dataset, 'datasets', None)
+    if isinstance(parts, (list, tuple)) and parts:
+        return np.concatenate([dataset_labels(d) for d in parts])
     if hasattr(dataset, 'get_cat_ids'):
         return np.asarray([dataset.get_cat_ids(i)[0]
                            for i in range(len(dataset))], np.int64)
