@@ -57,8 +57,8 @@ def draw_niqab(ident: FaceIdentity, geo: Geometry,
                rng: np.random.Generator) -> Layer:
     """A niqab-style covering: cloth over head and face except an eye band.
 
-    Shapes vary in the opening (rounded slot, almond, narrow slit, two eye holes), its
-    height and reach, the cloth's outline over the head, the colour (mostly black or
+    Shapes vary in the opening (rounded slot, almond, narrow slit, two eye holes; it
+    shows the eyes and brows), its height and reach, the cloth's outline over the head, the colour (mostly black or
     dark) and the folds; a trim of another shade often edges the opening.
     """
     cx, a = float(geo['cx']), float(geo['head_half_width'])
@@ -74,11 +74,15 @@ def draw_niqab(ident: FaceIdentity, geo: Geometry,
     fill(mask, drape, 1.0)
 
     ey = float(eyes[:, 1].mean()) + rng.uniform(-1.5, 1.5)
-    up, down = rng.uniform(5, 11), rng.uniform(4, 8)
-    reach = rng.uniform(7, 14)
+    # The opening runs from just above the brows to the upper cheeks, as a niqab's
+    # eye band does; an opening over the eyes alone left too little of the face for
+    # any matcher (docs/synthface.md, "Data version 2").
+    up = ey - float(geo['brow_y']) + rng.uniform(2, 6)
+    down = rng.uniform(6, 11)
+    reach = rng.uniform(9, 16)
     x0, x1 = float(eyes[0, 0]) - reach, float(eyes[1, 0]) + reach
     hole = np.zeros((CANVAS, CANVAS), np.float32)
-    shape = rng.choice(4, p=[0.4, 0.3, 0.18, 0.12])
+    shape = rng.choice(4, p=[0.45, 0.35, 0.1, 0.1])
     if shape == 0:  # rounded slot
         r = rng.uniform(2, min(up, down))
         x0i, x1i = x0 + r, x1 - r
@@ -97,7 +101,7 @@ def draw_niqab(ident: FaceIdentity, geo: Geometry,
                                np.stack([xs[::-1], ey + down * arc[::-1]], 1)])
         fill(hole, poly, 1.0)
     elif shape == 2:  # narrow slit
-        h = rng.uniform(3.0, 5.0)
+        h = rng.uniform(5.0, 8.0)
         fill(hole, np.array([[x0, ey - h], [x1, ey - h - rng.uniform(-1, 1)],
                              [x1, ey + h], [x0, ey + h]]), 1.0)
     else:  # two eye holes with cloth over the nose bridge
