@@ -1,8 +1,9 @@
 """Learning-rate / margin-warm-up sweep of the two SynthFace demo models.
 
 A fair comparison gives the AdaFace-only baseline the same tuning effort as OAML
-(issue 9): both models are trained on the same grid of peak learning rates and margin
-warm-up lengths for the same short budget, and each is scored on a *held-out*
+(issue 9): both models are trained on the same grid of peak learning rates, margin
+warm-up lengths and AdaFace scales (and training-batch samplers: P x K or random;
+OAML keeps P x K, which its QAConv losses need) for the same short budget, and each is scored on a *held-out*
 SynthFace folder (another generator seed, so other people: the demo's test sets are
 never used for the choice) by its own final score: the cosine branch for the
 baseline, the fused score for OAML, averaged over the clean, masked and occluded
@@ -11,6 +12,10 @@ baseline, the fused score for OAML, averaged over the clean, masked and occluded
 Examples:
     python tools/analysis/sweep_synthface.py --data data/synthface \
         --out docs/synthface_sweep.md
+    # the sweep behind the demo configs (docs/synthface_sweep.md): AdaFace scale,
+    # learning rate and, for the baseline, the training-batch sampler
+    python tools/analysis/sweep_synthface.py --data data/synthface \
+        --scales 16 64 --lrs 0.1 0.2 --warmups 0.3 --samplers pk random
     # smaller, e.g. for a smoke test
     python tools/analysis/sweep_synthface.py --data /tmp/sf --val-data /tmp/sf_val \
         --iters 20 --lrs 0.1 --warmups 0.3 --out /tmp/sweep.md
@@ -47,6 +52,12 @@ def parse_args(argv=None):
     p.add_argument('--lrs', type=float, nargs='+', default=[0.1, 0.2])
     p.add_argument('--warmups', type=float, nargs='+', default=[0.0, 0.3],
                    help='margin warm-up fractions')
+    p.add_argument('--scales', type=float, nargs='+', default=[None],
+                   help='AdaFace scales s (default: the config\'s)')
+    p.add_argument('--samplers', nargs='+', default=[None],
+                   choices=sorted(runs.SAMPLERS),
+                   help='training-batch samplers (default: the config\'s); '
+                   'OAML runs only with pk, whose positives QAConv needs')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--jobs', type=int, default=2, help='processes at once')
     p.add_argument('--skip-train', action='store_true',
@@ -69,26 +80,44 @@ def score(model: str, metrics: dict) -> float:
         VAL_SETS)
 
 
+def _tag(r: dict) -> str:
+    tag = f"lr={r['lr']:g} wu={r['warmup']:g}"
+    if r['scale'] is not None:
+        tag += f" s={r['scale']:g}"
+    if r['sampler'] is not None:
+        tag += f" {r['sampler']}"
+    return tag
+
+
+def make_grid(args) -> list:
+    """``(model, sampler, scale, lr, warmup)`` of every run; OAML only with P x K."""
+    return [g for g in itertools.product(args.models, args.samplers,
+                                         args.scales, args.lrs, args.warmups)
+            if not (g[0] == 'oaml' and g[1] == 'random')]
+
+
 def sweep(args) -> list:
-    grid = list(itertools.product(args.models, args.lrs, args.warmups))
+    grid = make_grid(args)
     results = []
-    for model, lr, wu in grid:
-        wd = osp.join(args.work_dir, f'{model}_lr{lr:g}_wu{wu:g}')
+    for model, sampler, scale, lr, wu in grid:
+        r = dict(model=model, lr=lr, warmup=wu, scale=scale, sampler=sampler)
+        wd = osp.join(args.work_dir,
+                      model + '_' + _tag(r).replace('=', '').replace(' ', '_'))
         cfg = runs.write_run_config(model, wd, args.data, args.iters, lr, wu,
-                                    args.seed, test_data_root=args.val_data)
-        results.append(dict(model=model, lr=lr, warmup=wu, work_dir=wd,
-                            config=cfg))
+                                    args.seed, test_data_root=args.val_data,
+                                    scale=scale, sampler=sampler)
+        results.append(dict(r, work_dir=wd, config=cfg))
     print(f'sweep: {len(results)} runs of {args.iters} iterations, '
           f'{args.jobs} at a time', flush=True)
     t0 = time.time()
     if not args.skip_train:
         runs.run_jobs([
-            dict(name=f"{r['model']} lr={r['lr']:g} wu={r['warmup']:g}",
+            dict(name=f"{r['model']} {_tag(r)}",
                  cmd=runs.train_command(r['config'], r['work_dir']),
                  log=osp.join(r['work_dir'], 'train.log')) for r in results
         ], max_parallel=args.jobs, report=runs.print_progress, interval=30)
     runs.run_jobs([
-        dict(name=f"test {r['model']} lr={r['lr']:g} wu={r['warmup']:g}",
+        dict(name=f"test {r['model']} {_tag(r)}",
              cmd=runs.test_command(
                  r['config'], runs.last_checkpoint(r['work_dir']),
                  osp.join(r['work_dir'], 'test'),
@@ -115,23 +144,26 @@ def best_settings(results: list) -> dict:
 def write_report(args, results: list, path: str) -> None:
     best = best_settings(results)
     lines = [
-        '| model | peak lr | margin warm-up | branch | clean | masked | '
-        'occluded | mean | chosen |',
-        '|---|---|---|---|---|---|---|---|---|',
+        '| model | sampler | s | peak lr | margin warm-up | branch | clean | '
+        'masked | occluded | mean | chosen |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for r in results:
         b = runs.MAIN_BRANCH[r['model']]
         accs = [r['metrics'][f'{s}/{b}/accuracy'] for s in VAL_SETS]
         mark = 'yes' if best[r['model']] is r else ''
         lines.append(
-            f"| {r['model']} | {r['lr']:g} | {r['warmup']:g} | {b} | " +
+            f"| {r['model']} | {r['sampler'] or 'config'} | "
+            f"{'config' if r['scale'] is None else format(r['scale'], 'g')} | "
+            f"{r['lr']:g} | {r['warmup']:g} | {b} | " +
             ' | '.join(f'{a:.1f}' for a in accs) +
             f" | {r['score']:.1f} | {mark} |")
     table = '\n'.join(lines)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(osp.splitext(path)[0] + '.json', 'w') as f:
         json.dump(dict(iters=args.iters, seed=args.seed, lrs=args.lrs,
-                       warmups=args.warmups,
+                       warmups=args.warmups, scales=args.scales,
+                       samplers=args.samplers,
                        runs=[{k: v for k, v in r.items() if k != 'config'}
                              for r in results]), f, indent=1, sort_keys=True)
     with open(path, 'w') as f:
@@ -145,8 +177,7 @@ def main(argv=None):
     results = sweep(args)
     write_report(args, results, args.out)
     for model, r in best_settings(results).items():
-        print(f"best {model}: lr={r['lr']:g} margin warm-up={r['warmup']:g} "
-              f"(score {r['score']:.2f})")
+        print(f"best {model}: {_tag(r)} (score {r['score']:.2f})")
 
 
 if __name__ == '__main__':

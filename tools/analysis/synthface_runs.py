@@ -31,6 +31,11 @@ IJBC_CONFIGS = {
 }
 #: The branch each model is judged by: its own final score.
 MAIN_BRANCH = {'adaface': 'adaface', 'oaml': 'fused'}
+#: Training-batch samplers the sweep can choose between (batch size -> config).
+SAMPLERS = {
+    'pk': lambda bs: dict(type='PKSampler', batch_size=bs, num_instances=4),
+    'random': lambda bs: dict(type='DefaultSampler', shuffle=True),
+}
 _ITER_RE = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\]')
 
 
@@ -42,7 +47,9 @@ def write_run_config(model: str,
                      margin_warmup: Optional[float] = None,
                      seed: int = 0,
                      test_data_root: Optional[str] = None,
-                     ijbc: bool = False) -> str:
+                     ijbc: bool = False,
+                     scale: Optional[float] = None,
+                     sampler: Optional[str] = None) -> str:
     """Resolve a SynthFace config for one run and write it into ``work_dir``.
 
     The schedule keeps the shape of ``configs/synthface/_base_/synthface_schedule.py``
@@ -60,6 +67,11 @@ def write_run_config(model: str,
         test_data_root (str, optional): SynthFace folder evaluated by ``tools/test.py``
             (the sweep's held-out folder); defaults to ``data_root``.
         ijbc (bool): Write the mini IJB-C test config instead of the ``.bin`` one.
+        scale (float, optional): AdaFace scale ``s``; None keeps the config's.
+        sampler (str, optional): ``'pk'`` (P x K batches, 8 x 4) or ``'random'``
+            (shuffled, identity-diverse batches) for the training batch; None keeps
+            the config's. OAML needs ``'pk'``: QAConv's in-batch losses need
+            positives.
 
     Returns:
         str: Path of the written config.
@@ -74,6 +86,11 @@ def write_run_config(model: str,
     cfg.train_cfg.max_iters = max_iters
     if lr is not None:
         cfg.optim_wrapper.optimizer.lr = float(lr)
+    if scale is not None:
+        cfg.model.head.s = float(scale)
+    if sampler is not None:
+        cfg.train_dataloader.sampler = SAMPLERS[sampler](
+            cfg.train_dataloader.batch_size)
     cfg.param_scheduler = [
         dict(type='LinearLR', start_factor=0.05, by_epoch=False, begin=0,
              end=max(1, max_iters // 20)),

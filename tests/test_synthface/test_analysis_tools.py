@@ -1,0 +1,114 @@
+"""tools/analysis helpers of the SynthFace demo: run configs, the sweep grid and the
+raw-pixel difficulty check."""
+import os.path as osp
+import shutil
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+from oaml_mm.synthface import SynthFaceConfig, generate_synthface
+from oaml_mm.utils import load_config
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+import sweep_synthface  # noqa: E402
+import synthface_pixel_baseline as pixel  # noqa: E402
+import synthface_runs  # noqa: E402
+
+
+class TestRunConfig(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def test_scale_and_sampler(self):
+        path = synthface_runs.write_run_config(
+            'adaface', osp.join(self.tmp, 'a'), '/data/sf', max_iters=40, lr=0.05,
+            margin_warmup=0.2, seed=3, scale=32, sampler='pk')
+        cfg = load_config(path)
+        self.assertEqual(cfg.model.head.s, 32.0)
+        self.assertEqual(cfg.train_dataloader.sampler.type, 'PKSampler')
+        self.assertEqual(cfg.train_dataloader.sampler.num_instances, 4)
+        self.assertEqual(cfg.optim_wrapper.optimizer.lr, 0.05)
+        self.assertEqual(cfg.train_cfg.max_iters, 40)
+        self.assertEqual(cfg.randomness.seed, 3)
+        # Both parts of the training set moved with the data folder.
+        roots = [d.data_root for d in cfg.train_dataloader.dataset.datasets]
+        self.assertEqual(roots, ['/data/sf/train', '/data/sf/occluded'])
+
+    def test_config_defaults_kept(self):
+        cfg = load_config(synthface_runs.write_run_config(
+            'oaml', osp.join(self.tmp, 'o'), '/data/sf'))
+        shipped = load_config(synthface_runs.CONFIGS['oaml'])
+        self.assertEqual(cfg.model.head.s, shipped.model.head.s)
+        self.assertEqual(cfg.train_dataloader.sampler.type, 'PKSampler')
+        self.assertEqual(tuple(cfg.model.qaconv_head.vis_range), (0.3, 0.7))
+        base = load_config(synthface_runs.CONFIGS['adaface'])
+        self.assertEqual(base.train_dataloader.sampler.type, 'DefaultSampler')
+
+
+class TestSweepGrid(unittest.TestCase):
+
+    def test_oaml_keeps_pk(self):
+        args = sweep_synthface.parse_args(
+            ['--samplers', 'pk', 'random', '--scales', '16', '32', '--lrs', '0.1',
+             '--warmups', '0.3'])
+        grid = sweep_synthface.make_grid(args)
+        self.assertEqual(sum(g[0] == 'adaface' for g in grid), 4)
+        self.assertEqual(sum(g[0] == 'oaml' for g in grid), 2)
+        self.assertNotIn('random', [g[1] for g in grid if g[0] == 'oaml'])
+        with self.assertRaises(SystemExit):
+            sweep_synthface.parse_args(['--samplers', 'bogus'])
+
+
+class TestPixelBaseline(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp()
+        generate_synthface(cls.tmp, SynthFaceConfig(
+            identities=4, images_per_id=2, test_identities=6, occluded_per_id=1,
+            val_images_per_id=4, val_pairs=40, ijbc_subjects=3,
+            ijbc_probe_templates=1), workers=1, log=None)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp)
+
+    def test_descriptors(self):
+        rng = np.random.default_rng(0)
+        imgs = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+        for fn in (pixel.face_descriptor, pixel.band_descriptor):
+            d = fn(imgs)
+            np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1, atol=1e-9)
+        # The band matcher sees nothing outside the periocular band.
+        other = imgs.copy()
+        other[:, 80:] = 0
+        np.testing.assert_allclose(pixel.band_descriptor(other),
+                                   pixel.band_descriptor(imgs))
+        self.assertFalse(np.allclose(pixel.face_descriptor(other),
+                                     pixel.face_descriptor(imgs)))
+
+    def test_best_threshold_accuracy(self):
+        y = np.array([True, True, False, False])
+        self.assertEqual(pixel.best_threshold_accuracy(
+            np.array([0.9, 0.8, 0.1, 0.2]), y), 100.0)
+        self.assertEqual(pixel.best_threshold_accuracy(
+            np.array([0.1, 0.2, 0.9, 0.8]), y), 50.0)
+
+    def test_evaluate(self):
+        res = pixel.evaluate(self.tmp, by_type=True)
+        self.assertEqual(set(res), set(pixel.SETS))
+        for r in res.values():
+            for key in ('face', 'band'):
+                self.assertTrue(0 <= r[key] <= 100)
+        self.assertEqual(res['clean']['by_type'], {})  # 40 pairs < 60
+
+
+if __name__ == '__main__':
+    unittest.main()
