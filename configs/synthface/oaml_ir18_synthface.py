@@ -1,11 +1,12 @@
 # Full OAML on SynthFace: narrow IR-18 (width 0.25, 128-d) + AdaFace + QAConv +
 # occlusion head, P x K batches with medical masks, the niqab-style occlusion stream.
-# Same data, iterations and schedule shape as adaface_ir18_synthface.py; learning rate
-# and margin warm-up from tools/analysis/sweep_synthface.py (docs/synthface_sweep.md).
+# Same data, iterations and schedule shape as adaface_ir18_synthface.py; learning rate,
+# margin warm-up and AdaFace scale from tools/analysis/sweep_synthface.py
+# (docs/synthface_sweep.md). P x K batches: QAConv's in-batch losses need positives.
 #
-# Visibility: vis_mode='gate' with occlusion-loss weight 1.0 (docs/synthface.md,
-# "Which visibility weighting"): the seed's multiply-before-max rule stays available
-# with qaconv_head.vis_mode='seed'.
+# Visibility: vis_mode='gate', maps stretched by vis_range=(0.3, 0.7), occlusion-loss
+# weight 1.0 (docs/synthface.md, "Which visibility weighting"): the seed's
+# multiply-before-max rule stays available with qaconv_head.vis_mode='seed'.
 #   python tools/train.py configs/synthface/oaml_ir18_synthface.py
 #   python tools/test.py configs/synthface/oaml_ir18_synthface.py \
 #       work_dirs/oaml_ir18_synthface/iter_500.pth --out oaml.json
@@ -18,8 +19,13 @@ _base_ = [
 model = dict(
     backbone=dict(width_mult=0.25, embedding_size=128, channels_last=True),
     neck=dict(in_channels=128, hidden_channels=32),
-    head=dict(in_channels=128, num_classes={{_base_.train_num_classes}}),
-    qaconv_head=dict(in_channels=128, vis_mode='gate', half_test=False),
+    # s = 16 from the sweep, as for the baseline.
+    head=dict(in_channels=128, num_classes={{_base_.train_num_classes}},
+              s=16.0),
+    # Gated visibility, stretched so that cells predicted >= 0.7 visible count fully
+    # and cells <= 0.3 not at all (docs/synthface.md, "Which visibility weighting").
+    qaconv_head=dict(in_channels=128, vis_mode='gate', vis_range=(0.3, 0.7),
+                     half_test=False),
     loss_weights=dict(adaface=0.1, qaconv=0.9, occlusion=1.0),
     # QAConv learns on the main batch's true masks (medical-mask augmentation); the
     # occlusion head also learns from them, next to the occlusion stream.
