@@ -218,10 +218,14 @@ class TestQAConvHead(unittest.TestCase):
         high = torch.full((4, 1, 7, 7), 0.8)
         torch.testing.assert_close(stretched.match(x, x, high, high),
                                    plain.match(x, x))
+        # Training matches with the maps as given.
         y = torch.tensor([0, 0, 1, 1])
         torch.testing.assert_close(
             stretched.train().loss(x, y, vis)['loss_pairwise'],
-            plain.train().loss(x, y, v2)['loss_pairwise'])
+            plain.train().loss(x, y, vis)['loss_pairwise'])
+        self.assertFalse(torch.allclose(
+            plain.train().loss(x, y, vis)['loss_pairwise'],
+            plain.train().loss(x, y, v2)['loss_pairwise']))
 
 
 class TestCalibrateVisibility(unittest.TestCase):

@@ -42,11 +42,14 @@ class QAConvHead(BaseModule):
         feat_size (int): Side of the feature maps (7 for 112x112). Defaults to 7.
         vis_mode (str): How visibility enters: ``'seed'`` (default), ``'gate'`` or
             ``'none'``; see :mod:`oaml_mm.models.functional.qaconv`.
-        vis_range (Sequence[float], optional): ``(low, high)``: every visibility
-            map is stretched by :func:`~oaml_mm.models.functional.qaconv.
-            calibrate_visibility` before matching (training and test alike), so
-            cells above ``high`` count fully and cells below ``low`` not at all.
-            None (default) uses the maps as they are, as the seed does.
+        vis_range (Sequence[float], optional): ``(low, high)``: at evaluation and
+            inference (eval mode) every visibility map is stretched by
+            :func:`~oaml_mm.models.functional.qaconv.calibrate_visibility` before
+            matching, so cells above ``high`` count fully and cells below ``low``
+            not at all. Training matches with the maps as given (the true masks
+            with ``qaconv_train_vis='gt'``): stretching those too trained a weaker
+            backbone on SynthFace (docs/synthface.md). None (default) uses the maps
+            as they are, as the seed does.
         max_chunk_elems (int): Most correlation values computed at once.
         half_test (bool): Correlate in fp16 (CUDA) / bf16 (CPU) when not training.
             Defaults to False.
@@ -117,6 +120,8 @@ class QAConvHead(BaseModule):
         return normalize_maps(maps) if self.normalize else maps
 
     def _vis(self, vis: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if self.training:
+            return vis
         return calibrate_visibility(vis, self.vis_range)
 
     def _half(self) -> bool:
