@@ -58,8 +58,9 @@ def draw_niqab(ident: FaceIdentity, geo: Geometry,
     """A niqab-style covering: cloth over head and face except an eye band.
 
     Shapes vary in the opening (rounded slot, almond, narrow slit, two eye holes; it
-    shows the eyes and brows), its height and reach, the cloth's outline over the head, the colour (mostly black or
-    dark) and the folds; a trim of another shade often edges the opening.
+    shows the eyes and brows), its height and reach, the cloth's outline over the
+    head, the colour (mostly black or dark) and the folds; a trim of another shade
+    often edges the opening.
     """
     cx, a = float(geo['cx']), float(geo['head_half_width'])
     top, cheek = float(geo['head_top']), float(geo['cheek_y'])

@@ -185,7 +185,6 @@ class QAConvHead(BaseModule):
             ``acc_{name}`` per configured loss.
         """
         maps = self._prep(feat_maps)
-        vis = self._vis(vis)
         labels = labels.view(-1)
         scores = self._match_prepared(maps, maps, vis, vis)
         out = {}
