@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from oaml_mm.models.functional import resize_visibility
+
 
 def toy_pair_score(a, b, va=None, vb=None):
     """Row-wise visibility-weighted correlation sum (stands in for QAConv)."""
@@ -24,6 +26,8 @@ class FakeMatcherModel(nn.Module):
         self.qaconv_head = nn.Identity()
 
     def match_pairs(self, a, b, va=None, vb=None):
+        # Like QAConvHead: visibility on another grid is brought onto the maps'.
+        va, vb = (resize_visibility(v, a.shape[-1]) for v in (va, vb))
         return toy_pair_score(a, b, va, vb)
 
     def match(self, p, g, pv=None, gv=None):

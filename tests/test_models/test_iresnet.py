@@ -87,3 +87,30 @@ class TestIResNet(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class TestIResNetMapStage(unittest.TestCase):
+
+    def test_stage3_maps_same_embedding(self):
+        torch.manual_seed(0)
+        a = IResNet(18, width_mult=0.125, embedding_size=16).eval()
+        b = IResNet(18, width_mult=0.125, embedding_size=16, map_stage=3).eval()
+        # Same parameters and keys: a checkpoint loads into either.
+        self.assertEqual(set(a.state_dict()), set(b.state_dict()))
+        b.load_state_dict(a.state_dict())
+        x = torch.randn(2, 3, 112, 112)
+        maps4, emb4, _ = a(x)
+        maps3, emb3, _ = b(x)
+        self.assertEqual(tuple(maps3.shape), (2, 32, 14, 14))
+        self.assertEqual((b.out_channels, b.map_size), (32, 14))
+        self.assertEqual((a.out_channels, a.map_size), (64, 7))
+        torch.testing.assert_close(emb3, emb4)
+        # The stage-3 maps are what the last stage starts from.
+        torch.testing.assert_close(b.body[b._map_units:](maps3), maps4)
+
+    def test_stage1_and_bad_stage(self):
+        m = IResNet(18, width_mult=0.125, embedding_size=8, map_stage=1).eval()
+        self.assertEqual(tuple(m(torch.randn(1, 3, 112, 112))[0].shape),
+                         (1, 8, 56, 56))
+        with self.assertRaisesRegex(ConfigError, 'map_stage'):
+            IResNet(18, map_stage=5)

@@ -193,6 +193,38 @@ class TestOAMLRecognizer(unittest.TestCase):
         model(**model.data_preprocessor(data, True), mode='loss')
         self.assertTrue(torch.equal(seen['vis'], torch.zeros(8, 1, 7, 7)))
 
+    def test_stage3_maps(self):
+        # QAConv and the occlusion head on the 14x14 maps of stage 3.
+        model = build(
+            backbone=dict(TINY['backbone'], map_stage=3),
+            neck=dict(type='OcclusionHead', in_channels=32, hidden_channels=8),
+            qaconv_head=dict(type='QAConvHead', in_channels=32, feat_size=14),
+            train_cfg=dict(qaconv_train_vis='gt', occ_on_main=True))
+        seen = {}
+        loss = model.qaconv_head.loss
+
+        def spy(maps, labels, vis=None):
+            seen['maps'], seen['vis'] = maps.shape, vis
+            return loss(maps, labels, vis)
+
+        model.qaconv_head.loss = spy
+        data = batch()
+        for s in data['data_samples']:
+            s.set_field(torch.ones(1, 112, 112), 'gt_visibility')
+        losses = model(**model.data_preprocessor(data, True), mode='loss')
+        self.assertEqual(tuple(seen['maps']), (8, 32, 14, 14))
+        self.assertEqual(tuple(seen['vis'].shape), (8, 1, 14, 14))
+        self.assertTrue(torch.isfinite(losses['loss_occlusion']))
+        model.eval()
+        feats = model.extract(model.data_preprocessor(batch(2, 0), False)
+                              ['inputs'], return_feature_maps=True)
+        self.assertEqual(tuple(feats['feature_map'].shape), (2, 32, 14, 14))
+        self.assertEqual(tuple(feats['visibility'].shape), (2, 1, 14, 14))
+        with self.assertRaisesRegex(ConfigError, 'map_stage'):
+            build(backbone=dict(TINY['backbone'], map_stage=3),
+                  neck=None,
+                  qaconv_head=dict(type='QAConvHead', in_channels=32))
+
     def test_config_errors(self):
         with self.assertRaises(ConfigError):
             build(head=dict(type='AdaFaceHead', in_channels=8, num_classes=4))

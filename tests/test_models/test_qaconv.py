@@ -6,7 +6,8 @@ import torch.nn as nn
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.models.functional import (calibrate_visibility, normalize_maps,
-                                       qaconv_match, qaconv_match_pairs)
+                                       qaconv_match, qaconv_match_pairs,
+                                       resize_visibility)
 from oaml_mm.models.heads import QAConvHead
 from oaml_mm.registry import MODELS
 
@@ -226,6 +227,41 @@ class TestQAConvHead(unittest.TestCase):
         self.assertFalse(torch.allclose(
             plain.train().loss(x, y, vis)['loss_pairwise'],
             plain.train().loss(x, y, v2)['loss_pairwise']))
+
+
+    def test_visibility_on_another_grid_is_resized(self):
+        # QAConv on 14x14 maps (backbone map_stage=3) weighted by 7x7 true masks.
+        head = self.build(vis_mode='gate', feat_size=14).eval()
+        x = torch.randn(3, 6, 14, 14)
+        vis7 = (torch.rand(3, 1, 7, 7) > 0.5).float()
+        vis14 = vis7.repeat_interleave(2, 2).repeat_interleave(2, 3)
+        torch.testing.assert_close(head.match(x, x, vis7, vis7),
+                                   head.match(x, x, vis14, vis14))
+        torch.testing.assert_close(head.match_pairs(x, x, vis7, vis7),
+                                   head.match_pairs(x, x, vis14, vis14))
+        self.assertFalse(torch.allclose(head.match(x, x, vis7, vis7),
+                                        head.match(x, x)))
+
+
+class TestResizeVisibility(unittest.TestCase):
+
+    def test_up_is_nearest_down_is_area_average(self):
+        v = torch.rand(2, 1, 7, 7)
+        up = resize_visibility(v, 14)
+        self.assertEqual(tuple(up.shape), (2, 1, 14, 14))
+        torch.testing.assert_close(up[:, :, ::2, ::2], v)
+        torch.testing.assert_close(up[:, :, 1::2, 1::2], v)
+        # Averaging the copies back gives the original exactly.
+        torch.testing.assert_close(resize_visibility(up, 7), v)
+        fine = torch.rand(2, 14, 14)
+        down = resize_visibility(fine, 7)
+        self.assertEqual(tuple(down.shape), (2, 7, 7))
+        torch.testing.assert_close(down[0, 0, 0], fine[0, :2, :2].mean())
+        self.assertIs(resize_visibility(v, 7), v)
+        self.assertIsNone(resize_visibility(None, 7))
+        self.assertEqual(resize_visibility(v.half(), 14).dtype, torch.float16)
+        with self.assertRaises(ValueError):
+            resize_visibility(torch.rand(7, 7), 14)
 
 
 class TestCalibrateVisibility(unittest.TestCase):

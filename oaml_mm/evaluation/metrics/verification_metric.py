@@ -18,6 +18,7 @@ import torch
 from mmengine.dist import all_reduce
 
 from oaml_mm.errors import DataFormatError
+from oaml_mm.models.functional import resize_visibility
 from oaml_mm.evaluation.functional import (TemplateAccumulator, fuse_scores,
                                            impostor_stats, verification_10fold,
                                            verification_10fold_scores)
@@ -307,7 +308,8 @@ class VerificationMetric(FaceMetricBase):
                 self.dataset_name, 'visibility_ablation: some images carried no '
                 'true visibility', field='gt_visibility')
         pred = self.acc.visibility()[:n]
-        true = self.gt_vis[:n].reshape(pred.shape)
+        side = int(round(self.gt_vis.shape[1]**0.5))
+        true = self.gt_vis[:n].reshape(n, 1, side, side)
         rows = torch.arange(num_pairs)
         out: Dict[str, float] = {}
         for name, v in (('qaconv_gt_vis', true), ('qaconv_no_vis', None)):
@@ -318,6 +320,9 @@ class VerificationMetric(FaceMetricBase):
             out.update(self._acc_keys(
                 name, verification_10fold_scores(q, issame, self.nrof_folds)))
         types = [OCCLUSION_TYPES[int(c)] for c in code]
+        # Scored on the true masks' grid: a finer prediction (maps of an earlier
+        # stage) is averaged onto it.
+        pred = resize_visibility(pred.reshape(n, 1, *pred.shape[-2:]), side)
         mae = visibility_mae(pred.numpy(), true.numpy(), types)
         p = f'{self.dataset_name}/visibility/'
         out[p + 'MAE'] = mae.pop('all')

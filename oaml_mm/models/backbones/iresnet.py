@@ -144,10 +144,16 @@ class IResNet(BaseModule):
             ``features``). Defaults to False (AdaFace).
         channels_last (bool): Run the convolutions in channels-last memory format
             (about 1.5x faster on CPU). Defaults to False.
+        map_stage (int): Stage (1-4) whose output is returned as the feature maps
+            that QAConv and the occlusion head use: 4 (default) the last stage,
+            input/16 (7x7 at 112); 3 the stage before, input/8 (14x14) with a
+            quarter of the receptive field per cell, as QAConv's person re-ID
+            models use. The embedding always comes from the last stage.
         init_cfg (dict, optional): mmengine initialisation config.
 
     Returns (forward):
-        tuple: ``feat_maps`` [B, C, h, w] (last stage, before the output layer),
+        tuple: ``feat_maps`` [B, C, h, w] (stage ``map_stage``; the last stage,
+        before the output layer, by default),
         ``embedding`` [B, D] with unit L2 norm and ``norm`` [B, 1].
     """
 
@@ -161,6 +167,7 @@ class IResNet(BaseModule):
                  conv_shortcut_on_stride: bool = False,
                  embedding_bn_affine: bool = False,
                  channels_last: bool = False,
+                 map_stage: int = 4,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if depth not in IRESNET_ARCHS:
@@ -172,14 +179,23 @@ class IResNet(BaseModule):
         if input_size % 16 != 0:
             raise ConfigError(
                 f'IResNet: input_size must be a multiple of 16, got {input_size}')
+        if map_stage not in (1, 2, 3, 4):
+            raise ConfigError(
+                f'IResNet: map_stage must be 1, 2, 3 or 4, got {map_stage!r}')
         unit_type, units, widths = IRESNET_ARCHS[depth]
         self.depth = depth
         self.units: Sequence[int] = units
         self.feat_size = input_size // 16
+        self.map_stage = map_stage
+        #: Side of the returned feature maps.
+        self.map_size = input_size // 2**map_stage
+        # Units up to and including the map stage: body[:n] makes the maps.
+        self._map_units = sum(units[:map_stage])
         self.channels_last = channels_last
         stem = max(1, int(round(_STEM_WIDTH * width_mult)))
         widths = [max(1, int(round(w * width_mult))) for w in widths]
-        self.out_channels = widths[-1]
+        #: Channels of the returned feature maps.
+        self.out_channels = widths[map_stage - 1]
         self.embedding_size = embedding_size
 
         self.input_layer = nn.Sequential(
@@ -196,9 +212,9 @@ class IResNet(BaseModule):
                 in_ch = out_ch
         self.body = nn.Sequential(*body)
         self.output_layer = nn.Sequential(
-            nn.BatchNorm2d(self.out_channels), nn.Dropout(dropout),
+            nn.BatchNorm2d(widths[-1]), nn.Dropout(dropout),
             nn.Flatten(),
-            nn.Linear(self.out_channels * self.feat_size**2, embedding_size),
+            nn.Linear(widths[-1] * self.feat_size**2, embedding_size),
             nn.BatchNorm1d(embedding_size, affine=embedding_bn_affine))
         self._reset_parameters()
         if channels_last:
@@ -231,13 +247,19 @@ class IResNet(BaseModule):
             x (Tensor): Images [B, 3, H, W], normalised.
 
         Returns:
-            tuple[Tensor, Tensor, Tensor]: maps [B, C, H/16, W/16], embedding [B, D]
-            (unit L2 norm), norm [B, 1].
+            tuple[Tensor, Tensor, Tensor]: maps [B, C, H/2^s, W/2^s] of stage
+            s = ``map_stage`` (H/16 by default), embedding [B, D] (unit L2 norm),
+            norm [B, 1].
         """
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        maps = self.body(self.input_layer(x))
-        emb = self.output_layer(maps)
+        x = self.input_layer(x)
+        maps = None
+        for i, unit in enumerate(self.body):
+            x = unit(x)
+            if i + 1 == self._map_units:
+                maps = x
+        emb = self.output_layer(x)
         return (maps, ) + l2_with_norm(emb)
 
 

@@ -2,11 +2,12 @@
 from .margin import adaface_margins, cosine_logits, margin_logits
 from .pair_mining import hardest_pairs
 from .qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODES, calibrate_visibility,
-                     normalize_maps, qaconv_match, qaconv_match_pairs)
+                     normalize_maps, qaconv_match, qaconv_match_pairs,
+                     resize_visibility)
 
 __all__ = [
     'cosine_logits', 'margin_logits', 'adaface_margins', 'hardest_pairs',
     'qaconv_match', 'qaconv_match_pairs', 'normalize_maps',
-    'calibrate_visibility', 'VIS_MODES',
+    'calibrate_visibility', 'resize_visibility', 'VIS_MODES',
     'DEFAULT_MAX_CHUNK_ELEMS'
 ]

@@ -52,7 +52,7 @@ from oaml_mm.errors import ConfigError
 
 __all__ = [
     'qaconv_match', 'qaconv_match_pairs', 'normalize_maps', 'calibrate_visibility',
-    'VIS_MODES', 'DEFAULT_MAX_CHUNK_ELEMS'
+    'resize_visibility', 'VIS_MODES', 'DEFAULT_MAX_CHUNK_ELEMS'
 ]
 
 VIS_MODES = ('seed', 'gate', 'none')
@@ -106,6 +106,42 @@ def calibrate_visibility(vis: Optional[torch.Tensor],
         return vis
     low, high = float(vis_range[0]), float(vis_range[1])
     return ((vis - low) / (high - low)).clamp(0.0, 1.0)
+
+
+def resize_visibility(vis: Optional[torch.Tensor],
+                      size: int) -> Optional[torch.Tensor]:
+    """Bring visibility maps onto a ``size x size`` grid.
+
+    A finer grid copies each cell onto the cells it covers (nearest), so a 7x7 true
+    mask can weight QAConv on 14x14 maps; a coarser grid averages the cells each new
+    cell covers (exact for the area averages the data layer writes), so a 14x14
+    prediction can be scored against 7x7 true masks.
+
+    Args:
+        vis (Tensor, optional): [N, 1, h, w] or [N, h, w]. None passes through.
+        size (int): Side of the output grid.
+
+    Returns:
+        Tensor or None: [N, 1, size, size] (or [N, size, size]), dtype kept.
+
+    Examples:
+        >>> resize_visibility(torch.tensor([[[[1., 0.], [0., 0.]]]]), 4)[0, 0, 0]
+        tensor([1., 1., 0., 0.])
+    """
+    if vis is None or vis.shape[-1] == size and vis.shape[-2] == size:
+        return vis
+    squeeze = vis.dim() == 3
+    v = vis.unsqueeze(1) if squeeze else vis
+    if v.dim() != 4:
+        raise ValueError(
+            f'resize_visibility: expected [N, 1, h, w] or [N, h, w], got '
+            f'{tuple(vis.shape)}')
+    if size > v.shape[-1]:
+        out = F.interpolate(v.float(), size=(size, size), mode='nearest')
+    else:
+        out = F.adaptive_avg_pool2d(v.float(), size)
+    out = out.to(vis.dtype)
+    return out.squeeze(1) if squeeze else out
 
 
 def check_vis_range(vis_range) -> Optional[Tuple[float, float]]:

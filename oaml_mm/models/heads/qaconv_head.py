@@ -18,7 +18,7 @@ from oaml_mm.registry import MODELS
 from ..functional.qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODES,
                                  calibrate_visibility, check_vis_range,
                                  normalize_maps, qaconv_match,
-                                 qaconv_match_pairs)
+                                 qaconv_match_pairs, resize_visibility)
 
 __all__ = ['QAConvHead']
 
@@ -120,6 +120,8 @@ class QAConvHead(BaseModule):
         return normalize_maps(maps) if self.normalize else maps
 
     def _vis(self, vis: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        # A map on another grid (7x7 true masks, 14x14 maps) is brought onto ours.
+        vis = resize_visibility(vis, self.feat_size)
         if self.training:
             return vis
         return calibrate_visibility(vis, self.vis_range)
@@ -144,8 +146,10 @@ class QAConvHead(BaseModule):
         Args:
             probe_maps (Tensor): [P, C, h, w].
             gallery_maps (Tensor): [G, C, h, w].
-            probe_vis (Tensor, optional): [P, 1, h, w] visibility in [0, 1].
-            gallery_vis (Tensor, optional): [G, 1, h, w].
+            probe_vis (Tensor, optional): [P, 1, h', w'] visibility in [0, 1];
+                a grid other than the maps' is resized to theirs
+                (:func:`~oaml_mm.models.functional.qaconv.resize_visibility`).
+            gallery_vis (Tensor, optional): [G, 1, h', w'].
 
         Returns:
             Tensor: [P, G] scores (higher = more similar).

@@ -134,6 +134,13 @@ class OAMLRecognizer(BaseModel):
                 raise ConfigError(
                     f'OAMLRecognizer: {name}.in_channels={part.in_channels} but '
                     f'the backbone maps have {width} channels')
+        size = getattr(self.backbone, 'map_size', None)
+        if self.qaconv_head is not None and size is not None and \
+                self.qaconv_head.feat_size != size:
+            raise ConfigError(
+                f'OAMLRecognizer: qaconv_head.feat_size='
+                f'{self.qaconv_head.feat_size} but the backbone maps are '
+                f'{size}x{size} (backbone.map_stage)')
 
     # ------------------------------------------------------------------ forward
     def forward(self,

@@ -68,6 +68,31 @@ class TestAblation(unittest.TestCase):
         self.assertNotEqual(out['occluded/qaconv_gt_vis/threshold'],
                             out['occluded/qaconv_no_vis/threshold'])
 
+    def test_finer_maps_than_true_masks(self):
+        # Maps and predicted visibility on 4x4 (backbone map_stage=3), true masks
+        # on 2x2 (the side files' grid).
+        g = torch.Generator().manual_seed(5)
+        samples = _with_truth(verification_samples(num_pairs=20))
+        for s in samples:
+            s['feature_map'] = torch.nn.functional.normalize(
+                torch.randn(4, 4, 4, generator=g), dim=0).half()
+            s['visibility'] = torch.rand(1, 4, 4, generator=g)
+        out = self._run(samples)
+        issame = np.array([samples[2 * i]['issame'] for i in range(20)])
+        maps = torch.stack([s['feature_map'].float() for s in samples])
+        gt = torch.stack([s['gt_visibility'] for s in samples])
+        up = gt.repeat_interleave(2, 2).repeat_interleave(2, 3)
+        q = toy_pair_score(maps[0::2], maps[1::2], up[0::2], up[1::2]).numpy()
+        ref = verification_10fold_scores(q.astype(np.float64), issame)
+        self.assertAlmostEqual(out['occluded/qaconv_gt_vis/accuracy'],
+                               100 * ref['accuracy'], places=3)
+        pred = torch.stack([s['visibility'] for s in samples]).half().float()
+        pooled = torch.nn.functional.avg_pool2d(pred, 2)
+        types = [s['occlusion_type'] for s in samples]
+        mae = visibility_mae(pooled.numpy(), gt.numpy(), types)
+        self.assertAlmostEqual(out['occluded/visibility/MAE'], mae['all'],
+                               places=3)
+
     def test_missing_truth_is_an_error(self):
         samples = verification_samples(num_pairs=10)
         with self.assertRaisesRegex(DataFormatError, 'side_files=True'):
