@@ -1,7 +1,7 @@
 # Full OAML on SynthFace: narrow IR-18 (width 0.25, 128-d) + AdaFace + QAConv +
 # occlusion head, P x K batches with medical masks, the niqab-style occlusion stream.
 # Same data, iterations and schedule shape as adaface_ir18_synthface.py; learning rate,
-# margin warm-up and AdaFace scale from tools/analysis/sweep_synthface.py
+# margin warm-up, AdaFace scale and loss weights from tools/analysis/sweep_synthface.py
 # (docs/synthface_sweep.md). P x K batches: QAConv's in-batch losses need positives.
 #
 # Visibility: vis_mode='gate', maps stretched by vis_range=(0.3, 0.7), occlusion-loss
@@ -26,7 +26,9 @@ model = dict(
     # and cells <= 0.3 not at all (docs/synthface.md, "Which visibility weighting").
     qaconv_head=dict(in_channels=128, vis_mode='gate', vis_range=(0.3, 0.7),
                      half_test=False),
-    loss_weights=dict(adaface=0.1, qaconv=0.9, occlusion=1.0),
+    # AdaFace : QAConv 0.3 : 0.7 from the loss-weight sweep (the seed's 0.1 : 0.9
+    # starved the AdaFace branch); occlusion weight 1.0.
+    loss_weights=dict(adaface=0.3, qaconv=0.7, occlusion=1.0),
     # QAConv learns on the main batch's true masks (medical-mask augmentation); the
     # occlusion head also learns from them, next to the occlusion stream.
     train_cfg=dict(qaconv_train_vis='gt', occ_on_main=True),

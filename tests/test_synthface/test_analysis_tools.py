@@ -50,6 +50,23 @@ class TestRunConfig(unittest.TestCase):
         self.assertEqual(tuple(cfg.model.qaconv_head.vis_range), (0.3, 0.7))
         base = load_config(synthface_runs.CONFIGS['adaface'])
         self.assertEqual(base.train_dataloader.sampler.type, 'DefaultSampler')
+        self.assertEqual(cfg.model.loss_weights.adaface,
+                         shipped.model.loss_weights.adaface)
+
+    def test_adaface_weight(self):
+        cfg = load_config(synthface_runs.write_run_config(
+            'oaml', osp.join(self.tmp, 'w'), '/data/sf', adaface_weight=0.6))
+        # Not the shipped split, so the override is what is seen.
+        self.assertAlmostEqual(cfg.model.loss_weights.adaface, 0.6)
+        self.assertAlmostEqual(cfg.model.loss_weights.qaconv, 0.4)
+        self.assertEqual(cfg.model.loss_weights.occlusion, 1.0)
+        with self.assertRaisesRegex(ValueError, 'OAML setting'):
+            synthface_runs.write_run_config(
+                'adaface', osp.join(self.tmp, 'w2'), '/data/sf',
+                adaface_weight=0.3)
+        with self.assertRaisesRegex(ValueError, r'\(0, 1\)'):
+            synthface_runs.write_run_config(
+                'oaml', osp.join(self.tmp, 'w3'), '/data/sf', adaface_weight=1.0)
 
 
 class TestSweepGrid(unittest.TestCase):
@@ -64,6 +81,19 @@ class TestSweepGrid(unittest.TestCase):
         self.assertNotIn('random', [g[1] for g in grid if g[0] == 'oaml'])
         with self.assertRaises(SystemExit):
             sweep_synthface.parse_args(['--samplers', 'bogus'])
+
+    def test_loss_weight_axis_is_oaml_only(self):
+        args = sweep_synthface.parse_args(
+            ['--samplers', 'pk', 'random', '--lrs', '0.1', '--warmups', '0.3',
+             '--adaface-weights', '0.1', '0.5'])
+        grid = sweep_synthface.make_grid(args)
+        self.assertEqual([g[5] for g in grid if g[0] == 'adaface'],
+                         [None, None])
+        self.assertEqual([g[5] for g in grid if g[0] == 'oaml'], [0.1, 0.5])
+        r = dict(model='oaml', lr=0.1, warmup=0.3, scale=None, sampler='pk',
+                 adaface_weight=0.5)
+        self.assertEqual(sweep_synthface._tag(r), 'lr=0.1 wu=0.3 pk aw=0.5')
+        self.assertEqual(sweep_synthface._weights(r), '0.5 : 0.5')
 
 
 class TestPixelBaseline(unittest.TestCase):

@@ -58,6 +58,9 @@ def parse_args(argv=None):
                    choices=sorted(runs.SAMPLERS),
                    help='training-batch samplers (default: the config\'s); '
                    'OAML runs only with pk, whose positives QAConv needs')
+    p.add_argument('--adaface-weights', type=float, nargs='+', default=[None],
+                   help='OAML only: AdaFace loss weight w, QAConv weight 1-w '
+                   '(default: the config\'s 0.1 / 0.9)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--jobs', type=int, default=2, help='processes at once')
     p.add_argument('--skip-train', action='store_true',
@@ -86,26 +89,40 @@ def _tag(r: dict) -> str:
         tag += f" s={r['scale']:g}"
     if r['sampler'] is not None:
         tag += f" {r['sampler']}"
+    if r.get('adaface_weight') is not None:
+        tag += f" aw={r['adaface_weight']:g}"
     return tag
 
 
 def make_grid(args) -> list:
-    """``(model, sampler, scale, lr, warmup)`` of every run; OAML only with P x K."""
-    return [g for g in itertools.product(args.models, args.samplers,
-                                         args.scales, args.lrs, args.warmups)
-            if not (g[0] == 'oaml' and g[1] == 'random')]
+    """``(model, sampler, scale, lr, warmup, adaface_weight)`` of every run.
+
+    OAML runs only with P x K batches. The loss-weight axis is OAML's alone (the
+    baseline has one loss): baseline runs keep the config's (None).
+    """
+    weights = getattr(args, 'adaface_weights', [None])
+    grid = []
+    for g in itertools.product(args.models, args.samplers, args.scales,
+                               args.lrs, args.warmups):
+        if g[0] == 'oaml' and g[1] == 'random':
+            continue
+        for w in (weights if g[0] == 'oaml' else [None]):
+            grid.append(g + (w, ))
+    return grid
 
 
 def sweep(args) -> list:
     grid = make_grid(args)
     results = []
-    for model, sampler, scale, lr, wu in grid:
-        r = dict(model=model, lr=lr, warmup=wu, scale=scale, sampler=sampler)
+    for model, sampler, scale, lr, wu, aw in grid:
+        r = dict(model=model, lr=lr, warmup=wu, scale=scale, sampler=sampler,
+                 adaface_weight=aw)
         wd = osp.join(args.work_dir,
                       model + '_' + _tag(r).replace('=', '').replace(' ', '_'))
         cfg = runs.write_run_config(model, wd, args.data, args.iters, lr, wu,
                                     args.seed, test_data_root=args.val_data,
-                                    scale=scale, sampler=sampler)
+                                    scale=scale, sampler=sampler,
+                                    adaface_weight=aw)
         results.append(dict(r, work_dir=wd, config=cfg))
     print(f'sweep: {len(results)} runs of {args.iters} iterations, '
           f'{args.jobs} at a time', flush=True)
@@ -141,12 +158,19 @@ def best_settings(results: list) -> dict:
     return best
 
 
+def _weights(r: dict) -> str:
+    w = r.get('adaface_weight')
+    if r['model'] != 'oaml':
+        return '-'
+    return 'config' if w is None else f'{w:g} : {1 - w:g}'
+
+
 def write_report(args, results: list, path: str) -> None:
     best = best_settings(results)
     lines = [
-        '| model | sampler | s | peak lr | margin warm-up | branch | clean | '
-        'masked | occluded | mean | chosen |',
-        '|---|---|---|---|---|---|---|---|---|---|---|',
+        '| model | sampler | s | peak lr | margin warm-up | AdaFace : QAConv '
+        '| branch | clean | masked | occluded | mean | chosen |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for r in results:
         b = runs.MAIN_BRANCH[r['model']]
@@ -155,7 +179,7 @@ def write_report(args, results: list, path: str) -> None:
         lines.append(
             f"| {r['model']} | {r['sampler'] or 'config'} | "
             f"{'config' if r['scale'] is None else format(r['scale'], 'g')} | "
-            f"{r['lr']:g} | {r['warmup']:g} | {b} | " +
+            f"{r['lr']:g} | {r['warmup']:g} | {_weights(r)} | {b} | " +
             ' | '.join(f'{a:.1f}' for a in accs) +
             f" | {r['score']:.1f} | {mark} |")
     table = '\n'.join(lines)
@@ -164,6 +188,7 @@ def write_report(args, results: list, path: str) -> None:
         json.dump(dict(iters=args.iters, seed=args.seed, lrs=args.lrs,
                        warmups=args.warmups, scales=args.scales,
                        samplers=args.samplers,
+                       adaface_weights=getattr(args, 'adaface_weights', [None]),
                        runs=[{k: v for k, v in r.items() if k != 'config'}
                              for r in results]), f, indent=1, sort_keys=True)
     with open(path, 'w') as f:

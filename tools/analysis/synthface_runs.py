@@ -49,7 +49,8 @@ def write_run_config(model: str,
                      test_data_root: Optional[str] = None,
                      ijbc: bool = False,
                      scale: Optional[float] = None,
-                     sampler: Optional[str] = None) -> str:
+                     sampler: Optional[str] = None,
+                     adaface_weight: Optional[float] = None) -> str:
     """Resolve a SynthFace config for one run and write it into ``work_dir``.
 
     The schedule keeps the shape of ``configs/synthface/_base_/synthface_schedule.py``
@@ -72,6 +73,9 @@ def write_run_config(model: str,
             (shuffled, identity-diverse batches) for the training batch; None keeps
             the config's. OAML needs ``'pk'``: QAConv's in-batch losses need
             positives.
+        adaface_weight (float, optional): OAML only: loss weights become
+            ``adaface=w, qaconv=1-w`` (the seed's split is ``w=0.1``); the
+            occlusion weight is kept. None keeps the config's.
 
     Returns:
         str: Path of the written config.
@@ -88,6 +92,14 @@ def write_run_config(model: str,
         cfg.optim_wrapper.optimizer.lr = float(lr)
     if scale is not None:
         cfg.model.head.s = float(scale)
+    if adaface_weight is not None:
+        if model != 'oaml':
+            raise ValueError(
+                f'adaface_weight is an OAML setting; {model!r} has one loss')
+        w = float(adaface_weight)
+        if not 0.0 < w < 1.0:
+            raise ValueError(f'adaface_weight must lie in (0, 1), got {w}')
+        cfg.model.loss_weights.update(adaface=w, qaconv=1.0 - w)
     if sampler is not None:
         cfg.train_dataloader.sampler = SAMPLERS[sampler](
             cfg.train_dataloader.batch_size)
