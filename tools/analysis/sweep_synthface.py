@@ -3,7 +3,8 @@
 A fair comparison gives the AdaFace-only baseline the same tuning effort as OAML
 (issue 9): both models are trained on the same grid of peak learning rates, margin
 warm-up lengths and AdaFace scales (and training-batch samplers: P x K or random;
-OAML keeps P x K, which its QAConv losses need) for the same short budget, and each is scored on a *held-out*
+OAML keeps P x K, which its QAConv losses need; OAML alone also has its AdaFace :
+QAConv loss split) for the same budget, and each is scored on a *held-out*
 SynthFace folder (another generator seed, so other people: the demo's test sets are
 never used for the choice) by its own final score: the cosine branch for the
 baseline, the fused score for OAML, averaged over the clean, masked and occluded
@@ -16,6 +17,10 @@ Examples:
     # learning rate and, for the baseline, the training-batch sampler
     python tools/analysis/sweep_synthface.py --data data/synthface \
         --scales 16 64 --lrs 0.1 0.2 --warmups 0.3 --samplers pk random
+    # OAML's loss split at the demo's full budget (docs/synthface_sweep.md)
+    python tools/analysis/sweep_synthface.py --data data/synthface --iters 500 \
+        --models oaml --samplers pk --scales 16 --lrs 0.1 --warmups 0.3 \
+        --adaface-weights 0.1 0.3 0.5 0.7
     # smaller, e.g. for a smoke test
     python tools/analysis/sweep_synthface.py --data /tmp/sf --val-data /tmp/sf_val \
         --iters 20 --lrs 0.1 --warmups 0.3 --out /tmp/sweep.md
@@ -100,7 +105,7 @@ def make_grid(args) -> list:
     OAML runs only with P x K batches. The loss-weight axis is OAML's alone (the
     baseline has one loss): baseline runs keep the config's (None).
     """
-    weights = getattr(args, 'adaface_weights', [None])
+    weights = args.adaface_weights
     grid = []
     for g in itertools.product(args.models, args.samplers, args.scales,
                                args.lrs, args.warmups):
@@ -188,7 +193,7 @@ def write_report(args, results: list, path: str) -> None:
         json.dump(dict(iters=args.iters, seed=args.seed, lrs=args.lrs,
                        warmups=args.warmups, scales=args.scales,
                        samplers=args.samplers,
-                       adaface_weights=getattr(args, 'adaface_weights', [None]),
+                       adaface_weights=args.adaface_weights,
                        runs=[{k: v for k, v in r.items() if k != 'config'}
                              for r in results]), f, indent=1, sort_keys=True)
     with open(path, 'w') as f:

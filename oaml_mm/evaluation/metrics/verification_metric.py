@@ -18,10 +18,10 @@ import torch
 from mmengine.dist import all_reduce
 
 from oaml_mm.errors import DataFormatError
-from oaml_mm.models.functional import resize_visibility
 from oaml_mm.evaluation.functional import (TemplateAccumulator, fuse_scores,
                                            impostor_stats, verification_10fold,
                                            verification_10fold_scores)
+from oaml_mm.models.functional import resize_visibility
 from oaml_mm.registry import METRICS
 from .face_metric_base import BRANCHES, FaceMetricBase
 

@@ -146,9 +146,9 @@ class IResNet(BaseModule):
             (about 1.5x faster on CPU). Defaults to False.
         map_stage (int): Stage (1-4) whose output is returned as the feature maps
             that QAConv and the occlusion head use: 4 (default) the last stage,
-            input/16 (7x7 at 112); 3 the stage before, input/8 (14x14) with a
-            quarter of the receptive field per cell, as QAConv's person re-ID
-            models use. The embedding always comes from the last stage.
+            input/16 (7x7 at 112); 3 the stage before, input/8 (14x14), each
+            cell covering a quarter of the area (QAConv's person re-ID models
+            match at this resolution). The embedding always comes from the last stage.
         init_cfg (dict, optional): mmengine initialisation config.
 
     Returns (forward):
