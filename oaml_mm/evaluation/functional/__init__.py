@@ -3,10 +3,11 @@ tools and benchmarks."""
 from .fusion import fuse_scores, impostor_stats
 from .identification import identification_1n
 from .pair_scoring import (COSINE_MIN_FILL, COSINE_TILE, DEFAULT_TILE,
-                           QACONV_MIN_FILL,
-                           cosine_pairs, cosine_pairs_tiled, match_all_then_pick,
-                           match_listed_pairs, score_pairs_tiled,
-                           tile_pair_order)
+                           QACONV_MIN_FILL, PairPlan, cosine_pairs,
+                           cosine_pairs_tiled, dot_all, dot_rows,
+                           match_all_then_pick,
+                           match_listed_pairs, plan_pair_units, score_pairs_tiled,
+                           score_units, split_units, tile_pair_order)
 from .roc import DEFAULT_FARS, auc, eer, roc_curve, tar_at_far
 from .template_pooling import TemplateAccumulator, pool_templates
 from .verification import (kfold_split, score_thresholds, verification_10fold,
@@ -18,6 +19,7 @@ __all__ = [
     'pool_templates', 'TemplateAccumulator', 'identification_1n',
     'fuse_scores', 'impostor_stats', 'cosine_pairs', 'match_listed_pairs',
     'match_all_then_pick', 'score_pairs_tiled', 'cosine_pairs_tiled',
-    'tile_pair_order', 'DEFAULT_TILE', 'COSINE_TILE', 'COSINE_MIN_FILL',
+    'tile_pair_order', 'PairPlan', 'plan_pair_units', 'split_units',
+    'score_units', 'dot_all', 'dot_rows', 'DEFAULT_TILE', 'COSINE_TILE', 'COSINE_MIN_FILL',
     'QACONV_MIN_FILL'
 ]

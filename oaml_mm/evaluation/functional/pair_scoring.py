@@ -16,15 +16,19 @@ others are scored row-wise. The rule is a cost model (dense ~ P*G, row-wise ~
 n / ``min_fill``), so the work never exceeds all-blocks-then-pick over the same
 templates. Figures: ``benchmarks/bench_ijbc_scale.py``, ``docs/evaluation.md``.
 """
-from typing import Callable, Dict, Optional, Tuple
+import bisect
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oaml_mm.errors import ConfigError
+
 __all__ = [
     'cosine_pairs', 'match_listed_pairs', 'match_all_then_pick', 'tile_pair_order',
-    'score_pairs_tiled', 'cosine_pairs_tiled', 'DEFAULT_TILE', 'COSINE_TILE',
+    'score_pairs_tiled', 'cosine_pairs_tiled', 'PairPlan', 'plan_pair_units',
+    'split_units', 'score_units', 'dot_all', 'dot_rows', 'DEFAULT_TILE', 'COSINE_TILE',
     'COSINE_MIN_FILL', 'QACONV_MIN_FILL'
 ]
 
@@ -193,7 +197,7 @@ def _compact(idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 def _tile_layout(idx_a: torch.Tensor, idx_b: torch.Tensor, tile: int):
     """Tile order, tile ids, compact ranks and distinct rows of both sides."""
     if tile < 1:
-        raise ValueError(f'tile must be >= 1, got {tile}')
+        raise ConfigError(f'tile must be >= 1, got {tile}')
     ca, ua = _compact(idx_a.numpy())
     cb, ub = _compact(idx_b.numpy())
     rows = (ua.size + tile - 1) // tile
@@ -236,7 +240,7 @@ def tile_pair_order(idx_a: torch.Tensor,
         ([3, 1, 2, 0], [3, 1, 2, 0])
     """
     if tile < 1:
-        raise ValueError(f'tile must be >= 1, got {tile}')
+        raise ConfigError(f'tile must be >= 1, got {tile}')
     idx_a = idx_a.reshape(-1).long().cpu()
     idx_b = idx_b.reshape(-1).long().cpu()
     if idx_a.numel() == 0:
@@ -260,6 +264,236 @@ def _local(global_rank: torch.Tensor, offset: int,
     return (present.cumsum(0) - 1)[local], present.nonzero().reshape(-1) + offset
 
 
+class PairPlan(NamedTuple):
+    """Canonical work units of a listed-pair scoring (see :func:`plan_pair_units`).
+
+    Attributes:
+        units (list): One ``(dense, tile_id, positions, tiles)`` per unit:
+            ``positions`` are the list positions the unit scores (``[n]`` int64),
+            ``tile_id`` the tile of a dense unit (-1 for a row-wise chunk) and
+            ``tiles`` the number of tiles starting in the unit.
+        cost (torch.Tensor): ``[U]`` float64 estimated pair evaluations per unit.
+        ca, cb, ua, ub (torch.Tensor): Compact ranks and distinct rows of both sides.
+        cols (int): Tiles per row of the tile grid.
+        tile (int): Tile side.
+    """
+    units: List[Tuple[bool, int, torch.Tensor, int]]
+    cost: torch.Tensor
+    ca: torch.Tensor
+    cb: torch.Tensor
+    ua: torch.Tensor
+    ub: torch.Tensor
+    cols: int
+    tile: int
+
+    def positions(self, lo: int = 0, hi: Optional[int] = None) -> torch.Tensor:
+        """``[n]`` list positions scored by the units ``lo:hi``, unit after unit."""
+        chosen = self.units[lo:hi]
+        if not chosen:
+            return torch.empty(0, dtype=torch.int64)
+        return torch.cat([u[2] for u in chosen])
+
+
+def plan_pair_units(idx_a: torch.Tensor,
+                    idx_b: torch.Tensor,
+                    tile: int = DEFAULT_TILE,
+                    min_fill: float = QACONV_MIN_FILL,
+                    chunk: int = 4096) -> PairPlan:
+    """Cut a pair list into canonical work units: dense tiles and row-wise chunks.
+
+    Pairs are grouped with :func:`tile_pair_order`. For a tile with ``n`` listed
+    pairs among ``P`` distinct first and ``G`` distinct second templates, the dense
+    ``[P, G]`` score costs ~``P * G`` pair evaluations at matrix-product speed and
+    row-wise scoring ~``n / min_fill`` of them; the cheaper is taken (dense when
+    ``n >= min_fill * P * G``). Row-wise pairs of consecutive tiles are batched into
+    chunks of about ``chunk`` pairs.
+
+    The units are a pure function of the pair list and the three settings, and each
+    unit's scores depend only on the unit. Every DDP rank therefore computes the
+    same plan, scores a contiguous share of the units (:func:`split_units`) and
+    gathers: a pair gets bit-identical scores whatever the world size.
+
+    Args:
+        idx_a (torch.Tensor): ``[N]`` rows of the first templates.
+        idx_b (torch.Tensor): ``[N]`` rows of the second templates.
+        tile (int): Distinct templates per tile side (>= 1).
+        min_fill (float): Fill from which a tile is scored densely; 0 makes every
+            tile dense, above 1 every tile row-wise.
+        chunk (int): Row-wise pairs per unit (>= 1; the last chunk of a run of
+            row-wise tiles may be shorter, one may be longer by at most a tile).
+
+    Returns:
+        PairPlan: The units in tile order.
+
+    Raises:
+        ConfigError: If ``tile`` or ``chunk`` is below 1.
+    """
+    if chunk < 1:
+        raise ConfigError(f'pair chunk must be >= 1, got {chunk}')
+    idx_a = idx_a.reshape(-1).long().cpu()
+    idx_b = idx_b.reshape(-1).long().cpu()
+    empty = torch.empty(0, dtype=torch.int64)
+    if idx_a.numel() == 0:
+        if tile < 1:
+            raise ConfigError(f'tile must be >= 1, got {tile}')
+        return PairPlan([], torch.empty(0, dtype=torch.float64), empty, empty,
+                        empty, empty, 1, tile)
+    order, tile_id, ca, cb, ua, ub, cols = _tile_layout(idx_a, idx_b, tile)
+    counts = torch.bincount(tile_id, minlength=1)
+    units: List[Tuple[bool, int, torch.Tensor, int]] = []
+    cost: List[float] = []
+    pending: List[torch.Tensor] = []
+    pending_n = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_n
+        if pending:
+            sel = torch.cat(pending)
+            # Where each pending tile starts: a chunk counts the tiles starting in it.
+            starts = np.cumsum([0] + [p.numel() for p in pending[:-1]])
+            for s in range(0, sel.numel(), chunk):
+                part = sel[s:s + chunk]
+                n_tiles = int(((starts >= s) & (starts < s + chunk)).sum())
+                units.append((False, -1, part, n_tiles))
+                cost.append(part.numel() / max(min_fill, 1e-12))
+        pending, pending_n = [], 0
+
+    start = 0
+    nonempty = counts.nonzero().reshape(-1)
+    for t, n in zip(nonempty.tolist(), counts[nonempty].tolist()):
+        sel = order[start:start + n]
+        start += n
+        grid = (_distinct(ca[sel], (t // cols) * tile, tile) *
+                _distinct(cb[sel], (t % cols) * tile, tile))
+        if n < min_fill * grid:
+            pending.append(sel)
+            pending_n += n
+            if pending_n >= chunk:
+                flush()
+            continue
+        units.append((True, t, sel, 1))
+        cost.append(float(grid))
+    flush()
+    return PairPlan(units, torch.tensor(cost, dtype=torch.float64), ca, cb, ua,
+                    ub, cols, tile)
+
+
+def split_units(cost: torch.Tensor, world: int) -> List[Tuple[int, int]]:
+    """Contiguous unit ranges of about equal cost, one per rank.
+
+    Args:
+        cost (torch.Tensor): ``[U]`` cost of each unit (:class:`PairPlan`).
+        world (int): Number of ranks (>= 1).
+
+    Returns:
+        list: ``world`` ``(start, end)`` unit ranges covering ``0..U`` in order.
+
+    Examples:
+        >>> split_units(torch.tensor([1., 1, 1, 1]), 2)
+        [(0, 2), (2, 4)]
+    """
+    u = cost.numel()
+    if u == 0 or world == 1:
+        return [(0, u)] + [(u, u)] * (world - 1)
+    cum = torch.cumsum(cost.double(), 0).tolist()
+    total = cum[-1]
+    bounds = [0]
+    for k in range(1, world):
+        target = total * k / world
+        i = bisect.bisect_left(cum, target)
+        # Cut before or after the unit that crosses the target, whichever
+        # lands closer to it.
+        before = cum[i - 1] if i > 0 else 0.0
+        cut = i if target - before <= cum[min(i, u - 1)] - target else i + 1
+        bounds.append(min(max(cut, bounds[-1]), u))
+    bounds.append(u)
+    return [(bounds[i], bounds[i + 1]) for i in range(world)]
+
+
+def score_units(plan: PairPlan,
+                dense: PairMatcher,
+                rowwise: PairMatcher,
+                feats: torch.Tensor,
+                vis: Optional[torch.Tensor],
+                idx_a: torch.Tensor,
+                idx_b: torch.Tensor,
+                units: Optional[Tuple[int, int]] = None,
+                device: Optional[torch.device] = None,
+                progress: Optional[Callable[[int], None]] = None,
+                stats: Optional[Dict[str, int]] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Score the units ``units[0]:units[1]`` of a plan.
+
+    Args:
+        plan (PairPlan): From :func:`plan_pair_units` on ``idx_a, idx_b``.
+        dense, rowwise, feats, vis, device, progress: See
+            :func:`score_pairs_tiled`.
+        idx_a (torch.Tensor): ``[N]`` rows of the first templates.
+        idx_b (torch.Tensor): ``[N]`` rows of the second templates.
+        units (tuple, optional): ``(start, end)`` unit range; all when None.
+        stats (dict, optional): Counters updated in place (see
+            :func:`score_pairs_tiled`).
+
+    Returns:
+        tuple: ``(positions [n], scores [n])``: the list positions scored and their
+        float32 scores (CPU), unit after unit.
+    """
+    device = device or feats.device
+    idx_a = idx_a.reshape(-1).long().cpu()
+    idx_b = idx_b.reshape(-1).long().cpu()
+    lo, hi = units if units is not None else (0, len(plan.units))
+    chosen = plan.units[lo:hi]
+    if not chosen:
+        return (torch.empty(0, dtype=torch.int64),
+                torch.empty(0, dtype=torch.float32))
+    st = stats if stats is not None else {}
+    for k in ('dense_tiles', 'dense_scored', 'dense_pairs', 'rowwise_tiles',
+              'rowwise_pairs'):
+        st.setdefault(k, 0)
+    positions = plan.positions(lo, hi)
+    out = torch.empty(positions.numel(), dtype=torch.float32)
+    at = 0
+    tile = plan.tile
+    for is_dense, t, sel, n_tiles in chosen:
+        n = sel.numel()
+        if is_dense:
+            la, ra = _local(plan.ca[sel], (t // plan.cols) * tile, tile)
+            lb, rb = _local(plan.cb[sel], (t % plan.cols) * tile, tile)
+            rows_a, rows_b = plan.ua[ra], plan.ub[rb]
+            va = vb = None
+            if vis is not None:
+                va = _gather(vis, rows_a, device)
+                vb = _gather(vis, rows_b, device)
+            full = dense(_gather(feats, rows_a, device),
+                         _gather(feats, rows_b, device), va, vb)
+            out[at:at + n] = full[la.to(full.device),
+                                  lb.to(full.device)].float().cpu()
+            st['dense_tiles'] += 1
+            st['dense_scored'] += ra.numel() * rb.numel()
+            st['dense_pairs'] += n
+        else:
+            ia, ib = idx_a[sel], idx_b[sel]
+            va = vb = None
+            if vis is not None:
+                va, vb = _gather(vis, ia, device), _gather(vis, ib, device)
+            out[at:at + n] = rowwise(_gather(feats, ia, device),
+                                     _gather(feats, ib, device), va,
+                                     vb).reshape(-1).float().cpu()
+            st['rowwise_tiles'] += n_tiles
+            st['rowwise_pairs'] += n
+        at += n
+        if progress is not None:
+            progress(n)
+    return positions, out
+
+
+def _distinct(global_rank: torch.Tensor, offset: int, tile: int) -> int:
+    """Number of distinct ranks of one tile side."""
+    present = torch.zeros(tile, dtype=torch.bool)
+    present[(global_rank - offset).long()] = True
+    return int(present.sum())
+
+
 def score_pairs_tiled(dense: PairMatcher,
                       rowwise: PairMatcher,
                       feats: torch.Tensor,
@@ -274,14 +508,11 @@ def score_pairs_tiled(dense: PairMatcher,
                       stats: Optional[Dict[str, int]] = None) -> torch.Tensor:
     """Score listed pairs tile by tile: dense where the tile is full enough.
 
-    Pairs are grouped with :func:`tile_pair_order`. For a tile with ``n`` listed
-    pairs among ``P`` distinct first and ``G`` distinct second templates, the dense
-    ``[P, G]`` score costs ~``P * G`` pair evaluations at matrix-product speed and
-    row-wise scoring ~``n / min_fill`` of them; the cheaper is taken (dense when
-    ``n >= min_fill * P * G``). Row-wise pairs of several tiles are batched into
-    calls of ``chunk`` pairs. Dense work is at most ``tile**2`` per tile and never
-    exceeds scoring every distinct first x second template, so this is never more
-    work than all-blocks-then-pick.
+    The pairs are cut into canonical units with :func:`plan_pair_units` (dense
+    tiles, row-wise chunks) and every unit is scored with :func:`score_units`.
+    Dense work is at most ``tile**2`` per tile and never exceeds scoring every
+    distinct first x second template, so this is never more work than
+    all-blocks-then-pick.
 
     The two matchers must give the same score for the same pair (true for
     ``QAConvHead.match`` / ``match_pairs`` in eval mode, where the BatchNorms use
@@ -313,6 +544,9 @@ def score_pairs_tiled(dense: PairMatcher,
     Returns:
         torch.Tensor: ``[N]`` float32 scores on the CPU, in list order.
 
+    Raises:
+        ConfigError: If ``tile`` or ``chunk`` is below 1.
+
     Examples:
         >>> e = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
         >>> a, b = torch.tensor([0, 1, 2, 0]), torch.tensor([3, 4, 5, 5])
@@ -321,77 +555,27 @@ def score_pairs_tiled(dense: PairMatcher,
         >>> torch.allclose(s, (e[a] * e[b]).sum(1))
         True
     """
-    device = device or feats.device
-    idx_a = idx_a.reshape(-1).long().cpu()
-    idx_b = idx_b.reshape(-1).long().cpu()
-    n_all = idx_a.numel()
-    out = torch.empty(n_all, dtype=torch.float32)
+    plan = plan_pair_units(idx_a, idx_b, tile, min_fill, chunk)
     st = dict(dense_tiles=0, dense_scored=0, dense_pairs=0, rowwise_tiles=0,
               rowwise_pairs=0)
-    if n_all:
-        order, tile_id, ca, cb, ua, ub, cols = _tile_layout(idx_a, idx_b, tile)
-        counts = torch.bincount(tile_id, minlength=1)
-        pending = []
-        pending_n = 0
-
-        def flush() -> None:
-            nonlocal pending, pending_n
-            if not pending:
-                return
-            sel = torch.cat(pending)
-            pending, pending_n = [], 0
-            for s in range(0, sel.numel(), chunk):
-                part = sel[s:s + chunk]
-                ia, ib = idx_a[part], idx_b[part]
-                va = vb = None
-                if vis is not None:
-                    va, vb = _gather(vis, ia, device), _gather(vis, ib, device)
-                out[part] = rowwise(_gather(feats, ia, device),
-                                    _gather(feats, ib, device), va,
-                                    vb).reshape(-1).float().cpu()
-                if progress is not None:
-                    progress(part.numel())
-
-        start = 0
-        nonempty = counts.nonzero().reshape(-1)
-        for t, n in zip(nonempty.tolist(), counts[nonempty].tolist()):
-            sel = order[start:start + n]
-            start += n
-            la, ra = _local(ca[sel], (t // cols) * tile, tile)
-            lb, rb = _local(cb[sel], (t % cols) * tile, tile)
-            grid = ra.numel() * rb.numel()
-            if n < min_fill * grid:
-                st['rowwise_tiles'] += 1
-                st['rowwise_pairs'] += n
-                pending.append(sel)
-                pending_n += n
-                if pending_n >= chunk:
-                    flush()
-                continue
-            st['dense_tiles'] += 1
-            st['dense_scored'] += grid
-            st['dense_pairs'] += n
-            rows_a, rows_b = ua[ra], ub[rb]
-            va = vb = None
-            if vis is not None:
-                va = _gather(vis, rows_a, device)
-                vb = _gather(vis, rows_b, device)
-            full = dense(_gather(feats, rows_a, device),
-                         _gather(feats, rows_b, device), va, vb)
-            out[sel] = full[la.to(full.device), lb.to(full.device)].float().cpu()
-            if progress is not None:
-                progress(n)
-        flush()
+    pos, scores = score_units(plan, dense, rowwise, feats, vis, idx_a, idx_b,
+                              device=device, progress=progress, stats=st)
+    out = torch.empty(idx_a.numel(), dtype=torch.float32)
+    out[pos] = scores
     if stats is not None:
         stats.update(st)
     return out
 
 
-def _dot_rows(a: torch.Tensor, b: torch.Tensor, *_) -> torch.Tensor:
+def dot_rows(a: torch.Tensor, b: torch.Tensor, *_) -> torch.Tensor:
+    """Row-wise dot products ``[n]`` of ``[n, D]`` inputs (the row-wise cosine
+    matcher for unit embeddings)."""
     return (a * b).sum(1)
 
 
-def _dot_all(a: torch.Tensor, b: torch.Tensor, *_) -> torch.Tensor:
+def dot_all(a: torch.Tensor, b: torch.Tensor, *_) -> torch.Tensor:
+    """All dot products ``[P, G]`` of ``[P, D]`` and ``[G, D]`` inputs (the dense
+    cosine matcher for unit embeddings)."""
     return a @ b.T
 
 
@@ -422,5 +606,5 @@ def cosine_pairs_tiled(embeddings: torch.Tensor,
         tensor([0.0000, 0.7071])
     """
     e = F.normalize(embeddings.float(), dim=1)
-    return score_pairs_tiled(_dot_all, _dot_rows, e, None, idx_a, idx_b, tile,
+    return score_pairs_tiled(dot_all, dot_rows, e, None, idx_a, idx_b, tile,
                              min_fill, chunk, stats=stats)

@@ -17,16 +17,22 @@ the template visibility says how much evidence each cell has. With all-ones visi
 and one image per template this is the image's own map and visibility.
 
 :class:`TemplateAccumulator` computes both while images stream in, holding only one
-row per template (never the image maps): the map is kept as a running weighted mean in
-fp16, so IJB-C's 23,124 templates x 512 x 7 x 7 need 1.16 GB.
+row per template (never the image maps). The metrics use its exact storage: each
+image's contribution is rounded to a fixed-point grid and summed as integers, so a
+template pools to the same bits whatever order its images come in and however they
+are split over processes (IJB-C's 23,124 templates x 512 x 7 x 7: 4.6 GB). Galleries
+keep the map as a running weighted mean in fp16 (1.16 GB for the same size).
 """
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['pool_templates', 'TemplateAccumulator']
+from oaml_mm.errors import ConfigError
+
+__all__ = ['pool_templates', 'TemplateAccumulator', 'FRAC_BITS',
+           'EMB_FRAC_BITS', 'MAX_EXACT_WEIGHT']
 
 
 def pool_templates(features: np.ndarray,
@@ -75,19 +81,52 @@ def pool_templates(features: np.ndarray,
     return templates, pooled.float().numpy()
 
 
+#: Fractional bits of the exact accumulator's fixed-point sums (weights,
+#: visibility and maps: 2^-40 ~ 9e-13, range +-2^23; embeddings: 2^-32, range
+#: +-2^31 for norm-keeping features).
+FRAC_BITS = 40
+EMB_FRAC_BITS = 32
+#: Largest template weight (sum of media weights, i.e. media per template) the
+#: exact map sums hold without overflow: |x| <= 1 per value, so |sum| <= weight.
+MAX_EXACT_WEIGHT = float(2**(63 - FRAC_BITS - 1))
+
+
+def _fixed(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Round ``x`` to the int64 fixed-point grid ``2**-bits`` (per value, so the
+    result does not depend on what else is summed)."""
+    return torch.round(x.double() * float(2**bits)).to(torch.int64)
+
+
 class TemplateAccumulator:
     """Streaming per-template pooling of embeddings, feature maps and visibility.
 
     Rows are template indices ``0..num_templates-1`` (the caller maps template ids to
-    rows). Several accumulators (one per process) combine exactly with
-    :meth:`state` / :meth:`load_merged`-style sums: embedding sums and weights add,
-    and the running map mean combines as ``sum_r A_r M_r / sum_r A_r``.
+    rows). Several accumulators (one per process) combine with :meth:`merge_` or by
+    summing :meth:`sum_tensors` across processes.
+
+    Two storages:
+
+    * ``exact=True`` (the metrics): every image's contribution is rounded to a
+      fixed-point grid and summed as int64, so sums are exact and do not depend on
+      the order images arrive in nor on how they are split over processes: a
+      1-process and an N-process evaluation pool bit-identical templates. Memory:
+      8 bytes per map value (IJB-C, 23,124 x 512 x 7 x 7: 4.6 GB per process).
+    * ``exact=False`` (galleries): the map is a running weighted mean in
+      ``map_dtype`` (fp16: 1.16 GB for IJB-C); merges are exact up to that
+      rounding.
 
     Args:
         num_templates (int): Number of rows.
         emb_dim (int, optional): Embedding size; None to skip embeddings.
         map_shape (tuple, optional): ``(C, h, w)`` of the feature maps; None to skip.
-        map_dtype (torch.dtype): Storage of the running map mean. Defaults to fp16.
+        map_dtype (torch.dtype): Storage of the running map mean (``exact=False``)
+            and dtype of :meth:`maps`. Defaults to fp16.
+        exact (bool): Fixed-point sums (see above). Defaults to False.
+
+    Raises:
+        ConfigError: (``exact=True``, from :meth:`add`) maps with values beyond
+            [-1, 1] (not channel-normalised) or a template weight beyond
+            ``MAX_EXACT_WEIGHT``.
 
     Examples:
         >>> acc = TemplateAccumulator(2, emb_dim=2)
@@ -101,35 +140,61 @@ class TemplateAccumulator:
                  num_templates: int,
                  emb_dim: Optional[int] = None,
                  map_shape: Optional[Tuple[int, int, int]] = None,
-                 map_dtype: torch.dtype = torch.float16) -> None:
+                 map_dtype: torch.dtype = torch.float16,
+                 exact: bool = False) -> None:
         self.num_templates = int(num_templates)
         self.emb_dim = emb_dim
         self.map_shape = tuple(map_shape) if map_shape is not None else None
         self.map_dtype = map_dtype
+        self.exact = bool(exact)
         n = self.num_templates
-        self.weight = torch.zeros(n, dtype=torch.float64)
+        real = torch.float32
+        self.weight = torch.zeros(
+            n, dtype=torch.int64 if exact else torch.float64)
         self.count = torch.zeros(n, dtype=torch.int64)
-        self.emb_sum = (torch.zeros(n, emb_dim, dtype=torch.float32)
+        self.emb_sum = (torch.zeros(n, emb_dim,
+                                    dtype=torch.int64 if exact else real)
                         if emb_dim else None)
+        self.map_mean = self.map_sum = self.vis_sum = None
         if self.map_shape is not None:
             c, h, w = self.map_shape
-            self.map_mean = torch.zeros(n, c, h * w, dtype=map_dtype)
-            self.vis_sum = torch.zeros(n, h * w, dtype=torch.float32)
-        else:
-            self.map_mean = None
-            self.vis_sum = None
+            if exact:
+                self.map_sum = torch.zeros(n, c, h * w, dtype=torch.int64)
+                self.vis_sum = torch.zeros(n, h * w, dtype=torch.int64)
+            else:
+                self.map_mean = torch.zeros(n, c, h * w, dtype=map_dtype)
+                self.vis_sum = torch.zeros(n, h * w, dtype=real)
+
+    _FIELDS = ('weight', 'count', 'emb_sum', 'map_mean', 'map_sum', 'vis_sum')
+
+    @property
+    def has_maps(self) -> bool:
+        """Whether feature maps are pooled."""
+        return self.vis_sum is not None
 
     def grow(self, num_templates: int) -> None:
         """Make room for at least ``num_templates`` rows (new rows are empty)."""
         extra = int(num_templates) - self.num_templates
         if extra <= 0:
             return
-        for name in ('weight', 'count', 'emb_sum', 'map_mean', 'vis_sum'):
+        for name in self._FIELDS:
             t = getattr(self, name)
             if t is not None:
                 pad = t.new_zeros((extra, ) + tuple(t.shape[1:]))
                 setattr(self, name, torch.cat([t, pad]))
         self.num_templates = int(num_templates)
+
+    def sum_tensors(self) -> List[torch.Tensor]:
+        """The integer tensors whose element-wise sum over processes merges them
+        (``exact=True`` only; every rank must hold the same rows and parts).
+
+        Raises:
+            ConfigError: For ``exact=False`` (its map mean does not add).
+        """
+        if not self.exact:
+            raise ConfigError('only an exact TemplateAccumulator merges by sums')
+        return [t for t in (self.count, self.weight, self.emb_sum, self.vis_sum,
+                            self.map_sum) if t is not None]
 
     def add(self,
             rows: torch.Tensor,
@@ -152,72 +217,114 @@ class TemplateAccumulator:
         b = rows.numel()
         w = (torch.ones(b, dtype=torch.float64) if weights is None else
              torch.as_tensor(weights).reshape(-1).double().cpu())
-        self.weight.index_add_(0, rows, w)
+        self.weight.index_add_(0, rows, _fixed(w, FRAC_BITS) if self.exact
+                               else w)
         self.count.index_add_(0, rows, torch.ones(b, dtype=torch.int64))
         if self.emb_sum is not None and features is not None:
-            self.emb_sum.index_add_(
-                0, rows, features.detach().float().cpu() * w[:, None].float())
-        if self.map_mean is not None and maps is not None:
-            x = maps.detach().float().cpu().reshape(b, maps.shape[1], -1)
-            hw = x.shape[-1]
-            if visibility is None:
-                v = torch.ones(b, hw)
-            else:
-                v = visibility.detach().float().cpu().reshape(b, hw)
-            a = v * w[:, None].float()  # [B, hw] weight of each image cell
-            uniq, inv = torch.unique(rows, return_inverse=True)
-            a_new = torch.zeros(len(uniq), hw).index_add_(0, inv, a)
-            s_new = torch.zeros(len(uniq), x.shape[1], hw).index_add_(
-                0, inv, x * a[:, None, :])
-            a_old = self.vis_sum[uniq]
-            m_old = self.map_mean[uniq].float()
-            total = a_old + a_new
-            # Running weighted mean in fp32, stored in fp16: sums of many unit-scale
-            # maps would lose their small increments if they were kept in fp16.
-            mean = (m_old * a_old[:, None, :] + s_new) / \
-                total.clamp_min(1e-12)[:, None, :]
-            self.map_mean[uniq] = mean.to(self.map_dtype)
-            self.vis_sum[uniq] = total
+            f = features.detach().float().cpu() * w[:, None].float()
+            self.emb_sum.index_add_(0, rows, _fixed(f, EMB_FRAC_BITS)
+                                    if self.exact else f)
+        if not self.has_maps or maps is None:
+            return
+        x = maps.detach().float().cpu().reshape(b, maps.shape[1], -1)
+        hw = x.shape[-1]
+        if visibility is None:
+            v = torch.ones(b, hw)
+        else:
+            v = visibility.detach().float().cpu().reshape(b, hw)
+        a = v * w[:, None].float()  # [B, hw] weight of each image cell
+        if self.exact:
+            if x.numel() and float(x.abs().max()) > 1.0 + 1e-3:
+                raise ConfigError(
+                    'TemplateAccumulator(exact=True) pools channel-normalised '
+                    f'maps (values in [-1, 1]); got |x| up to '
+                    f'{float(x.abs().max()):.3g}')
+            self.vis_sum.index_add_(0, rows, _fixed(a, FRAC_BITS))
+            self.map_sum.index_add_(0, rows,
+                                    _fixed(x * a[:, None, :], FRAC_BITS))
+            top = float(self.weight[rows].max()) / 2**FRAC_BITS
+            if top > MAX_EXACT_WEIGHT:
+                raise ConfigError(
+                    f'a template gathered weight {top:.0f} (media), beyond the '
+                    f'{MAX_EXACT_WEIGHT:.0f} exact pooling holds')
+            return
+        uniq, inv = torch.unique(rows, return_inverse=True)
+        a_new = torch.zeros(len(uniq), hw).index_add_(0, inv, a)
+        s_new = torch.zeros(len(uniq), x.shape[1], hw).index_add_(
+            0, inv, x * a[:, None, :])
+        a_old = self.vis_sum[uniq]
+        m_old = self.map_mean[uniq].float()
+        total = a_old + a_new
+        # Running weighted mean in fp32, stored in fp16: sums of many unit-scale
+        # maps would lose their small increments if they were kept in fp16.
+        mean = (m_old * a_old[:, None, :] + s_new) / \
+            total.clamp_min(1e-12)[:, None, :]
+        self.map_mean[uniq] = mean.to(self.map_dtype)
+        self.vis_sum[uniq] = total
+
+    def feature_sums(self) -> torch.Tensor:
+        """``[T, D]`` float64 weighted feature sums (before normalisation)."""
+        if self.exact:
+            return self.emb_sum.double() / 2**EMB_FRAC_BITS
+        return self.emb_sum.double()
 
     def embeddings(self) -> torch.Tensor:
         """``[T, D]`` pooled unit embeddings (rows without images are zero)."""
-        return F.normalize(self.emb_sum, dim=1)
+        return F.normalize(self.feature_sums(), dim=1).float()
 
     def maps(self, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``[T, C, h, w]`` pooled maps, L2-normalised over channels, storage dtype.
+        """``[T, C, h, w]`` pooled maps, L2-normalised over channels, ``map_dtype``.
 
         Args:
             rows (torch.Tensor, optional): Only these rows.
         """
-        m = self.map_mean if rows is None else self.map_mean[rows]
+        if self.exact:
+            m = self.map_sum if rows is None else self.map_sum[rows]
+            # The common 2^-FRAC_BITS scale cancels in the normalisation.
+            m = F.normalize(m.double(), dim=1)
+        else:
+            m = self.map_mean if rows is None else self.map_mean[rows]
+            m = F.normalize(m.float(), dim=1)
         c, h, w = self.map_shape
-        m = F.normalize(m.float(), dim=1).to(self.map_dtype)
-        return m.reshape(m.shape[0], c, h, w)
+        return m.to(self.map_dtype).reshape(m.shape[0], c, h, w)
 
     def visibility(self, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[T, 1, h, w]`` pooled visibility (weighted mean over the images)."""
         vs = self.vis_sum if rows is None else self.vis_sum[rows]
         wt = self.weight if rows is None else self.weight[rows]
         _, h, w = self.map_shape
-        v = vs / wt.float().clamp_min(1e-12)[:, None]
-        return v.reshape(-1, 1, h, w)
+        # In exact mode both carry the same 2^-FRAC_BITS scale.
+        v = vs.double() / wt.double().clamp_min(1e-12)[:, None]
+        return v.float().reshape(-1, 1, h, w)
 
     def merge_(self, other: 'TemplateAccumulator') -> None:
-        """Fold another accumulator into this one (exactly).
+        """Fold another accumulator of the same storage into this one.
 
         ``other`` may lack the embedding or map part (a process that saw no image);
         its missing parts count as empty.
+
+        Raises:
+            ConfigError: If one is exact and the other not.
         """
+        if self.exact != other.exact:
+            raise ConfigError('cannot merge an exact and a running-mean '
+                              'TemplateAccumulator')
         self.grow(other.num_templates)
         other.grow(self.num_templates)
-        if self.map_mean is not None and other.map_mean is not None:
+        if self.exact:
+            for name in ('emb_sum', 'vis_sum', 'map_sum'):
+                mine, theirs = getattr(self, name), getattr(other, name)
+                if mine is not None and theirs is not None:
+                    mine += theirs
+        elif self.map_mean is not None and other.map_mean is not None:
             num = self.map_mean.float() * self.vis_sum[:, None, :] + \
                 other.map_mean.float() * other.vis_sum[:, None, :]
             total = self.vis_sum + other.vis_sum
             self.map_mean = (num / total.clamp_min(1e-12)[:, None, :]).to(
                 self.map_dtype)
             self.vis_sum = total
-        if self.emb_sum is not None and other.emb_sum is not None:
+        if not self.exact and self.emb_sum is not None and \
+                other.emb_sum is not None:
             self.emb_sum += other.emb_sum
         self.weight += other.weight
         self.count += other.count

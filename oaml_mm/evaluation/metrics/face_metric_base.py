@@ -144,7 +144,7 @@ class FaceMetricBase(BaseMetric):
         n, d = int(vec[0]), int(vec[1])
         shape = tuple(int(x) for x in vec[2:]) if vec[2] > 0 else None
         if acc is None or (acc.emb_dim or 0) != d or acc.map_shape != shape:
-            fresh = TemplateAccumulator(n, d or None, shape, self.map_dtype)
+            fresh = self._new_accumulator(n, d or None, shape)
             if acc is not None:
                 fresh.merge_(acc)
             acc = fresh
@@ -152,47 +152,73 @@ class FaceMetricBase(BaseMetric):
         _, world = get_dist_info()
         if world == 1:
             return acc
-        all_reduce(acc.count)
-        all_reduce(acc.weight)
-        if acc.emb_sum is not None:
-            all_reduce(acc.emb_sum)
-        if acc.map_mean is not None:
-            for s in range(0, acc.num_templates, chunk_rows):
-                a = acc.vis_sum[s:s + chunk_rows].clone()
-                num = acc.map_mean[s:s + chunk_rows].float() * a[:, None, :]
-                all_reduce(num)
-                all_reduce(a)
-                acc.map_mean[s:s + chunk_rows] = (
-                    num / a.clamp_min(1e-12)[:, None, :]).to(acc.map_dtype)
-                acc.vis_sum[s:s + chunk_rows] = a
+        # Integer fixed-point sums: the reduction is exact in any order, so the
+        # merged templates equal a 1-process run's bit for bit.
+        for t in acc.sum_tensors():
+            for s in range(0, t.shape[0], chunk_rows):
+                part = t[s:s + chunk_rows].clone()
+                all_reduce(part)
+                t[s:s + chunk_rows] = part
         return acc
 
-    @staticmethod
-    def _my_range(n: int) -> Tuple[int, int]:
-        rank, world = get_dist_info()
-        per = (n + world - 1) // world
-        return min(rank * per, n), min((rank + 1) * per, n)
+    def _new_accumulator(self, num_templates: int, emb_dim: Optional[int],
+                         map_shape: Optional[Tuple[int, int, int]]
+                         ) -> TemplateAccumulator:
+        """An exact accumulator (order- and split-independent sums)."""
+        return TemplateAccumulator(num_templates, emb_dim, map_shape,
+                                   self.map_dtype, exact=True)
 
     @staticmethod
-    def _gather_ranges(local: torch.Tensor, n: int) -> torch.Tensor:
-        """Concatenate every rank's slice of an ``[n, ...]`` result (rank order)."""
+    def _my_range(n: int, align: int = 1) -> Tuple[int, int]:
+        """This rank's contiguous share of ``0..n``, cut at multiples of ``align``.
+
+        Cutting at the blocks a caller scores (``align``) keeps every block the
+        same whatever the world size, so the scores are too.
+        """
+        rank, world = get_dist_info()
+        blocks = (n + align - 1) // align
+        per = (blocks + world - 1) // world
+        return min(rank * per * align, n), min((rank + 1) * per * align, n)
+
+    @staticmethod
+    def _gather_parts(local: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+        """Concatenate every rank's ``local`` (rank order); ``counts[r]`` rows each.
+
+        Every rank knows ``counts`` (the split is a pure function of the work), so
+        the parts are padded to the largest and cut back after the gather.
+        """
         _, world = get_dist_info()
         if world == 1:
             return local
-        per = (n + world - 1) // world
+        per = max(max(counts), 1)
         padded = local.new_zeros((per, ) + tuple(local.shape[1:]))
         padded[:local.shape[0]] = local
         parts = all_gather(padded)
-        return torch.cat([p.cpu() for p in parts])[:n]
+        return torch.cat([p[:c].cpu() for p, c in zip(parts, counts)])
+
+    def _gather_ranges(self, local: torch.Tensor, n: int,
+                       align: int = 1) -> torch.Tensor:
+        """Concatenate every rank's :meth:`_my_range` slice of an ``[n, ...]``
+        result."""
+        _, world = get_dist_info()
+        blocks = (n + align - 1) // align
+        per = (blocks + world - 1) // world * align
+        counts = [max(0, min((r + 1) * per, n) - min(r * per, n))
+                  for r in range(world)]
+        return self._gather_parts(local, counts)
 
     def _match_pairs_distributed(self, maps: torch.Tensor,
                                  vis: Optional[torch.Tensor],
                                  idx_a: torch.Tensor,
                                  idx_b: torch.Tensor) -> torch.Tensor:
-        """QAConv scores of the listed pairs, the pairs split over the ranks."""
+        """QAConv scores of the listed pairs, the pairs split over the ranks.
+
+        Ranks take whole ``pair_chunk`` calls, so each call holds the same pairs
+        whatever the world size.
+        """
         from oaml_mm.evaluation.functional import match_listed_pairs
         n = idx_a.numel()
-        lo, hi = self._my_range(n)
+        lo, hi = self._my_range(n, self.pair_chunk)
         device = next(self.model.parameters()).device
         bar = self._bar(hi - lo, f'{self.dataset_name} QAConv pairs')
         with torch.no_grad():
@@ -202,7 +228,7 @@ class FaceMetricBase(BaseMetric):
                 progress=None if bar is None else bar.update)
         if bar is not None:
             bar.close()
-        return self._gather_ranges(local, n)
+        return self._gather_ranges(local, n, self.pair_chunk)
 
     def _bar(self, total: int, desc: str):
         rank, _ = get_dist_info()

@@ -15,17 +15,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from mmengine.dist import get_dist_info
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from oaml_mm.datasets.ijb import (ijb_meta_paths, read_ijb_template_pairs,
                                   read_ijb_tid_mid)
 from oaml_mm.errors import DataFormatError, MissingFileError
-from oaml_mm.evaluation.functional import (COSINE_TILE, DEFAULT_FARS,
-                                           DEFAULT_TILE, QACONV_MIN_FILL,
-                                           TemplateAccumulator,
-                                           cosine_pairs_tiled, fuse_scores,
+from oaml_mm.evaluation.functional import (COSINE_MIN_FILL, COSINE_TILE,
+                                           DEFAULT_FARS, DEFAULT_TILE,
+                                           QACONV_MIN_FILL,
+                                           TemplateAccumulator, dot_all,
+                                           dot_rows, fuse_scores,
                                            identification_1n, impostor_stats,
-                                           score_pairs_tiled, tile_pair_order)
+                                           plan_pair_units, score_units,
+                                           split_units)
 from oaml_mm.registry import METRICS
 from .face_metric_base import BRANCHES, FaceMetricBase
 
@@ -225,11 +229,11 @@ class IJBMetric(FaceMetricBase):
         if not rows:
             return
         if self.acc is None:
-            self.acc = TemplateAccumulator(
+            self.acc = self._new_accumulator(
                 len(self.templates), feats[0].numel(),
-                tuple(maps[0].shape) if maps else None, self.map_dtype)
+                tuple(maps[0].shape) if maps else None)
         self.acc.add(torch.tensor(rows), torch.stack(feats),
-                     torch.stack(maps) if maps and self.acc.map_mean is not None
+                     torch.stack(maps) if maps and self.acc.has_maps
                      else None,
                      torch.stack(vis) if vis else None,
                      torch.tensor(w, dtype=torch.float64))
@@ -267,7 +271,7 @@ class IJBMetric(FaceMetricBase):
         if want_q and not self.has_matcher():
             self._log_once('nomatch', 'no model with a QAConv head is bound; '
                            'qaconv/fused branches skipped')
-        elif want_q and self.acc.map_mean is None:
+        elif want_q and not self.acc.has_maps:
             self._log_once('nomaps', 'predictions carry no feature_map; '
                            'qaconv/fused branches skipped')
         elif want_q:
@@ -293,9 +297,11 @@ class IJBMetric(FaceMetricBase):
                        qaconv: bool = False) -> torch.Tensor:
         """Scores of the listed pairs (cosine, or QAConv with the bound model).
 
-        Every rank computes the same tile order of the pair list and scores a
-        contiguous range of it (whole tiles except at the two ends), so the split
-        keeps the tiles dense; the gathered scores are put back in list order.
+        Every rank cuts the pair list into the same canonical units (dense tiles
+        and row-wise chunks, :func:`~oaml_mm.evaluation.functional.plan_pair_units`)
+        and scores a contiguous share of whole units, so each pair is scored in the
+        same block whatever the world size: 1 or N processes give identical scores.
+        The gathered scores are put back in list order.
         """
         if qaconv and any(isinstance(m, _BatchNorm) and m.training
                           for m in self.model.modules()):
@@ -306,25 +312,34 @@ class IJBMetric(FaceMetricBase):
         n = self.pair_a.numel()
         # Cosine tiles are at least COSINE_TILE: its dense product is too cheap
         # for small tiles to pay for their bookkeeping.
-        tile = self.pair_tile if qaconv else max(self.pair_tile, COSINE_TILE)
-        order, _ = tile_pair_order(self.pair_a, self.pair_b, tile)
-        lo, hi = self._my_range(n)
-        a, b = self.pair_a[order[lo:hi]], self.pair_b[order[lo:hi]]
-        if not qaconv:
-            local = cosine_pairs_tiled(feats, a, b, tile=tile)
+        if qaconv:
+            plan = plan_pair_units(self.pair_a, self.pair_b, self.pair_tile,
+                                   QACONV_MIN_FILL, self.pair_chunk)
+            dense, rowwise = self.model.match, self.model.match_pairs
+            device = next(self.model.parameters()).device
         else:
-            bar = self._bar(hi - lo, f'{self.dataset_name} QAConv pairs')
-            with torch.no_grad():
-                local = score_pairs_tiled(
-                    self.model.match, self.model.match_pairs, feats, vis, a, b,
-                    tile=self.pair_tile, min_fill=QACONV_MIN_FILL,
-                    chunk=self.pair_chunk,
-                    device=next(self.model.parameters()).device,
-                    progress=None if bar is None else bar.update)
-            if bar is not None:
-                bar.close()
+            feats = F.normalize(feats.float(), dim=1)
+            plan = plan_pair_units(self.pair_a, self.pair_b,
+                                   max(self.pair_tile, COSINE_TILE),
+                                   COSINE_MIN_FILL, 1 << 16)
+            dense, rowwise, device = dot_all, dot_rows, feats.device
+        rank, world = get_dist_info()
+        shares = split_units(plan.cost, world)
+        counts = [sum(u[2].numel() for u in plan.units[lo:hi])
+                  for lo, hi in shares]
+        bar = (self._bar(counts[rank], f'{self.dataset_name} QAConv pairs')
+               if qaconv else None)
+        with torch.no_grad():
+            pos, local = score_units(
+                plan, dense, rowwise, feats, vis, self.pair_a, self.pair_b,
+                units=shares[rank], device=device,
+                progress=None if bar is None else bar.update)
+        if bar is not None:
+            bar.close()
+        # Every rank knows every share, so the positions need no gather.
+        order = torch.cat([plan.positions(lo, hi) for lo, hi in shares])
         scores = torch.empty(n, dtype=torch.float32)
-        scores[order] = self._gather_ranges(local, n)
+        scores[order] = self._gather_parts(local, counts)
         return scores
 
     def _score_matrix(self, branch: str, emb, maps, vis, probe_rows,
@@ -333,7 +348,7 @@ class IJBMetric(FaceMetricBase):
             return (emb[probe_rows] @ emb[gallery_rows].T).double().numpy()
         # QAConv: probe blocks split over ranks, 128 x 128 blocks like the reference.
         p_n = probe_rows.numel()
-        lo, hi = self._my_range(p_n)
+        lo, hi = self._my_range(p_n, 128)
         device = next(self.model.parameters()).device
         g_maps = maps[gallery_rows]
         g_vis = vis[gallery_rows]
@@ -349,7 +364,7 @@ class IJBMetric(FaceMetricBase):
                             pm, g_maps[gs:gs + 128].to(device, torch.float32),
                             pv, g_vis[gs:gs + 128].to(device,
                                                       torch.float32)).cpu()
-        return self._gather_ranges(local, p_n).double().numpy()
+        return self._gather_ranges(local, p_n, 128).double().numpy()
 
     def _identification(self, emb, maps, vis, stats) -> Dict[str, float]:
         p_rows, p_subj = self.probes

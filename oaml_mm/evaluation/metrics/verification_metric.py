@@ -136,9 +136,8 @@ class VerificationMetric(FaceMetricBase):
 
     def _ensure(self, rows: int, emb_dim: int, map_shape) -> None:
         if self.acc is None:
-            self.acc = TemplateAccumulator(
-                max(rows, 64), emb_dim, map_shape if self.needs_maps else None,
-                self.map_dtype)
+            self.acc = self._new_accumulator(
+                max(rows, 64), emb_dim, map_shape if self.needs_maps else None)
         elif rows > self.acc.num_templates:
             self.acc.grow(max(rows, 2 * self.acc.num_templates))
         pairs = (self.acc.num_templates + 1) // 2
@@ -178,7 +177,7 @@ class VerificationMetric(FaceMetricBase):
         self._ensure(max(rows) + 1, embs[0].numel(), map_shape)
         r = torch.tensor(rows)
         self.acc.add(r, torch.stack(embs),
-                     torch.stack(maps) if maps and self.acc.map_mean is not None
+                     torch.stack(maps) if maps and self.acc.has_maps
                      else None,
                      torch.stack(vis) if vis else None)
         self.issame[r // 2] = torch.tensor(same, dtype=torch.int8)
@@ -256,8 +255,8 @@ class VerificationMetric(FaceMetricBase):
                 f'({missing.numel()} images missing)', record=r // 2,
                 field='pair_slot')
         issame = issame_t[:num_pairs].numpy().astype(bool)
-        emb = (self.acc.emb_sum[:2 * num_pairs] /
-               count[:2 * num_pairs, None].float()).numpy()
+        emb = (self.acc.feature_sums()[:2 * num_pairs] /
+               count[:2 * num_pairs, None]).float().numpy()
         out: Dict[str, float] = {}
         cos = np.sum(emb[0::2] * emb[1::2], 1)
         scores = {'adaface': cos}
@@ -270,7 +269,7 @@ class VerificationMetric(FaceMetricBase):
         if want_q and not self.has_matcher():
             self._log_once('nomatch', 'no model with a QAConv head is bound; '
                            'qaconv/fused branches skipped')
-        elif want_q and self.acc.map_mean is None:
+        elif want_q and not self.acc.has_maps:
             self._log_once('nomaps', 'predictions carry no feature_map (set '
                            "model test_cfg return_feature_maps=True); "
                            'qaconv/fused branches skipped')

@@ -5,9 +5,11 @@ import torch
 import torch.nn.functional as F
 
 import oaml_mm  # noqa: F401
+from oaml_mm.errors import ConfigError
 from oaml_mm.evaluation.functional import (cosine_pairs, cosine_pairs_tiled,
-                                           match_listed_pairs,
-                                           score_pairs_tiled, tile_pair_order)
+                                           match_listed_pairs, plan_pair_units,
+                                           score_pairs_tiled, score_units,
+                                           split_units, tile_pair_order)
 from oaml_mm.models.heads import QAConvHead
 
 
@@ -166,6 +168,67 @@ class TestTiledScoring(unittest.TestCase):
             rows = score_pairs_tiled(head.match, head.match_pairs, maps, vis,
                                      ia, ib, tile=64, min_fill=2.0, chunk=64)
         self.assertGreater(float((dense - rows).abs().max()), 1e-3)
+
+
+class TestPairPlan(unittest.TestCase):
+    """Canonical units: any split over ranks scores each pair identically."""
+
+    def test_units_cover_every_pair_once(self):
+        _, _, ia, ib = listed(num_templates=60, n=300)
+        plan = plan_pair_units(ia, ib, tile=3, min_fill=0.8, chunk=7)
+        kinds = {u[0] for u in plan.units}
+        self.assertEqual(kinds, {True, False})  # both kinds occur
+        pos = plan.positions()
+        self.assertEqual(sorted(pos.tolist()), list(range(300)))
+        self.assertEqual(plan.cost.numel(), len(plan.units))
+        # Row-wise units hold at most chunk pairs; dense ones one tile.
+        for dense, t, sel, _ in plan.units:
+            if not dense:
+                self.assertLessEqual(sel.numel(), 7)
+                self.assertEqual(t, -1)
+
+    def test_split_units_is_contiguous_and_balanced(self):
+        self.assertEqual(split_units(torch.tensor([1., 1, 1, 1]), 2),
+                         [(0, 2), (2, 4)])
+        self.assertEqual(split_units(torch.tensor([10., 1, 1, 1]), 2),
+                         [(0, 1), (1, 4)])
+        self.assertEqual(split_units(torch.tensor([1., 10]), 2),
+                         [(0, 1), (1, 2)])
+        for world in (1, 2, 3, 7):
+            cost = torch.rand(5, generator=torch.Generator().manual_seed(world))
+            shares = split_units(cost, world)
+            self.assertEqual(len(shares), world)
+            self.assertEqual(shares[0][0], 0)
+            self.assertEqual(shares[-1][1], 5)
+            for (_, hi), (lo, _) in zip(shares, shares[1:]):
+                self.assertEqual(hi, lo)
+        self.assertEqual(split_units(torch.empty(0), 2), [(0, 0), (0, 0)])
+
+    def test_any_world_size_gives_bit_identical_scores(self):
+        head = small_head()
+        maps, vis, ia, ib = listed(num_templates=60, n=400, seed=3)
+        # Each pair also listed reversed: exact ties a split must not break.
+        ia, ib = torch.cat([ia, ib]), torch.cat([ib, ia])
+        plan = plan_pair_units(ia, ib, tile=4, min_fill=0.7, chunk=16)
+        self.assertEqual({u[0] for u in plan.units}, {True, False})
+        with torch.no_grad():
+            one = score_pairs_tiled(head.match, head.match_pairs, maps, vis, ia,
+                                    ib, tile=4, min_fill=0.7, chunk=16)
+            for world in (2, 3, 5):
+                got = torch.empty_like(one)
+                for lo, hi in split_units(plan.cost, world):
+                    pos, sc = score_units(plan, head.match, head.match_pairs,
+                                          maps, vis, ia, ib, units=(lo, hi))
+                    self.assertTrue(torch.equal(pos, plan.positions(lo, hi)))
+                    got[pos] = sc
+                self.assertTrue(torch.equal(got, one), world)
+
+    def test_bad_settings_are_config_errors(self):
+        e = torch.tensor([0, 1])
+        with self.assertRaises(ConfigError):
+            plan_pair_units(e, e, tile=0)
+        with self.assertRaises(ConfigError):
+            plan_pair_units(e, e, chunk=0)
 
 
 if __name__ == '__main__':

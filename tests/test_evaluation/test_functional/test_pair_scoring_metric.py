@@ -31,8 +31,9 @@ def _run(rank, world, init_file, root, out_dir):
         # One folder per rank (same seed, same files): no rank reads a file
         # another one is writing.
         root = f'{root}_{world}_{rank}'
-        samples = write_ijb(root, with_1n=False, pairs=PAIRS)
-        m = _metric(root, 2)
+        samples = write_ijb(root, with_1n=True, pairs=PAIRS)
+        m = _metric(root, 2, gallery_files=('meta/g1.csv', 'meta/g2.csv'),
+                    probe_file='meta/probe.csv')
         m.bind_model(FakeMatcherModel())
         n = len(samples)
         total = -(-n // world) * world
@@ -105,27 +106,32 @@ class TestIJBTiledScoring(unittest.TestCase):
         np.testing.assert_allclose(train_scores['qaconv'],
                                    eval_scores['qaconv'], atol=1e-5)
 
-    def test_one_vs_two_processes_split_mid_tile(self):
-        # 20 pairs over 2 ranks at tile 2: rank 1 starts inside a tile.
+    def test_one_two_three_processes_give_identical_figures(self):
+        # 20 pairs (each also listed reversed: exact score ties that a 1-ulp
+        # difference would break) over 1, 2 and 3 ranks at tile 2: a rank's share
+        # starts inside the tile order, and every template's images are split
+        # over the ranks. Scores and every figure must be bit-identical.
         with tempfile.TemporaryDirectory() as tmp:
             root = osp.join(tmp, 'ijbc')
-            for world in (1, 2):
+            for world in (1, 2, 3):
                 mp.start_processes(_run, args=(world, osp.join(tmp, f'i{world}'),
                                                root, tmp),
                                    nprocs=world, start_method='fork')
             runs = {}
-            for k in ('1_0', '2_0', '2_1'):
+            for k in ('1_0', '2_0', '2_1', '3_0', '3_2'):
                 with open(osp.join(tmp, k + '.json')) as f:
                     runs[k] = json.load(f)
         one = runs['1_0']
         self.assertIn('ijbc/fused/AUC', one)
-        for k in ('2_0', '2_1'):
-            for b in ('adaface', 'qaconv'):
-                np.testing.assert_allclose(runs[k]['scores'][b],
-                                           one['scores'][b], atol=1e-3)
+        self.assertIn('ijbc/qaconv/1N_rank1', one)
+        for k in ('2_0', '2_1', '3_0', '3_2'):
+            for b in ('adaface', 'qaconv', 'fused'):
+                np.testing.assert_array_equal(runs[k]['scores'][b],
+                                              one['scores'][b], err_msg=k + b)
+            self.assertEqual(set(runs[k]), set(one))
             for key, v in one.items():
                 if key != 'scores':
-                    self.assertAlmostEqual(runs[k][key], v, places=4, msg=key)
+                    self.assertEqual(runs[k][key], v, msg=f'{k} {key}')
 
 
 if __name__ == '__main__':

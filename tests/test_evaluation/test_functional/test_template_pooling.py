@@ -4,6 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oaml_mm.errors import ConfigError
 from oaml_mm.evaluation.functional import TemplateAccumulator, pool_templates
 
 
