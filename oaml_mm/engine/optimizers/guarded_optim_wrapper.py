@@ -35,11 +35,11 @@ scaler, which skips overflowing fp16 steps and lowers the scale itself.
 
 The guard composes with a mixed-precision wrapper by inheritance, guard first:
 :class:`GuardedAmpOptimWrapper` (fp16 AMP on GPU) and
-:class:`GuardedBF16AutocastOptimWrapper` (bf16 autocast on CPU) add no code of their own.
-See ``docs/reliability.md``.
+:class:`GuardedBF16AutocastOptimWrapper` (bf16 autocast on CPU) add no code of their
+own. See ``docs/reliability.md``.
 """
 from contextlib import contextmanager
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -135,7 +135,7 @@ class GuardedOptimWrapper(OptimWrapper):
         self.max_nonfinite_skips = int(max_nonfinite_skips)
         self.check_grads = check_grads
         self.restore_buffers = restore_buffers
-        self._snapshot: Optional[List[Tuple[torch.Tensor, torch.Tensor]]] = None
+        self._snapshot: Optional[Tuple[nn.Module, Dict[str, torch.Tensor]]] = None
 
     # ------------------------------------------------------------ the forward pass
     @contextmanager
@@ -149,18 +149,23 @@ class GuardedOptimWrapper(OptimWrapper):
         if self.restore_buffers and (
                 self._snapshot is None
                 or self._inner_count % self._accumulative_counts == 0):
+            # By name: a module may rebind a buffer (``self.x = self.x + 1``).
             with torch.no_grad():
-                self._snapshot = [(buf, buf.detach().clone())
-                                  for buf in model.buffers()]
+                self._snapshot = (model, {
+                    name: buf.detach().clone()
+                    for name, buf in model.named_buffers()
+                })
         with super().optim_context(model):
             yield
 
     def _restore(self) -> None:
-        if not self._snapshot:
+        if self._snapshot is None:
             return
+        model, saved = self._snapshot
         with torch.no_grad():
-            for buf, saved in self._snapshot:
-                buf.copy_(saved)
+            for name, buf in model.named_buffers():
+                if name in saved:
+                    buf.copy_(saved[name])
 
     # ------------------------------------------------------------- the update
     def update_params(self,

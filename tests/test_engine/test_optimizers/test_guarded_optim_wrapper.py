@@ -23,7 +23,7 @@ from tests.test_models.test_oaml_recognizer import batch, build
 
 
 class _BNNet(BaseModel):
-    """Linear -> BatchNorm; ``forward(mode='loss')`` returns ``extra`` beside the loss."""
+    """Linear -> BatchNorm; ``forward(mode='loss')`` adds ``extra`` to the loss dict."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -143,6 +143,25 @@ class TestGuardedOptimWrapper(unittest.TestCase):
         model.train()
         model.train_step(dict(inputs=bad), OptimWrapper(wrapper.optimizer))
         self.assertFalse(torch.isfinite(model.bn.running_var).all())
+
+    def test_rebound_buffer_restored(self):
+        # A module may rebind a buffer instead of updating it in place.
+        model = _BNNet()
+        model.register_buffer('seen', torch.zeros(1))
+        forward = model.forward
+
+        def counting_forward(*args, **kwargs):
+            model.seen = model.seen + 1
+            return forward(*args, **kwargs)
+
+        model.forward = counting_forward
+        wrapper = GuardedOptimWrapper(
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+        model.train_step(dict(inputs=torch.full((4, 3), float('nan'))),
+                         wrapper)
+        self.assertEqual(float(model.seen), 0.0)
+        model.train_step(dict(inputs=torch.randn(4, 3)), wrapper)
+        self.assertEqual(float(model.seen), 1.0)
 
     def test_accumulation_window_dropped_on_skip(self):
         model = _BNNet()
