@@ -8,7 +8,8 @@ same initial weights on the same images:
 * ``runner``: ``OAMLRunner`` with ``IterBasedTrainLoop``, the default hooks (timer,
   logger, param scheduler, checkpoint (none due), ...), ``DualLoaderHook``, a
   DataLoader over an in-memory data set (no decoding: decode + augmentation are
-  ``bench_data.py``'s business), ``FaceDataPreprocessor`` and the guarded update;
+  ``bench_data.py``'s business), ``FaceDataPreprocessor`` and the guarded update
+  (``GuardedOptimWrapper``, as in every shipped config);
 * ``bare``: a plain PyTorch loop over the same batches, already collated and
   normalised, calling ``model.loss`` -> sum -> backward -> ``SGD.step``.
 
@@ -123,7 +124,7 @@ def _runner(model, dataset, occluded, clean, iters, work_dir, device, amp,
             sampler=dict(type='InfiniteSampler', shuffle=False)),
         train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters),
         optim_wrapper=dict(
-            type='AmpOptimWrapper' if amp else 'OptimWrapper',
+            type='GuardedAmpOptimWrapper' if amp else 'GuardedOptimWrapper',
             optimizer=optim),
         default_hooks=dict(
             timer=dict(type='IterTimerHook'),

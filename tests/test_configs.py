@@ -10,8 +10,10 @@ import os.path as osp
 import unittest
 
 import torch
+from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
+from oaml_mm.engine import GuardedOptimWrapper
 from oaml_mm.registry import DATASETS, HOOKS, METRICS, MODELS
 from oaml_mm.utils import ROOT_SCOPES, load_config, merge_cfg_options
 
@@ -109,6 +111,11 @@ class TestShippedConfigs(unittest.TestCase):
                     self.assertEqual(m.branches, ('adaface', ))
         for hook in cfg.get('custom_hooks', []) or []:
             HOOKS.build(copy.deepcopy(hook))
+        if cfg.get('optim_wrapper') is not None:
+            # Every training config skips non-finite updates (docs/reliability.md).
+            wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+            self.assertIsInstance(wrapper, GuardedOptimWrapper)
+            self.assertEqual(wrapper.max_nonfinite_skips, 5)
         train = cfg.get('train_dataloader')
         if train is not None and train.get('sampler', {}).get(
                 'type') == 'PKSampler':

@@ -210,47 +210,44 @@ class _PoisonGrad(torch.autograd.Function):
 
 @MODELS.register_module(force=True)
 class ToyNonFiniteClassifier(ToyClassifier):
-    """ToyClassifier whose loss (or gradient) is NaN at chosen iterations.
+    """ToyClassifier with batch norm whose loss (or gradient) is NaN/Inf at chosen
+    iterations, or whose input is Inf (which also poisons the BN statistics).
 
-    ``train_step`` goes through :func:`oaml_mm.engine.guarded_update`, unless
-    ``guard=False`` (then it is mmengine's plain ``update_params``).
+    It trains through mmengine's ``train_step``: the guard is the optimizer wrapper
+    (``GuardedOptimWrapper``) or, with plain ``OptimWrapper``, nothing.
     """
 
     def __init__(self, nan_loss_iters=(), nan_grad_iters=(), inf_loss_iters=(),
-                 max_nonfinite_skips: int = 10, guard: bool = True,
-                 data_preprocessor=None) -> None:
+                 inf_input_iters=(), data_preprocessor=None) -> None:
         super().__init__(data_preprocessor=data_preprocessor)
+        self.bn = nn.BatchNorm1d(16)
         self.nan_loss_iters = set(nan_loss_iters)
         self.nan_grad_iters = set(nan_grad_iters)
         self.inf_loss_iters = set(inf_loss_iters)
-        self.max_nonfinite_skips = max_nonfinite_skips
-        self.guard = guard
+        self.inf_input_iters = set(inf_input_iters)
 
-    def train_step(self, data, optim_wrapper):
+    def forward(self, inputs, data_samples=None, mode='tensor'):
         from mmengine.logging import MessageHub
-
-        from oaml_mm.engine import guarded_update
         it = MessageHub.get_current_instance().get_info('iter', 0)
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-            inputs = data['inputs']
-            if isinstance(inputs, (list, tuple)):
-                inputs = torch.stack(inputs)
-            logits = self.fc2(self.drop(torch.relu(self.fc1(inputs))))
-            if it in self.nan_grad_iters:
-                logits = _PoisonGrad.apply(logits)
-            loss = nn.functional.cross_entropy(
-                logits, torch.as_tensor(data['data_samples']))
-            if it in self.nan_loss_iters:
-                loss = loss * float('nan')
-            if it in self.inf_loss_iters:
-                loss = loss + float('inf')
-        if self.guard:
-            guarded_update(optim_wrapper, dict(loss=loss),
-                           max_consecutive=self.max_nonfinite_skips)
-        else:
-            optim_wrapper.update_params(loss)
-        return dict(loss=loss.detach())
+        if isinstance(inputs, (list, tuple)):
+            inputs = torch.stack(inputs)
+        if mode == 'loss' and it in self.inf_input_iters:
+            inputs = inputs.clone()
+            inputs[0, 0] = float('inf')
+        logits = self.fc2(self.drop(torch.relu(self.bn(self.fc1(inputs)))))
+        if mode == 'tensor':
+            return logits
+        labels = torch.as_tensor(data_samples)
+        if mode != 'loss':
+            return [(int(p), int(t)) for p, t in zip(logits.argmax(1), labels)]
+        if it in self.nan_grad_iters:
+            logits = _PoisonGrad.apply(logits)
+        loss = nn.functional.cross_entropy(logits, labels)
+        if it in self.nan_loss_iters:
+            loss = loss * float('nan')
+        if it in self.inf_loss_iters:
+            loss = loss + float('inf')
+        return dict(loss=loss)
 
 
 @HOOKS.register_module(force=True)

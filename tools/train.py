@@ -16,6 +16,22 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 
+#: --amp: optimizer wrapper type -> (with CUDA, without). The non-finite guard
+#: (GuardedOptimWrapper, every shipped config) stays on in both.
+_AMP_TYPES = {
+    'OptimWrapper': ('AmpOptimWrapper', 'BF16AutocastOptimWrapper'),
+    'AmpOptimWrapper': ('AmpOptimWrapper', 'BF16AutocastOptimWrapper'),
+    'BF16AutocastOptimWrapper': ('AmpOptimWrapper',
+                                 'BF16AutocastOptimWrapper'),
+    'GuardedOptimWrapper': ('GuardedAmpOptimWrapper',
+                            'GuardedBF16AutocastOptimWrapper'),
+    'GuardedAmpOptimWrapper': ('GuardedAmpOptimWrapper',
+                               'GuardedBF16AutocastOptimWrapper'),
+    'GuardedBF16AutocastOptimWrapper': ('GuardedAmpOptimWrapper',
+                                        'GuardedBF16AutocastOptimWrapper'),
+}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a face model')
     parser.add_argument('config', help='train config file path')
@@ -66,18 +82,18 @@ def merge_args(cfg: Config, args) -> Config:
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper',
-                                 'BF16AutocastOptimWrapper'):
+        if optim_wrapper not in _AMP_TYPES:
             sys.exit(f'--amp: the config uses optim_wrapper type '
                      f'{optim_wrapper!r}; set mixed precision in the config '
                      'instead.')
+        gpu_type, cpu_type = _AMP_TYPES[optim_wrapper]
         if torch.cuda.is_available():
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.type = gpu_type
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
         else:
             print('--amp: no CUDA device; fp16 AMP needs a GPU, so training '
                   'runs with bfloat16 autocast on the CPU instead.')
-            cfg.optim_wrapper.type = 'BF16AutocastOptimWrapper'
+            cfg.optim_wrapper.type = cpu_type
 
     if args.no_validate:
         cfg.val_cfg = None

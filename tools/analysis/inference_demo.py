@@ -71,7 +71,7 @@ def demo_config(data: str, work_dir: str, iters: int, batch: int = 32) -> dict:
         train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters,
                        val_interval=iters),
         optim_wrapper=dict(
-            type='OptimWrapper',
+            type='GuardedOptimWrapper', max_nonfinite_skips=5,
             optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4),
             paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0)),
         param_scheduler=[

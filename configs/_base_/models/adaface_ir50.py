@@ -11,5 +11,4 @@ model = dict(
     qaconv_head=None,
     # The only loss: full weight (OAML's 0.1 would just scale the learning rate).
     loss_weights=dict(adaface=1.0),
-    train_cfg=dict(max_nonfinite_skips=5),
     test_cfg=dict(flip_test=True, return_feature_maps=False))

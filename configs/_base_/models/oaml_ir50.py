@@ -21,6 +21,5 @@ model = dict(
             triplet=dict(
                 type='BatchHardTripletLoss', margin=16.0, loss_weight=0.5))),
     loss_weights=dict(adaface=0.1, qaconv=0.9, occlusion=0.1),
-    train_cfg=dict(max_nonfinite_skips=5, qaconv_train_vis='pred',
-                   occ_on_main=False),
+    train_cfg=dict(qaconv_train_vis='pred', occ_on_main=False),
     test_cfg=dict(flip_test=True, return_feature_maps=True, half_maps=True))

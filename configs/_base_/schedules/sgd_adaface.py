@@ -1,7 +1,11 @@
 # The AdaFace recipe: SGD momentum 0.9, wd 5e-4 (none on BN), lr 0.1, linear warm-up,
 # x0.1 at epochs 12/20/24 of 26.
+# GuardedOptimWrapper: a NaN/Inf loss or gradient skips the update (weights and BN
+# statistics stay as they were); max_nonfinite_skips in a row stop the run with
+# NonFiniteLossError and nonfinite_iter_{N}.pth (docs/reliability.md).
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='GuardedOptimWrapper',
+    max_nonfinite_skips=5,
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
 )

@@ -3,8 +3,12 @@
 # set the peak lr and the margin warm-up (MarginWarmupHook) chosen by the sweep.
 # Budgets are iteration counts, never wall time, so results do not depend on load.
 max_iters = 500
+# GuardedOptimWrapper: a NaN/Inf loss or gradient skips the update (weights and BN
+# statistics stay as they were); max_nonfinite_skips in a row stop the run with
+# NonFiniteLossError and nonfinite_iter_{N}.pth (docs/reliability.md).
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='GuardedOptimWrapper',
+    max_nonfinite_skips=5,
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
 param_scheduler = [

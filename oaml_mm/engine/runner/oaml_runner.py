@@ -336,28 +336,6 @@ class OAMLRunner(Runner):
             hook.loaded_rng_state = None
 
     def wrap_model(self, model_wrapper_cfg: Optional[dict], model):
-        guarded = self.distributed and (
-            model_wrapper_cfg is None or model_wrapper_cfg.get('type') in (
-                'GuardedDistributedDataParallel',
-                'oaml_mm.GuardedDistributedDataParallel'))
-        if guarded:
-            # mmengine's DDP wrapper bypasses the model's train_step and so its
-            # non-finite update guard. mmengine looks wrapper types up in its
-            # root registry only, so build its DDP wrapper and give it our
-            # subclass, which adds nothing but the delegating train_step.
-            model_wrapper_cfg = dict(model_wrapper_cfg or {})
-            model_wrapper_cfg['type'] = 'MMDistributedDataParallel'
-            model_wrapper_cfg.setdefault('broadcast_buffers', False)
-            model_wrapper_cfg.setdefault(
-                'find_unused_parameters',
-                self.cfg.get('find_unused_parameters', False))
-        wrapped = self._wrap_model_cpu_aware(model_wrapper_cfg, model)
-        if guarded:
-            from oaml_mm.models.wrappers import GuardedDistributedDataParallel
-            wrapped.__class__ = GuardedDistributedDataParallel
-        return wrapped
-
-    def _wrap_model_cpu_aware(self, model_wrapper_cfg: Optional[dict], model):
         if self.distributed and not torch.cuda.is_available():
             model_wrapper_cfg = dict(model_wrapper_cfg or {})
             model_wrapper_cfg.setdefault('type', 'MMDistributedDataParallel')

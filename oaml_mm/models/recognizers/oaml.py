@@ -16,12 +16,10 @@ baseline.
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
-from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel
-from mmengine.optim import OptimWrapper
 from mmpretrain.structures import DataSample
 
-from oaml_mm.errors import ConfigError, DataFormatError, NonFiniteLossError
+from oaml_mm.errors import ConfigError, DataFormatError
 from oaml_mm.registry import MODELS
 from ..data_preprocessors.face_data_preprocessor import stack_gt_visibility
 from ..functional.qaconv import normalize_maps
@@ -29,8 +27,7 @@ from ..functional.qaconv import normalize_maps
 __all__ = ['OAMLRecognizer']
 
 _DEFAULT_WEIGHTS = dict(adaface=0.1, qaconv=0.9, occlusion=0.1)
-_DEFAULT_TRAIN_CFG = dict(
-    max_nonfinite_skips=5, qaconv_train_vis='pred', occ_on_main=False)
+_DEFAULT_TRAIN_CFG = dict(qaconv_train_vis='pred', occ_on_main=False)
 _DEFAULT_TEST_CFG = dict(
     flip_test=False, return_feature_maps=False, half_maps=False)
 
@@ -50,7 +47,7 @@ class OAMLRecognizer(BaseModel):
             head=dict(type='AdaFaceHead', in_channels=512, num_classes=10572),
             qaconv_head=dict(type='QAConvHead', in_channels=512),
             loss_weights=dict(adaface=0.1, qaconv=0.9, occlusion=0.1),
-            train_cfg=dict(max_nonfinite_skips=5, qaconv_train_vis='pred'),
+            train_cfg=dict(qaconv_train_vis='pred'),
             test_cfg=dict(flip_test=True, return_feature_maps=True,
                           half_maps=True))
 
@@ -58,6 +55,10 @@ class OAMLRecognizer(BaseModel):
         model = dict(type='OAMLRecognizer', backbone=dict(type='IResNet', depth=50),
                      head=dict(type='AdaFaceHead', num_classes=10572),
                      loss_weights=dict(adaface=1.0))
+
+    Training is mmengine's ``train_step``: the update, and skipping it when the loss
+    or a gradient is not finite, is the optimizer wrapper's business
+    (``GuardedOptimWrapper`` in every shipped config; docs/reliability.md).
 
     Args:
         backbone (dict): IResNet config.
@@ -68,8 +69,7 @@ class OAMLRecognizer(BaseModel):
         loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
             ``occlusion`` (0.1); missing keys take these defaults.
         loss_occlusion (dict): Occlusion loss config. Defaults to OcclusionMSELoss.
-        train_cfg (dict, optional): ``max_nonfinite_skips`` (5): consecutive skipped
-            updates before training stops; ``qaconv_train_vis`` (``'pred'``,
+        train_cfg (dict, optional): ``qaconv_train_vis`` (``'pred'``,
             ``'gt'`` or ``'none'``): visibility the QAConv losses use;
             ``occ_on_main`` (False): also train the occlusion head on main-batch
             samples that carry ``gt_visibility``.
@@ -118,9 +118,13 @@ class OAMLRecognizer(BaseModel):
             raise ConfigError(
                 "OAMLRecognizer: train_cfg.qaconv_train_vis must be 'pred', "
                 f"'gt' or 'none', got {self.train_cfg['qaconv_train_vis']!r}")
-        if int(self.train_cfg['max_nonfinite_skips']) < 1:
+        if 'max_nonfinite_skips' in self.train_cfg:
+            # The non-finite guard is the optimizer wrapper's (one for every
+            # model, single-process and DDP alike).
             raise ConfigError(
-                'OAMLRecognizer: train_cfg.max_nonfinite_skips must be >= 1')
+                'OAMLRecognizer: train_cfg.max_nonfinite_skips moved to the '
+                "optimizer wrapper: optim_wrapper = dict(type='GuardedOptimWrapper', "
+                'max_nonfinite_skips=N, ...)')
         emb = getattr(self.backbone, 'embedding_size', None)
         if emb is not None and emb != self.head.in_channels:
             raise ConfigError(
@@ -345,81 +349,3 @@ class OAMLRecognizer(BaseModel):
                     vis_b: Optional[torch.Tensor] = None) -> torch.Tensor:
         """QAConv scores of row-wise pairs [N]; see :meth:`QAConvHead.match_pairs`."""
         return self._require_qaconv().match_pairs(maps_a, maps_b, vis_a, vis_b)
-
-    # -------------------------------------------------------------- training
-    def train_step(self, data: Union[dict, tuple, list],
-                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        """One update that skips (never zeroes) non-finite losses or gradients.
-
-        The update goes through :func:`oaml_mm.engine.nonfinite.guarded_update`: a
-        non-finite loss or gradient leaves the parameters untouched, is counted in
-        the message hub and logged (``train/nonfinite_skips``), and
-        ``train_cfg['max_nonfinite_skips']`` consecutive skips raise
-        :class:`~oaml_mm.errors.NonFiniteLossError`. Floating-point buffers (BN
-        running statistics, AdaFace's norm EMA) are restored as well: the forward
-        pass of a non-finite batch would otherwise poison them for good.
-        """
-        snapshot = self.buffer_snapshot()
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-            losses = self._run_forward(data, mode='loss')
-        return self.guarded_update(optim_wrapper, losses, snapshot)
-
-    def guarded_update(self, optim_wrapper: OptimWrapper,
-                       losses: Dict[str, torch.Tensor],
-                       snapshot: Dict[str, torch.Tensor]
-                       ) -> Dict[str, torch.Tensor]:
-        """Apply (or skip) the update for ``losses`` computed by a forward pass.
-
-        Shared by :meth:`train_step` and the DDP wrapper
-        (:class:`~oaml_mm.models.wrappers.GuardedDistributedDataParallel`), whose
-        forward pass must go through DDP for the gradient all-reduce.
-
-        Args:
-            optim_wrapper (OptimWrapper): The wrapper ``train_step`` received.
-            losses (dict): The raw loss dict of ``forward(mode='loss')``.
-            snapshot (dict): :meth:`buffer_snapshot` taken before the forward.
-
-        Returns:
-            dict: The log variables, with ``nonfinite_skips``.
-        """
-        # Imported here: oaml_mm.engine imports the runner, which builds models.
-        from oaml_mm.engine.nonfinite import NONFINITE_TOTAL, guarded_update
-        parsed, log_vars = self.parse_losses(losses)
-        hub = MessageHub.get_current_instance()
-        try:
-            updated = guarded_update(
-                optim_wrapper, parsed,
-                max_consecutive=int(self.train_cfg['max_nonfinite_skips']))
-        except NonFiniteLossError:
-            # The state a checkpoint saves now must be the last good one.
-            self.restore_buffers(snapshot)
-            raise
-        if not updated:
-            self.restore_buffers(snapshot)
-            MMLogger.get_current_instance().warning(
-                'non-finite loss or gradient: update skipped '
-                f'({int(hub.get_info(NONFINITE_TOTAL, 0))} in total); losses: '
-                + self._format(log_vars))
-        log_vars['nonfinite_skips'] = torch.tensor(
-            float(hub.get_info(NONFINITE_TOTAL, 0)))
-        return log_vars
-
-    def buffer_snapshot(self) -> Dict[str, torch.Tensor]:
-        """Copies of the floating-point buffers (small next to the weights)."""
-        return {
-            name: buf.detach().clone()
-            for name, buf in self.named_buffers() if buf.is_floating_point()
-        }
-
-    def restore_buffers(self, snapshot: Dict[str, torch.Tensor]) -> None:
-        """Write back what :meth:`buffer_snapshot` copied."""
-        buffers = dict(self.named_buffers())
-        with torch.no_grad():
-            for name, value in snapshot.items():
-                buffers[name].copy_(value)
-
-    @staticmethod
-    def _format(log_vars: Dict[str, torch.Tensor]) -> str:
-        return ', '.join(f'{k}={float(v.detach()):.4g}'
-                         for k, v in log_vars.items())

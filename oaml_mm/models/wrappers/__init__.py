@@ -1,3 +1,0 @@
-from .guarded_ddp import GuardedDistributedDataParallel
-
-__all__ = ['GuardedDistributedDataParallel']
