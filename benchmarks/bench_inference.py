@@ -19,7 +19,6 @@ import os.path as osp
 import tempfile
 from typing import List, Optional
 
-import numpy as np
 import torch
 
 try:

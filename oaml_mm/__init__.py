@@ -15,7 +15,7 @@ check_dependencies()
 
 import warnings  # noqa: E402
 
-from .utils.setup_env import register_all_modules  # noqa: E402
+from .setup_env import register_all_modules  # noqa: E402
 
 with warnings.catch_warnings():
     # mmcv-lite has no compiled ops; oaml_mm never uses the deformable

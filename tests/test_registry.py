@@ -8,7 +8,8 @@ from mmengine.registry import DefaultScope
 import oaml_mm
 from oaml_mm import registry
 from oaml_mm.errors import EnvironmentCheckError
-from oaml_mm.utils import check_dependencies, register_all_modules
+from oaml_mm import register_all_modules
+from oaml_mm.utils import check_dependencies
 
 
 class TestRegistry(TestCase):

@@ -79,7 +79,7 @@ def collect(cfg, stream: str, num: int, seed: int):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    from oaml_mm.utils import register_all_modules
+    from oaml_mm import register_all_modules
     register_all_modules()
     cfg = Config.fromfile(args.config)
     if args.cfg_options:

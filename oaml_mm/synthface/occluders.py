@@ -18,8 +18,9 @@ from typing import Callable, Dict, Tuple
 import cv2
 import numpy as np
 
+from .canvas import CANVAS, GRID, SHIFT, SKIN, canvas_points, ellipse, fill, line
 from .identity import FaceIdentity
-from .render import _GRID, _SHIFT, _SKIN, CANVAS, _ipts, ellipse, fill, line
+
 
 __all__ = ['OCCLUSION_TYPES', 'OCCLUDERS', 'draw_niqab', 'draw_hand',
            'draw_sunglasses', 'draw_scarf', 'draw_medical_mask']
@@ -38,7 +39,7 @@ _MEDICAL = np.array([[150, 196, 226], [236, 238, 240], [30, 30, 34],
 def _cloth(rng: np.random.Generator, colour: np.ndarray,
            fold_strength: float = 0.18) -> np.ndarray:
     """A cloth layer: base colour with soft folds and weave noise."""
-    xs, ys = _GRID
+    xs, ys = GRID
     freq = rng.uniform(0.12, 0.3)
     phase = rng.uniform(0, 2 * np.pi)
     bend = rng.uniform(-0.08, 0.08)
@@ -126,9 +127,9 @@ def draw_niqab(ident: FaceIdentity, geo: Geometry,
 def draw_hand(ident: FaceIdentity, geo: Geometry, rng: np.random.Generator) -> Layer:
     """A hand over the mouth, a cheek, an eye or the chin, with its forearm."""
     tone = rng.uniform(0, 1)
-    pos = tone * (len(_SKIN) - 1)
-    i = min(int(pos), len(_SKIN) - 2)
-    skin = _SKIN[i] * (1 - (pos - i)) + _SKIN[i + 1] * (pos - i)
+    pos = tone * (len(SKIN) - 1)
+    i = min(int(pos), len(SKIN) - 2)
+    skin = SKIN[i] * (1 - (pos - i)) + SKIN[i + 1] * (pos - i)
     lm = geo['landmarks']
     targets = [lm[3:5].mean(0), lm[3] + [-6, -10], lm[4] + [6, -10], lm[0], lm[1],
                np.array([float(geo['cx']), float(geo['chin_y']) - 4])]
@@ -160,14 +161,14 @@ def draw_hand(ident: FaceIdentity, geo: Geometry, rng: np.random.Generator) -> L
         tip = base + length * np.array([np.sin(ang), -np.cos(ang)])
         seg = tr([base, tip])
         width = int(round(6.0 * s))
-        cv2.line(mask, tuple(_ipts(seg[0:1])[0]), tuple(_ipts(seg[1:2])[0]), 1.0,
-                 width, cv2.LINE_8, _SHIFT)
+        cv2.line(mask, tuple(canvas_points(seg[0:1])[0]), tuple(canvas_points(seg[1:2])[0]), 1.0,
+                 width, cv2.LINE_8, SHIFT)
         if k > 0:  # the gap between two fingers reads as a dark line
             line(rgb, tr([[off - 2.75, -11], [off - 2.75 + length * ang * 0.5,
                                               -8 - length * 0.9]]), dark, 1)
     thumb = tr([[-12, 6], [-20, -10]])
-    cv2.line(mask, tuple(_ipts(thumb[0:1])[0]), tuple(_ipts(thumb[1:2])[0]), 1.0,
-             int(round(7 * s)), cv2.LINE_8, _SHIFT)
+    cv2.line(mask, tuple(canvas_points(thumb[0:1])[0]), tuple(canvas_points(thumb[1:2])[0]), 1.0,
+             int(round(7 * s)), cv2.LINE_8, SHIFT)
     line(rgb, tr([[-8, 10], [-3, -4]]), tuple(float(v) * 0.85 for v in skin), 1)
     return rgb, mask
 
@@ -217,7 +218,7 @@ def draw_sunglasses(ident: FaceIdentity, geo: Geometry,
         line(extra, arm, 1.0, thick + 1)
     np.maximum(mask, extra, out=mask)
 
-    xs, ys = _GRID
+    xs, ys = GRID
     grad = 0.55 + 0.45 * np.clip((ys - float(eyes[:, 1].mean()) + 12) / 24, 0, 1)
     rgb = np.empty((CANVAS, CANVAS, 3), np.float32)
     rgb[:] = frame_col
@@ -230,7 +231,7 @@ def draw_sunglasses(ident: FaceIdentity, geo: Geometry,
 
 def draw_scarf(ident: FaceIdentity, geo: Geometry, rng: np.random.Generator) -> Layer:
     """A scarf or bandana pulled up over the lower face (to the nose or the lips)."""
-    xs, ys = _GRID
+    xs, ys = GRID
     cx, a = float(geo['cx']), float(geo['head_half_width'])
     nose_y = float(geo['nose_tip'][1])
     top = nose_y + rng.uniform(-7, 9)

@@ -21,7 +21,9 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from .canvas import CANVAS, GRID, MARGIN, SKIN, ellipse, fill, line
 from .identity import FaceIdentity
+from .occluders import OCCLUDERS
 
 __all__ = [
     'ARCFACE_TEMPLATE', 'MARGIN', 'CANVAS', 'Nuisance', 'RenderedFace',
@@ -35,14 +37,6 @@ ARCFACE_TEMPLATE = np.array(
      [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float32)
 
-#: Margin of the canonical canvas around the aligned frame, in pixels.
-MARGIN = 40
-#: Side of the canonical canvas.
-CANVAS = 112 + 2 * MARGIN
-
-_SKIN = np.array([[255, 226, 200], [241, 196, 162], [226, 172, 132],
-                  [200, 138, 98], [163, 103, 68], [115, 74, 50], [78, 52, 38]],
-                 dtype=np.float32)
 _HAIR = np.array([[22, 18, 16], [58, 40, 30], [102, 70, 44], [142, 78, 40],
                   [186, 150, 96], [226, 200, 140], [150, 148, 146],
                   [226, 224, 218]],
@@ -50,10 +44,6 @@ _HAIR = np.array([[22, 18, 16], [58, 40, 30], [102, 70, 44], [142, 78, 40],
 _IRIS = np.array([[58, 38, 24], [108, 70, 36], [96, 108, 58], [68, 118, 160],
                   [104, 116, 126], [40, 30, 24]],
                  dtype=np.float32)
-_SHIFT = 3  # sub-pixel bits for cv2 drawing
-_SCALE = float(1 << _SHIFT)
-
-
 def _palette(table: np.ndarray, t: float) -> np.ndarray:
     """Blend neighbouring palette rows at position ``t`` in [0, 1]."""
     pos = float(np.clip(t, 0, 1)) * (len(table) - 1)
@@ -371,42 +361,6 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return (a @ b)[:2]
 
 
-def _ipts(pts: np.ndarray) -> np.ndarray:
-    """Aligned-frame points -> int32 canvas points with sub-pixel bits."""
-    return np.round((np.asarray(pts, np.float64).reshape(-1, 2) + MARGIN) *
-                    _SCALE).astype(np.int32)
-
-
-def fill(img: np.ndarray, pts: np.ndarray, colour) -> None:
-    """Fill a polygon given in aligned-frame coordinates on a canonical canvas."""
-    cv2.fillPoly(img, [_ipts(pts)], colour, cv2.LINE_AA, _SHIFT)
-
-
-def line(img: np.ndarray, pts: np.ndarray, colour, thickness: int = 1,
-         closed: bool = False) -> None:
-    """Draw a polyline given in aligned-frame coordinates on a canonical canvas."""
-    cv2.polylines(img, [_ipts(pts)], closed, colour, thickness, cv2.LINE_AA,
-                  _SHIFT)
-
-
-def ellipse(img: np.ndarray, centre, axes, angle: float, colour,
-            thickness: int = -1) -> None:
-    """Draw an ellipse (aligned-frame centre and half-axes) on a canonical canvas."""
-    c = (int(round((centre[0] + MARGIN) * _SCALE)),
-         int(round((centre[1] + MARGIN) * _SCALE)))
-    ax = (max(1, int(round(axes[0] * _SCALE))), max(1, int(round(axes[1] * _SCALE))))
-    cv2.ellipse(img, c, ax, float(angle), 0, 360, colour, thickness, cv2.LINE_AA,
-                _SHIFT)
-
-
-def _grid() -> Tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float32)
-    return xs - MARGIN, ys - MARGIN
-
-
-_GRID = _grid()
-
-
 def smooth_noise(rng: np.random.Generator, size: int, sigma: float,
                  channels: int = 1) -> np.ndarray:
     """Zero-mean, unit-std low-frequency noise field [size,size(,channels)]."""
@@ -429,7 +383,7 @@ def _hair_colour(ident: FaceIdentity) -> np.ndarray:
 
 
 def _skin_colour(ident: FaceIdentity) -> np.ndarray:
-    skin = _palette(_SKIN, ident.skin_tone).copy()
+    skin = _palette(SKIN, ident.skin_tone).copy()
     hue = ident.skin_hue
     skin += np.array([6.0, -4.0, 2.0]) * max(hue, 0) * 2 + np.array(
         [0.0, 5.0, -8.0]) * max(-hue, 0) * 2
@@ -459,7 +413,7 @@ def _draw_hair(layer: np.ndarray, alpha: np.ndarray, ident: FaceIdentity,
     ear_y = float(geo['ear_y'])
     # Hair only exists above this row: work on that band of the canvas.
     rows = int(np.clip(ear_y + 14 + MARGIN, 1, CANVAS))
-    xs, ys = _GRID[0][:rows], _GRID[1][:rows]
+    xs, ys = GRID[0][:rows], GRID[1][:rows]
     v = vol * (0.35 if style in (0, 1, 5) else 1.0)
     # outer boundary of the hair: the skull ellipse grown by the volume
     rx, ry = a + v, (cheek - top) + v
@@ -528,7 +482,7 @@ def _draw_face(ident: FaceIdentity, nuis: Nuisance, geo: Dict[str, np.ndarray],
     hair_col = _hair_colour(ident)
     fh = ident.facial_hair
     if fh in (1, 3):  # stubble or beard over the jaw
-        xs, ys = _GRID
+        xs, ys = GRID
         head_mask = np.zeros((CANVAS, CANVAS), np.uint8)
         fill(head_mask, geo['head'], 1)
         top_line = float(geo['landmarks'][2, 1]) + 6 + 6 * (fh == 1)
@@ -637,7 +591,7 @@ def _draw_face(ident: FaceIdentity, nuis: Nuisance, geo: Dict[str, np.ndarray],
 def shading(geo: Dict[str, np.ndarray], nuis: Nuisance) -> np.ndarray:
     """Per-pixel RGB light [CANVAS,CANVAS,3] of a Lambertian head ellipsoid."""
     # Light varies slowly: evaluate it on every other pixel and interpolate.
-    xs, ys = _GRID[0][::2, ::2], _GRID[1][::2, ::2]
+    xs, ys = GRID[0][::2, ::2], GRID[1][::2, ::2]
     cx = float(geo['cx'])
     top, chin = float(geo['head_top']), float(geo['chin_y'])
     cy = (top + chin) / 2
@@ -720,7 +674,6 @@ def render_face(ident: FaceIdentity,
         >>> out.image.shape, int(out.visibility.min())
         ((112, 112, 3), 1)
     """
-    from .occluders import OCCLUDERS
     if texture is None:
         texture = identity_texture(ident)
     geo = face_geometry(ident, nuis)

@@ -58,8 +58,8 @@ def code_hash() -> str:
     """
     digest = hashlib.sha256()
     here = osp.dirname(osp.abspath(__file__))
-    for name in ('identity.py', 'render.py', 'occluders.py', 'generator.py',
-                 'writer.py'):
+    for name in ('identity.py', 'canvas.py', 'render.py', 'occluders.py',
+                 'generator.py', 'writer.py'):
         with open(osp.join(here, name), 'rb') as f:
             digest.update(f.read().replace(b'\r\n', b'\n'))
     return digest.hexdigest()[:16]

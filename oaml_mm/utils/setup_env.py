@@ -1,13 +1,9 @@
-"""Environment set-up: registering modules and checking dependency versions."""
-import datetime
+"""Environment check: the versions of the dependencies oaml_mm is built on."""
 import importlib
-import warnings
-
-from mmengine import DefaultScope
 
 from oaml_mm.errors import EnvironmentCheckError
 
-__all__ = ['register_all_modules', 'check_dependencies']
+__all__ = ['check_dependencies']
 
 # (package, minimum inclusive, maximum exclusive, pip requirement to suggest)
 _REQUIREMENTS = (
@@ -51,42 +47,3 @@ def check_dependencies() -> None:
                 + (f', < {high}' if high else '') +
                 f', but {name} {version} is installed. '
                 f'Install a supported one with: pip install "{pip_req}"')
-
-
-def register_all_modules(init_default_scope: bool = True) -> None:
-    """Import every module that registers components, and set the default scope.
-
-    mmengine only auto-imports the ``locations`` of the registry a lookup starts from,
-    so mmpretrain's components (parents of ours) are imported here explicitly.
-
-    Args:
-        init_default_scope (bool): Make ``oaml_mm`` the current default scope. If
-            another scope is current, a new uniquely named ``oaml_mm`` scope instance
-            is created. Defaults to True.
-    """
-    import mmpretrain.datasets  # noqa: F401
-    import mmpretrain.engine  # noqa: F401
-    import mmpretrain.evaluation  # noqa: F401
-    import mmpretrain.models  # noqa: F401
-    import mmpretrain.visualization  # noqa: F401
-
-    import oaml_mm.datasets  # noqa: F401
-    import oaml_mm.engine  # noqa: F401
-    import oaml_mm.evaluation  # noqa: F401
-    import oaml_mm.models  # noqa: F401
-    import oaml_mm.visualization  # noqa: F401
-
-    if init_default_scope:
-        never_created = DefaultScope.get_current_instance() is None \
-            or not DefaultScope.check_instance_created('oaml_mm')
-        if never_created:
-            DefaultScope.get_instance('oaml_mm', scope_name='oaml_mm')
-            return
-        current_scope = DefaultScope.get_current_instance()
-        if current_scope.scope_name != 'oaml_mm':
-            warnings.warn('The current default scope '
-                          f'"{current_scope.scope_name}" is not "oaml_mm", '
-                          '`register_all_modules` will force the current '
-                          'default scope to be "oaml_mm".')
-            new_instance_name = f'oaml_mm-{datetime.datetime.now()}'
-            DefaultScope.get_instance(new_instance_name, scope_name='oaml_mm')

@@ -10,7 +10,6 @@ import pickle
 import pickletools
 import sys
 import tempfile
-import unittest
 from unittest import TestCase
 
 import torch

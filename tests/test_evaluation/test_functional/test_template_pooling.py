@@ -102,3 +102,76 @@ class TestTemplateAccumulator(unittest.TestCase):
         acc.add(torch.tensor([3]), torch.ones(1, 2), torch.ones(1, 2, 1, 1))
         self.assertEqual(acc.maps().shape, (4, 2, 1, 1))
         self.assertEqual(acc.count.tolist(), [0, 0, 0, 1])
+
+
+class TestExactTemplateAccumulator(unittest.TestCase):
+    """Fixed-point sums: any order or split of the images pools the same bits."""
+
+    def _batch(self, n=40, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        rows = torch.randint(0, 5, (n, ), generator=g)
+        feats = torch.randn(n, 6, generator=g) * 20
+        maps = F.normalize(torch.randn(n, 4, 2, 2, generator=g), dim=1)
+        vis = torch.rand(n, 1, 2, 2, generator=g)
+        w = 1.0 / torch.randint(1, 4, (n, ), generator=g).double()
+        return rows, feats, maps, vis, w
+
+    def _acc(self, parts, batch):
+        rows, feats, maps, vis, w = batch
+        accs = []
+        for idx in parts:
+            acc = TemplateAccumulator(5, 6, (4, 2, 2), exact=True)
+            for s in range(0, idx.numel(), 3):
+                i = idx[s:s + 3]
+                acc.add(rows[i], feats[i], maps[i], vis[i], w[i])
+            accs.append(acc)
+        for other in accs[1:]:
+            accs[0].merge_(other)
+        return accs[0]
+
+    def test_order_and_split_do_not_change_a_bit(self):
+        batch = self._batch()
+        n = batch[0].numel()
+        ref = self._acc([torch.arange(n)], batch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+        for parts in ([perm], [torch.arange(0, n, 2), torch.arange(1, n, 2)],
+                      [perm[:7], perm[7:20], perm[20:]]):
+            got = self._acc(parts, batch)
+            self.assertTrue(torch.equal(got.embeddings(), ref.embeddings()))
+            self.assertTrue(torch.equal(got.maps(), ref.maps()))
+            self.assertTrue(torch.equal(got.visibility(), ref.visibility()))
+            for a, b in zip(got.sum_tensors(), ref.sum_tensors()):
+                self.assertTrue(torch.equal(a, b))
+
+    def test_float_sums_do_depend_on_order(self):
+        # Why the exact storage exists: the running-mean storage is not
+        # order-independent (this would pass trivially if it were).
+        rows, feats, maps, vis, w = self._batch(n=400, seed=4)
+        outs = []
+        for idx in (torch.arange(400), torch.arange(399, -1, -1)):
+            acc = TemplateAccumulator(5, 6, (4, 2, 2))
+            for s in range(0, 400, 3):
+                i = idx[s:s + 3]
+                acc.add(rows[i], feats[i], maps[i], vis[i], w[i])
+            outs.append(acc.maps())
+        self.assertFalse(torch.equal(outs[0], outs[1]))
+
+    def test_matches_running_mean_storage(self):
+        batch = self._batch(seed=2)
+        rows, feats, maps, vis, w = batch
+        exact = self._acc([torch.arange(rows.numel())], batch)
+        approx = TemplateAccumulator(5, 6, (4, 2, 2), map_dtype=torch.float32)
+        approx.add(rows, feats, maps, vis, w)
+        torch.testing.assert_close(exact.embeddings(), approx.embeddings())
+        torch.testing.assert_close(exact.maps().float(), approx.maps(),
+                                   atol=2e-3, rtol=0)
+        torch.testing.assert_close(exact.visibility(), approx.visibility())
+
+    def test_refuses_unnormalised_maps_and_mixed_merge(self):
+        acc = TemplateAccumulator(1, None, (2, 1, 1), exact=True)
+        with self.assertRaises(ConfigError):
+            acc.add(torch.tensor([0]), maps=torch.full((1, 2, 1, 1), 3.0))
+        with self.assertRaises(ConfigError):
+            acc.merge_(TemplateAccumulator(1, None, (2, 1, 1)))
+        with self.assertRaises(ConfigError):
+            TemplateAccumulator(1, 2).sum_tensors()
