@@ -7,21 +7,45 @@ occlusion-mask set and a mini IJB-C.
 ``tools/dataset_converters/make_synthface.py`` is its command line;
 ``docs/synthface.md`` describes the layout.
 """
-from .generator import (MASKED_PROBE_TYPES, TRAIN_OCCLUSION_MIX, VAL_OCCLUSION_MIX,
-                        SynthFaceConfig, contact_sheet)
-from .identity import (FaceIdentity, identity_distance, identity_vector,
-                       sample_identities, sample_identity, stream_rng)
+from .generator import (
+                        MASKED_PROBE_TYPES,
+                        TRAIN_OCCLUSION_MIX,
+                        VAL_OCCLUSION_MIX,
+                        SynthFaceConfig,
+                        contact_sheet,
+)
+from .identity import (
+                        FaceIdentity,
+                        identity_distance,
+                        identity_vector,
+                        sample_identities,
+                        sample_identity,
+                        stream_rng,
+)
 from .occluders import OCCLUDERS, OCCLUSION_TYPES
-from .render import (ARCFACE_TEMPLATE, Nuisance, RenderedFace, encode_jpeg,
-                     render_face, sample_nuisance, similarity_transform,
-                     visibility_grid)
-from .writer import (MANIFEST, SYNTHFACE_VERSION, build_pairs, code_hash,
-                     generate_synthface, manifest_matches, read_manifest)
+from .render import (
+                        ARCFACE_TEMPLATE,
+                        Nuisance,
+                        RenderedFace,
+                        encode_jpeg,
+                        render_face,
+                        sample_nuisance,
+                        similarity_transform,
+)
+from .writer import (
+                        MANIFEST,
+                        SYNTHFACE_VERSION,
+                        build_pairs,
+                        code_hash,
+                        generate_synthface,
+                        manifest_matches,
+                        read_manifest,
+)
 
 __all__ = [
     'FaceIdentity', 'sample_identity', 'sample_identities', 'identity_vector',
     'identity_distance', 'stream_rng', 'Nuisance', 'RenderedFace', 'sample_nuisance',
-    'render_face', 'encode_jpeg', 'visibility_grid', 'similarity_transform',
+    'render_face', 'encode_jpeg', 'similarity_transform',
     'ARCFACE_TEMPLATE', 'OCCLUDERS', 'OCCLUSION_TYPES', 'SynthFaceConfig',
     'TRAIN_OCCLUSION_MIX', 'VAL_OCCLUSION_MIX', 'MASKED_PROBE_TYPES', 'contact_sheet',
     'generate_synthface', 'read_manifest', 'manifest_matches', 'build_pairs',

@@ -12,12 +12,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from oaml_mm.datasets.transforms.formatting import visibility_to_grid
 from oaml_mm.errors import ConfigError
 
 from .identity import FaceIdentity, sample_identities, stream_rng
 from .occluders import OCCLUSION_TYPES
-from .render import (Nuisance, encode_jpeg, identity_texture, render_face,
-                     sample_nuisance, visibility_grid)
+from .render import (
+    Nuisance,
+    encode_jpeg,
+    identity_texture,
+    render_face,
+    sample_nuisance,
+)
 
 __all__ = [
     'SynthFaceConfig', 'TRAIN_OCCLUSION_MIX', 'VAL_OCCLUSION_MIX',
@@ -180,7 +186,7 @@ def render_val(cfg: SynthFaceConfig, ident: FaceIdentity) -> List[ValImage]:
                         texture=tex)
         out.append(ValImage(encode_jpeg(r.clean, nuis.jpeg_quality),
                             encode_jpeg(r.image, nuis.jpeg_quality), types[j],
-                            visibility_grid(r.visibility)))
+                            visibility_to_grid(r.visibility)))
     return out
 
 

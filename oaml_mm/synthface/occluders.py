@@ -21,7 +21,6 @@ import numpy as np
 from .canvas import CANVAS, GRID, SHIFT, SKIN, canvas_points, ellipse, fill, line
 from .identity import FaceIdentity
 
-
 __all__ = ['OCCLUSION_TYPES', 'OCCLUDERS', 'draw_niqab', 'draw_hand',
            'draw_sunglasses', 'draw_scarf', 'draw_medical_mask']
 

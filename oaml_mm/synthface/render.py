@@ -28,7 +28,7 @@ from .occluders import OCCLUDERS
 __all__ = [
     'ARCFACE_TEMPLATE', 'MARGIN', 'CANVAS', 'Nuisance', 'RenderedFace',
     'sample_nuisance', 'face_geometry', 'similarity_transform', 'render_face',
-    'encode_jpeg', 'visibility_grid', 'identity_texture'
+    'encode_jpeg', 'identity_texture'
 ]
 
 #: ArcFace 112x112 template: left eye, right eye, nose tip, left and right mouth corner.
@@ -727,20 +727,3 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int) -> bytes:
     if not ok:
         raise RuntimeError('OpenCV could not encode a JPEG')
     return buf.tobytes()
-
-
-def visibility_grid(visibility: np.ndarray, grid: int = 7) -> np.ndarray:
-    """Area-average a [H,W] visibility mask onto a ``grid`` x ``grid`` map.
-
-    For 112x112 masks and grid 7 this is the exact mean of each 16x16 block, i.e. the
-    fraction of visible pixels under each cell of the backbone's 7x7 feature map.
-
-    Args:
-        visibility (numpy.ndarray): [H,W] mask, 1 = visible.
-        grid (int): Output side. Defaults to 7.
-
-    Returns:
-        numpy.ndarray: float32 [grid, grid] in [0, 1].
-    """
-    return cv2.resize(visibility.astype(np.float32), (grid, grid),
-                      interpolation=cv2.INTER_AREA)

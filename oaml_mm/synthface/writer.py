@@ -34,9 +34,18 @@ import numpy as np
 
 from oaml_mm.errors import ConfigError
 
-from .generator import (MASKED_PROBE_TYPES, S_PAIRS, IJBImage, SynthFaceConfig,
-                        ValImage, render_ijbc, render_occluded, render_train,
-                        render_val, run_jobs)
+from .generator import (
+    MASKED_PROBE_TYPES,
+    S_PAIRS,
+    IJBImage,
+    SynthFaceConfig,
+    ValImage,
+    render_ijbc,
+    render_occluded,
+    render_train,
+    render_val,
+    run_jobs,
+)
 from .identity import FaceIdentity, stream_rng
 
 __all__ = ['SYNTHFACE_VERSION', 'MANIFEST', 'generate_synthface', 'read_manifest',

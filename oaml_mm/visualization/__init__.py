@@ -1,9 +1,13 @@
 """Drawing helpers: visibility overlays and QAConv correspondences."""
 from .comparison import render_comparison, show_comparison
-from .face_pair import (draw_face_pair, strongest_correspondences,
-                        visibility_grid, visibility_overlay)
+from .face_pair import (
+                        draw_face_pair,
+                        draw_visibility_grid,
+                        strongest_correspondences,
+                        visibility_overlay,
+)
 
 __all__ = [
-    'draw_face_pair', 'strongest_correspondences', 'visibility_grid',
+    'draw_face_pair', 'strongest_correspondences', 'draw_visibility_grid',
     'visibility_overlay', 'render_comparison', 'show_comparison'
 ]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 __all__ = ['visibility_overlay', 'strongest_correspondences', 'draw_face_pair',
-           'visibility_grid']
+           'draw_visibility_grid']
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -200,7 +200,7 @@ def draw_face_pair(img_a: np.ndarray,
     return canvas
 
 
-def visibility_grid(images: np.ndarray, vis: np.ndarray, ncol: int = 8,
+def draw_visibility_grid(images: np.ndarray, vis: np.ndarray, ncol: int = 8,
                     scale: int = 1) -> np.ndarray:
     """Tile faces with their visibility overlays (for TensorBoard).
 

@@ -4,9 +4,13 @@ import unittest
 import numpy as np
 import torch
 
-from oaml_mm.visualization import (draw_face_pair, render_comparison,
-                                   strongest_correspondences,
-                                   visibility_grid, visibility_overlay)
+from oaml_mm.visualization import (
+    draw_face_pair,
+    draw_visibility_grid,
+    render_comparison,
+    strongest_correspondences,
+    visibility_overlay,
+)
 
 
 class TestVisualization(unittest.TestCase):
@@ -41,7 +45,7 @@ class TestVisualization(unittest.TestCase):
                              ['SAME', 'scores'], decision=True)
         self.assertEqual(pic.shape[1], 2 * 336 + 90 + 40)
         self.assertEqual(pic.dtype, np.uint8)
-        grid = visibility_grid(np.stack([img] * 3), np.stack([vis] * 3), ncol=2)
+        grid = draw_visibility_grid(np.stack([img] * 3), np.stack([vis] * 3), ncol=2)
         self.assertEqual(grid.shape, (224, 224, 3))
         feats = dict(visibility=torch.ones(1, 1, 7, 7),
                      feature_map=torch.randn(1, 16, 7, 7))

@@ -5,9 +5,13 @@ import torch
 import torch.nn as nn
 
 from oaml_mm.errors import ConfigError
-from oaml_mm.models.functional import (calibrate_visibility, normalize_maps,
-                                       qaconv_match, qaconv_match_pairs,
-                                       resize_visibility)
+from oaml_mm.models.functional import (
+    calibrate_visibility,
+    normalize_maps,
+    qaconv_match,
+    qaconv_match_pairs,
+    resize_visibility,
+)
 from oaml_mm.models.heads import QAConvHead
 from oaml_mm.registry import MODELS
 

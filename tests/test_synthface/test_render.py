@@ -2,11 +2,16 @@ import unittest
 
 import numpy as np
 
+from oaml_mm.datasets.transforms import visibility_to_grid
 from oaml_mm.synthface.identity import sample_identities, stream_rng
 from oaml_mm.synthface.occluders import OCCLUDERS, OCCLUSION_TYPES
-from oaml_mm.synthface.render import (ARCFACE_TEMPLATE, encode_jpeg, render_face,
-                                      sample_nuisance, similarity_transform,
-                                      visibility_grid)
+from oaml_mm.synthface.render import (
+    ARCFACE_TEMPLATE,
+    encode_jpeg,
+    render_face,
+    sample_nuisance,
+    similarity_transform,
+)
 
 
 class TestRender(unittest.TestCase):
@@ -97,7 +102,7 @@ class TestRender(unittest.TestCase):
         mask = np.ones((112, 112), np.uint8)
         mask[:16, :16] = 0
         mask[16:24, 16:32] = 0  # half of block (1, 1)
-        grid = visibility_grid(mask)
+        grid = visibility_to_grid(mask)
         self.assertEqual(grid.shape, (7, 7))
         self.assertEqual(grid[0, 0], 0.0)
         self.assertAlmostEqual(float(grid[1, 1]), 0.5)

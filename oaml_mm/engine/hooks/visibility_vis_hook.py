@@ -15,7 +15,7 @@ from mmengine.model import is_model_wrapper
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import HOOKS
-from oaml_mm.visualization import visibility_grid
+from oaml_mm.visualization import draw_visibility_grid
 
 __all__ = ['VisibilityVisualizationHook']
 
@@ -109,7 +109,7 @@ class VisibilityVisualizationHook(Hook):
         finally:
             model.train(was_training)
         rgb = self.batch.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
-        picture = visibility_grid(rgb, vis.float().cpu().numpy(), self.ncol,
+        picture = draw_visibility_grid(rgb, vis.float().cpu().numpy(), self.ncol,
                                   self.scale)
         step = runner.epoch if self.by_epoch else runner.iter
         runner.visualizer.add_image(self.name, picture, step=step)

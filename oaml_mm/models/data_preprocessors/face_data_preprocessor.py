@@ -7,7 +7,7 @@ normalisation (SPEC section 3); the pipeline decodes RGB, so the channel order t
 ``DualLoaderHook`` adds to a training batch (``data['occlusion']``) goes through the
 same conversion.
 """
-from typing import List, Optional, Sequence, Union
+from typing import List, Sequence, Union
 
 import torch
 from mmengine.model import BaseDataPreprocessor
@@ -15,52 +15,7 @@ from mmengine.model import BaseDataPreprocessor
 from oaml_mm.errors import ConfigError, DataFormatError
 from oaml_mm.registry import MODELS
 
-__all__ = ['FaceDataPreprocessor', 'stack_gt_visibility']
-
-
-def stack_gt_visibility(data_samples: Optional[Sequence],
-                        size: Optional[int] = None) -> Optional[torch.Tensor]:
-    """Stack the ``gt_visibility`` of data samples into [B, 1, h, w].
-
-    Args:
-        data_samples (list[DataSample], optional): Samples; each may carry
-            ``gt_visibility`` [1, h, w] (or [h, w]).
-        size (int, optional): Average the masks down to ``size x size``.
-
-    Returns:
-        Tensor | None: The stacked masks (fp32), or None when no sample has one.
-
-    Raises:
-        DataFormatError: Only some samples carry a mask, or shapes differ.
-    """
-    if not data_samples:
-        return None
-    have = [('gt_visibility' in s) for s in data_samples]
-    if not any(have):
-        return None
-    if not all(have):
-        missing = [i for i, h in enumerate(have) if not h]
-        raise DataFormatError(
-            '<batch>', 'some samples carry gt_visibility and others do not; '
-            'clean faces must carry an all-ones mask', record=missing[0],
-            field='gt_visibility')
-    masks = []
-    for i, s in enumerate(data_samples):
-        m = torch.as_tensor(s.gt_visibility).float()
-        if m.dim() == 2:
-            m = m.unsqueeze(0)
-        if m.dim() != 3 or m.shape[0] != 1:
-            raise DataFormatError(
-                '<batch>', f'expected a [1, h, w] mask, got {tuple(m.shape)}',
-                record=i, field='gt_visibility')
-        if size is not None and m.shape[-2:] != (size, size):
-            m = torch.nn.functional.adaptive_avg_pool2d(m, size)
-        masks.append(m)
-    shapes = {tuple(m.shape) for m in masks}
-    if len(shapes) > 1:
-        raise DataFormatError('<batch>', f'gt_visibility shapes differ: {shapes}',
-                              field='gt_visibility')
-    return torch.stack(masks)
+__all__ = ['FaceDataPreprocessor']
 
 
 @MODELS.register_module()

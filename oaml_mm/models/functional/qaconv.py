@@ -51,8 +51,8 @@ import torch.nn.functional as F
 from oaml_mm.errors import ConfigError
 
 __all__ = [
-    'qaconv_match', 'qaconv_match_pairs', 'normalize_maps', 'calibrate_visibility',
-    'resize_visibility', 'VIS_MODES', 'DEFAULT_MAX_CHUNK_ELEMS'
+    'qaconv_match', 'qaconv_match_pairs', 'normalize_maps', 'VIS_MODES',
+    'DEFAULT_MAX_CHUNK_ELEMS'
 ]
 
 VIS_MODES = ('seed', 'gate', 'none')
@@ -76,87 +76,6 @@ def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
         Tensor: Same shape, unit norm along dim 1.
     """
     return F.normalize(maps, p=2, dim=1, eps=eps)
-
-
-def calibrate_visibility(vis: Optional[torch.Tensor],
-                         vis_range: Optional[Tuple[float, float]]
-                         ) -> Optional[torch.Tensor]:
-    """Stretch visibility so that ``vis_range`` maps linearly onto [0, 1].
-
-    ``clip((vis - low) / (high - low), 0, 1)``: cells the occlusion head is fairly
-    sure of become exactly visible (1) or exactly occluded (0). A regressed map is
-    rarely exactly 1 on a clean face (SynthFace demo: mean error 0.07 on clean
-    faces), and any shortfall reweights or gates cells that should count fully;
-    the stretch makes the matching of clean faces identical to the unweighted one.
-
-    Args:
-        vis (Tensor, optional): Visibility in [0, 1], any shape. None passes
-            through.
-        vis_range (tuple, optional): ``(low, high)`` with ``0 <= low < high <= 1``.
-            None returns ``vis`` unchanged (the seed's behaviour).
-
-    Returns:
-        Tensor or None: Same shape and dtype as ``vis``.
-
-    Examples:
-        >>> calibrate_visibility(torch.tensor([0.1, 0.5, 0.9]), (0.3, 0.7))
-        tensor([0.0000, 0.5000, 1.0000])
-    """
-    if vis is None or vis_range is None:
-        return vis
-    low, high = float(vis_range[0]), float(vis_range[1])
-    return ((vis - low) / (high - low)).clamp(0.0, 1.0)
-
-
-def resize_visibility(vis: Optional[torch.Tensor],
-                      size: int) -> Optional[torch.Tensor]:
-    """Bring visibility maps onto a ``size x size`` grid.
-
-    A finer grid copies each cell onto the cells it covers (nearest), so a 7x7 true
-    mask can weight QAConv on 14x14 maps; a coarser grid averages the cells each new
-    cell covers (exact for the area averages the data layer writes), so a 14x14
-    prediction can be scored against 7x7 true masks.
-
-    Args:
-        vis (Tensor, optional): [N, 1, h, w] or [N, h, w]. None passes through.
-        size (int): Side of the output grid.
-
-    Returns:
-        Tensor or None: [N, 1, size, size] (or [N, size, size]), dtype kept.
-
-    Examples:
-        >>> resize_visibility(torch.tensor([[[[1., 0.], [0., 0.]]]]), 4)[0, 0, 0]
-        tensor([1., 1., 0., 0.])
-    """
-    if vis is None or vis.shape[-1] == size and vis.shape[-2] == size:
-        return vis
-    squeeze = vis.dim() == 3
-    v = vis.unsqueeze(1) if squeeze else vis
-    if v.dim() != 4:
-        raise ValueError(
-            f'resize_visibility: expected [N, 1, h, w] or [N, h, w], got '
-            f'{tuple(vis.shape)}')
-    if size > v.shape[-1]:
-        out = F.interpolate(v.float(), size=(size, size), mode='nearest')
-    else:
-        out = F.adaptive_avg_pool2d(v.float(), size)
-    out = out.to(vis.dtype)
-    return out.squeeze(1) if squeeze else out
-
-
-def check_vis_range(vis_range) -> Optional[Tuple[float, float]]:
-    """Validate a ``vis_range`` config value; returns it as a float tuple or None."""
-    if vis_range is None:
-        return None
-    try:
-        low, high = (float(v) for v in vis_range)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f'QAConv: vis_range must be None or (low, high), got {vis_range!r}')
-    if not 0.0 <= low < high <= 1.0:
-        raise ConfigError(
-            f'QAConv: vis_range {vis_range!r} needs 0 <= low < high <= 1')
-    return low, high
 
 
 def _flat_maps(maps: torch.Tensor, name: str) -> torch.Tensor:

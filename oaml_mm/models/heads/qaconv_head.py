@@ -15,10 +15,19 @@ from mmengine.model import BaseModule
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import MODELS
-from ..functional.qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODES,
-                                 calibrate_visibility, check_vis_range,
-                                 normalize_maps, qaconv_match,
-                                 qaconv_match_pairs, resize_visibility)
+
+from ..functional.qaconv import (
+    DEFAULT_MAX_CHUNK_ELEMS,
+    VIS_MODES,
+    normalize_maps,
+    qaconv_match,
+    qaconv_match_pairs,
+)
+from ..functional.visibility import (
+    calibrate_visibility,
+    check_vis_range,
+    resize_visibility,
+)
 
 __all__ = ['QAConvHead']
 
@@ -44,7 +53,7 @@ class QAConvHead(BaseModule):
             ``'none'``; see :mod:`oaml_mm.models.functional.qaconv`.
         vis_range (Sequence[float], optional): ``(low, high)``: at evaluation and
             inference (eval mode) every visibility map is stretched by
-            :func:`~oaml_mm.models.functional.qaconv.calibrate_visibility` before
+            :func:`~oaml_mm.models.functional.visibility.calibrate_visibility` before
             matching, so cells above ``high`` count fully and cells below ``low``
             not at all. Training matches with the maps as given (the true masks
             with ``qaconv_train_vis='gt'``): stretching those too trained a weaker
@@ -148,7 +157,7 @@ class QAConvHead(BaseModule):
             gallery_maps (Tensor): [G, C, h, w].
             probe_vis (Tensor, optional): [P, 1, h', w'] visibility in [0, 1];
                 a grid other than the maps' is resized to theirs
-                (:func:`~oaml_mm.models.functional.qaconv.resize_visibility`).
+                (:func:`~oaml_mm.models.functional.visibility.resize_visibility`).
             gallery_vis (Tensor, optional): [G, 1, h', w'].
 
         Returns:

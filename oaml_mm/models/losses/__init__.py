@@ -1,11 +1,11 @@
 """Losses of the QAConv branch and the occlusion head."""
 from .batch_hard_triplet_loss import BatchHardTripletLoss, batch_hard_triplet
 from .class_memory_loss import ClassMemorySoftmaxTripletLoss
-from .occlusion_mse_loss import OcclusionMSELoss, resize_visibility
+from .occlusion_mse_loss import OcclusionMSELoss
 from .pairwise_matching_loss import PairwiseMatchingLoss, ranking_accuracy
 
 __all__ = [
     'PairwiseMatchingLoss', 'BatchHardTripletLoss',
     'ClassMemorySoftmaxTripletLoss', 'OcclusionMSELoss', 'batch_hard_triplet',
-    'ranking_accuracy', 'resize_visibility'
+    'ranking_accuracy'
 ]

@@ -1,39 +1,19 @@
 """MSE between a predicted visibility map and the ground-truth mask (OAML seed 3.3.4).
 
 The ground truth may come at image resolution or already at the map resolution; it is
-averaged down to the prediction's grid (area interpolation), so each cell's target is
-the
-visible fraction of the pixels it covers.
+brought onto the prediction's grid (:func:`~oaml_mm.models.functional.resize_visibility`:
+area average down), so each cell's target is the visible fraction of the pixels it
+covers.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from oaml_mm.errors import ConfigError
 from oaml_mm.registry import MODELS
 
-__all__ = ['OcclusionMSELoss', 'resize_visibility']
+from ..functional.visibility import resize_visibility
 
-
-def resize_visibility(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """Average a visibility mask down to ``size x size`` cells.
-
-    Args:
-        mask (Tensor): [B, 1, H, W] or [B, H, W] in [0, 1].
-        size (int): Side of the target grid.
-
-    Returns:
-        Tensor: [B, 1, size, size] (fp32).
-    """
-    if mask.dim() == 3:
-        mask = mask.unsqueeze(1)
-    if mask.dim() != 4 or mask.shape[1] != 1:
-        raise ConfigError(
-            f'visibility masks must be [B, 1, H, W], got {tuple(mask.shape)}')
-    mask = mask.float()
-    if mask.shape[-2:] == (size, size):
-        return mask
-    return F.adaptive_avg_pool2d(mask, size)
+__all__ = ['OcclusionMSELoss']
 
 
 @MODELS.register_module()
@@ -63,5 +43,8 @@ class OcclusionMSELoss(nn.Module):
         Returns:
             Tensor: Scalar loss.
         """
-        target = resize_visibility(target.to(pred.device), pred.shape[-1])
+        if target.dim() == 3:
+            target = target.unsqueeze(1)
+        target = resize_visibility(target.to(pred.device).float(),
+                                   pred.shape[-1])
         return self.loss_weight * F.mse_loss(pred.float(), target)

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from oaml_mm.registry import MODELS
+
 from ..functional.pair_mining import hardest_pairs
 
 __all__ = ['PairwiseMatchingLoss', 'ranking_accuracy']

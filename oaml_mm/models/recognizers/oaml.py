@@ -21,8 +21,9 @@ from mmpretrain.structures import DataSample
 
 from oaml_mm.errors import ConfigError, DataFormatError
 from oaml_mm.registry import MODELS
-from ..data_preprocessors.face_data_preprocessor import stack_gt_visibility
+
 from ..functional.qaconv import normalize_maps
+from ..functional.visibility import stack_gt_visibility
 
 __all__ = ['OAMLRecognizer']
 
