@@ -82,6 +82,28 @@ class TestOcclusionHead(unittest.TestCase):
         with self.assertRaises(ConfigError):
             small(torch.randn(3, 8, 7, 7))
 
+    def test_loss_scores_labelled_batches_with_one_forward(self):
+        torch.manual_seed(0)
+        head = MODELS.build(dict(type='OcclusionHead', in_channels=16,
+                                 hidden_channels=8)).train()
+        a, b = torch.randn(4, 16, 7, 7), torch.randn(2, 16, 7, 7) + 3
+        gt = torch.zeros(2, 1, 112, 112)
+        preds, losses = head.loss([a, b], [None, gt])
+        self.assertEqual([tuple(p.shape) for p in preds],
+                         [(4, 1, 7, 7), (2, 1, 7, 7)])
+        self.assertFalse(preds[0].requires_grad)
+        # One forward over the union: BatchNorm statistics of both batches.
+        head.zero_grad()
+        joint = head(torch.cat([a, b]))
+        torch.testing.assert_close(torch.cat(preds), joint.detach())
+        # The loss covers the labelled batch only (target all occluded = 0).
+        expected = (joint[4:] ** 2).mean()
+        torch.testing.assert_close(losses['loss'], expected)
+        losses['loss'].backward()
+        self.assertGreater(float(head.out.weight.grad.abs().sum()), 0)
+        _, none = head.loss([a], [None])
+        self.assertEqual(none, {})
+
 
 if __name__ == '__main__':
     unittest.main()

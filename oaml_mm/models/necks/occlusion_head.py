@@ -1,11 +1,16 @@
-"""OcclusionHead: a 7x7 visibility map predicted from backbone feature maps.
+"""OcclusionHead: a visibility map predicted from backbone feature maps.
 
-OAML's addition to AdaFace + QAConv (seed report, section 2.5): a small two-layer conv
-head kept light (about 590K parameters at 512 channels) so that it does not overfit the
-small occluded data set. It is trained on detached feature maps, so its MSE loss never
-reaches the backbone.
+OAML's addition to AdaFace + QAConv (docs/models.md, "Occlusion head"): a small
+two-layer conv head kept light (about 590K parameters at 512 channels) so that it does
+not overfit the small occluded data set. It is trained on detached feature maps, so its
+loss never reaches the backbone.
+
+It is a *neck* in the MMPretrain sense: it sits between the backbone and a head and
+what it computes (the visibility grid) is the input the QAConv head weights its
+correlations with, in training and at inference. Like a head, it owns its loss
+(:meth:`OcclusionHead.loss`), since it is the only part trained on that target.
 """
-from typing import Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -24,11 +29,14 @@ class OcclusionHead(BaseModule):
     Examples::
 
         neck = dict(type='OcclusionHead', in_channels=512)
-        neck = dict(type='OcclusionHead', in_channels=128, hidden_channels=32)
+        neck = dict(type='OcclusionHead', in_channels=128, hidden_channels=32,
+                    loss=dict(type='OcclusionMSELoss'))
 
     Args:
         in_channels (int): Channels of the feature maps. Defaults to 512.
         hidden_channels (int): Width of the hidden layer. Defaults to 128.
+        loss (dict): Loss against the true visibility. Defaults to
+            ``OcclusionMSELoss``.
         init_cfg (dict, optional): mmengine initialisation config.
 
     Returns (forward):
@@ -38,6 +46,7 @@ class OcclusionHead(BaseModule):
     def __init__(self,
                  in_channels: int = 512,
                  hidden_channels: int = 128,
+                 loss: dict = dict(type='OcclusionMSELoss'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if in_channels <= 0 or hidden_channels <= 0:
@@ -50,6 +59,7 @@ class OcclusionHead(BaseModule):
         self.bn = nn.BatchNorm2d(hidden_channels)
         self.relu = nn.ReLU(inplace=True)
         self.out = nn.Conv2d(hidden_channels, 1, 1)
+        self.loss_module = MODELS.build(loss)
 
     def forward(self, feat_maps: torch.Tensor) -> torch.Tensor:
         """Predict visibility.
@@ -66,3 +76,31 @@ class OcclusionHead(BaseModule):
                 f'{tuple(feat_maps.shape)}; set in_channels to the backbone width')
         x = self.relu(self.bn(self.conv(feat_maps)))
         return torch.sigmoid(self.out(x))
+
+    def loss(self, batches: Sequence[torch.Tensor],
+             targets: Sequence[Optional[torch.Tensor]]
+             ) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
+        """Predict visibility for several batches at once and score the labelled ones.
+
+        All batches go through one forward, so the BatchNorm sees their union (the
+        main batch and the occlusion stream in OAML training).
+
+        Args:
+            batches (Sequence[Tensor]): ``[B_i, C, h, w]`` maps each (detached).
+            targets (Sequence[Tensor | None]): True visibility per batch
+                (``[B_i, 1, H, W]``, any grid the loss can resize), None for a batch
+                without one.
+
+        Returns:
+            tuple: The detached predictions ``[B_i, 1, h, w]`` per batch, and
+            ``{'loss': scalar}`` over the labelled batches (an empty dict if none).
+        """
+        pred = self(torch.cat(list(batches)))
+        preds = pred.split([b.shape[0] for b in batches])
+        labelled = [(p, t) for p, t in zip(preds, targets) if t is not None]
+        losses: Dict[str, torch.Tensor] = {}
+        if labelled:
+            losses['loss'] = self.loss_module(
+                torch.cat([p for p, _ in labelled]),
+                torch.cat([t.to(pred.device) for _, t in labelled]))
+        return [p.detach() for p in preds], losses

@@ -69,7 +69,6 @@ class OAMLRecognizer(BaseModel):
         qaconv_head (dict, optional): QAConvHead config. None: no QAConv branch.
         loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
             ``occlusion`` (0.1); missing keys take these defaults.
-        loss_occlusion (dict): Occlusion loss config. Defaults to OcclusionMSELoss.
         train_cfg (dict, optional): ``qaconv_train_vis`` (``'pred'``,
             ``'gt'`` or ``'none'``): visibility the QAConv losses use;
             ``occ_on_main`` (False): also train the occlusion head on main-batch
@@ -87,7 +86,6 @@ class OAMLRecognizer(BaseModel):
                  neck: Optional[dict] = None,
                  qaconv_head: Optional[dict] = None,
                  loss_weights: Optional[Dict[str, float]] = None,
-                 loss_occlusion: dict = dict(type='OcclusionMSELoss'),
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[Union[dict, torch.nn.Module]] = None,
@@ -103,7 +101,6 @@ class OAMLRecognizer(BaseModel):
         self.neck = MODELS.build(neck) if neck is not None else None
         self.qaconv_head = MODELS.build(
             qaconv_head) if qaconv_head is not None else None
-        self.loss_occlusion = MODELS.build(loss_occlusion)
         self.loss_weights = {**_DEFAULT_WEIGHTS, **(loss_weights or {})}
         self.train_cfg = {**_DEFAULT_TRAIN_CFG, **(train_cfg or {})}
         self.test_cfg = {**_DEFAULT_TEST_CFG, **(test_cfg or {})}
@@ -189,8 +186,12 @@ class OAMLRecognizer(BaseModel):
         losses['acc_adaface'] = margin['accuracy']
 
         # The occlusion head sees detached maps: its loss never reaches the backbone.
-        vis_main, vis_loss_pred, vis_loss_gt = self._visibility(
-            maps, data_samples, occlusion)
+        vis_main, occ = None, {}
+        if self.neck is not None:
+            batches, targets = self._occlusion_batches(maps, data_samples,
+                                                       occlusion)
+            vis_preds, occ = self.neck.loss(batches, targets)
+            vis_main = vis_preds[0]
 
         if self.qaconv_head is not None:
             qa = self.qaconv_head.loss(maps, labels,
@@ -203,9 +204,8 @@ class OAMLRecognizer(BaseModel):
                 if key.startswith('acc_'):
                     losses[f'acc_qaconv_{key[4:]}'] = value
 
-        if vis_loss_pred is not None:
-            losses['loss_occlusion'] = w['occlusion'] * self.loss_occlusion(
-                vis_loss_pred, vis_loss_gt)
+        if 'loss' in occ:
+            losses['loss_occlusion'] = w['occlusion'] * occ['loss']
         return losses
 
     def _labels(self, data_samples: Optional[List[DataSample]],
@@ -221,22 +221,16 @@ class OAMLRecognizer(BaseModel):
             labels.append(s.gt_label.reshape(-1)[:1])
         return torch.cat(labels).to(device).long()
 
-    def _visibility(
+    def _occlusion_batches(
         self, maps: torch.Tensor, data_samples: List[DataSample],
         occlusion: Optional[dict]
-    ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor],
-               Optional[torch.Tensor]]:
-        """Run the occlusion head once on the main and the occlusion batch.
-
-        Returns:
-            tuple: detached main-batch visibility (or None), and the predictions and
-            targets the occlusion loss compares (or None, None).
-        """
-        if self.neck is None:
-            return None, None, None
+    ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
+        """The occlusion head's inputs and targets: the main batch's detached maps
+        (targets with ``occ_on_main``) and the occlusion stream's maps and masks."""
         size = maps.shape[-1]
         batches = [maps.detach()]
-        targets = [None]
+        targets = [stack_gt_visibility(data_samples, size)
+                   if self.train_cfg['occ_on_main'] else None]
         if occlusion is not None and occlusion.get('inputs') is not None:
             gt = stack_gt_visibility(occlusion.get('data_samples'), size)
             if gt is None:
@@ -245,19 +239,9 @@ class OAMLRecognizer(BaseModel):
                     field='gt_visibility')
             # No backbone gradient is wanted from this batch: skip the graph.
             with torch.no_grad():
-                occ_maps = self.backbone(occlusion['inputs'])[0]
-            batches.append(occ_maps)
+                batches.append(self.backbone(occlusion['inputs'])[0])
             targets.append(gt)
-        if self.train_cfg['occ_on_main']:
-            targets[0] = stack_gt_visibility(data_samples, size)
-        pred = self.neck(torch.cat(batches))
-        preds = pred.split([b.shape[0] for b in batches])
-        pairs = [(p, t) for p, t in zip(preds, targets) if t is not None]
-        vis_main = preds[0].detach()
-        if not pairs:
-            return vis_main, None, None
-        return (vis_main, torch.cat([p for p, _ in pairs]),
-                torch.cat([t.to(pred.device) for _, t in pairs]))
+        return batches, targets
 
     def _qaconv_vis(self, vis_pred: Optional[torch.Tensor],
                     data_samples: List[DataSample]) -> Optional[torch.Tensor]:
