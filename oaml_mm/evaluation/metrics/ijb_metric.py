@@ -28,6 +28,7 @@ from oaml_mm.evaluation.functional import (COSINE_MIN_FILL, COSINE_TILE,
                                            TemplateAccumulator, dot_all,
                                            dot_rows, fuse_scores,
                                            identification_1n, impostor_stats,
+                                           match_all_then_pick,
                                            plan_pair_units, score_units,
                                            split_units)
 from oaml_mm.registry import METRICS
@@ -346,24 +347,16 @@ class IJBMetric(FaceMetricBase):
                       gallery_rows) -> np.ndarray:
         if branch == 'adaface':
             return (emb[probe_rows] @ emb[gallery_rows].T).double().numpy()
-        # QAConv: probe blocks split over ranks, 128 x 128 blocks like the reference.
+        # QAConv: whole 128-probe blocks split over ranks, 128 x 128 blocks like
+        # the reference evaluator.
         p_n = probe_rows.numel()
         lo, hi = self._my_range(p_n, 128)
-        device = next(self.model.parameters()).device
-        g_maps = maps[gallery_rows]
-        g_vis = vis[gallery_rows]
-        local = torch.zeros(hi - lo, gallery_rows.numel())
+        empty = torch.empty(0, dtype=torch.int64)
         with torch.no_grad():
-            for ps in range(lo, hi, 128):
-                pr = probe_rows[ps:min(ps + 128, hi)]
-                pm = maps[pr].to(device, torch.float32)
-                pv = vis[pr].to(device, torch.float32)
-                for gs in range(0, gallery_rows.numel(), 128):
-                    local[ps - lo:ps - lo + pr.numel(), gs:gs + 128] = \
-                        self.model.match(
-                            pm, g_maps[gs:gs + 128].to(device, torch.float32),
-                            pv, g_vis[gs:gs + 128].to(device,
-                                                      torch.float32)).cpu()
+            local = match_all_then_pick(
+                self.model.match, maps, vis, probe_rows[lo:hi], gallery_rows,
+                empty, empty, block=128,
+                device=next(self.model.parameters()).device)[0]
         return self._gather_ranges(local, p_n, 128).double().numpy()
 
     def _identification(self, emb, maps, vis, stats) -> Dict[str, float]:
