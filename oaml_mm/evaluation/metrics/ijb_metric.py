@@ -240,7 +240,8 @@ class IJBMetric(FaceMetricBase):
         self._load_meta()
         self.acc = self._allreduce_accumulator(self.acc)
         try:
-            return self._compute()
+            nonfinite = self._screen_nonfinite(self.acc)
+            return self._mask_nonfinite(self._compute(), nonfinite)
         finally:
             self.acc = None
             self.reset()
