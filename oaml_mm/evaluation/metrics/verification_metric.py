@@ -81,7 +81,10 @@ class VerificationMetric(FaceMetricBase):
     with ``/std`` and ``/threshold_qaconv``) and ``{dataset}/visibility/MAE`` plus
     ``/MAE_{type}`` per occlusion type (the occlusion head's mean absolute error on
     the grid, a fraction in [0, 1]). These extra names are not branches: the
-    ``branches`` argument is unchanged.
+    ``branches`` argument is unchanged. A branch fed a NaN/Inf embedding, map,
+    visibility or score reports NaN for every key and ``/nonfinite_features``
+    (images) or ``/nonfinite_scores`` (pairs), with a warning: never the 50 %
+    a NaN embedding would otherwise score.
 
     Args:
         dataset_name (str): Key prefix, e.g. ``'lfw'``.
