@@ -75,7 +75,9 @@ val_dataloader = dict(
     batch_size=128,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    # A fixed seed: without one the sampler draws it from numpy's global
+    # generator when the loop is built, before the training streams draw theirs.
+    sampler=dict(type='DefaultSampler', shuffle=False, seed=0),
     dataset=dict(
         type='ConcatDataset',
         ignore_keys=['dataset_name', 'num_pairs'],
