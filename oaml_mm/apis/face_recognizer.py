@@ -136,14 +136,14 @@ class FaceRecognizer:
             if b in available
         }
         for b, v in (thresholds or {}).items():
-            self._check_branch(b, 'a threshold')
+            self._check_branch(b, 'thresholds')
             self.thresholds[b] = float(v)
         if decision_branch is None:
             calibrated = self.calibration.get('decision_branch')
             # Uncalibrated: the cosine, whose scale users know.
             decision_branch = calibrated if calibrated in available else (
                 'fused' if 'fused' in available else 'adaface')
-        self._check_branch(decision_branch, 'decision_branch')
+        self._check_branch(decision_branch, 'decision_branch / --branch')
         self.decision_branch = decision_branch
 
     @classmethod
@@ -268,8 +268,8 @@ class FaceRecognizer:
                           'on one scale'),
             }[branch]
             raise ConfigError(
-                f'{what} for the {branch} branch, which this model cannot '
-                f'give: {why}; available: {", ".join(self.available_branches())}')
+                f'the {branch} branch ({what}) is one this model cannot give: '
+                f'{why}; available: {", ".join(self.available_branches())}')
 
     # ------------------------------------------------------------ extraction
     def prepare(self, images: Union[ImageLike, Sequence[ImageLike]],
@@ -397,7 +397,7 @@ class FaceRecognizer:
                 fallback to another branch with this threshold).
         """
         branch = self.decision_branch if branch is None else branch
-        self._check_branch(branch, 'compare')
+        self._check_branch(branch, 'compare branch')
         feats = self.extract([img_a, img_b], channel_order,
                              None if landmarks_a is None and landmarks_b is None
                              else [landmarks_a, landmarks_b],

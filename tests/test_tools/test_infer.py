@@ -72,7 +72,9 @@ class TestInferTool(unittest.TestCase):
         code, out, err = _run(['compare', self.imgs[0], self.imgs[0], '--branch',
                                'fused', '--threshold', '1.4'] + nocal)
         self.assertEqual((code, out), (2, ''))
-        self.assertIn('fused branch, which this model cannot give', err)
+        self.assertIn('the fused branch (decision_branch / --branch) is one this '
+                      'model cannot give: the checkpoint holds no calibration',
+                      err)
         code, out, _ = _run(['compare', self.imgs[0], self.imgs[1]] + nocal)
         self.assertEqual(code, 0)
         self.assertIn('decision unknown: no threshold for the adaface branch '
@@ -118,8 +120,9 @@ class TestInferTool(unittest.TestCase):
         code, _, err = _run(['compare', self.imgs[0], self.imgs[1], '--branch',
                              'qaconv', '--threshold', '-1.5'] + model)
         self.assertEqual(code, 2)
-        self.assertIn('qaconv branch, which this model cannot give: the model '
-                      'has no QAConv head (absent from', err)
+        self.assertIn('the qaconv branch (decision_branch / --branch) is one '
+                      'this model cannot give: the model has no QAConv head '
+                      '(absent from', err)
 
     def test_compare_with_landmarks(self):
         from oaml_mm.datasets.transforms import ARCFACE_REF_POINTS
