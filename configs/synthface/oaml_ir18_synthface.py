@@ -70,8 +70,9 @@ custom_hooks = [
 test_dataloader = {{_base_.bin_dataloader}}
 # End-of-training validation: the pair scores ThresholdCalibrationHook calibrates.
 val_evaluator = [
-    dict(type='VerificationMetric', dataset_name=name, branches=('adaface', 'qaconv', 'fused'),
-         select_by_name=True, progress=False) for name in ['clean', 'masked']
+    dict(type='VerificationMetric', dataset_name=name,
+         branches=('adaface', 'qaconv', 'fused'), select_by_name=True,
+         progress=False) for name in ['clean', 'masked']
 ]
 test_evaluator = [
     dict(type='VerificationMetric', dataset_name=name,

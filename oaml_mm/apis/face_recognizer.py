@@ -299,7 +299,12 @@ class FaceRecognizer:
 
         Returns:
             dict: CPU tensors ``embedding`` [B, D] (unit), ``norm`` [B, 1],
-            ``visibility`` [B, 1, h, w] and optionally ``feature_map``.
+            ``visibility`` [B, 1, h, w] (all ones without an occlusion head)
+            and optionally ``feature_map``.
+
+        Raises:
+            ImageInputError: See :func:`~oaml_mm.apis.inputs.prepare_faces`;
+                among others a float image in [0, 1] (pixels must be 0..255).
         """
         if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and \
                 images.dim() == 4 and landmarks is None and \

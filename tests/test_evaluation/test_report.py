@@ -43,12 +43,12 @@ class TestReport(unittest.TestCase):
         self.assertEqual(t[2].split(), ['lfw', 'adaface', '0.3100'])
         self.assertEqual(t[3].split(), ['lfw', 'qaconv', '2.5000'])
         self.assertEqual(t[5:], [
-            'threshold_cos: mean best 10-fold threshold, cosine similarity of '
-            'the embeddings (accept when above)',
-            'threshold_qaconv: mean best 10-fold threshold, QAConv score '
-            '(accept when above)',
-            'threshold_fused: mean best 10-fold threshold, fused z-score '
-            '(accept when above)'])
+            ('threshold_cos: mean best 10-fold threshold, cosine similarity of '
+             'the embeddings (accept when above)'),
+            ('threshold_qaconv: mean best 10-fold threshold, QAConv score '
+             '(accept when above)'),
+            ('threshold_fused: mean best 10-fold threshold, fused z-score '
+             '(accept when above)')])
         self.assertEqual(len(format_table(self.metrics).splitlines()), 4)
 
     def test_csv_png_and_visualizer(self):
