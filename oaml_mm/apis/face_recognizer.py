@@ -210,12 +210,16 @@ class FaceRecognizer:
                 f'{path}: the checkpoint does not match the model of the config; '
                 + '; '.join(parts))
         if absent:
-            self._drop_parts(path, absent)
+            dropped = self._drop_parts(path, absent)
+            # A QAConv head left without its occlusion head is dropped too:
+            # its weights have no place in the model any more.
+            state = {k: v for k, v in state.items()
+                     if k.split('.', 1)[0] not in dropped}
         self.model.load_state_dict(state, strict=True)
         meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
         self.meta = meta if isinstance(meta, dict) else {}
 
-    def _drop_parts(self, path: str, absent: Sequence[str]) -> None:
+    def _drop_parts(self, path: str, absent: Sequence[str]) -> set:
         """Run without the optional parts the checkpoint lacks, and say so.
 
         Their initial weights would give made-up visibility maps and QAConv
@@ -223,12 +227,17 @@ class FaceRecognizer:
         visibility and the QAConv branch is unavailable. QAConv of a model
         trained with an occlusion head is also unavailable without that head:
         its scores would not be the model's.
+
+        Returns:
+            set: The parts removed from the model (``absent`` plus a QAConv
+            head without its occlusion head).
         """
         absent = list(absent)
+        dropped = set(absent)
         if 'neck' in absent and getattr(self.model, 'qaconv_head',
                                         None) is not None:
-            self.model.qaconv_head = None
-        for part in absent:
+            dropped.add('qaconv_head')
+        for part in dropped:
             setattr(self.model, part, None)
         self.absent_parts = absent
         names = ', '.join(_OPTIONAL_PARTS[p] for p in absent)
@@ -237,6 +246,7 @@ class FaceRecognizer:
             '; the QAConv and fused branches are unavailable'
         print_log(f'{path}: no {names} in the checkpoint; embedding with the '
                   f'parts it holds{qaconv}', logger='current')
+        return dropped
 
     def available_branches(self) -> tuple:
         """Branches this model and checkpoint can score.
