@@ -10,7 +10,11 @@
 ``--work-dir DIR`` replaces ``--config``/``--checkpoint`` (the dumped config and the
 last checkpoint of a training run). Images are aligned 112x112 crops, or unaligned
 images with ``--landmarks`` (10 numbers per image: x1 y1 ... x5 y5, in a file with one
-line per image in argument order). Errors in the inputs exit with code 2 and one line.
+line per image in argument order). Errors in the inputs exit with code 2 and one line,
+and so does ``--branch`` naming a branch the model cannot give (no QAConv head, or no
+calibration for ``fused``): a threshold belongs to one branch and is never applied to
+another. A backbone-only checkpoint embeds (the cosine branch) with a log line naming
+the parts it lacks.
 """
 import argparse
 import json
@@ -43,9 +47,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     c.add_argument('image_a')
     c.add_argument('image_b')
     c.add_argument('--threshold', type=float,
-                   help='override the calibrated threshold of the deciding branch')
+                   help='threshold of the deciding branch, in its unit '
+                   '(adaface: cosine; qaconv: QAConv score; fused: z-score); '
+                   'overrides the calibrated one')
     c.add_argument('--branch', choices=('adaface', 'qaconv', 'fused'),
-                   help='branch that decides (default: the calibrated one)')
+                   help='branch that decides (default: the calibrated one); '
+                   'a branch the model cannot give is an error')
     c.add_argument('--show', help='write an explanation picture (PNG/JPG)')
     c.add_argument('--lines', type=int, default=12,
                    help='correspondence lines in --show')
@@ -112,13 +119,15 @@ def cmd_compare(args) -> int:
     fa, fb = out.pop('features')
     scores = '  '.join(f'{k} {v:.4f}' for k, v in out['scores'].items())
     if out['same'] is None:
-        verdict = (f'no threshold for {out["branch"]} (checkpoint not '
-                   'calibrated; pass --threshold)')
+        verdict = (f'decision unknown: no threshold for the {out["branch"]} '
+                   f'branch ({out["unit"]}); the checkpoint is not calibrated, '
+                   'pass --threshold')
     else:
         verdict = (f'{"SAME" if out["same"] else "DIFFERENT"} person '
                    f'({out["branch"]} {out["scores"][out["branch"]]:.4f} '
                    f'{">=" if out["same"] else "<"} threshold '
-                   f'{out["threshold"]:.4f})')
+                   f'{out["threshold"]:.4f}, {out["unit"]}; threshold '
+                   f'{out["threshold_source"]})')
     _print(args, out, f'{scores}\n{verdict}')
     if args.show:
         from oaml_mm.visualization import show_comparison

@@ -12,6 +12,10 @@ default_hooks = dict(
         save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
+    # Same/different thresholds at FAR 1e-3 from the validation pairs, stored in
+    # checkpoint['meta']['oaml_thresholds'] (docs/inference.md); idle without
+    # validation.
+    threshold_calibration=dict(type='ThresholdCalibrationHook', far=1e-3),
 )
 
 env_cfg = dict(

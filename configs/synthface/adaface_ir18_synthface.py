@@ -33,6 +33,11 @@ custom_hooks = [
 
 # tools/test.py: the three verification sets (cosine branch only).
 test_dataloader = {{_base_.bin_dataloader}}
+# End-of-training validation: the pair scores ThresholdCalibrationHook calibrates.
+val_evaluator = [
+    dict(type='VerificationMetric', dataset_name=name, branches=('adaface', ),
+         select_by_name=True, progress=False) for name in ['clean', 'masked']
+]
 test_evaluator = [
     dict(type='VerificationMetric', dataset_name=name, branches=('adaface', ),
          select_by_name=True) for name in ['clean', 'masked', 'occluded']

@@ -68,6 +68,12 @@ custom_hooks = [
 # tools/test.py: the three verification sets with every branch, plus the visibility
 # ablation (QAConv with true / no visibility) and the occlusion head's error.
 test_dataloader = {{_base_.bin_dataloader}}
+# End-of-training validation: the pair scores ThresholdCalibrationHook calibrates.
+val_evaluator = [
+    dict(type='VerificationMetric', dataset_name=name,
+         branches=('adaface', 'qaconv', 'fused'), select_by_name=True,
+         progress=False) for name in ['clean', 'masked']
+]
 test_evaluator = [
     dict(type='VerificationMetric', dataset_name=name,
          branches=('adaface', 'qaconv', 'fused'), select_by_name=True,

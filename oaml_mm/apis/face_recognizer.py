@@ -19,6 +19,7 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 
 from oaml_mm.errors import CheckpointError, ConfigError, ImageInputError
@@ -27,10 +28,24 @@ from oaml_mm.registry import MODELS
 from oaml_mm.utils import load_config, safe_load_checkpoint
 from .inputs import ImageLike, prepare_faces
 
-__all__ = ['FaceRecognizer', 'BRANCHES']
+__all__ = ['FaceRecognizer', 'BRANCHES', 'BRANCH_UNITS']
 
 BRANCHES = ('adaface', 'qaconv', 'fused')
+#: What each branch's score (and so its threshold) measures.
+BRANCH_UNITS = {
+    'adaface': 'cosine similarity',
+    'qaconv': 'QAConv score',
+    'fused': 'fused z-score',
+}
 _META_KEY = 'oaml_thresholds'
+#: Model parts a checkpoint may lack. The margin head only serves the training
+#: loss; the occlusion head and the QAConv head only add the QAConv branch (and
+#: the visibility maps), so a backbone alone still embeds.
+_OPTIONAL_PARTS = {
+    'head': 'margin head (training only)',
+    'neck': 'occlusion head',
+    'qaconv_head': 'QAConv head',
+}
 
 
 def _strip_prefix(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -62,11 +77,26 @@ class FaceRecognizer:
             the initial weights (tests only).
         device (str): Where the model runs. Defaults to ``'cpu'``.
         thresholds (dict, optional): ``{branch: threshold}`` overriding the
-            calibrated ones.
+            calibrated ones, each in its branch's unit (:data:`BRANCH_UNITS`).
         decision_branch (str, optional): Branch that decides same/different.
-            Defaults to the calibrated one, else ``'fused'`` (``'adaface'`` for a
-            model without QAConv).
+            Defaults to the calibrated one when the model can give it, else
+            ``'fused'`` when available, else ``'adaface'``.
+            Naming a branch the model cannot give raises :class:`ConfigError`.
         batch_size (int): Images per forward pass in :meth:`extract`. Defaults to 64.
+
+    A checkpoint needs only the parts inference uses: the backbone always; the
+    occlusion head and the QAConv head where it has them. A backbone-only file
+    (``tools/model_converters/insightface2oaml.py``, ``adaface2oaml.py
+    --backbone-only``) loads with a log line naming what is absent
+    (:attr:`absent_parts`); without the QAConv head or the occlusion head the
+    QAConv and fused branches are unavailable (:meth:`available_branches`) and
+    ``visibility`` is all ones.
+
+    Raises:
+        CheckpointError: The checkpoint lacks backbone weights, has keys the
+            model does not, or shapes that differ.
+        ConfigError: A threshold or decision branch names a branch the model
+            cannot give.
     """
 
     def __init__(self,
@@ -88,6 +118,9 @@ class FaceRecognizer:
                 model_cfg, 'to_dict') else model_cfg)
         self.checkpoint_path = checkpoint
         self.meta: dict = {}
+        #: Optional parts (``'neck'``, ``'qaconv_head'``, ``'head'``) the
+        #: checkpoint did not hold; the model runs without them.
+        self.absent_parts: list = []
         if checkpoint is not None:
             self._load(checkpoint)
         self.device = torch.device(device)
@@ -96,18 +129,21 @@ class FaceRecognizer:
         self.batch_size = int(batch_size)
         self.calibration: dict = dict(self.meta.get(_META_KEY) or {})
         self.has_qaconv = getattr(self.model, 'qaconv_head', None) is not None
+        available = self.available_branches()
         self.thresholds: Dict[str, float] = {
             b: float(v['threshold'])
             for b, v in self.calibration.get('branches', {}).items()
+            if b in available
         }
-        self.thresholds.update({k: float(v) for k, v in (thresholds or {}).items()})
+        for b, v in (thresholds or {}).items():
+            self._check_branch(b, 'thresholds')
+            self.thresholds[b] = float(v)
         if decision_branch is None:
-            decision_branch = self.calibration.get('decision_branch', 'fused')
-        if not self.has_qaconv:
-            decision_branch = 'adaface'
-        if decision_branch not in BRANCHES:
-            raise ConfigError(f'decision_branch must be one of {BRANCHES}, got '
-                              f'{decision_branch!r}')
+            calibrated = self.calibration.get('decision_branch')
+            # Uncalibrated: the cosine, whose scale users know.
+            decision_branch = calibrated if calibrated in available else (
+                'fused' if 'fused' in available else 'adaface')
+        self._check_branch(decision_branch, 'decision_branch / --branch')
         self.decision_branch = decision_branch
 
     @classmethod
@@ -148,7 +184,16 @@ class FaceRecognizer:
             raise CheckpointError(f'{path}: holds no state_dict of tensors')
         state = _strip_prefix(state)
         own = self.model.state_dict()
-        missing = sorted(set(own) - set(state))
+        missing = set(own) - set(state)
+        absent = []
+        for part in _OPTIONAL_PARTS:
+            keys = {k for k in own if k.startswith(part + '.')}
+            # Only a part missing as a whole is optional: half a part is damage.
+            if keys and keys <= missing and not any(
+                    k.startswith(part + '.') for k in state):
+                absent.append(part)
+                missing -= keys
+        missing = sorted(missing)
         unexpected = sorted(set(state) - set(own))
         shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs config '
                         f'{tuple(own[k].shape)}' for k in set(own) & set(state)
@@ -164,9 +209,77 @@ class FaceRecognizer:
             raise CheckpointError(
                 f'{path}: the checkpoint does not match the model of the config; '
                 + '; '.join(parts))
+        if absent:
+            dropped = self._drop_parts(path, absent)
+            # A QAConv head left without its occlusion head is dropped too:
+            # its weights have no place in the model any more.
+            state = {k: v for k, v in state.items()
+                     if k.split('.', 1)[0] not in dropped}
         self.model.load_state_dict(state, strict=True)
         meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
         self.meta = meta if isinstance(meta, dict) else {}
+
+    def _drop_parts(self, path: str, absent: Sequence[str]) -> set:
+        """Run without the optional parts the checkpoint lacks, and say so.
+
+        Their initial weights would give made-up visibility maps and QAConv
+        scores, so the parts are removed: ``extract`` then returns all-ones
+        visibility and the QAConv branch is unavailable. QAConv of a model
+        trained with an occlusion head is also unavailable without that head:
+        its scores would not be the model's.
+
+        Returns:
+            set: The parts removed from the model (``absent`` plus a QAConv
+            head without its occlusion head).
+        """
+        absent = list(absent)
+        dropped = set(absent)
+        if 'neck' in absent and getattr(self.model, 'qaconv_head',
+                                        None) is not None:
+            dropped.add('qaconv_head')
+        for part in dropped:
+            setattr(self.model, part, None)
+        self.absent_parts = absent
+        names = ', '.join(_OPTIONAL_PARTS[p] for p in absent)
+        qaconv = '' if self.model.qaconv_head is not None or not (
+            {'neck', 'qaconv_head'} & set(absent)) else \
+            '; the QAConv and fused branches are unavailable'
+        print_log(f'{path}: no {names} in the checkpoint; embedding with the '
+                  f'parts it holds{qaconv}', logger='current')
+        return dropped
+
+    def available_branches(self) -> tuple:
+        """Branches this model and checkpoint can score.
+
+        ``adaface`` always; ``qaconv`` with a QAConv head (and the occlusion
+        head of a model configured with one); ``fused`` also needs the impostor
+        statistics of a calibration (``ThresholdCalibrationHook``).
+        """
+        out = ['adaface']
+        if self.has_qaconv:
+            out.append('qaconv')
+            stats = self.calibration.get('fuse_stats') or {}
+            if 'adaface' in stats and 'qaconv' in stats:
+                out.append('fused')
+        return tuple(out)
+
+    def _check_branch(self, branch: str, what: str) -> None:
+        if branch not in BRANCHES:
+            raise ConfigError(f'{what}: branch must be one of {BRANCHES}, got '
+                              f'{branch!r}')
+        if branch not in self.available_branches():
+            why = {
+                'qaconv': 'the model has no QAConv head'
+                + (f' (absent from {self.checkpoint_path})'
+                   if {'neck', 'qaconv_head'} & set(self.absent_parts) else ''),
+                'fused': ('the model has no QAConv head' if not self.has_qaconv
+                          else 'the checkpoint holds no calibration '
+                          '(ThresholdCalibrationHook) to put the two branches '
+                          'on one scale'),
+            }[branch]
+            raise ConfigError(
+                f'the {branch} branch ({what}) is one this model cannot give: '
+                f'{why}; available: {", ".join(self.available_branches())}')
 
     # ------------------------------------------------------------ extraction
     def prepare(self, images: Union[ImageLike, Sequence[ImageLike]],
@@ -196,7 +309,12 @@ class FaceRecognizer:
 
         Returns:
             dict: CPU tensors ``embedding`` [B, D] (unit), ``norm`` [B, 1],
-            ``visibility`` [B, 1, h, w] and optionally ``feature_map``.
+            ``visibility`` [B, 1, h, w] (all ones without an occlusion head)
+            and optionally ``feature_map``.
+
+        Raises:
+            ImageInputError: See :func:`~oaml_mm.apis.inputs.prepare_faces`;
+                among others a float image in [0, 1] (pixels must be 0..255).
         """
         if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and \
                 images.dim() == 4 and landmarks is None and \
@@ -268,21 +386,33 @@ class FaceRecognizer:
                 landmarks_a=None,
                 landmarks_b=None,
                 threshold: Optional[float] = None,
-                return_features: bool = False) -> dict:
+                return_features: bool = False,
+                branch: Optional[str] = None) -> dict:
         """Score two faces and decide whether they are the same person.
 
         Args:
             img_a, img_b: One image each (path, array, tensor).
             channel_order (str, optional): ``'rgb'``/``'bgr'`` of arrays/tensors.
             landmarks_a, landmarks_b: 5 landmarks of unaligned images.
-            threshold (float, optional): Overrides the decision branch's threshold.
+            threshold (float, optional): Threshold of the deciding branch, in its
+                unit (:data:`BRANCH_UNITS`); overrides the calibrated one.
             return_features (bool): Add ``features`` (both images' extract dicts).
+            branch (str, optional): The deciding branch for this call; defaults
+                to :attr:`decision_branch`.
 
         Returns:
             dict: ``scores`` ({branch: float}), ``branch`` (the deciding one),
-            ``threshold`` (None when unknown), ``same`` (bool, or None without a
+            ``unit`` (what its score and threshold measure), ``threshold``
+            (None when unknown), ``threshold_source`` (``'calibrated at FAR=..
+            on ..'``, ``'given'`` or None), ``same`` (bool, or None without a
             threshold) and optionally ``features``.
+
+        Raises:
+            ConfigError: ``branch`` is one the model cannot give (no silent
+                fallback to another branch with this threshold).
         """
+        branch = self.decision_branch if branch is None else branch
+        self._check_branch(branch, 'compare branch')
         feats = self.extract([img_a, img_b], channel_order,
                              None if landmarks_a is None and landmarks_b is None
                              else [landmarks_a, landmarks_b],
@@ -290,12 +420,23 @@ class FaceRecognizer:
         fa = {k: v[:1] for k, v in feats.items()}
         fb = {k: v[1:] for k, v in feats.items()}
         scores = {k: float(v[0]) for k, v in self.score_pairs(fa, fb).items()}
-        branch = self.decision_branch if self.decision_branch in scores \
-            else 'adaface'
-        thr = threshold if threshold is not None else self.thresholds.get(branch)
-        out = dict(scores=scores, branch=branch,
+        if threshold is not None:
+            thr, source = float(threshold), 'given'
+        else:
+            thr, source = self.thresholds.get(branch), self._source(branch)
+        out = dict(scores=scores, branch=branch, unit=BRANCH_UNITS[branch],
                    threshold=None if thr is None else float(thr),
+                   threshold_source=None if thr is None else source,
                    same=None if thr is None else bool(scores[branch] >= thr))
         if return_features:
             out['features'] = (fa, fb)
         return out
+
+    def _source(self, branch: str) -> str:
+        """Where the stored threshold of ``branch`` comes from, for messages."""
+        cal = self.calibration.get('branches', {}).get(branch)
+        if cal is None or float(cal['threshold']) != self.thresholds.get(branch):
+            return 'given'
+        where = self.calibration.get('source') or 'validation pairs'
+        return f'calibrated at FAR={float(self.calibration["far"]):g} on {where}'
+

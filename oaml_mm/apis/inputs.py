@@ -47,6 +47,37 @@ def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _check_pixel_range(img: np.ndarray, where: str) -> None:
+    """Refuse non-uint8 pixels that are not 0..255 intensities.
+
+    Clipping such values silently gave wrong embeddings: a float image in
+    [0, 1] rounds to an almost black face, a normalised one in [-1, 1] loses
+    its negative half. An image
+    whose every value lies in [0, 1] is taken for 0..1 scaling and refused,
+    since a 0..255 face that dark is not a usable face either.
+
+    Raises:
+        ImageInputError: Non-numeric or non-finite values, values outside
+            [0, 255], or every value in [0, 1].
+    """
+    if not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img) or \
+            not np.isfinite(img).all():
+        raise ImageInputError(f'{where}: pixel values must be finite numbers')
+    if img.size == 0:
+        raise ImageInputError(f'{where}: expected pixel intensities 0..255, '
+                              f'got {img.dtype} of shape {tuple(img.shape)}')
+    lo, hi = float(img.min()), float(img.max())
+    if lo < 0 or hi > 255:
+        raise ImageInputError(
+            f'{where}: pixel values span [{lo:.4g}, {hi:.4g}]; expected 0..255 '
+            '(pass the image before mean/std normalisation, as uint8 or as '
+            'numbers in 0..255)')
+    if hi <= 1.0:
+        raise ImageInputError(
+            f'{where}: every pixel value lies in [0, 1] ({img.dtype}); expected '
+            '0..255: multiply by 255 (or pass uint8)')
+
+
 def _array_to_rgb(img: np.ndarray, channel_order: Optional[str],
                   where: str) -> np.ndarray:
     if channel_order not in ('rgb', 'bgr'):
@@ -62,10 +93,8 @@ def _array_to_rgb(img: np.ndarray, channel_order: Optional[str],
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     if img.dtype != np.uint8:
-        if not np.issubdtype(img.dtype, np.number) or \
-                not np.isfinite(img).all():
-            raise ImageInputError(f'{where}: pixel values must be finite numbers')
-        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        _check_pixel_range(img, where)
+        img = np.rint(img).astype(np.uint8)
     if channel_order == 'bgr':
         img = img[:, :, ::-1]
     return np.ascontiguousarray(img)
@@ -146,7 +175,9 @@ def prepare_faces(images: Union[ImageLike, Sequence[ImageLike]],
 
     Raises:
         ImageInputError: Unreadable file, wrong shape, a non-``size`` image without
-            landmarks, landmarks outside the image.
+            landmarks, landmarks outside the image, or a non-uint8 image whose
+            values are not 0..255 intensities (outside [0, 255], or all in
+            [0, 1]: 0..1 scaling is refused, not guessed).
 
     Examples:
         >>> crop = np.zeros((112, 112, 3), np.uint8)

@@ -12,7 +12,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ['format_table', 'write_csv', 'plot_roc', 'report_test_results']
+__all__ = ['format_table', 'write_csv', 'plot_roc', 'report_test_results',
+           'COLUMN_NOTES']
 
 
 def _split(metrics: Dict[str, float]):
@@ -29,8 +30,27 @@ def _split(metrics: Dict[str, float]):
     return rows, cols
 
 
+#: What the columns whose unit is not obvious hold; printed under the table.
+COLUMN_NOTES = {
+    'threshold_cos': 'mean best 10-fold threshold, cosine similarity of the '
+                     'embeddings (accept when above)',
+    'threshold_qaconv': 'mean best 10-fold threshold, QAConv score (accept '
+                        'when above)',
+    'threshold_fused': 'mean best 10-fold threshold, fused z-score (accept '
+                       'when above)',
+    'nonfinite_features': 'images/templates with NaN or Inf features: the '
+                          'row is NaN, not a result',
+    'nonfinite_scores': 'pairs with a NaN or Inf score: the row is NaN, not '
+                        'a result',
+}
+
+
 def format_table(metrics: Dict[str, float]) -> str:
-    """A text table: one row per (dataset, branch), one column per metric."""
+    """A text table: one row per (dataset, branch), one column per metric.
+
+    Columns listed in :data:`COLUMN_NOTES` (thresholds, each in its branch's
+    unit; counts of non-finite inputs) are explained under the table.
+    """
     rows, cols = _split(metrics)
     head = ['dataset', 'branch'] + cols
     body = [[ds, br] + [
@@ -39,8 +59,9 @@ def format_table(metrics: Dict[str, float]) -> str:
     widths = [max(len(str(r[i])) for r in [head] + body)
               for i in range(len(head))]
     line = lambda r: '  '.join(str(x).rjust(w) for x, w in zip(r, widths))  # noqa
+    notes = [f'{c}: {COLUMN_NOTES[c]}' for c in cols if c in COLUMN_NOTES]
     return '\n'.join([line(head), line(['-' * w for w in widths])] +
-                     [line(r) for r in body])
+                      [line(r) for r in body] + notes)
 
 
 def write_csv(metrics: Dict[str, float], path: str) -> None:

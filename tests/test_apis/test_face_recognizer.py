@@ -4,12 +4,13 @@ import os.path as osp
 import pickle
 import tempfile
 import unittest
+from unittest import mock
 
 import numpy as np
 import torch
 
 from oaml_mm.apis import FaceRecognizer
-from oaml_mm.errors import CheckpointError, ImageInputError
+from oaml_mm.errors import CheckpointError, ConfigError, ImageInputError
 from oaml_mm.evaluation.functional import fuse_scores
 from oaml_mm.utils import atomic_save
 from tests.test_apis.helpers import (TINY_MODEL, face, write_checkpoint,
@@ -154,12 +155,148 @@ class TestFaceRecognizer(unittest.TestCase):
         vis = rec.extract(face(1), channel_order='rgb')['visibility']
         self.assertTrue(torch.equal(vis, torch.ones(1, 1, 7, 7)))
 
+    def test_compare_reports_unit_and_threshold_source(self):
+        res = self.rec.compare(face(1), face(2), channel_order='rgb')
+        self.assertEqual(res['unit'], 'fused z-score')
+        self.assertEqual(res['threshold_source'], 'calibrated at FAR=0.001 on test')
+        res = self.rec.compare(face(1), face(2), channel_order='rgb',
+                               branch='adaface', threshold=0.25)
+        self.assertEqual((res['branch'], res['unit'], res['threshold'],
+                          res['threshold_source']),
+                         ('adaface', 'cosine similarity', 0.25, 'given'))
+        self.assertEqual(res['same'], res['scores']['adaface'] >= 0.25)
+
+    def test_unavailable_branch_is_an_error_not_a_fallback(self):
+        path = osp.join(self.tmp.name, 'nocal_branch.pth')
+        write_checkpoint(path, calibration=None)
+        # No calibration: no fused score. Before, compare scored the cosine
+        # branch against the user's fused threshold.
+        with self.assertRaisesRegex(ConfigError, 'fused branch.*no calibration'):
+            FaceRecognizer(self.cfg, path, decision_branch='fused')
+        with self.assertRaisesRegex(ConfigError, 'fused branch'):
+            FaceRecognizer(self.cfg, path, thresholds={'fused': 1.4})
+        rec = FaceRecognizer(self.cfg, path)
+        self.assertEqual(rec.available_branches(), ('adaface', 'qaconv'))
+        with self.assertRaisesRegex(ConfigError, 'available: adaface, qaconv'):
+            rec.compare(face(1), face(1), channel_order='rgb', branch='fused',
+                        threshold=1.4)
+        q = rec.compare(face(1), face(2), channel_order='rgb', branch='qaconv',
+                        threshold=-1e9)
+        self.assertEqual((q['branch'], q['unit'], q['same']),
+                         ('qaconv', 'QAConv score', True))
+        base = FaceRecognizer(dict(TINY_MODEL, neck=None, qaconv_head=None))
+        with self.assertRaisesRegex(ConfigError, 'qaconv branch.*no QAConv head'):
+            base.compare(face(1), face(2), channel_order='rgb', branch='qaconv',
+                         threshold=-1.5)
+        with self.assertRaisesRegex(ConfigError, 'one of'):
+            FaceRecognizer(self.cfg, path, decision_branch='cosine')
+
+    def test_float_tensor_in_0_1_refused(self):
+        crop = torch.from_numpy(face(3)).permute(2, 0, 1)
+        with self.assertRaisesRegex(ImageInputError, r'\[0, 1\].*255'):
+            self.rec.extract(crop[None].float() / 255)
+        with self.assertRaisesRegex(ImageInputError, r'\[0, 1\]'):
+            self.rec.compare(crop.float() / 255, crop)
+        # 0..255 floats are the uint8 crop.
+        torch.testing.assert_close(self.rec.extract(crop.float())['embedding'],
+                                   self.rec.extract(crop[None])['embedding'])
+
     def test_bad_inputs(self):
         with self.assertRaisesRegex(ImageInputError, 'not an aligned 112x112'):
             self.rec.extract(np.zeros((100, 100, 3), np.uint8),
                              channel_order='rgb')
         with self.assertRaisesRegex(ImageInputError, 'no such image'):
             self.rec.compare('/nonexistent/a.jpg', face(0), channel_order='rgb')
+
+
+class TestPartialCheckpoints(unittest.TestCase):
+    """Checkpoints holding only the parts inference uses (converted backbones)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.cfg = write_config(osp.join(cls.tmp.name, 'tiny.py'))
+        cls.full_path = osp.join(cls.tmp.name, 'full.pth')
+        cls.full = write_checkpoint(cls.full_path)
+        cls.state = cls.full.model.state_dict()
+        cls.imgs = [face(5), face(6)]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _save(self, name, keep):
+        path = osp.join(self.tmp.name, name)
+        atomic_save({'state_dict': {k: v for k, v in self.state.items()
+                                    if k.split('.')[0] in keep},
+                     'meta': {}}, path)
+        return path
+
+    def _load(self, path):
+        with mock.patch('oaml_mm.apis.face_recognizer.print_log') as log:
+            rec = FaceRecognizer(self.cfg, path)
+        return rec, ' '.join(c[0][0] for c in log.call_args_list)
+
+    def test_backbone_only_embeds_like_the_full_model(self):
+        path = self._save('backbone.pth', {'backbone'})
+        rec, log = self._load(path)
+        self.assertEqual(rec.absent_parts, ['head', 'neck', 'qaconv_head'])
+        self.assertIn('no margin head (training only), occlusion head, QAConv '
+                      'head in the checkpoint', log)
+        self.assertIn('QAConv and fused branches are unavailable', log)
+        self.assertEqual(rec.available_branches(), ('adaface', ))
+        self.assertEqual(rec.decision_branch, 'adaface')
+        ours = rec.extract(self.imgs, channel_order='rgb')
+        ref = self.full.extract(self.imgs, channel_order='rgb')
+        torch.testing.assert_close(ours['embedding'], ref['embedding'])
+        torch.testing.assert_close(ours['norm'], ref['norm'])
+        self.assertTrue(torch.equal(ours['visibility'],
+                                    torch.ones(2, 1, 7, 7)))
+        res = rec.compare(*self.imgs, channel_order='rgb')
+        self.assertEqual(set(res['scores']), {'adaface'})
+        self.assertIsNone(res['same'])
+        with self.assertRaisesRegex(ConfigError, 'absent from'):
+            rec.compare(*self.imgs, channel_order='rgb', branch='qaconv')
+
+    def test_without_margin_head_every_branch_is_the_models(self):
+        path = self._save('nohead.pth', {'backbone', 'neck', 'qaconv_head'})
+        rec, log = self._load(path)
+        self.assertEqual(rec.absent_parts, ['head'])
+        self.assertNotIn('unavailable', log)
+        self.assertEqual(rec.available_branches(), ('adaface', 'qaconv'))
+        ours = rec.compare(*self.imgs, channel_order='rgb')['scores']
+        ref = FaceRecognizer(self.cfg, self._save('nocal.pth', {
+            'backbone', 'neck', 'qaconv_head', 'head'})).compare(
+                *self.imgs, channel_order='rgb')['scores']
+        self.assertEqual(ours, ref)
+
+    def test_without_occlusion_head_qaconv_is_unavailable(self):
+        rec, log = self._load(self._save('noneck.pth',
+                                         {'backbone', 'head', 'qaconv_head'}))
+        self.assertEqual(rec.absent_parts, ['neck'])
+        self.assertIn('QAConv and fused branches are unavailable', log)
+        self.assertFalse(rec.has_qaconv)
+        rec, _ = self._load(self._save('noqa.pth', {'backbone', 'head', 'neck'}))
+        self.assertEqual(rec.available_branches(), ('adaface', ))
+        # The occlusion head it has still predicts visibility.
+        torch.testing.assert_close(
+            rec.extract(self.imgs, channel_order='rgb')['visibility'],
+            self.full.extract(self.imgs, channel_order='rgb')['visibility'])
+
+    def test_damaged_parts_still_refused(self):
+        state = {k: v for k, v in self.state.items()
+                 if k != 'backbone.input_layer.0.weight' and not k.startswith('head.')}
+        path = osp.join(self.tmp.name, 'nobackbone.pth')
+        atomic_save({'state_dict': state}, path)
+        with self.assertRaisesRegex(CheckpointError,
+                                    'missing keys: backbone.input_layer.0.weight'):
+            FaceRecognizer(self.cfg, path)
+        # Half an occlusion head is damage, not an absent part.
+        neck = sorted(k for k in self.state if k.startswith('neck.'))
+        state = {k: v for k, v in self.state.items() if k != neck[0]}
+        atomic_save({'state_dict': state}, path)
+        with self.assertRaisesRegex(CheckpointError, f'missing keys: {neck[0]}'):
+            FaceRecognizer(self.cfg, path)
 
 
 if __name__ == '__main__':

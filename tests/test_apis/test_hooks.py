@@ -114,6 +114,55 @@ class TestThresholdCalibrationHook(unittest.TestCase):
             # A FaceRecognizer-style reader gets the thresholds back.
             self.assertIn('fused', loaded['meta']['oaml_thresholds']['branches'])
 
+    def _runner(self, metrics, name):
+        return SimpleNamespace(
+            val_loop=SimpleNamespace(evaluators=[SimpleNamespace(
+                metrics=metrics)]),
+            message_hub=MessageHub.get_instance(name), iter=1, epoch=0,
+            work_dir='/nonexistent', hooks=[])
+
+    def test_nonfinite_scores_are_not_calibrated(self):
+        rng = np.random.default_rng(2)
+        y = np.r_[np.ones(50, bool), np.zeros(200, bool)]
+        a = np.r_[rng.normal(.5, .1, 50), rng.normal(0, .1, 200)]
+        q = np.full(250, np.nan)  # what a metric leaves for a masked branch
+        runner = self._runner([_Metric('clean', {'adaface': a, 'qaconv': q}, y)],
+                              'calib_nan')
+        hook = ThresholdCalibrationHook(far=0.01)
+        hook.after_val_epoch(runner, {})
+        self.assertEqual(set(hook.calibration['branches']), {'adaface'})
+        self.assertEqual(hook.calibration['decision_branch'], 'adaface')
+        self.assertEqual(hook.calibration['branches']['adaface']['threshold'],
+                         threshold_at_far(a, y, 0.01)[0])
+        runner = self._runner([_Metric('clean', {'adaface': np.full(250, np.nan)},
+                                       y)], 'calib_nan2')
+        hook = ThresholdCalibrationHook(far=0.01)
+        hook.after_val_epoch(runner, {})
+        self.assertIsNone(hook.calibration)
+
+    def test_only_the_last_configured_hook_acts(self):
+        default = ThresholdCalibrationHook(far=1e-3)
+        custom = ThresholdCalibrationHook(far=1e-2)
+        runner = SimpleNamespace(hooks=[default, custom])
+        default.before_run(runner)
+        custom.before_run(runner)
+        default.calibration = {'far': 1e-3}
+        custom.calibration = {'far': 1e-2}
+        saved = {}
+        default.before_save_checkpoint(runner, saved)
+        self.assertEqual(saved, {})
+        custom.before_save_checkpoint(runner, saved)
+        self.assertEqual(saved['meta']['oaml_thresholds'], {'far': 1e-2})
+
+    def test_default_runtime_calibrates(self):
+        from oaml_mm.utils import load_config
+        cfg = load_config(osp.join(osp.dirname(osp.dirname(osp.dirname(
+            osp.abspath(__file__)))), 'configs/synthface/oaml_ir18_synthface.py'))
+        self.assertEqual(cfg.default_hooks.threshold_calibration,
+                         dict(type='ThresholdCalibrationHook', far=1e-3))
+        self.assertEqual([d.ann_file for d in cfg.val_dataloader.dataset.datasets],
+                         ['clean.bin', 'masked.bin'])
+
     def test_bad_arguments(self):
         with self.assertRaises(ConfigError):
             ThresholdCalibrationHook(far=2.0)

@@ -49,6 +49,28 @@ class TestPrepareFaces(unittest.TestCase):
         f = prepare_faces(face(0).astype(np.float32), channel_order='rgb')
         self.assertTrue(torch.equal(f, prepare_faces(face(0), channel_order='rgb')))
 
+    def test_float_range_0_to_1_and_normalised_refused(self):
+        rgb = face(0)
+        unit = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+        # Before: rounded to an almost black 0/1 image and embedded silently.
+        for img, kw in ((unit, {}), (unit[None], {}),
+                        (rgb.astype(np.float64) / 255, dict(channel_order='rgb'))):
+            with self.assertRaisesRegex(ImageInputError,
+                                        r'lies in \[0, 1\].*multiply by 255'):
+                prepare_faces(img, **kw)
+        with self.assertRaisesRegex(ImageInputError,
+                                    r'span \[-1, 1\]; expected 0\.\.255'):
+            prepare_faces(unit * 2 - 1)
+        with self.assertRaisesRegex(ImageInputError, r'span \[0, 510\]'):
+            prepare_faces(torch.from_numpy(rgb.astype(np.int32) * 2).permute(
+                2, 0, 1))
+        with self.assertRaisesRegex(ImageInputError, 'finite'):
+            prepare_faces(torch.full((3, 112, 112), float('nan')))
+        # The same pixels in 0..255 as floats equal the uint8 crop.
+        self.assertTrue(torch.equal(prepare_faces(unit * 255),
+                                    prepare_faces(torch.from_numpy(rgb).permute(
+                                        2, 0, 1))))
+
     def test_missing_and_unreadable_file(self):
         with self.assertRaisesRegex(ImageInputError, 'no such image'):
             prepare_faces(osp.join(self.tmp.name, 'nope.jpg'))

@@ -34,6 +34,23 @@ class TestReport(unittest.TestCase):
         self.assertEqual(t[2].split(), ['lfw', 'adaface', '99.5000', '0.3000'])
         self.assertEqual(t[3].split(), ['lfw', 'fused', '99.7000'])
 
+    def test_threshold_columns_keep_one_unit_each(self):
+        m = {'lfw/adaface/threshold_cos': 0.31, 'lfw/qaconv/threshold_qaconv': 2.5,
+             'lfw/fused/threshold_fused': 1.1}
+        t = format_table(m).splitlines()
+        self.assertEqual(t[0].split(), ['dataset', 'branch', 'threshold_cos',
+                                        'threshold_qaconv', 'threshold_fused'])
+        self.assertEqual(t[2].split(), ['lfw', 'adaface', '0.3100'])
+        self.assertEqual(t[3].split(), ['lfw', 'qaconv', '2.5000'])
+        self.assertEqual(t[5:], [
+            ('threshold_cos: mean best 10-fold threshold, cosine similarity of '
+             'the embeddings (accept when above)'),
+            ('threshold_qaconv: mean best 10-fold threshold, QAConv score '
+             '(accept when above)'),
+            ('threshold_fused: mean best 10-fold threshold, fused z-score '
+             '(accept when above)')])
+        self.assertEqual(len(format_table(self.metrics).splitlines()), 4)
+
     def test_csv_png_and_visualizer(self):
         with tempfile.TemporaryDirectory() as d:
             vis = _Vis()

@@ -71,6 +71,17 @@ class TestDemo(unittest.TestCase):
         with open(cfg) as f:
             self.assertIn('max_iters=3', f.read().replace(' ', ''))
 
+    def test_checkpoints_carry_thresholds(self):
+        from oaml_mm.utils import safe_load_checkpoint
+        for model, branches in (('adaface', {'adaface'}),
+                                ('oaml', {'adaface', 'qaconv', 'fused'})):
+            ckpt = synthface_runs.last_checkpoint(
+                osp.join(self.work, 'seed0', model))
+            cal = safe_load_checkpoint(ckpt)['meta']['oaml_thresholds']
+            self.assertEqual((cal['far'], cal['source'], cal['num_pairs']),
+                             (1e-3, 'clean+masked', 80), model)
+            self.assertEqual(set(cal['branches']), branches, model)
+
 
 class TestReport(unittest.TestCase):
 

@@ -46,7 +46,8 @@ class TestInferTool(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertRegex(out, r'adaface 1\.0000  qaconv -?\d+\.\d+  fused')
         self.assertRegex(out, r'(SAME|DIFFERENT) person \(fused .* threshold '
-                         r'1\.5000\)')
+                         r'1\.5000, fused z-score; threshold calibrated at '
+                         r'FAR=0\.001 on test\)')
         pic = cv2.imread(show)
         self.assertEqual(pic.shape[1], 2 * 336 + 90 + 40)
         code, out, _ = _run(['compare', self.imgs[0], self.imgs[1], '--json',
@@ -56,6 +57,72 @@ class TestInferTool(unittest.TestCase):
         self.assertEqual(res['branch'], 'adaface')
         self.assertTrue(res['same'])
         self.assertEqual(res['threshold'], -1.0)
+        self.assertEqual(res['unit'], 'cosine similarity')
+        code, out, _ = _run(['compare', self.imgs[0], self.imgs[1], '--branch',
+                             'adaface', '--threshold', '-1'] + self.model)
+        self.assertIn('threshold -1.0000, cosine similarity; threshold given)',
+                      out)
+
+    def test_unavailable_branch_exits_2(self):
+        d = self.tmp.name
+        nocal = ['--config', osp.join(d, 'tiny.py'), '--checkpoint',
+                 osp.join(d, 'nocal.pth')]
+        write_checkpoint(osp.join(d, 'nocal.pth'), calibration=None)
+        # Before: "DIFFERENT person (adaface 0.7370 < threshold 1.4)".
+        code, out, err = _run(['compare', self.imgs[0], self.imgs[0], '--branch',
+                               'fused', '--threshold', '1.4'] + nocal)
+        self.assertEqual((code, out), (2, ''))
+        self.assertIn('the fused branch (decision_branch / --branch) is one this '
+                      'model cannot give: the checkpoint holds no calibration',
+                      err)
+        code, out, _ = _run(['compare', self.imgs[0], self.imgs[1]] + nocal)
+        self.assertEqual(code, 0)
+        self.assertIn('decision unknown: no threshold for the adaface branch '
+                      '(cosine similarity)', out)
+
+    def test_backbone_only_checkpoint(self):
+        import torch
+        from oaml_mm.models.utils import oaml_to_insightface
+        from oaml_mm.registry import MODELS
+        from tests.test_apis.helpers import TINY_MODEL
+        d = self.tmp.name
+        backbone = dict(TINY_MODEL['backbone'], conv_shortcut_on_stride=True,
+                        embedding_bn_affine=True)
+        torch.manual_seed(1)
+        src = MODELS.build(backbone).eval()
+        torch.save(oaml_to_insightface(src.state_dict(), (2, 2, 2, 2)),
+                   osp.join(d, 'insightface_r18.pth'))
+        conv = osp.join(d, 'converted.pth')
+        sys.path.insert(0, osp.join(ROOT, 'tools', 'model_converters'))
+        import insightface2oaml
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(insightface2oaml.main(
+                [osp.join(d, 'insightface_r18.pth'), conv]), 0)
+        cfg = write_config(osp.join(d, 'insight.py'),
+                           dict(TINY_MODEL, backbone=backbone,
+                                test_cfg=dict(flip_test=False)))
+        model = ['--config', cfg, '--checkpoint', conv]
+        # Before: "missing keys: head.kernel".
+        code, out, err = _run(['compare', self.imgs[0], self.imgs[1], '--json',
+                               '--threshold', '0.5'] + model)
+        self.assertEqual(code, 0, err)
+        res = json.loads(out)
+        self.assertEqual(set(res['scores']), {'adaface'})
+        x = torch.from_numpy(cv2.imread(self.imgs[0])).permute(2, 0, 1)[None]
+        y = torch.from_numpy(cv2.imread(self.imgs[1])).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            # TINY_MODEL's preprocessor takes BGR: cv2's order, mean/std 127.5.
+            ea = src((x.float() - 127.5) / 127.5)[1]
+            eb = src((y.float() - 127.5) / 127.5)[1]
+        cos = float(torch.nn.functional.cosine_similarity(ea, eb)[0])
+        self.assertAlmostEqual(res['scores']['adaface'], cos, places=4)
+        self.assertEqual(res['same'], cos >= 0.5)
+        code, _, err = _run(['compare', self.imgs[0], self.imgs[1], '--branch',
+                             'qaconv', '--threshold', '-1.5'] + model)
+        self.assertEqual(code, 2)
+        self.assertIn('the qaconv branch (decision_branch / --branch) is one '
+                      'this model cannot give: the model has no QAConv head '
+                      '(absent from', err)
 
     def test_compare_with_landmarks(self):
         from oaml_mm.datasets.transforms import ARCFACE_REF_POINTS

@@ -85,6 +85,7 @@ def write_run_config(model: str,
     cfg = load_config(src)
     merge_cfg_options(
         cfg, dict(data_root=data_root, occlusion_data_root=data_root,
+                  val_data_root=data_root,
                   test_data_root=test_data_root or data_root))
     max_iters = int(max_iters or cfg.train_cfg.max_iters)
     cfg.train_cfg.max_iters = max_iters

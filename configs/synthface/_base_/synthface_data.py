@@ -5,7 +5,7 @@
 # same occlusion augmentation.
 # One folder holds every part; each root variable moves its sections with
 # --cfg-options (oaml_mm.utils.merge_cfg_options): data_root=DIR occlusion_data_root=DIR
-# test_data_root=DIR.
+# test_data_root=DIR val_data_root=DIR.
 data_root = 'data/synthface'
 occlusion_data_root = data_root
 test_data_root = data_root
@@ -62,3 +62,28 @@ bin_dataloader = dict(
                  ann_file=f'{name}.bin', name=name, side_files=True,
                  pipeline=bin_pipeline) for name in val_names
         ]))
+
+# Validation at the end of training (synthface_schedule.py validates only at the
+# last iteration) on the clean and masked pairs: it gives the checkpoint the
+# same/different thresholds of ThresholdCalibrationHook (default_runtime.py,
+# FAR 1e-3 over these 2 x 3,000 pairs), so `tools/infer.py compare` decides
+# out of the box. The occluded set stays out of the calibration. The demo
+# models set val_evaluator to their branches.
+val_data_root = data_root
+calibration_names = ['clean', 'masked']
+val_dataloader = dict(
+    batch_size=128,
+    num_workers=0,
+    persistent_workers=False,
+    # A fixed seed: without one the sampler draws it from numpy's global
+    # generator when the loop is built, before the training streams draw theirs.
+    sampler=dict(type='DefaultSampler', shuffle=False, seed=0),
+    dataset=dict(
+        type='ConcatDataset',
+        ignore_keys=['dataset_name', 'num_pairs'],
+        datasets=[
+            dict(type='VerificationBinDataset', data_root=f'{val_data_root}/val',
+                 ann_file=f'{name}.bin', name=name,
+                 pipeline=bin_pipeline) for name in calibration_names
+        ]))
+val_cfg = dict(type='FaceValLoop', progress=False)

@@ -1,5 +1,6 @@
 # Runtime of the SynthFace demo: iteration-based logging for progress, one checkpoint
-# at the end, no validation during training (tools/test.py evaluates afterwards).
+# at the end. Validation runs once, after the last iteration, only to calibrate the
+# checkpoint's thresholds (synthface_data.py); tools/test.py evaluates afterwards.
 _base_ = ['../../_base_/default_runtime.py']
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25),
@@ -10,6 +11,3 @@ vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
 log_processor = dict(by_epoch=False, window_size=25)
 env_cfg = dict(mp_cfg=dict(mp_start_method='fork', opencv_num_threads=1))
-val_dataloader = None
-val_cfg = None
-val_evaluator = None

@@ -118,10 +118,17 @@ class ThresholdCalibrationHook(Hook):
     (``oaml_thresholds``) and into every checkpoint's ``meta['oaml_thresholds']``;
     when training ends the last checkpoint is re-written with the final calibration.
 
+    Every config built on ``configs/_base_/default_runtime.py`` has one, at
+    FAR 1e-3 over every validation ``VerificationMetric``/``IJBMetric``, as
+    ``default_hooks.threshold_calibration``: training with a validation set
+    gives checkpoints that decide same/different. Without validation it does
+    nothing. Change it there (or set it to None); one also listed in
+    ``custom_hooks`` takes over and the default stays idle.
+
     Example::
 
-        custom_hooks = [dict(type='ThresholdCalibrationHook', far=1e-3,
-                             datasets=['clean', 'masked'])]
+        default_hooks = dict(threshold_calibration=dict(
+            type='ThresholdCalibrationHook', far=1e-2, datasets=['clean']))
 
     Args:
         far (float): Target false accept rate. Defaults to 1e-3.
@@ -147,6 +154,18 @@ class ThresholdCalibrationHook(Hook):
         self.datasets = None if datasets is None else list(datasets)
         self.decision_branch = decision_branch
         self.calibration: Optional[dict] = None
+        self._active = True
+
+    def before_run(self, runner) -> None:
+        # configs/_base_/default_runtime.py registers one under default_hooks;
+        # a config that also lists one in custom_hooks (registered later)
+        # means that one: two would calibrate twice and race on the checkpoint.
+        mine = [h for h in runner.hooks if isinstance(h, ThresholdCalibrationHook)]
+        self._active = mine[-1] is self
+        if not self._active:
+            print_log('ThresholdCalibrationHook: another one is configured '
+                      f'(far={mine[-1].far:g}); this one (far={self.far:g}) '
+                      'stays idle', logger='current')
 
     def _metrics(self, runner) -> List:
         loop = runner.val_loop
@@ -162,6 +181,8 @@ class ThresholdCalibrationHook(Hook):
         return found
 
     def after_val_epoch(self, runner, metrics=None) -> None:
+        if not self._active:
+            return
         found = self._metrics(runner)
         if not found:
             print_log('ThresholdCalibrationHook: no VerificationMetric scores '
@@ -172,6 +193,16 @@ class ThresholdCalibrationHook(Hook):
         scores = {b: np.concatenate([np.asarray(m.scores[b]) for m in found])
                   for b in ('adaface', 'qaconv') if b in branches}
         labels = np.concatenate([np.asarray(m.labels) for m in found])
+        # The metrics set the scores of a branch fed non-finite features to
+        # NaN: a threshold from them would be made up.
+        broken = sorted(b for b, v in scores.items() if not np.isfinite(v).all())
+        if broken:
+            print_log(f'ThresholdCalibrationHook: non-finite {broken} scores; '
+                      'no threshold for ' + (
+                          'any branch' if 'adaface' in broken else
+                          'these branches nor fused'),
+                      logger='current', level=30)
+            scores = {b: v for b, v in scores.items() if b not in broken}
         if 'adaface' not in scores or labels.all() or not labels.any():
             return
         cal = calibrate_thresholds(
@@ -187,11 +218,12 @@ class ThresholdCalibrationHook(Hook):
                   logger='current')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self.calibration is not None:
+        if self.calibration is not None and self._active:
             checkpoint.setdefault('meta', {})[META_KEY] = dict(self.calibration)
 
     def after_train(self, runner) -> None:
-        if self.calibration is None or not is_main_process():
+        if self.calibration is None or not self._active or \
+                not is_main_process():
             return
         marker = osp.join(runner.work_dir, 'last_checkpoint')
         if not osp.isfile(marker):

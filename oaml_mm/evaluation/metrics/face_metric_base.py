@@ -10,6 +10,7 @@ numbers, so single- and multi-process runs agree.
 The matcher comes from the model: :class:`~oaml_mm.engine.runner.FaceValLoop` /
 ``FaceTestLoop`` call :meth:`FaceMetricBase.bind_model` before evaluating.
 """
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -25,6 +26,11 @@ from oaml_mm.evaluation.functional import (TemplateAccumulator, auc, eer,
 BRANCHES = ('adaface', 'qaconv', 'fused')
 
 __all__ = ['FaceMetricBase', 'BRANCHES']
+
+# Which accumulated features each reported branch reads; the other rows
+# (qaconv, its visibility-ablation variants, the visibility error) read maps.
+_FEATURES_OF = {'adaface': ('embedding', ),
+                'fused': ('embedding', 'feature_map')}
 
 
 def _to_dict(sample: Any) -> dict:
@@ -237,6 +243,111 @@ class FaceMetricBase(BaseMetric):
         from tqdm import tqdm
         return tqdm(total=total, desc=desc, unit='pair', unit_scale=True,
                     mininterval=2.0, leave=False)
+
+    # -- non-finite features -----------------------------------------------------
+    def _screen_nonfinite(self, acc: Optional[TemplateAccumulator],
+                          chunk_rows: int = 2048) -> Dict[str, int]:
+        """Count the rows holding a NaN/Inf feature and zero them in place.
+
+        A NaN embedding makes every comparison false, so the 10-fold protocol
+        reports 50 % and ROC-based figures a near-chance but plausible number.
+        The rows are zeroed only so that the scoring code runs on finite
+        numbers; :meth:`_mask_nonfinite` then replaces every figure that used
+        them with NaN.
+
+        Args:
+            acc (TemplateAccumulator, optional): The merged accumulator.
+            chunk_rows (int): Rows tested at once (bounded memory for IJB maps).
+
+        Returns:
+            dict: ``{'embedding': n, 'feature_map': n}``, rows (images for the
+            ``.bin`` sets, templates for IJB) with at least one non-finite value
+            in the embedding (or norm) / feature map (or visibility); only
+            non-zero counts are present.
+        """
+        counts: Dict[str, int] = {}
+        if acc is None:
+            return counts
+        parts = (('embedding', (acc.emb_sum, )),
+                 ('feature_map', (acc.map_mean, acc.vis_sum)))
+        for kind, tensors in parts:
+            if tensors[0] is None:
+                continue
+            bad_rows = 0
+            for s in range(0, acc.num_templates, chunk_rows):
+                bad = torch.zeros(min(chunk_rows, acc.num_templates - s),
+                                  dtype=torch.bool)
+                for t in tensors:
+                    bad |= ~torch.isfinite(
+                        t[s:s + chunk_rows].float()).flatten(1).all(1)
+                bad &= acc.count[s:s + chunk_rows] > 0
+                if bool(bad.any()):
+                    bad_rows += int(bad.sum())
+                    rows = bad.nonzero().reshape(-1) + s
+                    for t in tensors:
+                        t[rows] = 0
+            if bad_rows:
+                counts[kind] = bad_rows
+        return counts
+
+    def _mask_nonfinite(self, metrics: Dict[str, float],
+                        counts: Dict[str, int]) -> Dict[str, float]:
+        """Replace every figure computed from non-finite inputs with NaN.
+
+        A branch is affected when a feature it reads was non-finite (``adaface``:
+        embeddings; ``qaconv`` and the ablation rows: feature maps and
+        visibility; ``fused``: both) or when its own pair scores are (a QAConv
+        head with NaN weights). Its keys become NaN and
+        ``{dataset}/{branch}/nonfinite_features`` (rows from ``counts``) or
+        ``/nonfinite_scores`` (pairs) is added; its ``scores`` and ROC curve
+        are dropped so that no threshold is calibrated and no curve plotted
+        from them. A warning names the counts.
+
+        Args:
+            metrics (dict): ``{dataset}/{branch}/{metric}`` of one evaluation.
+            counts (dict): What :meth:`_screen_nonfinite` returned.
+
+        Returns:
+            dict: The metrics, masked.
+        """
+        scores = getattr(self, 'scores', None) or {}
+        branches = {k.split('/')[1] for k in metrics
+                    if k.startswith(self.dataset_name + '/')
+                    and k.count('/') == 2} | set(scores)
+        bad: Dict[str, Tuple[str, int]] = {}
+        for b in sorted(branches):
+            kinds = _FEATURES_OF.get(b, ('feature_map', ))
+            n = sum(counts.get(k, 0) for k in kinds)
+            if n:
+                bad[b] = ('nonfinite_features', n)
+            elif b in scores and not np.isfinite(scores[b]).all():
+                bad[b] = ('nonfinite_scores',
+                          int((~np.isfinite(scores[b])).sum()))
+        if not bad:
+            return metrics
+        # The fused score is made of the other two.
+        if 'fused' in branches and 'fused' not in bad:
+            for src in ('adaface', 'qaconv'):
+                if src in bad:
+                    bad['fused'] = bad[src]
+        out = {}
+        for k, v in metrics.items():
+            parts = k.split('/')
+            hit = len(parts) == 3 and parts[0] == self.dataset_name and \
+                parts[1] in bad
+            out[k] = float('nan') if hit else v
+        for b, (what, n) in bad.items():
+            out[f'{self.dataset_name}/{b}/{what}'] = float(n)
+            if b in scores:
+                scores[b] = np.full(np.shape(scores[b]), np.nan)
+            self.roc_curves.pop(b, None)
+        rows = ', '.join(f'{n} with a non-finite {k.replace("_", " ")}'
+                         for k, n in counts.items()) or 'none of the features'
+        print_log(
+            f'{self.dataset_name}: non-finite inputs ({rows}; rows are '
+            f'images or templates); branches {sorted(bad)} are reported as NaN',
+            logger='current', level=logging.WARNING)
+        return out
 
     # -- shared metric blocks ---------------------------------------------------
     def _roc_metrics(self, branch: str, scores: np.ndarray, labels: np.ndarray,

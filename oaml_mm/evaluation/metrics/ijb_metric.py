@@ -86,7 +86,9 @@ class IJBMetric(FaceMetricBase):
     Keys (percent): ``{dataset}/{branch}/TAR@FAR=1e-04`` ... , ``/AUC``, ``/EER``;
     with 1:N files ``/1N_rank1``, ``/1N_rank5``, ``/1N_rank10`` (closed set over the
     union of the galleries) and ``/1N_TPIR@FPIR=1e-02`` (open set, mean over the
-    galleries).
+    galleries). A branch fed a NaN/Inf embedding, norm, map or score reports NaN
+    and ``/nonfinite_features`` (templates) or ``/nonfinite_scores`` (pairs)
+    instead (:meth:`FaceMetricBase._mask_nonfinite`).
 
     Args:
         dataset_name (str): Key prefix. Defaults to 'ijbc'.
@@ -245,7 +247,8 @@ class IJBMetric(FaceMetricBase):
         self._load_meta()
         self.acc = self._allreduce_accumulator(self.acc)
         try:
-            return self._compute()
+            nonfinite = self._screen_nonfinite(self.acc)
+            return self._mask_nonfinite(self._compute(), nonfinite)
         finally:
             self.acc = None
             self.reset()

@@ -72,14 +72,19 @@ class VerificationMetric(FaceMetricBase):
     skipped with a log line.
 
     Keys (accuracy, std and EER/AUC in percent, as papers report):
-    ``{dataset}/{branch}/accuracy``, ``/std``, ``/threshold`` (squared-L2 distance for
-    adaface, score otherwise), ``/AUC``, ``/EER`` and ``/TAR@FAR=..`` for ``fars``.
+    ``{dataset}/{branch}/accuracy``, ``/std``, the mean best threshold named by its
+    unit (``adaface/threshold_cos``: cosine; ``qaconv/threshold_qaconv``: QAConv
+    score; ``fused/threshold_fused``: fused z-score), ``/AUC``, ``/EER`` and
+    ``/TAR@FAR=..`` for ``fars``.
     With ``visibility_ablation`` also ``{dataset}/qaconv_gt_vis/accuracy`` (QAConv
     with the true visibility), ``{dataset}/qaconv_no_vis/accuracy`` (with none; both
-    with ``/std`` and ``/threshold``) and ``{dataset}/visibility/MAE`` plus
+    with ``/std`` and ``/threshold_qaconv``) and ``{dataset}/visibility/MAE`` plus
     ``/MAE_{type}`` per occlusion type (the occlusion head's mean absolute error on
     the grid, a fraction in [0, 1]). These extra names are not branches: the
-    ``branches`` argument is unchanged.
+    ``branches`` argument is unchanged. A branch fed a NaN/Inf embedding, map,
+    visibility or score reports NaN for every key and ``/nonfinite_features``
+    (images) or ``/nonfinite_scores`` (pairs), with a warning: never the 50 %
+    a NaN embedding would otherwise score.
 
     Args:
         dataset_name (str): Key prefix, e.g. ``'lfw'``.
@@ -223,7 +228,8 @@ class VerificationMetric(FaceMetricBase):
         all_reduce(issame, op='max')
         if self.visibility_ablation:
             self._reduce_ablation()
-        metrics = self._compute(issame)
+        nonfinite = self._screen_nonfinite(self.acc)
+        metrics = self._mask_nonfinite(self._compute(issame), nonfinite)
         self.reset()
         return metrics
 
@@ -329,9 +335,24 @@ class VerificationMetric(FaceMetricBase):
         return out
 
     def _acc_keys(self, branch: str, res: dict) -> Dict[str, float]:
+        """Accuracy, std and the mean best threshold, named by its unit.
+
+        The 10-fold protocol thresholds the cosine branch on the squared L2
+        distance ``d`` of unit embeddings; it is reported as the cosine
+        ``1 - d / 2`` (what :class:`~oaml_mm.apis.FaceRecognizer` compares with),
+        under ``threshold_cos``. QAConv scores (also with true or no
+        visibility) go under ``threshold_qaconv``, the fused z-score under
+        ``threshold_fused``: one unit per column of the ``tools/test.py`` table.
+        """
         p = f'{self.dataset_name}/{branch}/'
+        if branch == 'adaface':
+            thr = {'threshold_cos': 1.0 - float(res['threshold']) / 2.0}
+        elif branch == 'fused':
+            thr = {'threshold_fused': float(res['threshold'])}
+        else:
+            thr = {'threshold_qaconv': float(res['threshold'])}
         return {
             p + 'accuracy': 100.0 * res['accuracy'],
             p + 'std': 100.0 * res['std'],
-            p + 'threshold': float(res['threshold']),
+            **{p + k: v for k, v in thr.items()},
         }

@@ -65,8 +65,8 @@ class TestAblation(unittest.TestCase):
             self.assertAlmostEqual(out[f'occluded/visibility/MAE_{t}'], mae[t],
                                    places=3)
         # The true visibility gives another score than none: the store is used.
-        self.assertNotEqual(out['occluded/qaconv_gt_vis/threshold'],
-                            out['occluded/qaconv_no_vis/threshold'])
+        self.assertNotEqual(out['occluded/qaconv_gt_vis/threshold_qaconv'],
+                            out['occluded/qaconv_no_vis/threshold_qaconv'])
 
     def test_finer_maps_than_true_masks(self):
         # Maps and predicted visibility on 4x4 (backbone map_stage=3), true masks

@@ -57,6 +57,13 @@ class TestVerificationMetric(unittest.TestCase):
         self.assertAlmostEqual(r['cfp_fp/fused/accuracy'],
                                100 * reff['accuracy'])
         self.assertIn('cfp_fp/fused/TAR@FAR=1e-01', r)
+        # Thresholds are named by their unit, never mixed under one name: the
+        # cosine branch's squared-L2 threshold d is reported as 1 - d / 2.
+        self.assertAlmostEqual(r['cfp_fp/adaface/threshold_cos'],
+                               1 - ref['threshold'] / 2)
+        self.assertEqual(r['cfp_fp/qaconv/threshold_qaconv'], refq['threshold'])
+        self.assertEqual(r['cfp_fp/fused/threshold_fused'], reff['threshold'])
+        self.assertFalse([k for k in r if k.endswith('/threshold')])
         self.assertEqual(set(m.roc_curves), {'adaface', 'qaconv', 'fused'})
 
     def test_skips_qaconv_without_model(self):
