@@ -23,7 +23,7 @@ template pools to the same bits whatever order its images come in and however th
 are split over processes (IJB-C's 23,124 templates x 512 x 7 x 7: 4.6 GB). Galleries
 keep the map as a running weighted mean in fp16 (1.16 GB for the same size).
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -152,6 +152,10 @@ class TemplateAccumulator:
         self.weight = torch.zeros(
             n, dtype=torch.int64 if exact else torch.float64)
         self.count = torch.zeros(n, dtype=torch.int64)
+        # Images whose feature / map or visibility held NaN or Inf, per row: they
+        # are pooled as zeros (the sums stay finite and exact) and reported.
+        self.bad_emb = torch.zeros(n, dtype=torch.int64)
+        self.bad_map = torch.zeros(n, dtype=torch.int64)
         self.emb_sum = (torch.zeros(n, emb_dim,
                                     dtype=torch.int64 if exact else real)
                         if emb_dim else None)
@@ -165,7 +169,8 @@ class TemplateAccumulator:
                 self.map_mean = torch.zeros(n, c, h * w, dtype=map_dtype)
                 self.vis_sum = torch.zeros(n, h * w, dtype=real)
 
-    _FIELDS = ('weight', 'count', 'emb_sum', 'map_mean', 'map_sum', 'vis_sum')
+    _FIELDS = ('weight', 'count', 'bad_emb', 'bad_map', 'emb_sum', 'map_mean',
+               'map_sum', 'vis_sum')
 
     @property
     def has_maps(self) -> bool:
@@ -193,8 +198,24 @@ class TemplateAccumulator:
         """
         if not self.exact:
             raise ConfigError('only an exact TemplateAccumulator merges by sums')
-        return [t for t in (self.count, self.weight, self.emb_sum, self.vis_sum,
-                            self.map_sum) if t is not None]
+        return [t for t in (self.count, self.weight, self.bad_emb, self.bad_map,
+                            self.emb_sum, self.vis_sum, self.map_sum)
+                if t is not None]
+
+    def nonfinite_rows(self) -> Dict[str, int]:
+        """Rows that received an image with a non-finite value.
+
+        Returns:
+            dict: ``{'embedding': rows, 'feature_map': rows}`` (feature or norm /
+            map or visibility), only the non-zero counts.
+        """
+        out = {}
+        for key, bad in (('embedding', self.bad_emb), ('feature_map',
+                                                       self.bad_map)):
+            n = int((bad > 0).sum())
+            if n:
+                out[key] = n
+        return out
 
     def add(self,
             rows: torch.Tensor,
@@ -221,7 +242,12 @@ class TemplateAccumulator:
                                else w)
         self.count.index_add_(0, rows, torch.ones(b, dtype=torch.int64))
         if self.emb_sum is not None and features is not None:
-            f = features.detach().float().cpu() * w[:, None].float()
+            f = features.detach().float().cpu().reshape(b, -1)
+            bad = ~torch.isfinite(f).all(1)
+            if bool(bad.any()):
+                self.bad_emb.index_add_(0, rows, bad.long())
+                f = torch.where(bad[:, None], torch.zeros_like(f), f)
+            f = f * w[:, None].float()
             self.emb_sum.index_add_(0, rows, _fixed(f, EMB_FRAC_BITS)
                                     if self.exact else f)
         if not self.has_maps or maps is None:
@@ -232,6 +258,11 @@ class TemplateAccumulator:
             v = torch.ones(b, hw)
         else:
             v = visibility.detach().float().cpu().reshape(b, hw)
+        bad = ~(torch.isfinite(x).flatten(1).all(1) & torch.isfinite(v).all(1))
+        if bool(bad.any()):
+            self.bad_map.index_add_(0, rows, bad.long())
+            x = torch.where(bad[:, None, None], torch.zeros_like(x), x)
+            v = torch.where(bad[:, None], torch.zeros_like(v), v)
         a = v * w[:, None].float()  # [B, hw] weight of each image cell
         if self.exact:
             if x.numel() and float(x.abs().max()) > 1.0 + 1e-3:
@@ -328,3 +359,5 @@ class TemplateAccumulator:
             self.emb_sum += other.emb_sum
         self.weight += other.weight
         self.count += other.count
+        self.bad_emb += other.bad_emb
+        self.bad_map += other.bad_map

@@ -245,50 +245,21 @@ class FaceMetricBase(BaseMetric):
                     mininterval=2.0, leave=False)
 
     # -- non-finite features -----------------------------------------------------
-    def _screen_nonfinite(self, acc: Optional[TemplateAccumulator],
-                          chunk_rows: int = 2048) -> Dict[str, int]:
-        """Count the rows holding a NaN/Inf feature and zero them in place.
+    def _screen_nonfinite(self, acc: Optional[TemplateAccumulator]
+                          ) -> Dict[str, int]:
+        """Rows (images for the ``.bin`` sets, templates for IJB) that received a
+        NaN/Inf embedding (or norm) / feature map (or visibility).
 
         A NaN embedding makes every comparison false, so the 10-fold protocol
         reports 50 % and ROC-based figures a near-chance but plausible number.
-        The rows are zeroed only so that the scoring code runs on finite
-        numbers; :meth:`_mask_nonfinite` then replaces every figure that used
-        them with NaN.
-
-        Args:
-            acc (TemplateAccumulator, optional): The merged accumulator.
-            chunk_rows (int): Rows tested at once (bounded memory for IJB maps).
+        The accumulator pooled such images as zeros, so the scoring code runs on
+        finite numbers; :meth:`_mask_nonfinite` then replaces every figure that
+        used them with NaN.
 
         Returns:
-            dict: ``{'embedding': n, 'feature_map': n}``, rows (images for the
-            ``.bin`` sets, templates for IJB) with at least one non-finite value
-            in the embedding (or norm) / feature map (or visibility); only
-            non-zero counts are present.
+            dict: ``{'embedding': n, 'feature_map': n}``; only non-zero counts.
         """
-        counts: Dict[str, int] = {}
-        if acc is None:
-            return counts
-        parts = (('embedding', (acc.emb_sum, )),
-                 ('feature_map', (acc.map_mean, acc.vis_sum)))
-        for kind, tensors in parts:
-            if tensors[0] is None:
-                continue
-            bad_rows = 0
-            for s in range(0, acc.num_templates, chunk_rows):
-                bad = torch.zeros(min(chunk_rows, acc.num_templates - s),
-                                  dtype=torch.bool)
-                for t in tensors:
-                    bad |= ~torch.isfinite(
-                        t[s:s + chunk_rows].float()).flatten(1).all(1)
-                bad &= acc.count[s:s + chunk_rows] > 0
-                if bool(bad.any()):
-                    bad_rows += int(bad.sum())
-                    rows = bad.nonzero().reshape(-1) + s
-                    for t in tensors:
-                        t[rows] = 0
-            if bad_rows:
-                counts[kind] = bad_rows
-        return counts
+        return {} if acc is None else acc.nonfinite_rows()
 
     def _mask_nonfinite(self, metrics: Dict[str, float],
                         counts: Dict[str, int]) -> Dict[str, float]:

@@ -175,3 +175,16 @@ class TestExactTemplateAccumulator(unittest.TestCase):
             acc.merge_(TemplateAccumulator(1, None, (2, 1, 1)))
         with self.assertRaises(ConfigError):
             TemplateAccumulator(1, 2).sum_tensors()
+
+    def test_nonfinite_images_are_counted_and_pooled_as_zeros(self):
+        for exact in (True, False):
+            acc = TemplateAccumulator(3, 2, (2, 1, 1), exact=exact)
+            feats = torch.tensor([[1., 0], [float('nan'), 0], [0, 1]])
+            maps = F.normalize(torch.ones(3, 2, 1, 1), dim=1)
+            maps[2, 0] = float('inf')
+            acc.add(torch.tensor([0, 0, 2]), feats, maps)
+            self.assertEqual(acc.nonfinite_rows(),
+                             {'embedding': 1, 'feature_map': 1})
+            self.assertTrue(torch.isfinite(acc.embeddings()).all())
+            self.assertTrue(torch.isfinite(acc.maps().float()).all())
+            torch.testing.assert_close(acc.embeddings()[0], torch.tensor([1., 0]))
