@@ -141,8 +141,9 @@ def image_size(buf: Union[bytes, np.ndarray]) -> Optional[Tuple[int, int]]:
         with Image.open(io.BytesIO(memoryview(buf).tobytes()
                                    if isinstance(buf, np.ndarray) else buf)) as im:
             return tuple(int(v) for v in im.size)
-    except Image.DecompressionBombError as e:
-        raise ValueError(str(e)) from None
+    except Image.DecompressionBombError:
+        raise ValueError(f'more than {2 * Image.MAX_IMAGE_PIXELS} pixels '
+                         '(Pillow\'s decompression-bomb limit)') from None
     except Exception:  # noqa: BLE001  (unrecognised or damaged header: let cv2 try)
         return None
 
@@ -175,8 +176,9 @@ def decode_image(buf: Union[bytes, np.ndarray], path: str,
     try:
         size = image_size(arr) if arr.size else None
     except ValueError as e:
-        raise DataFormatError(path, f'image header refused: {e}', record=key,
-                              field='image') from None
+        raise DataFormatError(
+            path, f'image header claims {e}, more than the {MAX_IMAGE_PIXELS} '
+            'a face image may have', record=key, field='image') from None
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise DataFormatError(
             path, f'image header claims {size[0]}x{size[1]} pixels, more than '
