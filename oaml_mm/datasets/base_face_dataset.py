@@ -30,7 +30,7 @@ from oaml_mm.registry import TRANSFORMS
 __all__ = [
     'BaseFaceDataset', 'decode_image', 'image_size', 'is_hidden_entry',
     'walk_visible', 'check_relative_path', 'read_text', 'MAX_IMAGE_PIXELS',
-    'SYSTEM_ENTRIES'
+    'MAX_LABEL', 'SYSTEM_ENTRIES'
 ]
 
 
@@ -38,6 +38,9 @@ __all__ = [
 #: Face crops are 112 x 112 and IJB ``loose_crop`` frames a few megapixels; a header
 #: claiming more is refused before any pixel memory is allocated.
 MAX_IMAGE_PIXELS = 1 << 26
+
+#: Labels index a classifier's rows (int32 in the heads): larger is a damaged file.
+MAX_LABEL = 2**31 - 1
 
 #: Names operating systems and tools leave beside images; folder readers skip them
 #: and everything whose name starts with ``.`` (``.ipynb_checkpoints``, ``.DS_Store``,
@@ -349,11 +352,12 @@ class BaseFaceDataset(BaseDataset, metaclass=abc.ABCMeta):
                     'largest float32 labels hold exactly)', record=record,
                     field='label')
         label = int(label)
-        if label < 0 or (self.num_classes is not None
-                         and label >= self.num_classes):
+        hi = MAX_LABEL if self.num_classes is None else self.num_classes
+        if not 0 <= label < hi:
             raise DataFormatError(
-                path, f'label {label} outside [0, {self.num_classes}) '
-                '(num_classes)', record=record, field='label')
+                path, f'label {label} outside [0, {hi}) '
+                f'({"num_classes" if self.num_classes else "int32 labels"})',
+                record=record, field='label')
         return label
 
     def get_gt_labels(self) -> np.ndarray:

@@ -22,8 +22,9 @@ import numpy as np
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import DATASETS
 
-from .base_face_dataset import (BaseFaceDataset, check_relative_path,
-                                is_hidden_entry, read_text, walk_visible)
+from .base_face_dataset import (MAX_LABEL, BaseFaceDataset,
+                                check_relative_path, is_hidden_entry, read_text,
+                                walk_visible)
 
 __all__ = ['FaceImageFolder']
 
@@ -122,12 +123,13 @@ class FaceImageFolder(BaseFaceDataset):
                 if not name:
                     raise DataFormatError(path, 'missing image path',
                                           record=f'line {lineno}')
-                if label < 0 or (self.num_classes is not None
-                                 and label >= self.num_classes):
+                hi = MAX_LABEL if self.num_classes is None else \
+                    self.num_classes
+                if not 0 <= label < hi:
                     raise DataFormatError(
-                        path, f'label {label} outside [0, {self.num_classes})'
-                        ' (num_classes)', record=f'line {lineno}',
-                        field='label')
+                        path, f'label {label} outside [0, {hi}) ('
+                        f'{"num_classes" if self.num_classes else "int32"})',
+                        record=f'line {lineno}', field='label')
                 paths.append(check_relative_path(name.strip(), path,
                                                  f'line {lineno}'))
                 labels.append(label)
