@@ -405,7 +405,7 @@ class TestFuzzMaskLoader(_FuzzCase):
             self.mask)
 
 
-# --- data set classes over whole folders -------------------------------------------------------
+# --- data set classes over whole folders ---------------------------------------
 # The readers above are the low-level parsers; the data set classes and tools add
 # their own file handling (property files, list files, folder scans, image decoding,
 # mask encodings, path joins). Each case builds the class over a mutated copy of a
@@ -695,7 +695,7 @@ class TestFuzzOcclusionLabels(_DatasetFuzz):
                 np.testing.assert_array_equal(vis[8:], 0.0)
 
 
-# --- IJB 1:N CSV ------------------------------------------------------------------------------
+# --- IJB 1:N CSV ---------------------------------------------------------------
 class TestFuzz1NCSV(_FuzzCase):
 
     def _oracle(self, path):
@@ -734,7 +734,7 @@ class TestFuzz1NCSV(_FuzzCase):
         np.testing.assert_array_equal(subj, s)
 
 
-# --- gallery files ----------------------------------------------------------------------------
+# --- gallery files -------------------------------------------------------------
 class TestFuzzGallery(_FuzzCase):
 
     @classmethod

@@ -10,7 +10,7 @@ dense products where the listed pairs fill a tile, row-wise elsewhere), split ov
 ranks.
 """
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
