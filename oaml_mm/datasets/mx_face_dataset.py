@@ -14,7 +14,7 @@ import numpy as np
 from oaml_mm.errors import DataFormatError
 from oaml_mm.registry import DATASETS
 
-from .base_face_dataset import BaseFaceDataset, read_text
+from .base_face_dataset import MAX_LABEL, BaseFaceDataset, read_text
 from .recordio import (IndexedRecordReader, float32_integers,
                        resolve_float32_key, unpack_record)
 
@@ -65,13 +65,12 @@ class MXFaceDataset(BaseFaceDataset):
             text = read_text(self.property_path, '"num_classes,H,W"').strip()
             try:
                 self.num_classes = int(text.split(',')[0])
-                if not 0 < self.num_classes <= len(self.reader):
+                if not 0 < self.num_classes <= MAX_LABEL:
                     raise ValueError
             except ValueError:
                 raise DataFormatError(
                     self.property_path, f'expected "num_classes,H,W" with '
-                    f'0 < num_classes <= {len(self.reader)} (the records in '
-                    f'{self.idx_path}), got {text[:40]!r}',
+                    f'0 < num_classes <= {MAX_LABEL}, got {text[:40]!r}',
                     field='num_classes') from None
         self._id_keys = None
         header0 = None

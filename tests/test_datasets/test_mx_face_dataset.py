@@ -139,7 +139,8 @@ class TestMXFaceDatasetBadHeaders(unittest.TestCase):
 
     def test_property_not_utf8_or_out_of_range(self):
         self._header_file(3, 4)
-        for raw in (b'\xff\xfe3,112,112', b'1e12,112,112', b'0,112,112'):
+        for raw in (b'\xff\xfe3,112,112', b'1e12,112,112', b'0,112,112',
+                    b'4294967296,112,112'):
             with open(osp.join(self.root, 'property'), 'wb') as f:
                 f.write(raw)
             with self.assertRaisesRegex(DataFormatError, r'property'):
