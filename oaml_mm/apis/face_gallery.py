@@ -57,6 +57,81 @@ def _faiss():
         return None
 
 
+# Bounds of a gallery's declared sizes: far above any face model (512-d embeddings,
+# 7x7 or 14x14 maps of <= 2048 channels), far below a size that exhausts memory.
+_MAX_EMB_DIM = 1 << 16
+_MAX_MAP_SIDE = 4096
+_MAX_MAP_VALUES = 1 << 24
+
+
+def _int_in(value, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and \
+        lo <= value <= hi
+
+
+def _checked_accumulator(path: str, state: dict,
+                         n: int) -> TemplateAccumulator:
+    """The template accumulator of a loaded gallery, every field checked first.
+
+    Declared sizes are validated and every stored tensor is compared with the
+    shape they imply before anything is allocated (a crafted file can declare
+    ``emb_dim`` 2**40); the stored tensors are then adopted, not copied.
+
+    Raises:
+        GalleryError: A size out of range, a tensor of the wrong type, shape or
+            dtype, or a non-finite or negative value; names the field.
+    """
+    emb_dim = state.get('emb_dim')
+    if not _int_in(emb_dim, 1, _MAX_EMB_DIM):
+        raise GalleryError(f'{path}: field emb_dim is {emb_dim!r}; expected an '
+                           f'integer in [1, {_MAX_EMB_DIM}]')
+    map_shape = state.get('map_shape')
+    if map_shape is not None:
+        if not isinstance(map_shape, (list, tuple)) or len(map_shape) != 3 or \
+                not all(_int_in(x, 1, _MAX_MAP_SIDE) for x in map_shape) or \
+                map_shape[0] * map_shape[1] * map_shape[2] > _MAX_MAP_VALUES:
+            raise GalleryError(
+                f'{path}: field map_shape is {map_shape!r}; expected [C, h, w] '
+                f'with sides in [1, {_MAX_MAP_SIDE}] and C*h*w <= '
+                f'{_MAX_MAP_VALUES}')
+        c, h, w = (int(x) for x in map_shape)
+    expected = dict(weight=((n, ), (torch.float64, )),
+                    count=((n, ), (torch.int64, )),
+                    emb_sum=((n, emb_dim), (torch.float32, )))
+    if map_shape is not None:
+        expected.update(
+            map_mean=((n, c, h * w), (torch.float16, torch.float32,
+                                      torch.bfloat16)),
+            vis_sum=((n, h * w), (torch.float32, )))
+    for key, (shape, dtypes) in expected.items():
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape \
+                or value.dtype not in dtypes:
+            found = (f'{type(value).__name__}' if not isinstance(
+                value, torch.Tensor) else f'{value.dtype} {tuple(value.shape)}')
+            raise GalleryError(
+                f'{path}: field {key} is {found}; expected a tensor of shape '
+                f'{shape} ({n} names) and dtype {dtypes[0]}')
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise GalleryError(
+                f'{path}: field {key} holds {bad} non-finite values (NaN/inf); '
+                'expected finite templates (re-enrol the identities)')
+        if key != 'emb_sum' and key != 'map_mean' and bool((value < 0).any()):
+            raise GalleryError(f'{path}: field {key} holds negative values')
+    if map_shape is None and (state.get('map_mean') is not None
+                              or state.get('vis_sum') is not None):
+        raise GalleryError(f'{path}: fields map_mean/vis_sum without map_shape')
+    map_dtype = state['map_mean'].dtype if map_shape is not None else \
+        torch.float16
+    acc = TemplateAccumulator(0, emb_dim, None if map_shape is None else
+                              (c, h, w), map_dtype)
+    for key in expected:
+        setattr(acc, key, state[key])
+    acc.num_templates = n
+    return acc
+
+
 class FaceGallery:
     """A searchable set of enrolled identities.
 
@@ -165,8 +240,10 @@ class FaceGallery:
             check_model (bool): Refuse a gallery made with other weights.
 
         Raises:
-            GalleryError: Missing, damaged, unsafe, another format or version, or
-                made with another model.
+            GalleryError: Missing, damaged, unsafe, another format or version,
+                made with another model, declaring sizes out of range or that its
+                tensors do not have, holding NaN/inf templates or a name twice
+                (all checked before anything is allocated).
         """
         path = str(path)
         if not osp.isfile(path):
@@ -193,26 +270,18 @@ class FaceGallery:
                 f'{gallery.fingerprint}); its templates do not fit this model')
         names = state.get('names')
         if not isinstance(names, list) or not all(
-                isinstance(n, str) for n in names):
-            raise GalleryError(f'{path}: field names must be a list of strings')
+                isinstance(n, str) and n for n in names):
+            raise GalleryError(
+                f'{path}: field names must be a list of non-empty strings')
+        if len(set(names)) != len(names):
+            seen = set()
+            dup = next(n for n in names if n in seen or seen.add(n))
+            raise GalleryError(
+                f'{path}: field names lists {dup!r} twice; expected each '
+                'identity once (one template per name)')
         if names:
-            try:
-                acc = TemplateAccumulator(
-                    len(names), int(state['emb_dim']),
-                    tuple(int(x) for x in state['map_shape']),
-                    state['map_mean'].dtype)
-                for key in ('weight', 'count', 'emb_sum', 'map_mean', 'vis_sum'):
-                    value = state[key]
-                    ref = getattr(acc, key)
-                    if not isinstance(value, torch.Tensor) or \
-                            value.shape != ref.shape:
-                        raise GalleryError(
-                            f'{path}: field {key} has the wrong shape or type')
-                    setattr(acc, key, value)
-            except (KeyError, TypeError, ValueError, AttributeError) as e:
-                raise GalleryError(f'{path}: damaged gallery ({e})') from None
-            gallery.acc = acc
-            gallery.map_dtype = acc.map_dtype
+            gallery.acc = _checked_accumulator(path, state, len(names))
+            gallery.map_dtype = gallery.acc.map_dtype
         gallery.names = list(names)
         gallery._index = {n: i for i, n in enumerate(names)}
         return gallery

@@ -11,12 +11,12 @@ import os
 import os.path as osp
 from typing import List, Optional, Sequence, Union
 
-import cv2
 import numpy as np
 import torch
 
+from oaml_mm.datasets.base_face_dataset import decode_image
 from oaml_mm.datasets.transforms import AlignFace5Points
-from oaml_mm.errors import ImageInputError
+from oaml_mm.errors import DataFormatError, ImageInputError
 
 __all__ = ['ImageLike', 'load_image', 'prepare_faces', 'check_landmarks']
 
@@ -38,13 +38,13 @@ def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
     path = str(path)
     if not osp.isfile(path):
         raise ImageInputError(f'{path}: no such image file')
-    data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
+    try:
+        # The data layer's decoder: header size bounded, cv2.error caught.
+        return decode_image(np.fromfile(path, dtype=np.uint8), path)
+    except DataFormatError as e:
         raise ImageInputError(
-            f'{path}: not a readable image (empty, truncated or not an image '
-            'format OpenCV decodes)')
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            f'{path}: not a readable image ({e.what}; empty, truncated, too large '
+            'or not an image format OpenCV decodes)') from None
 
 
 def _check_pixel_range(img: np.ndarray, where: str) -> None:

@@ -1,7 +1,7 @@
 """Face data sets in the formats users have, samplers and transforms."""
 from .base_face_dataset import BaseFaceDataset, decode_image
 from .face_image_folder import FaceImageFolder
-from .ijb import (IJBDataset, ijb_meta_paths, read_ijb_landmarks,
+from .ijb import (IJBDataset, ijb_meta_paths, read_1n_csv, read_ijb_landmarks,
                   read_ijb_template_pairs, read_ijb_tid_mid)
 from .mx_face_dataset import MXFaceDataset
 from .occlusion_mask_dataset import (OcclusionMaskDataset,
@@ -21,5 +21,6 @@ __all__ = [
     'IRHeader', 'pack_record', 'unpack_record', 'IndexedRecordReader',
     'IndexedRecordWriter', 'write_insightface_rec', 'load_verification_bin',
     'write_verification_bin', 'write_occlusion_mask_sample', 'ijb_meta_paths',
-    'read_ijb_tid_mid', 'read_ijb_template_pairs', 'read_ijb_landmarks'
+    'read_ijb_tid_mid', 'read_ijb_template_pairs', 'read_ijb_landmarks',
+    'read_1n_csv'
 ]

@@ -12,11 +12,13 @@ Results dicts handed to the pipeline carry ``img`` (uint8 [H,W,3], **RGB**),
 the metainfo keys of ``docs/architecture.md``.
 """
 import abc
+import io
 import os
 import os.path as osp
+import struct
 import tempfile
 import uuid
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -26,31 +28,218 @@ from mmengine.logging import print_log
 from oaml_mm.errors import ConfigError, DataFormatError
 from oaml_mm.registry import TRANSFORMS
 
-__all__ = ['BaseFaceDataset', 'decode_image']
+__all__ = [
+    'BaseFaceDataset', 'decode_image', 'image_size', 'is_hidden_entry',
+    'walk_visible', 'check_relative_path', 'read_text', 'MAX_IMAGE_PIXELS',
+    'MAX_LABEL', 'SYSTEM_ENTRIES'
+]
+
+
+#: Largest image (width x height) a reader decodes: 8192 x 8192, 192 MiB as RGB.
+#: Face crops are 112 x 112 and IJB ``loose_crop`` frames a few megapixels; a header
+#: claiming more is refused before any pixel memory is allocated.
+MAX_IMAGE_PIXELS = 1 << 26
+
+#: Labels index a classifier's rows (int32 in the heads): larger is a damaged file.
+MAX_LABEL = 2**31 - 1
+
+#: Names operating systems and tools leave beside images; folder readers skip them
+#: and everything whose name starts with ``.`` (``.ipynb_checkpoints``, ``.DS_Store``,
+#: macOS AppleDouble ``._*`` files).
+SYSTEM_ENTRIES = frozenset(
+    ('__macosx', 'thumbs.db', 'desktop.ini', 'ehthumbs.db', '$recycle.bin',
+     'system volume information', '@eadir'))
+
+
+def is_hidden_entry(name: str) -> bool:
+    """True for a hidden or operating-system entry a folder reader must skip.
+
+    Args:
+        name (str): A file or folder name (one path component).
+
+    Returns:
+        bool: ``name`` starts with ``.`` (hidden on Unix, AppleDouble ``._*``,
+        ``.DS_Store``, ``.ipynb_checkpoints``) or is one of :data:`SYSTEM_ENTRIES`
+        (``__MACOSX``, ``Thumbs.db``, ``desktop.ini``, ...), compared without case.
+    """
+    return name.startswith('.') or name.lower() in SYSTEM_ENTRIES
+
+
+def walk_visible(top: str):
+    """``os.walk(top)`` in sorted order without hidden or system entries.
+
+    Yields:
+        tuple: ``(root, files)`` with the visible file names of ``root``, sorted.
+    """
+    for root, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if not is_hidden_entry(d))
+        yield root, sorted(f for f in files if not is_hidden_entry(f))
+
+
+def check_relative_path(name: str, path: str, record: Any = None,
+                        field: str = 'image') -> str:
+    """Refuse an image name of a meta/list file that would leave the data root.
+
+    Args:
+        name (str): The name as written in the file (relative to the data root).
+        path (str): The meta/list file (for the error message).
+        record (Any): Line or record (for the error message).
+        field (str): Field name (for the error message).
+
+    Returns:
+        str: ``name`` unchanged.
+
+    Raises:
+        DataFormatError: ``name`` is empty, absolute (``/x``, ``C:\\x``, ``\\\\host``),
+            contains a NUL byte or a ``..`` component that climbs out of the root.
+    """
+    norm = name.replace('\\', '/')
+    parts = norm.split('/')
+    depth = 0
+    climbs = False
+    for part in parts:
+        if part == '..':
+            depth -= 1
+            climbs = climbs or depth < 0
+        elif part not in ('', '.'):
+            depth += 1
+    drive = len(norm) >= 2 and norm[1] == ':'
+    if not name or '\0' in name or norm.startswith('/') or drive or climbs:
+        raise DataFormatError(
+            path, f'image name {name[:80]!r} leaves the data root; expected a '
+            'path relative to it without leading "/" or climbing "..", and no '
+            'drive letter', record=record, field=field)
+    return name
+
+
+def read_text(path: str, what: str) -> str:
+    """A whole text file as UTF-8 (universal newlines are left to the caller).
+
+    Raises:
+        DataFormatError: A byte sequence is not UTF-8; names the line.
+    """
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        return raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b'\n', 0, e.start) + 1
+        raise DataFormatError(
+            path, f'byte 0x{raw[e.start]:02x} is not UTF-8 text ({what})',
+            record=f'line {lineno}') from None
+
+
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless...); not
+# DHT (C4), JPG (C8) or DAC (CC), which share the range.
+_JPEG_SOF = frozenset(range(0xc0, 0xd0)) - {0xc4, 0xc8, 0xcc}
+
+
+def _jpeg_size(head: bytes) -> Optional[Tuple[int, int]]:
+    """Width and height from the first start-of-frame segment (ITU T.81, B.2.2)."""
+    i = 2
+    n = len(head)
+    while i + 9 <= n:
+        if head[i] != 0xff:
+            return None
+        marker = head[i + 1]
+        if marker == 0xff:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_SOF:
+            h, w = struct.unpack_from('>HH', head, i + 5)
+            return w, h
+        if marker == 0x01 or 0xd0 <= marker <= 0xd9:  # no length field
+            i += 2
+            continue
+        i += 2 + struct.unpack_from('>H', head, i + 2)[0]
+    return None
+
+
+def image_size(buf: Union[bytes, np.ndarray]) -> Optional[Tuple[int, int]]:
+    """``(width, height)`` from an encoded image's header, without decoding pixels.
+
+    PNG (IHDR) and JPEG (first start-of-frame segment) headers are read directly,
+    which costs a few microseconds against ~200 for decoding a 112x112 face; other
+    formats are probed by Pillow, which reads only the header as well.
+
+    Returns:
+        tuple | None: The size, or None when the header is not recognised (OpenCV
+        may still decode the image, and bounds it at 2**30 pixels itself).
+
+    Raises:
+        ValueError: The header claims more than Pillow's own decompression-bomb
+            limit.
+    """
+    head = memoryview(buf).cast('B') if isinstance(buf, np.ndarray) else \
+        memoryview(buf)
+    if head[:8] == _PNG_MAGIC and len(head) >= 24 and head[12:16] == b'IHDR':
+        w, h = struct.unpack_from('>II', head, 16)
+        return w, h
+    if head[:2] == b'\xff\xd8':
+        # Segments before the frame header (EXIF, ICC profiles) can be large.
+        return _jpeg_size(bytes(head[:1 << 20]))
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(bytes(head))) as im:
+            return tuple(int(v) for v in im.size)
+    except Image.DecompressionBombError:
+        raise ValueError(f'more than {2 * Image.MAX_IMAGE_PIXELS} pixels '
+                         '(Pillow\'s decompression-bomb limit)') from None
+    except Exception:  # noqa: BLE001  (unrecognised or damaged header: let cv2 try)
+        return None
 
 
 def decode_image(buf: Union[bytes, np.ndarray], path: str,
-                 key: Any = None) -> np.ndarray:
+                 key: Any = None, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Decode JPEG/PNG bytes to an RGB uint8 array.
+
+    The header's width x height is checked against :data:`MAX_IMAGE_PIXELS` before
+    decoding (a 70-byte PNG can claim 65535 x 65535 pixels), and OpenCV's own
+    assertion failures (``cv2.error``) become :class:`DataFormatError`, so the
+    ``on_bad_image='skip'`` policy sees every undecodable image.
 
     Args:
         buf (bytes | np.ndarray): Encoded image.
         path (str): File the bytes come from (for the error message).
         key (Any): Record key or line (for the error message).
+        flags (int): ``cv2.IMREAD_COLOR`` (default: RGB [H,W,3]) or
+            ``cv2.IMREAD_GRAYSCALE`` ([H,W], returned as decoded).
 
     Returns:
-        np.ndarray: uint8 [H,W,3] in RGB order.
+        np.ndarray: uint8 [H,W,3] in RGB order ([H,W] for grayscale).
 
     Raises:
-        DataFormatError: The bytes are not a decodable image.
+        DataFormatError: The bytes are not a decodable image, or the image is larger
+            than :data:`MAX_IMAGE_PIXELS`.
     """
     arr = np.frombuffer(buf, np.uint8) if not isinstance(buf, np.ndarray) \
-        else buf
-    img = cv2.imdecode(arr, cv2.IMREAD_COLOR) if arr.size else None
+        else buf.reshape(-1).view(np.uint8)
+    try:
+        size = image_size(arr) if arr.size else None
+    except ValueError as e:
+        raise DataFormatError(
+            path, f'image header claims {e}, more than the {MAX_IMAGE_PIXELS} '
+            'a face image may have', record=key, field='image') from None
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise DataFormatError(
+            path, f'image header claims {size[0]}x{size[1]} pixels, more than '
+            f'the {MAX_IMAGE_PIXELS} a face image may have', record=key,
+            field='image')
+    try:
+        img = cv2.imdecode(arr, flags) if arr.size else None
+    except cv2.error as e:
+        reason = str(e).strip().splitlines()[-1][:120]
+        raise DataFormatError(
+            path, f'cannot decode {arr.size} bytes as an image (OpenCV: '
+            f'{reason}); expected JPEG or PNG data', record=key,
+            field='image') from None
     if img is None:
         raise DataFormatError(
             path, f'cannot decode {arr.size} bytes as an image; expected JPEG '
             'or PNG data', record=key, field='image')
+    if flags == cv2.IMREAD_GRAYSCALE:
+        return img
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -186,13 +375,28 @@ class BaseFaceDataset(BaseDataset, metaclass=abc.ABCMeta):
 
     # labels ----------------------------------------------------------------------
     def check_label(self, label: int, path: str, record: Any) -> int:
-        """Return ``label`` as int, or raise if it is outside ``[0, num_classes)``."""
+        """Return ``label`` as int, or raise if it is outside ``[0, num_classes)``.
+
+        Raises:
+            DataFormatError: The label is not a finite integer (a NaN or 2.5 in a
+                float32 header), is at least 2**24 when stored as a float (float32
+                cannot hold it exactly), or is outside ``[0, num_classes)``.
+        """
+        if isinstance(label, (float, np.floating)):
+            value = float(label)
+            if not np.isfinite(value) or value != np.floor(value) or \
+                    abs(value) >= 2**24:
+                raise DataFormatError(
+                    path, f'label {value!r} is not an integer below 2**24 (the '
+                    'largest float32 labels hold exactly)', record=record,
+                    field='label')
         label = int(label)
-        if label < 0 or (self.num_classes is not None
-                         and label >= self.num_classes):
+        hi = MAX_LABEL if self.num_classes is None else self.num_classes
+        if not 0 <= label < hi:
             raise DataFormatError(
-                path, f'label {label} outside [0, {self.num_classes}) '
-                '(num_classes)', record=record, field='label')
+                path, f'label {label} outside [0, {hi}) '
+                f'({"num_classes" if self.num_classes else "int32 labels"})',
+                record=record, field='label')
         return label
 
     def get_gt_labels(self) -> np.ndarray:

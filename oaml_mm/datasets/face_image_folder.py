@@ -5,7 +5,14 @@ the identities). For 100k+ identities that scan costs minutes at every start, so
 list-file mode reads ``<relative path> <label>`` lines instead (write it once with
 :meth:`FaceImageFolder.write_list`). Paths are kept as one fixed-width byte array, not
 as a list of Python strings, so workers share it without copy-on-write growth.
+
+The folder scan skips hidden and system entries (names starting with ``.`` such as
+``.ipynb_checkpoints``, ``.DS_Store`` and AppleDouble ``._*`` files; ``__MACOSX``,
+``Thumbs.db``, ``desktop.ini``; see
+:func:`~oaml_mm.datasets.base_face_dataset.is_hidden_entry`). List-file paths must
+stay inside ``data_root``.
 """
+import io
 import os
 import os.path as osp
 from typing import Optional, Sequence
@@ -15,7 +22,9 @@ import numpy as np
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import DATASETS
 
-from .base_face_dataset import BaseFaceDataset
+from .base_face_dataset import (MAX_LABEL, BaseFaceDataset,
+                                check_relative_path, is_hidden_entry, read_text,
+                                walk_visible)
 
 __all__ = ['FaceImageFolder']
 
@@ -78,13 +87,16 @@ class FaceImageFolder(BaseFaceDataset):
         return len(paths)
 
     def _scan(self):
+        # Hidden and system folders (.ipynb_checkpoints, __MACOSX...) are not
+        # identities: counting one would shift every label after it.
         classes = sorted(d.name for d in os.scandir(self.data_root)
-                         if d.is_dir())
+                         if d.is_dir() and not is_hidden_entry(d.name))
         self.classes = classes
         paths, labels = [], []
         for label, cls in enumerate(classes):
-            for root, _, files in sorted(os.walk(osp.join(self.data_root, cls))):
-                for name in sorted(files):
+            for root, files in sorted(walk_visible(
+                    osp.join(self.data_root, cls))):
+                for name in files:
                     if name.lower().endswith(self.extensions):
                         paths.append(osp.relpath(osp.join(root, name),
                                                  self.data_root))
@@ -95,7 +107,8 @@ class FaceImageFolder(BaseFaceDataset):
         if not osp.isfile(path):
             raise MissingFileError(path, 'list file of "<path> <label>" lines')
         paths, labels = [], []
-        with open(path, 'r', encoding='utf-8') as f:
+        text = read_text(path, '"<path> <label>" lines')
+        with io.StringIO(text, newline=None) as f:
             for lineno, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:
@@ -110,13 +123,15 @@ class FaceImageFolder(BaseFaceDataset):
                 if not name:
                     raise DataFormatError(path, 'missing image path',
                                           record=f'line {lineno}')
-                if label < 0 or (self.num_classes is not None
-                                 and label >= self.num_classes):
+                hi = MAX_LABEL if self.num_classes is None else \
+                    self.num_classes
+                if not 0 <= label < hi:
                     raise DataFormatError(
-                        path, f'label {label} outside [0, {self.num_classes})'
-                        ' (num_classes)', record=f'line {lineno}',
-                        field='label')
-                paths.append(name.strip())
+                        path, f'label {label} outside [0, {hi}) ('
+                        f'{"num_classes" if self.num_classes else "int32"})',
+                        record=f'line {lineno}', field='label')
+                paths.append(check_relative_path(name.strip(), path,
+                                                 f'line {lineno}'))
                 labels.append(label)
         return paths, labels
 

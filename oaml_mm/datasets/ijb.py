@@ -8,11 +8,14 @@ Layout (``SPEC.md`` §4; the release used by insightface's ``IJB_11.py`` and Ada
       meta/ijbc_template_pair_label.txt   "<t1> <t2> <label>" per 1:1 pair
       meta/ijbc_name_5pts_score.txt   "<image> x1 y1 ... x5 y5 <faceness>" per image
       loose_crop/<image>              the images
-      meta/ijbc_1N_gallery_G1.csv ... optional 1:N lists (consumed by IJBMetric)
+      meta/ijbc_1N_gallery_G1.csv ... optional 1:N lists (read by read_1n_csv for
+                                      IJBMetric)
 
 ``ijbb_*`` for IJB-B. Both per-image files list the images in the same order; the
-parsers check that and report the first disagreeing line.
+parsers check that and report the first disagreeing line. Image names must stay
+inside ``data_root``: a name that is absolute or climbs out with ``..`` is refused.
 """
+import csv
 import io
 import os.path as osp
 from typing import Dict, List, Tuple
@@ -22,11 +25,12 @@ import numpy as np
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import DATASETS
 
-from .base_face_dataset import BaseFaceDataset
+from .base_face_dataset import (BaseFaceDataset, check_relative_path,
+                                read_text)
 
 __all__ = [
     'IJBDataset', 'ijb_meta_paths', 'read_ijb_tid_mid', 'read_ijb_template_pairs',
-    'read_ijb_landmarks'
+    'read_ijb_landmarks', 'read_1n_csv'
 ]
 
 _PREFIX = {'IJBB': 'ijbb', 'IJBC': 'ijbc'}
@@ -60,15 +64,7 @@ _INT64 = (-2**63, 2**63 - 1)
 
 def _split_lines(path: str, ncols: int, what: str) -> List[List[str]]:
     rows = []
-    with open(path, 'rb') as f:
-        raw = f.read()
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as e:
-        lineno = raw.count(b'\n', 0, e.start) + 1
-        raise DataFormatError(
-            path, f'byte 0x{raw[e.start]:02x} is not UTF-8 text ({what})',
-            record=f'line {lineno}') from None
+    text = read_text(path, what)
     # StringIO iterates with universal newlines, as a file opened in text mode.
     with io.StringIO(text, newline=None) as f:
         for lineno, line in enumerate(f, 1):
@@ -107,7 +103,7 @@ def read_ijb_tid_mid(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
                 'integer', record=f'line {lineno}') from None
         tids.append(tid_i)
         mids.append(mid_i)
-        names.append(name)
+        names.append(check_relative_path(name, path, f'line {lineno}'))
     return names, np.asarray(tids, np.int64), np.asarray(mids, np.int64)
 
 
@@ -180,11 +176,61 @@ def read_ijb_landmarks(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
                 path, 'landmark coordinates and faceness must be finite '
                 f'float32 values, got {" ".join(parts[1:])!r}',
                 record=f'line {lineno}')
-        names.append(parts[0])
+        names.append(check_relative_path(parts[0], path, f'line {lineno}'))
         lmks.append(vals[:10])
         scores.append(vals[10])
     return (names, np.asarray(lmks, np.float32).reshape(-1, 5, 2),
             np.asarray(scores, np.float32))
+
+
+def read_1n_csv(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Templates and subjects of an IJB 1:N gallery/probe CSV.
+
+    The file has a header with ``TEMPLATE_ID`` and ``SUBJECT_ID`` columns (any case)
+    and one row per image; a template must keep one subject.
+
+    Returns:
+        tuple: ``(template_ids, subject_ids)`` int64, one entry per template, in
+        order of first appearance.
+
+    Raises:
+        MissingFileError: The file is missing.
+        DataFormatError: Not UTF-8, no such header, a row without two 64-bit
+            integer ids, or a template listed with two subjects; names the line.
+    """
+    if not osp.isfile(path):
+        raise MissingFileError(path, 'IJB 1:N template list')
+    templates: Dict[int, int] = {}
+    text = read_text(path, 'IJB 1:N CSV')
+    try:
+        reader = csv.reader(io.StringIO(text, newline=''))
+        header = [h.strip().upper() for h in next(reader, [])]
+        if 'TEMPLATE_ID' not in header or 'SUBJECT_ID' not in header:
+            raise DataFormatError(path, 'header must name TEMPLATE_ID and '
+                                  f'SUBJECT_ID columns, got {header[:8]}',
+                                  record='line 1')
+        ti, si = header.index('TEMPLATE_ID'), header.index('SUBJECT_ID')
+        for row in reader:
+            lineno = reader.line_num
+            if not row:
+                continue
+            try:
+                t, s = int(row[ti]), int(row[si])
+                if not all(_INT64[0] <= v <= _INT64[1] for v in (t, s)):
+                    raise ValueError
+            except (ValueError, IndexError):
+                raise DataFormatError(
+                    path, f'expected 64-bit integer TEMPLATE_ID and SUBJECT_ID, '
+                    f'got {row[:8]!r}', record=f'line {lineno}') from None
+            if templates.setdefault(t, s) != s:
+                raise DataFormatError(
+                    path, f'template {t} has subjects {templates[t]} and {s}',
+                    record=f'line {lineno}', field='SUBJECT_ID')
+    except csv.Error as e:
+        raise DataFormatError(path, f'not a CSV file: {e}',
+                              record=f'line {reader.line_num}') from None
+    return (np.fromiter(templates.keys(), np.int64, len(templates)),
+            np.fromiter(templates.values(), np.int64, len(templates)))
 
 
 @DATASETS.register_module()

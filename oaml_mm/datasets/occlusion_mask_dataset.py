@@ -7,13 +7,18 @@ pixels are marked by hand; no standard file format exists, so oaml_mm defines on
       images/<name>.png|.jpg|.jpeg|.bmp   the aligned face (any size, RGB or grey)
       masks/<name>.png                    single channel, same height and width as the
                                           image; 255 = visible, 0 = occluded (values in
-                                          between are partial visibility)
+                                          between are partial visibility); a mask
+                                          whose only values are 0 and 1 is read as
+                                          the 0/1 encoding (1 = visible)
       labels.txt                          optional: "<name> <identity>" per line; also
                                           fixes the order and the subset of samples
 
-``<name>`` may contain sub-folders (``id_0007/003``). Without ``labels.txt`` the images
-folder is scanned once (sorted) and samples carry no identity label.
+``<name>`` may contain sub-folders (``id_0007/003``) but must stay inside the data
+root. Without ``labels.txt`` the images folder is scanned once (sorted, hidden and
+system entries such as ``.ipynb_checkpoints`` or ``._*`` skipped) and samples carry
+no identity label.
 """
+import io
 import os
 import os.path as osp
 
@@ -23,11 +28,56 @@ import numpy as np
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import DATASETS
 
-from .base_face_dataset import BaseFaceDataset
+from .base_face_dataset import (BaseFaceDataset, check_relative_path,
+                                decode_image, read_text, walk_visible)
 
-__all__ = ['OcclusionMaskDataset', 'write_occlusion_mask_sample']
+__all__ = [
+    'OcclusionMaskDataset', 'write_occlusion_mask_sample', 'mask_to_visibility'
+]
 
 _IMG_EXT = ('.png', '.jpg', '.jpeg', '.bmp')
+
+
+def mask_to_visibility(mask: np.ndarray, path: str = '<array>',
+                       record=None) -> np.ndarray:
+    """A stored visibility mask as float32 in [0, 1] (1 = visible).
+
+    Accepted encodings: uint8 0..255 (255 = visible, values between are partial
+    visibility), binary 0/1 (many public occlusion generators write it; detected
+    because its maximum is 1, which in the 0..255 encoding would mean a face
+    with no cell more than 0.4 % visible), bool, and float in [0, 1].
+
+    Args:
+        mask (np.ndarray): [H, W] mask as decoded or given.
+        path (str): File for the error message.
+        record: Record for the error message.
+
+    Returns:
+        np.ndarray: float32 [H, W] in [0, 1].
+
+    Raises:
+        DataFormatError: Values outside every accepted encoding (negative, NaN,
+            floats above 1, integers above 255).
+    """
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        return mask.astype(np.float32)
+    if mask.dtype.kind == 'f':
+        if mask.size and (not np.isfinite(mask).all() or mask.min() < 0
+                          or mask.max() > 1):
+            raise DataFormatError(
+                path, 'float visibility mask must lie in [0, 1] (1 = visible)',
+                record=record, field='mask')
+        return mask.astype(np.float32)
+    if mask.dtype.kind not in 'ui' or (mask.size and (
+            mask.min() < 0 or mask.max() > 255)):
+        raise DataFormatError(
+            path, f'mask of dtype {mask.dtype} with values outside 0..255; '
+            'expected 0..255 (255 = visible) or 0/1 (1 = visible)',
+            record=record, field='mask')
+    if mask.size and mask.max() == 1:
+        return mask.astype(np.float32)
+    return mask.astype(np.float32) / 255.0
 
 
 def write_occlusion_mask_sample(root: str, name: str, image_rgb: np.ndarray,
@@ -39,8 +89,9 @@ def write_occlusion_mask_sample(root: str, name: str, image_rgb: np.ndarray,
         root (str): Data set folder.
         name (str): Sample name without extension (may contain ``/``).
         image_rgb (np.ndarray): uint8 [H,W,3] RGB (or [H,W] grey).
-        visibility_mask (np.ndarray): [H,W], float in [0,1] or uint8 in [0,255];
-            1 / 255 = visible.
+        visibility_mask (np.ndarray): [H,W] in any encoding
+            :func:`mask_to_visibility` accepts (float or bool in [0, 1], uint8
+            0..255, binary 0/1); always written as 0..255 (255 = visible).
         ext (str): Image extension, ``.png`` (lossless, default) or ``.jpg``.
 
     Returns:
@@ -48,15 +99,16 @@ def write_occlusion_mask_sample(root: str, name: str, image_rgb: np.ndarray,
 
     Raises:
         ValueError: The mask does not have the image's height and width.
+        DataFormatError: The mask values fit no accepted encoding.
     """
     image_rgb = np.asarray(image_rgb)
     mask = np.asarray(visibility_mask)
     if mask.shape[:2] != image_rgb.shape[:2] or mask.ndim != 2:
         raise ValueError(f'mask shape {mask.shape} does not match image '
                          f'{image_rgb.shape[:2]}; expected a [H,W] mask')
-    if mask.dtype != np.uint8:
-        mask = np.clip(np.rint(mask.astype(np.float32) * 255), 0,
-                       255).astype(np.uint8)
+    # A 0/1 mask written as it is would read back as 1/255 visibility.
+    mask = np.clip(np.rint(mask_to_visibility(mask, name) * 255), 0,
+                   255).astype(np.uint8)
     img_path = osp.join(root, 'images', name + ext)
     mask_path = osp.join(root, 'masks', name + '.png')
     os.makedirs(osp.dirname(img_path), exist_ok=True)
@@ -103,7 +155,7 @@ class OcclusionMaskDataset(BaseFaceDataset):
             raise MissingFileError(img_dir, 'images/ folder of an occlusion '
                                    'mask data set (see docs/datasets.md)')
         exts = {}
-        for root, _, files in os.walk(img_dir):
+        for root, files in walk_visible(img_dir):
             for f in files:
                 stem, ext = osp.splitext(f)
                 if ext.lower() in _IMG_EXT:
@@ -111,7 +163,8 @@ class OcclusionMaskDataset(BaseFaceDataset):
                     exts[rel.replace(os.sep, '/')] = ext
         names, labels = [], []
         if self.ann_file:
-            with open(self.ann_file) as f:
+            text = read_text(self.ann_file, '"<name> <label>" lines')
+            with io.StringIO(text, newline=None) as f:
                 for lineno, line in enumerate(f, 1):
                     parts = line.split()
                     if not parts:
@@ -125,6 +178,8 @@ class OcclusionMaskDataset(BaseFaceDataset):
                             self.ann_file, 'expected "<name> <integer label>", '
                             f'got {line.strip()[:80]!r}',
                             record=f'line {lineno}') from None
+                    check_relative_path(parts[0], self.ann_file,
+                                        f'line {lineno}', 'name')
                     if parts[0] not in exts:
                         raise MissingFileError(
                             osp.join(img_dir, parts[0] + '.png'),
@@ -158,22 +213,21 @@ class OcclusionMaskDataset(BaseFaceDataset):
         if not osp.isfile(mask_path):
             raise MissingFileError(mask_path,
                                    f'visibility mask of {info["img_path"]}')
-        raw = np.fromfile(mask_path, np.uint8)
         try:
-            # OpenCV asserts (cv2.error) on an empty buffer instead of returning None.
-            mask = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
-        except cv2.error:
-            mask = None
-        if mask is None:
-            raise DataFormatError(mask_path, 'cannot decode the mask; expected '
-                                  'a single-channel PNG', record=info['key'])
+            mask = decode_image(np.fromfile(mask_path, np.uint8), mask_path,
+                                info['key'], cv2.IMREAD_GRAYSCALE)
+        except DataFormatError as e:
+            raise DataFormatError(
+                mask_path, f'cannot decode the mask ({e.what}); expected a '
+                'single-channel PNG', record=info['key']) from None
         if mask.shape != img.shape[:2]:
             raise DataFormatError(
                 mask_path, f'mask is {mask.shape[1]}x{mask.shape[0]} but its '
                 f'image is {img.shape[1]}x{img.shape[0]}; expected the same size',
                 record=info['key'], field='size')
         info['img'] = img
-        info['visibility_mask'] = mask.astype(np.float32) / 255.0
+        info['visibility_mask'] = mask_to_visibility(mask, mask_path,
+                                                     info['key'])
         return True
 
     def raw_labels(self) -> np.ndarray:

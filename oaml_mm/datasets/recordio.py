@@ -32,7 +32,7 @@ from oaml_mm.errors import DataFormatError, MissingFileError
 __all__ = [
     'IRHeader', 'RECORDIO_MAGIC', 'pack_record', 'unpack_record',
     'encode_recordio', 'IndexedRecordReader', 'IndexedRecordWriter',
-    'write_insightface_rec'
+    'write_insightface_rec', 'float32_integers', 'resolve_float32_key'
 ]
 
 RECORDIO_MAGIC = 0xced7230a
@@ -218,6 +218,15 @@ class IndexedRecordReader:
         order = np.argsort(keys, kind='stable')
         self._sorted_keys = keys[order]
         self._sorted_offsets = offsets[order]
+        dup = np.nonzero(self._sorted_keys[1:] == self._sorted_keys[:-1])[0]
+        if dup.size:
+            # Two lines for one key would make the data set yield a record twice
+            # (or hide one of two records): the index is damaged either way.
+            key = int(self._sorted_keys[dup[0]])
+            lines = (np.nonzero(keys == key)[0][:2] + 1).tolist()
+            raise DataFormatError(
+                self.idx_path, f'key {key} is listed twice (entries {lines[0]} and '
+                f'{lines[1]}); expected each key once', record=key, field='key')
         self._uniq_offsets = np.unique(offsets)
         self._fd = None
         self._pid = None
@@ -367,6 +376,27 @@ class IndexedRecordReader:
         """Payload of record ``key`` (see :func:`unpack_record`)."""
         return self.read_at(self.offset_of(key), key=key)
 
+    def record_kind(self, key: int) -> str:
+        """What record ``key`` is, reading only its first bytes.
+
+        Returns:
+            str: ``'missing'`` (not in the index), ``'identity'`` (``flag >= 2``
+            vector label and no image bytes: the header or identity records of the
+            insightface layout) or ``'image'``.
+        """
+        if key not in self:
+            return 'missing'
+        buf = self.read_at(self.offset_of(key), key=key, max_bytes=64)
+        header, payload = _unpack_header_prefix(buf, self, key)
+        if header.flag >= 2 and not payload:
+            # read_at may have cut the payload at 64 bytes: an identity record's
+            # whole length is its header and labels.
+            length = struct.unpack_from('<I', self._pread(8, self.offset_of(key)),
+                                        4)[0] & _LEN_MASK
+            if length == _IR_SIZE + 4 * header.flag:
+                return 'identity'
+        return 'image'
+
     def read_header(self, key: int) -> IRHeader:
         """The :data:`IRHeader` of record ``key``, reading only its first bytes."""
         # 24 header bytes plus room for the two labels of the insightface layout;
@@ -383,6 +413,76 @@ def _unpack_header_prefix(buf: bytes, reader: IndexedRecordReader,
         if _IR_SIZE + 4 * flag > len(buf):
             buf = reader.read(key)
     return unpack_record(buf, reader.rec_path, key)
+
+
+def float32_integers(value: float, lo: int, hi: int) -> np.ndarray:
+    """The integers in ``[lo, hi]`` that float32 rounds to ``value``.
+
+    RecordIO headers store keys and counts as float32, which holds integers exactly
+    only below 2**24 (16,777,216); above it several integers share one float32
+    (2 between 2**24 and 2**25, 4 up to 2**26, ...). The candidates are then told
+    apart by the records themselves (:func:`resolve_float32_key`).
+
+    Args:
+        value (float): The float32 value read from a header.
+        lo (int): Smallest admissible integer.
+        hi (int): Largest admissible integer.
+
+    Returns:
+        np.ndarray: int64 candidates, ascending (empty when none fits).
+    """
+    v = np.float32(value)
+    if not np.isfinite(v):
+        return np.zeros(0, np.int64)
+    x = float(v)
+    if x < lo - 2**40 or x > hi + 2**40:
+        return np.zeros(0, np.int64)
+    spacing = float(np.spacing(np.float32(abs(x)))) if x else 1.0
+    first = max(int(np.floor(x - spacing)), lo)
+    last = min(int(np.ceil(x + spacing)), hi)
+    if last < first:
+        return np.zeros(0, np.int64)
+    cand = np.arange(first, last + 1, dtype=np.int64)
+    return cand[cand.astype(np.float32) == v]
+
+
+def resolve_float32_key(value: float, lo: int, hi: int, fits,
+                        path: str = '<buffer>', record=None,
+                        field: str = 'label') -> int:
+    """The one integer a float32 header value stands for, checked by ``fits``.
+
+    Args:
+        value (float): The float32 value read from a header.
+        lo (int): Smallest admissible integer.
+        hi (int): Largest admissible integer.
+        fits (callable): ``fits(n) -> bool``: whether the records agree with ``n``
+            (for example, "key ``n - 1`` is an image and key ``n`` an identity
+            record"). Called only when ``value`` is ambiguous (at or above 2**24).
+        path (str): File for the error message.
+        record: Record for the error message.
+        field (str): Field for the error message.
+
+    Returns:
+        int: The integer.
+
+    Raises:
+        DataFormatError: ``value`` is not finite, not an integer, outside
+            ``[lo, hi]``, or the records fit none or several of the candidates.
+    """
+    cand = float32_integers(value, lo, hi)
+    if cand.size == 0:
+        raise DataFormatError(
+            path, f'{field} {float(value)!r} is not an integer in [{lo}, {hi}] '
+            '(what the index file admits)', record=record, field=field)
+    if cand.size == 1:
+        return int(cand[0])
+    good = [int(c) for c in cand if fits(int(c))]
+    if len(good) != 1:
+        raise DataFormatError(
+            path, f'{field} {float(value)!r} is a float32 rounding of one of '
+            f'{cand.tolist()}, and the records agree with {len(good)} of them '
+            f'({good}); expected exactly one', record=record, field=field)
+    return good[0]
 
 
 class IndexedRecordWriter:

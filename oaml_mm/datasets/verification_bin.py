@@ -6,9 +6,15 @@ A ``.bin`` file is a pickle of ``(bins, issame_list)``: ``bins`` holds the JPEG 
 validation sets). The released files were pickled by Python 2 (byte strings) or Python 3
 (``_codecs.encode`` reductions), some with ``numpy.bool_`` flags.
 
+Home-made packers often store each image as the 1-D ``uint8`` array ``cv2.imencode``
+returns, pickled with numpy 1.x (``numpy.core``) or 2.x (``numpy._core``) module paths
+at any protocol.
+
 Unpickling runs code chosen by the file, so :func:`load_verification_bin` uses an
-unpickler that resolves no real global at all: the three reductions those files use are
-replaced by look-alikes that can only build bytes and bools.
+unpickler that resolves no real global at all: the reductions those files use
+(``_codecs.encode``, numpy's ``_reconstruct`` / ``_frombuffer`` / ``scalar`` /
+``dtype``) are replaced by look-alikes that can only build bytes, bools and plain
+numeric arrays over the pickle's own bytes.
 """
 import io
 import os.path as osp
@@ -36,26 +42,102 @@ def _codecs_encode(text, encoding='latin1', errors='strict'):
     return text.encode('latin1')
 
 
-class _BoolDtype:
-    """Stands in for ``numpy.dtype('b1')`` while a numpy bool scalar is rebuilt."""
+# Plain numeric dtypes only: an object dtype ('O') would let the pickle place
+# arbitrary objects in an array, a structured one carries field objects.
+_NUMERIC_DTYPES = frozenset(
+    ('b1', 'u1', 'i1', 'u2', 'i2', 'u4', 'i4', 'u8', 'i8', 'f2', 'f4', 'f8'))
+
+
+def _text(value) -> str:
+    # Python 2 pickles read with encoding='bytes' give byte strings for str.
+    return value.decode('latin1') if isinstance(value, bytes) else value
+
+
+class _Dtype:
+    """Stands in for ``numpy.dtype(name, align, copy)`` of a plain numeric type."""
 
     def __init__(self, name, align=False, copy=True) -> None:
-        if name != 'b1':
+        name = _text(name)
+        if not isinstance(name, str) or name not in _NUMERIC_DTYPES:
             raise pickle.UnpicklingError(
-                f'numpy dtype {name!r} is not admitted (only the bool flags '
-                'of issame_list)')
+                f'numpy dtype {name!r} is not admitted (only plain numeric '
+                f'dtypes: {", ".join(sorted(_NUMERIC_DTYPES))})')
+        self.dtype = np.dtype(name)
 
     def __setstate__(self, state) -> None:
-        # The pickled dtype state (version, byte order, ...) carries nothing we need.
-        if not isinstance(state, tuple):
-            raise pickle.UnpicklingError('unexpected numpy dtype state')
+        # (version, byte order, subarray, names, fields, elsize, alignment, flags)
+        if not isinstance(state, tuple) or len(state) < 5 or \
+                any(x is not None for x in state[2:5]):
+            raise pickle.UnpicklingError(
+                'only plain numeric numpy dtypes are admitted (no subarray or '
+                'structured fields)')
+        order = _text(state[1])
+        if order not in ('<', '>', '|', '='):
+            raise pickle.UnpicklingError(f'numpy byte order {order!r} unknown')
+        if order in ('<', '>'):
+            self.dtype = self.dtype.newbyteorder(order)
+
+
+def _array(data, dtype: '_Dtype', shape, fortran: bool = False) -> np.ndarray:
+    if not isinstance(dtype, _Dtype):
+        raise pickle.UnpicklingError('numpy array without an admitted dtype')
+    if isinstance(data, str):
+        data = data.encode('latin1')
+    if not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError(
+            'numpy array data must be raw bytes (object arrays are refused)')
+    if isinstance(shape, int):
+        shape = (shape, )
+    if not isinstance(shape, tuple) or len(shape) > 4 or not all(
+            isinstance(d, int) and d >= 0 for d in shape):
+        raise pickle.UnpicklingError(f'numpy array shape {shape!r} refused')
+    count = int(np.prod(shape, dtype=object))
+    if count * dtype.dtype.itemsize != len(data):
+        raise pickle.UnpicklingError(
+            f'numpy array of shape {shape} and dtype {dtype.dtype.str} needs '
+            f'{count * dtype.dtype.itemsize} bytes, the pickle holds {len(data)}')
+    # Reads the pickle's own bytes: no allocation beyond what the file holds.
+    return np.frombuffer(data, dtype.dtype).reshape(
+        shape, order='F' if fortran else 'C')
+
+
+class _NdarrayClass:
+    """Stands in for the ``numpy.ndarray`` class argument of ``_reconstruct``."""
+
+
+class _ArrayStub:
+    """What ``numpy.core.multiarray._reconstruct`` builds; ``BUILD`` fills it."""
+
+    array = None
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError('unexpected numpy array state')
+        if len(state) == 5:  # (version, shape, dtype, is_fortran, data)
+            state = state[1:]
+        shape, dtype, fortran, data = state
+        self.array = _array(data, dtype, shape, bool(fortran))
+
+
+def _reconstruct(cls, shape, typecode):
+    # ndarray.__reduce__ at protocol <= 4: _reconstruct(ndarray, (0,), b'b').
+    if cls is not _NdarrayClass:
+        raise pickle.UnpicklingError('_reconstruct is only admitted for ndarray')
+    return _ArrayStub()
+
+
+def _frombuffer(buf, dtype, shape, order='C'):
+    # ndarray.__reduce_ex__ at protocol 5: _frombuffer(buffer, dtype, shape, order).
+    return _array(buf, dtype, shape, _text(order) == 'F')
 
 
 def _numpy_scalar(dtype, data=None):
-    if not isinstance(dtype, _BoolDtype) or not isinstance(data, bytes) or \
-            len(data) != 1:
-        raise pickle.UnpicklingError('only numpy bool scalars are admitted')
-    return data != b'\x00'
+    if isinstance(data, str):
+        data = data.encode('latin1')
+    if not isinstance(dtype, _Dtype) or not isinstance(data, bytes) or \
+            len(data) != dtype.dtype.itemsize:
+        raise pickle.UnpicklingError('only numeric numpy scalars are admitted')
+    return np.frombuffer(data, dtype.dtype)[0].item()
 
 
 def _bytes(*args):
@@ -69,10 +151,14 @@ _ADMITTED = {
     ('_codecs', 'encode'): _codecs_encode,
     ('__builtin__', 'bytes'): _bytes,
     ('builtins', 'bytes'): _bytes,
-    ('numpy', 'dtype'): _BoolDtype,
-    ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
-    ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
+    ('numpy', 'dtype'): _Dtype,
+    ('numpy', 'ndarray'): _NdarrayClass,
 }
+# numpy 1.x pickles name numpy.core, numpy 2.x numpy._core.
+for _core in ('numpy.core', 'numpy._core'):
+    _ADMITTED[(f'{_core}.multiarray', 'scalar')] = _numpy_scalar
+    _ADMITTED[(f'{_core}.multiarray', '_reconstruct')] = _reconstruct
+    _ADMITTED[(f'{_core}.numeric', '_frombuffer')] = _frombuffer
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -89,15 +175,32 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError('persistent ids are not admitted')
 
 
+def _plain(value):
+    """An :class:`_ArrayStub` as its array; anything else unchanged."""
+    if isinstance(value, _ArrayStub):
+        if value.array is None:
+            raise pickle.UnpicklingError('numpy array without data')
+        return value.array
+    return value
+
+
 def load_verification_bin(path: str) -> Tuple[List[bytes], List[bool]]:
     """Read a verification ``.bin`` without executing anything from the file.
+
+    Accepted: any pickle protocol (0-5), Python 2 and 3 pickles, images as
+    ``bytes`` or as the 1-D ``uint8`` numpy array ``cv2.imencode`` returns (numpy
+    1.x ``numpy.core`` or 2.x ``numpy._core`` module paths), ``issame`` as a list of
+    bools / numpy bools or a numpy bool array. numpy objects are rebuilt by
+    look-alikes that only admit plain numeric dtypes and read the pickle's own
+    bytes; nothing callable from the file runs.
 
     Args:
         path (str): The ``.bin`` file.
 
     Returns:
         tuple: ``(images, issame)``: a list of ``2 * N`` JPEG byte strings and a list
-        of ``N`` bools.
+        of ``N`` bools. An image the file references several times is one shared
+        ``bytes`` object, so memory stays bounded by the file's size.
 
     Raises:
         MissingFileError: The file does not exist.
@@ -116,6 +219,9 @@ def load_verification_bin(path: str) -> Tuple[List[bytes], List[bool]]:
         raw = f.read()
     try:
         obj = _RestrictedUnpickler(io.BytesIO(raw), encoding='bytes').load()
+        obj = _plain(obj)
+        if isinstance(obj, (tuple, list)) and len(obj) == 2:
+            obj = (_plain(obj[0]), _plain(obj[1]))
     except Exception as e:  # noqa: BLE001  (any unpickling failure is a format error)
         raise DataFormatError(
             path, f'not a verification pickle of (list of bytes, list of bool): '
@@ -125,21 +231,42 @@ def load_verification_bin(path: str) -> Tuple[List[bytes], List[bool]]:
             path, 'expected a pickled pair (images, issame), got '
             f'{type(obj).__name__}')
     images, issame = obj
+    if isinstance(issame, np.ndarray) and issame.ndim == 1:
+        issame = issame.tolist()
     if not isinstance(images, (list, tuple)) or \
             not isinstance(issame, (list, tuple)):
         raise DataFormatError(path, 'expected (list of bytes, list of bool)')
     out_images = []
+    # The pickle memo lets one object be referenced many times (a 6 MiB file can
+    # list one image 2**21 times): convert each object once and share the result.
+    converted = {}
     for i, img in enumerate(images):
-        if isinstance(img, bytearray):
+        done = converted.get(id(img))
+        if done is not None:
+            out_images.append(done[1])
+            continue
+        orig = img
+        img = _plain(img)
+        if isinstance(img, np.ndarray):
+            if img.dtype.itemsize != 1 or img.dtype.kind not in 'ui' or \
+                    img.ndim > 2 or (img.ndim == 2 and 1 not in img.shape):
+                raise DataFormatError(
+                    path, f'image {i} is a numpy array of dtype {img.dtype} and '
+                    f'shape {img.shape}, expected the 1-D uint8 array of an '
+                    'encoded image', record=f'image {i}')
+            img = img.tobytes()
+        elif isinstance(img, bytearray):
             img = bytes(img)
         if not isinstance(img, bytes):
             raise DataFormatError(
                 path, f'image {i} is {type(img).__name__}, expected bytes',
                 record=f'image {i}')
+        converted[id(orig)] = (orig, img)  # keep orig alive: ids stay unique
         out_images.append(img)
     out_issame = []
     for i, flag in enumerate(issame):
-        if not isinstance(flag, (bool, int)) or flag not in (0, 1):
+        if isinstance(flag, float) or not isinstance(flag, (bool, int)) or \
+                flag not in (0, 1):
             raise DataFormatError(
                 path, f'issame[{i}] is {flag!r}, expected a bool',
                 record=f'pair {i}', field='issame')
@@ -210,7 +337,7 @@ class VerificationBinDataset(BaseFaceDataset):
         if name is None:
             name = osp.splitext(osp.basename(ann_file))[0]
         self._blob = None
-        self._offsets = None
+        self._spans = None
         self._issame = None
         self.side_files = side_files
         self._vis = None
@@ -223,9 +350,20 @@ class VerificationBinDataset(BaseFaceDataset):
         images, issame = load_verification_bin(self.ann_file)
         # One contiguous buffer: DataLoader workers share it without touching the
         # reference counts of thousands of bytes objects (copy-on-write growth).
-        sizes = np.fromiter((len(b) for b in images), np.int64, len(images))
-        self._offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self._blob = np.frombuffer(b''.join(images), np.uint8)
+        # An image the file references several times is stored once (the file
+        # may list one image 2**21 times), so the buffer never exceeds the file.
+        self._spans = np.zeros((len(images), 2), np.int64)
+        where = {}
+        chunks = []
+        pos = 0
+        for i, b in enumerate(images):
+            span = where.get(id(b))
+            if span is None:
+                span = where[id(b)] = (pos, pos + len(b))
+                chunks.append(b)
+                pos += len(b)
+            self._spans[i] = span
+        self._blob = np.frombuffer(b''.join(chunks), np.uint8)
         self._issame = np.asarray(issame, bool)
         self._metainfo['num_pairs'] = len(issame)
         if self.side_files:
@@ -248,7 +386,7 @@ class VerificationBinDataset(BaseFaceDataset):
 
     def load_sample(self, info: dict) -> bool:
         i = info['key']
-        buf = self._blob[self._offsets[i]:self._offsets[i + 1]]
+        buf = self._blob[self._spans[i, 0]:self._spans[i, 1]]
         img = self.decode(buf, self.ann_file, f'image {i}')
         if img is None:
             return False

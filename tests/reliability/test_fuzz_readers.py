@@ -18,17 +18,22 @@ import pickle
 import signal
 import struct
 import tempfile
+import zlib
 from collections import Counter
 from contextlib import contextmanager
 from unittest import TestCase
 
+import cv2
 import numpy as np
+import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from oaml_mm.datasets import (IndexedRecordReader, IRHeader, pack_record,
-                              read_ijb_landmarks, read_ijb_template_pairs,
-                              read_ijb_tid_mid, unpack_record)
+from oaml_mm.datasets import (FaceImageFolder, IJBDataset, IndexedRecordReader,
+                              IRHeader, MXFaceDataset, VerificationBinDataset,
+                              pack_record, read_1n_csv, read_ijb_landmarks,
+                              read_ijb_template_pairs, read_ijb_tid_mid,
+                              unpack_record, write_insightface_rec)
 from oaml_mm.datasets.occlusion_mask_dataset import (
     OcclusionMaskDataset, write_occlusion_mask_sample)
 from oaml_mm.datasets.recordio import IndexedRecordWriter
@@ -398,6 +403,416 @@ class TestFuzzMaskLoader(_FuzzCase):
         np.testing.assert_array_equal(
             (sample['visibility_mask'] * 255).round().astype(np.uint8),
             self.mask)
+
+
+# --- data set classes over whole folders ---------------------------------------
+# The readers above are the low-level parsers; the data set classes and tools add
+# their own file handling (property files, list files, folder scans, image decoding,
+# mask encodings, path joins). Each case builds the class over a mutated copy of a
+# small valid folder and reads every sample under both bad-image policies.
+FUZZ_DS = settings(
+    max_examples=max(1, int(os.environ.get('OAML_FUZZ_EXAMPLES', 300)) // 3),
+    deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.too_slow,
+                           HealthCheck.function_scoped_fixture])
+
+
+def _jpeg(label: int, size: int = 16) -> bytes:
+    img = np.full((size, size, 3), (label * 40) % 256, np.uint8)
+    ok, buf = cv2.imencode('.png', img)
+    assert ok
+    return buf.tobytes()
+
+
+def _huge_png() -> bytes:
+    def chunk(kind, data):
+        return (struct.pack('>I', len(data)) + kind + data +
+                struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+    return (b'\x89PNG\r\n\x1a\n' +
+            chunk(b'IHDR', struct.pack('>IIBBBBB', 65535, 65535, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\0' * 16)) + chunk(b'IEND', b''))
+
+
+image_bytes = st.one_of(
+    st.binary(max_size=80), st.just(_huge_png()),
+    st.tuples(st.integers(0, 4), mutations).map(
+        lambda t: mutate(_jpeg(t[0]), t[1])[0]))
+
+
+class _DatasetFuzz(_FuzzCase):
+
+    def fresh(self) -> str:
+        """A new folder for one example (setUp runs once per test, not example)."""
+        return tempfile.mkdtemp(dir=self.tmp.name)
+
+    def read_all(self, make, *paths, skip=True):
+        """Build the data set and read every sample and label.
+
+        Returns the list of samples (None where skipped) or None when an
+        OAMLError naming one of ``paths`` was raised.
+        """
+        policies = ('raise', 'skip') if skip else ('raise', )
+        out = None
+        for policy in policies:
+            try:
+                with no_hang():
+                    ds = make(on_bad_image=policy, max_refetch=2)
+                    n = len(ds)
+                    got = []
+                    for i in range(n):
+                        try:
+                            got.append(ds.prepare_data(i))
+                        except OAMLError as e:
+                            self.assertOurError(e, *paths)
+                            got.append(e)
+                    try:
+                        ds.get_gt_labels()
+                    except ConfigError:
+                        pass  # a data set without identity labels
+                    except OAMLError as e:
+                        self.assertOurError(e, *paths)
+                    if policy == 'skip':
+                        ds.log_skipped()
+            except OAMLError as e:
+                self.assertOurError(e, *paths)
+                continue
+            if policy == 'raise':
+                out = got
+        return out
+
+
+class TestFuzzMXFaceDataset(_DatasetFuzz):
+
+    def _folder(self, n_ids=3):
+        root = osp.join(self.fresh(), 'rec')
+        samples = [(_jpeg(lab), lab) for lab in range(n_ids) for _ in range(2)]
+        write_insightface_rec(root, samples, num_classes=n_ids)
+        return root
+
+    def _files(self, root):
+        return [osp.join(root, f) for f in ('train.rec', 'train.idx', 'property')]
+
+    @FUZZ_DS
+    @given(which=st.sampled_from(['train.rec', 'train.idx', 'property']),
+           muts=mutations, cut=st.one_of(st.none(), st.integers(0, 10**6)),
+           raw=st.one_of(st.none(), st.binary(max_size=60)))
+    @example(which='property', muts=[(0, 0)], cut=None, raw=b'\xff3,112,112')
+    @example(which='train.idx', muts=[(0, 0)], cut=None, raw=b'0\t0\n0\t0\n')
+    def test_mutated_folder(self, which, muts, cut, raw):
+        CASES['ds_mx_mutated'] += 1
+        root = self._folder()
+        path = osp.join(root, which)
+        with open(path, 'rb') as f:
+            orig = f.read()
+        with open(path, 'wb') as f:
+            f.write(raw if raw is not None else mutate(orig, muts, cut)[0])
+        got = self.read_all(lambda **kw: MXFaceDataset(root, pipeline=[], **kw),
+                            *self._files(root))
+        if got is not None:
+            # Never longer than the index, never a label outside the property.
+            self.assertLessEqual(len(got), 8)
+            for sample in got:
+                if isinstance(sample, dict):
+                    self.assertIn(sample['gt_label'], range(10**6))
+
+    @FUZZ_DS
+    @given(first=st.floats(width=32), end=st.floats(width=32))
+    @example(first=1e12, end=1e12 + 1)
+    @example(first=float('nan'), end=8.0)
+    @example(first=7.0, end=float('inf'))
+    @example(first=1e30, end=1e30)
+    def test_header_labels(self, first, end):
+        CASES['ds_mx_header_label'] += 1
+        root = self._folder()
+        rec, idx = self._files(root)[:2]
+        reader = IndexedRecordReader(rec, idx)
+        records = {int(k): reader.read(int(k)) for k in reader.keys}
+        reader.close()
+        records[0] = pack_record(IRHeader(0, (first, end), 0, 0), b'')
+        with IndexedRecordWriter(rec, idx) as w:
+            for k, buf in records.items():
+                w.write_idx(k, buf)
+        got = self.read_all(lambda **kw: MXFaceDataset(root, pipeline=[], **kw),
+                            rec, idx)
+        if got is not None:
+            # Accepted only when the header names the real layout (7, 10).
+            self.assertEqual((np.float32(first), np.float32(end)),
+                             (np.float32(7), np.float32(10)))
+            self.assertEqual([s['gt_label'] for s in got], [0, 0, 1, 1, 2, 2])
+
+
+class TestFuzzFaceImageFolder(_DatasetFuzz):
+
+    def _folder(self):
+        root = osp.join(self.fresh(), 'imgs')
+        for lab, name in enumerate(('alice', 'bob')):
+            os.makedirs(osp.join(root, name))
+            for i in range(2):
+                with open(osp.join(root, name, f'{i}.png'), 'wb') as f:
+                    f.write(_jpeg(lab))
+        return root
+
+    @FUZZ_DS
+    @given(img=image_bytes, which=st.integers(0, 3))
+    def test_image_bytes(self, img, which):
+        CASES['ds_folder_image'] += 1
+        root = self._folder()
+        name = ['alice/0.png', 'alice/1.png', 'bob/0.png', 'bob/1.png'][which]
+        with open(osp.join(root, name), 'wb') as f:
+            f.write(img)
+        got = self.read_all(
+            lambda **kw: FaceImageFolder(root, pipeline=[], **kw),
+            osp.join(root, name))
+        self.assertIsNotNone(got)
+        for i, sample in enumerate(got):
+            if i != which:
+                self.assertIsInstance(sample, dict)
+                self.assertEqual(sample['gt_label'], i // 2)
+
+    @FUZZ_DS
+    @given(lines=st.lists(st.one_of(
+        st.sampled_from(['alice/0.png 0', 'bob/1.png 1', '../x.png 0',
+                         '/etc/passwd 1', 'alice/../../x.png 0', 'C:/x 0',
+                         'alice/0.png 99999999999999999999', 'bob/0.png -1']),
+        st.text(max_size=30), st.binary(max_size=30).map(
+            lambda b: b.decode('latin1'))), max_size=5),
+        enc=st.sampled_from(['utf-8', 'latin1']))
+    def test_list_file(self, lines, enc):
+        CASES['ds_folder_list'] += 1
+        root = self._folder()
+        lst = self.write('list.txt', '\n'.join(lines).encode(enc, 'replace'))
+        got = self.read_all(
+            lambda **kw: FaceImageFolder(root, ann_file=lst, pipeline=[], **kw),
+            lst, root, skip=False)
+        for sample in got or []:
+            if isinstance(sample, dict):
+                real = osp.realpath(sample['img_path'])
+                self.assertTrue(real.startswith(osp.realpath(root) + os.sep),
+                                f'read outside the data root: {real}')
+
+
+class TestFuzzVerificationBinDataset(_DatasetFuzz):
+
+    @FUZZ_DS
+    @given(n=st.integers(1, 2), protocol=st.integers(0, 5),
+           as_array=st.booleans(), muts=mutations,
+           cut=st.one_of(st.none(), st.integers(0, 10**6)))
+    def test_mutated(self, n, protocol, as_array, muts, cut):
+        CASES['ds_bin_mutated'] += 1
+        images = [np.frombuffer(_jpeg(i), np.uint8) if as_array else _jpeg(i)
+                  for i in range(2 * n)]
+        raw = pickle.dumps((images, [True] * n), protocol=protocol)
+        path = self.write('v.bin', mutate(raw, muts, cut)[0])
+        got = self.read_all(
+            lambda **kw: VerificationBinDataset(path, pipeline=[], **kw), path)
+        for sample in got or []:
+            if isinstance(sample, dict):
+                self.assertEqual(sample['img'].shape[2], 3)
+
+
+class TestFuzzIJBDataset(_DatasetFuzz):
+
+    def _folder(self):
+        base = self.fresh()
+        root = osp.join(base, 'IJBC')
+        os.makedirs(osp.join(root, 'meta'))
+        os.makedirs(osp.join(root, 'loose_crop'))
+        tid, lmk = [], []
+        for i in range(3):
+            with open(osp.join(root, 'loose_crop', f'{i}.png'), 'wb') as f:
+                f.write(_jpeg(i, 32))
+            tid.append(f'{i}.png {i // 2 + 1} {10 + i}')
+            lmk.append(f'{i}.png ' + ' '.join(['10.0'] * 10) + ' 0.9')
+        meta = osp.join(root, 'meta')
+        paths = [osp.join(meta, 'ijbc_face_tid_mid.txt'),
+                 osp.join(meta, 'ijbc_name_5pts_score.txt')]
+        for p, lines in zip(paths, (tid, lmk)):
+            with open(p, 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+        with open(osp.join(base, 'outside.png'), 'wb') as f:
+            f.write(_jpeg(7, 32))
+        return root, paths
+
+    @FUZZ_DS
+    @given(which=st.integers(0, 1), muts=mutations,
+           name=st.one_of(st.none(), st.sampled_from(
+               ['../outside.png', '/etc/hostname', 'x/../../outside.png',
+                '..\\outside.png', '0.png\x00', '\xff.png'])))
+    def test_mutated_meta(self, which, muts, name):
+        CASES['ds_ijb_meta'] += 1
+        root, paths = self._folder()
+        path = paths[which]
+        with open(path, 'rb') as f:
+            raw = f.read()
+        if name is not None:
+            for p in paths:  # the same name in both files, as a real attack
+                with open(p, 'rb') as f:
+                    text = f.read()
+                with open(p, 'wb') as f:
+                    f.write(text.replace(b'1.png', name.encode('latin1'), 1))
+        else:
+            with open(path, 'wb') as f:
+                f.write(mutate(raw, muts)[0])
+        got = self.read_all(lambda **kw: IJBDataset(root, pipeline=[], **kw),
+                            *paths, osp.join(root, 'loose_crop'))
+        for sample in got or []:
+            if isinstance(sample, dict):
+                real = osp.realpath(sample['img_path'])
+                self.assertTrue(real.startswith(osp.realpath(root) + os.sep),
+                                f'read outside the data root: {real}')
+
+
+class TestFuzzOcclusionLabels(_DatasetFuzz):
+
+    @FUZZ_DS
+    @given(lines=st.lists(st.one_of(
+        st.sampled_from(['id0/a 0', 'id0/b 1', '../../x 0', '/abs 0',
+                         'id0/a 1 2', 'id0/a nan']),
+        st.binary(max_size=20).map(lambda b: b.decode('latin1'))),
+        max_size=4), enc=st.sampled_from(['utf-8', 'latin1']),
+        binary01=st.booleans())
+    def test_labels_and_masks(self, lines, enc, binary01):
+        CASES['ds_occlusion_labels'] += 1
+        root = osp.join(self.fresh(), 'occ')
+        mask = np.zeros((16, 16), np.uint8)
+        mask[:8] = 1 if binary01 else 255
+        for name in ('id0/a', 'id0/b'):
+            write_occlusion_mask_sample(root, name, np.zeros((16, 16, 3),
+                                                             np.uint8), mask)
+        if binary01:  # store it 0/1 as a public generator would
+            for name in ('a', 'b'):
+                cv2.imwrite(osp.join(root, 'masks', 'id0', name + '.png'), mask)
+        labels = osp.join(root, 'labels.txt')
+        with open(labels, 'wb') as f:
+            f.write('\n'.join(lines).encode(enc, 'replace'))
+        got = self.read_all(
+            lambda **kw: OcclusionMaskDataset(root, pipeline=[], **kw),
+            labels, root)
+        for sample in got or []:
+            if isinstance(sample, dict):
+                vis = sample['visibility_mask']
+                np.testing.assert_array_equal(vis[:8], 1.0)
+                np.testing.assert_array_equal(vis[8:], 0.0)
+
+
+# --- IJB 1:N CSV ---------------------------------------------------------------
+class TestFuzz1NCSV(_FuzzCase):
+
+    def _oracle(self, path):
+        import csv
+        with open(path, encoding='utf-8', newline='') as f:
+            rows = list(csv.reader(f))
+        header = [h.strip().upper() for h in rows[0]]
+        ti, si = header.index('TEMPLATE_ID'), header.index('SUBJECT_ID')
+        out = {}
+        for row in rows[1:]:
+            if row:
+                out.setdefault(int(row[ti]), int(row[si]))
+        return list(out), list(out.values())
+
+    @FUZZ
+    @given(raw=st.one_of(
+        st.binary(max_size=120),
+        st.text(alphabet='0123456789,-\n\r"TEMPLAE_IDSUBJC x\xe9', max_size=120)
+        .map(lambda t: ('TEMPLATE_ID,SUBJECT_ID\n' + t).encode('utf-8')),
+        st.tuples(st.lists(st.tuples(st.integers(-2**70, 2**70),
+                                     st.integers(0, 9)), max_size=5), mutations)
+        .map(lambda t: mutate(('TEMPLATE_ID,SUBJECT_ID,FILE\n' + ''.join(
+            f'{a},{b},f.jpg\n' for a, b in t[0])).encode(), t[1])[0])))
+    @example(raw=b'TEMPLATE_ID,SUBJECT_ID\n1,\xff\n')
+    def test_random(self, raw):
+        CASES['ijb_1n_csv'] += 1
+        path = self.write('g.csv', raw)
+        try:
+            with no_hang():
+                tids, subj = read_1n_csv(path)
+        except OAMLError as e:
+            self.assertOurError(e, path)
+            return
+        t, s = self._oracle(path)
+        np.testing.assert_array_equal(tids, t)
+        np.testing.assert_array_equal(subj, s)
+
+
+# --- gallery files -------------------------------------------------------------
+class TestFuzzGallery(_FuzzCase):
+
+    @classmethod
+    def setUpClass(cls):
+        from oaml_mm.apis import FaceGallery, FaceRecognizer
+        from tests.test_apis.helpers import face, write_checkpoint, write_config
+        cls.ctmp = tempfile.TemporaryDirectory()
+        cfg = write_config(osp.join(cls.ctmp.name, 'tiny.py'))
+        ckpt = osp.join(cls.ctmp.name, 'tiny.pth')
+        write_checkpoint(ckpt)
+        cls.rec = FaceRecognizer(cfg, ckpt)
+        g = FaceGallery(cls.rec)
+        for i in range(3):
+            g.enrol(f'id{i}', face(i), channel_order='rgb')
+        cls.state = g.state()
+        cls.FaceGallery = FaceGallery
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.ctmp.cleanup()
+
+    def _load(self, path):
+        try:
+            with no_hang():
+                return self.FaceGallery.load(path, self.rec)
+        except OAMLError as e:
+            self.assertOurError(e, path)
+            return None
+
+    def _check(self, g):
+        self.assertEqual(len(set(g.names)), len(g.names))
+        if g.names:
+            self.assertTrue(torch.isfinite(g.acc.embeddings()).all())
+            self.assertEqual(g.acc.emb_sum.shape[0], len(g.names))
+
+    @FUZZ
+    @given(field=st.sampled_from(['emb_dim', 'map_shape', 'names', 'weight',
+                                  'count', 'emb_sum', 'map_mean', 'vis_sum']),
+           value=st.one_of(
+               st.integers(-2**62, 2**62), st.floats(), st.none(), st.text(max_size=4),
+               st.lists(st.integers(-2**40, 2**40), max_size=4),
+               st.lists(st.sampled_from(['id0', 'id1', 'id2', 'x', '']),
+                        max_size=4),
+               st.tuples(st.integers(0, 3), st.integers(0, 40),
+                         st.sampled_from(['float32', 'float16', 'float64',
+                                          'int64']),
+                         st.sampled_from([0.0, 1.5, -1.0, float('nan'),
+                                          float('inf')]))
+               .map(lambda t: torch.full((t[0], t[1]), t[3],
+                                         dtype=getattr(torch, t[2]))
+                    if t[2] != 'int64' or np.isfinite(t[3]) else
+                    torch.zeros(t[0], t[1], dtype=torch.int64))))
+    @example(field='emb_dim', value=2**40)
+    @example(field='emb_dim', value=-3)
+    @example(field='names', value=['id0', 'id0', 'id1'])
+    def test_crafted_fields(self, field, value):
+        CASES['gallery_crafted'] += 1
+        state = dict(self.state)
+        state[field] = value
+        path = osp.join(self.tmp.name, 'g.pt')
+        torch.save(state, path)
+        g = self._load(path)
+        if g is not None:
+            self._check(g)
+
+    @FUZZ_DS
+    @given(muts=mutations, cut=st.one_of(st.none(), st.integers(0, 10**6)))
+    def test_mutated_file(self, muts, cut):
+        CASES['gallery_mutated'] += 1
+        path = osp.join(self.tmp.name, 'g.pt')
+        torch.save(self.state, path)
+        with open(path, 'rb') as f:
+            raw = f.read()
+        with open(path, 'wb') as f:
+            f.write(mutate(raw, muts, cut)[0])
+        g = self._load(path)
+        if g is not None:
+            self._check(g)
 
 
 # --- config loader ----------------------------------------------------------------------------

@@ -143,6 +143,66 @@ class TestFaceGallery(unittest.TestCase):
         with self.assertRaisesRegex(GalleryError, 'field emb_sum'):
             FaceGallery.load(path, self.rec)
 
+    def test_crafted_sizes_refused_before_allocation(self):
+        # With the genuine fingerprint, declared sizes once went straight into
+        # torch.zeros (emb_dim 2**40: 4 TB attempted; -3: RuntimeError).
+        g = self.gallery()
+        path = osp.join(self.tmp.name, 'crafted.pt')
+        real_zeros = torch.zeros
+
+        def guarded_zeros(*size, **kw):
+            dims = size[0] if len(size) == 1 and isinstance(
+                size[0], (tuple, list)) else size
+            n = 1
+            for d in dims:
+                n *= int(d)
+            if n > 10**6:
+                raise AssertionError(f'allocation of {n} values while loading')
+            return real_zeros(*size, **kw)
+
+        many = [f'n{i}' for i in range(10**6)]
+        cases = [
+            (dict(emb_dim=2**40), 'field emb_dim is 1099511627776'),
+            (dict(emb_dim=-3), 'field emb_dim is -3'),
+            (dict(emb_dim=32.0), 'field emb_dim'),
+            (dict(map_shape=[2**20, 7, 7]), 'field map_shape'),
+            (dict(map_shape=[64, -7, 7]), 'field map_shape'),
+            (dict(map_shape=[64, 7]), 'field map_shape'),
+            (dict(map_shape=[4096, 4096, 4096]), 'field map_shape'),
+            (dict(names=many), r'field weight is .*\(1000000,\)'),
+            (dict(names=['id0', 'id1', 'id0', 'id3', 'id4', 'id5']),
+             "lists 'id0' twice"),
+            (dict(names=['', 'id1', 'id2', 'id3', 'id4', 'id5']),
+             'non-empty strings'),
+        ]
+        for change, what in cases:
+            state = g.state()
+            state.update(change)
+            torch.save(state, path)
+            with self.subTest(what), mock.patch('torch.zeros', guarded_zeros), \
+                    self.assertRaisesRegex(GalleryError, what):
+                FaceGallery.load(path, self.rec)
+
+    def test_non_finite_or_negative_templates_refused(self):
+        g = self.gallery()
+        path = osp.join(self.tmp.name, 'nan.pt')
+        for key, value, what in (('emb_sum', float('nan'), '1 non-finite'),
+                                 ('map_mean', float('inf'), '1 non-finite'),
+                                 ('vis_sum', float('nan'), '1 non-finite'),
+                                 ('weight', -1.0, 'negative'),
+                                 ('count', -1, 'negative')):
+            state = g.state()
+            state[key].view(-1)[0] = value
+            torch.save(state, path)
+            with self.subTest(key), self.assertRaisesRegex(
+                    GalleryError, f'field {key} holds {what}'):
+                FaceGallery.load(path, self.rec)
+        state = g.state()
+        state['count'] = state['count'].double()
+        torch.save(state, path)
+        with self.assertRaisesRegex(GalleryError, 'field count is torch.float64'):
+            FaceGallery.load(path, self.rec)
+
     def test_other_model_refused(self):
         g = self.gallery()
         path = osp.join(self.tmp.name, 'm.pt')

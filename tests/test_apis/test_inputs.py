@@ -79,6 +79,13 @@ class TestPrepareFaces(unittest.TestCase):
             f.write(b'not an image at all')
         with self.assertRaisesRegex(ImageInputError, 'bad.jpg: not a readable'):
             prepare_faces(bad)
+        # 70 bytes claiming 65535 x 65535 pixels: once a bare cv2.error.
+        from tests.test_datasets.helpers import huge_header_png
+        with open(bad, 'wb') as f:
+            f.write(huge_header_png())
+        with self.assertRaisesRegex(ImageInputError,
+                                    'bad.jpg: not a readable.*header claims'):
+            prepare_faces(bad)
 
     def test_unaligned_needs_landmarks(self):
         path = write_face(self.tmp.name, 'big.jpg', 3)

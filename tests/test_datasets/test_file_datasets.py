@@ -14,7 +14,7 @@ from oaml_mm.datasets import (ARCFACE_REF_POINTS, FaceImageFolder, IJBDataset,
                               write_verification_bin)
 from oaml_mm.errors import ConfigError, DataFormatError, MissingFileError
 
-from .helpers import encode, make_face
+from .helpers import encode, huge_header_png, make_face
 
 
 class _Tmp(unittest.TestCase):
@@ -101,6 +101,128 @@ class TestVerificationBinDataset(_Tmp):
             ds[0]
 
 
+class TestFolderVariants(_Tmp):
+    """Hidden/system entries, paths leaving the root, big headers (issues 14, 15)."""
+
+    def _make(self):
+        root = osp.join(self.root, 'imgs')
+        for lab, name in enumerate(['alice', 'bob']):
+            os.makedirs(osp.join(root, name))
+            for i in range(2):
+                with open(osp.join(root, name, f'{i}.jpg'), 'wb') as f:
+                    f.write(encode(make_face(lab, i)))
+        return root
+
+    def _litter(self, root, inside):
+        """What Jupyter, macOS and Windows leave beside images."""
+        for d in ('.ipynb_checkpoints', '__MACOSX', '.Trash-1000'):
+            os.makedirs(osp.join(root, d), exist_ok=True)
+            with open(osp.join(root, d, 'x.jpg'), 'wb') as f:
+                f.write(encode(make_face(9)))
+        for name in ('.DS_Store', 'Thumbs.db', 'desktop.ini', '._0.jpg',
+                     '.hidden.png'):
+            with open(osp.join(inside, name), 'wb') as f:
+                f.write(b'\x00\x05\x16\x07 AppleDouble')
+
+    def test_hidden_entries_skipped_in_folder_scan(self):
+        root = self._make()
+        self._litter(root, osp.join(root, 'alice'))
+        os.makedirs(osp.join(root, 'bob', '.ipynb_checkpoints'))
+        with open(osp.join(root, 'bob', '.ipynb_checkpoints', '0-checkpoint.jpg'),
+                  'wb') as f:
+            f.write(encode(make_face(1)))
+        ds = FaceImageFolder(root)
+        # .ipynb_checkpoints once became identity 0 and shifted every label.
+        self.assertEqual(ds.classes, ['alice', 'bob'])
+        self.assertEqual(ds.metainfo['num_classes'], 2)
+        np.testing.assert_array_equal(ds.get_gt_labels(), [0, 0, 1, 1])
+        self.assertEqual([ds.get_data_info(i)['key'] for i in range(4)],
+                         ['alice/0.jpg', 'alice/1.jpg', 'bob/0.jpg', 'bob/1.jpg'])
+        out = osp.join(self.root, 'list.txt')
+        self.assertEqual(FaceImageFolder.write_list(root, out), 4)
+
+    def test_hidden_entries_skipped_in_occlusion_scan(self):
+        write_occlusion_mask_sample(self.root, 'id0/a', make_face(0),
+                                    np.ones((32, 32)))
+        self._litter(osp.join(self.root, 'images'),
+                     osp.join(self.root, 'images', 'id0'))
+        ds = OcclusionMaskDataset(self.root)
+        self.assertEqual(len(ds), 1)
+        self.assertEqual(ds[0]['key'], 'id0/a')
+
+    def test_list_paths_leaving_the_root_refused(self):
+        root = self._make()
+        secret = osp.join(self.root, 'secret.jpg')
+        with open(secret, 'wb') as f:
+            f.write(encode(make_face(3)))
+        lst = osp.join(self.root, 'list.txt')
+        for bad in ('../secret.jpg', 'alice/../../secret.jpg', secret,
+                    '..\\secret.jpg', 'C:/x.jpg'):
+            with open(lst, 'w') as f:
+                f.write(f'alice/0.jpg 0\n{bad} 1\n')
+            with self.assertRaisesRegex(DataFormatError,
+                                        r"list\.txt, record line 2, field "
+                                        r"'image'.*leaves the data root"):
+                FaceImageFolder(root, ann_file=lst)
+        with open(lst, 'w') as f:
+            f.write('alice/../bob/0.jpg 1\n./alice/0.jpg 0\n')
+        self.assertEqual(len(FaceImageFolder(root, ann_file=lst)), 2)
+        with open(lst, 'wb') as f:
+            f.write(b'alice/0.jpg 0\n\xff\xfe.jpg 1\n')
+        with self.assertRaisesRegex(DataFormatError, r'list\.txt, record line 2'
+                                    r'.*not UTF-8'):
+            FaceImageFolder(root, ann_file=lst)
+
+    def test_occlusion_labels_leaving_the_root_or_not_utf8(self):
+        write_occlusion_mask_sample(self.root, 'a', make_face(0),
+                                    np.ones((32, 32)))
+        labels = osp.join(self.root, 'labels.txt')
+        for raw, what in ((b'a 0\n../../etc/passwd 1\n', 'leaves the data root'),
+                          (b'a 0\n\xe9t\xe9 1\n', 'not UTF-8')):
+            with open(labels, 'wb') as f:
+                f.write(raw)
+            with self.assertRaisesRegex(DataFormatError,
+                                        rf'labels\.txt, record line 2.*{what}'):
+                OcclusionMaskDataset(self.root)
+
+    def test_huge_image_header_is_a_bad_image(self):
+        # 70 bytes claiming 65535 x 65535: a bare cv2.error once, past 'skip'.
+        from oaml_mm.datasets.base_face_dataset import (MAX_IMAGE_PIXELS,
+                                                        decode_image)
+        bomb = huge_header_png()
+        self.assertLess(len(bomb), 80)
+        with self.assertRaisesRegex(DataFormatError,
+                                    r"x\.png, record 7, field 'image': image "
+                                    r'header claims 65535x65535 pixels'):
+            decode_image(bomb, 'x.png', 7)
+        # The same in a JPEG frame header (a real image, dimensions patched).
+        jpeg = bytearray(encode(make_face(0)))
+        sof = jpeg.index(b'\xff\xc0')
+        jpeg[sof + 5:sof + 9] = b'\xea\x60\xea\x60'  # 60000 x 60000
+        with self.assertRaisesRegex(DataFormatError, '60000x60000'):
+            decode_image(bytes(jpeg), 'x.jpg')
+        # Below Pillow's own bomb limit but above ours: refused by the header.
+        side = int(MAX_IMAGE_PIXELS ** 0.5) + 1
+        with self.assertRaisesRegex(DataFormatError, f'{side}x{side}'):
+            decode_image(huge_header_png(side, side), 'x.png')
+        # A format Pillow does not probe still cannot raise cv2.error.
+        with self.assertRaises(DataFormatError):
+            decode_image(np.zeros(0, np.uint8), 'x.png')
+        root = self._make()
+        with open(osp.join(root, 'bob', '1.jpg'), 'wb') as f:
+            f.write(bomb)
+        with self.assertRaisesRegex(DataFormatError, r'bob/1\.jpg'):
+            FaceImageFolder(root)[3]
+        ds = FaceImageFolder(root, on_bad_image='skip')
+        self.assertEqual(ds[3]['img'].shape, (32, 32, 3))
+        # mmengine redraws at random: the bad image may be drawn again.
+        self.assertGreaterEqual(ds.num_skipped(), 1)
+        ds.log_skipped()
+        self.assertEqual([ds[i]['img'].shape for i in range(3)],
+                         [(32, 32, 3)] * 3)
+        self.assertEqual(ds.num_skipped(), 0)
+
+
 class TestIJBDataset(_Tmp):
 
     def _make(self):
@@ -152,6 +274,28 @@ class TestIJBDataset(_Tmp):
         with self.assertRaisesRegex(DataFormatError, 'line 2'):
             IJBDataset(self.root)
 
+    def test_image_names_leaving_the_root_refused(self):
+        self._make()
+        with open(osp.join(self.root, 'secret.jpg'), 'wb') as f:
+            f.write(encode(make_face(0)))
+        for name in ('../secret.jpg', '/etc/hostname', 'a/../../secret.jpg'):
+            for meta in ('ijbc_face_tid_mid.txt', 'ijbc_name_5pts_score.txt'):
+                self._make_clean()
+                p = osp.join(self.root, 'meta', meta)
+                text = open(p).read().replace('1.jpg', name, 1)
+                with open(p, 'w') as f:
+                    f.write(text)
+                with self.subTest(name=name, meta=meta), self.assertRaisesRegex(
+                        DataFormatError, rf'{meta}, record line 2, field '
+                        r"'image'.*leaves the data root"):
+                    IJBDataset(self.root)
+
+    def _make_clean(self):
+        import shutil
+        shutil.rmtree(osp.join(self.root, 'meta'))
+        shutil.rmtree(osp.join(self.root, 'loose_crop'))
+        self._make()
+
 
 class TestOcclusionMaskDataset(_Tmp):
 
@@ -175,6 +319,32 @@ class TestOcclusionMaskDataset(_Tmp):
         np.testing.assert_array_equal(ds.get_gt_labels(), [4, 1])
         self.assertEqual(ds[0]['key'], 'id1/b')
 
+    def test_binary_01_masks(self):
+        # 0/1 masks (common in public occlusion generators) once read as 1/255
+        # visibility: every face fully occluded.
+        img = make_face(0, size=112)
+        mask01 = np.ones((112, 112), np.uint8)
+        mask01[64:] = 0
+        write_occlusion_mask_sample(self.root, 'w', img, mask01)
+        self.assertEqual(cv2.imread(osp.join(self.root, 'masks', 'w.png'),
+                                    cv2.IMREAD_GRAYSCALE).max(), 255)
+        write_occlusion_mask_sample(self.root, 'r', img, np.ones((112, 112)))
+        cv2.imwrite(osp.join(self.root, 'masks', 'r.png'), mask01)  # stored 0/1
+        write_occlusion_mask_sample(self.root, 'b', img, mask01.astype(bool))
+        ds = OcclusionMaskDataset(self.root, pipeline=[dict(type='PackFaceInputs')])
+        for i in range(3):
+            vis = ds[i]['data_samples'].gt_visibility
+            self.assertTrue(torch.equal(vis[0, :4], torch.ones(4, 7)), i)
+            self.assertTrue(torch.equal(vis[0, 4:], torch.zeros(3, 7)), i)
+        # 0..255 with partial values keeps its meaning.
+        cv2.imwrite(osp.join(self.root, 'masks', 'r.png'),
+                    np.full((112, 112), 128, np.uint8))
+        self.assertAlmostEqual(float(OcclusionMaskDataset(self.root)[1][
+            'visibility_mask'].mean()), 128 / 255, places=6)
+        with self.assertRaisesRegex(DataFormatError, r"field 'mask'"):
+            write_occlusion_mask_sample(self.root, 'x', img,
+                                        np.full((112, 112), 2.0))
+
     def test_mask_size_mismatch(self):
         write_occlusion_mask_sample(self.root, 'a', make_face(0, size=32),
                                     np.ones((32, 32)))
@@ -189,13 +359,13 @@ class TestOcclusionMaskDataset(_Tmp):
                                         np.ones((16, 32)))
 
 
-if __name__ == '__main__':
-    unittest.main()
-
-
 class TestBaseFaceDataset(unittest.TestCase):
 
     def test_format_interface_is_abstract(self):
         from oaml_mm.datasets.base_face_dataset import BaseFaceDataset
         with self.assertRaisesRegex(TypeError, 'abstract'):
             BaseFaceDataset(lazy_init=True)
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -73,6 +73,32 @@ class TestIJBMeta(unittest.TestCase):
         with self.assertRaisesRegex(DataFormatError, 'line 2'):
             read_ijb_landmarks(self.paths['landmarks'])
 
+    def test_1n_csv(self):
+        from oaml_mm.datasets.ijb import read_1n_csv
+        from oaml_mm.evaluation.metrics.ijb_metric import \
+            read_1n_csv as metric_read_1n_csv
+        self.assertIs(metric_read_1n_csv, read_1n_csv)
+        path = osp.join(self.tmp.name, 'meta', 'ijbc_1N_probe_mixed.csv')
+        with open(path, 'w') as f:
+            f.write('TEMPLATE_ID,SUBJECT_ID,FILENAME\n7,3,img/1.jpg\n'
+                    '7,3,img/2.jpg\n\n9,4,img/3.jpg\n')
+        tids, subj = read_1n_csv(path)
+        np.testing.assert_array_equal(tids, [7, 9])
+        np.testing.assert_array_equal(subj, [3, 4])
+        # Non-UTF-8 once gave a bare UnicodeDecodeError; huge ids OverflowError.
+        for raw, what in (
+                (b'TEMPLATE_ID,SUBJECT_ID\n7,3\n8,\xe9\n', 'line 3.*not UTF-8'),
+                (b'TEMPLATE_ID,SUBJECT_ID\n7,99999999999999999999\n',
+                 'line 2.*64-bit'),
+                (b'TEMPLATE_ID,SUBJECT_ID\n7,3\n7,4\n',
+                 "line 3, field 'SUBJECT_ID'"),
+                (b'ID,SUBJECT\n7,3\n', 'line 1.*TEMPLATE_ID')):
+            with open(path, 'wb') as f:
+                f.write(raw)
+            with self.assertRaisesRegex(DataFormatError,
+                                        rf'probe_mixed\.csv, record {what}'):
+                read_1n_csv(path)
+
     def test_missing(self):
         with self.assertRaisesRegex(MissingFileError, 'ijbc_face_tid_mid'):
             read_ijb_tid_mid(self.paths['tid_mid'])

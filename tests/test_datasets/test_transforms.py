@@ -101,6 +101,30 @@ class TestOcclusion(unittest.TestCase):
         self.assertEqual(t[0, 0, 3], 0)  # corner above the cheek is clear
         self.assertEqual(t[40, 60, 3], 255)
 
+    def test_template_alpha_01_and_bad_template(self):
+        # A 0/1 alpha once pasted a 1/255-opaque mask and kept the face visible.
+        import os.path as osp
+        import tempfile
+        import cv2
+        t = draw_medical_mask_template(120, 84)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'm.png')
+            t01 = t.copy()
+            t01[..., 3] //= 255
+            cv2.imwrite(path, cv2.cvtColor(t01, cv2.COLOR_RGBA2BGRA))
+            occ = TRANSFORMS.build(dict(type='MedicalMaskOcclusion', prob=1.0,
+                                        template=path))
+            np.testing.assert_array_equal(occ.template[..., 3],
+                                          t01[..., 3].astype(np.uint8) * 255)
+            self.assertEqual(occ.template[40, 60, 3], 255)
+            from tests.test_datasets.helpers import huge_header_png
+            with open(path, 'wb') as f:
+                f.write(huge_header_png())
+            occ = TRANSFORMS.build(dict(type='MedicalMaskOcclusion', prob=1.0,
+                                        template=path))
+            with self.assertRaisesRegex(DataFormatError, 'm.png.*RGBA PNG'):
+                occ.template
+
     def test_medical_mask_visibility_matches_pixels(self):
         np.random.seed(0)
         img = np.full((112, 112, 3), 7, np.uint8)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
 
-from oaml_mm.errors import MissingFileError
+from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import TRANSFORMS
 
 from .align import ARCFACE_REF_POINTS
@@ -138,11 +138,20 @@ class MedicalMaskOcclusion(BaseTransform):
                 raise MissingFileError(
                     self.template_path, 'RGBA mask template (make it with '
                     'tools/misc/make_mask_template.py)')
-            t = cv2.imread(self.template_path, cv2.IMREAD_UNCHANGED)
-            if t is None or t.ndim != 3 or t.shape[2] != 4:
-                raise MissingFileError(self.template_path,
-                                       'expected an RGBA PNG')
-            self._template = cv2.cvtColor(t, cv2.COLOR_BGRA2RGBA)
+            try:
+                t = cv2.imread(self.template_path, cv2.IMREAD_UNCHANGED)
+            except cv2.error:  # a header claiming more pixels than OpenCV admits
+                t = None
+            if t is None or t.ndim != 3 or t.shape[2] != 4 or \
+                    t.dtype != np.uint8:
+                raise DataFormatError(self.template_path,
+                                      'expected an 8-bit RGBA PNG')
+            t = cv2.cvtColor(t, cv2.COLOR_BGRA2RGBA)
+            if t[..., 3].max() == 1:
+                # A 0/1 alpha (binary mask) would paste a 1/255-opaque mask and
+                # mark the face visible: read it as 0/255.
+                t[..., 3] *= 255
+            self._template = t
         return self._template
 
     def placement(self, points: np.ndarray, width: int,

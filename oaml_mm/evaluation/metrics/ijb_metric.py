@@ -9,9 +9,8 @@ pairs are scored, tile by tile (:func:`~oaml_mm.evaluation.functional.score_pair
 dense products where the listed pairs fill a tile, row-wise elsewhere), split over the
 ranks.
 """
-import csv
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,9 +18,9 @@ import torch.nn.functional as F
 from mmengine.dist import get_dist_info
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from oaml_mm.datasets.ijb import (ijb_meta_paths, read_ijb_template_pairs,
-                                  read_ijb_tid_mid)
-from oaml_mm.errors import DataFormatError, MissingFileError
+from oaml_mm.datasets.ijb import (ijb_meta_paths, read_1n_csv,
+                                  read_ijb_template_pairs, read_ijb_tid_mid)
+from oaml_mm.errors import DataFormatError
 from oaml_mm.evaluation.functional import (COSINE_MIN_FILL, COSINE_TILE,
                                            DEFAULT_FARS, DEFAULT_TILE,
                                            QACONV_MIN_FILL,
@@ -35,44 +34,6 @@ from oaml_mm.registry import METRICS
 from .face_metric_base import BRANCHES, FaceMetricBase
 
 __all__ = ['IJBMetric', 'read_1n_csv']
-
-
-def read_1n_csv(path: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Templates and subjects of an IJB 1:N gallery/probe CSV.
-
-    The file has a header with ``TEMPLATE_ID`` and ``SUBJECT_ID`` columns (any case)
-    and one row per image; a template must keep one subject.
-
-    Returns:
-        tuple: ``(template_ids, subject_ids)`` int64, one entry per template, in
-        order of first appearance.
-    """
-    if not osp.isfile(path):
-        raise MissingFileError(path, 'IJB 1:N template list')
-    templates: Dict[int, int] = {}
-    with open(path, newline='') as f:
-        reader = csv.reader(f)
-        header = [h.strip().upper() for h in next(reader, [])]
-        if 'TEMPLATE_ID' not in header or 'SUBJECT_ID' not in header:
-            raise DataFormatError(path, 'header must name TEMPLATE_ID and '
-                                  f'SUBJECT_ID columns, got {header}',
-                                  record='line 1')
-        ti, si = header.index('TEMPLATE_ID'), header.index('SUBJECT_ID')
-        for lineno, row in enumerate(reader, 2):
-            if not row:
-                continue
-            try:
-                t, s = int(row[ti]), int(row[si])
-            except (ValueError, IndexError):
-                raise DataFormatError(
-                    path, f'expected integer TEMPLATE_ID and SUBJECT_ID, got '
-                    f'{row!r}', record=f'line {lineno}') from None
-            if templates.setdefault(t, s) != s:
-                raise DataFormatError(
-                    path, f'template {t} has subjects {templates[t]} and {s}',
-                    record=f'line {lineno}', field='SUBJECT_ID')
-    return (np.fromiter(templates.keys(), np.int64, len(templates)),
-            np.fromiter(templates.values(), np.int64, len(templates)))
 
 
 @METRICS.register_module()
