@@ -126,7 +126,7 @@ def box_landmarks(box: Sequence[float]) -> np.ndarray:
 
 
 def landmarks_plausible(landmarks: np.ndarray,
-                        tolerance: float = 0.5) -> Tuple[bool, str]:
+                        tolerance: float = 0.25) -> Tuple[bool, str]:
     """Whether the nose and mouth points sit where a face has them.
 
     In the frame that the eyes alone align to the template, each of the nose and
@@ -138,7 +138,9 @@ def landmarks_plausible(landmarks: np.ndarray,
 
     Args:
         landmarks (np.ndarray): [5, 2] in the ArcFace template's order.
-        tolerance (float): In inter-ocular distances. Defaults to 0.5.
+        tolerance (float): In inter-ocular distances. Defaults to 0.25 (on
+            SynthFace it sends 1% of clean faces and 25-60% of masked ones to
+            the eyes, whose alignment is the better one there).
 
     Returns:
         tuple: ``(ok, reason)``, reason empty when ok.
@@ -177,7 +179,7 @@ class FaceFinder:
         size (int): Output crop side. Defaults to 112.
         min_score (float): Faces under this detector score are dropped. Defaults
             to 0.0 (the detector's thresholds decide).
-        tolerance (float): Of :func:`landmarks_plausible`. Defaults to 0.5.
+        tolerance (float): Of :func:`landmarks_plausible`. Defaults to 0.25.
     """
 
     def __init__(self,
@@ -187,7 +189,7 @@ class FaceFinder:
                  align: str = 'auto',
                  size: int = 112,
                  min_score: float = 0.0,
-                 tolerance: float = 0.5) -> None:
+                 tolerance: float = 0.25) -> None:
         for name, value, allowed in (('select', select, ('largest', 'all')),
                                      ('detect', detect,
                                       ('auto', 'always', 'never')),
