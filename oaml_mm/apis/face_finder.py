@@ -48,8 +48,9 @@ ALIGN_PATHS = ('aligned-input', 'given-landmarks', 'detected-5pt',
 #: Mean position of the five points inside a detector box (fractions of the box
 #: width and height, left eye first), measured on MTCNN's detections of SynthFace
 #: mini IJB-C crops and of ``skimage.data.astronaut()`` (docs/inference.md).
-BOX_LANDMARKS = np.array([[0.30, 0.38], [0.70, 0.38], [0.50, 0.58],
-                          [0.33, 0.78], [0.67, 0.78]], np.float32)
+#: Symmetrised mean of 467 SynthFace detections and the astronaut's.
+BOX_LANDMARKS = np.array([[0.27, 0.375], [0.73, 0.375], [0.50, 0.59],
+                          [0.29, 0.74], [0.71, 0.74]], np.float32)
 
 #: Largest photo accepted, in pixels (a 100-megapixel image already takes 300 MB
 #: decoded; beyond that a file is far more likely a decompression bomb).
@@ -126,7 +127,7 @@ def box_landmarks(box: Sequence[float]) -> np.ndarray:
 
 
 def landmarks_plausible(landmarks: np.ndarray,
-                        tolerance: float = 0.25) -> Tuple[bool, str]:
+                        tolerance: float = 0.4) -> Tuple[bool, str]:
     """Whether the nose and mouth points sit where a face has them.
 
     In the frame that the eyes alone align to the template, each of the nose and
@@ -138,9 +139,10 @@ def landmarks_plausible(landmarks: np.ndarray,
 
     Args:
         landmarks (np.ndarray): [5, 2] in the ArcFace template's order.
-        tolerance (float): In inter-ocular distances. Defaults to 0.25 (on
-            SynthFace it sends 1% of clean faces and 25-60% of masked ones to
-            the eyes, whose alignment is the better one there).
+        tolerance (float): In inter-ocular distances. Defaults to 0.4: the
+            broad smile of ``skimage.data.astronaut()`` puts its mouth corners
+            0.28 away, while the gross misplacements that occluders cause lie
+            beyond (docs/inference.md, "Occluded faces").
 
     Returns:
         tuple: ``(ok, reason)``, reason empty when ok.
@@ -179,7 +181,7 @@ class FaceFinder:
         size (int): Output crop side. Defaults to 112.
         min_score (float): Faces under this detector score are dropped. Defaults
             to 0.0 (the detector's thresholds decide).
-        tolerance (float): Of :func:`landmarks_plausible`. Defaults to 0.25.
+        tolerance (float): Of :func:`landmarks_plausible`. Defaults to 0.4.
     """
 
     def __init__(self,
@@ -189,7 +191,7 @@ class FaceFinder:
                  align: str = 'auto',
                  size: int = 112,
                  min_score: float = 0.0,
-                 tolerance: float = 0.25) -> None:
+                 tolerance: float = 0.4) -> None:
         for name, value, allowed in (('select', select, ('largest', 'all')),
                                      ('detect', detect,
                                       ('auto', 'always', 'never')),
@@ -215,8 +217,11 @@ class FaceFinder:
             self._detector = MODELS.build(cfg)
         return self._detector
 
-    def _align(self, img: np.ndarray, lmk: np.ndarray) -> np.ndarray:
-        return self._aligner.transform(dict(img=img, landmarks=lmk))['img']
+    def _align(self, report: dict, img: np.ndarray, used: np.ndarray) -> dict:
+        report['crop'] = self._aligner.transform(
+            dict(img=img, landmarks=used))['img']
+        report['align_points'] = np.asarray(used, np.float32).tolist()
+        return report
 
     def _from_detection(self, img, box, score, lmk, report: dict) -> dict:
         ok, why = landmarks_plausible(lmk, self.tolerance)
@@ -226,8 +231,7 @@ class FaceFinder:
                       score=float(score), box=[float(v) for v in box],
                       landmarks=lmk.tolist(),
                       note=why if eyes and not ok else '')
-        report['crop'] = self._align(img, used)
-        return report
+        return self._align(report, img, used)
 
     def find(self, img: np.ndarray, where: str, landmarks=None,
              box=None) -> List[dict]:
@@ -244,7 +248,9 @@ class FaceFinder:
             [S, S, 3]), ``image`` (where), ``path`` (one of
             :data:`ALIGN_PATHS`), ``score`` (detector probability, None when not
             detected), ``box``, ``landmarks`` (in image pixels, None when not
-            known) and ``note`` (why the eye-only path was taken).
+            known), ``align_points`` (the five points handed to
+            :class:`AlignFace5Points`: warp a mask with them to follow the crop)
+            and ``note`` (why the eye-only path was taken).
 
         Raises:
             NoFaceError: No face, no box and no landmarks.
@@ -253,8 +259,8 @@ class FaceFinder:
         if landmarks is not None:
             pts = check_landmarks(landmarks, img.shape, where)
             used = eye_landmarks(pts[:2]) if self.align == 'eyes' else pts
-            return [dict(base, path='given-landmarks', landmarks=pts.tolist(),
-                         crop=self._align(img, used))]
+            return [self._align(dict(base, path='given-landmarks',
+                                     landmarks=pts.tolist()), img, used)]
         if self.detect == 'never' or (
                 self.detect == 'auto' and box is None and
                 img.shape[:2] == (self.size, self.size)):
@@ -263,7 +269,8 @@ class FaceFinder:
                     f'{where}: a {img.shape[1]}x{img.shape[0]} image is not an '
                     f'aligned {self.size}x{self.size} face crop; pass its 5 '
                     'landmarks to align it (detection is off)')
-            return [dict(base, path='aligned-input', crop=img)]
+            return [dict(base, path='aligned-input', crop=img,
+                         align_points=None)]
         faces = self.detector.detect(img)
         keep = faces.scores >= self.min_score
         if box is None and not keep.any():
@@ -322,9 +329,8 @@ class FaceFinder:
                 return report
         lmk = box_landmarks((x1, y1, x2, y2))
         report.update(landmarks=lmk.tolist(),
-                      note='mean landmark layout of the given box',
-                      crop=self._align(img, lmk))
-        return report
+                      note='mean landmark layout of the given box')
+        return self._align(report, img, lmk)
 
 
 _DEFAULT_FINDERS: Dict[Tuple, FaceFinder] = {}

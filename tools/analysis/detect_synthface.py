@@ -172,7 +172,7 @@ def main(argv=None) -> None:
                    help='fraction of images with an occluder (the data set '
                    'default is 0.2; more gives per-occluder figures)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--tolerance', type=float, default=0.25,
+    p.add_argument('--tolerance', type=float, default=0.4,
                    help='landmark plausibility tolerance (eye distances)')
     p.add_argument('--out', help='write the figures as JSON')
     args = p.parse_args(argv)
