@@ -86,15 +86,20 @@ def read_photo(path: Union[str, os.PathLike],
     if osp.isfile(path) and osp.getsize(path) == 0:
         raise ImageInputError(f'{path}: the file is empty (0 bytes)')
     if osp.isfile(path):
+        from PIL import Image
         try:
-            from PIL import Image
             with Image.open(path) as im:
                 w, h = im.size
+        except Image.DecompressionBombError:
+            w, h = max_pixels + 1, 1  # past PIL's own limit (2 x 89 MP)
+            size = 'an image of more than 178956970 pixels'
         except Exception:  # PIL does not know every format OpenCV reads
             w = h = 0
+        else:
+            size = f'a {w}x{h} image ({w * h} pixels)'
         if w * h > max_pixels:
             raise ImageInputError(
-                f'{path}: {w}x{h} image is larger than the {max_pixels} pixels '
+                f'{path}: {size} is larger than the {max_pixels} pixels '
                 'accepted (downscale it first)')
     return load_image(path)
 

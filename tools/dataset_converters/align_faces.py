@@ -13,7 +13,8 @@ alignment when the nose or mouth points are implausible) and is written as
   plus ``labels.txt``, an ``OcclusionMaskDataset``, the masks warped with the image.
 
 Resumable: each output is written atomically and recorded in
-``OUT_DIR/.align_faces/journal.jsonl``; a rerun after a crash skips what the journal
+``OUT_DIR/.align_journal.jsonl`` (a file, so a ``FaceImageFolder`` scan of OUT_DIR
+does not take it for an identity); a rerun after a crash skips what the journal
 lists. A bad file (not an image, empty, huge, no face) never stops the run: it is
 listed in ``OUT_DIR/align_report.json`` (with every face's alignment path and
 detector score) and ``OUT_DIR/align_failures.txt``.
@@ -44,7 +45,8 @@ import numpy as np  # noqa: E402
 from oaml_mm.errors import ConfigError, DataFormatError, OAMLError  # noqa: E402
 
 IMG_EXT = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
-STATE = '.align_faces'
+JOURNAL = '.align_journal.jsonl'
+STAGING = '.align_staging'  # --format rec: aligned JPEGs before packing
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -202,9 +204,8 @@ def process(rel: str) -> dict:
 
 
 # ------------------------------------------------------------------- main
-def _journal(state_dir: str) -> Dict[str, dict]:
+def _journal(path: str) -> Dict[str, dict]:
     done = {}
-    path = osp.join(state_dir, 'journal.jsonl')
     if osp.isfile(path):
         with open(path) as f:
             for line in f:
@@ -228,9 +229,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.masks and not osp.isdir(args.masks):
         raise DataFormatError(args.masks, 'not a folder of masks')
     out_dir = args.out_dir
-    state_dir = osp.join(out_dir, STATE)
-    os.makedirs(state_dir, exist_ok=True)
-    aligned_dir = osp.join(state_dir, 'aligned') if args.format == 'rec' \
+    os.makedirs(out_dir, exist_ok=True)
+    aligned_dir = osp.join(out_dir, STAGING) if args.format == 'rec' \
         else out_dir
     opts = dict(in_dir=args.in_dir, out_dir=out_dir, aligned_dir=aligned_dir,
                 masks=args.masks, faces=args.faces, align=args.align,
@@ -238,7 +238,8 @@ def run(args: argparse.Namespace) -> dict:
                 quality=args.quality,
                 landmarks=_read_table(args.landmarks, 10, 'landmarks'),
                 boxes=_read_table(args.boxes, 4, 'box'))
-    done = _journal(state_dir)
+    journal_path = osp.join(out_dir, JOURNAL)
+    done = _journal(journal_path)
     todo = [f for f in files if f not in done]
     t0 = time.time()
     bar = None
@@ -246,7 +247,11 @@ def run(args: argparse.Namespace) -> dict:
         from tqdm import tqdm
         bar = tqdm(total=len(files), initial=len(files) - len(todo),
                    unit='photo', desc='align')
-    with open(osp.join(state_dir, 'journal.jsonl'), 'a') as journal:
+    with open(journal_path, 'a+') as journal:
+        if journal.tell() > 0:
+            journal.seek(journal.tell() - 1)
+            if journal.read(1) != '\n':  # a crash cut the last line
+                journal.write('\n')
         def record(rec: dict) -> None:
             journal.write(json.dumps(rec) + '\n')
             journal.flush()
