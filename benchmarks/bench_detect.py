@@ -1,7 +1,8 @@
 """Photo benchmark: detect + align images/s against the bare detector call.
 
-Times, in alternation in one process (in both orders), on a 640x480 photo (``skimage.data.astronaut()``
-on a 640x480 canvas) and on a 112x112 loose crop of the same face:
+Times, in alternation in one process (in both orders), on a 640x480 photo
+(``skimage.data.astronaut()`` on a 640x480 canvas) and on a 112x112 loose crop of the
+same face:
 
 * **baseline**: the bare MTCNN call of ``facenet-pytorch`` (``MTCNN.detect`` with
   landmarks), what any user of the library pays;

@@ -7,7 +7,7 @@ tinted by the predicted visibility (:func:`visibility_overlay`).
 """
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np

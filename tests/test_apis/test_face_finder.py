@@ -219,8 +219,9 @@ class TestFaceFinder(unittest.TestCase):
             self.assertIn(self.files[key], str(ctx.exception))
         with self.assertRaisesRegex(ImageInputError, 'no such image'):
             prepare_photos('/nonexistent/x.jpg', finder=self.finder)
-        with self.assertRaisesRegex(ImageInputError,
-                                    'a 512x512 image .262144 pixels. is larger than the 1000'):
+        with self.assertRaisesRegex(
+                ImageInputError,
+                'a 512x512 image .262144 pixels. is larger than the 1000'):
             read_photo(self.files['astro'], max_pixels=1000)
 
     def test_huge_dimensions_refused_before_decoding(self):

@@ -252,6 +252,7 @@ def run(args: argparse.Namespace) -> dict:
             journal.seek(journal.tell() - 1)
             if journal.read(1) != '\n':  # a crash cut the last line
                 journal.write('\n')
+
         def record(rec: dict) -> None:
             journal.write(json.dumps(rec) + '\n')
             journal.flush()

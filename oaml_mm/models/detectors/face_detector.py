@@ -8,7 +8,7 @@ dicts that ``torch.load`` reads weights-only, the default on torch >= 2.6), so n
 is downloaded at run time. Why MTCNN and not YuNet or MediaPipe, with the figures:
 ``docs/inference.md``, "From photos to embeddings".
 """
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Sequence, Tuple
 
 import cv2
 import numpy as np
