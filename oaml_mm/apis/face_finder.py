@@ -32,7 +32,7 @@ import torch
 from oaml_mm.datasets.transforms import AlignFace5Points
 from oaml_mm.datasets.transforms.align import (ARCFACE_REF_POINTS,
                                                similarity_transform)
-from oaml_mm.errors import ImageInputError
+from oaml_mm.errors import ConfigError, ImageInputError
 from .inputs import (ImageLike, _array_to_rgb, _is_point_set, _tensor_to_rgb,
                      check_landmarks, load_image)
 
@@ -187,6 +187,9 @@ class FaceFinder:
         min_score (float): Faces under this detector score are dropped. Defaults
             to 0.0 (the detector's thresholds decide).
         tolerance (float): Of :func:`landmarks_plausible`. Defaults to 0.4.
+
+    Raises:
+        ConfigError: An unknown ``select``, ``detect`` or ``align``.
     """
 
     def __init__(self,
@@ -202,7 +205,7 @@ class FaceFinder:
                                       ('auto', 'always', 'never')),
                                      ('align', align, ('auto', 'five', 'eyes'))):
             if value not in allowed:
-                raise ImageInputError(
+                raise ConfigError(
                     f'FaceFinder: {name} must be one of {allowed}, got {value!r}')
         self._detector = detector
         self.select = select

@@ -16,7 +16,7 @@ from oaml_mm.apis.face_finder import (BOX_LANDMARKS, FaceFinder, NoFaceError,
 from oaml_mm.datasets.transforms import AlignFace5Points
 from oaml_mm.datasets.transforms.align import (ARCFACE_REF_POINTS,
                                                similarity_transform)
-from oaml_mm.errors import ImageInputError
+from oaml_mm.errors import ConfigError, ImageInputError
 from tests.test_apis.helpers import TINY_MODEL
 from tests.test_models.test_face_detector import check_face_layout
 
@@ -251,7 +251,7 @@ class TestFaceFinder(unittest.TestCase):
             read_photo(path)
 
     def test_bad_options(self):
-        with self.assertRaisesRegex(ImageInputError, 'select must be one of'):
+        with self.assertRaisesRegex(ConfigError, 'select must be one of'):
             FaceFinder(select='biggest')
         with self.assertRaisesRegex(ImageInputError, '2 images but 1 boxes'):
             prepare_photos([self.astro, self.astro], 'rgb', boxes=[None],

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from oaml_mm.errors import ImageInputError
+from oaml_mm.errors import ConfigError, ImageInputError
 from oaml_mm.models.detectors import FaceDetector
 from oaml_mm.registry import MODELS
 
@@ -71,6 +71,10 @@ class TestFaceDetector(unittest.TestCase):
             (faces.boxes[:, 3] - faces.boxes[:, 1])
         self.assertGreater(area[0], 2.5 * area[1])
         self.assertLess(faces.boxes[0, 2], 512)  # the full-size face first
+
+    def test_bad_thresholds(self):
+        with self.assertRaisesRegex(ConfigError, '3 numbers'):
+            FaceDetector(thresholds=(0.6, 0.7))
 
     def test_tiny_image_no_face(self):
         self.assertEqual(len(self.det.detect(np.zeros((8, 8, 3), np.uint8))), 0)

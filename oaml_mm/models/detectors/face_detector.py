@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import torch
 
-from oaml_mm.errors import EnvironmentCheckError, ImageInputError
+from oaml_mm.errors import (ConfigError, EnvironmentCheckError,
+                            ImageInputError)
 from oaml_mm.registry import MODELS
 
 __all__ = ['FaceDetector', 'FaceDetections']
@@ -72,6 +73,7 @@ class FaceDetector:
     Raises:
         EnvironmentCheckError: ``facenet-pytorch`` (which ships the weights) is
             not installed.
+        ConfigError: Not three thresholds.
     """
 
     def __init__(self,
@@ -95,8 +97,8 @@ class FaceDetector:
         self.max_side = int(max_side)
         self.device = torch.device(device)
         if len(self.thresholds) != 3 or len(self.hard_thresholds) != 3:
-            raise ImageInputError('FaceDetector: thresholds must be 3 numbers '
-                                  '(P-, R-, O-Net)')
+            raise ConfigError('FaceDetector: thresholds and hard_thresholds must '
+                              'be 3 numbers each (P-, R-, O-Net)')
         # select_largest=False: keep O-Net's order; we sort by area ourselves.
         self._mtcnn = MTCNN(min_face_size=self.min_face_size,
                             thresholds=list(self.thresholds),
