@@ -8,10 +8,12 @@
         --checkpoint CKPT [--top-k 5] [--no-rerank]
 
 ``--work-dir DIR`` replaces ``--config``/``--checkpoint`` (the dumped config and the
-last checkpoint of a training run). Images are aligned 112x112 crops, or unaligned
-images with ``--landmarks`` (10 numbers per image: x1 y1 ... x5 y5, in a file with one
-line per image in argument order). Errors in the inputs exit with code 2 and one line,
-and so does ``--branch`` naming a branch the model cannot give (no QAConv head, or no
+last checkpoint of a training run). Images are aligned 112x112 crops, or any photo:
+the face is detected, checked and aligned (``--faces``, ``--detect``, ``--align``,
+``--boxes``; docs/inference.md, "From photos to embeddings"), or aligned with
+``--landmarks`` (10 numbers per image: x1 y1 ... x5 y5, in a file with one line per
+image in argument order). Errors in the inputs exit with code 2 and one line, and so
+does ``--branch`` naming a branch the model cannot give (no QAConv head, or no
 calibration for ``fused``): a threshold belongs to one branch and is never applied to
 another. A backbone-only checkpoint embeds (the cosine branch) with a log line naming
 the parts it lacks.
@@ -26,6 +28,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import oaml_mm  # noqa: E402,F401
+from oaml_mm.apis.photo_cli import (add_photo_args, format_reports,  # noqa: E402
+                                    photo_crops)
 from oaml_mm.errors import OAMLError  # noqa: E402
 
 
@@ -57,12 +61,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     c.add_argument('--lines', type=int, default=12,
                    help='correspondence lines in --show')
     _model_args(c)
+    add_photo_args(c, faces=False)
     e = sub.add_parser('enrol', help='add images of one identity to a gallery')
     e.add_argument('images', nargs='+')
     e.add_argument('--name', required=True)
     e.add_argument('--gallery', required=True,
                    help='gallery file (created if missing)')
     _model_args(e)
+    add_photo_args(e)
     s = sub.add_parser('search', help='nearest enrolled identities of a probe')
     s.add_argument('probe')
     s.add_argument('--gallery', required=True)
@@ -70,7 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     s.add_argument('--rerank-k', type=int, default=20,
                    help='cosine candidates re-ranked with QAConv')
     s.add_argument('--no-rerank', action='store_true')
+    s.add_argument('--show', help='write the probe photo, its faces and their '
+                   'visibility (PNG/JPG)')
     _model_args(s)
+    add_photo_args(s)
     return parser.parse_args(argv)
 
 
@@ -102,6 +111,10 @@ def _landmarks(args, count: int):
     return [r.reshape(5, 2) for r in rows]
 
 
+def _join(*parts: str) -> str:
+    return '\n'.join(p for p in parts if p)
+
+
 def _print(args, obj, text: str) -> None:
     print(json.dumps(obj, indent=2) if args.json else text)
 
@@ -112,11 +125,12 @@ def cmd_compare(args) -> int:
         kwargs['decision_branch'] = args.branch
     rec = _recognizer(args, **kwargs)
     lmk = _landmarks(args, 2)
-    out = rec.compare(args.image_a, args.image_b,
-                      landmarks_a=None if lmk is None else lmk[0],
-                      landmarks_b=None if lmk is None else lmk[1],
-                      threshold=args.threshold, return_features=True)
+    images = [args.image_a, args.image_b]
+    crops, reports = photo_crops(args, rec, images, lmk)
+    out = rec.compare(crops[0], crops[1], threshold=args.threshold,
+                      return_features=True)
     fa, fb = out.pop('features')
+    out['faces'] = reports
     scores = '  '.join(f'{k} {v:.4f}' for k, v in out['scores'].items())
     if out['same'] is None:
         verdict = (f'decision unknown: no threshold for the {out["branch"]} '
@@ -128,11 +142,10 @@ def cmd_compare(args) -> int:
                    f'{">=" if out["same"] else "<"} threshold '
                    f'{out["threshold"]:.4f}, {out["unit"]}; threshold '
                    f'{out["threshold_source"]})')
-    _print(args, out, f'{scores}\n{verdict}')
+    _print(args, out, _join(format_reports(reports), scores, verdict))
     if args.show:
-        from oaml_mm.visualization import show_comparison
-        show_comparison(rec, args.image_a, args.image_b, out, fa, fb, args.show,
-                        lines=args.lines, landmarks=lmk)
+        from oaml_mm.apis.photo_cli import show_compare
+        show_compare(args.show, images, crops, reports, out, fa, fb, args.lines)
         if not args.json:
             print(f'picture: {args.show}')
     return 0
@@ -143,12 +156,15 @@ def cmd_enrol(args) -> int:
     rec = _recognizer(args)
     gallery = FaceGallery.load(args.gallery, rec) if osp.isfile(
         args.gallery) else FaceGallery(rec)
-    total = gallery.enrol(args.name, args.images,
-                          landmarks=_landmarks(args, len(args.images)))
+    crops, reports = photo_crops(args, rec, args.images,
+                                 _landmarks(args, len(args.images)))
+    total = gallery.enrol(args.name, crops)
     gallery.save(args.gallery)
-    _print(args, dict(name=args.name, images=total, identities=len(gallery)),
-           f'{args.name}: {total} image(s); gallery {args.gallery} holds '
-           f'{len(gallery)} identities')
+    _print(args, dict(name=args.name, images=total, identities=len(gallery),
+                      faces=reports),
+           _join(format_reports(reports),
+                 f'{args.name}: {total} image(s); gallery {args.gallery} '
+                 f'holds {len(gallery)} identities'))
     return 0
 
 
@@ -156,15 +172,27 @@ def cmd_search(args) -> int:
     from oaml_mm.apis import FaceGallery
     rec = _recognizer(args)
     gallery = FaceGallery.load(args.gallery, rec)
-    lmk = _landmarks(args, 1)
-    hits = gallery.search(args.probe, args.top_k, not args.no_rerank,
-                          args.rerank_k, landmarks=None if lmk is None else lmk[0])
-    lines = []
-    for i, h in enumerate(hits, 1):
-        extra = '  '.join(f'{k} {h[k]:.4f}' for k in ('adaface', 'qaconv', 'fused')
-                          if k in h)
-        lines.append(f'{i:2d}. {h["name"]:<24s} score {h["score"]:.4f}  ({extra})')
-    _print(args, hits, '\n'.join(lines))
+    crops, reports = photo_crops(args, rec, [args.probe], _landmarks(args, 1))
+    results, lines = [], [format_reports(reports)]
+    for face, report in enumerate(reports):
+        hits = gallery.search(crops[face], args.top_k, not args.no_rerank,
+                              args.rerank_k)
+        results.append(dict(face=report, hits=hits))
+        if len(reports) > 1:
+            lines.append(f'face {face}:')
+        for i, h in enumerate(hits, 1):
+            extra = '  '.join(f'{k} {h[k]:.4f}'
+                              for k in ('adaface', 'qaconv', 'fused') if k in h)
+            lines.append(f'{i:2d}. {h["name"]:<24s} score {h["score"]:.4f}  '
+                         f'({extra})')
+    _print(args, results[0]['hits'] if len(results) == 1 and
+           args.faces == 'largest' else results, _join(*lines))
+    if args.show:
+        from oaml_mm.apis.photo_cli import show_photo_faces
+        from oaml_mm.visualization import write_picture
+        vis = rec.extract(crops)['visibility']
+        write_picture(show_photo_faces([args.probe], reports, crops, vis)[0],
+                      args.show)
     return 0
 
 

@@ -26,7 +26,8 @@ from oaml_mm.errors import CheckpointError, ConfigError, ImageInputError
 from oaml_mm.evaluation.functional import fuse_scores
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import load_config, safe_load_checkpoint
-from .inputs import ImageLike, prepare_faces
+from .face_finder import prepare_photos
+from .inputs import ImageLike
 
 __all__ = ['FaceRecognizer', 'BRANCHES', 'BRANCH_UNITS']
 
@@ -98,6 +99,9 @@ class FaceRecognizer:
         ConfigError: A threshold or decision branch names a branch the model
             cannot give.
     """
+
+    #: How photos become crops (None: a shared default FaceFinder).
+    face_finder = None
 
     def __init__(self,
                  config: Union[str, Config, dict],
@@ -284,9 +288,20 @@ class FaceRecognizer:
     # ------------------------------------------------------------ extraction
     def prepare(self, images: Union[ImageLike, Sequence[ImageLike]],
                 channel_order: Optional[str] = None,
-                landmarks=None) -> torch.Tensor:
-        """Aligned RGB uint8 crops [B, 3, S, S]; see :func:`prepare_faces`."""
-        return prepare_faces(images, channel_order, landmarks, self.input_size)
+                landmarks=None,
+                boxes=None,
+                return_reports: bool = False):
+        """Aligned RGB uint8 crops [B, 3, S, S] of crops or unaligned photos.
+
+        Photos without landmarks go through face detection; see
+        :func:`~oaml_mm.apis.face_finder.prepare_photos` (set ``face_finder`` to a
+        :class:`~oaml_mm.apis.FaceFinder` to change how). With
+        ``return_reports`` the per-face reports (path taken, detector score,
+        box, landmarks) come second.
+        """
+        crops, reports = prepare_photos(images, channel_order, landmarks,
+                                        self.input_size, self.face_finder, boxes)
+        return (crops, reports) if return_reports else crops
 
     @torch.no_grad()
     def extract(self,

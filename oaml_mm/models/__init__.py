@@ -1,6 +1,7 @@
 """Models: backbones, necks, heads, losses, recognizers and their tensor math."""
 from .backbones import *  # noqa: F401,F403
 from .data_preprocessors import *  # noqa: F401,F403
+from .detectors import *  # noqa: F401,F403
 from .functional import *  # noqa: F401,F403
 from .heads import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403

@@ -1,13 +1,11 @@
 """Drawing helpers: visibility overlays and QAConv correspondences."""
 from .comparison import render_comparison, show_comparison
-from .face_pair import (
-                        draw_face_pair,
-                        draw_visibility_grid,
-                        strongest_correspondences,
-                        visibility_overlay,
-)
+from .detections import draw_detections, stack_pictures, write_picture
+from .face_pair import (draw_face_pair, draw_visibility_grid,
+                        strongest_correspondences, visibility_overlay)
 
 __all__ = [
     'draw_face_pair', 'strongest_correspondences', 'draw_visibility_grid',
-    'visibility_overlay', 'render_comparison', 'show_comparison'
+    'visibility_overlay', 'render_comparison', 'show_comparison',
+    'draw_detections', 'stack_pictures', 'write_picture'
 ]

@@ -1,0 +1,38 @@
+"""tools/analysis/detect_synthface.py on three SynthFace subjects."""
+import os.path as osp
+import sys
+import unittest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+import detect_synthface  # noqa: E402
+
+
+class TestDetectSynthFace(unittest.TestCase):
+
+    def test_three_subjects(self):
+        res = detect_synthface.evaluate(subjects=3, occluded=0.5, seed=0,
+                                        tolerance=0.4)
+        table = res['by_group']
+        self.assertEqual(table['all']['images'],
+                         table['clean']['images'] +
+                         table['any occluder']['images'])
+        self.assertGreater(table['clean']['rate'], 0.3)
+        hit = table['all']['detected']
+        self.assertEqual(sum(table['all']['paths'].values()), hit)
+        self.assertEqual(table['all']['box_fallback'],
+                         table['all']['images'] - hit)
+        # Detected landmarks: a few pixels off the given ones, eyes closest.
+        self.assertLess(table['clean']['eyes_mean'], 8.0)
+        self.assertLess(table['clean']['err_mean'], 12.0)
+        tars = res['verification']['tar_at_far']
+        self.assertEqual(len(tars), 6)
+        for v in tars.values():
+            self.assertTrue(all(0.0 <= t <= 1.0 for t in v.values()))
+        text = detect_synthface.markdown(res)
+        self.assertIn('| clean |', text)
+        self.assertIn('whole face / given', text)
+
+
+if __name__ == '__main__':
+    unittest.main()

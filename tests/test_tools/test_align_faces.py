@@ -1,0 +1,155 @@
+"""tools/dataset_converters/align_faces.py: photos to aligned data sets."""
+import contextlib
+import io
+import json
+import os
+import os.path as osp
+import sys
+import tempfile
+import unittest
+
+import cv2
+import numpy as np
+import skimage.data
+
+from oaml_mm.datasets import FaceImageFolder
+from oaml_mm.datasets.recordio import IndexedRecordReader, unpack_record
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'dataset_converters'))
+import align_faces  # noqa: E402
+
+
+def _run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = align_faces.main(argv + ['--no-progress'])
+    return code, out.getvalue(), err.getvalue()
+
+
+class TestAlignFaces(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        d = cls.tmp.name
+        cls.src = osp.join(d, 'raw')
+        cls.masks = osp.join(d, 'masks')
+        astro = skimage.data.astronaut()[:, :, ::-1]
+        lower = np.full(astro.shape[:2], 255, np.uint8)
+        lower[120:] = 0  # the nose tip (y 129) and below are covered
+        photos = {
+            'alice/a1.jpg': astro,
+            'alice/a2.png': cv2.resize(astro[:, ::-1], (300, 300)),
+            'bob/b1.png': cv2.cvtColor(astro, cv2.COLOR_BGR2GRAY),
+            'bob/coffee.jpg': skimage.data.coffee()[:, :, ::-1]}
+        for rel, img in photos.items():
+            os.makedirs(osp.dirname(osp.join(cls.src, rel)), exist_ok=True)
+            cv2.imwrite(osp.join(cls.src, rel), img)
+            mask = lower if img.shape[:2] == astro.shape[:2] else \
+                cv2.resize(lower, img.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+            os.makedirs(osp.join(cls.masks, osp.dirname(rel)), exist_ok=True)
+            cv2.imwrite(osp.join(cls.masks, osp.splitext(rel)[0] + '.png'), mask)
+        open(osp.join(cls.src, 'bob', 'empty.jpg'), 'wb').close()
+        with open(osp.join(cls.src, 'bob', 'text.png'), 'w') as f:
+            f.write('not an image')
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _out(self, name):
+        return osp.join(self.tmp.name, name)
+
+    def test_folder_with_failures_and_resume(self):
+        out = self._out('folder')
+        code, text, err = _run([self.src, out, '--workers', '0'])
+        self.assertEqual(code, 0, err)
+        self.assertIn('3/6 photos aligned', text)
+        rep = json.load(open(osp.join(out, 'align_report.json')))
+        self.assertEqual((rep['photos'], rep['aligned'], rep['failed']), (6, 3, 3))
+        self.assertEqual(rep['paths'], {'detected-5pt': 3})
+        self.assertGreater(rep['mean_score'], 0.99)
+        failures = {f['src']: f['reason'] for f in rep['failures']}
+        self.assertEqual(set(failures), {'bob/coffee.jpg', 'bob/empty.jpg',
+                                         'bob/text.png'})
+        for rel, reason in failures.items():
+            self.assertIn(osp.join(self.src, rel), reason)  # names the file
+        self.assertIn('no face found', failures['bob/coffee.jpg'])
+        ds = FaceImageFolder(data_root=out)
+        self.assertEqual(len(ds), 3)
+        self.assertEqual(sorted(ds.get_data_info(i)['gt_label']
+                                for i in range(3)), [0, 0, 1])
+        img = cv2.imread(osp.join(out, 'alice', 'a1.jpg'))
+        self.assertEqual(img.shape, (112, 112, 3))
+        # Crash after two photos: the journal's tail is cut mid-line and one
+        # output is gone. The rerun redoes exactly what the journal lacks.
+        journal = osp.join(out, '.align_journal.jsonl')
+        lines = open(journal).read().splitlines()
+        with open(journal, 'w') as f:
+            f.write('\n'.join(lines[:2]) + '\n' + lines[2][:17])
+        redo = [json.loads(ln)['src'] for ln in lines[2:]]
+        for rel in redo:
+            stem = osp.splitext(rel)[0] + '.jpg'
+            if osp.isfile(osp.join(out, stem)):
+                os.remove(osp.join(out, stem))
+        code, text, err = _run([self.src, out, '--workers', '0'])
+        self.assertEqual(code, 0, err)
+        after = open(journal).read().splitlines()
+        self.assertEqual(sorted(json.loads(ln)['src'] for ln in after[3:]),
+                         sorted(redo))
+        self.assertEqual(len(FaceImageFolder(data_root=out)), 3)
+        self.assertEqual(json.load(open(osp.join(out, 'align_report.json')))
+                         ['aligned'], 3)
+
+    def test_rec_with_worker_processes(self):
+        out = self._out('rec')
+        code, text, err = _run([self.src, out, '--format', 'rec', '--workers',
+                                '1'])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(open(osp.join(out, 'property')).read(), '2,112,112')
+        reader = IndexedRecordReader(osp.join(out, 'train.rec'))
+        labels = []
+        for key in (1, 2, 3):
+            header, payload = unpack_record(reader.read(key))
+            labels.append(float(np.asarray(header.label).reshape(-1)[0]))
+            img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+            self.assertEqual(img.shape, (112, 112, 3))
+        self.assertEqual(labels, [0.0, 0.0, 1.0])
+        reader.close()
+
+    def test_masks_warped_with_the_image(self):
+        out = self._out('occluded')
+        code, text, err = _run([self.src, out, '--masks', self.masks,
+                                '--workers', '0', '--align', 'eyes'])
+        self.assertEqual(code, 0, err)
+        labels = open(osp.join(out, 'labels.txt')).read().split('\n')
+        self.assertEqual(labels[:3], ['alice/a1 0', 'alice/a2 0', 'bob/b1 1'])
+        for name in ('alice/a1', 'alice/a2', 'bob/b1'):
+            mask = cv2.imread(osp.join(out, 'masks', name + '.png'),
+                              cv2.IMREAD_GRAYSCALE)
+            self.assertEqual(mask.shape, (112, 112))
+            # Template rows: eyes at y 51.6 visible, mouth at y 92.3 covered.
+            self.assertTrue((mask[45:58, 30:82] == 255).all(), name)
+            self.assertTrue((mask[86:100, 30:82] == 0).all(), name)
+        rep = json.load(open(osp.join(out, 'align_report.json')))
+        self.assertEqual(rep['paths'], {'detected-eyes': 3})
+
+    def test_flat_input_and_bad_options(self):
+        flat = self._out('flat_in')
+        os.makedirs(flat)
+        cv2.imwrite(osp.join(flat, 'one.jpg'),
+                    skimage.data.astronaut()[:, :, ::-1])
+        code, text, err = _run([flat, self._out('flat_out'), '--workers', '0'])
+        self.assertEqual(code, 0, err)
+        self.assertTrue(osp.isfile(osp.join(self._out('flat_out'), 'one.jpg')))
+        code, _, err = _run([flat, self._out('flat_rec'), '--format', 'rec'])
+        self.assertEqual(code, 2)
+        self.assertIn('needs one sub-folder per identity', err)
+        code, _, err = _run([self._out('missing'), self._out('x')])
+        self.assertEqual(code, 2)
+        self.assertIn('not a folder of photos', err)
+
+
+if __name__ == '__main__':
+    unittest.main()

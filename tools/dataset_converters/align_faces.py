@@ -1,0 +1,338 @@
+"""Turn a folder of raw photos into an aligned face data set.
+
+Every photo goes through :class:`~oaml_mm.apis.FaceFinder` (MTCNN detection, the
+landmark plausibility check, alignment to the ArcFace 112x112 template; eye-only
+alignment when the nose or mouth points are implausible) and is written as
+
+* ``--format folder`` (default): ``OUT_DIR/<identity>/<name>.jpg``, a
+  ``FaceImageFolder`` (flat input: ``OUT_DIR/<name>.jpg``);
+* ``--format rec``: ``OUT_DIR/train.rec``, ``train.idx``, ``property`` in the
+  insightface layout (identity sub-folders needed; labels = sorted folder order);
+* with ``--masks MASK_DIR`` (an occluded set: ``MASK_DIR/<same relative
+  path>.png``, 255 = visible): ``OUT_DIR/images/...`` and ``OUT_DIR/masks/...``
+  plus ``labels.txt``, an ``OcclusionMaskDataset``, the masks warped with the image.
+
+Resumable: each output is written atomically and recorded in
+``OUT_DIR/.align_journal.jsonl`` (a file, so a ``FaceImageFolder`` scan of OUT_DIR
+does not take it for an identity); a rerun after a crash skips what the journal
+lists. A bad file (not an image, empty, huge, no face) never stops the run: it is
+listed in ``OUT_DIR/align_report.json`` (with every face's alignment path and
+detector score) and ``OUT_DIR/align_failures.txt``.
+
+Examples:
+    python tools/dataset_converters/align_faces.py raw_photos/ data/aligned \\
+        --workers 2
+    python tools/dataset_converters/align_faces.py raw_photos/ data/aligned_rec \\
+        --format rec
+    python tools/dataset_converters/align_faces.py niqab/images data/niqab_aligned \\
+        --masks niqab/masks --align eyes --boxes niqab/boxes.txt
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import os.path as osp
+import sys
+import time
+from collections import Counter
+from typing import Dict, List, Optional, Tuple
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from oaml_mm.errors import ConfigError, DataFormatError, OAMLError  # noqa: E402
+
+IMG_EXT = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+JOURNAL = '.align_journal.jsonl'
+STAGING = '.align_staging'  # --format rec: aligned JPEGs before packing
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('in_dir', help='photos: one sub-folder per identity, or flat')
+    p.add_argument('out_dir', help='output folder (created)')
+    p.add_argument('--format', choices=('folder', 'rec'), default='folder')
+    p.add_argument('--masks', help='folder of visibility masks mirroring IN_DIR '
+                   '(<relative path without extension>.png, 255 = visible)')
+    p.add_argument('--faces', choices=('largest', 'all'), default='largest')
+    p.add_argument('--align', choices=('auto', 'five', 'eyes'), default='auto')
+    p.add_argument('--detect', choices=('auto', 'always'), default='always',
+                   help='always (default): detect in every photo, 112x112 '
+                   'ones too; auto: take 112x112 photos as aligned crops')
+    p.add_argument('--landmarks', help='text file: "<relative path> x1 y1 ... x5 '
+                   'y5" per line, used instead of detection for those files')
+    p.add_argument('--boxes', help='text file: "<relative path> x1 y1 x2 y2" per '
+                   'line, used when detection fails (manual fallback)')
+    p.add_argument('--min-score', type=float, default=0.0,
+                   help='drop detections under this detector score')
+    p.add_argument('--size', type=int, default=112)
+    p.add_argument('--quality', type=int, default=95, help='JPEG quality')
+    p.add_argument('--workers', type=int, default=2,
+                   help='processes (0: in this process)')
+    p.add_argument('--no-progress', action='store_true')
+    return p.parse_args(argv)
+
+
+def scan(in_dir: str) -> Tuple[List[str], Optional[List[str]]]:
+    """Relative photo paths (sorted) and the identity folders (None when flat)."""
+    if not osp.isdir(in_dir):
+        raise DataFormatError(in_dir, 'not a folder of photos')
+    subdirs = sorted(d for d in os.listdir(in_dir)
+                     if osp.isdir(osp.join(in_dir, d)) and not d.startswith('.'))
+    files = []
+    if subdirs:
+        for d in subdirs:
+            for root, dirs, names in os.walk(osp.join(in_dir, d)):
+                dirs.sort()
+                files += [osp.relpath(osp.join(root, n), in_dir)
+                          for n in sorted(names)
+                          if osp.splitext(n)[1].lower() in IMG_EXT]
+    else:
+        files = sorted(n for n in os.listdir(in_dir)
+                       if osp.splitext(n)[1].lower() in IMG_EXT)
+    if not files:
+        raise DataFormatError(in_dir, f'no photos ({", ".join(IMG_EXT)}) found')
+    return files, subdirs or None
+
+
+def _read_table(path: Optional[str], width: int, what: str) -> Dict[str, list]:
+    if not path:
+        return {}
+    out = {}
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                vals = [float(v) for v in parts[1:]]
+            except ValueError:
+                vals = []
+            if len(vals) != width:
+                raise DataFormatError(path, f'expected "<relative path>" and '
+                                      f'{width} numbers ({what})', record=i)
+            out[osp.normpath(parts[0])] = vals
+    return out
+
+
+# ---------------------------------------------------------------- workers
+_W: dict = {}
+
+
+def _init_worker(opts: dict) -> None:
+    import torch
+    from oaml_mm.apis.face_finder import FaceFinder
+    torch.set_num_threads(1)
+    _W.update(opts)
+    _W['finder'] = FaceFinder(select=opts['faces'], align=opts['align'],
+                              detect=opts['detect'], size=opts['size'],
+                              min_score=opts['min_score'])
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'wb') as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _encode(img: np.ndarray, ext: str, quality: int) -> bytes:
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == '.jpg' else []
+    ok, buf = cv2.imencode(ext, img, params)
+    if not ok:
+        raise OSError(f'cannot encode {ext}')
+    return buf.tobytes()
+
+
+def process(rel: str) -> dict:
+    """Align one photo and write its face(s); never raises."""
+    from oaml_mm.apis.face_finder import read_photo
+    from oaml_mm.datasets.transforms import AlignFace5Points
+    o = _W
+    src = osp.join(o['in_dir'], rel)
+    stem = osp.splitext(rel)[0]
+    rec = dict(src=rel, status='failed', faces=[])
+    try:
+        img = read_photo(src)
+        mask = None
+        if o['masks']:
+            mpath = osp.join(o['masks'], stem + '.png')
+            mask = cv2.imread(mpath, cv2.IMREAD_GRAYSCALE)
+            if mask is None:
+                raise DataFormatError(mpath, 'missing or unreadable mask')
+            if mask.shape != img.shape[:2]:
+                raise DataFormatError(mpath, f'mask {mask.shape[::-1]} does not '
+                                      f'match the photo {img.shape[1::-1]}')
+        key = osp.normpath(rel)
+        faces = o['finder'].find(img, src, o['landmarks'].get(key),
+                                 o['boxes'].get(key))
+        align = AlignFace5Points((o['size'], o['size']))
+        for k, face in enumerate(faces):
+            name = stem if len(faces) == 1 and o['faces'] == 'largest' else \
+                f'{stem}_{k}'
+            crop = face.pop('crop')
+            if mask is not None:
+                if face['align_points'] is None:  # already an aligned crop
+                    m8 = mask
+                else:
+                    warped = align.transform(dict(
+                        img=img, visibility_mask=mask.astype(np.float32) / 255.0,
+                        landmarks=np.asarray(face['align_points'], np.float32)))
+                    m8 = np.clip(np.rint(warped['visibility_mask'] * 255), 0,
+                                 255).astype(np.uint8)
+                out_img = osp.join(o['out_dir'], 'images', name + '.png')
+                _write_atomic(osp.join(o['out_dir'], 'masks', name + '.png'),
+                              _encode(m8, '.png', 0))
+                _write_atomic(out_img, _encode(crop[:, :, ::-1], '.png', 0))
+            else:
+                out_img = osp.join(o['aligned_dir'], name + '.jpg')
+                _write_atomic(out_img, _encode(crop[:, :, ::-1], '.jpg',
+                                               o['quality']))
+            face.pop('align_points', None)
+            face.pop('image', None)
+            face['out'] = osp.relpath(out_img, o['out_dir'])
+            rec['faces'].append(face)
+        rec['status'] = 'ok'
+    except OAMLError as e:
+        rec['reason'] = str(e)
+    except Exception as e:  # a batch tool never stops on one bad file
+        rec['reason'] = f'{src}: {type(e).__name__}: {e}'
+    return rec
+
+
+# ------------------------------------------------------------------- main
+def _journal(path: str) -> Dict[str, dict]:
+    done = {}
+    if osp.isfile(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    done[rec['src']] = rec
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by the crash: that photo is redone
+    return done
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Align the photos of ``args.in_dir``; returns the report it writes."""
+    files, identities = scan(args.in_dir)
+    if args.format == 'rec' and identities is None:
+        raise ConfigError(f'{args.in_dir}: --format rec needs one sub-folder '
+                          'per identity (a flat folder has no labels)')
+    if args.format == 'rec' and args.masks:
+        raise ConfigError('--masks writes an OcclusionMaskDataset folder; '
+                          'drop --format rec')
+    if args.masks and not osp.isdir(args.masks):
+        raise DataFormatError(args.masks, 'not a folder of masks')
+    out_dir = args.out_dir
+    os.makedirs(out_dir, exist_ok=True)
+    aligned_dir = osp.join(out_dir, STAGING) if args.format == 'rec' \
+        else out_dir
+    opts = dict(in_dir=args.in_dir, out_dir=out_dir, aligned_dir=aligned_dir,
+                masks=args.masks, faces=args.faces, align=args.align,
+                detect=args.detect, size=args.size, min_score=args.min_score,
+                quality=args.quality,
+                landmarks=_read_table(args.landmarks, 10, 'landmarks'),
+                boxes=_read_table(args.boxes, 4, 'box'))
+    journal_path = osp.join(out_dir, JOURNAL)
+    done = _journal(journal_path)
+    todo = [f for f in files if f not in done]
+    t0 = time.time()
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(files), initial=len(files) - len(todo),
+                   unit='photo', desc='align')
+    with open(journal_path, 'a+') as journal:
+        if journal.tell() > 0:
+            journal.seek(journal.tell() - 1)
+            if journal.read(1) != '\n':  # a crash cut the last line
+                journal.write('\n')
+
+        def record(rec: dict) -> None:
+            journal.write(json.dumps(rec) + '\n')
+            journal.flush()
+            done[rec['src']] = rec
+            if bar is not None:
+                bar.update(1)
+        if args.workers <= 0:
+            _init_worker(opts)
+            for rel in todo:
+                record(process(rel))
+        elif todo:
+            ctx = mp.get_context('spawn')
+            with ctx.Pool(args.workers, _init_worker, (opts,)) as pool:
+                for rec in pool.imap_unordered(process, todo, chunksize=4):
+                    record(rec)
+    if bar is not None:
+        bar.close()
+    return _finish(args, files, identities, done, time.time() - t0)
+
+
+def _finish(args, files, identities, done, seconds) -> dict:
+    out_dir = args.out_dir
+    recs = [done[f] for f in files]
+    ok = [r for r in recs if r['status'] == 'ok']
+    failed = [r for r in recs if r['status'] != 'ok']
+    paths = Counter(face['path'] for r in ok for face in r['faces'])
+    scores = [face['score'] for r in ok for face in r['faces']
+              if face['score'] is not None]
+    label_of = {d: i for i, d in enumerate(identities or [])}
+
+    def label(rel: str) -> int:
+        return label_of[rel.split(os.sep)[0]] if identities else -1
+
+    faces = [(face['out'], label(r['src'])) for r in ok for face in r['faces']]
+    if args.masks and identities:
+        with open(osp.join(out_dir, 'labels.txt'), 'w') as f:
+            for out, lab in faces:
+                name = osp.splitext(osp.relpath(out, 'images'))[0]
+                f.write(f'{name} {lab}\n')
+    if args.format == 'rec':
+        from oaml_mm.datasets.recordio import write_insightface_rec
+
+        def samples():
+            for out, lab in faces:
+                with open(osp.join(out_dir, out), 'rb') as f:
+                    yield f.read(), lab
+        write_insightface_rec(out_dir, samples(), len(identities),
+                              (args.size, args.size))
+    report = dict(
+        in_dir=args.in_dir, out_dir=out_dir, format=args.format,
+        masks=args.masks, photos=len(files), aligned=len(ok),
+        failed=len(failed), faces=len(faces), paths=dict(paths),
+        mean_score=float(np.mean(scores)) if scores else None,
+        identities=len(identities) if identities else None,
+        seconds=round(seconds, 1),
+        failures=[dict(src=r['src'], reason=r.get('reason', '')) for r in failed],
+        per_photo={r['src']: [dict(path=f['path'], score=f['score'],
+                                   note=f.get('note', ''))
+                              for f in r['faces']] for r in ok})
+    with open(osp.join(out_dir, 'align_report.json'), 'w') as f:
+        json.dump(report, f, indent=1)
+    with open(osp.join(out_dir, 'align_failures.txt'), 'w') as f:
+        for r in failed:
+            f.write(f'{r["src"]}\t{r.get("reason", "")}\n')
+    return report
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        rep = run(args)
+    except OAMLError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    paths = ', '.join(f'{k} {v}' for k, v in sorted(rep['paths'].items()))
+    print(f'{rep["aligned"]}/{rep["photos"]} photos aligned ({rep["faces"]} '
+          f'faces: {paths}); {rep["failed"]} failed, listed in '
+          f'{osp.join(args.out_dir, "align_failures.txt")}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
