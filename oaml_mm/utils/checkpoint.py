@@ -316,6 +316,9 @@ def safe_load_checkpoint(
                 'containers, numpy arrays, mmengine HistoryBuffer); loading '
                 f'it could run code, so nothing of it was run. {_CONVERT_HINT}'
             ) from None
+        # torch prefixes advice about weights_only=False; keep the cause only.
+        text = text.split('WeightsUnpickler error:')[-1].split(
+            'Check the documentation of torch.load')[0]
         first = ' '.join(text.split())[:300]
         raise CheckpointError(
             f'{filename}: not a readable torch checkpoint (truncated or '

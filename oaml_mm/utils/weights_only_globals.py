@@ -140,6 +140,13 @@ def _frombuffer(buf, dtype, shape, order) -> _ArrayFromBuffer:
     return _ArrayFromBuffer(buf, dtype, shape, order)
 
 
+def _bytes(*args):
+    # Protocol 2 pickles b'' (the data of an empty array) as bytes().
+    if args:
+        _refuse('builtins.bytes is admitted only without arguments (b\'\')')
+    return b''
+
+
 def _getattr(owner, name):
     # mmengine pickles HistoryBuffer._statistics_methods as getattr(HistoryBuffer,
     # 'mean') etc.; nothing else may use the name.
@@ -162,6 +169,7 @@ STAND_INS: List[Tuple[Any, str]] = [
     (_frombuffer, 'numpy._core.numeric._frombuffer'),
     (_HistoryBufferRecord, 'mmengine.logging.history_buffer.HistoryBuffer'),
     (_getattr, 'builtins.getattr'),
+    (_bytes, 'builtins.bytes'),
     # The records are admitted under their own names so that BUILD may fill them.
     (_DTypeRecord, 'oaml_mm.utils.weights_only_globals._DTypeRecord'),
     (_ArrayRecord, 'oaml_mm.utils.weights_only_globals._ArrayRecord'),
