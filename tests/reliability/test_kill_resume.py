@@ -108,10 +108,14 @@ class TestKillAndResume(TestCase):
         self.assertFalse([f for f in os.listdir(work) if f.endswith('.tmp')])
 
 
-def write_iter_config_file(path: str, work_dir: str, extra_hooks=()) -> str:
+def write_iter_config_file(path: str, work_dir: str, extra_hooks=(),
+                           workers: int = 0) -> str:
     """The toy config with ``IterBasedTrainLoop``: 12 iterations (2 passes over
     the data), a checkpoint and a validation every 4, the LR dropped at 6."""
     cfg = toy_config(work_dir, extra_hooks=list(extra_hooks))
+    if workers:
+        cfg['train_dataloader'].update(num_workers=workers,
+                                       persistent_workers=True)
     cfg['train_cfg'] = dict(by_epoch=False, max_iters=12, val_interval=4)
     cfg['param_scheduler'] = [
         dict(type='MultiStepLR', by_epoch=False, milestones=[6], gamma=0.1)
@@ -129,21 +133,32 @@ class TestIterBasedKillAndResume(TestCase):
     restored; the skipped batches' augmentation must not consume it."""
 
     def test_sigkill_between_checkpoints_then_resume(self):
+        self._kill_and_resume(workers=0)
+
+    def test_with_persistent_dataloader_workers(self):
+        # The workers replay the skipped batches (reseeded from the run's seed),
+        # so their random state at the resume point is the uninterrupted one.
+        self._kill_and_resume(workers=2)
+
+    def _kill_and_resume(self, workers):
         with tempfile.TemporaryDirectory() as tmp:
             ref = osp.join(tmp, 'ref')
-            proc = train(write_iter_config_file(osp.join(tmp, 'ref.py'), ref))
+            proc = train(write_iter_config_file(osp.join(tmp, 'ref.py'), ref,
+                                                workers=workers))
             self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
             work = osp.join(tmp, 'run')
             killed = write_iter_config_file(
                 osp.join(tmp, 'kill.py'), work,
-                [dict(type='InterruptHook', at_iter=7, sigkill=True)])
+                [dict(type='InterruptHook', at_iter=7, sigkill=True)],
+                workers=workers)
             proc = train(killed)
             self.assertEqual(proc.returncode, -9, proc.stderr[-2000:])
             self.assertEqual(
                 sorted(f for f in os.listdir(work) if f.endswith('.pth')),
                 ['iter_4.pth'])
             proc = train(write_iter_config_file(osp.join(tmp, 'plain.py'),
-                                                work), '--resume')
+                                                work, workers=workers),
+                         '--resume')
             self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
             ref_losses, losses = read_losses(ref), read_losses(work)
             self.assertEqual(sorted(ref_losses), list(range(12)))

@@ -161,7 +161,11 @@ def check_checkpoint_file(path: str) -> None:
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path}: empty checkpoint file (interrupted '
                               'write?)')
-    if not zipfile.is_zipfile(path):
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    # A zip cut short has lost its central directory but still starts with PK; a
+    # zip whose first bytes were zeroed still has its central directory.
+    if head != b'PK' and not zipfile.is_zipfile(path):
         try:
             _check_legacy_header(path)
         except CheckpointError:
