@@ -363,10 +363,12 @@ def atomic_save(obj: Any, filename: str,
 
 
 def load_from_local_weights_only(filename: str, map_location=None) -> Any:
+    """mmengine ``CheckpointLoader`` scheme for local paths (weights-only)."""
     return safe_load_checkpoint(filename, map_location=map_location)
 
 
 def load_from_http_weights_only(filename: str, map_location=None) -> Any:
+    """``http(s)://``: download into the torch hub cache (rank 0), load weights-only."""
     from mmengine.dist import barrier, get_dist_info
     rank, world_size = get_dist_info()
     folder = osp.join(torch.hub.get_dir(), 'checkpoints')
@@ -380,6 +382,7 @@ def load_from_http_weights_only(filename: str, map_location=None) -> Any:
 
 
 def load_from_zoo_weights_only(filename: str, map_location=None) -> Any:
+    """``torchvision://``, ``open-mmlab://``, ``mmcls://``: mmengine's URL tables."""
     from mmengine.runner import checkpoint as mm_ckpt
     prefix, name = filename.split('://', 1)
     if prefix in ('torchvision', 'modelzoo'):
@@ -398,6 +401,7 @@ def load_from_zoo_weights_only(filename: str, map_location=None) -> Any:
 
 
 def load_from_backend_weights_only(filename: str, map_location=None) -> Any:
+    """``s3://``/``petrel://``: fetched through mmengine.fileio, loaded weights-only."""
     from mmengine.fileio import get
     fd, tmp = tempfile.mkstemp(suffix='.pth')
     try:
