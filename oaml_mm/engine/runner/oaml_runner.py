@@ -5,7 +5,11 @@ Differences from :class:`mmengine.runner.Runner`:
 * checkpoints are written atomically and load with ``torch.load(weights_only=True)``
   (it adds :class:`~oaml_mm.engine.hooks.SafeCheckpointHook`);
 * ``--resume`` restores the random generator states, so the resumed losses equal those
-  of an uninterrupted run;
+  of an uninterrupted run, for iteration loops too (``OAMLIterBasedTrainLoop``
+  replaces ``IterBasedTrainLoop``); it first checks that the checkpoint fits the
+  model and optimizer (:func:`~oaml_mm.engine.runner.check_resume_fit`);
+* one training run per work directory (:class:`~oaml_mm.engine.runner.WorkDirLock`,
+  held by rank 0 for the duration of ``train()``);
 * distributed training works on CPU-only machines: the gloo process group is created
   here when CUDA is absent (mmengine's launcher assumes a GPU per process), and the
   model is wrapped without ``device_ids``;
@@ -13,8 +17,9 @@ Differences from :class:`mmengine.runner.Runner`:
   directory is checked for write access when the runner is built and for room for a
   checkpoint before training; old checkpoints are pruned only after the new one is
   complete (:class:`~oaml_mm.engine.hooks.OAMLCheckpointHook`); ``--resume`` without a
-  path verifies the checkpoint ``last_checkpoint`` names and falls back to the newest
-  complete one when it is damaged; a :class:`~oaml_mm.errors.NonFiniteLossError`
+  path verifies the checkpoint ``last_checkpoint`` names and, when it is damaged or
+  missing, falls back to the verified one saved at the latest iteration; a
+  :class:`~oaml_mm.errors.NonFiniteLossError`
   leaves ``nonfinite_iter_{N}.pth`` behind to inspect.
 
 Select it in a config with ``runner_type = 'OAMLRunner'`` (the default runtime does).
