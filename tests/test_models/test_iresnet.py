@@ -98,6 +98,14 @@ class TestIResNet(unittest.TestCase):
                     'built for 112x112 (input_size=112). Align or resize the '
                     'faces to 112x112'), msg)
                 self.assertIn("dict(type='Resize', scale=(112, 112))", msg)
+        # The other fixed size: the stem takes 3 channels.
+        for shape in ((1, 1, 112, 112), (1, 4, 112, 112), (3, 112, 112)):
+            with self.subTest(shape=shape):
+                with self.assertRaises(InputSizeError) as ctx:
+                    m(torch.zeros(shape))
+                self.assertTrue(str(ctx.exception).startswith(
+                    f'IResNet: input has shape {shape}, expected a batch of '
+                    '3-channel images [B, 3, 112, 112]'), str(ctx.exception))
         # A backbone built for 96x96 takes them.
         small = IResNet(18, width_mult=0.125, embedding_size=8,
                         input_size=96).eval()

@@ -252,7 +252,14 @@ class IResNet(BaseModule):
             s = ``map_stage`` (H/16 by default), embedding [B, D] (unit L2 norm),
             norm [B, 1].
         """
-        if not (torch.jit.is_tracing() or torch.jit.is_scripting()) and \
+        checking = not (torch.jit.is_tracing() or torch.jit.is_scripting())
+        if checking and (x.dim() != 4 or x.shape[1] != 3):
+            raise InputSizeError(
+                f'IResNet: input has shape {tuple(x.shape)}, expected a batch '
+                f'of 3-channel images [B, 3, {self.input_size}, '
+                f'{self.input_size}]; convert grayscale or RGBA images to 3 '
+                'channels (e.g. color_type=\'color\' when decoding)')
+        if checking and \
                 tuple(x.shape[-2:]) != (self.input_size, self.input_size):
             # The embedding layer's width is fixed by input_size; anything else
             # would fail inside it as "mat1 and mat2 shapes cannot be multiplied".
