@@ -266,12 +266,13 @@ def _scalar_value(rec: _ScalarRecord):
 def _history_buffer(rec: _HistoryBufferRecord) -> HistoryBuffer:
     fields = getattr(rec, 'fields', {})
     try:
-        log = np.asarray(resolve(fields['_log_history']), dtype=np.float64)
-        count = np.asarray(resolve(fields['_count_history']),
-                           dtype=np.float64)
+        log = np.asarray(resolve(fields['_log_history']))
+        count = np.asarray(resolve(fields['_count_history']))
         max_length = int(fields.get('max_length', 1000000))
     except (KeyError, TypeError, ValueError) as e:
         raise RecordError(f'HistoryBuffer fields are damaged ({e})') from None
+    if log.dtype.kind not in 'biuf' or count.dtype.kind not in 'biuf':
+        raise RecordError('HistoryBuffer histories must be numeric arrays')
     if log.ndim != 1 or count.shape != log.shape or max_length <= 0:
         raise RecordError('HistoryBuffer histories must be two 1-D arrays of '
                           'one length')
