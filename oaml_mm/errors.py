@@ -10,7 +10,8 @@ from typing import Optional, Union
 __all__ = [
     'OAMLError', 'DataFormatError', 'MissingFileError', 'CheckpointError',
     'UnsafeCheckpointError', 'ConfigError', 'EnvironmentCheckError',
-    'NonFiniteLossError', 'GalleryError', 'ImageInputError', 'WorkDirError'
+    'NonFiniteLossError', 'GalleryError', 'ImageInputError', 'InputSizeError',
+    'WorkDirError'
 ]
 
 
@@ -90,6 +91,14 @@ class GalleryError(OAMLError, ValueError):
 
 class ImageInputError(OAMLError, ValueError):
     """An image given to the inference API cannot be used as it is."""
+
+
+class InputSizeError(ImageInputError):
+    """Images reaching a model have a size its fixed-size layers cannot take.
+
+    Raised by the backbone before its layers run (e.g. 96x96 faces given to an
+    IResNet built for 112x112), instead of a matrix-shape error deep inside.
+    """
 
 
 class WorkDirError(OAMLError, OSError):

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import pickle
 
 from mmengine.config import DictAction
 from mmengine.runner import Runner
@@ -70,6 +71,10 @@ def main(argv=None):
         metrics = runner.test()
     except OAMLError as e:
         raise SystemExit(f'{type(e).__name__}: {e}')
+    except pickle.UnpicklingError as e:
+        raise SystemExit('refused to load a checkpoint that holds objects '
+                         'other than weights (it could run code): '
+                         f'{str(e).splitlines()[0]}')
     if runner.rank == 0:
         # Table on stdout, CSV, ROC PNGs (work dir + visualizer backends).
         from oaml_mm.evaluation import report_test_results

@@ -1,7 +1,9 @@
-"""Faults: unwritable work dir, no room for a checkpoint, disk full mid-write."""
+"""Faults: unwritable work dir, no room for a checkpoint, disk full mid-write, two
+runs on one work dir."""
 import errno
 import os
 import os.path as osp
+import socket
 from unittest import mock
 
 from mmengine.config import Config
@@ -11,11 +13,13 @@ from mmengine.testing import RunnerTestCase
 from oaml_mm.engine.runner import atomic_backend, oaml_runner
 from oaml_mm.engine.runner.oaml_runner import (check_work_dir,
                                                find_resumable_checkpoint)
+from oaml_mm.engine.runner.work_dir_lock import WorkDirLock
 from oaml_mm.errors import WorkDirError
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import safe_load_checkpoint
 from tests.reliability._util import train
-from tests.toy_components import toy_config, write_toy_config_file
+from tests.toy_components import (Interrupt, toy_config,
+                                  write_toy_config_file)
 
 
 class _DiskFullOnSave(Hook):
@@ -126,3 +130,55 @@ class TestDiskFaults(RunnerTestCase):
         self.assertIn('WorkDirError: ', proc.stderr)
         self.assertIn('cannot create the work directory', proc.stderr)
         self.assertNotIn('Traceback', proc.stderr)
+
+
+class TestWorkDirLock(RunnerTestCase):
+    """Two runs on one work dir: the second refuses and names the first."""
+
+    def build(self, cfg):
+        cfg = Config(cfg)
+        cfg.experiment_name = self.experiment_name
+        return RUNNERS.build(cfg)
+
+    def test_second_run_refuses_and_leaves_the_first_runs_files(self):
+        work = osp.join(self.temp_dir.name, 'shared')
+        os.makedirs(work)
+        # The first run, mid-write of a checkpoint.
+        first = WorkDirLock(work)
+        first.acquire()
+        in_progress = osp.join(work, 'epoch_2.pth.abc123.tmp')
+        open(in_progress, 'wb').close()
+        try:
+            cfg_path = write_toy_config_file(
+                osp.join(self.temp_dir.name, 'toy.py'), work)
+            proc = train(cfg_path)
+            self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+            self.assertNotIn('Traceback', proc.stderr)
+            line = proc.stderr.strip().splitlines()[-1]
+            self.assertTrue(line.startswith(
+                f'WorkDirError: {work}: another training run is using this '
+                f'work directory (pid {os.getpid()} on host '
+                f'{socket.gethostname()}, started '), line)
+            self.assertIn('choose another folder with --work-dir', line)
+            self.assertTrue(osp.exists(in_progress))
+            # In the same process too (a second runner on the same folder).
+            with self.assertRaisesRegex(WorkDirError, 'another training run'):
+                self.build(toy_config(work, max_epochs=1)).train()
+            self.assertTrue(osp.exists(in_progress))
+        finally:
+            first.release()
+        # Once the first run is gone the folder is free again.
+        self.build(toy_config(work, max_epochs=1)).train()
+        self.assertFalse(osp.exists(in_progress))
+
+    def test_lock_is_released_when_a_run_ends_or_fails(self):
+        work = osp.join(self.temp_dir.name, 'w')
+        self.build(toy_config(work, max_epochs=1)).train()
+        with self.assertRaises(Interrupt):
+            self.build(toy_config(work, max_epochs=2, extra_hooks=[
+                dict(type='InterruptHook', at_iter=2)])).train()
+        lock = WorkDirLock(work)
+        lock.acquire()
+        self.assertTrue(lock.is_locked)
+        lock.release()
+        self.assertFalse(osp.exists(lock.owner_path))

@@ -1,8 +1,9 @@
 """Fault: SIGKILL during training and during a checkpoint write; then ``--resume``.
 
 Every run is ``tools/train.py`` in a subprocess on the toy config (3 epochs x 6
-iterations, CPU, seed 42, num_workers=0, one checkpoint kept so that the pruning
-order matters). The resumed run's final weights must equal the uninterrupted run's.
+iterations, or 12 iterations of an iteration-based loop, CPU, seed 42,
+num_workers=0, one checkpoint kept so that the pruning order matters). The resumed
+run's losses and final weights must equal the uninterrupted run's.
 """
 import os
 import os.path as osp
@@ -15,8 +16,9 @@ import torch
 from mmengine.config import Config
 from mmengine.testing import RunnerTestCase
 
-from oaml_mm.engine.runner.oaml_runner import find_resumable_checkpoint
-from oaml_mm.errors import CheckpointError
+from oaml_mm.engine.runner.oaml_runner import (check_checkpoint_file,
+                                               find_resumable_checkpoint)
+from oaml_mm.errors import CheckpointError, UnsafeCheckpointError
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import safe_load_checkpoint
 from tests.reliability._util import train
@@ -106,6 +108,69 @@ class TestKillAndResume(TestCase):
         self.assertFalse([f for f in os.listdir(work) if f.endswith('.tmp')])
 
 
+def write_iter_config_file(path: str, work_dir: str, extra_hooks=(),
+                           workers: int = 0) -> str:
+    """The toy config with ``IterBasedTrainLoop``: 12 iterations (2 passes over
+    the data), a checkpoint and a validation every 4, the LR dropped at 6."""
+    cfg = toy_config(work_dir, extra_hooks=list(extra_hooks))
+    if workers:
+        cfg['train_dataloader'].update(num_workers=workers,
+                                       persistent_workers=True)
+    cfg['train_cfg'] = dict(by_epoch=False, max_iters=12, val_interval=4)
+    cfg['param_scheduler'] = [
+        dict(type='MultiStepLR', by_epoch=False, milestones=[6], gamma=0.1)
+    ]
+    cfg['default_hooks']['checkpoint'] = dict(
+        type='CheckpointHook', by_epoch=False, interval=4, max_keep_ckpts=1)
+    cfg['log_processor'] = dict(by_epoch=False)
+    cfg['custom_hooks'].append(dict(type='FinalWeightsHook'))
+    Config(cfg).dump(path)
+    return path
+
+
+class TestIterBasedKillAndResume(TestCase):
+    """mmengine fast-forwards the dataloader on resume after the random state was
+    restored; the skipped batches' augmentation must not consume it."""
+
+    def test_sigkill_between_checkpoints_then_resume(self):
+        self._kill_and_resume(workers=0)
+
+    def test_with_persistent_dataloader_workers(self):
+        # The workers replay the skipped batches (reseeded from the run's seed),
+        # so their random state at the resume point is the uninterrupted one.
+        self._kill_and_resume(workers=2)
+
+    def _kill_and_resume(self, workers):
+        with tempfile.TemporaryDirectory() as tmp:
+            ref = osp.join(tmp, 'ref')
+            proc = train(write_iter_config_file(osp.join(tmp, 'ref.py'), ref,
+                                                workers=workers))
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            work = osp.join(tmp, 'run')
+            killed = write_iter_config_file(
+                osp.join(tmp, 'kill.py'), work,
+                [dict(type='InterruptHook', at_iter=7, sigkill=True)],
+                workers=workers)
+            proc = train(killed)
+            self.assertEqual(proc.returncode, -9, proc.stderr[-2000:])
+            self.assertEqual(
+                sorted(f for f in os.listdir(work) if f.endswith('.pth')),
+                ['iter_4.pth'])
+            proc = train(write_iter_config_file(osp.join(tmp, 'plain.py'),
+                                                work, workers=workers),
+                         '--resume')
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            ref_losses, losses = read_losses(ref), read_losses(work)
+            self.assertEqual(sorted(ref_losses), list(range(12)))
+            # Iterations 4..6 ran twice (killed run, resumed run): the resumed
+            # values overwrite the killed run's, and must be the reference's.
+            self.assertEqual(losses, ref_losses)
+            ref_w, w = _final(ref), _final(work)
+            self.assertEqual(sorted(w), sorted(ref_w))
+            for key, value in ref_w.items():
+                self.assertTrue(torch.equal(value, w[key]), key)
+
+
 class TestDamagedLastCheckpoint(RunnerTestCase):
     """A checkpoint damaged outside our writer (copied, cut by another tool)."""
 
@@ -160,3 +225,103 @@ class TestDamagedLastCheckpoint(RunnerTestCase):
         os.makedirs(empty)
         self.assertEqual(find_resumable_checkpoint(empty), (None, []))
         shutil.rmtree(empty)
+
+
+def _save_fake(path: str, it: int, legacy: bool = False) -> str:
+    """A small checkpoint whose meta says it was saved after ``it`` iterations."""
+    ckpt = {'meta': {'iter': it, 'epoch': 0},
+            'state_dict': {'w': torch.arange(64.)}}
+    if legacy:
+        torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+    else:
+        torch.save(ckpt, path)
+    return path
+
+
+class TestResumeCandidates(TestCase):
+    """Which file ``--resume`` (no path) picks; each case failed before."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.work = self.tmp.name
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def _last(self, path):
+        with open(osp.join(self.work, 'last_checkpoint'), 'w') as f:
+            f.write(path)
+
+    def test_damaged_last_checkpoint_kinds_fall_back(self):
+        def zero_head(data):
+            return b'\0' * 16 + data[16:]
+
+        def zero_all(data):
+            return b'\0' * len(data)
+
+        def truncate(data):
+            return data[:len(data) // 2]
+
+        for legacy in (False, True):
+            for damage in (zero_head, zero_all, truncate):
+                with self.subTest(legacy=legacy, damage=damage.__name__):
+                    for f in os.listdir(self.work):
+                        os.remove(osp.join(self.work, f))
+                    good = _save_fake(osp.join(self.work, 'iter_4.pth'), 4,
+                                      legacy)
+                    bad = _save_fake(osp.join(self.work, 'iter_8.pth'), 8,
+                                     legacy)
+                    with open(bad, 'rb') as f:
+                        data = f.read()
+                    with open(bad, 'wb') as f:
+                        f.write(damage(data))
+                    self._last(bad)
+                    path, rejected = find_resumable_checkpoint(self.work)
+                    self.assertEqual(path, good)
+                    self.assertEqual(len(rejected), 1, rejected)
+                    self.assertIn('iter_8.pth', rejected[0])
+                    self.assertNotIn('could run code', rejected[0])
+                    with self.assertRaisesRegex(CheckpointError,
+                                                'iter_8.pth: ') as ctx:
+                        check_checkpoint_file(bad)
+                    self.assertNotIsInstance(ctx.exception,
+                                             UnsafeCheckpointError)
+
+    def test_last_checkpoint_names_a_moved_work_dir(self):
+        _save_fake(osp.join(self.work, 'epoch_1.pth'), 6)
+        _save_fake(osp.join(self.work, 'epoch_2.pth'), 12)
+        self._last('/no/such/old_work_dir/epoch_2.pth')
+        path, rejected = find_resumable_checkpoint(self.work)
+        self.assertEqual(path, osp.join(self.work, 'epoch_2.pth'))
+        self.assertIn('/no/such/old_work_dir/epoch_2.pth, which does not '
+                      'exist', rejected[0])
+        # Nothing left to resume from: an error, not a silent fresh start.
+        for name in ('epoch_1.pth', 'epoch_2.pth'):
+            os.remove(osp.join(self.work, name))
+        with self.assertRaisesRegex(CheckpointError, 'nothing to resume'):
+            find_resumable_checkpoint(self.work)
+
+    def test_newest_by_saved_iteration_not_by_file_number(self):
+        # iter_100 was saved at iteration 100, epoch_2 later (iteration 240):
+        # the numbers in the names count different things.
+        _save_fake(osp.join(self.work, 'epoch_2.pth'), 240)
+        _save_fake(osp.join(self.work, 'iter_100.pth'), 100)
+        _save_fake(osp.join(self.work, 'epoch_1.pth'), 120)
+        path, rejected = find_resumable_checkpoint(self.work)
+        self.assertEqual(path, osp.join(self.work, 'epoch_2.pth'))
+        self.assertEqual(rejected, [])
+
+    def test_explicit_truncated_legacy_file_is_a_clear_error(self):
+        work = osp.join(self.work, 'w')
+        cut = _save_fake(osp.join(self.work, 'old.pth'), 4, legacy=True)
+        with open(cut, 'rb') as f:
+            data = f.read()
+        with open(cut, 'wb') as f:
+            f.write(data[:len(data) - 100])
+        cfg = write_toy_config_file(osp.join(self.work, 'toy.py'), work)
+        proc = train(cfg, '--resume', cut)
+        self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+        self.assertIn('CheckpointError: ', proc.stderr)
+        self.assertIn('old.pth: not a readable torch checkpoint',
+                      proc.stderr)
+        self.assertNotIn('Traceback', proc.stderr)

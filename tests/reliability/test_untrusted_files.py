@@ -20,7 +20,7 @@ from oaml_mm.errors import (CheckpointError, DataFormatError, GalleryError,
                             UnsafeCheckpointError)
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import safe_load_checkpoint
-from tests.reliability._util import run_tool
+from tests.reliability._util import run_tool, tool_env
 from tests.toy_components import toy_config, write_toy_config_file
 
 
@@ -95,9 +95,34 @@ class TestMaliciousCheckpoint(_MarkerCase):
         proc = run_tool([sys.executable, 'tools/train.py', cfg, '--resume',
                          path])
         self.assertEqual(proc.returncode, 1)
-        self.assertIn('refused to load a checkpoint', proc.stderr)
+        self.assertIn('UnsafeCheckpointError: ', proc.stderr)
+        self.assertIn('refused to load: it names builtins.exec',
+                      proc.stderr)
         self.assertNotIn('Traceback', proc.stderr)
         self.assertNotRun()
+
+    def test_environment_cannot_switch_weights_only_off(self):
+        # torch honours this variable wherever weights_only is not passed, as
+        # mmengine's loader did: tools/test.py and --resume ran the payload.
+        env = tool_env()
+        env['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
+        cfg = write_toy_config_file(osp.join(self.tmp.name, 'toy.py'),
+                                    osp.join(self.tmp.name, 'w'))
+        path = self._files()[1]
+        lines = []
+        for args in (['tools/train.py', cfg, '--resume', path],
+                     ['tools/test.py', cfg, path]):
+            proc = run_tool([sys.executable, *args], env=env)
+            self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+            self.assertNotIn('Traceback', proc.stderr)
+            self.assertNotRun()
+            lines.append(proc.stderr.strip().splitlines()[-1])
+        # The same one-line message from both tools.
+        self.assertEqual(lines[0], lines[1])
+        self.assertTrue(lines[0].startswith(
+            f'UnsafeCheckpointError: {path}: refused to load: it names '
+            'builtins.exec'), lines[0])
+        self.assertNotIn('\x1b', lines[0])
 
 
 class TestMaliciousVerificationBin(_MarkerCase):

@@ -109,7 +109,9 @@ class TestOAMLRunner(RunnerTestCase):
         cfg['load_from'] = path
         cfg['resume'] = True
         runner = self.build(cfg)
-        with self.assertRaises(pickle.UnpicklingError):
+        with self.assertRaisesRegex(UnsafeCheckpointError,
+                                    'evil.pth: refused to load: it names '
+                                    'builtins.exec'):
             runner.train()
         with self.assertRaises(UnsafeCheckpointError):
             from oaml_mm.utils import safe_load_checkpoint

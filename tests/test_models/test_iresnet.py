@@ -3,7 +3,7 @@ import unittest
 
 import torch
 
-from oaml_mm.errors import ConfigError
+from oaml_mm.errors import ConfigError, InputSizeError
 from oaml_mm.models.backbones import IResNet
 from oaml_mm.registry import MODELS
 
@@ -83,6 +83,33 @@ class TestIResNet(unittest.TestCase):
             IResNet(77)
         with self.assertRaises(ConfigError):
             IResNet(18, input_size=100)
+
+    def test_wrong_image_size_is_named(self):
+        # 96x96 faces used to fail inside the embedding layer as "mat1 and mat2
+        # shapes cannot be multiplied".
+        m = IResNet(18, width_mult=0.125, embedding_size=8).eval()
+        for h, w in ((96, 96), (112, 96), (128, 128)):
+            with self.subTest(size=(h, w)):
+                with self.assertRaises(InputSizeError) as ctx:
+                    m(torch.zeros(1, 3, h, w))
+                msg = str(ctx.exception)
+                self.assertTrue(msg.startswith(
+                    f'IResNet: input images are {h}x{w}, but this backbone is '
+                    'built for 112x112 (input_size=112). Align or resize the '
+                    'faces to 112x112'), msg)
+                self.assertIn("dict(type='Resize', scale=(112, 112))", msg)
+        # The other fixed size: the stem takes 3 channels.
+        for shape in ((1, 1, 112, 112), (1, 4, 112, 112), (3, 112, 112)):
+            with self.subTest(shape=shape):
+                with self.assertRaises(InputSizeError) as ctx:
+                    m(torch.zeros(shape))
+                self.assertTrue(str(ctx.exception).startswith(
+                    f'IResNet: input has shape {shape}, expected a batch of '
+                    '3-channel images [B, 3, 112, 112]'), str(ctx.exception))
+        # A backbone built for 96x96 takes them.
+        small = IResNet(18, width_mult=0.125, embedding_size=8,
+                        input_size=96).eval()
+        self.assertEqual(small(torch.zeros(1, 3, 96, 96))[1].shape, (1, 8))
 
 
 if __name__ == '__main__':

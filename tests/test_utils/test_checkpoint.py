@@ -4,6 +4,7 @@ import os
 import os.path as osp
 import pickle
 import tempfile
+import zipfile
 from unittest import TestCase
 
 import numpy as np
@@ -116,3 +117,165 @@ class TestSafeLoad(TestCase):
                 atomic_save({'v': 2}, path, saver=failing_saver)
             self.assertEqual(safe_load_checkpoint(path)['v'], 1)
             self.assertEqual(os.listdir(tmp), ['ckpt.pth'])
+
+
+def _zip_checkpoint(path: str, raw: bytes) -> str:
+    """A torch zip checkpoint whose data.pkl is ``raw`` (a hand-made pickle)."""
+    torch.save({'x': 1}, path)
+    with zipfile.ZipFile(path) as z:
+        members = [(info, z.read(info.filename)) for info in z.infolist()]
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as z:
+        for info, data in members:
+            z.writestr(info.filename,
+                       raw if info.filename.endswith('/data.pkl') else data)
+    return path
+
+
+def _stock_mmengine_checkpoint(work: str) -> str:
+    """One epoch of the toy model under a plain mmengine Runner."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from tests.toy_components import toy_config
+    cfg = toy_config(work, max_epochs=1)
+    cfg.pop('runner_type')
+    cfg['default_hooks']['checkpoint']['type'] = 'mmengine.CheckpointHook'
+    Runner.from_cfg(Config(cfg)).train()
+    return osp.join(work, 'epoch_1.pth')
+
+
+class TestStockMmengineCheckpoint(TestCase):
+    """Files mmengine writes without our encoding: numpy, HistoryBuffer, dtypes."""
+
+    def test_numpy_values_and_history_buffer_load_as_data(self):
+        buf = HistoryBuffer(max_length=5)
+        for v in (1.0, 2.0, 4.0):
+            buf.update(v, 2)
+        obj = {
+            'f4': np.arange(6, dtype=np.float32).reshape(2, 3),
+            'fortran': np.asfortranarray(
+                np.arange(6, dtype=np.int16).reshape(2, 3)),
+            'big_endian': np.arange(3, dtype='>i4'),
+            'text': np.array(['ab', 'c']),
+            'objects': np.array(['x', 1], dtype=object),
+            'flags': np.array([True, False]),
+            'empty': np.zeros((0, 4)),
+            'f64': np.float64(2.5),
+            'i64': np.int64(-7),
+            'dtype': np.dtype('float16'),
+            'buffer': buf,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'np.pth')
+            torch.save(obj, path)
+            with self.assertRaises(pickle.UnpicklingError):
+                torch.load(path, weights_only=True)  # really refused by torch
+            out = safe_load_checkpoint(path)
+        for key in ('f4', 'fortran', 'big_endian', 'text', 'objects', 'flags',
+                    'empty'):
+            np.testing.assert_array_equal(out[key], obj[key])
+            self.assertEqual(out[key].dtype, obj[key].dtype, key)
+            self.assertEqual(out[key].shape, obj[key].shape, key)
+        self.assertEqual(out['f64'], 2.5)
+        self.assertEqual(out['i64'], -7)
+        self.assertEqual(out['dtype'], np.dtype('float16'))
+        self.assertIsInstance(out['buffer'], HistoryBuffer)
+        self.assertEqual(out['buffer'].max_length, 5)
+        self.assertAlmostEqual(out["buffer"].mean(), 7.0 / 6)
+        self.assertEqual(out['buffer'].current(), 4.0)
+        np.testing.assert_array_equal(out['buffer'].data[1], [2, 2, 2])
+
+    def test_stock_runner_checkpoint_loads_and_resumes(self):
+        from mmengine.config import Config
+
+        from oaml_mm.registry import RUNNERS
+        from tests.toy_components import toy_config
+        with tempfile.TemporaryDirectory() as tmp:
+            stock = _stock_mmengine_checkpoint(osp.join(tmp, 'stock'))
+            with self.assertRaises(pickle.UnpicklingError):
+                torch.load(stock, weights_only=True)
+            ckpt = safe_load_checkpoint(stock)
+            loss = ckpt['message_hub']['log_scalars']['train/loss']
+            self.assertIsInstance(loss, HistoryBuffer)
+            self.assertEqual(len(loss.data[0]), 6)
+            self.assertEqual(ckpt['meta']['epoch'], 1)
+            cfg = toy_config(osp.join(tmp, 'resumed'), max_epochs=2)
+            cfg.update(resume=True, load_from=stock)
+            runner = RUNNERS.build(Config(cfg))
+            runner.train()
+            self.assertEqual(runner.epoch, 2)
+            self.assertEqual(runner.iter, 12)
+
+    def test_admitted_names_cannot_be_abused(self):
+        proto = b'\x80\x02'
+        nd = b'cnumpy\nndarray\n'
+        cases = {
+            # getattr is admitted only as getattr(HistoryBuffer, 'statistic').
+            'builtins.getattr': proto + b'c__builtin__\ngetattr\n' + nd +
+            b'X\x06\x00\x00\x00tofile\x86R.',
+            'posix.system': proto + b'c__builtin__\ngetattr\nc' +
+            b'posix\nsystem\nX\x03\x00\x00\x00foo\x86R.',
+            '_reconstruct': proto + b'cnumpy._core.multiarray\n_reconstruct\n'
+            b'ccollections\nOrderedDict\nK\x00\x85X\x01\x00\x00\x00b\x87R.',
+            'numpy.ndarray': proto + nd + b')\x81.',
+            'numpy.dtype': proto + b'cnumpy\ndtype\nX\x02\x00\x00\x00V8\x85R.',
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, raw in cases.items():
+                with self.subTest(name):
+                    path = _zip_checkpoint(osp.join(tmp, 'x.pth'), raw)
+                    with self.assertRaises(UnsafeCheckpointError) as ctx:
+                        safe_load_checkpoint(path)
+                    msg = str(ctx.exception)
+                    self.assertIn(name, msg)
+                    self.assertNotIn('\x1b', msg)
+                    self.assertNotIn('\n', msg)
+                    self.assertIn('To convert it, save it again where it '
+                                  'was made', msg)
+            # An array whose header claims 2^40 elements but the file holds 8
+            # bytes: refused before anything is allocated.
+            raw = (proto + b'cnumpy._core.multiarray\n_reconstruct\n' + nd +
+                   b'K\x00\x85X\x01\x00\x00\x00b\x87R(K\x01\x8a\x06\x00\x00'
+                   b'\x00\x00\x00\x01\x85cnumpy\ndtype\nX\x02\x00\x00\x00f8'
+                   b'\x89\x88\x87R\x89c_codecs\nencode\nX\x08\x00\x00\x00'
+                   + b'\x00' * 8 + b'X\x06\x00\x00\x00latin1\x86Rtb.')
+            path = _zip_checkpoint(osp.join(tmp, 'big.pth'), raw)
+            with self.assertRaisesRegex(CheckpointError,
+                                        'needs 8796093022208 bytes, the '
+                                        'file holds 8'):
+                safe_load_checkpoint(path)
+
+
+class TestNoWeightsOnlyOverride(TestCase):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 must not reach any load path."""
+
+    def test_every_mmengine_load_path_stays_weights_only(self):
+        from unittest import mock
+
+        from mmengine.runner.checkpoint import _load_checkpoint, load_checkpoint
+
+        from tests.toy_components import ToyClassifier
+        with tempfile.TemporaryDirectory() as tmp:
+            marker = osp.join(tmp, 'pwned')
+            path = osp.join(tmp, 'evil.pth')
+            torch.save({'state_dict': {}, 'meta': _Payload(marker)}, path)
+            legacy = osp.join(tmp, 'evil_legacy.pth')
+            with open(legacy, 'wb') as f:
+                pickle.dump({'state_dict': _Payload(marker)}, f)
+            model = ToyClassifier()
+            model.init_cfg = dict(type='Pretrained', checkpoint=path)
+            calls = {
+                '_load_checkpoint': lambda: _load_checkpoint(path),
+                'load_checkpoint': lambda: load_checkpoint(model, path),
+                'init_cfg Pretrained': model.init_weights,
+                'safe_load_checkpoint': lambda: safe_load_checkpoint(path),
+                'legacy pickle': lambda: _load_checkpoint(legacy),
+            }
+            with mock.patch.dict(os.environ,
+                                 {'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD': '1'}):
+                for name, call in calls.items():
+                    with self.subTest(name):
+                        with self.assertRaisesRegex(UnsafeCheckpointError,
+                                                    'posix.system'):
+                            call()
+            self.assertFalse(osp.exists(marker))

@@ -1,6 +1,10 @@
 from .atomic_backend import AtomicLocalBackend
-from .loops import FaceTestLoop, FaceValLoop, bind_metrics
+from .loops import (FaceTestLoop, FaceValLoop, OAMLIterBasedTrainLoop,
+                    bind_metrics)
 from .oaml_runner import OAMLRunner, init_cpu_distributed
+from .resume_fit import check_resume_fit
+from .work_dir_lock import WorkDirLock
 
 __all__ = ['OAMLRunner', 'AtomicLocalBackend', 'init_cpu_distributed',
-           'FaceValLoop', 'FaceTestLoop', 'bind_metrics']
+           'FaceValLoop', 'FaceTestLoop', 'OAMLIterBasedTrainLoop',
+           'bind_metrics', 'check_resume_fit', 'WorkDirLock']

@@ -13,13 +13,16 @@ import torch
 from mmengine.dist import get_dist_info
 from mmengine.evaluator import Evaluator
 from mmengine.model import is_model_wrapper
-from mmengine.runner import TestLoop, ValLoop
+from mmengine.logging import print_log
+from mmengine.runner import IterBasedTrainLoop, TestLoop, ValLoop
 from mmengine.runner.amp import autocast
 from torch.utils.data import DataLoader
 
 from oaml_mm.registry import LOOPS
 
-__all__ = ['FaceValLoop', 'FaceTestLoop', 'bind_metrics']
+__all__ = [
+    'FaceValLoop', 'FaceTestLoop', 'OAMLIterBasedTrainLoop', 'bind_metrics'
+]
 
 
 def bind_metrics(evaluator: Evaluator, model: torch.nn.Module,
@@ -168,3 +171,58 @@ class FaceTestLoop(_FaceLoopMixin, TestLoop):
         self.runner.call_hook(
             'after_test_iter', batch_idx=idx, data_batch=data_batch,
             outputs=outputs)
+
+
+@LOOPS.register_module()
+class OAMLIterBasedTrainLoop(IterBasedTrainLoop):
+    """``IterBasedTrainLoop`` whose resume draws the same random numbers.
+
+    On resume mmengine's loop fast-forwards the dataloader by the iterations
+    already trained, *after* the random generator states were restored from the
+    checkpoint: with ``num_workers=0`` the skipped batches' augmentations run in
+    the main process and consume numpy/python/torch randomness, so every later
+    batch and dropout mask differs from the uninterrupted run. This loop puts the
+    checkpoint's generator states back once the fast-forward is done (the
+    generator states of the moment before it when the checkpoint holds none).
+
+    With ``num_workers > 0`` the workers reproduce the skipped batches
+    themselves: they are reseeded from ``randomness.seed`` whenever the dataloader
+    is (re)started, so the batches after the resume point are the same too, as
+    long as the sampler's order depends only on the seed and the epoch
+    (mmengine's ``DefaultSampler``/``InfiniteSampler``, oaml_mm's samplers).
+
+    :class:`~oaml_mm.engine.runner.OAMLRunner` uses it in place of
+    ``IterBasedTrainLoop`` (``train_cfg = dict(by_epoch=False, ...)``); the
+    arguments are those of ``IterBasedTrainLoop``.
+
+    Example:
+        >>> train_cfg = dict(type='OAMLIterBasedTrainLoop', max_iters=20000)
+    """
+
+    def run(self) -> torch.nn.Module:
+        """Fast-forward to the resumed iteration, then train as mmengine does."""
+        from oaml_mm.engine.hooks.safe_checkpoint_hook import (get_rng_state,
+                                                               set_rng_state)
+        self.runner.call_hook('before_train')
+        self.runner.call_hook('before_train_epoch')
+        if self._iter > 0:
+            print_log(f'Advance dataloader {self._iter} steps to skip data '
+                      'that has already been trained', logger='current')
+            state = getattr(self.runner, 'resumed_rng_state', None) or \
+                get_rng_state()
+            for _ in range(self._iter):
+                next(self.dataloader_iterator)
+            set_rng_state(state)
+        while self._iter < self._max_iters and not self.stop_training:
+            self.runner.model.train()
+            data_batch = next(self.dataloader_iterator)
+            self.run_iter(data_batch)
+            self._decide_current_val_interval()
+            if (self.runner.val_loop is not None
+                    and self._iter >= self.val_begin
+                    and (self._iter % self.val_interval == 0
+                         or self._iter == self._max_iters)):
+                self.runner.val_loop.run()
+        self.runner.call_hook('after_train_epoch')
+        self.runner.call_hook('after_train')
+        return self.runner.model

@@ -5,7 +5,11 @@ Differences from :class:`mmengine.runner.Runner`:
 * checkpoints are written atomically and load with ``torch.load(weights_only=True)``
   (it adds :class:`~oaml_mm.engine.hooks.SafeCheckpointHook`);
 * ``--resume`` restores the random generator states, so the resumed losses equal those
-  of an uninterrupted run;
+  of an uninterrupted run, for iteration loops too (``OAMLIterBasedTrainLoop``
+  replaces ``IterBasedTrainLoop``); it first checks that the checkpoint fits the
+  model and optimizer (:func:`~oaml_mm.engine.runner.check_resume_fit`);
+* one training run per work directory (:class:`~oaml_mm.engine.runner.WorkDirLock`,
+  held by rank 0 for the duration of ``train()``);
 * distributed training works on CPU-only machines: the gloo process group is created
   here when CUDA is absent (mmengine's launcher assumes a GPU per process), and the
   model is wrapped without ``device_ids``;
@@ -13,8 +17,9 @@ Differences from :class:`mmengine.runner.Runner`:
   directory is checked for write access when the runner is built and for room for a
   checkpoint before training; old checkpoints are pruned only after the new one is
   complete (:class:`~oaml_mm.engine.hooks.OAMLCheckpointHook`); ``--resume`` without a
-  path verifies the checkpoint ``last_checkpoint`` names and falls back to the newest
-  complete one when it is damaged; a :class:`~oaml_mm.errors.NonFiniteLossError`
+  path verifies the checkpoint ``last_checkpoint`` names and, when it is damaged or
+  missing, falls back to the verified one saved at the latest iteration; a
+  :class:`~oaml_mm.errors.NonFiniteLossError`
   leaves ``nonfinite_iter_{N}.pth`` behind to inspect.
 
 Select it in a config with ``runner_type = 'OAMLRunner'`` (the default runtime does).
@@ -22,9 +27,12 @@ The crash-consistency rules (write to a temporary file, fsync, rename; never del
 the old copy before the new one is durable; verify before trusting) are those of
 database write-ahead logging, as used by fvcore's and torchelastic's checkpointers.
 """
+import copy
 import glob
+import io
 import os
 import os.path as osp
+import pickletools
 import re
 import shutil
 import tempfile
@@ -34,12 +42,19 @@ from typing import List, Optional, Tuple
 import torch
 import torch.distributed as dist
 from mmengine.logging import print_log
-from mmengine.runner import Runner
+from mmengine.model import is_model_wrapper
+from mmengine.runner import IterBasedTrainLoop, Runner
+from mmengine.runner.checkpoint import (_load_checkpoint,
+                                        _load_checkpoint_to_model)
 
 from oaml_mm.engine.hooks.safe_checkpoint_hook import (SafeCheckpointHook,
                                                        set_rng_state)
 from oaml_mm.errors import CheckpointError, NonFiniteLossError, WorkDirError
 from oaml_mm.registry import RUNNERS
+from oaml_mm.utils.checkpoint import safe_load_checkpoint
+from .loops import OAMLIterBasedTrainLoop
+from .resume_fit import check_resume_fit
+from .work_dir_lock import WorkDirLock
 
 __all__ = [
     'OAMLRunner', 'init_cpu_distributed', 'check_checkpoint_file',
@@ -105,28 +120,64 @@ def check_work_dir(work_dir: str, need_bytes: int = 0) -> None:
                 f'some space or {hint}')
 
 
+def _check_legacy_header(path: str) -> None:
+    """The legacy torch format starts with a pickled magic number; check it.
+
+    Only opcodes are parsed (:func:`pickletools.genops`), nothing is unpickled.
+    """
+    from torch.serialization import MAGIC_NUMBER
+    with open(path, 'rb') as f:
+        head = f.read(64)
+    try:
+        ops = []
+        for op, arg, _ in pickletools.genops(io.BytesIO(head)):
+            ops.append((op.name, arg))
+            if op.name == 'STOP':
+                break
+    except Exception:  # noqa: BLE001  (genops raises ValueError and others)
+        ops = []
+    values = [arg for name, arg in ops if name not in ('PROTO', 'STOP')]
+    if values != [MAGIC_NUMBER]:
+        raise CheckpointError(
+            f'{path}: neither a torch zip checkpoint nor a legacy torch file '
+            f'(it starts with {head[:8].hex(" ")}); the file is damaged or of '
+            'another kind')
+
+
 def check_checkpoint_file(path: str) -> None:
-    """Verify that ``path`` is a complete checkpoint file, without unpickling it.
+    """Verify that ``path`` is a complete checkpoint file.
 
     torch's zip checkpoints are checked for their central directory (missing when a
-    write was cut short) and the CRC-32 of every member; files in the legacy pickle
-    format are left to the weights-only loader.
+    write was cut short), every member's local header and CRC-32, without
+    unpickling anything. A file in the legacy (pre-1.6) format must start with
+    torch's magic number and is then read once with the weights-only loader, the
+    only way to see that its tensor data is complete.
 
     Args:
         path (str): The checkpoint.
 
     Raises:
         CheckpointError: The file is missing, empty, truncated or damaged.
+        UnsafeCheckpointError: A legacy file names a global that is not data.
     """
     path = str(path)
     if not osp.isfile(path):
         raise CheckpointError(f'{path}: no such checkpoint file')
-    with open(path, 'rb') as f:
-        head = f.read(4)
-    if not head:
+    if osp.getsize(path) == 0:
         raise CheckpointError(f'{path}: empty checkpoint file (interrupted '
                               'write?)')
-    if head[:2] != b'PK':
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    # A zip cut short has lost its central directory but still starts with PK; a
+    # zip whose first bytes were zeroed still has its central directory.
+    if head != b'PK' and not zipfile.is_zipfile(path):
+        try:
+            _check_legacy_header(path)
+        except CheckpointError:
+            # A raw pickle naming a payload is reported as unsafe, not damaged.
+            safe_load_checkpoint(path, decode=False)
+            raise
+        safe_load_checkpoint(path, decode=False)
         return
     try:
         with zipfile.ZipFile(path) as z:
@@ -146,16 +197,29 @@ def check_checkpoint_file(path: str) -> None:
                               'the checkpoint is damaged')
 
 
-def _step_of(path: str) -> int:
-    m = _CKPT_NAME.match(osp.basename(path))
-    return int(m.group(1)) if m else -1
+def _progress_of(path: str) -> Tuple[int, float]:
+    """``(iteration saved in meta, mtime)`` of a verified checkpoint.
+
+    ``epoch_N`` and ``iter_N`` numbers count different things, so they are never
+    compared; the global iteration count every mmengine checkpoint stores in
+    ``meta['iter']`` is. The tensor data is memory-mapped, not read.
+    """
+    ckpt = safe_load_checkpoint(path, decode=False,
+                                mmap=zipfile.is_zipfile(path))
+    meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
+    it = meta.get('iter', -1) if isinstance(meta, dict) else -1
+    return (it if isinstance(it, int) else -1), osp.getmtime(path)
 
 
 def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
     """The checkpoint ``--resume`` (without a path) continues from.
 
-    The file named in ``work_dir/last_checkpoint`` if it is complete, else the
-    newest complete ``epoch_N.pth``/``iter_N.pth`` beside it or in ``work_dir``.
+    The file named in ``work_dir/last_checkpoint`` if it verifies
+    (:func:`check_checkpoint_file`). Otherwise every ``epoch_N.pth``/``iter_N.pth``
+    in ``work_dir`` (and beside the named file) is verified and the one saved at the
+    latest training iteration (``meta['iter']``; then the newest file) wins. A
+    ``last_checkpoint`` naming a file that is gone (the work dir was moved or
+    copied) is reported and the work dir's own files are used.
 
     Args:
         work_dir (str): The run's work directory.
@@ -163,38 +227,47 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
     Returns:
         tuple: ``(path or None, rejected)``: ``None`` when the run has no checkpoint
         yet (training starts from scratch); ``rejected`` lists ``'path: reason'``
-        for each damaged candidate passed over.
+        for each candidate passed over.
 
     Raises:
-        CheckpointError: Checkpoints exist but none is complete.
+        CheckpointError: Checkpoints exist but none verifies.
     """
+    work_dir = osp.abspath(str(work_dir))
     named = None
+    rejected: List[str] = []
     last = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(last):
         with open(last, 'rb') as f:
             named = f.read().decode('utf-8', 'replace').strip() or None
-    folders = {osp.abspath(work_dir)}
     if named:
-        folders.add(osp.dirname(osp.abspath(named)))
-    found = []
-    for folder in folders:
-        for name in os.listdir(folder):
-            if _CKPT_NAME.match(name):
-                path = osp.join(folder, name)
-                found.append((_step_of(path), osp.getmtime(path), path))
-    candidates = [named] if named else []
-    for _, _, path in sorted(found, reverse=True):
-        if not named or osp.abspath(path) != osp.abspath(named):
-            candidates.append(path)
-    rejected = []
-    for path in candidates:
+        named = osp.abspath(named)
+        try:
+            check_checkpoint_file(named)
+            return named, rejected
+        except CheckpointError as e:
+            if osp.isfile(named):
+                rejected.append(str(e))
+            else:
+                rejected.append(f'{last} names {named}, which does not exist '
+                                '(work dir moved or file deleted?)')
+    folders = {work_dir}
+    if named and osp.isdir(osp.dirname(named)):
+        folders.add(osp.dirname(named))
+    found = sorted({
+        osp.join(folder, name)
+        for folder in folders for name in os.listdir(folder)
+        if _CKPT_NAME.match(name)
+    } - {named})
+    ranked = []
+    for path in found:
         try:
             check_checkpoint_file(path)
+            ranked.append((_progress_of(path), path))
         except CheckpointError as e:
             rejected.append(str(e))
-            continue
-        return path, rejected
-    if named is None and not candidates:
+    if ranked:
+        return max(ranked)[1], rejected
+    if named is None and not found:
         return None, rejected
     raise CheckpointError(
         f'{work_dir}: nothing to resume from: ' + (
@@ -289,7 +362,34 @@ class OAMLRunner(Runner):
             check_checkpoint_file(self._load_from)
         super().load_or_resume()
 
+    def build_train_loop(self, loop):
+        if isinstance(loop, dict):
+            loop = copy.deepcopy(loop)
+            iter_based = loop.get('type') in (
+                'IterBasedTrainLoop', 'mmengine.IterBasedTrainLoop',
+                IterBasedTrainLoop) or ('type' not in loop and
+                                        loop.get('by_epoch') is False)
+            if iter_based:
+                # Same loop; its resume restores the random state after the
+                # dataloader fast-forward (exact resume).
+                loop.pop('by_epoch', None)
+                loop['type'] = OAMLIterBasedTrainLoop
+        return super().build_train_loop(loop)
+
     def train(self) -> torch.nn.Module:
+        lock = None
+        if self.rank == 0:
+            # Before anything in the work dir is touched: a second run would
+            # remove this one's in-progress temporary checkpoint below.
+            lock = WorkDirLock(self.work_dir)
+            lock.acquire()
+        try:
+            return self._train_locked()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train_locked(self) -> torch.nn.Module:
         if self.rank == 0:
             model = getattr(self.model, 'module', self.model)
             size = sum(t.numel() * t.element_size()
@@ -327,13 +427,46 @@ class OAMLRunner(Runner):
     def resume(self, filename: str, resume_optimizer: bool = True,
                resume_param_scheduler: bool = True,
                map_location='default') -> None:
-        super().resume(filename, resume_optimizer, resume_param_scheduler,
-                       map_location)
+        self._resuming = True
+        try:
+            super().resume(filename, resume_optimizer, resume_param_scheduler,
+                           map_location)
+        finally:
+            self._resuming = False
         hook = self._safe_hook()
         # Restored last: mmengine's resume may reseed when the seeds differ.
         if hook is not None and hook.loaded_rng_state is not None:
             set_rng_state(hook.loaded_rng_state)
+            # The iteration loop restores it again after its fast-forward.
+            self.resumed_rng_state = hook.loaded_rng_state
             hook.loaded_rng_state = None
+
+    def load_checkpoint(self, filename: str, map_location='cpu',
+                        strict: bool = False,
+                        revise_keys: list = [(r'^module.', '')]):
+        """mmengine's ``load_checkpoint``; when resuming, checks the fit first.
+
+        Resuming continues a run, so the checkpoint must fit the model and the
+        optimizer exactly; mmengine would skip mismatched tensors with a warning
+        and fail later inside the optimizer. ``load_from`` (fine-tuning) keeps
+        mmengine's lenient behaviour.
+
+        Raises:
+            CheckpointError: When resuming: a tensor's shape, or the optimizer's
+                kind, differs between the checkpoint and the config.
+        """
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        if getattr(self, '_resuming', False):
+            check_resume_fit(str(filename), checkpoint, model,
+                             getattr(self, 'optim_wrapper', None))
+        checkpoint = _load_checkpoint_to_model(
+            model, checkpoint, strict, revise_keys=revise_keys)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
 
     def wrap_model(self, model_wrapper_cfg: Optional[dict], model):
         if self.distributed and not torch.cuda.is_available():

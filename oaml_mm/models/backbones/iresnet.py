@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
-from oaml_mm.errors import ConfigError
+from oaml_mm.errors import ConfigError, InputSizeError
 from oaml_mm.registry import MODELS
 
 __all__ = ['IResNet', 'IRESNET_ARCHS']
@@ -186,6 +186,7 @@ class IResNet(BaseModule):
         self.depth = depth
         self.units: Sequence[int] = units
         self.feat_size = input_size // 16
+        self.input_size = input_size
         self.map_stage = map_stage
         #: Side of the returned feature maps.
         self.map_size = input_size // 2**map_stage
@@ -251,6 +252,26 @@ class IResNet(BaseModule):
             s = ``map_stage`` (H/16 by default), embedding [B, D] (unit L2 norm),
             norm [B, 1].
         """
+        checking = not (torch.jit.is_tracing() or torch.jit.is_scripting())
+        if checking and (x.dim() != 4 or x.shape[1] != 3):
+            raise InputSizeError(
+                f'IResNet: input has shape {tuple(x.shape)}, expected a batch '
+                f'of 3-channel images [B, 3, {self.input_size}, '
+                f'{self.input_size}]; convert grayscale or RGBA images to 3 '
+                'channels (e.g. color_type=\'color\' when decoding)')
+        if checking and \
+                tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            # The embedding layer's width is fixed by input_size; anything else
+            # would fail inside it as "mat1 and mat2 shapes cannot be multiplied".
+            h, w = x.shape[-2:]
+            raise InputSizeError(
+                f'IResNet: input images are {h}x{w}, but this backbone is built '
+                f'for {self.input_size}x{self.input_size} (input_size='
+                f'{self.input_size}). Align or resize the faces to '
+                f'{self.input_size}x{self.input_size} (e.g. add dict(type='
+                f"'Resize', scale=({self.input_size}, {self.input_size})) to the "
+                'pipeline), or set model.backbone.input_size to the images\' '
+                'side (a multiple of 16; pretrained weights then no longer fit)')
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.input_layer(x)
