@@ -125,6 +125,14 @@ class MXFaceDataset(BaseFaceDataset):
 
         end = resolve_float32_key(header0.label[1], first, hi, end_fits,
                                   self.rec_path, 0, 'header label end')
+        # Exact (below 2**24) values are checked against the records too: a
+        # header naming the wrong range would silently drop or mislabel images.
+        if not (first_fits(first) and end_fits(end)):
+            raise DataFormatError(
+                self.rec_path, f'header label (N + 1, end) = ({first}, {end}) '
+                'disagrees with the records (expected key N + 1 to be the first '
+                'identity record after the images, and key end - 1 the last)',
+                record=0, field='label')
         return first, end
 
     def get_info(self, i: int) -> dict:

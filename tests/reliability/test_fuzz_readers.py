@@ -521,6 +521,7 @@ class TestFuzzMXFaceDataset(_DatasetFuzz):
     @example(first=float('nan'), end=8.0)
     @example(first=7.0, end=float('inf'))
     @example(first=1e30, end=1e30)
+    @example(first=1.0, end=1.0)  # exact but naming no image: found by hypothesis
     def test_header_labels(self, first, end):
         CASES['ds_mx_header_label'] += 1
         root = self._folder()
