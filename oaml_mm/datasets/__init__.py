@@ -16,6 +16,7 @@ from .verification_bin import (VerificationBinDataset, load_verification_bin,
 __all__ = [
     'BaseFaceDataset', 'decode_image', 'MXFaceDataset', 'FaceImageFolder',
     'VerificationBinDataset', 'IJBDataset', 'OcclusionMaskDataset', 'PKSampler',
+    'GraphSampler', 'nearest_classes',
     'AlignFace5Points', 'FaceAugmenter', 'FaceRandomFlip', 'PackFaceInputs',
     'MedicalMaskOcclusion', 'RandomOcclusion', 'visibility_to_grid',
     'IRHeader', 'pack_record', 'unpack_record', 'IndexedRecordReader',
