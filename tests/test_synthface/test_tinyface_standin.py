@@ -1,4 +1,4 @@
-"""TinyFace stand-in: release layout, low resolution, disjoint distractors, determinism."""
+"""TinyFace stand-in: layout, low resolution, disjoint distractors, determinism."""
 import glob
 import hashlib
 import os.path as osp
