@@ -2,8 +2,11 @@
 from .comparison import render_comparison, show_comparison
 from .face_pair import (draw_face_pair, strongest_correspondences,
                         visibility_grid, visibility_overlay)
+from .occlusion_report import (collect_predictions, occlusion_tables,
+                               write_occlusion_report)
 
 __all__ = [
     'draw_face_pair', 'strongest_correspondences', 'visibility_grid',
-    'visibility_overlay', 'render_comparison', 'show_comparison'
+    'visibility_overlay', 'render_comparison', 'show_comparison',
+    'collect_predictions', 'occlusion_tables', 'write_occlusion_report'
 ]

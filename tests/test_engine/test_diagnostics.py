@@ -1,4 +1,4 @@
-"""Run diagnostics: each failure mode flagged on a tiny work folder, a sane run passes."""
+"""Run diagnostics: each failure mode flagged on a tiny work folder; a sane one passes."""
 import contextlib
 import io
 import json
