@@ -1,4 +1,4 @@
-"""Run diagnostics: each failure mode flagged on a tiny work folder; a sane one passes."""
+"""Run diagnostics: every failure mode flagged on a tiny work folder."""
 import contextlib
 import io
 import json
