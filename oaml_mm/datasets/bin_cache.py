@@ -118,6 +118,8 @@ def open_bin_cache(bin_path: str,
         >>> cache = open_bin_cache('data/faces_emore/lfw.bin', 12000,
         ...                        lambda i: decode_image(...))  # doctest: +SKIP
     """
+    if num_images < 1:
+        return None
     path = bin_cache_path(bin_path, cache_dir)
     try:
         # A cache file that exists is complete (renamed into place): a read-only
