@@ -13,11 +13,13 @@ from typing import Optional
 
 import numpy as np
 import torch
+from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from torch.utils.data import DataLoader, Dataset
 
+from oaml_mm.datasets.samplers.graph_sampler import nearest_classes
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import DATASETS, HOOKS
 from .safe_checkpoint_hook import get_rng_state, set_rng_state
@@ -130,7 +132,6 @@ class GraphSamplerHook(Hook):
     def extract(self, model, dataset, indices: np.ndarray, key: tuple,
                 collate_fn=None):
         """Feature maps [N, C, h, w] and visibility [N, 1, h, w] of ``indices``."""
-        from mmengine.dataset import pseudo_collate
         loader = DataLoader(
             _SeededSubset(dataset, indices, key), batch_size=self.batch_size,
             shuffle=False, num_workers=self.num_workers,
@@ -147,7 +148,6 @@ class GraphSamplerHook(Hook):
     def build_graph(self, model, dataset, reps: np.ndarray, sampler,
                     collate_fn=None) -> np.ndarray:
         """Neighbour table [N, P - 1] of the classes whose images are ``reps``."""
-        from oaml_mm.datasets.samplers.graph_sampler import nearest_classes
         rng_state = get_rng_state()
         was_training = model.training
         model.eval()
