@@ -9,6 +9,7 @@ from .occlusion_mask_dataset import (OcclusionMaskDataset,
 from .recordio import (IndexedRecordReader, IndexedRecordWriter, IRHeader,
                        pack_record, unpack_record, write_insightface_rec)
 from .samplers import *  # noqa: F401,F403
+from .tinyface import TINYFACE_ROLES, TinyFaceDataset, tinyface_role_subject
 from .transforms import *  # noqa: F401,F403
 from .verification_bin import (VerificationBinDataset, load_verification_bin,
                                write_verification_bin)
@@ -16,6 +17,8 @@ from .verification_bin import (VerificationBinDataset, load_verification_bin,
 __all__ = [
     'BaseFaceDataset', 'decode_image', 'MXFaceDataset', 'FaceImageFolder',
     'VerificationBinDataset', 'IJBDataset', 'OcclusionMaskDataset', 'PKSampler',
+    'GraphSampler', 'nearest_classes', 'TinyFaceDataset', 'TINYFACE_ROLES',
+    'tinyface_role_subject',
     'AlignFace5Points', 'FaceAugmenter', 'FaceRandomFlip', 'PackFaceInputs',
     'MedicalMaskOcclusion', 'RandomOcclusion', 'visibility_to_grid',
     'IRHeader', 'pack_record', 'unpack_record', 'IndexedRecordReader',

@@ -26,7 +26,8 @@ import numpy as np
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import DATASETS
 
-from .base_face_dataset import BaseFaceDataset
+from .base_face_dataset import BaseFaceDataset, decode_image
+from .bin_cache import open_bin_cache
 
 __all__ = [
     'write_verification_bin', 'load_verification_bin', 'VerificationBinDataset',
@@ -328,11 +329,17 @@ class VerificationBinDataset(BaseFaceDataset):
         data_root (str): Folder of the file.
         side_files (bool): Read ``<stem>.vis.npy`` and ``<stem>.types.txt``.
             Defaults to False.
+        decoded_cache (bool): Decode the images once into a memory-mapped
+            ``<file>.<fingerprint>.u8.npy`` beside the ``.bin`` (or in
+            ``cache_dir``) and read them from there; see
+            :mod:`oaml_mm.datasets.bin_cache`. Defaults to False.
+        cache_dir (str, optional): Folder for the decoded cache.
         **kwargs: See :class:`~oaml_mm.datasets.base_face_dataset.BaseFaceDataset`.
     """
 
     def __init__(self, ann_file: str, name: Optional[str] = None,
                  data_root: str = '', side_files: bool = False,
+                 decoded_cache: bool = False, cache_dir: Optional[str] = None,
                  **kwargs) -> None:
         if name is None:
             name = osp.splitext(osp.basename(ann_file))[0]
@@ -342,6 +349,9 @@ class VerificationBinDataset(BaseFaceDataset):
         self.side_files = side_files
         self._vis = None
         self._types = None
+        self.decoded_cache = decoded_cache
+        self.cache_dir = cache_dir
+        self._decoded = None
         kwargs.setdefault('test_mode', True)
         super().__init__(data_root=data_root, ann_file=ann_file,
                          dataset_name=name, **kwargs)
@@ -368,6 +378,11 @@ class VerificationBinDataset(BaseFaceDataset):
         self._metainfo['num_pairs'] = len(issame)
         if self.side_files:
             self._vis, self._types = load_side_files(self.ann_file, len(images))
+        if self.decoded_cache:
+            self._decoded = open_bin_cache(
+                self.ann_file, len(images), lambda i: decode_image(
+                    self._blob[self._spans[i, 0]:self._spans[i, 1]],
+                    self.ann_file, f'image {i}'), self.cache_dir)
         return len(images)
 
     @property
@@ -386,8 +401,11 @@ class VerificationBinDataset(BaseFaceDataset):
 
     def load_sample(self, info: dict) -> bool:
         i = info['key']
-        buf = self._blob[self._spans[i, 0]:self._spans[i, 1]]
-        img = self.decode(buf, self.ann_file, f'image {i}')
+        if self._decoded is not None:
+            img = np.array(self._decoded[i])  # writable: transforms may modify it
+        else:
+            buf = self._blob[self._spans[i, 0]:self._spans[i, 1]]
+            img = self.decode(buf, self.ann_file, f'image {i}')
         if img is None:
             return False
         info['img'] = img

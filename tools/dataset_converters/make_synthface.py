@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='write a contact sheet of a few identities and occluders '
                    'instead of generating')
     p.add_argument('--preview-rows', type=int, default=6)
+    p.add_argument('--tinyface', action='store_true',
+                   help='also write the TinyFace-layout stand-in to OUT/tinyface '
+                   '(low-resolution probes, distractors; docs/evaluation.md)')
     args = p.parse_args(argv)
     if not args.out and not args.preview:
         p.error('give --out DIR (generate) or --preview PNG')
@@ -85,6 +88,10 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.time()
     man = generate_synthface(args.out, cfg, workers=args.workers, force=args.force)
     print(f'{man["counts"]} ({time.time() - t0:.1f} s)')
+    if args.tinyface:
+        from oaml_mm.synthface.tinyface import write_tinyface_standin
+        counts = write_tinyface_standin(os.path.join(args.out, 'tinyface'), cfg)
+        print(f'tinyface stand-in: {counts}')
     return 0
 
 

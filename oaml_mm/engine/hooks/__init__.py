@@ -1,4 +1,5 @@
 from .dual_loader_hook import DualLoaderHook, StreamSampler
+from .graph_sampler_hook import GraphSamplerHook
 from .margin_warmup_hook import MarginWarmupHook
 from .oaml_checkpoint_hook import OAMLCheckpointHook
 from .safe_checkpoint_hook import (SafeCheckpointHook, get_rng_state,
@@ -8,4 +9,4 @@ from .threshold_calibration_hook import (ThresholdCalibrationHook,
                                          threshold_at_far)
 from .visibility_vis_hook import VisibilityVisualizationHook
 
-__all__ = ['DualLoaderHook', 'MarginWarmupHook', 'StreamSampler', 'SafeCheckpointHook', 'OAMLCheckpointHook', 'get_rng_state', 'set_rng_state', 'ThresholdCalibrationHook', 'calibrate_thresholds', 'threshold_at_far', 'VisibilityVisualizationHook']
+__all__ = ['DualLoaderHook', 'GraphSamplerHook', 'MarginWarmupHook', 'StreamSampler', 'SafeCheckpointHook', 'OAMLCheckpointHook', 'get_rng_state', 'set_rng_state', 'ThresholdCalibrationHook', 'calibrate_thresholds', 'threshold_at_far', 'VisibilityVisualizationHook']

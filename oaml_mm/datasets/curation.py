@@ -1,0 +1,234 @@
+"""Data curation: per-sample quality and visibility, filtered list files, review lists.
+
+* :func:`sample_stats` measures every sample once: mean true visibility (from its
+  ``gt_visibility``: the mask of an ``OcclusionMaskDataset``, all ones otherwise),
+  sharpness (variance of the Laplacian of the grey image, the usual focus measure:
+  Pech-Pacheco et al., ICPR 2000), brightness and contrast (mean / std of grey).
+* :func:`write_filtered_list` keeps the samples passing thresholds and writes them
+  in the list format the data set class reads back as ``ann_file``
+  (``FaceImageFolder``: ``<relative path> <label>``; ``OcclusionMaskDataset``:
+  ``<name> <label>``).
+* :func:`review_pairs` finds near-duplicate images (cosine of the embeddings above a
+  threshold) and likely mislabelled samples (closer to another identity's centre than
+  to their own) from a trained model's embeddings; exact search in blocks with
+  torch, or faiss (``IndexFlatIP``) when it is installed.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from oaml_mm.errors import ConfigError
+
+__all__ = ['build_split_dataset', 'image_quality', 'sample_stats', 'list_entry',
+           'write_filtered_list', 'review_pairs']
+
+
+def build_split_dataset(cfg, split: str = 'train', part: Optional[int] = None):
+    """Build ``cfg.<split>_dataloader.dataset`` (first loader of a list).
+
+    Args:
+        cfg (Config): A loaded config.
+        split (str): ``'train'``, ``'val'`` or ``'test'``.
+        part (int, optional): For a ``ConcatDataset``, build only this part.
+
+    Raises:
+        ConfigError: No such dataloader, or ``part`` out of range.
+    """
+    from mmengine.registry import init_default_scope
+
+    from oaml_mm.registry import DATASETS
+    loader = cfg.get(f'{split}_dataloader')
+    if isinstance(loader, (list, tuple)):
+        loader = loader[0] if loader else None
+    if not loader:
+        raise ConfigError(f'the config has no {split}_dataloader')
+    ds_cfg = loader['dataset']
+    if part is not None:
+        parts = ds_cfg.get('datasets') if isinstance(ds_cfg, dict) else None
+        if not parts or not 0 <= part < len(parts):
+            raise ConfigError(f'{split}_dataloader.dataset has no part {part}')
+        ds_cfg = parts[part]
+    init_default_scope('oaml_mm')
+    return DATASETS.build(ds_cfg)
+
+
+def image_quality(img: np.ndarray) -> Dict[str, float]:
+    """Sharpness, brightness and contrast of an RGB uint8 image [H, W, 3].
+
+    Examples:
+        >>> image_quality(np.full((8, 8, 3), 100, np.uint8))['sharpness']
+        0.0
+    """
+    grey = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+    return dict(sharpness=float(cv2.Laplacian(grey, cv2.CV_64F).var()),
+                brightness=float(grey.mean()), contrast=float(grey.std()))
+
+
+def sample_stats(dataset, indices: Optional[Sequence[int]] = None
+                 ) -> List[Dict[str, object]]:
+    """Quality and visibility of samples (read through the data set's pipeline).
+
+    Returns:
+        list[dict]: Per sample ``index``, ``key``, ``label`` (or None),
+        ``visibility`` (mean of ``gt_visibility``, 1.0 without one) and the
+        :func:`image_quality` values.
+    """
+    out = []
+    for i in (range(len(dataset)) if indices is None else indices):
+        item = dataset[int(i)]
+        s = item['data_samples']
+        img = item['inputs'].permute(1, 2, 0).numpy()  # PackFaceInputs: RGB
+        label = int(s.gt_label.reshape(-1)[0]) if 'gt_label' in s else None
+        vis = float(s.gt_visibility.float().mean()) \
+            if 'gt_visibility' in s else 1.0
+        out.append(dict(index=int(i), key=s.get('key'), label=label,
+                        visibility=vis, **image_quality(img)))
+    return out
+
+
+def list_entry(dataset, index: int) -> str:
+    """The ``ann_file`` line of sample ``index`` for its data set class.
+
+    Raises:
+        ConfigError: The class reads no list file (e.g. ``MXFaceDataset``).
+    """
+    name = type(dataset).__name__
+    if name not in ('FaceImageFolder', 'OcclusionMaskDataset'):
+        raise ConfigError(f'{name} reads no list file; filtering writes lists '
+                          'for FaceImageFolder and OcclusionMaskDataset')
+    info = dataset.get_data_info(index)
+    if info.get('gt_label') is None:
+        raise ConfigError(f'{name} sample {index} has no label (labels.txt)')
+    return f"{info['key']} {int(info['gt_label'])}"
+
+
+def write_filtered_list(dataset, out_path: str,
+                        stats: Sequence[Dict[str, object]],
+                        min_visibility: float = 0.0,
+                        min_sharpness: float = 0.0,
+                        min_brightness: float = 0.0,
+                        max_brightness: float = 255.0) -> Dict[str, int]:
+    """Write the list file of the samples passing every threshold.
+
+    Args:
+        dataset: ``FaceImageFolder`` or ``OcclusionMaskDataset``.
+        out_path (str): The list file to write (use it as the data set's
+            ``ann_file``; relative paths are below ``data_root``).
+        stats (Sequence[dict]): :func:`sample_stats` of the samples to consider.
+        min_visibility (float): Smallest mean true visibility. Defaults to 0.
+        min_sharpness (float): Smallest Laplacian variance. Defaults to 0.
+        min_brightness (float): Smallest mean grey level. Defaults to 0.
+        max_brightness (float): Largest mean grey level. Defaults to 255.
+
+    Returns:
+        dict: ``kept`` and ``dropped`` counts and the drops per reason.
+    """
+    lines, counts = [], dict(kept=0, dropped=0, visibility=0, sharpness=0,
+                             brightness=0)
+    for st in stats:
+        why = []
+        if st['visibility'] < min_visibility:
+            why.append('visibility')
+        if st['sharpness'] < min_sharpness:
+            why.append('sharpness')
+        if not min_brightness <= st['brightness'] <= max_brightness:
+            why.append('brightness')
+        for w in why:
+            counts[w] += 1
+        if why:
+            counts['dropped'] += 1
+        else:
+            counts['kept'] += 1
+            lines.append(list_entry(dataset, st['index']))
+    with open(out_path, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + ('\n' if lines else ''))
+    return counts
+
+
+def _neighbours(emb: np.ndarray, k: int, block: int = 4096):
+    try:
+        import faiss  # optional: faster search on large sets
+        index = faiss.IndexFlatIP(emb.shape[1])
+        index.add(emb)
+        return index.search(emb, k + 1)
+    except ImportError:
+        pass
+    x = torch.from_numpy(emb)
+    sims, ids = [], []
+    for r0 in range(0, len(x), block):
+        s = x[r0:r0 + block] @ x.t()
+        top = s.topk(min(k + 1, len(x)), dim=1)
+        sims.append(top.values.numpy())
+        ids.append(top.indices.numpy())
+    return np.concatenate(sims), np.concatenate(ids)
+
+
+def review_pairs(embeddings: np.ndarray, labels: Sequence[int],
+                 keys: Sequence[str], duplicate_cos: float = 0.95,
+                 k: int = 5, mislabel_margin: float = 0.0) -> List[Dict]:
+    """Near-duplicates and likely mislabelled samples, most suspicious first.
+
+    Args:
+        embeddings (np.ndarray): [N, D] (normalised here).
+        labels (Sequence[int]): [N] identities.
+        keys (Sequence[str]): [N] names for the review list.
+        duplicate_cos (float): Cosine at or above which two images are listed
+            as near-duplicates. Defaults to 0.95.
+        k (int): Neighbours searched per image. Defaults to 5.
+        mislabel_margin (float): A sample is listed when its cosine to another
+            identity's centre exceeds the one to its own centre (computed without
+            it) by more than this. Defaults to 0.
+
+    Returns:
+        list[dict]: ``kind`` (``'duplicate'`` / ``'mislabel'``), ``score``, ``a``,
+        ``b`` (key of the other image / the closer identity), ``label_a``,
+        ``label_b``; duplicates first (by cosine), then mislabels (by margin).
+    """
+    emb = np.asarray(embeddings, np.float32)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    labels = np.asarray(labels)
+    out = []
+    sims, ids = _neighbours(emb, k)
+    seen = set()
+    for i in range(len(emb)):
+        for s, j in zip(sims[i], ids[i]):
+            j = int(j)
+            if j == i or j < 0 or s < duplicate_cos:
+                continue
+            pair = (min(i, j), max(i, j))
+            if pair in seen:
+                continue
+            seen.add(pair)
+            out.append(dict(kind='duplicate', score=float(s), a=keys[pair[0]],
+                            b=keys[pair[1]], label_a=int(labels[pair[0]]),
+                            label_b=int(labels[pair[1]])))
+    out.sort(key=lambda r: -r['score'])
+    classes, inv = np.unique(labels, return_inverse=True)
+    sums = np.zeros((len(classes), emb.shape[1]), np.float64)
+    np.add.at(sums, inv, emb)
+    counts = np.bincount(inv, minlength=len(classes)).astype(np.float64)
+    centres = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True),
+                                1e-12)
+    mis = []
+    for r0 in range(0, len(emb), 4096):
+        e = emb[r0:r0 + 4096]
+        c = inv[r0:r0 + 4096]
+        rows = np.arange(len(e))
+        cos = e @ centres.T
+        # Own centre without the sample itself (else a lone outlier pulls it).
+        own_c = sums[c] - e
+        own = (own_c * e).sum(1) / np.maximum(np.linalg.norm(own_c, axis=1),
+                                              1e-12)
+        cos[rows, c] = -np.inf
+        other = cos.argmax(1)
+        margin = cos[rows, other] - own
+        for j in np.flatnonzero((margin > mislabel_margin) & (counts[c] >= 2)):
+            i = r0 + int(j)
+            mis.append(dict(kind='mislabel', score=float(margin[j]), a=keys[i],
+                            b=f'identity {int(classes[other[j]])}',
+                            label_a=int(labels[i]),
+                            label_b=int(classes[other[j]])))
+    mis.sort(key=lambda r: -r['score'])
+    return out + mis

@@ -1,0 +1,228 @@
+"""Occlusion report: how well a model's occlusion head and its weighting work, per type.
+
+For a verification set whose images carry true visibility maps and occlusion types
+(SynthFace's ``.bin`` files with their side files, ``VerificationBinDataset(
+side_files=True)``), this runs the model once over the images and writes one Markdown
+report with its pictures:
+
+* a picture sheet per occlusion type: image | true 7x7 map | predicted map;
+* the visibility error (mean absolute error over the cells) per type, through
+  :func:`oaml_mm.evaluation.metrics.verification_metric.visibility_mae`;
+* the histogram of the mean predicted visibility of clean against occluded faces;
+* QAConv's 10-fold verification accuracy per type with the predicted visibility
+  weighting and without any (all-ones maps), through the model's own matcher
+  (``match_pairs``) and
+  :func:`~oaml_mm.evaluation.functional.verification_10fold_scores`.
+
+A pair belongs to every occlusion type of its two images (``none`` when both are
+clean).
+"""
+import os
+import os.path as osp
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+from torch.utils.data import DataLoader, Subset
+
+from oaml_mm.errors import DataFormatError
+from oaml_mm.evaluation.functional import verification_10fold_scores
+from oaml_mm.evaluation.metrics.verification_metric import visibility_mae
+
+__all__ = ['collect_predictions', 'occlusion_tables', 'write_occlusion_report']
+
+
+@torch.no_grad()
+def collect_predictions(model, dataset, batch_size: int = 64,
+                        max_images: Optional[int] = None) -> Dict[str, object]:
+    """Run ``model.extract`` over ``dataset``; keep what the report needs.
+
+    Args:
+        model: An ``OAMLRecognizer`` (eval mode is set here).
+        dataset: Samples with ``gt_visibility``, ``occlusion_type``, ``pair_index``,
+            ``pair_slot``, ``issame`` and ``dataset_name`` (``VerificationBinDataset``
+            with ``side_files=True``, alone or in a ``ConcatDataset``).
+        batch_size (int): Images per forward. Defaults to 64.
+        max_images (int, optional): Only the first ``max_images`` (even) images.
+
+    Returns:
+        dict: ``images`` uint8 [N, H, W, 3] (RGB), ``pred`` / ``true`` float32
+        [N, h, w], ``maps`` [N, C, h, w], ``types``, ``pairs`` (``(set, index,
+        slot, issame)`` per image).
+
+    Raises:
+        DataFormatError: A sample carries no ``gt_visibility`` or
+            ``occlusion_type``.
+    """
+    model.eval()
+    n = len(dataset) if max_images is None else min(len(dataset),
+                                                    max_images // 2 * 2)
+    loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size,
+                        shuffle=False, collate_fn=pseudo_collate)
+    out = defaultdict(list)
+    for data in loader:
+        for s in data['data_samples']:
+            if 'gt_visibility' not in s or 'occlusion_type' not in s:
+                raise DataFormatError(
+                    str(s.get('img_path', '<dataset>')),
+                    'the occlusion report needs true visibility and occlusion '
+                    'types (VerificationBinDataset side_files=True)',
+                    record=s.get('key'), field='gt_visibility')
+            out['true'].append(s.gt_visibility.float().reshape(
+                s.gt_visibility.shape[-2:]).numpy())
+            out['types'].append(str(s.occlusion_type))
+            out['pairs'].append((str(s.get('dataset_name', '')),
+                                 int(s.pair_index), int(s.pair_slot),
+                                 bool(s.issame)))
+        # PackFaceInputs keeps the decoded RGB order.
+        out['images'].extend(x.permute(1, 2, 0).numpy() for x in data['inputs'])
+        batch = model.data_preprocessor(data, False)
+        feats = model.extract(batch['inputs'], flip_test=False,
+                              return_feature_maps=True, half_maps=False)
+        out['pred'].append(feats['visibility'][:, 0].float().numpy())
+        out['maps'].append(feats['feature_map'].float())
+    return dict(images=np.stack(out['images']).astype(np.uint8),
+                pred=np.concatenate(out['pred']), true=np.stack(out['true']),
+                maps=torch.cat(out['maps']), types=out['types'],
+                pairs=out['pairs'])
+
+
+def _resize_like(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    if pred.shape[1:] == true.shape[1:]:
+        return pred
+    return np.stack([cv2.resize(p, true.shape[1:][::-1],
+                                interpolation=cv2.INTER_AREA) for p in pred])
+
+
+@torch.no_grad()
+def occlusion_tables(model, rec: Dict[str, object],
+                     bins: int = 10) -> Dict[str, object]:
+    """Per-type error, clean / occluded histograms and QAConv accuracy per type.
+
+    Returns:
+        dict: ``mae`` (type -> MAE), ``hist`` (``edges``, ``clean``, ``occluded``
+        counts of mean predicted visibility), ``qaconv`` (type -> ``(pairs,
+        accuracy weighted, accuracy unweighted)``, accuracies in percent or NaN
+        below 10 pairs).
+    """
+    pred = _resize_like(rec['pred'], rec['true'])
+    types = rec['types']
+    mae = visibility_mae(pred, rec['true'], types)
+    mean_vis = rec['pred'].reshape(len(types), -1).mean(1)
+    clean = np.asarray([t == 'none' for t in types])
+    edges = np.linspace(0, 1, bins + 1)
+    hist = dict(edges=edges,
+                clean=np.histogram(mean_vis[clean], edges)[0],
+                occluded=np.histogram(mean_vis[~clean], edges)[0])
+    by_pair: Dict[tuple, Dict[int, int]] = defaultdict(dict)
+    issame = {}
+    for i, (name, idx, slot, same) in enumerate(rec['pairs']):
+        by_pair[(name, idx)][slot] = i
+        issame[(name, idx)] = same
+    pairs = [(v[0], v[1], issame[k]) for k, v in by_pair.items() if len(v) == 2]
+    if not pairs:
+        raise DataFormatError('<dataset>', 'no complete pair among the images')
+    a = torch.as_tensor([p[0] for p in pairs])
+    b = torch.as_tensor([p[1] for p in pairs])
+    maps = rec['maps']
+    vis = torch.as_tensor(rec['pred'])[:, None]
+    weighted = model.match_pairs(maps[a], maps[b], vis[a], vis[b]).numpy()
+    ones = torch.ones_like(vis)
+    plain = model.match_pairs(maps[a], maps[b], ones[a], ones[b]).numpy()
+    same = np.asarray([p[2] for p in pairs])
+    groups = defaultdict(list)
+    for j, (ia, ib, _) in enumerate(pairs):
+        kinds = {types[ia], types[ib]} - {'none'} or {'none'}
+        for t in kinds:
+            groups[t].append(j)
+        groups['all'].append(j)
+
+    def acc(scores, idx):
+        if len(idx) < 10 or same[idx].all() or not same[idx].any():
+            return float('nan')
+        return 100.0 * verification_10fold_scores(scores[idx], same[idx])[
+            'accuracy']
+
+    qaconv = {t: (len(idx), acc(weighted, np.asarray(idx)),
+                  acc(plain, np.asarray(idx)))
+              for t, idx in sorted(groups.items())}
+    return dict(mae=mae, hist=hist, qaconv=qaconv)
+
+
+def _heat(vis: np.ndarray, size: int) -> np.ndarray:
+    v = np.clip(vis, 0, 1)
+    big = cv2.resize((v * 255).astype(np.uint8), (size, size),
+                     interpolation=cv2.INTER_NEAREST)
+    return cv2.cvtColor(cv2.applyColorMap(big, cv2.COLORMAP_VIRIDIS),
+                        cv2.COLOR_BGR2RGB)
+
+
+def _sheet(rec, idx: List[int], size: int = 112) -> np.ndarray:
+    rows = []
+    for i in idx:
+        img = cv2.resize(rec['images'][i], (size, size))
+        rows.append(np.concatenate([img, _heat(rec['true'][i], size),
+                                    _heat(rec['pred'][i], size)], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def _fmt(x: float) -> str:
+    return 'n/a' if x != x else f'{x:.1f}'
+
+
+def write_occlusion_report(out_dir: str, rec: Dict[str, object],
+                           tables: Dict[str, object], per_type: int = 6,
+                           title: str = 'Occlusion report') -> str:
+    """Write ``report.md``, ``sheet_<type>.png`` and ``visibility_hist.png``.
+
+    Returns:
+        str: The path of ``report.md``.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    types = rec['types']
+    lines = [f'# {title}', '', f'{len(types)} images.', '',
+             '## Visibility error per occlusion type', '',
+             '| type | images | MAE |', '|---|---|---|']
+    counts = {t: types.count(t) for t in set(types)}
+    for t, v in tables['mae'].items():
+        lines.append(f"| {t} | {counts.get(t, len(types))} | {v:.3f} |")
+    lines += ['', '## QAConv accuracy per type (10-fold, %)', '',
+              '| pairs of type | pairs | with predicted visibility | '
+              'without weighting |', '|---|---|---|---|']
+    for t, (n, w, p) in tables['qaconv'].items():
+        lines.append(f'| {t} | {n} | {_fmt(w)} | {_fmt(p)} |')
+    h = tables['hist']
+    lines += ['', '## Mean predicted visibility: clean against occluded faces', '',
+              '![histogram](visibility_hist.png)', '',
+              '| bin | clean | occluded |', '|---|---|---|']
+    for k in range(len(h['clean'])):
+        lines.append(f"| {h['edges'][k]:.1f}-{h['edges'][k + 1]:.1f} | "
+                     f"{int(h['clean'][k])} | {int(h['occluded'][k])} |")
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3))
+    centres = (h['edges'][:-1] + h['edges'][1:]) / 2
+    width = (h['edges'][1] - h['edges'][0]) * 0.4
+    ax.bar(centres - width / 2, h['clean'], width, label='clean')
+    ax.bar(centres + width / 2, h['occluded'], width, label='occluded')
+    ax.set_xlabel('mean predicted visibility')
+    ax.set_ylabel('images')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(osp.join(out_dir, 'visibility_hist.png'), dpi=100)
+    plt.close(fig)
+    lines += ['', '## Picture sheets (image | true map | predicted map)', '']
+    for t in sorted(counts):
+        idx = [i for i, x in enumerate(types) if x == t][:per_type]
+        name = f'sheet_{t}.png'
+        cv2.imwrite(osp.join(out_dir, name),
+                    cv2.cvtColor(_sheet(rec, idx), cv2.COLOR_RGB2BGR))
+        lines += [f'### {t}', '', f'![{t}]({name})', '']
+    path = osp.join(out_dir, 'report.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path

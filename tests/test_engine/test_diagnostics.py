@@ -1,0 +1,143 @@
+"""Run diagnostics: every failure mode flagged on a tiny work folder."""
+import contextlib
+import io
+import json
+import math
+import os
+import os.path as osp
+import sys
+import tempfile
+import unittest
+
+import torch
+
+from oaml_mm.engine.diagnostics import (check_classifier_at_chance,
+                                        check_lr_schedule, diagnose_run,
+                                        expected_lrs, read_scalars)
+from oaml_mm.errors import DataFormatError, MissingFileError
+from oaml_mm.registry import MODELS
+from oaml_mm.utils import atomic_save
+from oaml_mm.utils.config import load_config
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+import diagnose_run as cli  # noqa: E402
+
+NUM_CLASSES = 10
+MODEL = dict(
+    type='OAMLRecognizer',
+    backbone=dict(type='IResNet', depth=18, width_mult=0.125,
+                  embedding_size=16),
+    neck=dict(type='OcclusionHead', in_channels=64, hidden_channels=8),
+    head=dict(type='AdaFaceHead', in_channels=16, num_classes=NUM_CLASSES),
+    qaconv_head=dict(type='QAConvHead', in_channels=64))
+CONFIG = f'''default_scope = "oaml_mm"
+model = {MODEL!r}
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5),
+    dict(type='MultiStepLR', by_epoch=False, milestones=[20], gamma=0.1)]
+'''
+
+
+def _write_run(root, stuck=False, bad_lr=False, collapse=False, nan_bn=False,
+               flat_occ=False, steps=40):
+    stamp = osp.join(root, '20260101_000000', 'vis_data')
+    os.makedirs(stamp)
+    with open(osp.join(stamp, 'config.py'), 'w') as f:
+        f.write(CONFIG)
+    lrs = expected_lrs(load_config(osp.join(stamp, 'config.py')), steps)
+    with open(osp.join(stamp, 'scalars.json'), 'w') as f:
+        for s in range(1, steps + 1):
+            acc = 0.1 if stuck else min(1.0, s / steps)
+            loss = math.log(NUM_CLASSES) * (1.0 if stuck else 1 - 0.02 * s)
+            lr = lrs[s - 1] * (3.0 if bad_lr and s > 25 else 1.0)
+            f.write(json.dumps(dict(step=s, lr=lr, loss=loss,
+                                    loss_adaface=loss, acc_adaface=acc)) + '\n')
+        f.write(json.dumps(dict(step=steps, lfw_accuracy=99.0)) + '\n')
+    torch.manual_seed(0)
+    model = MODELS.build(MODEL)
+    atomic_save({'state_dict': model.state_dict()},
+                osp.join(root, 'iter_10.pth'))
+    with torch.no_grad():
+        if collapse:
+            model.head.kernel.mul_(1e-3)
+        if nan_bn:
+            bn = next(m for m in model.backbone.modules()
+                      if isinstance(m, torch.nn.BatchNorm2d))
+            bn.running_var[0] = float('nan')
+        if flat_occ:
+            model.neck.out.weight.zero_()
+    atomic_save({'state_dict': model.state_dict()},
+                osp.join(root, 'iter_40.pth'))
+
+
+class TestDiagnostics(unittest.TestCase):
+
+    def _run(self, **kw):
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_run(tmp, **kw)
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                code = cli.main([tmp])
+            return {f.check: f for f in diagnose_run(tmp)}, code, buf.getvalue()
+
+    def test_healthy_run(self):
+        found, code, out = self._run()
+        self.assertEqual({k: f.status for k, f in found.items()}, {
+            'classifier_at_chance': 'ok', 'kernel_norm_collapse': 'ok',
+            'bn_nonfinite': 'ok', 'lr_schedule': 'ok',
+            'occlusion_constant': 'ok'})
+        self.assertEqual(code, 0)
+        self.assertIn('| lr_schedule | ok |', out)
+
+    def test_each_failure_flagged(self):
+        for kw, check in ((dict(stuck=True), 'classifier_at_chance'),
+                          (dict(bad_lr=True), 'lr_schedule'),
+                          (dict(collapse=True), 'kernel_norm_collapse'),
+                          (dict(nan_bn=True), 'bn_nonfinite'),
+                          (dict(flat_occ=True), 'occlusion_constant')):
+            with self.subTest(check=check):
+                found, code, out = self._run(**kw)
+                flagged = {k for k, f in found.items() if f.status == 'flag'}
+                self.assertEqual(flagged, {check})
+                self.assertEqual(code, 1)
+                self.assertIn(f'| {check} | **FLAG** |', out)
+
+    def test_lr_message_names_step(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_run(tmp, bad_lr=True)
+            cfg = load_config(osp.join(tmp, '20260101_000000', 'vis_data',
+                                       'config.py'))
+            f = check_lr_schedule(read_scalars(tmp), cfg)
+        self.assertIn('15 of 40', f.message)
+        self.assertIn('step 26', f.message)
+
+    def test_expected_lrs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'c.py')
+            with open(path, 'w') as f:
+                f.write(CONFIG)
+            lrs = expected_lrs(load_config(path), 25)
+        self.assertAlmostEqual(lrs[0], 0.01)
+        self.assertAlmostEqual(lrs[5], 0.1)
+        self.assertAlmostEqual(lrs[19], 0.1)
+        self.assertAlmostEqual(lrs[20], 0.01)
+
+    def test_skips_and_errors(self):
+        self.assertEqual(check_classifier_at_chance({}, 10).status, 'skipped')
+        with tempfile.TemporaryDirectory() as tmp:
+            found = {f.check: f.status for f in diagnose_run(tmp)}
+            self.assertEqual(set(found.values()), {'skipped'})
+            os.makedirs(osp.join(tmp, 'x', 'vis_data'))
+            with open(osp.join(tmp, 'x', 'vis_data', 'scalars.json'), 'w') as f:
+                f.write('{"step": 1, "lr": 0.1}\nnot json\n')
+            with self.assertRaises(DataFormatError):
+                read_scalars(tmp)
+            self.assertEqual(cli.main([tmp]), 2)
+        with self.assertRaises(MissingFileError):
+            diagnose_run('/nonexistent/run')
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,149 @@
+"""Data tools: contact sheets, visibility/quality filtering into list files, review."""
+import contextlib
+import io
+import os
+import os.path as osp
+import sys
+import tempfile
+import unittest
+
+import cv2
+import numpy as np
+
+from oaml_mm.datasets import (FaceImageFolder, OcclusionMaskDataset,
+                              write_occlusion_mask_sample)
+from oaml_mm.datasets.curation import (image_quality, list_entry,
+                                       review_pairs, sample_stats)
+from oaml_mm.errors import ConfigError
+from tests.test_apis.helpers import TINY_MODEL, face, write_checkpoint
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+for sub in ('analysis', 'dataset_converters'):
+    sys.path.insert(0, osp.join(ROOT, 'tools', sub))
+import browse_dataset  # noqa: E402
+import filter_dataset  # noqa: E402
+import review_dataset  # noqa: E402
+
+# (name, label, visible rows of 112, sharp?)
+SAMPLES = [('a/0', 0, 112, True), ('a/1', 0, 56, True), ('b/0', 1, 10, True),
+           ('b/1', 1, 112, False), ('c/0', 2, 112, True), ('c/1', 2, 84, True)]
+
+
+def _write_set(root):
+    with open(osp.join(root, 'labels.txt'), 'w') as f:
+        for i, (name, label, rows, sharp) in enumerate(SAMPLES):
+            img = face(i) if sharp else np.full((112, 112, 3), 120, np.uint8)
+            mask = np.zeros((112, 112), np.float32)
+            mask[:rows] = 1
+            write_occlusion_mask_sample(root, name, img, mask)
+            f.write(f'{name} {label}\n')
+    cfg = osp.join(root, 'cfg.py')
+    with open(cfg, 'w') as f:
+        f.write(f'default_scope = "oaml_mm"\nmodel = {TINY_MODEL!r}\n'
+                'train_dataloader = dict(dataset=dict('
+                f'type="OcclusionMaskDataset", data_root={root!r}, '
+                'pipeline=[dict(type="PackFaceInputs")]))\n')
+    return cfg
+
+
+def _quiet(fn, *args):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args)
+
+
+class TestDataTools(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = self.tmp.name
+        self.cfg = _write_set(self.root)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_stats(self):
+        ds = OcclusionMaskDataset(data_root=self.root,
+                                  pipeline=[dict(type='PackFaceInputs')])
+        stats = sample_stats(ds)
+        vis = [round(s['visibility'], 2) for s in stats]
+        self.assertEqual(vis[0], 1.0)
+        self.assertTrue(0.4 < vis[1] < 0.6)  # the top half visible
+        self.assertLess(vis[2], 0.15)
+        self.assertEqual(stats[3]['sharpness'], 0.0)
+        self.assertGreater(stats[0]['sharpness'], 1)  # smooth, not flat
+        self.assertEqual([s['label'] for s in stats], [0, 0, 1, 1, 2, 2])
+        self.assertEqual(image_quality(np.full((4, 4, 3), 7, np.uint8))[
+            'brightness'], 7.0)
+
+    def test_filter_writes_readable_list(self):
+        out = osp.join(self.root, 'kept.txt')
+        code = _quiet(filter_dataset.main, [
+            self.cfg, '--out', out, '--min-visibility', '0.4',
+            '--min-sharpness', '1', '--stats', osp.join(self.root, 's.tsv')])
+        self.assertEqual(code, 0)
+        with open(out) as f:
+            self.assertEqual(f.read().split('\n')[:-1],
+                             ['a/0 0', 'a/1 0', 'c/0 2', 'c/1 2'])
+        kept = OcclusionMaskDataset(data_root=self.root, ann_file='kept.txt')
+        self.assertEqual(len(kept), 4)
+        np.testing.assert_array_equal(kept.get_gt_labels(), [0, 0, 2, 2])
+        with open(osp.join(self.root, 's.tsv')) as f:
+            self.assertEqual(len(f.readlines()), 7)
+
+    def test_list_entry_formats(self):
+        folder = osp.join(self.root, 'folder')
+        for cls in ('x', 'y'):
+            os.makedirs(osp.join(folder, cls))
+            cv2.imwrite(osp.join(folder, cls, '0.jpg'), face(3))
+        ds = FaceImageFolder(data_root=folder)
+        self.assertEqual(list_entry(ds, 1), osp.join('y', '0.jpg') + ' 1')
+        with self.assertRaises(ConfigError):
+            list_entry(object(), 0)
+
+    def test_browse_sheet(self):
+        out = osp.join(self.root, 'sheet.png')
+        self.assertEqual(_quiet(browse_dataset.main,
+                                [self.cfg, '--out', out, '--num', '6',
+                                 '--cols', '3']), 0)
+        sheet = cv2.imread(out)
+        self.assertEqual(sheet.shape, (2 * (112 + 14), 3 * 112, 3))
+        plain = osp.join(self.root, 'plain.png')
+        _quiet(browse_dataset.main, [self.cfg, '--out', plain, '--num', '6',
+                                     '--cols', '3', '--no-mask'])
+        plain = cv2.imread(plain)
+        # tile 1 (half occluded) is tinted at its bottom, tile 0 is not
+        self.assertFalse(np.array_equal(sheet[100:112, 112:224],
+                                        plain[100:112, 112:224]))
+        np.testing.assert_array_equal(sheet[:112, :112], plain[:112, :112])
+        self.assertEqual(browse_dataset.main([self.cfg, '--split', 'test']), 2)
+
+    def test_review_pairs(self):
+        rng = np.random.RandomState(0)
+        centres = rng.randn(3, 16)
+        emb = np.repeat(centres, 3, axis=0) + 0.05 * rng.randn(9, 16)
+        labels = np.repeat([0, 1, 2], 3)
+        emb[4] = emb[3]             # an exact duplicate within identity 1
+        emb[8] = centres[0]         # identity 2's third image is a face of 0
+        keys = [f'k{i}' for i in range(9)]
+        rows = review_pairs(emb, labels, keys, duplicate_cos=0.999)
+        self.assertEqual(rows[0]['kind'], 'duplicate')
+        self.assertEqual((rows[0]['a'], rows[0]['b']), ('k3', 'k4'))
+        self.assertAlmostEqual(rows[0]['score'], 1.0, places=5)
+        mis = [r for r in rows if r['kind'] == 'mislabel']
+        self.assertEqual([(r['a'], r['label_b']) for r in mis], [('k8', 0)])
+
+    def test_review_cli(self):
+        ckpt = osp.join(self.root, 'tiny.pth')
+        write_checkpoint(ckpt, calibration=None)
+        out = osp.join(self.root, 'review.tsv')
+        self.assertEqual(_quiet(review_dataset.main,
+                                [self.cfg, ckpt, '--out', out,
+                                 '--duplicate-cos', '0.99']), 0)
+        with open(out) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[0].split('\t'),
+                         ['kind', 'score', 'a', 'b', 'label_a', 'label_b'])
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,103 @@
+"""occlusion_report: tables and pictures from a tiny model on a tiny side-file .bin."""
+import contextlib
+import io
+import os.path as osp
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+
+from oaml_mm.datasets import VerificationBinDataset, write_verification_bin
+from oaml_mm.registry import MODELS
+from oaml_mm.visualization.occlusion_report import (collect_predictions,
+                                                    occlusion_tables)
+from tests.test_apis.helpers import TINY_MODEL, write_checkpoint
+from tests.test_datasets.helpers import encode, make_face
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+import occlusion_report as cli  # noqa: E402
+
+N_PAIRS = 12
+TYPES = ['none', 'niqab', 'none', 'hand'] * (N_PAIRS // 2)
+
+
+def _write_bin(root):
+    path = osp.join(root, 'occluded.bin')
+    imgs = [encode(make_face(i // 4, i, size=112)) for i in range(2 * N_PAIRS)]
+    write_verification_bin(path, imgs, [i % 2 == 0 for i in range(N_PAIRS)])
+    vis = np.ones((2 * N_PAIRS, 7, 7), np.float16)
+    for i, t in enumerate(TYPES):
+        if t != 'none':
+            vis[i, 4:] = 0
+    np.save(osp.join(root, 'occluded.vis.npy'), vis)
+    with open(osp.join(root, 'occluded.types.txt'), 'w') as f:
+        f.write('\n'.join(TYPES) + '\n')
+    return path
+
+
+class TestOcclusionReport(unittest.TestCase):
+
+    def test_tables(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            ds = VerificationBinDataset(ann_file=_write_bin(tmp), side_files=True,
+                                        pipeline=[dict(type='PackFaceInputs')])
+            torch.manual_seed(0)
+            model = MODELS.build(TINY_MODEL)
+            rec = collect_predictions(model, ds, batch_size=7)
+            tables = occlusion_tables(model, rec)
+        self.assertEqual(rec['images'].shape, (24, 112, 112, 3))
+        self.assertEqual(rec['pred'].shape, (24, 7, 7))
+        # the MAE of the clean images is 1 - mean prediction, by construction
+        clean = np.asarray(TYPES) == 'none'
+        self.assertAlmostEqual(tables['mae']['none'],
+                               float((1 - rec['pred'][clean]).mean()), places=5)
+        self.assertEqual(set(tables['mae']), {'all', 'none', 'niqab', 'hand'})
+        self.assertEqual(int(tables['hist']['clean'].sum()), 12)
+        self.assertEqual(int(tables['hist']['occluded'].sum()), 12)
+        # pairs (none, niqab) and (none, hand): 6 each, 12 in all
+        q = tables['qaconv']
+        self.assertEqual({t: v[0] for t, v in q.items()},
+                         {'all': 12, 'niqab': 6, 'hand': 6})
+        self.assertTrue(0 <= q['all'][1] <= 100 and 0 <= q['all'][2] <= 100)
+        self.assertTrue(np.isnan(q['niqab'][1]))  # under 10 pairs
+
+    def test_cli_writes_report(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = _write_bin(tmp)
+            cfg = osp.join(tmp, 'tiny.py')
+            with open(cfg, 'w') as f:
+                f.write(f'default_scope = "oaml_mm"\nmodel = {TINY_MODEL!r}\n'
+                        'test_dataloader = dict(dataset=dict('
+                        f'type="VerificationBinDataset", ann_file={path!r}, '
+                        'side_files=True, pipeline=[dict(type="PackFaceInputs")]))\n')
+            ckpt = osp.join(tmp, 'tiny.pth')
+            write_checkpoint(ckpt, calibration=None)
+            out = osp.join(tmp, 'report')
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = cli.main([cfg, ckpt, '--out', out, '--per-type', '2'])
+            self.assertEqual(code, 0)
+            text = open(osp.join(out, 'report.md')).read()
+            for name in ('sheet_none.png', 'sheet_niqab.png', 'sheet_hand.png',
+                         'visibility_hist.png'):
+                self.assertTrue(osp.isfile(osp.join(out, name)), name)
+                self.assertIn(name, text)
+            self.assertIn('| all | 12 |', text)
+            import cv2
+            self.assertEqual(cv2.imread(osp.join(out, 'sheet_hand.png')).shape,
+                             (224, 336, 3))
+            # a data set without side files is refused with a clear message
+            with open(cfg, 'a') as f:
+                f.write('test_dataloader = dict(dataset=dict('
+                        f'type="VerificationBinDataset", ann_file={path!r}, '
+                        'pipeline=[dict(type="PackFaceInputs")]))\n')
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                self.assertEqual(cli.main([cfg, ckpt, '--out', out]), 2)
+            self.assertIn('side_files=True', err.getvalue())
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,64 @@
+"""Occlusion report of a checkpoint: picture sheets, error and QAConv accuracy per type.
+
+Runs CONFIG's model with CHECKPOINT over a verification set with true visibility maps
+and occlusion types (by default the config's ``test_dataloader`` data set, e.g. the
+SynthFace ``.bin`` files with their side files) and writes ``OUT/report.md`` with
+``sheet_<type>.png`` and ``visibility_hist.png`` beside it
+(:mod:`oaml_mm.visualization.occlusion_report`).
+
+Examples:
+    python tools/analysis/occlusion_report.py \
+        configs/synthface/oaml_ir18_synthface.py \
+        work_dirs/oaml_ir18_synthface/iter_500.pth --out work_dirs/occ_report
+"""
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('--out', default='occlusion_report', help='output folder')
+    p.add_argument('--split', default='test', choices=('test', 'val'),
+                   help='which dataloader\'s data set to read (default test)')
+    p.add_argument('--max-images', type=int, default=None,
+                   help='only the first N images (pairs stay whole)')
+    p.add_argument('--per-type', type=int, default=6,
+                   help='images per picture sheet (default %(default)s)')
+    p.add_argument('--batch-size', type=int, default=64)
+    args = p.parse_args(argv)
+
+    from mmengine.registry import init_default_scope
+
+    from oaml_mm.apis import FaceRecognizer
+    from oaml_mm.errors import ConfigError, OAMLError
+    from oaml_mm.registry import DATASETS
+    from oaml_mm.utils.config import load_config
+    from oaml_mm.visualization.occlusion_report import (collect_predictions,
+                                                        occlusion_tables,
+                                                        write_occlusion_report)
+    try:
+        cfg = load_config(args.config)
+        loader = cfg.get(f'{args.split}_dataloader')
+        if isinstance(loader, (list, tuple)):
+            loader = loader[0]
+        if not loader:
+            raise ConfigError(f'{args.config} has no {args.split}_dataloader')
+        model = FaceRecognizer(cfg, args.checkpoint).model
+        init_default_scope('oaml_mm')
+        dataset = DATASETS.build(loader['dataset'])
+        rec = collect_predictions(model, dataset, args.batch_size,
+                                  args.max_images)
+        tables = occlusion_tables(model, rec)
+        path = write_occlusion_report(args.out, rec, tables, args.per_type,
+                                      title=f'Occlusion report: {args.checkpoint}')
+    except OAMLError as e:
+        print(f'occlusion_report: {e}', file=sys.stderr)
+        return 2
+    print(f'report written to {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

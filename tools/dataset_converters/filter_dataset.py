@@ -1,0 +1,57 @@
+"""Filter a data set by true visibility and image quality into a list file.
+
+Writes the kept samples in the list format the data set class reads as ``ann_file``
+(FaceImageFolder: ``<relative path> <label>``; OcclusionMaskDataset: ``<name>
+<label>``), and optionally every sample's measurements as a TSV.
+
+Examples:
+    python tools/dataset_converters/filter_dataset.py CONFIG --part 1 \
+        --min-visibility 0.3 --min-sharpness 20 --out data/niqab/kept.txt
+    # then: dict(type='OcclusionMaskDataset', data_root='data/niqab',
+    #            ann_file='kept.txt', ...)
+"""
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('config')
+    p.add_argument('--out', required=True, help='list file to write')
+    p.add_argument('--split', default='train', choices=('train', 'val', 'test'))
+    p.add_argument('--part', type=int, default=None,
+                   help='only this part of a ConcatDataset')
+    p.add_argument('--min-visibility', type=float, default=0.0)
+    p.add_argument('--min-sharpness', type=float, default=0.0,
+                   help='variance of the Laplacian of the grey image')
+    p.add_argument('--min-brightness', type=float, default=0.0)
+    p.add_argument('--max-brightness', type=float, default=255.0)
+    p.add_argument('--stats', help='also write every sample\'s measurements (TSV)')
+    args = p.parse_args(argv)
+
+    from oaml_mm.datasets.curation import (build_split_dataset, sample_stats,
+                                           write_filtered_list)
+    from oaml_mm.errors import OAMLError
+    from oaml_mm.utils.config import load_config
+    try:
+        ds = build_split_dataset(load_config(args.config), args.split, args.part)
+        stats = sample_stats(ds)
+        counts = write_filtered_list(
+            ds, args.out, stats, args.min_visibility, args.min_sharpness,
+            args.min_brightness, args.max_brightness)
+    except OAMLError as e:
+        print(f'filter_dataset: {e}', file=sys.stderr)
+        return 2
+    if args.stats:
+        cols = ['index', 'key', 'label', 'visibility', 'sharpness', 'brightness',
+                'contrast']
+        with open(args.stats, 'w') as f:
+            f.write('\t'.join(cols) + '\n')
+            for st in stats:
+                f.write('\t'.join(str(st[c]) for c in cols) + '\n')
+    print(f'{counts} -> {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
