@@ -82,6 +82,8 @@ class TestBenchmarks(unittest.TestCase):
                                  {'x': 'Traceback: boom'}, {'total': 1.0}, True)
             text = open(path).read()
         self.assertIn('GPU figures were not measured here', text)
+        for name in run_all.GPU_ROWS:  # gpu_check.sh's rows, marked
+            self.assertIn(f'| {name} | | not yet measured |', text)
         self.assertIn('| data_feed | data/workers_to_feed_demo_model', text)
         self.assertIn('boom', text)
         self.assertEqual(run_all.data_feed_rows({}), [])
