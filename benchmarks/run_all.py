@@ -39,6 +39,7 @@ SUITE = {
     'data': ('benchmarks.bench_data', False),
     'ijbc_scale': ('benchmarks.bench_ijbc_scale', False),
     'inference': ('benchmarks.bench_inference', True),
+    'malloc': ('benchmarks.bench_malloc', False),
 }
 
 
