@@ -65,7 +65,14 @@ class TestBenchmarks(unittest.TestCase):
                                    batch_sizes=(1, 2))
         self.check_rows(rows)
         self.assertIn('max |onnx - torch|', rows[0]['note'])
-        self.assertEqual(rows[-1]['name'], 'inference/batching_gain')
+        names = [r['name'] for r in rows]
+        self.assertEqual(names, [
+            'inference/extract bs=1', 'inference/extract bs=2',
+            'inference/batching_gain', 'inference/extract_folded_cl bs=1',
+            'inference/extract_folded_cl bs=2',
+            'inference/batching_gain_folded_cl'])
+        diff = float(rows[3]['note'].rsplit('max |fast - eager| ', 1)[1])
+        self.assertLess(diff, 1e-3)
 
     def test_malloc_child_and_rows(self):
         res = bench_malloc.child(['train'], 1)['train']
