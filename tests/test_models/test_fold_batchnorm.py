@@ -5,7 +5,7 @@ import unittest
 import torch
 import torch.nn as nn
 
-from oaml_mm.models.utils import fold_batchnorm
+from oaml_mm.models.utils import fold_batchnorm, inference_model
 from oaml_mm.registry import MODELS
 
 
@@ -62,6 +62,27 @@ class TestFoldBatchNorm(unittest.TestCase):
             self.assertEqual(
                 conv.weight.is_contiguous(memory_format=torch.channels_last)
                 and not conv.weight.is_contiguous(), channels_last)
+
+    def test_inference_model_is_folded_and_channels_last(self):
+        torch.manual_seed(0)
+        net = _randomise_bn(MODELS.build(dict(
+            type='IResNet', depth=18, width_mult=0.125,
+            embedding_size=16))).eval()
+        fast = inference_model(net)
+        self.assertTrue(fast.channels_last)
+        self.assertFalse(net.channels_last)  # the original keeps its layout
+        w = fast.body[0].res_layer[1].weight
+        self.assertTrue(w.is_contiguous(memory_format=torch.channels_last))
+        self.assertFalse(w.is_contiguous())
+        self.assertEqual(_count(fast, nn.BatchNorm1d), 0)
+        x = torch.randn(2, 3, 112, 112)
+        with torch.no_grad():
+            for a, b in zip(net(x), fast(x)):
+                self.assertLess(float((b - a).abs().max()),
+                                2e-5 * float(a.abs().max()))
+        plain = inference_model(net, channels_last=False)
+        self.assertFalse(plain.channels_last)
+        self.assertTrue(plain.body[0].res_layer[1].weight.is_contiguous())
 
     def test_bn_before_padded_conv_is_kept(self):
         # Folding it would change the zero padding at the borders.
