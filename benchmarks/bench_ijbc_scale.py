@@ -182,7 +182,8 @@ def run(quick: bool = False,
         pair_file: Optional[str] = None,
         tile: Optional[int] = None,
         sample_rows: Optional[int] = None,
-        rowwise_pairs: int = 4096) -> List[dict]:
+        rowwise_pairs: int = 4096,
+        qaconv: bool = True) -> List[dict]:
     """Run the benchmark.
 
     Args:
@@ -194,11 +195,13 @@ def run(quick: bool = False,
         tile (int, optional): Tile side. Defaults to ``DEFAULT_TILE``.
         sample_rows (int, optional): Defaults to 256 in quick mode, all in full.
         rowwise_pairs (int): Pairs timed with the row-wise QAConv scorer.
+        qaconv (bool): Also time QAConv (False: the cosine rows only).
 
     Returns:
         list[dict]: Rows ``{'name', 'value', 'unit', 'baseline_name',
         'baseline_value', 'ratio'}`` (+ ``note``).
     """
+    from oaml_mm.evaluation.functional.dense_cosine import cosine_pairs_dense
     from oaml_mm.evaluation.functional import (COSINE_TILE, DEFAULT_TILE,
                                                QACONV_MIN_FILL,
                                                cosine_pairs, cosine_pairs_tiled,
@@ -254,6 +257,20 @@ def run(quick: bool = False,
                          aim=AIM))
         rows.append(_row(f'{name}/cosine_rowwise_pairs_per_s', n / row_s,
                          'pairs/s', base, n / base_s))
+        # Whole-row products of the distinct templates, then one gather (issue 17,
+        # item 2: the baseline "to beat or to adopt").
+        t0 = time.perf_counter()
+        dense = cosine_pairs_dense(emb, a, b)
+        dense_s = time.perf_counter() - t0
+        ref = cosine_pairs(emb, a[:100000], b[:100000])
+        diff = float((dense[:100000] - ref).abs().max())
+        rows.append(_row(f'{name}/cosine_dense_pairs_per_s', n / dense_s,
+                         'pairs/s', base, n / base_s, aim=AIM,
+                         note=f'cosine_pairs_dense (one block of at most 2**27 products), '
+                         f'{tiled_s / dense_s:.2f}x the tiled scorer; max |dense - '
+                         f'row-wise| {diff:.1g} on 100k pairs'))
+        if not qaconv:
+            continue
 
         # QAConv: tiled on the pairs of the first sample_rows enrolment templates
         if sample_rows:
@@ -303,9 +320,11 @@ def main(argv=None) -> None:
                         help='a real *_template_pair_label.txt')
     parser.add_argument('--tile', type=int, default=None)
     parser.add_argument('--sample-rows', type=int, default=None)
+    parser.add_argument('--no-qaconv', action='store_true',
+                        help='time the cosine scorers only')
     args = parser.parse_args(argv)
     for r in run(args.quick, args.structure, args.pair_file, args.tile,
-                 args.sample_rows):
+                 args.sample_rows, qaconv=not args.no_qaconv):
         ratio = '' if r['ratio'] is None else f"  x{r['ratio']:.2f} vs " \
             f"{r['baseline_name']} ({r['baseline_value']:.4g})"
         print(f"{r['name']:<56} {r['value']:>12.4g} {r['unit']}{ratio}")
