@@ -201,12 +201,12 @@ def run(quick: bool = False,
         list[dict]: Rows ``{'name', 'value', 'unit', 'baseline_name',
         'baseline_value', 'ratio'}`` (+ ``note``).
     """
-    from oaml_mm.evaluation.functional.dense_cosine import cosine_pairs_dense
     from oaml_mm.evaluation.functional import (COSINE_TILE, DEFAULT_TILE,
                                                QACONV_MIN_FILL,
                                                cosine_pairs, cosine_pairs_tiled,
                                                match_listed_pairs,
                                                score_pairs_tiled)
+    from oaml_mm.evaluation.functional.dense_cosine import cosine_pairs_dense
     torch.set_grad_enabled(False)
     tile = tile or DEFAULT_TILE
     sample_rows = sample_rows or (256 if quick else None)
@@ -266,8 +266,9 @@ def run(quick: bool = False,
         diff = float((dense[:100000] - ref).abs().max())
         rows.append(_row(f'{name}/cosine_dense_pairs_per_s', n / dense_s,
                          'pairs/s', base, n / base_s, aim=AIM,
-                         note=f'cosine_pairs_dense (one block of at most 2**27 products), '
-                         f'{tiled_s / dense_s:.2f}x the tiled scorer; max |dense - '
+                         note='cosine_pairs_dense (one block of at most 2**27 '
+                         f'products), {tiled_s / dense_s:.2f}x the tiled scorer; '
+                         'max |dense - '
                          f'row-wise| {diff:.1g} on 100k pairs'))
         if not qaconv:
             continue
