@@ -4,10 +4,11 @@ IJB-C's 1:1 list (15.7M pairs between 3,531 enrolment and 19,593 verification
 templates) fills ~22% of the template grid, so the full product of the distinct
 first-side templates with the distinct second-side ones, taken in a few large matrix
 products, costs little more than the products alone; picking the listed entries is one
-gather. Issue 17 (item 2) names this the baseline to beat or to adopt: on the project's
-CPU it scored the IJB-C-shaped lists faster than the tiled scorer
-(:func:`~oaml_mm.evaluation.functional.pair_scoring.cosine_pairs_tiled`), with the
-same scores to float32 rounding (figures: ``docs/benchmarks.md``, "4. IJB-C scale").
+gather. Issue 17 (item 2) names this the baseline to beat or to adopt. On the
+project's shared 2-core CPU it scored the IJB-C-shaped lists at 0.72-1.32x the tiled
+scorer (:func:`~oaml_mm.evaluation.functional.pair_scoring.cosine_pairs_tiled`) over
+four runs, with the same scores to float32 rounding (``docs/benchmarks.md``, "4.
+IJB-C scale").
 """
 from typing import Tuple
 
