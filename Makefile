@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.oaml_mm-installed
 # cannot import PyPI's torchvision; the constraints file pins the PyPI pair.
 PIP    := $(VPY) -m pip install --disable-pip-version-check -c requirements/constraints.txt
 JOBS   ?= 2
+# glibc malloc thresholds for every Python started here (oaml_mm/utils/malloc_tuning.py):
+# freed activations stay in the heap instead of being unmapped and faulted in again.
+export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
+export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
 .PHONY: install test test-fast demo bench clean lint
 

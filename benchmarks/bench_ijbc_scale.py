@@ -182,7 +182,9 @@ def run(quick: bool = False,
         pair_file: Optional[str] = None,
         tile: Optional[int] = None,
         sample_rows: Optional[int] = None,
-        rowwise_pairs: int = 4096) -> List[dict]:
+        rowwise_pairs: int = 4096,
+        qaconv: bool = True,
+        half: bool = False) -> List[dict]:
     """Run the benchmark.
 
     Args:
@@ -194,6 +196,9 @@ def run(quick: bool = False,
         tile (int, optional): Tile side. Defaults to ``DEFAULT_TILE``.
         sample_rows (int, optional): Defaults to 256 in quick mode, all in full.
         rowwise_pairs (int): Pairs timed with the row-wise QAConv scorer.
+        qaconv (bool): Also time QAConv (False: the cosine rows only).
+        half (bool): QAConv with ``half_test`` (bf16 correlations on CPU) on both
+            sides; its rows are tagged ``bf16``.
 
     Returns:
         list[dict]: Rows ``{'name', 'value', 'unit', 'baseline_name',
@@ -204,6 +209,7 @@ def run(quick: bool = False,
                                                cosine_pairs, cosine_pairs_tiled,
                                                match_listed_pairs,
                                                score_pairs_tiled)
+    from oaml_mm.evaluation.functional.dense_cosine import cosine_pairs_dense
     torch.set_grad_enabled(False)
     tile = tile or DEFAULT_TILE
     sample_rows = sample_rows or (256 if quick else None)
@@ -220,6 +226,8 @@ def run(quick: bool = False,
     rows = [_row('inputs_build_time', time.perf_counter() - t0, 's',
                  higher_is_better=False)]
     head = build_matcher()
+    head.half_test = half
+    qtag = '_bf16' if half else ''
     emb, maps, vis = feats['emb'], feats['maps'], feats['vis']
 
     def cos_block(pr, gr):
@@ -254,6 +262,21 @@ def run(quick: bool = False,
                          aim=AIM))
         rows.append(_row(f'{name}/cosine_rowwise_pairs_per_s', n / row_s,
                          'pairs/s', base, n / base_s))
+        # Whole-row products of the distinct templates, then one gather (issue 17,
+        # item 2: the baseline "to beat or to adopt").
+        t0 = time.perf_counter()
+        dense = cosine_pairs_dense(emb, a, b)
+        dense_s = time.perf_counter() - t0
+        ref = cosine_pairs(emb, a[:100000], b[:100000])
+        diff = float((dense[:100000] - ref).abs().max())
+        rows.append(_row(f'{name}/cosine_dense_pairs_per_s', n / dense_s,
+                         'pairs/s', base, n / base_s, aim=AIM,
+                         note='cosine_pairs_dense (one block of at most 2**27 '
+                         f'products), {tiled_s / dense_s:.2f}x the tiled scorer; '
+                         'max |dense - '
+                         f'row-wise| {diff:.1g} on 100k pairs'))
+        if not qaconv:
+            continue
 
         # QAConv: tiled on the pairs of the first sample_rows enrolment templates
         if sample_rows:
@@ -275,19 +298,19 @@ def run(quick: bool = False,
         q_base_s = _block_seconds(q_block, ua, ub, 8 if quick else 32) * n_blocks
         timed = '' if qa.numel() == n else f' ({qa.numel()} pairs timed)'
         rows.append(_row(
-            f'{name}/qaconv_tiled_pairs_per_s{timed}', qa.numel() / q_s,
+            f'{name}/qaconv{qtag}_tiled_pairs_per_s{timed}', qa.numel() / q_s,
             'pairs/s', base, n / q_base_s,
             note=f'dense work {st["dense_scored"] / sub_grid:.2f} of all blocks '
             f'on the timed templates; {st["dense_tiles"]} dense / '
             f'{st["rowwise_tiles"]} row-wise tiles', aim=AIM))
-        rows.append(_row(f'{name}/qaconv_tiled_time_all_pairs',
+        rows.append(_row(f'{name}/qaconv{qtag}_tiled_time_all_pairs',
                          n / (qa.numel() / q_s), 's', base, q_base_s,
                          higher_is_better=False))
         k = min(rowwise_pairs, n)
         t0 = time.perf_counter()
         match_listed_pairs(head.match_pairs, maps, vis, a[:k], b[:k], chunk=1024)
         r_s = time.perf_counter() - t0
-        rows.append(_row(f'{name}/qaconv_rowwise_pairs_per_s ({k} pairs timed)',
+        rows.append(_row(f'{name}/qaconv{qtag}_rowwise_pairs_per_s ({k} pairs timed)',
                          k / r_s, 'pairs/s', base, n / q_base_s))
     rows.append(_row('peak_rss', _peak_rss_gb(), 'GB'))
     return rows
@@ -303,9 +326,14 @@ def main(argv=None) -> None:
                         help='a real *_template_pair_label.txt')
     parser.add_argument('--tile', type=int, default=None)
     parser.add_argument('--sample-rows', type=int, default=None)
+    parser.add_argument('--no-qaconv', action='store_true',
+                        help='time the cosine scorers only')
+    parser.add_argument('--half', action='store_true',
+                        help='QAConv in bf16 (half_test) on both sides')
     args = parser.parse_args(argv)
     for r in run(args.quick, args.structure, args.pair_file, args.tile,
-                 args.sample_rows):
+                 args.sample_rows, qaconv=not args.no_qaconv,
+                 half=args.half):
         ratio = '' if r['ratio'] is None else f"  x{r['ratio']:.2f} vs " \
             f"{r['baseline_name']} ({r['baseline_value']:.4g})"
         print(f"{r['name']:<56} {r['value']:>12.4g} {r['unit']}{ratio}")

@@ -6,6 +6,9 @@ feature maps: ``OAMLRecognizer.extract`` behind the export wrapper of
 ``tools/deployment/export_onnx.py``) in PyTorch eager mode, against the same model
 exported with that tool and run by onnxruntime with the same number of threads.
 The ONNX outputs are also compared with PyTorch's (max |difference| in the note).
+The ``extract_folded_cl`` rows time the path ``FaceRecognizer.extract`` takes on a CPU
+(:func:`oaml_mm.models.utils.inference_model`: BatchNorms folded into the
+convolutions, channels-last) against the same onnxruntime session.
 
 Usage:
     python benchmarks/bench_inference.py --help
@@ -90,6 +93,12 @@ def run(quick: bool = False, device: str = 'cpu', depth: Optional[int] = None,
                                     providers=['CPUExecutionProvider'])
         diff = tool.check(model, path, batch_sizes=(2, ))
     wrapper = wrapper.to(dev)
+    fast = None
+    if dev.type == 'cpu':
+        # FaceRecognizer.extract's path: BatchNorms folded, channels-last.
+        from oaml_mm.models.utils import inference_model
+        fast = tool.ExportWrapper(inference_model(model)).eval()
+    fast_rows = []
     for bs in batch_sizes:
         g = torch.Generator().manual_seed(bs)
         x = torch.randint(0, 256, (bs, 3, 112, 112), generator=g).float()
@@ -102,13 +111,20 @@ def run(quick: bool = False, device: str = 'cpu', depth: Optional[int] = None,
                 return wrapper(xd)
 
         fns = dict(torch=torch_fn)
+        fast_diff = None
+        if fast is not None:
+            fns['fast'] = lambda: fast(xd)
+            with torch.no_grad():
+                fast_diff = max(float((a - b).abs().max()) for a, b in zip(
+                    fast(xd), wrapper(xd)))
         if sess is not None:
             fns['onnx'] = lambda: sess.run(None, {'images': x_np})
         # Batch 1 is short: several calls per timed unit keep the clock honest.
         calls = max(1, 16 // bs)
         timed = {k: (lambda f=f: [f() for _ in range(calls)])
                  for k, f in fns.items()}
-        t = time_interleaved(timed, repeats, dev)
+        with torch.no_grad():
+            t = time_interleaved(timed, repeats, dev)
         rate = bs * calls / t['torch']
         note = f"{tag}, {torch.get_num_threads()} thread(s)"
         if 'onnx' in t:
@@ -117,6 +133,15 @@ def run(quick: bool = False, device: str = 'cpu', depth: Optional[int] = None,
             rows.append(make_row(f'inference/extract bs={bs}', rate, 'images/s',
                                  'onnxruntime, same graph and threads',
                                  bs * calls / t['onnx'], note=note))
+            if 'fast' in t:
+                fast_rows.append(make_row(
+                    f'inference/extract_folded_cl bs={bs}',
+                    bs * calls / t['fast'], 'images/s',
+                    'onnxruntime, same graph and threads',
+                    bs * calls / t['onnx'], aim='>= 1x onnxruntime',
+                    met=t['onnx'] / t['fast'] >= 1.0,
+                    note=note + ', BatchNorm folded + channels-last (the '
+                    f'FaceRecognizer path), max |fast - eager| {fast_diff:.2g}'))
         else:
             rows.append(make_row(f'inference/extract bs={bs}', rate, 'images/s',
                                  note=note + ', fp16 autocast'))
@@ -127,7 +152,15 @@ def run(quick: bool = False, device: str = 'cpu', depth: Optional[int] = None,
             'inference/batching_gain', rows[1]['value'], 'images/s',
             f'extract bs={batch_sizes[0]}', rows[0]['value'],
             note='images/s at the large batch over batch 1 (PyTorch)'))
-    return rows
+    if len(fast_rows) == 2:
+        fast_rows.append(make_row(
+            'inference/batching_gain_folded_cl', fast_rows[1]['value'],
+            'images/s', f'extract_folded_cl bs={batch_sizes[0]}',
+            fast_rows[0]['value'], aim='> 1', met=fast_rows[1]['value'] >
+            fast_rows[0]['value'],
+            note='images/s at the large batch over batch 1 (folded, '
+            'channels-last)'))
+    return rows + fast_rows
 
 
 def main(argv=None) -> List[dict]:

@@ -40,7 +40,19 @@ SUITE = {
     'ijbc_scale': ('benchmarks.bench_ijbc_scale', False),
     'inference': ('benchmarks.bench_inference', True),
     'detect': ('benchmarks.bench_detect', True),
+    'malloc': ('benchmarks.bench_malloc', False),
 }
+
+
+#: Figures of tools/misc/gpu_check.sh (docs/benchmarks.md, "GPU check"), listed as
+#: not yet measured in a CPU run's report.
+GPU_ROWS = (
+    'train/images_per_s (OAML IR-50, batch 128 + 128, fp16 AMP)',
+    'train/peak_memory (GiB)',
+    'ddp/one_process_wall_time (tools/dist_train.sh, 1 process, NCCL)',
+    'qaconv/qaconv_match/fp16/{novis,vis} (pairs/s vs reference evaluator)',
+    'ijbc/qaconv_time_all_pairs (15.7M pairs, fp16, s)',
+)
 
 
 def machine_info(device: str) -> Dict[str, str]:
@@ -145,6 +157,9 @@ def write_report(path: str, info: Dict[str, str],
         lines += ['', '**GPU figures were not measured here** (no GPU on this '
                   'machine). `python benchmarks/run_all.py --device cuda` runs the '
                   'same suite with AMP / fp16 on a GPU.']
+        lines += ['', '### GPU rows (`tools/misc/gpu_check.sh`)', '',
+                  '| figure | value | |', '|---|---|---|']
+        lines += [f'| {name} | | not yet measured |' for name in GPU_ROWS]
     lines += ['', '## Figures', '',
               '| benchmark | figure | value | unit | baseline | baseline value | '
               'ratio | aim | |', '|---|---|---|---|---|---|---|---|---|']

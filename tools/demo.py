@@ -22,6 +22,7 @@ import json
 import os
 import os.path as osp
 import resource
+import runpy
 import sys
 import time
 
@@ -161,6 +162,10 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    # Training and evaluation children inherit the malloc thresholds
+    # (oaml_mm/utils/malloc_tuning.py); glibc reads them at start-up only.
+    runpy.run_path(osp.join(osp.dirname(osp.abspath(__file__)), '..', 'oaml_mm',
+                            'utils', 'malloc_tuning.py'))['reexec_with_malloc_env']()
     try:
         main()
     except runs.JobError as e:

@@ -11,6 +11,13 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 DIR="$(cd "$(dirname "$0")" && pwd)"
+# glibc malloc thresholds (oaml_mm/utils/malloc_tuning.py): freed activations stay in
+# the heap instead of being unmapped and page-faulted in again every step. Values the
+# caller set are kept; OAML_MALLOC_TUNING=0 leaves them unset.
+if [ "${OAML_MALLOC_TUNING:-1}" != 0 ]; then
+    export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-1073741824}
+    export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1073741824}
+fi
 PYTHON=${PYTHON:-python}
 PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
 exec "$PYTHON" -m torch.distributed.run \

@@ -12,6 +12,13 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 DIR="$(cd "$(dirname "$0")" && pwd)"
+# glibc malloc thresholds (oaml_mm/utils/malloc_tuning.py): freed activations stay in
+# the heap instead of being unmapped and page-faulted in again every step. Values the
+# caller set are kept; OAML_MALLOC_TUNING=0 leaves them unset.
+if [ "${OAML_MALLOC_TUNING:-1}" != 0 ]; then
+    export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-1073741824}
+    export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1073741824}
+fi
 PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \

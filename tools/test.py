@@ -10,6 +10,13 @@ import json
 import os
 import os.path as osp
 import pickle
+import runpy
+
+if __name__ == '__main__':
+    # glibc reads its malloc thresholds at start-up only: restart once with them,
+    # before the heavy imports (oaml_mm/utils/malloc_tuning.py, standard library).
+    runpy.run_path(osp.join(osp.dirname(osp.abspath(__file__)), '..', 'oaml_mm',
+                            'utils', 'malloc_tuning.py'))['reexec_with_malloc_env']()
 
 from mmengine.config import DictAction
 from mmengine.runner import Runner

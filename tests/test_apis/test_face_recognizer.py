@@ -69,6 +69,27 @@ class TestFaceRecognizer(unittest.TestCase):
         torch.testing.assert_close(out['embedding'], ref['embedding'],
                                    atol=1e-5, rtol=1e-5)
 
+    def test_extract_runs_the_folded_copy_and_follows_weight_changes(self):
+        rec = FaceRecognizer(self.cfg, self.ckpt)
+        imgs = [face(i) for i in range(2)]
+        out = rec.extract(imgs, channel_order='rgb')
+        fast = rec._inference_model()
+        self.assertIsNot(fast, rec.model)
+        self.assertEqual(sum(isinstance(m, torch.nn.BatchNorm1d)
+                             for m in fast.backbone.modules()), 0)  # folded
+        self.assertIs(rec._inference_model(), fast)  # cached
+        # Changing the weights in place (e.g. load_state_dict) rebuilds it.
+        with torch.no_grad():
+            rec.model.backbone.input_layer[0].weight.mul_(-1)
+        changed = rec.extract(imgs, channel_order='rgb')
+        self.assertIsNot(rec._inference_model(), fast)
+        self.assertFalse(torch.allclose(changed['embedding'], out['embedding']))
+        x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            ref = rec.model.extract(rec.model.data_preprocessor.normalize(x))
+        torch.testing.assert_close(changed['embedding'], ref['embedding'],
+                                   atol=1e-5, rtol=1e-5)
+
     def test_compare_scores_and_decision(self):
         a, b = face(1), face(2)
         res = self.rec.compare(a, b, channel_order='rgb', return_features=True)

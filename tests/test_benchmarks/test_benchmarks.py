@@ -5,10 +5,12 @@ import io
 import os.path as osp
 import tempfile
 import unittest
+from unittest import mock
 
 import torch
 
-from benchmarks import bench_inference, bench_qaconv, bench_train_step, run_all
+from benchmarks import (bench_inference, bench_malloc, bench_qaconv,
+                        bench_train_step, run_all)
 from benchmarks.common import make_row, time_interleaved
 
 ROW_KEYS = {'name', 'value', 'unit', 'baseline_name', 'baseline_value', 'ratio'}
@@ -63,7 +65,46 @@ class TestBenchmarks(unittest.TestCase):
                                    batch_sizes=(1, 2))
         self.check_rows(rows)
         self.assertIn('max |onnx - torch|', rows[0]['note'])
-        self.assertEqual(rows[-1]['name'], 'inference/batching_gain')
+        names = [r['name'] for r in rows]
+        self.assertEqual(names, [
+            'inference/extract bs=1', 'inference/extract bs=2',
+            'inference/batching_gain', 'inference/extract_folded_cl bs=1',
+            'inference/extract_folded_cl bs=2',
+            'inference/batching_gain_folded_cl'])
+        diff = float(rows[3]['note'].rsplit('max |fast - eager| ', 1)[1])
+        self.assertLess(diff, 1e-3)
+
+    def test_malloc_child_and_rows(self):
+        res = bench_malloc.child(['train'], 1)['train']
+        self.assertEqual(res['units'], 1)
+        self.assertGreater(res['minflt'], 0)
+        self.assertEqual(len(res['digest']), 64)
+
+        def spawn(workloads, iters, tuned, digest='d'):
+            # The tuned side: half the CPU time, a tenth of the faults.
+            k = 1 if tuned else 2
+            return {w: dict(seconds=3.0 * k, units=2, minflt=100 * k ** 4,
+                            stime=0.5 * k, utime=k, maxrss_mib=1000.0 + tuned,
+                            digest=digest) for w in workloads}
+
+        with mock.patch.object(bench_malloc, '_spawn', spawn):
+            rows = bench_malloc.run(repeats=1, iters=2)
+        self.check_rows(rows)
+        by_name = {r['name']: r for r in rows}
+        cpu = by_name['malloc/train CPU ms/iter (tuned thresholds)']
+        self.assertAlmostEqual(cpu['value'], 750.0)
+        self.assertAlmostEqual(cpu['ratio'], 2.0)
+        faults = by_name['malloc/eval minor page faults (tuned thresholds)']
+        self.assertAlmostEqual(faults['ratio'], 16.0)
+        self.assertAlmostEqual(
+            by_name['malloc/peak RSS (tuned thresholds)']['ratio'], 1000 / 1001)
+
+        def differing(workloads, iters, tuned):
+            return spawn(workloads, iters, tuned, digest=str(tuned))
+
+        with mock.patch.object(bench_malloc, '_spawn', differing), \
+                self.assertRaisesRegex(RuntimeError, 'results differ'):
+            bench_malloc.run(repeats=1, iters=2)
 
     def test_report_and_feed_rows(self):
         results = {
@@ -82,6 +123,8 @@ class TestBenchmarks(unittest.TestCase):
                                  {'x': 'Traceback: boom'}, {'total': 1.0}, True)
             text = open(path).read()
         self.assertIn('GPU figures were not measured here', text)
+        for name in run_all.GPU_ROWS:  # gpu_check.sh's rows, marked
+            self.assertIn(f'| {name} | | not yet measured |', text)
         self.assertIn('| data_feed | data/workers_to_feed_demo_model', text)
         self.assertIn('boom', text)
         self.assertEqual(run_all.data_feed_rows({}), [])

@@ -1,13 +1,11 @@
-"""Model utilities: checkpoint key mappings."""
-from .checkpoint_convert import (
-                                 adaface_to_oaml,
-                                 infer_iresnet_config,
-                                 insightface_to_oaml,
-                                 load_foreign_checkpoint,
-                                 oaml_to_insightface,
-)
+"""Model utilities: checkpoint key mappings, BatchNorm folding for inference."""
+from .checkpoint_convert import (adaface_to_oaml, infer_iresnet_config,
+                                 insightface_to_oaml, load_foreign_checkpoint,
+                                 oaml_to_insightface)
+from .fold_batchnorm import fold_batchnorm, inference_model
 
 __all__ = [
     'load_foreign_checkpoint', 'adaface_to_oaml', 'insightface_to_oaml',
-    'oaml_to_insightface', 'infer_iresnet_config'
+    'oaml_to_insightface', 'infer_iresnet_config', 'fold_batchnorm',
+    'inference_model'
 ]
