@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import os.path as osp
-import random
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 from oaml_mm.datasets import (write_insightface_rec, write_occlusion_mask_sample,
                               write_verification_bin)
 from oaml_mm.datasets.transforms import ARCFACE_REF_POINTS
+from tests.reliability._util import free_port
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 NUM_IDS = 8
@@ -131,7 +131,7 @@ def _env():
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
     env['PYTHON'] = sys.executable
     env['OMP_NUM_THREADS'] = '1'
-    env['PORT'] = str(random.randint(29600, 29999))
+    env['PORT'] = str(free_port())
     for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
         env.pop(key, None)
     return env

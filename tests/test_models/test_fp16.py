@@ -23,9 +23,10 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 from mmengine.logging import MessageHub
-from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.optim import OptimWrapper
 
-from oaml_mm.engine.nonfinite import NONFINITE_TOTAL
+from oaml_mm.engine.optimizers import GuardedAmpOptimWrapper
+from oaml_mm.engine.optimizers.guarded_optim_wrapper import NONFINITE_TOTAL
 from oaml_mm.errors import NonFiniteLossError
 from oaml_mm.registry import MODELS
 from .test_oaml_recognizer import batch, build
@@ -33,21 +34,34 @@ from .test_oaml_recognizer import batch, build
 BRANCHES = ('backbone', 'neck', 'head', 'qaconv_head')
 
 
-class CPUAmpOptimWrapper(AmpOptimWrapper):
-    """``AmpOptimWrapper`` with a CPU ``GradScaler`` and CPU fp16 autocast."""
+class CPUAmpOptimWrapper(GuardedAmpOptimWrapper):
+    """The shipped ``GuardedAmpOptimWrapper`` with a CPU ``GradScaler`` and CPU
+    fp16 autocast: the guard's ``update_params`` and the AMP ``backward`` /
+    ``step`` / ``state_dict`` are inherited unchanged."""
 
-    def __init__(self, init_scale: float = 2.0**16, **kwargs) -> None:
-        # AmpOptimWrapper.__init__ asserts a GPU; everything else is inherited.
+    def __init__(self, init_scale: float = 2.0**16, max_nonfinite_skips: int = 5,
+                 **kwargs) -> None:
+        # AmpOptimWrapper.__init__ asserts a GPU: build the guard over a plain
+        # OptimWrapper, then the CPU scaler.
         OptimWrapper.__init__(self, **kwargs)
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self.check_grads = True
+        self.restore_buffers = True
+        self._snapshot = None
         self._scale_update_param = None
         self.loss_scaler = torch.amp.GradScaler('cpu', init_scale=init_scale)
         self.cast_dtype = torch.float16
 
     @contextmanager
     def optim_context(self, model):
+        self.snapshot_buffers(model)
         with OptimWrapper.optim_context(self, model), torch.autocast(
                 'cpu', dtype=torch.float16):
             yield
+
+
+def _skips() -> int:
+    return int(MessageHub.get_current_instance().get_info(NONFINITE_TOTAL, 0))
 
 
 def _total(losses):
@@ -117,9 +131,10 @@ class TestFP16TrainStep(unittest.TestCase):
         optim = CPUAmpOptimWrapper(
             init_scale=2.0**10,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.05))
+        skips = _skips()
         log = model.train_step(batch(), optim)
         self.assertTrue(bool(torch.isfinite(log['loss'])))
-        self.assertEqual(float(log['nonfinite_skips']), 0.0)
+        self.assertEqual(_skips(), skips)
         self.assertEqual(optim.loss_scaler.get_scale(), 2.0**10)  # not skipped
         # Parameter updates (after - before) agree with fp32's per branch.
         ref_delta = {n: p.detach() - before[n]
@@ -129,24 +144,24 @@ class TestFP16TrainStep(unittest.TestCase):
             self.assertLess(err, 0.15, branch)
 
     def test_overflow_is_skipped_by_scaler_not_counted_as_nonfinite(self):
-        model = build(train_cfg=dict(max_nonfinite_skips=2))
+        model = build()
         # 2**40 times the loss overflows fp16 gradients: the scaler must skip.
         optim = CPUAmpOptimWrapper(
-            init_scale=2.0**40,
+            init_scale=2.0**40, max_nonfinite_skips=2,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1,
                                       momentum=0.9))
         params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        skips = _skips()
         # More overflows in a row than max_nonfinite_skips: still no abort.
         for step in range(3):
             log = model.train_step(batch(), optim)
             self.assertTrue(bool(torch.isfinite(log['loss'])))
-            self.assertEqual(float(log['nonfinite_skips']), 0.0)
+            self.assertEqual(_skips(), skips)
             self.assertEqual(optim.loss_scaler.get_scale(), 2.0**(39 - step))
             for n, p in model.named_parameters():
                 self.assertTrue(torch.equal(p, params[n]), n)
             self.assertEqual(optim.optimizer.state_dict()['state'], {})
-        hub = MessageHub.get_current_instance()
-        self.assertEqual(int(hub.get_info(NONFINITE_TOTAL, 0)), 0)
+        self.assertEqual(_skips(), skips)
         # Once the scale is low enough the step goes through.
         optim.loss_scaler.update(2.0**10)
         log = model.train_step(batch(), optim)
@@ -154,15 +169,18 @@ class TestFP16TrainStep(unittest.TestCase):
         self.assertFalse(torch.equal(model.head.kernel, params['head.kernel']))
 
     def test_nonfinite_loss_under_amp_is_still_counted(self):
-        model = build(train_cfg=dict(max_nonfinite_skips=2))
+        model = build()
         optim = CPUAmpOptimWrapper(
-            init_scale=2.0**10,
+            init_scale=2.0**10, max_nonfinite_skips=2,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
         data = model.data_preprocessor(batch(n_occ=0), True)
         data['inputs'][0, 0, 0, 0] = float('nan')
         model.data_preprocessor.forward = lambda d, training=False: data
-        log = model.train_step({}, optim)
-        self.assertEqual(float(log['nonfinite_skips']), 1.0)
+        skips = _skips()
+        MessageHub.get_current_instance().update_info(
+            'nonfinite/consecutive', 0)
+        model.train_step({}, optim)
+        self.assertEqual(_skips(), skips + 1)
         self.assertEqual(optim.loss_scaler.get_scale(), 2.0**10)
         with self.assertRaises(NonFiniteLossError):
             model.train_step({}, optim)

@@ -9,6 +9,7 @@ from unittest import TestCase
 
 import torch
 
+from tests.reliability._util import free_port
 from tests.toy_components import read_losses, write_toy_config_file
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -22,6 +23,8 @@ def _env():
     env.pop('RANK', None)
     env.pop('WORLD_SIZE', None)
     env.pop('LOCAL_RANK', None)
+    # A port of its own: pytest -n 2 runs other torchrun jobs at the same time.
+    env['PORT'] = str(free_port())
     return env
 
 

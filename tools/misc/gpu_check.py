@@ -6,7 +6,7 @@ check"). Four steps, each timed on its own, each reported even when another fail
 
 1. ``train``: OAML IR-50 (``configs/_base_/models/oaml_ir50.py``), batch 128 (32
    identities x 4) plus an occlusion-stream batch of 128, fp16 AMP through
-   ``AmpOptimWrapper`` (dynamic loss scale) and ``OAMLRecognizer.train_step``, a fixed
+   ``GuardedAmpOptimWrapper`` (dynamic loss scale) and ``OAMLRecognizer.train_step``, a fixed
    number of iterations after a warm-up: images/s, peak GPU memory, final loss scale,
    non-finite skips;
 2. ``ddp``: ``tools/dist_train.sh`` with one process (NCCL on CUDA) and ``--amp`` on
@@ -112,23 +112,26 @@ def step_train(dev: torch.device, dry: bool, iters: int,
                batch_size: int) -> List[dict]:
     """AMP training of OAML (IR-50 on CUDA) through ``train_step``."""
     from mmengine.logging import MessageHub
-    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+    from mmengine.optim import OptimWrapper
 
     import oaml_mm  # noqa: F401
-    from oaml_mm.engine.optimizers import BF16AutocastOptimWrapper
+    from oaml_mm.engine.optimizers import (GuardedAmpOptimWrapper,
+                                           GuardedBF16AutocastOptimWrapper)
+    from oaml_mm.engine.optimizers.guarded_optim_wrapper import NONFINITE_TOTAL
     from oaml_mm.registry import MODELS
-    MessageHub.get_instance('gpu_check_train')
+    hub = MessageHub.get_instance('gpu_check_train')
     torch.manual_seed(0)
     model = MODELS.build(_tiny_model_cfg() if dry else _ir50_model_cfg(1000))
     model.to(dev).train()
     sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                           weight_decay=5e-4)
     if dev.type == 'cuda':
-        optim: OptimWrapper = AmpOptimWrapper(optimizer=sgd, dtype='float16')
-        precision = 'fp16 AMP (AmpOptimWrapper, dynamic loss scale)'
+        optim: OptimWrapper = GuardedAmpOptimWrapper(optimizer=sgd,
+                                                     dtype='float16')
+        precision = 'fp16 AMP (GuardedAmpOptimWrapper, dynamic loss scale)'
     else:
-        optim = BF16AutocastOptimWrapper(optimizer=sgd)
-        precision = 'bf16 autocast (CPU: BF16AutocastOptimWrapper)'
+        optim = GuardedBF16AutocastOptimWrapper(optimizer=sgd)
+        precision = ('bf16 autocast (CPU: GuardedBF16AutocastOptimWrapper)')
     n_occ = batch_size
     batches = [_train_batch(batch_size, n_occ, s) for s in range(2)]
     warmup = 1 if dry else 5
@@ -142,7 +145,7 @@ def step_train(dev: torch.device, dry: bool, iters: int,
         log = model.train_step(copy.deepcopy(batches[i % 2]), optim)
     _sync(dev)
     seconds = time.perf_counter() - t0
-    loss = float(log['loss'])
+    loss = float(log['loss'].detach())
     if not torch.isfinite(torch.tensor(loss)):
         raise RuntimeError(f'training loss is {loss} after {iters} iterations')
     images = iters * (batch_size + n_occ)
@@ -151,7 +154,7 @@ def step_train(dev: torch.device, dry: bool, iters: int,
     arch = 'IR-18 w0.125 (dry run)' if dry else 'IR-50'
     note = (f'OAML {arch}, batch {batch_size} + occlusion {n_occ}, {precision}, '
             f'{iters} timed iterations after {warmup}; final loss {loss:.3f}, '
-            f'non-finite skips {int(log["nonfinite_skips"])}'
+            f'non-finite skips {int(hub.get_info(NONFINITE_TOTAL, 0))}'
             + (f', loss scale {scale:g}' if scale is not None else ''))
     rows = [
         _row('train/images_per_s', images / seconds, 'images/s', note),

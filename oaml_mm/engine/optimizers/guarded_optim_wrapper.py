@@ -145,6 +145,16 @@ class GuardedOptimWrapper(OptimWrapper):
         Args:
             model (nn.Module): The model (or its DDP wrapper) about to run forward.
         """
+        self.snapshot_buffers(model)
+        with super().optim_context(model):
+            yield
+
+    def snapshot_buffers(self, model: nn.Module) -> None:
+        """Copy the buffers of ``model`` (what a skip writes back).
+
+        Called by :meth:`optim_context`; a subclass with its own context (e.g. a
+        different autocast) calls it first.
+        """
         # At the start of an accumulation window only: a skip drops the whole window.
         if self.restore_buffers and (
                 self._snapshot is None
@@ -155,8 +165,6 @@ class GuardedOptimWrapper(OptimWrapper):
                     name: buf.detach().clone()
                     for name, buf in model.named_buffers()
                 })
-        with super().optim_context(model):
-            yield
 
     def _restore(self) -> None:
         if self._snapshot is None:
