@@ -23,7 +23,8 @@ from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 
 from oaml_mm.errors import CheckpointError, ConfigError, ImageInputError
-from oaml_mm.evaluation.functional import fuse_scores
+from oaml_mm.evaluation.functional import (BRANCHES, THRESHOLDS_META_KEY,
+                                           fuse_scores)
 from oaml_mm.models.utils import inference_model
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import load_config, safe_load_checkpoint
@@ -32,14 +33,12 @@ from .inputs import ImageLike
 
 __all__ = ['FaceRecognizer', 'BRANCHES', 'BRANCH_UNITS']
 
-BRANCHES = ('adaface', 'qaconv', 'fused')
 #: What each branch's score (and so its threshold) measures.
 BRANCH_UNITS = {
     'adaface': 'cosine similarity',
     'qaconv': 'QAConv score',
     'fused': 'fused z-score',
 }
-_META_KEY = 'oaml_thresholds'
 #: Model parts a checkpoint may lack. The margin head only serves the training
 #: loss; the occlusion head and the QAConv head only add the QAConv branch (and
 #: the visibility maps), so a backbone alone still embeds.
@@ -132,7 +131,7 @@ class FaceRecognizer:
         self.model.to(self.device).eval()
         self.input_size = int(getattr(self.model.backbone, 'feat_size', 7)) * 16
         self.batch_size = int(batch_size)
-        self.calibration: dict = dict(self.meta.get(_META_KEY) or {})
+        self.calibration: dict = dict(self.meta.get(THRESHOLDS_META_KEY) or {})
         self.has_qaconv = getattr(self.model, 'qaconv_head', None) is not None
         available = self.available_branches()
         self.thresholds: Dict[str, float] = {

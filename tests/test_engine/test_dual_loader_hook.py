@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from oaml_mm.datasets import write_occlusion_mask_sample
-from oaml_mm.engine.hooks import DualLoaderHook, StreamSampler
+from oaml_mm.datasets.samplers import StreamSampler
+from oaml_mm.engine.hooks import DualLoaderHook
 from oaml_mm.errors import ConfigError
 
 

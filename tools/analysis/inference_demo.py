@@ -143,7 +143,7 @@ def evaluate(args) -> dict:
     rec = FaceRecognizer.from_work_dir(args.work_dir)
     report = dict(calibration=rec.calibration)
     val = osp.join(args.data, 'val')
-    from oaml_mm.engine.hooks import calibrate_thresholds
+    from oaml_mm.evaluation.functional import calibrate_thresholds
     from oaml_mm.evaluation.functional import auc
     feats, pair_scores = {}, {}
     for name in ('clean', 'masked', 'occluded'):

@@ -37,16 +37,12 @@ from torch.utils.data import Sampler
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import DATA_SAMPLERS
 from .pk_sampler import dataset_labels
+from .stream_sampler import mix_seeds
 
 __all__ = ['GraphSampler', 'nearest_classes']
 
 #: ``(representative dataset indices [N]) -> neighbour table [N, >= P - 1]``.
 GraphBuilder = Callable[[np.ndarray], np.ndarray]
-
-
-def _mix(*values: int) -> int:
-    return int(np.random.SeedSequence([int(v) % (2**63) for v in values])
-               .generate_state(1)[0])
 
 
 def nearest_classes(score_fn: Callable[[slice], torch.Tensor],
@@ -202,7 +198,7 @@ class GraphSampler(Sampler):
     def representatives(self, epoch: Optional[int] = None) -> np.ndarray:
         """One dataset index per class (class order of ``self.classes``), [N]."""
         epoch = self.epoch if epoch is None else epoch
-        rng = np.random.RandomState(_mix(self.seed, epoch, 0) % 2**32)
+        rng = np.random.RandomState(mix_seeds(self.seed, epoch, 0) % 2**32)
         offsets = (rng.random_sample(self.num_classes) * self._counts).astype(
             np.int64)
         return self._order[self._starts + np.minimum(offsets, self._counts - 1)]
@@ -264,7 +260,7 @@ class GraphSampler(Sampler):
         Row ``b`` holds its anchor's K images, then each neighbour's K images.
         """
         graph = self._graph()
-        rng = np.random.RandomState(_mix(self.seed, self.epoch, 1) % 2**32)
+        rng = np.random.RandomState(mix_seeds(self.seed, self.epoch, 1) % 2**32)
         anchors = rng.permutation(self.num_classes)
         mine = anchors[self.rank::self.world_size]
         if len(mine) < self.anchors_per_rank:

@@ -12,91 +12,23 @@ workers. Each rank reads its own shard of a permutation that is redrawn for ever
 training epoch and every pass over the data (the stream never runs dry).
 """
 import copy
-import random
 from typing import Iterator, List, Optional, Tuple
 
-import numpy as np
 import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.dist import get_dist_info, sync_random_seed
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
+from oaml_mm.datasets.samplers import (PositionSeededDataset, StreamSampler,
+                                      mix_seeds)
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import DATASETS, HOOKS
 
-__all__ = ['DualLoaderHook', 'StreamSampler']
+__all__ = ['DualLoaderHook']
 
 OCCLUSION_TRANSFORMS = ('MedicalMaskOcclusion', 'RandomOcclusion')
-
-
-def _mix(*values: int) -> int:
-    return int(np.random.SeedSequence([int(v) % (2**63) for v in values])
-               .generate_state(1)[0])
-
-
-class StreamSampler(Sampler):
-    """Infinite, rank-sharded ``(position, index)`` stream starting at ``start``.
-
-    Pass ``p`` over the data uses the permutation seeded by ``(seed, epoch, p)``; rank
-    ``r`` reads ``perm[r::world_size]`` padded to ``ceil(N / world_size)``.
-
-    Args:
-        length (int): Data set size.
-        seed (int): Stream seed.
-        epoch (int): Training epoch (reseeds the permutations).
-        start (int): First position (samples already consumed by this rank).
-        rank (int): This rank.
-        world_size (int): Number of ranks.
-    """
-
-    def __init__(self, length: int, seed: int, epoch: int, start: int,
-                 rank: int, world_size: int) -> None:
-        if length < 1:
-            raise ConfigError('the occlusion stream data set is empty')
-        self.length = length
-        self.seed = seed
-        self.epoch = epoch
-        self.start = start
-        self.rank = rank
-        self.world_size = world_size
-        self.shard_len = -(-length // world_size)
-
-    def shard(self, pass_idx: int) -> np.ndarray:
-        rng = np.random.RandomState(_mix(self.seed, self.epoch, pass_idx) % 2**32)
-        mine = rng.permutation(self.length)[self.rank::self.world_size]
-        return np.resize(mine, self.shard_len)
-
-    def __iter__(self) -> Iterator[Tuple[int, int]]:
-        pos = self.start
-        pass_idx, offset = divmod(pos, self.shard_len)
-        while True:
-            shard = self.shard(pass_idx)
-            for i in range(offset, self.shard_len):
-                yield (pos, int(shard[i]))
-                pos += 1
-            pass_idx, offset = pass_idx + 1, 0
-
-
-class _PositionSeeded(Dataset):
-    """Seeds python/numpy/torch from the stream position before each sample."""
-
-    def __init__(self, dataset, seed: int, epoch: int, rank: int,
-                 stream: int) -> None:
-        self.dataset = dataset
-        self.key = (seed, epoch, rank, stream)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, item: Tuple[int, int]):
-        pos, idx = item
-        s = _mix(*self.key, pos)
-        random.seed(s)
-        np.random.seed(s % 2**32)
-        torch.manual_seed(s)
-        return self.dataset[idx]
 
 
 @HOOKS.register_module()
@@ -222,11 +154,12 @@ class DualLoaderHook(Hook):
     def _open(self, epoch: int, step: int) -> None:
         self._iters = []
         for sid, s in enumerate(self.streams):
-            sampler = StreamSampler(len(s['dataset']), _mix(self.seed, sid),
+            sampler = StreamSampler(len(s['dataset']), mix_seeds(self.seed, sid),
                                     epoch, step * s['n'], self.rank,
                                     self.world_size)
             loader = DataLoader(
-                _PositionSeeded(s['dataset'], self.seed, epoch, self.rank, sid),
+                PositionSeededDataset(s['dataset'], self.seed, epoch,
+                                      self.rank, sid),
                 batch_size=s['n'], sampler=sampler,
                 num_workers=s['num_workers'], collate_fn=pseudo_collate,
                 persistent_workers=False)

@@ -10,10 +10,15 @@ from .pair_scoring import (COSINE_MIN_FILL, COSINE_TILE, DEFAULT_TILE,
                            score_units, split_units, tile_pair_order)
 from .roc import DEFAULT_FARS, auc, eer, roc_curve, tar_at_far
 from .template_pooling import TemplateAccumulator, pool_templates
+from .thresholds import (BRANCHES, THRESHOLDS_META_KEY, calibrate_thresholds,
+                         threshold_at_far)
 from .verification import (kfold_split, score_thresholds, verification_10fold,
                            verification_10fold_scores)
+from .visibility import OCCLUSION_TYPES, visibility_mae
 
 __all__ = [
+    'BRANCHES', 'THRESHOLDS_META_KEY', 'threshold_at_far', 'calibrate_thresholds',
+    'OCCLUSION_TYPES', 'visibility_mae',
     'verification_10fold', 'verification_10fold_scores', 'kfold_split',
     'score_thresholds', 'roc_curve', 'tar_at_far', 'auc', 'eer', 'DEFAULT_FARS',
     'pool_templates', 'TemplateAccumulator', 'identification_1n',

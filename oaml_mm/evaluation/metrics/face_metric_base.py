@@ -20,10 +20,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from oaml_mm.errors import ConfigError
-from oaml_mm.evaluation.functional import (TemplateAccumulator, auc, eer,
-                                           roc_curve, tar_at_far)
-
-BRANCHES = ('adaface', 'qaconv', 'fused')
+from oaml_mm.evaluation.functional import (BRANCHES, TemplateAccumulator, auc,
+                                           eer, roc_curve, tar_at_far)
 
 __all__ = ['FaceMetricBase', 'BRANCHES']
 

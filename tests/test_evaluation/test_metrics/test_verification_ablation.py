@@ -7,7 +7,7 @@ import torch
 from oaml_mm.errors import DataFormatError
 from oaml_mm.evaluation.functional import verification_10fold_scores
 from oaml_mm.evaluation.metrics import VerificationMetric
-from oaml_mm.evaluation.metrics.verification_metric import visibility_mae
+from oaml_mm.evaluation.functional import visibility_mae
 from ..fakes import FakeMatcherModel, toy_pair_score, verification_samples
 
 

@@ -10,10 +10,10 @@ from mmengine.logging import MessageHub
 
 from oaml_mm.apis import FaceRecognizer
 from oaml_mm.engine.hooks import (ThresholdCalibrationHook,
-                                  VisibilityVisualizationHook,
-                                  calibrate_thresholds, threshold_at_far)
+                                  VisibilityVisualizationHook)
 from oaml_mm.errors import ConfigError
-from oaml_mm.evaluation.functional import fuse_scores, impostor_stats
+from oaml_mm.evaluation.functional import (calibrate_thresholds, fuse_scores,
+                                           impostor_stats, threshold_at_far)
 from oaml_mm.utils import atomic_save, safe_load_checkpoint
 from tests.test_apis.helpers import TINY_MODEL, face
 
