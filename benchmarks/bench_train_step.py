@@ -13,10 +13,10 @@ same initial weights on the same images:
 * ``bare``: a plain PyTorch loop over the same batches, already collated and
   normalised, calling ``model.loss`` -> sum -> backward -> ``SGD.step``.
 
-``overhead = runner / bare - 1`` is what the Runner, hooks and data handling cost.
-Aim (issue 7): below 10%. The model is a narrow IR-18 (width 0.25, 128-d, SPEC section
-7's CPU size) so that it runs in seconds; with a wider model the fixed per-iteration
-overhead weighs even less.
+``overhead = runner / bare - 1`` is what the Runner, hooks and data handling cost. Aim
+(issue 7): below 10%. The model is a narrow IR-18 (width 0.25, 128-d, the size of the
+CPU feasibility study in docs/synthface.md) so that it runs in seconds; with a wider
+model the fixed per-iteration overhead weighs even less.
 
 Usage:
     python benchmarks/bench_train_step.py --help
@@ -77,7 +77,7 @@ class InMemoryFaces(torch.utils.data.Dataset):
 
 
 def model_cfg(num_classes: int, width: float = 0.25) -> dict:
-    """OAML on a narrow IR-18 (SPEC section 7's CPU size)."""
+    """OAML on a narrow IR-18 (the CPU size of docs/synthface.md)."""
     c = int(512 * width)
     return dict(
         type='OAMLRecognizer',

@@ -164,7 +164,7 @@ class TestShippedConfigs(unittest.TestCase):
                     self.assertIsNone(cfg.model.qaconv_head)
 
     def test_backbone_parameter_counts(self):
-        # Once per architecture (SPEC.md §3 counts).
+        # Once per architecture (docs/models.md counts).
         for name in ('oaml_ir50.py', 'oaml_ir101.py'):
             cfg = load_config(osp.join(ROOT, 'configs', name))
             model = self._model(cfg.model)

@@ -3,8 +3,8 @@
 The API accepts file paths, numpy arrays and tensors, either already aligned to the
 ArcFace 112x112 template or unaligned with 5 landmarks. Alignment is the data layer's
 :class:`~oaml_mm.datasets.transforms.AlignFace5Points` (Umeyama similarity transform to
-the ArcFace template, SPEC section 4), so a face aligned here is pixel-identical to one
-the IJB pipeline aligns. Arrays carry no channel order, so the caller must state it:
+the ArcFace template, docs/datasets.md), so a face aligned here is pixel-identical to
+one the IJB pipeline aligns. Arrays carry no channel order, so the caller must state it:
 mixing up BGR and RGB silently costs accuracy with AdaFace weights.
 """
 import os

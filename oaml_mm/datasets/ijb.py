@@ -1,6 +1,6 @@
 """IJB-B / IJB-C meta files and the image-level data set over ``loose_crop/``.
 
-Layout (``SPEC.md`` §4; the release used by insightface's ``IJB_11.py`` and AdaFace's
+Layout (docs/datasets.md; the release used by insightface's ``IJB_11.py`` and AdaFace's
 ``validation_mixed``)::
 
     <data_root>/                      e.g. IJB_release/IJBC

@@ -1,6 +1,6 @@
 """MXNet ``.rec`` face training sets (MS1MV2, CASIA-WebFace, Glint360K) without mxnet.
 
-Reads the insightface / AdaFace release layout described in ``SPEC.md`` §4 through
+Reads the insightface / AdaFace release layout described in docs/datasets.md through
 :class:`~oaml_mm.datasets.recordio.IndexedRecordReader`: record 0 with ``flag > 0`` is a
 header whose label ``(N + 1, end)`` delimits the images (keys ``1..N``) and the identity
 records; without such a header every indexed record is an image ("plain" layout). The

@@ -1,7 +1,8 @@
 """Occluded faces with ground-truth visibility masks (OAML's occlusion stream).
 
-The seed report trains its OcclusionHead on niqab-style occluded faces whose visible
-pixels are marked by hand; no standard file format exists, so oaml_mm defines one::
+OAML (docs/models.md) trains its OcclusionHead on niqab-style occluded faces whose
+visible pixels are marked by hand; no standard file format exists, so oaml_mm defines
+one::
 
     <data_root>/
       images/<name>.png|.jpg|.jpeg|.bmp   the aligned face (any size, RGB or grey)

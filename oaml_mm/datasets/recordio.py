@@ -2,7 +2,7 @@
 
 The byte layout is the one of dmlc-core's ``RecordIOWriter`` as used by mxnet's
 ``MXIndexedRecordIO`` and by insightface / AdaFace to ship MS1MV2, CASIA-WebFace and
-Glint360K (``train.rec``, ``train.idx``, ``property``). See ``SPEC.md`` §4:
+Glint360K (``train.rec``, ``train.idx``, ``property``). See docs/datasets.md:
 
 * a record is ``uint32 magic 0xced7230a``, ``uint32 lrecord`` (low 29 bits: length,
   top 3 bits: continuation flag), the payload, then zero padding to 4 bytes;
@@ -50,7 +50,8 @@ def pack_record(header: IRHeader, payload: bytes) -> bytes:
     """Pack an :data:`IRHeader` and a payload the way ``mx.recordio.pack`` does.
 
     A scalar label is stored in the header (``flag=0``); a sequence label is stored as
-    ``len(label)`` float32 values after the header (``flag=len(label)``, header label 0).
+    ``len(label)`` float32 values after the header (``flag=len(label)``, header label
+    0).
 
     Args:
         header (IRHeader): ``(flag, label, id, id2)``; ``flag`` is recomputed.

@@ -1,8 +1,8 @@
-"""insightface verification pair files (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``...).
+"""insightface verification pair files (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``).
 
 A ``.bin`` file is a pickle of ``(bins, issame_list)``: ``bins`` holds the JPEG bytes of
 ``2 * len(issame_list)`` images, the two images of pair ``i`` at ``2i`` and ``2i + 1``
-(``SPEC.md`` §4; the format of insightface's ``recognition/_datasets_`` and AdaFace's
+(docs/datasets.md; the format of insightface's ``recognition/_datasets_`` and AdaFace's
 validation sets). The released files were pickled by Python 2 (byte strings) or Python 3
 (``_codecs.encode`` reductions), some with ``numpy.bool_`` flags.
 

@@ -15,7 +15,7 @@ def n_params(m):
 class TestIResNet(unittest.TestCase):
 
     def test_parameter_counts_match_spec(self):
-        # SPEC section 3 (112x112 input, 512-d); counting needs no forward pass.
+        # docs/models.md (112x112 input, 512-d); counting needs no forward pass.
         expected = {(18, False): 24_020_352, (34, False): 34_134_080,
                     (50, False): 43_585_600, (101, False): 65_150_912,
                     (50, True): 43_808_320}

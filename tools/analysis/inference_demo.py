@@ -8,10 +8,11 @@ gallery search (rank-1 with and without QAConv re-ranking) and extract throughpu
     python tools/analysis/inference_demo.py --throughput-only
 
 The model is the CPU-size OAML of docs/models.md (IR-18, width 0.25, 128-d) with the
-``'gate'`` visibility mode and occlusion-loss weight 1.0 (SPEC section 7's better
-scheme), trained for a fixed number of iterations with ``ThresholdCalibrationHook``
-(FAR 1e-3 on the clean and masked validation pairs) and
-``VisibilityVisualizationHook``. The figures in docs/inference.md come from this script.
+``'gate'`` visibility mode and occlusion-loss weight 1.0 (the better setting of the CPU
+feasibility study, docs/synthface.md; scheme), trained for a fixed number of iterations
+with ``ThresholdCalibrationHook`` (FAR 1e-3 on the clean and masked validation pairs)
+and ``VisibilityVisualizationHook``. The figures in docs/inference.md come from this
+script.
 """
 import argparse
 import json

@@ -1,11 +1,11 @@
-"""Run SynthFace trainings and evaluations as subprocesses: shared by the demo and the sweep.
+"""SynthFace trainings and evaluations as subprocesses, shared by the demo and sweep.
 
 The demo (``tools/demo.py``) and the learning-rate / margin sweep
 (``tools/analysis/sweep_synthface.py``) both train the two SynthFace configs
 (``configs/synthface/``) with ``tools/train.py`` and evaluate them with
 ``tools/test.py``. This module writes one fully resolved config per run (budget,
 learning rate, margin warm-up, seed and data folders set in one place), launches the
-processes side by side with one torch thread each (SPEC section 7: two 1-thread
+processes side by side with one torch thread each (docs/synthface.md: two 1-thread
 processes beat one 2-thread process on 2 cores) and reports their progress.
 """
 import json

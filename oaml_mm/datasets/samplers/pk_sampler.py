@@ -4,7 +4,7 @@ The batch composition of metric learning with in-batch pairs (Hermans et al., "I
 Defense of the Triplet Loss for Person Re-Identification", 2017; QAConv's pairwise
 matching loss, Liao & Shao 2020): every batch holds ``P = batch_size / K`` distinct
 identities with ``K`` images each, so every image has positives in its batch
-(``SPEC.md`` §4).
+(docs/datasets.md).
 """
 import math
 from typing import Iterator, Optional, Sized

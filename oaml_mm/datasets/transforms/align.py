@@ -1,7 +1,7 @@
 """Five-point face alignment to the ArcFace 112x112 template.
 
 The template is MTCNN's 96x112 reference shifted by 8 px on x (insightface
-``face_align.arcface_dst``; ``SPEC.md`` §4); the similarity transform is the
+``face_align.arcface_dst``; docs/datasets.md); the similarity transform is the
 least-squares one of Umeyama, "Least-squares estimation of transformation parameters
 between two point patterns", TPAMI 1991, restricted to rotation, uniform scale and
 translation.

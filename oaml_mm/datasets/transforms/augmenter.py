@@ -2,9 +2,9 @@
 
 Kim et al., "AdaFace: Quality Adaptive Margin for Face Recognition", CVPR 2022, trains
 on images degraded with three independent augmentations so that the feature norm learns
-image quality (``SPEC.md`` §4): a RandomResizedCrop region pasted back at its place on a
-zero canvas, a down-and-up resize with random interpolations, and brightness / contrast /
-saturation jitter.
+image quality (docs/datasets.md): a RandomResizedCrop region pasted back at its place on
+a zero canvas, a down-and-up resize with random interpolations, and brightness /
+contrast / saturation jitter.
 """
 import math
 from typing import Sequence, Tuple

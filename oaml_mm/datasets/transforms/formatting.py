@@ -3,7 +3,7 @@
 The contract is the one of ``docs/architecture.md``: ``inputs`` is a uint8 [3,H,W]
 tensor in the RGB order images are decoded in (channel order for the weights is the
 data preprocessor's job), and the ``DataSample`` carries ``gt_label``, the [1,7,7]
-``gt_visibility`` target of the OcclusionHead (OAML, seed report) and the metainfo.
+``gt_visibility`` target of the OcclusionHead (OAML, docs/models.md) and the metainfo.
 """
 from typing import Optional, Sequence, Tuple
 

@@ -1,12 +1,13 @@
 """Synthetic occlusions that record the ground-truth visibility they leave.
 
-OAML (seed report) supervises its OcclusionHead with the visibility of each face cell;
-synthetic occluders give that target for free. ``MedicalMaskOcclusion`` follows the
-placement rule of ``SPEC.md`` §4 (nose and mouth-corner reference points of the aligned
-face, jitter, shift, scale, rotation), with a mask template the project draws itself
-(:func:`draw_medical_mask_template`, shipped as ``oaml_mm/assets/medical_mask.png``).
-``RandomOcclusion`` pastes random rectangles / ellipses. Both multiply what they cover
-into ``results['visibility_mask']`` (float32 [H,W], 1 = visible).
+OAML (docs/models.md) supervises its OcclusionHead with the visibility of each face
+cell; synthetic occluders give that target for free. ``MedicalMaskOcclusion`` follows
+the placement rule of docs/datasets.md (nose and mouth-corner reference points of the
+aligned face, jitter, shift, scale, rotation), with a mask template the project draws
+itself (:func:`draw_medical_mask_template`, shipped as
+``oaml_mm/assets/medical_mask.png``). ``RandomOcclusion`` pastes random rectangles /
+ellipses. Both multiply what they cover into ``results['visibility_mask']`` (float32
+[H,W], 1 = visible).
 """
 import os.path as osp
 from typing import Optional, Sequence, Tuple

@@ -1,9 +1,9 @@
 """The occlusion stream of OAML: a second batch of occluded and clean faces per step.
 
-The seed report trains the OcclusionHead on a second stream, each step 80% niqab-style
-occluded faces with ground-truth visibility masks and 20% clean faces with all-ones
-masks (``SPEC.md`` §4). This hook builds that stream next to the main DataLoader and adds
-it to the main batch (``docs/architecture.md``, "Training step").
+OAML (docs/models.md) trains the OcclusionHead on a second stream, each step 80%
+niqab-style occluded faces with ground-truth visibility masks and 20% clean faces with
+all-ones masks (docs/datasets.md). This hook builds that stream next to the main
+DataLoader and adds it to the main batch (``docs/architecture.md``, "Training step").
 
 Determinism: the stream position is derived from ``(runner.epoch, batch_idx)`` only, and
 every sample's augmentation is seeded from its position, so a resumed run draws exactly

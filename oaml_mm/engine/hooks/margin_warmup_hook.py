@@ -1,8 +1,9 @@
 """Margin warm-up: ramp the margin of margin softmax heads from 0 to its value.
 
-The feasibility study (SPEC section 7) found that AdaFace at s=64, m=0.4 learns slowly
-on small data and that ramping m from 0 over the first 30% of the iterations helped; a
-margin-free softmax first finds the class directions, then the margin tightens them.
+The CPU feasibility study (docs/synthface.md) found that AdaFace at s=64, m=0.4 learns
+slowly on small data and that ramping m from 0 over the first 30% of the iterations
+helped; a margin-free softmax first finds the class directions, then the margin tightens
+them.
 """
 from typing import Optional
 

@@ -1,13 +1,13 @@
 """IJB-B / IJB-C 1:1 verification (TAR@FAR) and 1:N identification.
 
-1:1 follows insightface's ``IJB_11.py`` / AdaFace (SPEC section 5): template embedding =
-L2-normalised sum over media of the mean over the media's images of the norm-keeping,
-flip-fused image features; cosine per listed pair; TAR@FAR with the closest-FPR rule.
-QAConv works on template maps pooled with visibility weights while the images stream
-in (:class:`~oaml_mm.evaluation.functional.TemplateAccumulator`), and only the listed
-pairs are scored, tile by tile (:func:`~oaml_mm.evaluation.functional.score_pairs_tiled`:
-dense products where the listed pairs fill a tile, row-wise elsewhere), split over the
-ranks.
+1:1 follows insightface's ``IJB_11.py`` / AdaFace (docs/evaluation.md): template
+embedding = L2-normalised sum over media of the mean over the media's images of the
+norm-keeping, flip-fused image features; cosine per listed pair; TAR@FAR with the
+closest-FPR rule. QAConv works on template maps pooled with visibility weights while the
+images stream in (:class:`~oaml_mm.evaluation.functional.TemplateAccumulator`), and only
+the listed pairs are scored, tile by tile
+(:func:`~oaml_mm.evaluation.functional.score_pairs_tiled`: dense products where the
+listed pairs fill a tile, row-wise elsewhere), split over the ranks.
 """
 import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence

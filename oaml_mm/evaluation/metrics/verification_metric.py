@@ -5,8 +5,9 @@ Protocol: insightface/AdaFace 10-fold (see
 branch scores the two images of each pair with the model's occlusion-weighted
 ``match_pairs``; the fused branch adds the two after impostor z-normalisation.
 
-The visibility ablation (``visibility_ablation=True``) answers the question SPEC
-section 7 leaves open, whether OAML's visibility map earns its place: it re-scores the
+The visibility ablation (``visibility_ablation=True``) answers the question the CPU
+feasibility study (docs/synthface.md) left open, whether OAML's visibility map earns
+its place: it re-scores the
 QAConv branch with the true visibility and with none, and measures the occlusion
 head's mean absolute error on the 7x7 grid per occlusion type (SynthFace's side files,
 ``VerificationBinDataset(side_files=True)``).

@@ -2,7 +2,7 @@
 
 Released AdaFace weights were trained on BGR images normalised as
 ``(x / 255 - 0.5) / 0.5``, insightface weights on RGB images with the same
-normalisation (SPEC section 3); the pipeline decodes RGB, so the channel order the
+normalisation (docs/models.md); the pipeline decodes RGB, so the channel order the
 *weights* expect is a config choice here. The occlusion stream that
 ``DualLoaderHook`` adds to a training batch (``data['occlusion']``) goes through the
 same conversion.

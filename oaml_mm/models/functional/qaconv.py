@@ -8,7 +8,7 @@ cells (one value per probe cell) and over the probe cells (one value per gallery
 and mapping the 2*hw maxima through ``BatchNorm1d(1) -> Linear(hw, 1)`` (shared by both
 directions) -> sum -> ``BatchNorm1d(1)``.
 
-OAML (the seed report) adds a 7x7 visibility map per image. ``vis_mode`` chooses how it
+OAML (docs/models.md) adds a 7x7 visibility map per image. ``vis_mode`` chooses how it
 enters:
 
 * ``'seed'`` (default, exactly the seed): ``s[p, g, r, t] * vis_p[r] * vis_g[t]`` before
@@ -21,8 +21,8 @@ enters:
   best match) and the image's own visibility weights each cell's evidence after the BN,
   divided by its mean visibility (``vis_p[r] / mean(vis_p)``), so evidence from occluded
   cells is dropped instead of being counted as a poor match. Probe and gallery are
-  treated symmetrically. The feasibility study in SPEC section 7 found this scheme far
-  better than the seed's on occluded pairs.
+  treated symmetrically. The CPU feasibility study (docs/synthface.md) found this scheme
+  far better than the seed's on occluded pairs.
 * ``'none'``: visibility is ignored.
 
 Memory: the correlation of P x G pairs is hw*hw values per pair. It is computed in

@@ -34,7 +34,8 @@ class BaseMarginHead(BaseModule):
     """Class-centre kernel, margin scale and loss shared by the margin heads.
 
     The kernel's columns start with unit norm: columns with tiny norms (a common
-    initialisation) left the loss at chance level in the feasibility study (SPEC 7).
+    initialisation) left the loss at chance level in the CPU feasibility study
+    (docs/synthface.md).
 
     Args:
         in_channels (int): Embedding size D.

@@ -1,6 +1,6 @@
 """OAMLRecognizer: AdaFace global embedding + occlusion-weighted QAConv matching.
 
-OAML (the seed technical report) trains one IR backbone with three branches:
+OAML (docs/models.md) trains one IR backbone with three branches:
 
 * the embedding -> AdaFace margin softmax (Kim et al., CVPR 2022);
 * the feature maps -> QAConv in-batch matching losses (Liao & Shao, ECCV 2020 / CVPR
@@ -8,7 +8,7 @@ OAML (the seed technical report) trains one IR backbone with three branches:
 * the *detached* feature maps of a separate occlusion batch -> OcclusionHead -> MSE
   against ground-truth visibility.
 
-Gradient isolation (SPEC section 3): AdaFace -> backbone + margin head; QAConv ->
+Gradient isolation (docs/models.md): AdaFace -> backbone + margin head; QAConv ->
 backbone + QAConv head (its visibility input is detached); occlusion -> OcclusionHead
 only. With ``qaconv_head=None`` and ``neck=None`` the same class is the AdaFace-only
 baseline.
