@@ -31,6 +31,16 @@ $(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/t
 test: install
 	$(VPY) -m pytest -n $(JOBS) -q tests
 
+# The unit tests only: no subprocess trainings, kill/resume or end-to-end runs.
+test-fast: install
+	$(VPY) -m pytest -n $(JOBS) -q tests --ignore=tests/reliability \
+	  --ignore=tests/test_e2e --ignore=tests/test_tools \
+	  --deselect tests/test_synthface/test_demo.py
+
+lint: install
+	$(VPY) -m flake8 oaml_mm tools tests benchmarks configs
+	$(VPY) -m isort --check-only --diff --settings-path setup.cfg oaml_mm tools tests benchmarks
+
 demo: install
 	$(VPY) tools/demo.py
 

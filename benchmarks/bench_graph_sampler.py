@@ -1,13 +1,13 @@
 """GraphSampler cost per epoch: the class scoring (N^2 QAConv pairs) and the drawing.
 
 QAConv-GS rebuilds its class graph at every epoch start: one representative image per
-class goes through the backbone (N forward passes, see ``bench_inference.py``), then
-all N x N class pairs are scored by ``QAConvHead.match`` and each row's top-k kept
+class goes through the backbone (N forward passes, see ``bench_inference.py``), then all
+N x N class pairs are scored by ``QAConvHead.match`` and each row's top-k kept
 (:func:`oaml_mm.datasets.samplers.graph_sampler.nearest_classes`). The scoring grows
-with N^2, so it is timed here at a small N and extrapolated quadratically; the
-baseline row is a plain ``torch.mm`` producing the same correlation values and
-nothing else, which shows how close to the machine's matmul the scoring runs. The drawing of the epoch's batches
-(linear in N) is timed at the real sizes.
+with N^2, so it is timed here at a small N and extrapolated quadratically; the baseline
+row is a plain ``torch.mm`` producing the same correlation values and nothing else,
+which shows how close to the machine's matmul the scoring runs. The drawing of the
+epoch's batches (linear in N) is timed at the real sizes.
 
 Usage:
     python benchmarks/bench_graph_sampler.py --help

@@ -26,11 +26,11 @@ structures are generated with the same density:
 * ``uniform``: every enrolment x verification pair is listed independently (no
   structure a tile can exploit: the worst case for tiling).
 
-``--pair-file`` takes a real ``*_template_pair_label.txt`` instead (random features,
-the real structure). The baselines and, in quick mode, the QAConv scorers are timed on
-a sample (the pairs among the first ``sample_rows`` enrolment and ``8 * sample_rows``
-verification templates for the tiled scorer, a few blocks for the baseline) and extrapolated per pair. Peak memory is the
-process's peak resident set size.
+``--pair-file`` takes a real ``*_template_pair_label.txt`` instead (random features, the
+real structure). The baselines and, in quick mode, the QAConv scorers are timed on a
+sample (the pairs among the first ``sample_rows`` enrolment and ``8 * sample_rows``
+verification templates for the tiled scorer, a few blocks for the baseline) and
+extrapolated per pair. Peak memory is the process's peak resident set size.
 
 Usage:
     python benchmarks/bench_ijbc_scale.py --quick    # ~2-4 minutes on 2 cores
@@ -205,8 +205,8 @@ def run(quick: bool = False,
         'baseline_value', 'ratio'}`` (+ ``note``).
     """
     from oaml_mm.evaluation.functional import (COSINE_TILE, DEFAULT_TILE,
-                                               QACONV_MIN_FILL,
-                                               cosine_pairs, cosine_pairs_tiled,
+                                               QACONV_MIN_FILL, cosine_pairs,
+                                               cosine_pairs_tiled,
                                                match_listed_pairs,
                                                score_pairs_tiled)
     from oaml_mm.evaluation.functional.dense_cosine import cosine_pairs_dense

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 try:
-    from benchmarks.common import (add_common_args, make_row, peak_rss_delta_mib,
-                                   peak_rss_reset, print_rows, setup_threads,
-                                   time_interleaved)
+    from benchmarks.common import (add_common_args, make_row,
+                                   peak_rss_delta_mib, peak_rss_reset,
+                                   print_rows, setup_threads, time_interleaved)
 except ImportError:  # run as a script: benchmarks/ is on sys.path, not the root
     from common import (add_common_args, make_row, peak_rss_delta_mib,
                         peak_rss_reset, print_rows, setup_threads,

@@ -159,10 +159,10 @@ def run(quick: bool = False, device: str = 'cpu', iters: Optional[int] = None,
     Returns:
         list[dict]: Result rows; the ``runner`` row's ``note`` holds images/s.
     """
-    import oaml_mm  # noqa: F401
-    from mmengine.registry import DefaultScope
     from mmengine.logging import MMLogger
+    from mmengine.registry import DefaultScope
 
+    import oaml_mm  # noqa: F401
     from oaml_mm.registry import MODELS
     dev = torch.device(device)
     amp = dev.type == 'cuda'
@@ -181,8 +181,9 @@ def run(quick: bool = False, device: str = 'cpu', iters: Optional[int] = None,
 
     # The bare loop's batches: what the Runner's loader + hook + preprocessor make,
     # computed once here so that the bare loop times model work only.
-    from oaml_mm.engine.hooks import DualLoaderHook
     from mmengine.dataset import pseudo_collate
+
+    from oaml_mm.engine.hooks import DualLoaderHook
     hook = DualLoaderHook(dict(dataset=occluded), dict(dataset=clean),
                           occluded_ratio=0.8, seed=0)
     hook.build_streams(IDS * K)

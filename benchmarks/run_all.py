@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from benchmarks.common import ROOT, make_row, setup_threads  # noqa: E402
+from benchmarks.common import ROOT, make_row, setup_threads
 
 #: name -> (module, takes a ``device`` argument)
 SUITE = {

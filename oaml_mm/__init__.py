@@ -1,9 +1,9 @@
 """oaml_mm: Occlusion-Aware Metric Learning for face recognition on OpenMMLab.
 
 OAML pairs a global AdaFace embedding (Kim et al., "AdaFace: Quality Adaptive Margin for
-Face Recognition", CVPR 2022) with QAConv local matching (Liao & Shao, "Interpretable and
-Generalizable Person Re-Identification with Query-Adaptive Convolution", ECCV 2020) whose
-correlations are weighted by a predicted 7x7 visibility map.
+Face Recognition", CVPR 2022) with QAConv local matching (Liao & Shao, "Interpretable
+and Generalizable Person Re-Identification with Query-Adaptive Convolution", ECCV 2020)
+whose correlations are weighted by a predicted 7x7 visibility map.
 
 ``import oaml_mm`` checks the dependency versions and registers every component under
 the ``oaml_mm`` scope.

@@ -1,9 +1,10 @@
 """Error types of oaml_mm.
 
-Every error raised for bad user input derives from :class:`OAMLError` and names the file,
-the record or line, the field and what was expected, so a user can find the bad byte
-without a debugger. Subclasses also derive from the builtin type a caller would naturally
-catch (``ValueError``, ``FileNotFoundError``...), so generic handlers keep working.
+Every error raised for bad user input derives from :class:`OAMLError` and names the
+file, the record or line, the field and what was expected, so a user can find the bad
+byte without a debugger. Subclasses also derive from the builtin type a caller would
+naturally catch (``ValueError``, ``FileNotFoundError``...), so generic handlers keep
+working.
 """
 from typing import Optional, Union
 

@@ -1,10 +1,10 @@
 """Registries of oaml_mm.
 
-Every registry is a child of the mmpretrain node of the same type (which is itself a child
-of mmengine's root), so a config with ``default_scope = 'oaml_mm'`` can use oaml_mm,
-mmpretrain and mmengine components alike. mmengine auto-imports only the ``locations`` of
-the registry a lookup starts from, so :func:`oaml_mm.register_all_modules` imports
-mmpretrain's modules explicitly.
+Every registry is a child of the mmpretrain node of the same type (which is itself a
+child of mmengine's root), so a config with ``default_scope = 'oaml_mm'`` can use
+oaml_mm, mmpretrain and mmengine components alike. mmengine auto-imports only the
+``locations`` of the registry a lookup starts from, so
+:func:`oaml_mm.register_all_modules` imports mmpretrain's modules explicitly.
 """
 from mmengine.registry import Registry
 from mmpretrain.registry import BATCH_AUGMENTS as MMPRETRAIN_BATCH_AUGMENTS

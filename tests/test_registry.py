@@ -6,9 +6,8 @@ import torch
 from mmengine.registry import DefaultScope
 
 import oaml_mm
-from oaml_mm import registry
+from oaml_mm import register_all_modules, registry
 from oaml_mm.errors import EnvironmentCheckError
-from oaml_mm import register_all_modules
 from oaml_mm.utils import check_dependencies
 
 

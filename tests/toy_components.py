@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.dataset import BaseDataset
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 
 from oaml_mm.registry import DATASETS, HOOKS, METRICS, MODELS
-from mmengine.evaluator import BaseMetric
 
 
 @DATASETS.register_module(force=True)

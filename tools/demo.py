@@ -27,8 +27,8 @@ import sys
 import time
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), 'analysis'))
-import synthface_report as report  # noqa: E402
-import synthface_runs as runs  # noqa: E402
+import synthface_report as report
+import synthface_runs as runs
 
 MODELS = ('adaface', 'oaml')
 

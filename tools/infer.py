@@ -25,12 +25,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import oaml_mm  # noqa: E402,F401
-from oaml_mm.apis.photo_cli import (add_photo_args, format_reports,  # noqa: E402
-                                    photo_crops)
-from oaml_mm.errors import OAMLError  # noqa: E402
+import oaml_mm  # noqa: F401
+from oaml_mm.apis.photo_cli import add_photo_args, format_reports, photo_crops
+from oaml_mm.errors import OAMLError
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

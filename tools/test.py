@@ -50,8 +50,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import oaml_mm  # noqa: F401  (registers the components)
-    from oaml_mm.registry import RUNNERS
     from oaml_mm.errors import OAMLError
+    from oaml_mm.registry import RUNNERS
     from oaml_mm.utils import load_config, merge_cfg_options
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')

@@ -1,10 +1,10 @@
 """Train a face recognition model with oaml_mm.
 
 Examples:
-    python tools/train.py configs/synthface/oaml_ir18_synthface.py
-    python tools/train.py CONFIG --resume                 # latest checkpoint in work dir
-    python tools/train.py CONFIG --resume work_dirs/x/epoch_3.pth
-    torchrun --nproc_per_node 2 tools/train.py CONFIG --launcher pytorch
+    python tools/train.py configs/synthface/oaml_ir18_synthface.py python tools/train.py
+    CONFIG --resume                 # latest checkpoint in work dir python
+    tools/train.py CONFIG --resume work_dirs/x/epoch_3.pth torchrun --nproc_per_node 2
+    tools/train.py CONFIG --launcher pytorch
 """
 import argparse
 import os
@@ -21,7 +21,6 @@ if __name__ == '__main__':
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
-
 
 #: --amp: optimizer wrapper type -> (with CUDA, without). The non-finite guard
 #: (GuardedOptimWrapper, every shipped config) stays on in both.
@@ -133,9 +132,9 @@ def merge_args(cfg: Config, args) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    import oaml_mm  # noqa: F401  (registers the components)
     import pickle
 
+    import oaml_mm  # noqa: F401  (registers the components)
     from oaml_mm.errors import OAMLError
     from oaml_mm.registry import RUNNERS
     from oaml_mm.utils import load_config

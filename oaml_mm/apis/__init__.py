@@ -1,8 +1,7 @@
 """Inference API: embed, compare and search faces with a trained model."""
+from .face_finder import FaceFinder, NoFaceError, prepare_photos, read_photo
 from .face_gallery import (GALLERY_FORMAT, GALLERY_VERSION, FaceGallery,
                            model_fingerprint)
-from .face_finder import (FaceFinder, NoFaceError, prepare_photos,
-                          read_photo)
 from .face_recognizer import BRANCHES, FaceRecognizer
 from .inputs import check_landmarks, load_image, prepare_faces
 

@@ -471,4 +471,3 @@ class FaceRecognizer:
             return 'given'
         where = self.calibration.get('source') or 'validation pairs'
         return f'calibrated at FAR={float(self.calibration["far"]):g} on {where}'
-

@@ -8,8 +8,8 @@ dict on demand; the rest of the mmengine contract (``pipeline``, ``test_mode``,
 
 Results dicts handed to the pipeline carry ``img`` (uint8 [H,W,3], **RGB**),
 ``img_shape``, ``ori_shape``, ``sample_idx`` and, where the format has them,
-``gt_label``, ``visibility_mask`` (float32 [H,W], 1 = visible), ``landmarks`` ([5,2]) and
-the metainfo keys of ``docs/architecture.md``.
+``gt_label``, ``visibility_mask`` (float32 [H,W], 1 = visible), ``landmarks`` ([5,2])
+and the metainfo keys of ``docs/architecture.md``.
 """
 import abc
 import io

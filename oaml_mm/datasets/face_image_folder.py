@@ -21,10 +21,9 @@ import numpy as np
 
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import DATASETS
-
 from .base_face_dataset import (MAX_LABEL, BaseFaceDataset,
-                                check_relative_path, is_hidden_entry, read_text,
-                                walk_visible)
+                                check_relative_path, is_hidden_entry,
+                                read_text, walk_visible)
 
 __all__ = ['FaceImageFolder']
 

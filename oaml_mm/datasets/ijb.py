@@ -24,9 +24,7 @@ import numpy as np
 
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import DATASETS
-
-from .base_face_dataset import (BaseFaceDataset, check_relative_path,
-                                read_text)
+from .base_face_dataset import BaseFaceDataset, check_relative_path, read_text
 
 __all__ = [
     'IJBDataset', 'ijb_meta_paths', 'read_ijb_tid_mid', 'read_ijb_template_pairs',

@@ -13,7 +13,6 @@ import numpy as np
 
 from oaml_mm.errors import DataFormatError
 from oaml_mm.registry import DATASETS
-
 from .base_face_dataset import MAX_LABEL, BaseFaceDataset, read_text
 from .recordio import (IndexedRecordReader, float32_integers,
                        resolve_float32_key, unpack_record)

@@ -28,7 +28,6 @@ import numpy as np
 
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import DATASETS
-
 from .base_face_dataset import (BaseFaceDataset, check_relative_path,
                                 decode_image, read_text, walk_visible)
 

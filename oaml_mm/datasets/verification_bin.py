@@ -25,7 +25,6 @@ import numpy as np
 
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import DATASETS
-
 from .base_face_dataset import BaseFaceDataset, decode_image
 from .bin_cache import open_bin_cache
 

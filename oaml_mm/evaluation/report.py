@@ -61,7 +61,7 @@ def format_table(metrics: Dict[str, float]) -> str:
     line = lambda r: '  '.join(str(x).rjust(w) for x, w in zip(r, widths))  # noqa
     notes = [f'{c}: {COLUMN_NOTES[c]}' for c in cols if c in COLUMN_NOTES]
     return '\n'.join([line(head), line(['-' * w for w in widths])] +
-                      [line(r) for r in body] + notes)
+                     [line(r) for r in body] + notes)
 
 
 def write_csv(metrics: Dict[str, float], path: str) -> None:

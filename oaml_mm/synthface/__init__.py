@@ -7,40 +7,15 @@ occlusion-mask set and a mini IJB-C.
 ``tools/dataset_converters/make_synthface.py`` is its command line;
 ``docs/synthface.md`` describes the layout.
 """
-from .generator import (
-                        MASKED_PROBE_TYPES,
-                        TRAIN_OCCLUSION_MIX,
-                        VAL_OCCLUSION_MIX,
-                        SynthFaceConfig,
-                        contact_sheet,
-)
-from .identity import (
-                        FaceIdentity,
-                        identity_distance,
-                        identity_vector,
-                        sample_identities,
-                        sample_identity,
-                        stream_rng,
-)
+from .generator import (MASKED_PROBE_TYPES, TRAIN_OCCLUSION_MIX,
+                        VAL_OCCLUSION_MIX, SynthFaceConfig, contact_sheet)
+from .identity import (FaceIdentity, identity_distance, identity_vector,
+                       sample_identities, sample_identity, stream_rng)
 from .occluders import OCCLUDERS, OCCLUSION_TYPES
-from .render import (
-                        ARCFACE_TEMPLATE,
-                        Nuisance,
-                        RenderedFace,
-                        encode_jpeg,
-                        render_face,
-                        sample_nuisance,
-                        similarity_transform,
-)
-from .writer import (
-                        MANIFEST,
-                        SYNTHFACE_VERSION,
-                        build_pairs,
-                        code_hash,
-                        generate_synthface,
-                        manifest_matches,
-                        read_manifest,
-)
+from .render import (ARCFACE_TEMPLATE, Nuisance, RenderedFace, encode_jpeg,
+                     render_face, sample_nuisance, similarity_transform)
+from .writer import (MANIFEST, SYNTHFACE_VERSION, build_pairs, code_hash,
+                     generate_synthface, manifest_matches, read_manifest)
 
 __all__ = [
     'FaceIdentity', 'sample_identity', 'sample_identities', 'identity_vector',

@@ -14,16 +14,10 @@ import numpy as np
 
 from oaml_mm.datasets.transforms.formatting import visibility_to_grid
 from oaml_mm.errors import ConfigError
-
 from .identity import FaceIdentity, sample_identities, stream_rng
 from .occluders import OCCLUSION_TYPES
-from .render import (
-    Nuisance,
-    encode_jpeg,
-    identity_texture,
-    render_face,
-    sample_nuisance,
-)
+from .render import (Nuisance, encode_jpeg, identity_texture, render_face,
+                     sample_nuisance)
 
 __all__ = [
     'SynthFaceConfig', 'TRAIN_OCCLUSION_MIX', 'VAL_OCCLUSION_MIX',

@@ -18,7 +18,8 @@ from typing import Callable, Dict, Tuple
 import cv2
 import numpy as np
 
-from .canvas import CANVAS, GRID, SHIFT, SKIN, canvas_points, ellipse, fill, line
+from .canvas import (CANVAS, GRID, SHIFT, SKIN, canvas_points, ellipse, fill,
+                     line)
 from .identity import FaceIdentity
 
 __all__ = ['OCCLUSION_TYPES', 'OCCLUDERS', 'draw_niqab', 'draw_hand',
@@ -154,16 +155,21 @@ def draw_hand(ident: FaceIdentity, geo: Geometry, rng: np.random.Generator) -> L
     finger_len = rng.uniform(16, 22)
     spread = rng.uniform(0.0, 0.12)
     for k, off in enumerate((-8.5, -3, 2.5, 8)):
-        length = finger_len * (0.8 if k in (0, 3) else 1.0) ang = spread * (k - 1.5)
-        base = np.array([off, -10.0]) tip = base + length * np.array([np.sin(ang),
-        -np.cos(ang)]) seg = tr([base, tip]) width = int(round(6.0 * s)) cv2.line(mask,
-        tuple(canvas_points(seg[0:1])[0]), tuple(canvas_points(seg[1:2])[0]), 1.0,
+        length = finger_len * (0.8 if k in (0, 3) else 1.0)
+        ang = spread * (k - 1.5)
+        base = np.array([off, -10.0])
+        tip = base + length * np.array([np.sin(ang), -np.cos(ang)])
+        seg = tr([base, tip])
+        width = int(round(6.0 * s))
+        cv2.line(mask, tuple(canvas_points(seg[0:1])[0]),
+                 tuple(canvas_points(seg[1:2])[0]), 1.0,
                  width, cv2.LINE_8, SHIFT)
         if k > 0:  # the gap between two fingers reads as a dark line
             line(rgb, tr([[off - 2.75, -11], [off - 2.75 + length * ang * 0.5,
                                               -8 - length * 0.9]]), dark, 1)
-    thumb = tr([[-12, 6], [-20, -10]]) cv2.line(mask,
-    tuple(canvas_points(thumb[0:1])[0]), tuple(canvas_points(thumb[1:2])[0]), 1.0,
+    thumb = tr([[-12, 6], [-20, -10]])
+    cv2.line(mask, tuple(canvas_points(thumb[0:1])[0]),
+             tuple(canvas_points(thumb[1:2])[0]), 1.0,
              int(round(7 * s)), cv2.LINE_8, SHIFT)
     line(rgb, tr([[-8, 10], [-3, -4]]), tuple(float(v) * 0.85 for v in skin), 1)
     return rgb, mask

@@ -44,6 +44,8 @@ _HAIR = np.array([[22, 18, 16], [58, 40, 30], [102, 70, 44], [142, 78, 40],
 _IRIS = np.array([[58, 38, 24], [108, 70, 36], [96, 108, 58], [68, 118, 160],
                   [104, 116, 126], [40, 30, 24]],
                  dtype=np.float32)
+
+
 def _palette(table: np.ndarray, t: float) -> np.ndarray:
     """Blend neighbouring palette rows at position ``t`` in [0, 1]."""
     pos = float(np.clip(t, 0, 1)) * (len(table) - 1)
@@ -236,7 +238,7 @@ def face_geometry(ident: FaceIdentity, nuis: Nuisance) -> Dict[str, np.ndarray]:
         tt = np.linspace(0, 1, 12)
         xs = c[0] - w / 2 + w * tt
         upper_y = c[1] - h * np.sin(np.pi * tt) * (0.8 + 0.2 * tt if sign > 0 else
-                                                  1.0 - 0.2 * tt)
+                                                   1.0 - 0.2 * tt)
         lower_y = c[1] + 0.55 * h * np.sin(np.pi * tt)
         poly = np.concatenate([np.stack([xs, upper_y], 1),
                                np.stack([xs[::-1], lower_y[::-1]], 1)])

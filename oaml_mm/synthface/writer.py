@@ -33,19 +33,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from oaml_mm.errors import ConfigError
-
-from .generator import (
-    MASKED_PROBE_TYPES,
-    S_PAIRS,
-    IJBImage,
-    SynthFaceConfig,
-    ValImage,
-    render_ijbc,
-    render_occluded,
-    render_train,
-    render_val,
-    run_jobs,
-)
+from .generator import (MASKED_PROBE_TYPES, S_PAIRS, IJBImage, SynthFaceConfig,
+                        ValImage, render_ijbc, render_occluded, render_train,
+                        render_val, run_jobs)
 from .identity import FaceIdentity, stream_rng
 
 __all__ = ['SYNTHFACE_VERSION', 'MANIFEST', 'generate_synthface', 'read_manifest',
@@ -273,7 +263,8 @@ def generate_synthface(out_dir: str,
         >>> man['counts']['train_images']  # doctest: +SKIP
         6400
     """
-    from oaml_mm.datasets.occlusion_mask_dataset import write_occlusion_mask_sample
+    from oaml_mm.datasets.occlusion_mask_dataset import \
+        write_occlusion_mask_sample
     from oaml_mm.datasets.recordio import write_insightface_rec
     say = log or (lambda msg: None)
     if not force and manifest_matches(out_dir, cfg):

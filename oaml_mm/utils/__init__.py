@@ -1,12 +1,12 @@
 """Utilities: dependency check, weights-only checkpoints, configs."""
+from .cfg_options import ROOT_SCOPES, merge_cfg_options
 from .checkpoint import (TYPE_KEY, atomic_save, from_weights_only,
                          safe_load_checkpoint, to_weights_only)
-from .cfg_options import ROOT_SCOPES, merge_cfg_options
 from .config import load_config
 from .setup_env import check_dependencies
 
 __all__ = [
-    'check_dependencies', 'to_weights_only',
-    'from_weights_only', 'safe_load_checkpoint', 'atomic_save', 'TYPE_KEY', 'load_config',
+    'check_dependencies', 'to_weights_only', 'from_weights_only',
+    'safe_load_checkpoint', 'atomic_save', 'TYPE_KEY', 'load_config',
     'merge_cfg_options', 'ROOT_SCOPES'
 ]

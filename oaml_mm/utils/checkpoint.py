@@ -1,7 +1,7 @@
 """Checkpoints that load with ``torch.load(weights_only=True)``.
 
-torch >= 2.6 refuses to unpickle anything but tensors and plain containers unless told to
-trust the file, and trusting it means a checkpoint can run arbitrary code. mmengine's
+torch >= 2.6 refuses to unpickle anything but tensors and plain containers unless told
+to trust the file, and trusting it means a checkpoint can run arbitrary code. mmengine's
 Runner writes ``HistoryBuffer`` objects, numpy arrays and numpy scalars into every
 checkpoint, so a stock checkpoint cannot be resumed safely. These functions encode such
 objects into plain containers before saving (:func:`to_weights_only`) and decode them

@@ -89,7 +89,8 @@ def load_config(path: str) -> Config:
             with ``<file>, line <n>:`` where the position is known.
 
     Examples:
-        >>> cfg = load_config('configs/synthface/oaml_ir18_synthface.py')  # doctest: +SKIP
+        >>> cfg = load_config(  # doctest: +SKIP
+        ...     'configs/synthface/oaml_ir18_synthface.py')
         >>> load_config('missing.py')
         Traceback (most recent call last):
         ...

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from oaml_mm.errors import ImageInputError
-
 from .face_pair import draw_face_pair, strongest_correspondences
 
 __all__ = ['render_comparison', 'show_comparison']

@@ -201,7 +201,7 @@ def draw_face_pair(img_a: np.ndarray,
 
 
 def draw_visibility_grid(images: np.ndarray, vis: np.ndarray, ncol: int = 8,
-                    scale: int = 1) -> np.ndarray:
+                         scale: int = 1) -> np.ndarray:
     """Tile faces with their visibility overlays (for TensorBoard).
 
     Args:

@@ -29,8 +29,8 @@ from mmengine.dataset import pseudo_collate
 from torch.utils.data import DataLoader, Subset
 
 from oaml_mm.errors import DataFormatError
-from oaml_mm.evaluation.functional import verification_10fold_scores
-from oaml_mm.evaluation.functional import visibility_mae
+from oaml_mm.evaluation.functional import (verification_10fold_scores,
+                                           visibility_mae)
 
 __all__ = ['collect_predictions', 'occlusion_tables', 'write_occlusion_report']
 

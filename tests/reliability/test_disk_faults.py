@@ -18,8 +18,7 @@ from oaml_mm.errors import WorkDirError
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import safe_load_checkpoint
 from tests.reliability._util import train
-from tests.toy_components import (Interrupt, toy_config,
-                                  write_toy_config_file)
+from tests.toy_components import Interrupt, toy_config, write_toy_config_file
 
 
 class _DiskFullOnSave(Hook):

@@ -117,7 +117,7 @@ class _FuzzCase(TestCase):
                         f'the error does not name the file: {err}')
 
 
-# --- MXNet RecordIO ----------------------------------------------------------------
+# --- MXNet RecordIO -------------------------------------------------------------------
 payloads = st.lists(
     st.one_of(st.binary(min_size=0, max_size=40),
               # aligned magic words inside: split (continued) records
@@ -269,7 +269,7 @@ class TestFuzzVerificationBin(_FuzzCase):
                     self.fail(f'image {i} changed without being mutated')
 
 
-# --- IJB meta files ---------------------------------------------------------------------
+# --- IJB meta files -------------------------------------------------------------------
 def _tid_mid_text(rows):
     return ''.join(f'{n}.jpg {t} {m}\n' for n, t, m in rows)
 
@@ -370,7 +370,7 @@ class TestFuzzIJBMeta(_FuzzCase):
                     self._oracle_lmk)
 
 
-# --- occlusion masks ------------------------------------------------------------------------
+# --- occlusion masks ------------------------------------------------------------------
 class TestFuzzMaskLoader(_FuzzCase):
 
     def setUp(self):
@@ -405,7 +405,7 @@ class TestFuzzMaskLoader(_FuzzCase):
             self.mask)
 
 
-# --- data set classes over whole folders ---------------------------------------
+# --- data set classes over whole folders ----------------------------------------------
 # The readers above are the low-level parsers; the data set classes and tools add
 # their own file handling (property files, list files, folder scans, image decoding,
 # mask encodings, path joins). Each case builds the class over a mutated copy of a
@@ -577,7 +577,7 @@ class TestFuzzFaceImageFolder(_DatasetFuzz):
                          'alice/0.png 99999999999999999999', 'bob/0.png -1']),
         st.text(max_size=30), st.binary(max_size=30).map(
             lambda b: b.decode('latin1'))), max_size=5),
-        enc=st.sampled_from(['utf-8', 'latin1']))
+           enc=st.sampled_from(['utf-8', 'latin1']))
     def test_list_file(self, lines, enc):
         CASES['ds_folder_list'] += 1
         root = self._folder()
@@ -696,7 +696,7 @@ class TestFuzzOcclusionLabels(_DatasetFuzz):
                 np.testing.assert_array_equal(vis[8:], 0.0)
 
 
-# --- IJB 1:N CSV ---------------------------------------------------------------
+# --- IJB 1:N CSV ----------------------------------------------------------------------
 class TestFuzz1NCSV(_FuzzCase):
 
     def _oracle(self, path):
@@ -735,13 +735,14 @@ class TestFuzz1NCSV(_FuzzCase):
         np.testing.assert_array_equal(subj, s)
 
 
-# --- gallery files -------------------------------------------------------------
+# --- gallery files --------------------------------------------------------------------
 class TestFuzzGallery(_FuzzCase):
 
     @classmethod
     def setUpClass(cls):
         from oaml_mm.apis import FaceGallery, FaceRecognizer
-        from tests.test_apis.helpers import face, write_checkpoint, write_config
+        from tests.test_apis.helpers import (face, write_checkpoint,
+                                             write_config)
         cls.ctmp = tempfile.TemporaryDirectory()
         cfg = write_config(osp.join(cls.ctmp.name, 'tiny.py'))
         ckpt = osp.join(cls.ctmp.name, 'tiny.pth')
@@ -816,7 +817,7 @@ class TestFuzzGallery(_FuzzCase):
             self._check(g)
 
 
-# --- config loader ----------------------------------------------------------------------------
+# --- config loader --------------------------------------------------------------------
 BASE_CONFIG = b'''_base_ = ['./base.py']
 model = dict(type='IResNet', depth=50, widths=[64, 128], name='ir')
 optim = dict(lr=0.1, momentum=0.9)  # comment

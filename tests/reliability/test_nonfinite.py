@@ -26,8 +26,7 @@ from oaml_mm.errors import NonFiniteLossError
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import safe_load_checkpoint
 from tests.reliability._util import free_port, train
-from tests.toy_components import (read_losses, toy_config,
-                                  write_toy_config_file)
+from tests.toy_components import read_losses, toy_config, write_toy_config_file
 
 
 def _cfg(work_dir, max_epochs=1, guard=True, max_nonfinite_skips=10,

@@ -186,4 +186,3 @@ class TestMaliciousGallery(_MarkerCase):
             FaceGallery.load(path, recognizer=None)
         self.assertIn('gallery.pth', str(ctx.exception))
         self.assertNotRun()
-

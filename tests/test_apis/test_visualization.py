@@ -4,13 +4,10 @@ import unittest
 import numpy as np
 import torch
 
-from oaml_mm.visualization import (
-    draw_face_pair,
-    draw_visibility_grid,
-    render_comparison,
-    strongest_correspondences,
-    visibility_overlay,
-)
+from oaml_mm.visualization import (draw_face_pair, draw_visibility_grid,
+                                   render_comparison,
+                                   strongest_correspondences,
+                                   visibility_overlay)
 
 
 class TestVisualization(unittest.TestCase):

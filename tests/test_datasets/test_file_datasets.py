@@ -13,7 +13,6 @@ from oaml_mm.datasets import (ARCFACE_REF_POINTS, FaceImageFolder, IJBDataset,
                               write_occlusion_mask_sample,
                               write_verification_bin)
 from oaml_mm.errors import ConfigError, DataFormatError, MissingFileError
-
 from .helpers import encode, huge_header_png, make_face
 
 

@@ -9,7 +9,6 @@ import numpy as np
 from oaml_mm.datasets import (IndexedRecordWriter, IRHeader, MXFaceDataset,
                               pack_record, write_insightface_rec)
 from oaml_mm.errors import DataFormatError
-
 from .helpers import encode, make_face
 
 

@@ -22,7 +22,7 @@ class _Labels:
 
 # 10 identities; identity 3 has only 2 images, identity 7 only 1
 LABELS = [i for i in range(10) for _ in range(6 if i not in (3, 7) else
-                                                (2 if i == 3 else 1))]
+                                              (2 if i == 3 else 1))]
 
 
 class TestPKSampler(unittest.TestCase):

@@ -13,7 +13,6 @@ from oaml_mm.datasets.transforms import (ARCFACE_REF_POINTS, AlignFace5Points,
                                          visibility_to_grid)
 from oaml_mm.errors import DataFormatError
 from oaml_mm.registry import TRANSFORMS
-
 from .helpers import make_face
 
 
@@ -105,6 +104,7 @@ class TestOcclusion(unittest.TestCase):
         # A 0/1 alpha once pasted a 1/255-opaque mask and kept the face visible.
         import os.path as osp
         import tempfile
+
         import cv2
         t = draw_medical_mask_template(120, 84)
         with tempfile.TemporaryDirectory() as tmp:

@@ -30,10 +30,10 @@ def _worker(rank, world, port, root, out):
     torch.set_num_threads(1)
     dist.init_process_group('gloo', rank=rank, world_size=world)
     try:
-        import oaml_mm  # noqa: F401
         from mmengine.dataset import pseudo_collate
         from torch.utils.data import DataLoader
 
+        import oaml_mm  # noqa: F401
         from oaml_mm.datasets import MXFaceDataset, PKSampler
         from oaml_mm.engine.hooks import DualLoaderHook
         ds = MXFaceDataset(osp.join(root, 'rec'),

@@ -117,7 +117,7 @@ class TestHomeMadePackers(unittest.TestCase):
         self.path = osp.join(self.tmp.name, 'agedb_30.bin')
         rng = np.random.RandomState(0)
         self.arrays = [cv2.imencode('.jpg', rng.randint(0, 255, (16, 16, 3),
-                                                         np.uint8))[1]
+                                                        np.uint8))[1]
                        for _ in range(4)]
         self.jpegs = [a.tobytes() for a in self.arrays]
 

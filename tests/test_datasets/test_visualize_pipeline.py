@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 
 from oaml_mm.datasets import write_occlusion_mask_sample
-
 from .helpers import make_face
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

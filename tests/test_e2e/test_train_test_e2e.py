@@ -20,7 +20,8 @@ import unittest
 import cv2
 import numpy as np
 
-from oaml_mm.datasets import (write_insightface_rec, write_occlusion_mask_sample,
+from oaml_mm.datasets import (write_insightface_rec,
+                              write_occlusion_mask_sample,
                               write_verification_bin)
 from oaml_mm.datasets.transforms import ARCFACE_REF_POINTS
 from tests.reliability._util import free_port

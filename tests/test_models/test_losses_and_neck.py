@@ -6,11 +6,8 @@ import torch.nn.functional as F
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.models.functional import hardest_pairs, resize_visibility
-from oaml_mm.models.losses import (
-    BatchHardTripletLoss,
-    OcclusionMSELoss,
-    PairwiseMatchingLoss,
-)
+from oaml_mm.models.losses import (BatchHardTripletLoss, OcclusionMSELoss,
+                                   PairwiseMatchingLoss)
 from oaml_mm.registry import MODELS
 
 SCORES = torch.tensor([[9., 5., 1., 0.], [5., 9., 2., 6.], [1., 2., 9., 3.],

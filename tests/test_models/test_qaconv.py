@@ -5,13 +5,9 @@ import torch
 import torch.nn as nn
 
 from oaml_mm.errors import ConfigError
-from oaml_mm.models.functional import (
-    calibrate_visibility,
-    normalize_maps,
-    qaconv_match,
-    qaconv_match_pairs,
-    resize_visibility,
-)
+from oaml_mm.models.functional import (calibrate_visibility, normalize_maps,
+                                       qaconv_match, qaconv_match_pairs,
+                                       resize_visibility)
 from oaml_mm.models.heads import QAConvHead
 from oaml_mm.registry import MODELS
 
@@ -231,7 +227,6 @@ class TestQAConvHead(unittest.TestCase):
         self.assertFalse(torch.allclose(
             plain.train().loss(x, y, vis)['loss_pairwise'],
             plain.train().loss(x, y, v2)['loss_pairwise']))
-
 
     def test_visibility_on_another_grid_is_resized(self):
         # QAConv on 14x14 maps (backbone map_stage=3) weighted by 7x7 true masks.

@@ -4,7 +4,8 @@ import unittest
 import torch
 import torch.nn as nn
 
-from oaml_mm.models.functional import normalize_maps, qaconv_match, qaconv_match_pairs
+from oaml_mm.models.functional import (normalize_maps, qaconv_match,
+                                       qaconv_match_pairs)
 
 
 def _modules(train=False):

@@ -3,16 +3,10 @@ import unittest
 import numpy as np
 
 from oaml_mm.errors import ConfigError
-from oaml_mm.synthface.identity import (
-    CATEGORICAL_SIZES,
-    CONTINUOUS_RANGES,
-    identity_distance,
-    identity_vector,
-    nearest_distances,
-    sample_identities,
-    sample_identity,
-    stream_rng,
-)
+from oaml_mm.synthface.identity import (CATEGORICAL_SIZES, CONTINUOUS_RANGES,
+                                        identity_distance, identity_vector,
+                                        nearest_distances, sample_identities,
+                                        sample_identity, stream_rng)
 
 
 class TestIdentity(unittest.TestCase):

@@ -5,13 +5,9 @@ import numpy as np
 from oaml_mm.datasets.transforms import visibility_to_grid
 from oaml_mm.synthface.identity import sample_identities, stream_rng
 from oaml_mm.synthface.occluders import OCCLUDERS, OCCLUSION_TYPES
-from oaml_mm.synthface.render import (
-    ARCFACE_TEMPLATE,
-    encode_jpeg,
-    render_face,
-    sample_nuisance,
-    similarity_transform,
-)
+from oaml_mm.synthface.render import (ARCFACE_TEMPLATE, encode_jpeg,
+                                      render_face, sample_nuisance,
+                                      similarity_transform)
 
 
 class TestRender(unittest.TestCase):

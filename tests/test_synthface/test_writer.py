@@ -12,16 +12,9 @@ from oaml_mm.datasets.occlusion_mask_dataset import OcclusionMaskDataset
 from oaml_mm.datasets.verification_bin import VerificationBinDataset
 from oaml_mm.errors import ConfigError
 from oaml_mm.evaluation.metrics.ijb_metric import read_1n_csv
-from oaml_mm.synthface import (
-    MASKED_PROBE_TYPES,
-    SynthFaceConfig,
-    build_pairs,
-    contact_sheet,
-    generate_synthface,
-    manifest_matches,
-    read_manifest,
-    stream_rng,
-)
+from oaml_mm.synthface import (MASKED_PROBE_TYPES, SynthFaceConfig,
+                               build_pairs, contact_sheet, generate_synthface,
+                               manifest_matches, read_manifest, stream_rng)
 
 TINY = SynthFaceConfig(identities=6, images_per_id=3, test_identities=6,
                        occluded_per_id=2, val_images_per_id=4, val_pairs=40,

@@ -12,8 +12,8 @@ import numpy as np
 
 from oaml_mm.datasets import (FaceImageFolder, OcclusionMaskDataset,
                               write_occlusion_mask_sample)
-from oaml_mm.datasets.curation import (image_quality, list_entry,
-                                       review_pairs, sample_stats)
+from oaml_mm.datasets.curation import (image_quality, list_entry, review_pairs,
+                                       sample_stats)
 from oaml_mm.errors import ConfigError
 from tests.test_apis.helpers import TINY_MODEL, face, write_checkpoint
 

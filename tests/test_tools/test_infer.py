@@ -82,6 +82,7 @@ class TestInferTool(unittest.TestCase):
 
     def test_backbone_only_checkpoint(self):
         import torch
+
         from oaml_mm.models.utils import oaml_to_insightface
         from oaml_mm.registry import MODELS
         from tests.test_apis.helpers import TINY_MODEL

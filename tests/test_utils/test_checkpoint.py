@@ -252,7 +252,8 @@ class TestNoWeightsOnlyOverride(TestCase):
     def test_every_mmengine_load_path_stays_weights_only(self):
         from unittest import mock
 
-        from mmengine.runner.checkpoint import _load_checkpoint, load_checkpoint
+        from mmengine.runner.checkpoint import (_load_checkpoint,
+                                                load_checkpoint)
 
         from tests.toy_components import ToyClassifier
         with tempfile.TemporaryDirectory() as tmp:

@@ -39,14 +39,13 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-from oaml_mm.apis.face_finder import FaceFinder, eye_landmarks  # noqa: E402
-from oaml_mm.datasets.transforms import AlignFace5Points  # noqa: E402
-from oaml_mm.errors import ImageInputError  # noqa: E402
-from oaml_mm.evaluation.functional import tar_at_far  # noqa: E402
-from oaml_mm.synthface.generator import (SynthFaceConfig,  # noqa: E402
-                                         render_ijbc)
-from synthface_pixel_baseline import (band_descriptor,  # noqa: E402
-                                      face_descriptor)
+from synthface_pixel_baseline import band_descriptor, face_descriptor
+
+from oaml_mm.apis.face_finder import FaceFinder, eye_landmarks
+from oaml_mm.datasets.transforms import AlignFace5Points
+from oaml_mm.errors import ImageInputError
+from oaml_mm.evaluation.functional import tar_at_far
+from oaml_mm.synthface.generator import SynthFaceConfig, render_ijbc
 
 FARS = (1e-3, 1e-2, 1e-1)
 

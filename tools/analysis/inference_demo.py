@@ -9,7 +9,7 @@ gallery search (rank-1 with and without QAConv re-ranking) and extract throughpu
 
 The model is the CPU-size OAML of docs/models.md (IR-18, width 0.25, 128-d) with the
 ``'gate'`` visibility mode and occlusion-loss weight 1.0 (the better setting of the CPU
-feasibility study, docs/synthface.md; scheme), trained for a fixed number of iterations
+feasibility study, docs/synthface.md), trained for a fixed number of iterations
 with ``ThresholdCalibrationHook`` (FAR 1e-3 on the clean and masked validation pairs)
 and ``VisibilityVisualizationHook``. The figures in docs/inference.md come from this
 script.
@@ -23,10 +23,10 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-import oaml_mm  # noqa: E402,F401
+import oaml_mm  # noqa: F401
 
 
 def demo_config(data: str, work_dir: str, iters: int, batch: int = 32) -> dict:
@@ -144,8 +144,7 @@ def evaluate(args) -> dict:
     rec = FaceRecognizer.from_work_dir(args.work_dir)
     report = dict(calibration=rec.calibration)
     val = osp.join(args.data, 'val')
-    from oaml_mm.evaluation.functional import calibrate_thresholds
-    from oaml_mm.evaluation.functional import auc
+    from oaml_mm.evaluation.functional import auc, calibrate_thresholds
     feats, pair_scores = {}, {}
     for name in ('clean', 'masked', 'occluded'):
         crops = _bin_crops(osp.join(val, f'{name}.bin'))

@@ -34,7 +34,7 @@ import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import synthface_runs as runs  # noqa: E402
+import synthface_runs as runs
 
 VAL_SETS = ('clean', 'masked', 'occluded')
 #: The held-out sweep folder: a different seed (other people), small training part.

@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-from oaml_mm.datasets.verification_bin import (  # noqa: E402
-    load_side_files, load_verification_bin)
-from oaml_mm.evaluation.functional import verification_10fold_scores  # noqa: E402
+from oaml_mm.datasets.verification_bin import (load_side_files,
+                                               load_verification_bin)
+from oaml_mm.evaluation.functional import verification_10fold_scores
 
 SETS = ('clean', 'masked', 'occluded')
 #: Periocular band of a 112x112 ArcFace-aligned crop (rows, columns).

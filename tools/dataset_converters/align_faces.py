@@ -39,10 +39,10 @@ from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from oaml_mm.errors import ConfigError, DataFormatError, OAMLError  # noqa: E402
+from oaml_mm.errors import ConfigError, DataFormatError, OAMLError
 
 IMG_EXT = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 JOURNAL = '.align_journal.jsonl'
@@ -123,6 +123,7 @@ _W: dict = {}
 
 def _init_worker(opts: dict) -> None:
     import torch
+
     from oaml_mm.apis.face_finder import FaceFinder
     torch.set_num_threads(1)
     _W.update(opts)

@@ -20,12 +20,12 @@ import tempfile
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import numpy as np
+import torch
+import torch.nn as nn
 
-import oaml_mm  # noqa: E402,F401
-from oaml_mm.errors import OAMLError  # noqa: E402
+import oaml_mm  # noqa: F401
+from oaml_mm.errors import OAMLError
 
 OUTPUT_NAMES = ('embedding', 'norm', 'feature_map', 'visibility')
 

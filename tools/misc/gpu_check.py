@@ -6,9 +6,9 @@ check"). Four steps, each timed on its own, each reported even when another fail
 
 1. ``train``: OAML IR-50 (``configs/_base_/models/oaml_ir50.py``), batch 128 (32
    identities x 4) plus an occlusion-stream batch of 128, fp16 AMP through
-   ``GuardedAmpOptimWrapper`` (dynamic loss scale) and ``OAMLRecognizer.train_step``, a fixed
-   number of iterations after a warm-up: images/s, peak GPU memory, final loss scale,
-   non-finite skips;
+   ``GuardedAmpOptimWrapper`` (dynamic loss scale) and ``OAMLRecognizer.train_step``, a
+   fixed number of iterations after a warm-up: images/s, peak GPU memory, final loss
+   scale, non-finite skips;
 2. ``ddp``: ``tools/dist_train.sh`` with one process (NCCL on CUDA) and ``--amp`` on
    a tiny generated SynthFace set: exit status, backend, iterations, wall time;
 3. ``qaconv``: ``benchmarks/bench_qaconv.py`` on the device: ``QAConvHead.match``
@@ -233,7 +233,8 @@ def step_ijbc(dev: torch.device, dry: bool,
               sample_rows: Optional[int]) -> List[dict]:
     """QAConv over an IJB-C-shaped pair list, tiled, on the device."""
     from benchmarks import bench_ijbc_scale as ijbc
-    from oaml_mm.evaluation.functional import QACONV_MIN_FILL, score_pairs_tiled
+    from oaml_mm.evaluation.functional import (QACONV_MIN_FILL,
+                                               score_pairs_tiled)
     size = dict(num_enrol=64, num_templates=448, num_pairs=6000,
                 cohort=16) if dry else {}
     a, b, _ = ijbc.make_pairs('cohort', **size)

@@ -139,7 +139,7 @@ class FaceAugmenter(BaseTransform):
                 h, w, self.crop_scale, self.crop_ratio, rng)
             canvas = np.zeros_like(img)
             canvas[top:top + ch, left:left + cw] = img[top:top + ch,
-                                                      left:left + cw]
+                                                       left:left + cw]
             img = canvas
             keep = np.zeros((h, w), np.float32)
             keep[top:top + ch, left:left + cw] = 1.0

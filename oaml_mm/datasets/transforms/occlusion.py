@@ -18,7 +18,6 @@ from mmcv.transforms import BaseTransform
 
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import TRANSFORMS
-
 from .align import ARCFACE_REF_POINTS
 
 __all__ = [

@@ -22,7 +22,7 @@ from mmengine.logging import print_log
 from torch.utils.data import DataLoader
 
 from oaml_mm.datasets.samplers import (PositionSeededDataset, StreamSampler,
-                                      mix_seeds)
+                                       mix_seeds)
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import DATASETS, HOOKS
 

@@ -110,7 +110,7 @@ class VisibilityVisualizationHook(Hook):
             model.train(was_training)
         rgb = self.batch.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
         picture = draw_visibility_grid(rgb, vis.float().cpu().numpy(), self.ncol,
-                                  self.scale)
+                                       self.scale)
         step = runner.epoch if self.by_epoch else runner.iter
         runner.visualizer.add_image(self.name, picture, step=step)
 

@@ -12,8 +12,8 @@ from typing import Dict, List, Sequence, Union
 import torch
 from mmengine.dist import get_dist_info
 from mmengine.evaluator import Evaluator
-from mmengine.model import is_model_wrapper
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop, TestLoop, ValLoop
 from mmengine.runner.amp import autocast
 from torch.utils.data import DataLoader

@@ -5,9 +5,9 @@ from .identification import identification_1n
 from .pair_scoring import (COSINE_MIN_FILL, COSINE_TILE, DEFAULT_TILE,
                            QACONV_MIN_FILL, PairPlan, cosine_pairs,
                            cosine_pairs_tiled, dot_all, dot_rows,
-                           match_all_then_pick,
-                           match_listed_pairs, plan_pair_units, score_pairs_tiled,
-                           score_units, split_units, tile_pair_order)
+                           match_all_then_pick, match_listed_pairs,
+                           plan_pair_units, score_pairs_tiled, score_units,
+                           split_units, tile_pair_order)
 from .roc import DEFAULT_FARS, auc, eer, roc_curve, tar_at_far
 from .template_pooling import TemplateAccumulator, pool_templates
 from .thresholds import (BRANCHES, THRESHOLDS_META_KEY, calibrate_thresholds,
@@ -18,13 +18,12 @@ from .visibility import OCCLUSION_TYPES, visibility_mae
 
 __all__ = [
     'BRANCHES', 'THRESHOLDS_META_KEY', 'threshold_at_far', 'calibrate_thresholds',
-    'OCCLUSION_TYPES', 'visibility_mae',
-    'verification_10fold', 'verification_10fold_scores', 'kfold_split',
-    'score_thresholds', 'roc_curve', 'tar_at_far', 'auc', 'eer', 'DEFAULT_FARS',
-    'pool_templates', 'TemplateAccumulator', 'identification_1n',
-    'fuse_scores', 'impostor_stats', 'cosine_pairs', 'match_listed_pairs',
-    'match_all_then_pick', 'score_pairs_tiled', 'cosine_pairs_tiled',
-    'tile_pair_order', 'PairPlan', 'plan_pair_units', 'split_units',
-    'score_units', 'dot_all', 'dot_rows', 'DEFAULT_TILE', 'COSINE_TILE', 'COSINE_MIN_FILL',
-    'QACONV_MIN_FILL'
+    'OCCLUSION_TYPES', 'visibility_mae', 'verification_10fold',
+    'verification_10fold_scores', 'kfold_split', 'score_thresholds', 'roc_curve',
+    'tar_at_far', 'auc', 'eer', 'DEFAULT_FARS', 'pool_templates',
+    'TemplateAccumulator', 'identification_1n', 'fuse_scores', 'impostor_stats',
+    'cosine_pairs', 'match_listed_pairs', 'match_all_then_pick',
+    'score_pairs_tiled', 'cosine_pairs_tiled', 'tile_pair_order', 'PairPlan',
+    'plan_pair_units', 'split_units', 'score_units', 'dot_all', 'dot_rows',
+    'DEFAULT_TILE', 'COSINE_TILE', 'COSINE_MIN_FILL', 'QACONV_MIN_FILL'
 ]

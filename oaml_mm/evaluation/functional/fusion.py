@@ -65,4 +65,3 @@ def fuse_scores(branch_scores: Sequence[np.ndarray],
         z = w * (np.asarray(s, dtype=np.float64) - mu) / sd
         out = z if out is None else out + z
     return out
-

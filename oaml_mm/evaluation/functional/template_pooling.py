@@ -9,8 +9,8 @@ QAConv needs one feature map per template. OAML adds a visibility map per image,
 template map is pooled per spatial cell, each image weighted by its media weight
 (``1 / images in its media``, as above) times its visibility at that cell:
 
-    M_t[:, r] = sum_i w_i v_i[r] x_i[:, r] / sum_i w_i v_i[r]     (then L2 over channels)
-    V_t[r]    = sum_i w_i v_i[r] / sum_i w_i
+    M_t[:, r] = sum_i w_i v_i[r] x_i[:, r] / sum_i w_i v_i[r]     (then L2 over
+    channels) V_t[r]    = sum_i w_i v_i[r] / sum_i w_i
 
 An occluded cell therefore borrows its content from the images where it is visible, and
 the template visibility says how much evidence each cell has. With all-ones visibility

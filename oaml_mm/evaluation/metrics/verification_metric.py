@@ -19,9 +19,9 @@ import torch
 from mmengine.dist import all_reduce
 
 from oaml_mm.errors import DataFormatError
-from oaml_mm.evaluation.functional import (OCCLUSION_TYPES, TemplateAccumulator,
-                                           fuse_scores, impostor_stats,
-                                           verification_10fold,
+from oaml_mm.evaluation.functional import (OCCLUSION_TYPES,
+                                           TemplateAccumulator, fuse_scores,
+                                           impostor_stats, verification_10fold,
                                            verification_10fold_scores,
                                            visibility_mae)
 from oaml_mm.models.functional import resize_visibility
@@ -29,6 +29,7 @@ from oaml_mm.registry import METRICS
 from .face_metric_base import BRANCHES, FaceMetricBase
 
 __all__ = ['VerificationMetric']
+
 
 @METRICS.register_module()
 class VerificationMetric(FaceMetricBase):

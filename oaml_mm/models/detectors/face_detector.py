@@ -14,8 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from oaml_mm.errors import (ConfigError, EnvironmentCheckError,
-                            ImageInputError)
+from oaml_mm.errors import ConfigError, EnvironmentCheckError, ImageInputError
 from oaml_mm.registry import MODELS
 
 __all__ = ['FaceDetector', 'FaceDetections']

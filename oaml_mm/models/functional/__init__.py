@@ -1,19 +1,10 @@
 """Pure tensor math shared by heads, losses, metrics and benchmarks."""
 from .margin import adaface_margins, cosine_logits, margin_logits
 from .pair_mining import hardest_pairs
-from .qaconv import (
-                     DEFAULT_MAX_CHUNK_ELEMS,
-                     VIS_MODES,
-                     normalize_maps,
-                     qaconv_match,
-                     qaconv_match_pairs,
-)
-from .visibility import (
-                     calibrate_visibility,
-                     check_vis_range,
-                     resize_visibility,
-                     stack_gt_visibility,
-)
+from .qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODES, normalize_maps,
+                     qaconv_match, qaconv_match_pairs)
+from .visibility import (calibrate_visibility, check_vis_range,
+                         resize_visibility, stack_gt_visibility)
 
 __all__ = [
     'cosine_logits', 'margin_logits', 'adaface_margins', 'hardest_pairs',

@@ -22,7 +22,6 @@ from mmengine.model import BaseModule
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import MODELS
-
 from ..functional.margin import adaface_margins, cosine_logits, margin_logits
 
 __all__ = ['BaseMarginHead', 'AdaFaceHead', 'ArcFaceHead', 'CosFaceHead']

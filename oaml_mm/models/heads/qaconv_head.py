@@ -15,19 +15,11 @@ from mmengine.model import BaseModule
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import MODELS
-
-from ..functional.qaconv import (
-    DEFAULT_MAX_CHUNK_ELEMS,
-    VIS_MODES,
-    normalize_maps,
-    qaconv_match,
-    qaconv_match_pairs,
-)
-from ..functional.visibility import (
-    calibrate_visibility,
-    check_vis_range,
-    resize_visibility,
-)
+from ..functional.qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODES,
+                                 normalize_maps, qaconv_match,
+                                 qaconv_match_pairs)
+from ..functional.visibility import (calibrate_visibility, check_vis_range,
+                                     resize_visibility)
 
 __all__ = ['QAConvHead']
 

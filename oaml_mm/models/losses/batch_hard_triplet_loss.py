@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 
 from oaml_mm.registry import MODELS
-
 from ..functional.pair_mining import hardest_pairs
 
 __all__ = ['BatchHardTripletLoss', 'batch_hard_triplet']

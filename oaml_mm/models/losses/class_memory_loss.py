@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import MODELS
-
 from .batch_hard_triplet_loss import batch_hard_triplet
 
 __all__ = ['ClassMemorySoftmaxTripletLoss']

@@ -1,16 +1,15 @@
 """MSE between a predicted visibility map and the ground-truth mask (OAML seed 3.3.4).
 
 The ground truth may come at image resolution or already at the map resolution; it is
-brought onto the prediction's grid (:func:`~oaml_mm.models.functional.resize_visibility`:
-area average down), so each cell's target is the visible fraction of the pixels it
-covers.
+brought onto the prediction's grid
+(:func:`~oaml_mm.models.functional.resize_visibility`: area average down), so each
+cell's target is the visible fraction of the pixels it covers.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from oaml_mm.registry import MODELS
-
 from ..functional.visibility import resize_visibility
 
 __all__ = ['OcclusionMSELoss']

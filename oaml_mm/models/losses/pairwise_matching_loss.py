@@ -12,7 +12,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from oaml_mm.registry import MODELS
-
 from ..functional.pair_mining import hardest_pairs
 
 __all__ = ['PairwiseMatchingLoss', 'ranking_accuracy']
@@ -74,5 +73,3 @@ class PairwiseMatchingLoss(nn.Module):
         loss = F.binary_cross_entropy_with_logits(
             scores.float(), target, reduction='none').sum(dim=1).mean()
         return self.loss_weight * loss, ranking_accuracy(scores, labels)
-
-

@@ -21,7 +21,6 @@ from mmpretrain.structures import DataSample
 
 from oaml_mm.errors import ConfigError, DataFormatError
 from oaml_mm.registry import MODELS
-
 from ..functional.qaconv import normalize_maps
 from ..functional.visibility import stack_gt_visibility
 

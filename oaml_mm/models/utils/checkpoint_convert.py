@@ -37,7 +37,6 @@ import torch
 
 from oaml_mm.errors import CheckpointError, UnsafeCheckpointError
 from oaml_mm.utils import safe_load_checkpoint
-
 from ..backbones.iresnet import IRESNET_ARCHS, IResNet
 
 __all__ = [

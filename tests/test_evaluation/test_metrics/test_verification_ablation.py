@@ -1,13 +1,13 @@
-"""VerificationMetric: select_by_name (shared ConcatDataset) and the visibility ablation."""
+"""VerificationMetric: select_by_name (a shared ConcatDataset) and the ablation."""
 import unittest
 
 import numpy as np
 import torch
 
 from oaml_mm.errors import DataFormatError
-from oaml_mm.evaluation.functional import verification_10fold_scores
+from oaml_mm.evaluation.functional import (verification_10fold_scores,
+                                           visibility_mae)
 from oaml_mm.evaluation.metrics import VerificationMetric
-from oaml_mm.evaluation.functional import visibility_mae
 from ..fakes import FakeMatcherModel, toy_pair_score, verification_samples
 
 
