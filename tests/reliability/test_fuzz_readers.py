@@ -62,7 +62,10 @@ class Hang(Exception):
 
 
 @contextmanager
-def no_hang(seconds: int = 10):
+def no_hang(seconds: int = 60):
+    # A reader that loops forever is caught; a generous limit so that a loaded
+    # machine (CI's two cores run two test workers) never reads as a hang: one
+    # case takes milliseconds, a whole-folder case well under a second.
     def on_alarm(signum, frame):
         raise Hang(f'no result after {seconds} s')
     old = signal.signal(signal.SIGALRM, on_alarm)
