@@ -1,4 +1,4 @@
-# AdaFace-only baseline on IR-101, MS1MV2 (published: IJB-B 95.67, IJB-C 96.89
-# TAR@FAR=1e-4). Everything else as adaface_ir50.py.
-_base_ = ['./adaface_ir50.py']
-model = dict(backbone=dict(depth=101))
+# Short alias of adaface_ir101_4xb128_ms1mv2.py (the full name follows MMPretrain's
+# {algorithm}_{backbone}_{N}xb{B}_{dataset}: 4 GPUs x 128 images each).
+# Commands, work_dirs/ names and configs inheriting 'adaface_ir101.py' keep working.
+_base_ = ['./adaface_ir101_4xb128_ms1mv2.py']

@@ -1,20 +1,4 @@
-# AdaFace-only baseline on IR-50, MS1MV2: the OAML recipe without QAConv, the
-# occlusion head and the occlusion stream. Same data, augmentation (medical masks
-# included), sampler and schedule as oaml_ir50.py, so the two compare fairly.
-#   tools/dist_train.sh configs/adaface_ir50.py 4 --amp   # 4 GPUs x 128 = batch 512
-_base_ = [
-    './_base_/models/adaface_ir50.py',
-    './_base_/datasets/ms1mv2_pk.py',
-    './_base_/datasets/face_val_bins.py',
-    './_base_/schedules/sgd_adaface.py',
-    './_base_/default_runtime.py',
-]
-
-model = dict(head=dict(num_classes={{_base_.train_num_classes}}))
-# Only the cosine branch exists without a QAConv head.
-val_evaluator = [
-    dict(type='VerificationMetric', dataset_name=name, branches=('adaface', ))
-    for name in ['lfw', 'cfp_fp', 'agedb_30', 'calfw', 'cplfw']
-]
-default_hooks = dict(
-    checkpoint=dict(save_best='lfw/adaface/accuracy', rule='greater'))
+# Short alias of adaface_ir50_4xb128_ms1mv2.py (the full name follows MMPretrain's
+# {algorithm}_{backbone}_{N}xb{B}_{dataset}: 4 GPUs x 128 images each).
+# Commands, work_dirs/ names and configs inheriting 'adaface_ir50.py' keep working.
+_base_ = ['./adaface_ir50_4xb128_ms1mv2.py']

@@ -1,14 +1,4 @@
-# OAML on IR-101 (IR-100, units 3/13/30/3), MS1MV2: everything else as oaml_ir50.py.
-#   tools/dist_train.sh configs/oaml_ir101.py 4 --amp     # 4 GPUs x 128 = batch 512
-_base_ = [
-    './_base_/models/oaml_ir101.py',
-    './_base_/datasets/ms1mv2_pk.py',
-    './_base_/datasets/niqab_occlusion_stream.py',
-    './_base_/datasets/face_val_bins.py',
-    './_base_/schedules/sgd_adaface.py',
-    './_base_/default_runtime.py',
-]
-
-model = dict(head=dict(num_classes={{_base_.train_num_classes}}))
-default_hooks = dict(
-    checkpoint=dict(save_best='lfw/fused/accuracy', rule='greater'))
+# Short alias of oaml_ir101_4xb128_ms1mv2.py (the full name follows MMPretrain's
+# {algorithm}_{backbone}_{N}xb{B}_{dataset}: 4 GPUs x 128 images each).
+# Commands, work_dirs/ names and configs inheriting 'oaml_ir101.py' keep working.
+_base_ = ['./oaml_ir101_4xb128_ms1mv2.py']

@@ -1,10 +1,4 @@
-# OAML on IR-50 trained on CASIA-WebFace (10,572 identities) instead of MS1MV2:
-# oaml_ir50.py with the CASIA training set; validation, occlusion stream and schedule
-# unchanged.
-#   tools/dist_train.sh configs/oaml_ir50_casia.py 4 --amp  # 4 GPUs x 128 = 512
-_base_ = ['./oaml_ir50.py']
-data_root = 'data/faces_webface_112x112'
-train_num_classes = 10572
-train_dataloader = dict(
-    dataset=dict(data_root=data_root, num_classes=train_num_classes))
-model = dict(head=dict(num_classes=train_num_classes))
+# Short alias of oaml_ir50_4xb128_casia.py (the full name follows MMPretrain's
+# {algorithm}_{backbone}_{N}xb{B}_{dataset}: 4 GPUs x 128 images each).
+# Commands, work_dirs/ names and configs inheriting 'oaml_ir50_casia.py' keep working.
+_base_ = ['./oaml_ir50_4xb128_casia.py']
