@@ -51,7 +51,7 @@ class TestGraphSamplerRunner(RunnerTestCase):
                                                 face(c * 10 + j), mask)
                     f.write(f'{c}/{j} {c}\n')
 
-    def _cfg(self, work_dir, resume=False, hooks=()):
+    def _cfg(self, work_dir, resume=False, hooks=(), num_workers=0):
         model = dict(
             type='OAMLRecognizer',
             backbone=dict(type='IResNet', depth=18, width_mult=0.125,
@@ -64,7 +64,8 @@ class TestGraphSamplerRunner(RunnerTestCase):
             default_scope='oaml_mm', runner_type='OAMLRunner',
             work_dir=work_dir, model=model,
             train_dataloader=dict(
-                batch_size=4, num_workers=0,
+                batch_size=4, num_workers=num_workers,
+                persistent_workers=False,
                 sampler=dict(type='GraphSampler', batch_size=4,
                              num_instances=2),
                 dataset=dict(type='OcclusionMaskDataset', data_root=self.data,
@@ -111,3 +112,16 @@ class TestGraphSamplerRunner(RunnerTestCase):
         got = _read(run_dir)
         for it in range(15):
             self.assertEqual(got[it], ref[it], f'iteration {it}')
+
+    def test_workers_wait_for_the_graph(self):
+        # mmengine starts a worker loader when the loop is built, before the
+        # before_train hooks: this failed with "GraphSampler has no graph builder".
+        work = osp.join(self.temp_dir.name, 'workers')
+        cfg = self._cfg(work, num_workers=1)
+        cfg.train_cfg.max_iters = 3
+        RUNNERS.build(cfg).train()
+        got = _read(work)
+        self.assertEqual(len(got), 3)
+        for keys in got.values():
+            labels = [k.split('/')[0] for k in keys]
+            self.assertEqual(labels[0], labels[1])

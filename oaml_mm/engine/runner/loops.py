@@ -173,6 +173,32 @@ class FaceTestLoop(_FaceLoopMixin, TestLoop):
             outputs=outputs)
 
 
+class _LazyIterator:
+    """An iterator built on the first ``next`` (or attribute access)."""
+
+    def __init__(self, make) -> None:
+        self._make = make
+        self._it = None
+
+    @classmethod
+    def factory(cls, iterator_cls):
+        return lambda dataloader: cls(lambda: iterator_cls(dataloader))
+
+    def _get(self):
+        if self._it is None:
+            self._it = self._make()
+        return self._it
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._get())
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)
+
+
 @LOOPS.register_module()
 class OAMLIterBasedTrainLoop(IterBasedTrainLoop):
     """``IterBasedTrainLoop`` whose resume draws the same random numbers.
@@ -198,6 +224,20 @@ class OAMLIterBasedTrainLoop(IterBasedTrainLoop):
     Example:
         >>> train_cfg = dict(type='OAMLIterBasedTrainLoop', max_iters=20000)
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        # mmengine starts the training dataloader here, when the runner builds
+        # the loop: with workers its first indices are drawn at once, before the
+        # ``before_train`` hooks run, and a sampler that a hook prepares (the
+        # GraphSampler's class graph, GraphSamplerHook) is not ready then. Start
+        # it on first use instead, inside :meth:`run`.
+        loops_module = IterBasedTrainLoop.__init__.__globals__
+        eager = loops_module['_InfiniteDataloaderIterator']
+        loops_module['_InfiniteDataloaderIterator'] = _LazyIterator.factory(eager)
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            loops_module['_InfiniteDataloaderIterator'] = eager
 
     def run(self) -> torch.nn.Module:
         """Fast-forward to the resumed iteration, then train as mmengine does."""
