@@ -12,10 +12,11 @@ their occluder type, which the files do not record), runs
   percentile in pixels, all five points, eyes, nose + mouth;
 * which alignment path was taken;
 * verification TAR@FAR of image pairs (every genuine pair, every impostor pair) with
-  two training-free pixel matchers (whole face 28x28 grey, periocular band; see
-  ``synthface_pixel_baseline.py``) on crops aligned with the given landmarks, the
-  detected five points, and the detected eyes alone, on the images where detection
-  succeeded (the same set for all three);
+  a trained model (``--config``/``--checkpoint``: its AdaFace cosine and QAConv
+  score) and two training-free pixel matchers (whole face 28x28 grey, periocular
+  band; see ``synthface_pixel_baseline.py``) on crops aligned with the given
+  landmarks, the detected five points, and the detected eyes alone, on the images
+  where detection succeeded (the same set for all three);
 * the box fallback: for the images the detector misses, alignment from the face
   box the IJB-C metadata gives (``given-box``: detection retried inside the box,
   else the mean landmark layout of the box), with its landmark error;
@@ -59,7 +60,40 @@ def _pairs(labels: np.ndarray):
     return i, j, labels[i] == labels[j]
 
 
-def evaluate(subjects: int, occluded: float, seed: int, tolerance: float) -> dict:
+def model_scores(recognizer, crops: np.ndarray, i: np.ndarray,
+                 j: np.ndarray) -> dict:
+    """Pair scores of a trained model on aligned RGB crops [N, 112, 112, 3].
+
+    Returns:
+        dict: ``{'OAML adaface': [P], 'OAML qaconv': [P]}`` (QAConv when the model
+        has the branch), pairs ``(i[k], j[k])``.
+    """
+    images = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
+    embs, maps, vis = [], [], []
+    qaconv = 'qaconv' in recognizer.available_branches()
+    for s in range(0, len(images), 64):
+        out = recognizer.extract(images[s:s + 64], channel_order='rgb',
+                                 return_feature_maps=qaconv)
+        embs.append(out['embedding'])
+        if qaconv:
+            maps.append(out['feature_map'].float())
+            vis.append(out['visibility'].float())
+    emb = torch.cat(embs)
+    ti, tj = torch.from_numpy(i), torch.from_numpy(j)
+    res = {'OAML adaface': (emb[ti] * emb[tj]).sum(1).numpy()}
+    if qaconv:
+        m, v = torch.cat(maps), torch.cat(vis)
+        q = []
+        with torch.no_grad():
+            for s in range(0, len(ti), 4096):
+                a, b = ti[s:s + 4096], tj[s:s + 4096]
+                q.append(recognizer.model.match_pairs(m[a], m[b], v[a], v[b]))
+        res['OAML qaconv'] = torch.cat(q).float().numpy()
+    return res
+
+
+def evaluate(subjects: int, occluded: float, seed: int, tolerance: float,
+             recognizer=None) -> dict:
     cfg = SynthFaceConfig(seed=seed, ijbc_occluded=occluded)
     test_ids = cfg.identities_all()[cfg.identities:][:subjects]
     finder = FaceFinder(tolerance=tolerance, detect='always')
@@ -144,6 +178,12 @@ def evaluate(subjects: int, occluded: float, seed: int, tolerance: float) -> dic
             scores = (feats[i] * feats[j]).sum(1)
             verification[f'{desc_name} / {key}'] = {
                 str(k): v for k, v in tar_at_far(scores, same, FARS).items()}
+    if recognizer is not None:
+        for key in ('given', 'five', 'eyes'):
+            crops = np.stack([r[key] for r in hit])
+            for name, scores in model_scores(recognizer, crops, i, j).items():
+                verification[f'{name} / {key}'] = {
+                    str(k): v for k, v in tar_at_far(scores, same, FARS).items()}
     box_rel = np.array([r['box_rel'] for r in hit])
     return dict(subjects=len(test_ids), occluded_fraction=occluded, seed=seed,
                 tolerance=tolerance, seconds=seconds, by_group=table,
@@ -199,9 +239,16 @@ def main(argv=None) -> None:
     p.add_argument('--tolerance', type=float, default=0.4,
                    help='landmark plausibility tolerance (eye distances)')
     p.add_argument('--out', help='write the figures as JSON')
+    p.add_argument('--config', help='also score the pairs with this trained model')
+    p.add_argument('--checkpoint', help='its checkpoint (with --config)')
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    res = evaluate(args.subjects, args.occluded, args.seed, args.tolerance)
+    recognizer = None
+    if args.config:
+        from oaml_mm.apis import FaceRecognizer
+        recognizer = FaceRecognizer(args.config, args.checkpoint)
+    res = evaluate(args.subjects, args.occluded, args.seed, args.tolerance,
+                   recognizer)
     print(markdown(res))
     print(f'\n{res["seconds"]:.0f} s; mean landmarks in the box: '
           f'{res["box_landmarks_mean"]}')
