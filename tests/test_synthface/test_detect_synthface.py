@@ -6,6 +6,11 @@ import unittest
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
 import detect_synthface  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from oaml_mm.apis import FaceRecognizer  # noqa: E402
+from tests.test_apis.helpers import TINY_MODEL  # noqa: E402
 
 
 class TestDetectSynthFace(unittest.TestCase):
@@ -32,6 +37,21 @@ class TestDetectSynthFace(unittest.TestCase):
         text = detect_synthface.markdown(res)
         self.assertIn('| clean |', text)
         self.assertIn('whole face / given', text)
+
+    def test_model_scores_match_the_recognizer(self):
+        torch.manual_seed(0)
+        rec = FaceRecognizer(TINY_MODEL)
+        crops = np.random.default_rng(0).integers(
+            0, 256, (4, 112, 112, 3), dtype=np.uint8)
+        i, j = np.array([0, 1, 2]), np.array([1, 2, 3])
+        got = detect_synthface.model_scores(rec, crops, i, j)
+        self.assertEqual(set(got), {'OAML adaface', 'OAML qaconv'})
+        images = torch.from_numpy(crops).permute(0, 3, 1, 2)
+        out = rec.compare(images[0], images[1])
+        self.assertAlmostEqual(float(got['OAML adaface'][0]),
+                               out['scores']['adaface'], places=4)
+        self.assertAlmostEqual(float(got['OAML qaconv'][0]),
+                               out['scores']['qaconv'], places=3)
 
 
 if __name__ == '__main__':
