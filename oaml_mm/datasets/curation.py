@@ -66,14 +66,21 @@ def image_quality(img: np.ndarray) -> Dict[str, float]:
                 brightness=float(grey.mean()), contrast=float(grey.std()))
 
 
-def sample_stats(dataset, indices: Optional[Sequence[int]] = None
-                 ) -> List[Dict[str, object]]:
+def sample_stats(dataset, indices: Optional[Sequence[int]] = None,
+                 detector=None) -> List[Dict[str, object]]:
     """Quality and visibility of samples (read through the data set's pipeline).
+
+    Args:
+        dataset: A data set whose pipeline ends with ``PackFaceInputs``.
+        indices (Sequence[int], optional): Only these samples.
+        detector (callable, optional): ``detector(rgb_uint8) -> FaceDetections``
+            (e.g. ``oaml_mm.models.FaceDetector``): adds ``face_score``, the
+            highest face probability found in the image (0.0 when none).
 
     Returns:
         list[dict]: Per sample ``index``, ``key``, ``label`` (or None),
-        ``visibility`` (mean of ``gt_visibility``, 1.0 without one) and the
-        :func:`image_quality` values.
+        ``visibility`` (mean of ``gt_visibility``, 1.0 without one), the
+        :func:`image_quality` values and, with a detector, ``face_score``.
     """
     out = []
     for i in (range(len(dataset)) if indices is None else indices):
@@ -83,8 +90,12 @@ def sample_stats(dataset, indices: Optional[Sequence[int]] = None
         label = int(s.gt_label.reshape(-1)[0]) if 'gt_label' in s else None
         vis = float(s.gt_visibility.float().mean()) \
             if 'gt_visibility' in s else 1.0
-        out.append(dict(index=int(i), key=s.get('key'), label=label,
-                        visibility=vis, **image_quality(img)))
+        row = dict(index=int(i), key=s.get('key'), label=label,
+                   visibility=vis, **image_quality(img))
+        if detector is not None:
+            scores = detector(np.ascontiguousarray(img)).scores
+            row['face_score'] = float(scores.max()) if len(scores) else 0.0
+        out.append(row)
     return out
 
 
@@ -109,7 +120,8 @@ def write_filtered_list(dataset, out_path: str,
                         min_visibility: float = 0.0,
                         min_sharpness: float = 0.0,
                         min_brightness: float = 0.0,
-                        max_brightness: float = 255.0) -> Dict[str, int]:
+                        max_brightness: float = 255.0,
+                        min_face_score: float = 0.0) -> Dict[str, int]:
     """Write the list file of the samples passing every threshold.
 
     Args:
@@ -121,12 +133,18 @@ def write_filtered_list(dataset, out_path: str,
         min_sharpness (float): Smallest Laplacian variance. Defaults to 0.
         min_brightness (float): Smallest mean grey level. Defaults to 0.
         max_brightness (float): Largest mean grey level. Defaults to 255.
+        min_face_score (float): Smallest detector face probability (needs
+            ``face_score`` in ``stats``, :func:`sample_stats` with a detector).
+            Defaults to 0.
 
     Returns:
         dict: ``kept`` and ``dropped`` counts and the drops per reason.
     """
     lines, counts = [], dict(kept=0, dropped=0, visibility=0, sharpness=0,
-                             brightness=0)
+                             brightness=0, face_score=0)
+    if min_face_score > 0 and stats and 'face_score' not in stats[0]:
+        raise ConfigError('min_face_score needs face_score in the stats '
+                          '(sample_stats with a detector)')
     for st in stats:
         why = []
         if st['visibility'] < min_visibility:
@@ -135,6 +153,8 @@ def write_filtered_list(dataset, out_path: str,
             why.append('sharpness')
         if not min_brightness <= st['brightness'] <= max_brightness:
             why.append('brightness')
+        if st.get('face_score', 1.0) < min_face_score:
+            why.append('face_score')
         for w in why:
             counts[w] += 1
         if why:

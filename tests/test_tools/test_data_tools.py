@@ -13,7 +13,8 @@ import numpy as np
 from oaml_mm.datasets import (FaceImageFolder, OcclusionMaskDataset,
                               write_occlusion_mask_sample)
 from oaml_mm.datasets.curation import (image_quality, list_entry, review_pairs,
-                                       sample_stats)
+                                       sample_stats, write_filtered_list)
+from oaml_mm.models.detectors.face_detector import FaceDetections
 from oaml_mm.errors import ConfigError
 from tests.test_apis.helpers import TINY_MODEL, face, write_checkpoint
 
@@ -89,6 +90,33 @@ class TestDataTools(unittest.TestCase):
         np.testing.assert_array_equal(kept.get_gt_labels(), [0, 0, 2, 2])
         with open(osp.join(self.root, 's.tsv')) as f:
             self.assertEqual(len(f.readlines()), 7)
+
+    def test_filter_by_detector_confidence(self):
+        ds = OcclusionMaskDataset(data_root=self.root,
+                                  pipeline=[dict(type='PackFaceInputs')])
+
+        def detector(img):
+            # A stand-in detector: faces on bright images only, score = mean/255.
+            self.assertEqual(img.shape, (112, 112, 3))
+            score = float(img.mean()) / 255
+            n = int(score > 0.3)
+            return FaceDetections(np.zeros((n, 4), np.float32),
+                                  np.full(n, score, np.float32),
+                                  np.zeros((n, 5, 2), np.float32))
+
+        stats = sample_stats(ds, detector=detector)
+        want = [float(ds[i]['inputs'].float().mean()) / 255 for i in range(6)]
+        for st, w in zip(stats, want):
+            self.assertAlmostEqual(st['face_score'], w if w > 0.3 else 0.0, 5)
+        ranked = sorted(st['face_score'] for st in stats)
+        self.assertLess(ranked[2], ranked[3])
+        threshold = (ranked[2] + ranked[3]) / 2  # no tie with any score
+        out = osp.join(self.root, 'faces.txt')
+        counts = write_filtered_list(ds, out, stats, min_face_score=threshold)
+        self.assertEqual(counts['kept'], 3)
+        self.assertEqual(counts['face_score'], 3)
+        with self.assertRaises(ConfigError):
+            write_filtered_list(ds, out, sample_stats(ds), min_face_score=0.5)
 
     def test_list_entry_formats(self):
         folder = osp.join(self.root, 'folder')

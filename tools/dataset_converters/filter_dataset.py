@@ -1,4 +1,4 @@
-"""Filter a data set by true visibility and image quality into a list file.
+"""Filter a data set by true visibility, image quality and face detection into a list.
 
 Writes the kept samples in the list format the data set class reads as ``ann_file``
 (FaceImageFolder: ``<relative path> <label>``; OcclusionMaskDataset: ``<name>
@@ -7,6 +7,9 @@ Writes the kept samples in the list format the data set class reads as ``ann_fil
 Examples:
     python tools/dataset_converters/filter_dataset.py CONFIG --part 1 \
         --min-visibility 0.3 --min-sharpness 20 --out data/niqab/kept.txt
+    # keep the images where the MTCNN detector finds a face with p >= 0.9
+    python tools/dataset_converters/filter_dataset.py CONFIG --min-face-score 0.9 \
+        --out data/faces/kept.txt
     # then: dict(type='OcclusionMaskDataset', data_root='data/niqab',
     #            ann_file='kept.txt', ...)
 """
@@ -26,6 +29,9 @@ def main(argv=None) -> int:
                    help='variance of the Laplacian of the grey image')
     p.add_argument('--min-brightness', type=float, default=0.0)
     p.add_argument('--max-brightness', type=float, default=255.0)
+    p.add_argument('--min-face-score', type=float, default=0.0,
+                   help='smallest face probability of the FaceDetector (MTCNN) '
+                   'on the image; runs the detector on every sample')
     p.add_argument('--stats', help='also write every sample\'s measurements (TSV)')
     args = p.parse_args(argv)
 
@@ -35,16 +41,21 @@ def main(argv=None) -> int:
     from oaml_mm.utils.config import load_config
     try:
         ds = build_split_dataset(load_config(args.config), args.split, args.part)
-        stats = sample_stats(ds)
+        detector = None
+        if args.min_face_score > 0:
+            from oaml_mm.models.detectors import FaceDetector
+            # Aligned crops hold one large face: a small minimum size is enough.
+            detector = FaceDetector(min_face_size=20)
+        stats = sample_stats(ds, detector=detector)
         counts = write_filtered_list(
             ds, args.out, stats, args.min_visibility, args.min_sharpness,
-            args.min_brightness, args.max_brightness)
+            args.min_brightness, args.max_brightness, args.min_face_score)
     except OAMLError as e:
         print(f'filter_dataset: {e}', file=sys.stderr)
         return 2
     if args.stats:
         cols = ['index', 'key', 'label', 'visibility', 'sharpness', 'brightness',
-                'contrast']
+                'contrast'] + (['face_score'] if detector is not None else [])
         with open(args.stats, 'w') as f:
             f.write('\t'.join(cols) + '\n')
             for st in stats:
