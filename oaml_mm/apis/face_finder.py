@@ -88,6 +88,7 @@ def read_photo(path: Union[str, os.PathLike],
     if osp.isfile(path):
         from oaml_mm.datasets.base_face_dataset import (MAX_IMAGE_PIXELS,
                                                         image_size)
+
         # The decoder refuses more than MAX_IMAGE_PIXELS: quote the bound that
         # applies. PNG/JPEG sizes come straight from the header (exact even for
         # a bomb); Pillow probes other formats.

@@ -120,7 +120,6 @@ class TestPrepareFaces(unittest.TestCase):
         with self.assertRaisesRegex(ImageInputError, '2 images but 1 landmark'):
             prepare_faces([img, img], channel_order='rgb', landmarks=[pts])
 
-
     def test_degenerate_landmarks(self):
         img = face(0)
         pts = np.tile(ARCFACE_REF_POINTS[:1], (5, 1))  # five copies of one point
@@ -142,6 +141,7 @@ class TestPrepareFaces(unittest.TestCase):
             with self.subTest(shape=shape), self.assertRaisesRegex(
                     ImageInputError, 'image 0: empty image'):
                 prepare_faces(np.zeros(shape, np.uint8), channel_order='rgb')
+
 
 if __name__ == '__main__':
     unittest.main()

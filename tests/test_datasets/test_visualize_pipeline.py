@@ -51,7 +51,6 @@ class TestVisualizePipeline(unittest.TestCase):
             tinted = grid[:112, 112:224].astype(int)
             self.assertGreater(tinted[100, 10, 0] - tinted[100, 10, 1], 100)
 
-
     def test_bad_out_refused_before_loading(self):
         # Before: cv2.imwrite failed silently and "wrote x.txt" was printed.
         tool = _load_tool()
@@ -61,6 +60,7 @@ class TestVisualizePipeline(unittest.TestCase):
                 with self.subTest(out=out), self.assertRaises(SystemExit) as cm:
                     tool.main(['none.py', '--out', out])
                 self.assertEqual(cm.exception.code, 2)
+
 
 if __name__ == '__main__':
     unittest.main()

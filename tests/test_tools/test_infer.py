@@ -173,7 +173,6 @@ class TestInferTool(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn('--config and --checkpoint', err)
 
-
     def test_concurrent_enrols_both_kept(self):
         """Two enrols into one gallery at once: the second waits and merges.
 
@@ -261,6 +260,7 @@ class TestInferTool(unittest.TestCase):
                 self.assertEqual((code, out), (2, ''))
                 self.assertIn('identity name', err)
         self.assertFalse(osp.exists(gallery))
+
 
 if __name__ == '__main__':
     unittest.main()
