@@ -109,3 +109,12 @@ class WorkDirError(OAMLError, OSError):
     a checkpoint, and when a checkpoint write fails (disk full); the previous complete
     checkpoint is then left untouched.
     """
+
+
+class OutputPathError(OAMLError, OSError):
+    """An output file cannot be written where the user asked.
+
+    Raised before any work is done (evaluation, embedding) when the path is a
+    folder, lies in a place that cannot be written, or has an extension the writer
+    cannot encode; names the path and what was expected.
+    """

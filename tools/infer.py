@@ -20,6 +20,7 @@ the parts it lacks.
 """
 import argparse
 import json
+import math
 import os.path as osp
 import sys
 
@@ -43,13 +44,28 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--json', action='store_true', help='print JSON')
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # NaN compares False with every score: a verdict that means nothing.
+        raise argparse.ArgumentTypeError(f'expected a finite number, got {text}')
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 1, got {text}')
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
     c = sub.add_parser('compare', help='score two faces')
     c.add_argument('image_a')
     c.add_argument('image_b')
-    c.add_argument('--threshold', type=float,
+    c.add_argument('--threshold', type=_finite_float,
                    help='threshold of the deciding branch, in its unit '
                    '(adaface: cosine; qaconv: QAConv score; fused: z-score); '
                    'overrides the calibrated one')
@@ -65,14 +81,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument('images', nargs='+')
     e.add_argument('--name', required=True)
     e.add_argument('--gallery', required=True,
-                   help='gallery file (created if missing)')
+                   help='gallery file (created if missing; concurrent enrolments '
+                   'take turns on the lock file GALLERY.lock)')
     _model_args(e)
     add_photo_args(e)
     s = sub.add_parser('search', help='nearest enrolled identities of a probe')
     s.add_argument('probe')
     s.add_argument('--gallery', required=True)
-    s.add_argument('--top-k', type=int, default=5)
-    s.add_argument('--rerank-k', type=int, default=20,
+    s.add_argument('--top-k', type=_positive_int, default=5)
+    s.add_argument('--rerank-k', type=_positive_int, default=20,
                    help='cosine candidates re-ranked with QAConv')
     s.add_argument('--no-rerank', action='store_true')
     s.add_argument('--show', help='write the probe photo, its faces and their '
@@ -118,6 +135,21 @@ def _print(args, obj, text: str) -> None:
     print(json.dumps(obj, indent=2) if args.json else text)
 
 
+def _check_outputs(args) -> None:
+    """Refuse unwritable output paths before any embedding is computed."""
+    from oaml_mm.utils import check_output_file
+    if getattr(args, 'show', None):
+        check_output_file(args.show, '--show', image=True)
+    if args.command == 'enrol':
+        check_output_file(args.gallery, '--gallery')
+        from oaml_mm.apis.face_gallery import check_identity_name
+        check_identity_name(args.name)
+    if args.command == 'search' and osp.isdir(args.gallery):
+        from oaml_mm.errors import GalleryError
+        raise GalleryError(f'--gallery {args.gallery!r} is a directory; expected '
+                           'a gallery file written by enrol')
+
+
 def cmd_compare(args) -> int:
     kwargs = {}
     if args.branch:
@@ -153,12 +185,13 @@ def cmd_compare(args) -> int:
 def cmd_enrol(args) -> int:
     from oaml_mm.apis import FaceGallery
     rec = _recognizer(args)
-    gallery = FaceGallery.load(args.gallery, rec) if osp.isfile(
-        args.gallery) else FaceGallery(rec)
     crops, reports = photo_crops(args, rec, args.images,
                                  _landmarks(args, len(args.images)))
-    total = gallery.enrol(args.name, crops)
-    gallery.save(args.gallery)
+    feats = rec.extract(crops, return_feature_maps=True)
+    # Load -> enrol -> save under the gallery's lock: a concurrent enrol waits
+    # and then extends this one's file instead of overwriting it.
+    with FaceGallery.updating(args.gallery, rec) as gallery:
+        total = gallery.enrol_features(args.name, feats)
     _print(args, dict(name=args.name, images=total, identities=len(gallery),
                       faces=reports),
            _join(format_reports(reports),
@@ -198,6 +231,7 @@ def cmd_search(args) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        _check_outputs(args)
         return dict(compare=cmd_compare, enrol=cmd_enrol,
                     search=cmd_search)[args.command](args)
     except OAMLError as e:

@@ -11,6 +11,7 @@ import os
 import os.path as osp
 import pickle
 import runpy
+import sys
 
 if __name__ == '__main__':
     # glibc reads its malloc thresholds at start-up only: restart once with them,
@@ -55,6 +56,16 @@ def main(argv=None):
     from oaml_mm.utils import load_config, merge_cfg_options
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
+    if args.out:
+        # Checked before the evaluation, whose results a late write error loses.
+        from oaml_mm.utils import check_output_file
+        try:
+            check_output_file(args.out, '--out')
+            check_output_file(osp.splitext(args.out)[0] + '.csv',
+                              'the CSV next to --out')
+        except OAMLError as e:
+            print(f'error: {e}', file=sys.stderr)
+            raise SystemExit(2)
     try:
         cfg = load_config(args.config)
     except OAMLError as e:

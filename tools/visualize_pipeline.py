@@ -80,6 +80,13 @@ def collect(cfg, stream: str, num: int, seed: int):
 def main(argv=None) -> str:
     args = parse_args(argv)
     from oaml_mm import register_all_modules
+    from oaml_mm.errors import OAMLError
+    from oaml_mm.utils import check_output_file
+    try:
+        check_output_file(args.out, '--out', image=True)
+    except OAMLError as e:
+        print(f'error: {e}', file=sys.stderr)
+        raise SystemExit(2)
     register_all_modules()
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -93,7 +100,10 @@ def main(argv=None) -> str:
     for k, t in enumerate(tiles):
         r, c = divmod(k, cols)
         canvas[r * (th + 4):r * (th + 4) + th, c * (tw + 4):c * (tw + 4) + tw] = t
-    cv2.imwrite(args.out, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    if not cv2.imwrite(args.out, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
+        print(f'error: --out {args.out!r}: OpenCV could not write the picture',
+              file=sys.stderr)
+        raise SystemExit(2)
     print(f'wrote {args.out}: {len(tiles)} samples of the {args.stream} stream '
           '(image | occluded cells tinted red | 7x7 visibility target)')
     return args.out

@@ -86,21 +86,25 @@ def read_photo(path: Union[str, os.PathLike],
     if osp.isfile(path) and osp.getsize(path) == 0:
         raise ImageInputError(f'{path}: the file is empty (0 bytes)')
     if osp.isfile(path):
-        from PIL import Image
+        from oaml_mm.datasets.base_face_dataset import (MAX_IMAGE_PIXELS,
+                                                        image_size)
+
+        # The decoder refuses more than MAX_IMAGE_PIXELS: quote the bound that
+        # applies. PNG/JPEG sizes come straight from the header (exact even for
+        # a bomb); Pillow probes other formats.
+        limit = min(int(max_pixels), MAX_IMAGE_PIXELS)
+        with open(path, 'rb') as f:
+            head = f.read(1 << 20)
         try:
-            with Image.open(path) as im:
-                w, h = im.size
-        except Image.DecompressionBombError:
-            w, h = max_pixels + 1, 1  # past PIL's own limit (2 x 89 MP)
-            size = 'an image of more than 178956970 pixels'
-        except Exception:  # PIL does not know every format OpenCV reads
-            w = h = 0
-        else:
-            size = f'a {w}x{h} image ({w * h} pixels)'
-        if w * h > max_pixels:
+            wh = image_size(np.frombuffer(head, np.uint8))
+        except ValueError as e:  # Pillow's bomb limit: no size known
             raise ImageInputError(
-                f'{path}: {size} is larger than the {max_pixels} pixels '
-                'accepted (downscale it first)')
+                f'{path}: the image header claims {e}; at most {limit} pixels '
+                'are accepted (downscale it first)') from None
+        if wh is not None and wh[0] * wh[1] > limit:
+            raise ImageInputError(
+                f'{path}: a {wh[0]}x{wh[1]} image ({wh[0] * wh[1]} pixels) is '
+                f'larger than the {limit} pixels accepted (downscale it first)')
     return load_image(path)
 
 

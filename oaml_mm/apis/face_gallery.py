@@ -14,12 +14,16 @@ The file is a weights-only torch file (tensors, strings, numbers, lists, dicts) 
 format name and version; it is written atomically and read with the weights-only
 unpickler, so a damaged, foreign or malicious file raises :class:`GalleryError`.
 """
+import contextlib
 import hashlib
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Union
+import unicodedata
+import zipfile
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from oaml_mm.errors import CheckpointError, GalleryError, ImageInputError
 from oaml_mm.evaluation.functional import TemplateAccumulator
@@ -27,7 +31,8 @@ from oaml_mm.utils import atomic_save, safe_load_checkpoint
 from .face_recognizer import FaceRecognizer
 from .inputs import ImageLike
 
-__all__ = ['FaceGallery', 'GALLERY_FORMAT', 'GALLERY_VERSION', 'model_fingerprint']
+__all__ = ['FaceGallery', 'GALLERY_FORMAT', 'GALLERY_VERSION', 'model_fingerprint',
+           'check_identity_name']
 
 GALLERY_FORMAT = 'oaml_mm.FaceGallery'
 GALLERY_VERSION = 1
@@ -62,6 +67,28 @@ def _faiss():
 _MAX_EMB_DIM = 1 << 16
 _MAX_MAP_SIDE = 4096
 _MAX_MAP_VALUES = 1 << 24
+
+
+def check_identity_name(name) -> str:
+    """Return ``name`` if it can name an identity, else raise.
+
+    A name is printed one per line in search results and listings: an empty or
+    blank one, or one holding a newline or other control character, would make
+    those lines ambiguous (or forge extra ones).
+
+    Raises:
+        ImageInputError: Not a string, empty after stripping spaces, or holding
+            control characters (Unicode category ``C``: newline, tab, NUL, ...).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ImageInputError(f'identity name must be a non-empty string '
+                              f'(not only spaces), got {name!r}')
+    bad = [c for c in name if unicodedata.category(c).startswith('C')]
+    if bad:
+        raise ImageInputError(
+            f'identity name {name!r} holds control character(s) {bad[0]!r}; '
+            'expected printable text on one line')
+    return name
 
 
 def _int_in(value, lo: int, hi: int) -> bool:
@@ -119,6 +146,15 @@ def _checked_accumulator(path: str, state: dict,
                 'expected finite templates (re-enrol the identities)')
         if key != 'emb_sum' and key != 'map_mean' and bool((value < 0).any()):
             raise GalleryError(f'{path}: field {key} holds negative values')
+    empty = (state['weight'] <= 0) | (state['count'] <= 0) | \
+        ~state['emb_sum'].ne(0).any(1)
+    if bool(empty.any()):
+        i = int(empty.nonzero()[0, 0])
+        raise GalleryError(
+            f'{path}: identity {i} has an empty template (weight '
+            f'{float(state["weight"][i]):g}, count {int(state["count"][i])}, '
+            f'embedding sum all zero: {not bool(state["emb_sum"][i].ne(0).any())})'
+            '; expected every identity enrolled from at least one image')
     if map_shape is None and (state.get('map_mean') is not None
                               or state.get('vis_sum') is not None):
         raise GalleryError(f'{path}: fields map_mean/vis_sum without map_shape')
@@ -185,9 +221,7 @@ class FaceGallery:
         Returns:
             int: Images enrolled under ``name`` in total.
         """
-        if not isinstance(name, str) or not name:
-            raise ImageInputError(f'identity name must be a non-empty string, '
-                                  f'got {name!r}')
+        check_identity_name(name)
         feats = self.recognizer.extract(images, channel_order, landmarks,
                                         return_feature_maps=True)
         return self.enrol_features(name, feats)
@@ -195,6 +229,7 @@ class FaceGallery:
     def enrol_features(self, name: str, feats: Dict[str, torch.Tensor]) -> int:
         """:meth:`enrol` for features :meth:`FaceRecognizer.extract` returned
         (with ``feature_map``)."""
+        check_identity_name(name)
         n = feats['embedding'].shape[0]
         if self.acc is None:
             self.acc = TemplateAccumulator(
@@ -248,6 +283,16 @@ class FaceGallery:
         path = str(path)
         if not osp.isfile(path):
             raise GalleryError(f'{path}: no such gallery file')
+        with open(path, 'rb') as f:
+            magic = f.read(2)
+        if not zipfile.is_zipfile(path) and magic[:1] != b'\x80':
+            # torch.save writes a zip archive (a bare pickle before torch 1.6);
+            # the unpickler's complaint about a text file ("opcode INST") says
+            # nothing useful.
+            raise GalleryError(
+                f'{path}: not a gallery file (neither a torch zip archive nor '
+                'a pickle); expected a file written by FaceGallery.save / '
+                'tools/infer.py enrol')
         try:
             state = safe_load_checkpoint(path, decode=False)
         except CheckpointError as e:
@@ -269,10 +314,14 @@ class FaceGallery:
                 f'(fingerprint {state.get("model_fingerprint")} vs '
                 f'{gallery.fingerprint}); its templates do not fit this model')
         names = state.get('names')
-        if not isinstance(names, list) or not all(
-                isinstance(n, str) and n for n in names):
+        if not isinstance(names, list):
             raise GalleryError(
                 f'{path}: field names must be a list of non-empty strings')
+        for n in names:
+            try:
+                check_identity_name(n)
+            except ImageInputError as e:
+                raise GalleryError(f'{path}: field names: {e}') from None
         if len(set(names)) != len(names):
             seen = set()
             dup = next(n for n in names if n in seen or seen.add(n))
@@ -285,6 +334,47 @@ class FaceGallery:
         gallery.names = list(names)
         gallery._index = {n: i for i, n in enumerate(names)}
         return gallery
+
+    @classmethod
+    @contextlib.contextmanager
+    def updating(cls, path: str, recognizer: FaceRecognizer,
+                 timeout: float = -1) -> Iterator['FaceGallery']:
+        """Load (or start) the gallery at ``path``, yield it, save it on exit.
+
+        The whole load -> change -> save runs under an OS file lock on
+        ``path + '.lock'`` (the ``filelock`` library), so two processes enrolling
+        into one file take turns and the second sees the first's identities;
+        without it the later save drops the earlier one's enrolment. The file is
+        not written when the body raises.
+
+        Examples::
+
+            with FaceGallery.updating('staff.pt', recognizer) as gallery:
+                gallery.enrol('alice', ['alice_1.jpg'])
+
+        Args:
+            path (str): Gallery file (created if missing).
+            recognizer (FaceRecognizer): The model.
+            timeout (float): Seconds to wait for the lock (-1: forever).
+
+        Raises:
+            GalleryError: As :meth:`load`, or the lock was not had in time.
+        """
+        from filelock import Timeout
+        path = str(path)
+        try:
+            lock = FileLock(path + '.lock', timeout=timeout)
+            lock.acquire()
+        except Timeout:
+            raise GalleryError(f'{path}: another process holds {path}.lock for '
+                               f'more than {timeout} s') from None
+        try:
+            gallery = cls.load(path, recognizer) if osp.exists(path) else \
+                cls(recognizer)
+            yield gallery
+            gallery.save(path)
+        finally:
+            lock.release()
 
     # ----------------------------------------------------------------- search
     def _nearest(self, query: torch.Tensor, k: int):
@@ -331,6 +421,10 @@ class FaceGallery:
         The re-ranking score is the fused score when the recognizer has a
         calibration (it knows the branches' scales), else the QAConv score.
         """
+        for key, value in (('top_k', top_k), ('rerank_k', rerank_k)):
+            if not _int_in(value, 1, 1 << 31):
+                raise ImageInputError(f'{key} must be a positive integer, got '
+                                      f'{value!r}')
         if not self.names:
             raise GalleryError('the gallery is empty: enrol identities first')
         rerank = rerank and self.recognizer.has_qaconv

@@ -12,6 +12,7 @@ Nothing here re-implements model math: alignment is the data layer's, matching t
 model's (``OAMLRecognizer.match`` / ``match_pairs``), fusion the evaluation layer's
 (:func:`~oaml_mm.evaluation.functional.fuse_scores`).
 """
+import math
 import os
 import os.path as osp
 from typing import Dict, Optional, Sequence, Union
@@ -141,6 +142,9 @@ class FaceRecognizer:
         }
         for b, v in (thresholds or {}).items():
             self._check_branch(b, 'thresholds')
+            if not math.isfinite(float(v)):
+                raise ConfigError(f'thresholds[{b!r}] must be a finite number, '
+                                  f'got {v!r}')
             self.thresholds[b] = float(v)
         if decision_branch is None:
             calibrated = self.calibration.get('decision_branch')
@@ -454,6 +458,10 @@ class FaceRecognizer:
         scores = {k: float(v[0]) for k, v in self.score_pairs(fa, fb).items()}
         if threshold is not None:
             thr, source = float(threshold), 'given'
+            if not math.isfinite(thr):
+                # NaN compares False with everything: "DIFFERENT" every time.
+                raise ConfigError(f'threshold must be a finite number, got '
+                                  f'{threshold!r}')
         else:
             thr, source = self.thresholds.get(branch), self._source(branch)
         out = dict(scores=scores, branch=branch, unit=BRANCH_UNITS[branch],

@@ -60,8 +60,13 @@ def _check_pixel_range(img: np.ndarray, where: str) -> None:
         ImageInputError: Non-numeric or non-finite values, values outside
             [0, 255], or every value in [0, 1].
     """
-    if not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img) or \
-            not np.isfinite(img).all():
+    if img.dtype == np.bool_ or not np.issubdtype(img.dtype, np.number) or \
+            np.iscomplexobj(img):
+        # A mask or an object array is no image: "not finite" would mislead.
+        raise ImageInputError(
+            f'{where}: dtype {img.dtype} is not an image; expected uint8 or '
+            'real numbers holding 0..255 intensities')
+    if not np.isfinite(img).all():
         raise ImageInputError(f'{where}: pixel values must be finite numbers')
     if img.size == 0:
         raise ImageInputError(f'{where}: expected pixel intensities 0..255, '
@@ -90,6 +95,10 @@ def _array_to_rgb(img: np.ndarray, channel_order: Optional[str],
         raise ImageInputError(
             f'{where}: expected an image [H, W, 3] (or [H, W]), got shape '
             f'{tuple(img.shape)}')
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ImageInputError(
+            f'{where}: empty image ({img.shape[1]}x{img.shape[0]} pixels); '
+            'expected a picture with pixels')
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     if img.dtype != np.uint8:
@@ -110,6 +119,10 @@ def _tensor_to_rgb(img: torch.Tensor, channel_order: Optional[str],
                          channel_order or 'rgb', where)
 
 
+#: Smallest landmark spread and eye distance (pixels) an alignment can scale from.
+_MIN_LANDMARK_SPREAD = 1.0
+
+
 def check_landmarks(landmarks, shape: Sequence[int], where: str) -> np.ndarray:
     """Validate 5 landmarks against an image shape.
 
@@ -122,7 +135,9 @@ def check_landmarks(landmarks, shape: Sequence[int], where: str) -> np.ndarray:
         np.ndarray: float32 [5, 2].
 
     Raises:
-        ImageInputError: Wrong shape, non-finite, or a point outside the image.
+        ImageInputError: Wrong shape, non-finite, a point outside the image,
+            or degenerate points (all within a pixel, or the eyes within a
+            pixel of each other).
     """
     try:
         lmk = np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
@@ -141,6 +156,15 @@ def check_landmarks(landmarks, shape: Sequence[int], where: str) -> np.ndarray:
         raise ImageInputError(
             f'{where}: landmark {i} at ({lmk[i, 0]:.1f}, {lmk[i, 1]:.1f}) lies '
             f'outside the {w}x{h} image')
+    # Coincident points (e.g. five copies of one point) leave the similarity
+    # transform without a scale: the "aligned" crop is a smear of one pixel.
+    spread = float(np.sqrt(((lmk - lmk.mean(0)) ** 2).sum(1).mean()))
+    eyes = float(np.hypot(*(lmk[1] - lmk[0])))
+    if spread < _MIN_LANDMARK_SPREAD or eyes < _MIN_LANDMARK_SPREAD:
+        raise ImageInputError(
+            f'{where}: degenerate landmarks (spread {spread:.2f} px, eyes '
+            f'{eyes:.2f} px apart); expected 5 distinct points of a face '
+            f'(eyes at least {_MIN_LANDMARK_SPREAD:g} px apart)')
     return lmk
 
 

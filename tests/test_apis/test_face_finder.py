@@ -219,6 +219,10 @@ class TestFaceFinder(unittest.TestCase):
             self.assertIn(self.files[key], str(ctx.exception))
         with self.assertRaisesRegex(ImageInputError, 'no such image'):
             prepare_photos('/nonexistent/x.jpg', finder=self.finder)
+        # Before: "no face found" for a 0x0 array.
+        with self.assertRaisesRegex(ImageInputError, 'image 0: empty image'):
+            prepare_photos(np.zeros((0, 0, 3), np.uint8), 'rgb',
+                           finder=self.finder)
         with self.assertRaisesRegex(
                 ImageInputError,
                 'a 512x512 image .262144 pixels. is larger than the 1000'):
@@ -240,7 +244,17 @@ class TestFaceFinder(unittest.TestCase):
                     chunk(b'IEND', b''))
         with self.assertRaisesRegex(
                 ImageInputError,
-                'huge.png: an image of more than .* pixels is larger'):
+                'huge.png: a 30000x30000 image .900000000 pixels. is larger '
+                'than the 67108864 pixels accepted'):
+            read_photo(path)  # before: "more than 178956970 pixels"
+        # Between the decoder's bound (2**26) and MAX_PIXELS: the bound that
+        # applies is quoted (before: accepted here, then refused by the decoder).
+        with open(path, 'wb') as f:
+            f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack(
+                '>IIBBBBB', 9000, 9000, 8, 2, 0, 0, 0)) + chunk(b'IEND', b''))
+        with self.assertRaisesRegex(
+                ImageInputError, 'a 9000x9000 image .81000000 pixels. is '
+                'larger than the 67108864 pixels accepted'):
             read_photo(path)
         # Under PIL's own bomb limit but over ours: the size is named.
         with open(path, 'wb') as f:

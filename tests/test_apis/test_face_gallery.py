@@ -3,6 +3,7 @@ import os
 import os.path as osp
 import pickle
 import tempfile
+import threading
 import unittest
 from unittest import mock
 
@@ -10,7 +11,7 @@ import torch
 
 from oaml_mm.apis import GALLERY_VERSION, FaceGallery, FaceRecognizer
 from oaml_mm.apis import face_gallery as fg
-from oaml_mm.errors import GalleryError
+from oaml_mm.errors import GalleryError, ImageInputError
 from oaml_mm.evaluation.functional import TemplateAccumulator
 from tests.test_apis.helpers import face, write_checkpoint, write_config
 
@@ -173,7 +174,7 @@ class TestFaceGallery(unittest.TestCase):
             (dict(names=['id0', 'id1', 'id0', 'id3', 'id4', 'id5']),
              "lists 'id0' twice"),
             (dict(names=['', 'id1', 'id2', 'id3', 'id4', 'id5']),
-             'non-empty strings'),
+             'non-empty string'),
         ]
         for change, what in cases:
             state = g.state()
@@ -202,6 +203,81 @@ class TestFaceGallery(unittest.TestCase):
         torch.save(state, path)
         with self.assertRaisesRegex(GalleryError, 'field count is torch.float64'):
             FaceGallery.load(path, self.rec)
+
+    def test_empty_templates_refused_at_load(self):
+        g = self.gallery()
+        path = osp.join(self.tmp.name, 'zero.pt')
+        for key in ('weight', 'count', 'emb_sum'):
+            state = g.state()
+            state[key][2] = 0
+            torch.save(state, path)
+            with self.subTest(key), self.assertRaisesRegex(
+                    GalleryError, 'identity 2 has an empty template'):
+                FaceGallery.load(path, self.rec)
+
+    def test_text_file_is_not_a_gallery(self):
+        path = osp.join(self.tmp.name, 'notes.txt')
+        with open(path, 'w') as f:
+            f.write('alice\nbob\n')
+        with self.assertRaises(GalleryError) as cm:
+            FaceGallery.load(path, self.rec)
+        self.assertIn('not a gallery file (neither a torch zip archive nor a '
+                      'pickle)', str(cm.exception))
+        self.assertNotIn('opcode', str(cm.exception))
+
+    def test_bad_names_and_top_k_refused(self):
+        g = self.gallery()
+        for name in ('', '   ', 'bob\nalice 0.99', 'tab\there', 'nul\x00'):
+            with self.subTest(name=name), self.assertRaisesRegex(
+                    ImageInputError, 'identity name'):
+                g.enrol(name, self.faces[0], channel_order='rgb')
+        self.assertEqual(len(g), 6)
+        state = g.state()
+        state['names'][1] = 'x\ny'
+        path = osp.join(self.tmp.name, 'names.pt')
+        torch.save(state, path)
+        with self.assertRaisesRegex(GalleryError, 'field names: .*control'):
+            FaceGallery.load(path, self.rec)
+        for k in (0, -3):
+            with self.subTest(top_k=k), self.assertRaisesRegex(
+                    ImageInputError, 'top_k must be a positive integer'):
+                g.search(self.faces[0], top_k=k, channel_order='rgb')
+
+    def test_updating_serialises_concurrent_enrolments(self):
+        """Two threads enrol different names into one file: both survive.
+
+        The first holder pauses after loading until the second has loaded too
+        (or 2 s pass): without the lock both load the same empty file and the
+        later save drops the other name.
+        """
+        path = osp.join(self.tmp.name, 'shared.pt')
+        loaded = [threading.Event(), threading.Event()]
+        errors = []
+
+        def worker(i):
+            try:
+                with FaceGallery.updating(path, self.rec) as g:
+                    loaded[i].set()
+                    loaded[1 - i].wait(2.0)
+                    g.enrol(f'name{i}', self.faces[i], channel_order='rgb')
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(i, ))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(FaceGallery.load(path, self.rec).names),
+                         ['name0', 'name1'])
+        # A failing body leaves the file as it was.
+        with self.assertRaises(ZeroDivisionError):
+            with FaceGallery.updating(path, self.rec) as g:
+                g.enrol('name2', self.faces[2], channel_order='rgb')
+                1 / 0
+        self.assertEqual(len(FaceGallery.load(path, self.rec)), 2)
 
     def test_other_model_refused(self):
         g = self.gallery()

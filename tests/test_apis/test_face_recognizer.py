@@ -212,6 +212,17 @@ class TestFaceRecognizer(unittest.TestCase):
         with self.assertRaisesRegex(ConfigError, 'one of'):
             FaceRecognizer(self.cfg, path, decision_branch='cosine')
 
+    def test_non_finite_threshold_refused(self):
+        a = face(0)
+        for thr in (float('nan'), float('inf'), -float('inf')):
+            with self.subTest(thr=thr), self.assertRaisesRegex(
+                    ConfigError, 'threshold must be a finite number'):
+                self.rec.compare(a, a, channel_order='rgb', threshold=thr)
+        with self.assertRaisesRegex(ConfigError, "thresholds\\['adaface'\\] must "
+                                    'be a finite number'):
+            FaceRecognizer(self.cfg, self.ckpt,
+                           thresholds=dict(adaface=float('nan')))
+
     def test_float_tensor_in_0_1_refused(self):
         crop = torch.from_numpy(face(3)).permute(2, 0, 1)
         with self.assertRaisesRegex(ImageInputError, r'\[0, 1\].*255'):

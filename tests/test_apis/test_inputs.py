@@ -120,6 +120,28 @@ class TestPrepareFaces(unittest.TestCase):
         with self.assertRaisesRegex(ImageInputError, '2 images but 1 landmark'):
             prepare_faces([img, img], channel_order='rgb', landmarks=[pts])
 
+    def test_degenerate_landmarks(self):
+        img = face(0)
+        pts = np.tile(ARCFACE_REF_POINTS[:1], (5, 1))  # five copies of one point
+        with self.assertRaisesRegex(ImageInputError,
+                                    'degenerate landmarks .spread 0.00 px'):
+            prepare_faces(img, channel_order='rgb', landmarks=pts)
+        pts = ARCFACE_REF_POINTS.copy()
+        pts[1] = pts[0] + 0.5  # eyes half a pixel apart
+        with self.assertRaisesRegex(ImageInputError, 'eyes 0.71 px apart'):
+            prepare_faces(img, channel_order='rgb', landmarks=pts)
+
+    def test_bool_and_empty_images_named_as_such(self):
+        with self.assertRaisesRegex(ImageInputError,
+                                    'image 0: dtype bool is not an image'):
+            prepare_faces(torch.ones(3, 112, 112, dtype=torch.bool))
+        with self.assertRaisesRegex(ImageInputError, 'dtype bool is not an'):
+            prepare_faces(np.ones((112, 112, 3), bool), channel_order='rgb')
+        for shape in ((0, 0), (0, 0, 3), (5, 0, 3)):
+            with self.subTest(shape=shape), self.assertRaisesRegex(
+                    ImageInputError, 'image 0: empty image'):
+                prepare_faces(np.zeros(shape, np.uint8), channel_order='rgb')
+
 
 if __name__ == '__main__':
     unittest.main()

@@ -51,6 +51,16 @@ class TestVisualizePipeline(unittest.TestCase):
             tinted = grid[:112, 112:224].astype(int)
             self.assertGreater(tinted[100, 10, 0] - tinted[100, 10, 1], 100)
 
+    def test_bad_out_refused_before_loading(self):
+        # Before: cv2.imwrite failed silently and "wrote x.txt" was printed.
+        tool = _load_tool()
+        with tempfile.TemporaryDirectory() as tmp:
+            for out, msg in ((osp.join(tmp, 'x.txt'), 'OpenCV cannot write'),
+                             (tmp, 'is a directory')):
+                with self.subTest(out=out), self.assertRaises(SystemExit) as cm:
+                    tool.main(['none.py', '--out', out])
+                self.assertEqual(cm.exception.code, 2)
+
 
 if __name__ == '__main__':
     unittest.main()

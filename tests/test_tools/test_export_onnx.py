@@ -64,6 +64,14 @@ class TestExportOnnx(unittest.TestCase):
             self.assertIn('no such checkpoint', err.getvalue())
             self.assertFalse(osp.exists(osp.join(tmp, 'm.onnx')))
 
+    def test_bad_out_path_exit_2_before_loading(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = export_onnx.main(['none.py', 'none.pth', tmp])
+            self.assertEqual(code, 2)
+            self.assertIn(f"out '{tmp}' is a directory", err.getvalue())
+
 
 if __name__ == '__main__':
     unittest.main()

@@ -5,7 +5,9 @@ import json
 import os.path as osp
 import sys
 import tempfile
+import threading
 import unittest
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -170,6 +172,94 @@ class TestInferTool(unittest.TestCase):
         code, _, err = _run(['compare', self.imgs[0], self.imgs[1]])
         self.assertEqual(code, 2)
         self.assertIn('--config and --checkpoint', err)
+
+    def test_concurrent_enrols_both_kept(self):
+        """Two enrols into one gallery at once: the second waits and merges.
+
+        Each run's gallery load waits (up to 2 s) for the other's: without the
+        lock both read the same file and the later save drops a name.
+        """
+        from oaml_mm.apis import FaceGallery
+        gallery = osp.join(self.tmp.name, 'race.pt')
+        code, _, err = _run(['enrol', self.imgs[0], '--name', 'zed',
+                             '--gallery', gallery] + self.model)
+        self.assertEqual(code, 0, err)
+        real_load = FaceGallery.load
+        events = [threading.Event(), threading.Event()]
+        calls = []
+
+        def slow_load(path, rec, *args, **kwargs):
+            g = real_load(path, rec, *args, **kwargs)
+            i = len(calls)
+            calls.append(i)
+            if i < 2:
+                events[i].set()
+                events[1 - i].wait(2.0)
+            return g
+
+        codes = []
+
+        def enrol(name, img):
+            codes.append(infer.main(['enrol', img, '--name', name, '--gallery',
+                                     gallery] + self.model))
+
+        threads = [threading.Thread(target=enrol, args=(n, img)) for n, img in
+                   (('ann', self.imgs[1]), ('bob', self.imgs[2]))]
+        with mock.patch.object(FaceGallery, 'load', slow_load), \
+                contextlib.redirect_stdout(io.StringIO()):
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        self.assertEqual(codes, [0, 0])
+        self.assertEqual(sorted(real_load(gallery, infer._recognizer(
+            infer.parse_args(['search', 'x', '--gallery', gallery] +
+                             self.model))).names), ['ann', 'bob', 'zed'])
+
+    def test_bad_output_paths_refused_before_work(self):
+        d = self.tmp.name
+        with mock.patch('oaml_mm.apis.FaceRecognizer.extract') as extract:
+            for argv, msg in (
+                    (['enrol', self.imgs[0], '--name', 'ann', '--gallery', d],
+                     f'--gallery {d!r} is a directory; expected a file'),
+                    (['compare', self.imgs[0], self.imgs[1], '--show',
+                      osp.join(d, 'x.txt')],
+                     'OpenCV cannot write .txt pictures; expected an image'),
+                    (['compare', self.imgs[0], self.imgs[1], '--show', d],
+                     f'--show {d!r} is a directory'),
+                    (['search', self.imgs[0], '--gallery', d],
+                     f'--gallery {d!r} is a directory; expected a gallery'),
+                    (['enrol', self.imgs[0], '--name', 'ann', '--gallery',
+                      '/proc/oaml_gallery.pt'],
+                     "--gallery '/proc/oaml_gallery.pt' cannot be written")):
+                with self.subTest(argv[0], expected=msg):
+                    code, out, err = _run(argv + self.model)
+                    self.assertEqual((code, out), (2, ''))
+                    self.assertIn(msg, err)
+                    self.assertEqual(len(err.strip().splitlines()), 1)
+            extract.assert_not_called()
+
+    def test_meaningless_options_refused(self):
+        gallery = osp.join(self.tmp.name, 'names.pt')
+        for argv, msg in (
+                (['compare', 'a', 'b', '--threshold', 'nan'], 'finite number'),
+                (['compare', 'a', 'b', '--threshold', 'inf'], 'finite number'),
+                (['search', 'a', '--gallery', 'g', '--top-k', '0'], '>= 1'),
+                (['search', 'a', '--gallery', 'g', '--top-k', '-2'], '>= 1'),
+                (['search', 'a', '--gallery', 'g', '--rerank-k', '0'], '>= 1')):
+            err = io.StringIO()
+            with self.subTest(argv=argv), contextlib.redirect_stderr(err), \
+                    self.assertRaises(SystemExit) as cm:
+                infer.main(argv)
+            self.assertEqual(cm.exception.code, 2)
+            self.assertIn(msg, err.getvalue())
+        for name in ('  ', 'ann\nbob 0.99', 'x\x1b[2J'):
+            with self.subTest(name=name):
+                code, out, err = _run(['enrol', self.imgs[0], '--name', name,
+                                       '--gallery', gallery] + self.model)
+                self.assertEqual((code, out), (2, ''))
+                self.assertIn('identity name', err)
+        self.assertFalse(osp.exists(gallery))
 
 
 if __name__ == '__main__':

@@ -81,6 +81,25 @@ class TestTrainAndTestTools(TestCase):
         self.assertIn('nope.pth: no such checkpoint file', proc.stderr)
         self.assertNotIn('Traceback', proc.stderr)
 
+    def test_test_out_checked_before_evaluating(self):
+        ckpt = osp.join(self.tmp.name, 'any.pth')
+        open(ckpt, 'wb').close()
+        os.makedirs(osp.join(self.tmp.name, 'm.csv'))
+        for out, msg in (
+                (self.tmp.name, f"--out '{self.tmp.name}' is a directory"),
+                ('/proc/oaml_metrics.json',
+                 "--out '/proc/oaml_metrics.json' cannot be written"),
+                (osp.join(self.tmp.name, 'm.json'),
+                 'the CSV next to --out ')):
+            with self.subTest(out=out):
+                proc = _run([sys.executable, 'tools/test.py', self.cfg, ckpt,
+                             '--out', out], timeout=120)
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertEqual(proc.stderr.strip().splitlines(),
+                                 [proc.stderr.strip()])
+                self.assertIn(msg, proc.stderr)
+                self.assertFalse(osp.exists(self.work))  # nothing evaluated
+
     def test_amp_on_cpu_uses_bf16_autocast(self):
         proc = _run([
             sys.executable, 'tools/train.py', self.cfg, '--amp',

@@ -129,7 +129,9 @@ def main(argv=None) -> int:
                    help='largest accepted |onnx - torch| (default 1e-3)')
     args = p.parse_args(argv)
     from oaml_mm.apis import FaceRecognizer
+    from oaml_mm.utils import check_output_file
     try:
+        check_output_file(args.out, 'out')  # before loading and tracing
         rec = FaceRecognizer(args.config, args.checkpoint)
     except OAMLError as e:
         print(f'error: {e}', file=sys.stderr)
