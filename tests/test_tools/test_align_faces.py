@@ -150,6 +150,68 @@ class TestAlignFaces(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn('not a folder of photos', err)
 
+    def test_rerun_retries_failures_and_checks_options(self):
+        # A rerun once kept every earlier failure ("3/6 photos aligned" again)
+        # and silently ignored new options.
+        src, out = self._out('rr_in'), self._out('rr_out')
+        astro = skimage.data.astronaut()[:, :, ::-1]
+        os.makedirs(osp.join(src, 'p'))
+        cv2.imwrite(osp.join(src, 'p', 'ok.jpg'), astro)
+        cv2.imwrite(osp.join(src, 'p', 'coffee.jpg'),
+                    skimage.data.coffee()[:, :, ::-1])
+        with open(osp.join(src, 'p', 'broken.png'), 'w') as f:
+            f.write('not an image')
+        code, text, err = _run([src, out, '--workers', '0'])
+        self.assertEqual(code, 0, err)
+        self.assertIn('1/3 photos aligned', text)
+        self.assertNotIn('retried', text)
+        ok_mtime = os.stat(osp.join(out, 'p', 'ok.jpg')).st_mtime_ns
+        # Options that change aligned faces: refused, naming the option.
+        code, _, err = _run([src, out, '--workers', '0', '--align', 'eyes'])
+        self.assertEqual(code, 2)
+        self.assertIn("--align 'auto' -> 'eyes'", err)
+        self.assertEqual(len(err.strip().splitlines()), 1)
+        # The user fixes the broken photo and gives a box for the coffee one.
+        cv2.imwrite(osp.join(src, 'p', 'broken.png'), astro)
+        boxes = self._out('rr_boxes.txt')
+        with open(boxes, 'w') as f:
+            f.write('p/coffee.jpg 150 50 350 300\n')
+        code, text, err = _run([src, out, '--workers', '0', '--boxes', boxes])
+        self.assertEqual(code, 0, err)
+        self.assertIn('retried 2 earlier failure(s)', text)
+        rep = json.load(open(osp.join(out, 'align_report.json')))
+        self.assertEqual(rep['rerun']['retried'], 2)
+        self.assertTrue(osp.isfile(osp.join(out, 'p', 'broken.jpg')))
+        self.assertEqual(rep['rerun'], dict(retried=2, retried_ok=2, changed=0))
+        self.assertEqual((rep['aligned'], rep['failures']), (3, []))
+        self.assertIn('2 now aligned, 0 still failing', text)
+        self.assertEqual(rep['per_photo']['p/coffee.jpg'][0]['path'], 'given-box')
+        # The aligned photo was kept, not redone.
+        self.assertEqual(os.stat(osp.join(out, 'p', 'ok.jpg')).st_mtime_ns,
+                         ok_mtime)
+        # A replaced photo is redone; its failed-now output does not linger.
+        cv2.imwrite(osp.join(src, 'p', 'ok.jpg'), skimage.data.coffee()[:, :, ::-1])
+        code, text, err = _run([src, out, '--workers', '0', '--boxes', boxes])
+        self.assertEqual(code, 0, err)
+        self.assertIn('redid 1 aligned photo(s)', text)
+        self.assertIn('2/3 photos aligned', text)
+        self.assertFalse(osp.exists(osp.join(out, 'p', 'ok.jpg')))
+
+    def test_out_dir_inside_in_dir_refused(self):
+        # OUT inside IN once took its own output as photos on a rerun (an
+        # identity named "out" in the .rec).
+        src = self._out('nest_in')
+        os.makedirs(osp.join(src, 'p'))
+        cv2.imwrite(osp.join(src, 'p', 'a.jpg'),
+                    skimage.data.astronaut()[:, :, ::-1])
+        for i, o in ((src, osp.join(src, 'out')), (src, src),
+                     (osp.join(src, 'p'), src)):
+            code, _, err = _run([i, o, '--workers', '0'])
+            self.assertEqual(code, 2, (i, o))
+            self.assertRegex(err, 'is inside (IN|OUT)_DIR')
+            self.assertEqual(len(err.strip().splitlines()), 1)
+        self.assertFalse(osp.exists(osp.join(src, 'out')))
+
 
 if __name__ == '__main__':
     unittest.main()
