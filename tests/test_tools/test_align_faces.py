@@ -135,6 +135,31 @@ class TestAlignFaces(unittest.TestCase):
         rep = json.load(open(osp.join(out, 'align_report.json')))
         self.assertEqual(rep['paths'], {'detected-eyes': 3})
 
+    def test_16bit_and_01_masks(self):
+        # A 16-bit 0/1 mask was read with IMREAD_GRAYSCALE (shifted to all
+        # zeros: the whole face occluded); a 0/1 mask was scaled by 1/255.
+        src, masks = self._out('m16_in'), self._out('m16_masks')
+        astro = skimage.data.astronaut()[:, :, ::-1]
+        vis = np.ones(astro.shape[:2], bool)
+        vis[120:] = False
+        os.makedirs(osp.join(src, 'p'))
+        os.makedirs(osp.join(masks, 'p'))
+        for name, m in (('u16', vis.astype(np.uint16)), ('u8', vis.astype(np.uint8)),
+                        ('full16', vis.astype(np.uint16) * 65535)):
+            cv2.imwrite(osp.join(src, 'p', name + '.jpg'), astro)
+            cv2.imwrite(osp.join(masks, 'p', name + '.png'), m)
+        out = self._out('m16_out')
+        code, text, err = _run([src, out, '--masks', masks, '--workers', '0',
+                                '--align', 'eyes'])
+        self.assertEqual(code, 0, err)
+        self.assertIn('3/3 photos aligned', text)
+        for name in ('u16', 'u8', 'full16'):
+            mask = cv2.imread(osp.join(out, 'masks', 'p', name + '.png'),
+                              cv2.IMREAD_UNCHANGED)
+            self.assertEqual((mask.dtype, mask.shape), (np.uint8, (112, 112)))
+            self.assertTrue((mask[45:58, 30:82] == 255).all(), name)
+            self.assertTrue((mask[86:100, 30:82] == 0).all(), name)
+
     def test_flat_input_and_bad_options(self):
         flat = self._out('flat_in')
         os.makedirs(flat)

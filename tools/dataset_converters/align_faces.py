@@ -9,8 +9,9 @@ alignment when the nose or mouth points are implausible) and is written as
 * ``--format rec``: ``OUT_DIR/train.rec``, ``train.idx``, ``property`` in the
   insightface layout (identity sub-folders needed; labels = sorted folder order);
 * with ``--masks MASK_DIR`` (an occluded set: ``MASK_DIR/<same relative
-  path>.png``, 255 = visible): ``OUT_DIR/images/...`` and ``OUT_DIR/masks/...``
-  plus ``labels.txt``, an ``OcclusionMaskDataset``, the masks warped with the image.
+  path>.png``, 8- or 16-bit, 0..255, 0..65535 or 0/1 with 255 / 65535 / 1 =
+  visible): ``OUT_DIR/images/...`` and ``OUT_DIR/masks/...`` (0..255) plus
+  ``labels.txt``, an ``OcclusionMaskDataset``, the masks warped with the image.
 
 Resumable: each output is written atomically and recorded in
 ``OUT_DIR/.align_journal.jsonl`` (a file, so a ``FaceImageFolder`` scan of OUT_DIR
@@ -62,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('out_dir', help='output folder (created)')
     p.add_argument('--format', choices=('folder', 'rec'), default='folder')
     p.add_argument('--masks', help='folder of visibility masks mirroring IN_DIR '
-                   '(<relative path without extension>.png, 255 = visible)')
+                   '(<relative path without extension>.png; 0..255, 16-bit '
+                   '0..65535 or 0/1, 255 / 65535 / 1 = visible)')
     p.add_argument('--faces', choices=('largest', 'all'), default='largest')
     p.add_argument('--align', choices=('auto', 'five', 'eyes'), default='auto')
     p.add_argument('--detect', choices=('auto', 'always'), default='always',
@@ -158,6 +160,7 @@ def _encode(img: np.ndarray, ext: str, quality: int) -> bytes:
 def process(rel: str) -> dict:
     """Align one photo and write its face(s); never raises."""
     from oaml_mm.apis.face_finder import read_photo
+    from oaml_mm.datasets.occlusion_mask_dataset import mask_to_visibility
     from oaml_mm.datasets.transforms import AlignFace5Points
     o = _W
     src = osp.join(o['in_dir'], rel)
@@ -168,9 +171,12 @@ def process(rel: str) -> dict:
         mask = None
         if o['masks']:
             mpath = osp.join(o['masks'], stem + '.png')
-            mask = cv2.imread(mpath, cv2.IMREAD_GRAYSCALE)
+            # Full depth and every accepted encoding (0..255, 0..65535, 0/1):
+            # plain GRAYSCALE shifts a 16-bit 0/1 mask to all zeros.
+            mask = cv2.imread(mpath, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
             if mask is None:
                 raise DataFormatError(mpath, 'missing or unreadable mask')
+            mask = mask_to_visibility(mask, mpath)
             if mask.shape != img.shape[:2]:
                 raise DataFormatError(mpath, f'mask {mask.shape[::-1]} does not '
                                       f'match the photo {img.shape[1::-1]}')
@@ -183,14 +189,13 @@ def process(rel: str) -> dict:
                 f'{stem}_{k}'
             crop = face.pop('crop')
             if mask is not None:
-                if face['align_points'] is None:  # already an aligned crop
-                    m8 = mask
-                else:
-                    warped = align.transform(dict(
-                        img=img, visibility_mask=mask.astype(np.float32) / 255.0,
-                        landmarks=np.asarray(face['align_points'], np.float32)))
-                    m8 = np.clip(np.rint(warped['visibility_mask'] * 255), 0,
-                                 255).astype(np.uint8)
+                vis = mask
+                if face['align_points'] is not None:  # else an aligned crop
+                    vis = align.transform(dict(
+                        img=img, visibility_mask=mask,
+                        landmarks=np.asarray(face['align_points'], np.float32))
+                    )['visibility_mask']
+                m8 = np.clip(np.rint(vis * 255), 0, 255).astype(np.uint8)
                 out_img = osp.join(o['out_dir'], 'images', name + '.png')
                 _write_atomic(osp.join(o['out_dir'], 'masks', name + '.png'),
                               _encode(m8, '.png', 0))
