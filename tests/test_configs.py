@@ -244,6 +244,36 @@ class TestDataRootOverrides(unittest.TestCase):
         self.assertEqual(cfg.val_dataloader[0].dataset.data_root,
                          'data/faces_emore')
 
+    def test_synthface_roots_as_documented(self):
+        # docs/data_layout.md "SynthFace configs": every root defaults to
+        # data/synthface; occlusion_data_root moves the occlusion stream's clean
+        # part (X/train) too, data_root moves the main stream only.
+        path = osp.join(ROOT, 'configs', 'synthface', 'oaml_ir18_synthface.py')
+
+        def roots(opts):
+            cfg = merge_cfg_options(load_config(path), opts)
+            hook = next(h for h in cfg.custom_hooks
+                        if h.type == 'DualLoaderHook')
+            return dict(
+                train=[d.data_root for d in cfg.train_dataloader.dataset.datasets],
+                occluded=hook.occluded_dataloader.dataset.data_root,
+                clean=hook.clean_dataloader.dataset.data_root,
+                val={d.data_root for d in cfg.val_dataloader.dataset.datasets},
+                test={d.data_root for d in cfg.test_dataloader.dataset.datasets})
+
+        base = dict(train=['data/synthface/train', 'data/synthface/occluded'],
+                    occluded='data/synthface/occluded',
+                    clean='data/synthface/train', val={'data/synthface/val'},
+                    test={'data/synthface/val'})
+        self.assertEqual(roots({}), base)
+        self.assertEqual(roots({'data_root': '/X'}), dict(
+            base, train=['/X/train', '/X/occluded']))
+        self.assertEqual(roots({'occlusion_data_root': '/X'}), dict(
+            base, occluded='/X/occluded', clean='/X/train'))
+        self.assertEqual(roots({'val_data_root': '/X'}), dict(base, val={'/X/val'}))
+        self.assertEqual(roots({'test_data_root': '/X'}),
+                         dict(base, test={'/X/val'}))
+
     def test_explicit_key_still_wins(self):
         cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50.py'))
         merge_cfg_options(cfg, {

@@ -204,10 +204,12 @@ def decode_image(buf: Union[bytes, np.ndarray], path: str,
         path (str): File the bytes come from (for the error message).
         key (Any): Record key or line (for the error message).
         flags (int): ``cv2.IMREAD_COLOR`` (default: RGB [H,W,3]) or
-            ``cv2.IMREAD_GRAYSCALE`` ([H,W], returned as decoded).
+            ``cv2.IMREAD_GRAYSCALE`` ([H,W], returned as decoded; with
+            ``| cv2.IMREAD_ANYDEPTH`` a 16-bit PNG stays uint16).
 
     Returns:
-        np.ndarray: uint8 [H,W,3] in RGB order ([H,W] for grayscale).
+        np.ndarray: uint8 [H,W,3] in RGB order ([H,W] for grayscale, uint16
+        for a 16-bit image read with ``IMREAD_ANYDEPTH``).
 
     Raises:
         DataFormatError: The bytes are not a decodable image, or the image is larger
@@ -238,7 +240,7 @@ def decode_image(buf: Union[bytes, np.ndarray], path: str,
         raise DataFormatError(
             path, f'cannot decode {arr.size} bytes as an image; expected JPEG '
             'or PNG data', record=key, field='image')
-    if flags == cv2.IMREAD_GRAYSCALE:
+    if flags & ~cv2.IMREAD_ANYDEPTH == cv2.IMREAD_GRAYSCALE:
         return img
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 

@@ -43,9 +43,11 @@ def mask_to_visibility(mask: np.ndarray, path: str = '<array>',
     """A stored visibility mask as float32 in [0, 1] (1 = visible).
 
     Accepted encodings: uint8 0..255 (255 = visible, values between are partial
-    visibility), binary 0/1 (many public occlusion generators write it; detected
-    because its maximum is 1, which in the 0..255 encoding would mean a face
-    with no cell more than 0.4 % visible), bool, and float in [0, 1].
+    visibility), uint16 0..65535 (65535 = visible, a 16-bit PNG), binary 0/1 of
+    any integer dtype (many public occlusion generators write it, some as 16-bit
+    PNGs; detected because its maximum is 1, which in the 0..255 or 0..65535
+    encoding would mean a face with no cell more than 0.4 % visible), bool, and
+    float in [0, 1]. Other integer dtypes (int32, int64, ...) are read as 0..255.
 
     Args:
         mask (np.ndarray): [H, W] mask as decoded or given.
@@ -69,15 +71,18 @@ def mask_to_visibility(mask: np.ndarray, path: str = '<array>',
                 path, 'float visibility mask must lie in [0, 1] (1 = visible)',
                 record=record, field='mask')
         return mask.astype(np.float32)
+    # A 16-bit PNG's full scale is 65535; every other integer dtype (uint8 as
+    # decoded, int arrays a caller built) uses the 0..255 convention.
+    full = 65535 if mask.dtype == np.uint16 else 255
     if mask.dtype.kind not in 'ui' or (mask.size and (
-            mask.min() < 0 or mask.max() > 255)):
+            mask.min() < 0 or mask.max() > full)):
         raise DataFormatError(
-            path, f'mask of dtype {mask.dtype} with values outside 0..255; '
-            'expected 0..255 (255 = visible) or 0/1 (1 = visible)',
+            path, f'mask of dtype {mask.dtype} with values outside 0..{full}; '
+            f'expected 0..{full} ({full} = visible) or 0/1 (1 = visible)',
             record=record, field='mask')
     if mask.size and mask.max() == 1:
         return mask.astype(np.float32)
-    return mask.astype(np.float32) / 255.0
+    return (mask.astype(np.float64) / full).astype(np.float32)
 
 
 def write_occlusion_mask_sample(root: str, name: str, image_rgb: np.ndarray,
@@ -214,8 +219,11 @@ class OcclusionMaskDataset(BaseFaceDataset):
             raise MissingFileError(mask_path,
                                    f'visibility mask of {info["img_path"]}')
         try:
+            # ANYDEPTH keeps a 16-bit mask 16-bit: plain GRAYSCALE shifts it
+            # to 8 bits, turning a 0/1 mask into all zeros (fully occluded).
             mask = decode_image(np.fromfile(mask_path, np.uint8), mask_path,
-                                info['key'], cv2.IMREAD_GRAYSCALE)
+                                info['key'],
+                                cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
         except DataFormatError as e:
             raise DataFormatError(
                 mask_path, f'cannot decode the mask ({e.what}); expected a '

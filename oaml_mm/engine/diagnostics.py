@@ -48,29 +48,45 @@ class Finding:
     message: str
 
 
-def read_scalars(work_dir: str) -> Dict[int, dict]:
+def read_scalars(work_dir: str,
+                 notes: Optional[List[str]] = None) -> Dict[int, dict]:
     """``step -> logged values`` of every session's ``scalars.json`` (later wins).
 
+    A run killed while mmengine was writing a log line leaves that file's last
+    line cut short: an unreadable LAST line is skipped (a sentence saying so is
+    appended to ``notes``); an unreadable line anywhere else is corruption.
+
+    Args:
+        work_dir (str): An mmengine work folder.
+        notes (list[str], optional): Receives one sentence per skipped cut line.
+
     Raises:
-        DataFormatError: A line is not a JSON object.
+        DataFormatError: A line other than a file's last is not a JSON object
+            with ``"step"``.
     """
     out: Dict[int, dict] = {}
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     for path in files:
         with open(path) as f:
-            for n, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataFormatError(path, f'not JSON: {e}', record=n) from e
+            lines = [(n, line.strip()) for n, line in enumerate(f, 1)
+                     if line.strip()]
+        for i, (n, line) in enumerate(lines):
+            try:
+                rec = json.loads(line)
                 if not isinstance(rec, dict) or 'step' not in rec:
-                    raise DataFormatError(path, 'expected an object with "step"',
-                                          record=n)
-                if 'loss' in rec or 'lr' in rec:  # training lines, not val lines
-                    out.setdefault(int(rec['step']), {}).update(rec)
+                    raise ValueError('expected an object with "step"')
+            except ValueError as e:
+                if i == len(lines) - 1:
+                    if notes is not None:
+                        notes.append(
+                            f'{path}: last line {n} is incomplete (run killed '
+                            'while writing it?); ignored')
+                    break
+                what = (f'not JSON: {e}' if isinstance(e, json.JSONDecodeError)
+                        else str(e))
+                raise DataFormatError(path, what, record=n) from None
+            if 'loss' in rec or 'lr' in rec:  # training lines, not val lines
+                out.setdefault(int(rec['step']), {}).update(rec)
     return dict(sorted(out.items()))
 
 
@@ -242,28 +258,40 @@ def check_occlusion_constant(model, num_images: int = 8,
     return Finding('occlusion_constant', 'flag' if std < min_std else 'ok', msg)
 
 
-def diagnose_run(work_dir: str, checkpoint_limit: int = 3) -> List[Finding]:
+def diagnose_run(work_dir: str, checkpoint_limit: int = 3,
+                 notes: Optional[List[str]] = None) -> List[Finding]:
     """Run every check on ``work_dir``.
 
     Args:
         work_dir (str): An mmengine work folder.
         checkpoint_limit (int): Read the first and the last ``checkpoint_limit - 1``
             checkpoints only. Defaults to 3.
+        notes (list[str], optional): Receives sentences about what was read
+            around (a log's cut last line, see :func:`read_scalars`).
 
     Returns:
         list[Finding]: One per check.
 
     Raises:
-        MissingFileError: ``work_dir`` is not a folder.
+        MissingFileError: ``work_dir`` is not a folder, or holds no run (neither
+            a ``*/vis_data/scalars.json`` log nor a ``*.pth`` checkpoint).
+        DataFormatError: A log line other than a file's last is unreadable.
     """
     if not osp.isdir(work_dir):
         raise MissingFileError(work_dir, 'the run\'s work folder')
     from oaml_mm.utils.checkpoint import safe_load_checkpoint
     from oaml_mm.utils.config import load_config
-    scalars = read_scalars(work_dir)
+    ckpts = list_checkpoints(work_dir)
+    if not ckpts and not glob.glob(
+            osp.join(work_dir, '*', 'vis_data', 'scalars.json')):
+        # Every check would say "skipped": a wrong folder, not a healthy run.
+        raise MissingFileError(
+            osp.join(work_dir, '*', 'vis_data', 'scalars.json'),
+            'no training run in this folder: neither a log nor a *.pth '
+            'checkpoint; give the work_dir tools/train.py wrote to')
+    scalars = read_scalars(work_dir, notes)
     cfg_path = find_config(work_dir)
     cfg = load_config(cfg_path) if cfg_path else None
-    ckpts = list_checkpoints(work_dir)
     if len(ckpts) > checkpoint_limit:
         ckpts = ckpts[:1] + ckpts[-(checkpoint_limit - 1):]
     states = []

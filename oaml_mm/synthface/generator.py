@@ -58,8 +58,9 @@ class SynthFaceConfig:
             ``occluded/``. Defaults to 4.
         val_images_per_id (int): Rendered images per test identity for ``val/``; each
             gives a clean and an occluded version. Defaults to 8.
-        val_pairs (int): Pairs per verification ``.bin`` (rounded down to a multiple
-            of 20: 10 folds of half genuine, half impostor pairs). Defaults to 3000.
+        val_pairs (int): Pairs per verification ``.bin``: a multiple of 20 (10
+            folds of half genuine, half impostor pairs); any other value is a
+            :class:`ConfigError`, never rounded. Defaults to 3000.
         ijbc_subjects (int): Test identities in the mini IJB-C. Defaults to 60.
         ijbc_probe_templates (int): Probe templates per IJB-C subject. Defaults to 3.
         ijbc_occluded (float): Fraction of IJB-C images with an occluder.
@@ -90,6 +91,14 @@ class SynthFaceConfig:
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f'SynthFace: {name} must be an integer >= {low}, '
                                   f'got {value!r}')
+        if self.val_pairs % 20:
+            # 10 folds x (genuine, impostor) halves: rounding silently wrote
+            # fewer pairs than asked (55 gave 40).
+            low = self.val_pairs // 20 * 20  # >= 20: checked above
+            raise ConfigError(
+                'SynthFace: val_pairs must be a multiple of 20 (10 folds of half '
+                f'genuine, half impostor pairs), got {self.val_pairs}; use '
+                f'{low} or {low + 20}')
         if not 0.0 <= self.nuisance <= 1.5:
             raise ConfigError('SynthFace: nuisance must be in [0, 1.5], got '
                               f'{self.nuisance!r}')

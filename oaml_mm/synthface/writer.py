@@ -94,7 +94,7 @@ def build_pairs(labels: np.ndarray, slot0_ok: np.ndarray, slot1_ok: np.ndarray,
         labels (numpy.ndarray): [M] identity of each candidate image.
         slot0_ok (numpy.ndarray): [M] bool, images allowed as the first image.
         slot1_ok (numpy.ndarray): [M] bool, images allowed as the second image.
-        num_pairs (int): Pairs wanted, rounded down to a multiple of ``2 * folds``.
+        num_pairs (int): Pairs wanted, a multiple of ``2 * folds``.
         rng (numpy.random.Generator): Source of randomness.
         folds (int): Blocks of ``num_pairs / folds`` pairs. Defaults to 10.
 
@@ -102,11 +102,15 @@ def build_pairs(labels: np.ndarray, slot0_ok: np.ndarray, slot1_ok: np.ndarray,
         tuple: ``(pairs int64 [N,2] image indices, issame bool [N])``.
 
     Raises:
-        ConfigError: Too few images to draw that many distinct pairs.
+        ConfigError: ``num_pairs`` is not a positive multiple of ``2 * folds``,
+            or too few images to draw that many distinct pairs.
     """
     per = num_pairs // (2 * folds)
-    if per == 0:
-        raise ConfigError(f'SynthFace: {num_pairs} pairs is fewer than {2 * folds}')
+    if per == 0 or num_pairs % (2 * folds):
+        raise ConfigError(
+            f'SynthFace: {num_pairs} pairs cannot be split into {folds} folds of '
+            f'half genuine, half impostor pairs; give a positive multiple of '
+            f'{2 * folds}')
     idx0 = np.nonzero(slot0_ok)[0]
     idx1 = np.nonzero(slot1_ok)[0]
     by_label: Dict[int, np.ndarray] = {
@@ -338,7 +342,7 @@ def generate_synthface(out_dir: str,
             occluded_images=len(lines),
             occluded_types=dict(sorted(type_counts.items())),
             test_identities=len(test_ids),
-            val_pairs_per_bin=(cfg.val_pairs // 20) * 20,
+            val_pairs_per_bin=cfg.val_pairs,
             ijbc_subjects=len(ijbc_ids),
             ijbc_images=sum(len(r) for r in ijbc_res),
             train_label_range=[0, len(train_ids) - 1],

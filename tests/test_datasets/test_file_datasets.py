@@ -12,6 +12,7 @@ from oaml_mm.datasets import (ARCFACE_REF_POINTS, FaceImageFolder, IJBDataset,
                               OcclusionMaskDataset, VerificationBinDataset,
                               write_occlusion_mask_sample,
                               write_verification_bin)
+from oaml_mm.datasets.occlusion_mask_dataset import mask_to_visibility
 from oaml_mm.errors import ConfigError, DataFormatError, MissingFileError
 from .helpers import encode, huge_header_png, make_face
 
@@ -343,6 +344,38 @@ class TestOcclusionMaskDataset(_Tmp):
         with self.assertRaisesRegex(DataFormatError, r"field 'mask'"):
             write_occlusion_mask_sample(self.root, 'x', img,
                                         np.full((112, 112), 2.0))
+
+    def test_16bit_masks(self):
+        # A 16-bit 0/1 PNG (cv2.imwrite of a uint16 0/1 array) was decoded with
+        # IMREAD_GRAYSCALE, which shifts it to 8 bits: every pixel 0, the face
+        # read as fully occluded.
+        img = make_face(0, size=112)
+        for name in ('a', 'b'):
+            write_occlusion_mask_sample(self.root, name, img, np.ones((112, 112)))
+        m = np.full((112, 112), 255, np.uint8)
+        m[64:] = 0
+        cv2.imwrite(osp.join(self.root, 'masks', 'a.png'),
+                    (m > 127).astype(np.uint16))
+        full16 = np.full((112, 112), 32768, np.uint16)
+        full16[64:] = 0
+        cv2.imwrite(osp.join(self.root, 'masks', 'b.png'), full16)
+        ds = OcclusionMaskDataset(self.root)
+        vis = ds[0]['visibility_mask']
+        self.assertEqual(vis.dtype, np.float32)
+        self.assertEqual(float(vis[:64].min()), 1.0)
+        self.assertEqual(float(vis[64:].max()), 0.0)
+        vis = ds[1]['visibility_mask']  # 0..65535 keeps its scale
+        self.assertAlmostEqual(float(vis[:64].mean()), 32768 / 65535, places=6)
+        self.assertEqual(float(vis[64:].max()), 0.0)
+        # The array helper: 0/1 of every integer dtype, 0..65535 for uint16.
+        for dt in (np.uint8, np.uint16, np.int32, np.int64):
+            np.testing.assert_array_equal(
+                mask_to_visibility(np.array([[0, 1]], dt)), [[0.0, 1.0]])
+        np.testing.assert_allclose(
+            mask_to_visibility(np.array([[0, 65535, 257]], np.uint16)),
+            [[0.0, 1.0, 257 / 65535]], rtol=1e-6)
+        with self.assertRaisesRegex(DataFormatError, r'0\.\.255'):
+            mask_to_visibility(np.array([[0, 300]], np.int32))
 
     def test_mask_size_mismatch(self):
         write_occlusion_mask_sample(self.root, 'a', make_face(0, size=32),

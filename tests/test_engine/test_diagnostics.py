@@ -127,16 +127,43 @@ class TestDiagnostics(unittest.TestCase):
     def test_skips_and_errors(self):
         self.assertEqual(check_classifier_at_chance({}, 10).status, 'skipped')
         with tempfile.TemporaryDirectory() as tmp:
-            found = {f.check: f.status for f in diagnose_run(tmp)}
-            self.assertEqual(set(found.values()), {'skipped'})
+            # A folder with no run once gave an all-"skipped" table, exit 0.
+            with self.assertRaisesRegex(MissingFileError, 'no training run'):
+                diagnose_run(tmp)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                self.assertEqual(cli.main([tmp]), 2)
+            self.assertIn('no training run', err.getvalue())
             os.makedirs(osp.join(tmp, 'x', 'vis_data'))
             with open(osp.join(tmp, 'x', 'vis_data', 'scalars.json'), 'w') as f:
-                f.write('{"step": 1, "lr": 0.1}\nnot json\n')
-            with self.assertRaises(DataFormatError):
+                f.write('{"step": 1, "lr": 0.1}\nnot json\n'
+                        '{"step": 2, "lr": 0.1}\n')
+            with self.assertRaisesRegex(DataFormatError, 'record 2'):
                 read_scalars(tmp)
-            self.assertEqual(cli.main([tmp]), 2)
+            with contextlib.redirect_stderr(io.StringIO()):
+                self.assertEqual(cli.main([tmp]), 2)
         with self.assertRaises(MissingFileError):
             diagnose_run('/nonexistent/run')
+
+    def test_cut_last_line(self):
+        # A run killed while mmengine wrote a log line: the table once was
+        # refused ("record 41: not JSON"); the cut line is now skipped, noted.
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_run(tmp)
+            path = osp.join(tmp, '20260101_000000', 'vis_data', 'scalars.json')
+            with open(path, 'a') as f:
+                f.write('{"step": 41, "lr": 0.0')
+            notes = []
+            self.assertEqual(max(read_scalars(tmp, notes)), 40)
+            self.assertEqual(len(notes), 1)
+            self.assertIn('last line 42 is incomplete', notes[0])
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                code = cli.main([tmp])
+            self.assertEqual(code, 0)
+            self.assertIn('| lr_schedule | ok |', buf.getvalue())
+            self.assertIn('Note: ', buf.getvalue())
+            self.assertIn('last line 42 is incomplete', buf.getvalue())
 
 
 if __name__ == '__main__':

@@ -176,12 +176,35 @@ class TestPairsAndPreview(unittest.TestCase):
         self.assertTrue(np.all(pairs[:, 0] != pairs[:, 1]))
         with self.assertRaises(ConfigError):
             build_pairs(labels, ok, masked, 400, stream_rng(0, 1))
+        with self.assertRaisesRegex(ConfigError, 'multiple of 20'):
+            build_pairs(labels, ok, masked, 30, stream_rng(0, 1))
 
     def test_config_checked(self):
         for bad in (dict(identities=1), dict(val_pairs=10), dict(nuisance=-0.1),
                     dict(images_per_id=2.5)):
             with self.assertRaises(ConfigError):
                 SynthFaceConfig(**bad)
+        # 55 pairs once wrote 40 without a word: refused, naming usable values.
+        with self.assertRaisesRegex(ConfigError, r'multiple of 20.*got 55; use '
+                                    r'40 or 60'):
+            SynthFaceConfig(val_pairs=55)
+        self.assertEqual(SynthFaceConfig(val_pairs=60).val_pairs, 60)
+
+    def test_cli_refuses_val_pairs(self):
+        import contextlib
+        import io
+        import runpy
+        tool = osp.join(osp.dirname(osp.dirname(osp.dirname(
+            osp.abspath(__file__)))), 'tools', 'dataset_converters',
+            'make_synthface.py')
+        main = runpy.run_path(tool)['main']
+        with tempfile.TemporaryDirectory() as tmp:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = main(['--out', osp.join(tmp, 'sf'), '--val-pairs', '55'])
+            self.assertEqual(code, 2)
+            self.assertIn('use 40 or 60', err.getvalue())
+            self.assertFalse(osp.exists(osp.join(tmp, 'sf')))
 
     def test_contact_sheet(self):
         sheet = contact_sheet(identities=2, clean_per_id=1)

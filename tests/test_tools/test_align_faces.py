@@ -135,6 +135,31 @@ class TestAlignFaces(unittest.TestCase):
         rep = json.load(open(osp.join(out, 'align_report.json')))
         self.assertEqual(rep['paths'], {'detected-eyes': 3})
 
+    def test_16bit_and_01_masks(self):
+        # A 16-bit 0/1 mask was read with IMREAD_GRAYSCALE (shifted to all
+        # zeros: the whole face occluded); a 0/1 mask was scaled by 1/255.
+        src, masks = self._out('m16_in'), self._out('m16_masks')
+        astro = skimage.data.astronaut()[:, :, ::-1]
+        vis = np.ones(astro.shape[:2], bool)
+        vis[120:] = False
+        os.makedirs(osp.join(src, 'p'))
+        os.makedirs(osp.join(masks, 'p'))
+        for name, m in (('u16', vis.astype(np.uint16)), ('u8', vis.astype(np.uint8)),
+                        ('full16', vis.astype(np.uint16) * 65535)):
+            cv2.imwrite(osp.join(src, 'p', name + '.jpg'), astro)
+            cv2.imwrite(osp.join(masks, 'p', name + '.png'), m)
+        out = self._out('m16_out')
+        code, text, err = _run([src, out, '--masks', masks, '--workers', '0',
+                                '--align', 'eyes'])
+        self.assertEqual(code, 0, err)
+        self.assertIn('3/3 photos aligned', text)
+        for name in ('u16', 'u8', 'full16'):
+            mask = cv2.imread(osp.join(out, 'masks', 'p', name + '.png'),
+                              cv2.IMREAD_UNCHANGED)
+            self.assertEqual((mask.dtype, mask.shape), (np.uint8, (112, 112)))
+            self.assertTrue((mask[45:58, 30:82] == 255).all(), name)
+            self.assertTrue((mask[86:100, 30:82] == 0).all(), name)
+
     def test_flat_input_and_bad_options(self):
         flat = self._out('flat_in')
         os.makedirs(flat)
@@ -149,6 +174,68 @@ class TestAlignFaces(unittest.TestCase):
         code, _, err = _run([self._out('missing'), self._out('x')])
         self.assertEqual(code, 2)
         self.assertIn('not a folder of photos', err)
+
+    def test_rerun_retries_failures_and_checks_options(self):
+        # A rerun once kept every earlier failure ("3/6 photos aligned" again)
+        # and silently ignored new options.
+        src, out = self._out('rr_in'), self._out('rr_out')
+        astro = skimage.data.astronaut()[:, :, ::-1]
+        os.makedirs(osp.join(src, 'p'))
+        cv2.imwrite(osp.join(src, 'p', 'ok.jpg'), astro)
+        cv2.imwrite(osp.join(src, 'p', 'coffee.jpg'),
+                    skimage.data.coffee()[:, :, ::-1])
+        with open(osp.join(src, 'p', 'broken.png'), 'w') as f:
+            f.write('not an image')
+        code, text, err = _run([src, out, '--workers', '0'])
+        self.assertEqual(code, 0, err)
+        self.assertIn('1/3 photos aligned', text)
+        self.assertNotIn('retried', text)
+        ok_mtime = os.stat(osp.join(out, 'p', 'ok.jpg')).st_mtime_ns
+        # Options that change aligned faces: refused, naming the option.
+        code, _, err = _run([src, out, '--workers', '0', '--align', 'eyes'])
+        self.assertEqual(code, 2)
+        self.assertIn("--align 'auto' -> 'eyes'", err)
+        self.assertEqual(len(err.strip().splitlines()), 1)
+        # The user fixes the broken photo and gives a box for the coffee one.
+        cv2.imwrite(osp.join(src, 'p', 'broken.png'), astro)
+        boxes = self._out('rr_boxes.txt')
+        with open(boxes, 'w') as f:
+            f.write('p/coffee.jpg 150 50 350 300\n')
+        code, text, err = _run([src, out, '--workers', '0', '--boxes', boxes])
+        self.assertEqual(code, 0, err)
+        self.assertIn('retried 2 earlier failure(s)', text)
+        rep = json.load(open(osp.join(out, 'align_report.json')))
+        self.assertEqual(rep['rerun']['retried'], 2)
+        self.assertTrue(osp.isfile(osp.join(out, 'p', 'broken.jpg')))
+        self.assertEqual(rep['rerun'], dict(retried=2, retried_ok=2, changed=0))
+        self.assertEqual((rep['aligned'], rep['failures']), (3, []))
+        self.assertIn('2 now aligned, 0 still failing', text)
+        self.assertEqual(rep['per_photo']['p/coffee.jpg'][0]['path'], 'given-box')
+        # The aligned photo was kept, not redone.
+        self.assertEqual(os.stat(osp.join(out, 'p', 'ok.jpg')).st_mtime_ns,
+                         ok_mtime)
+        # A replaced photo is redone; its failed-now output does not linger.
+        cv2.imwrite(osp.join(src, 'p', 'ok.jpg'), skimage.data.coffee()[:, :, ::-1])
+        code, text, err = _run([src, out, '--workers', '0', '--boxes', boxes])
+        self.assertEqual(code, 0, err)
+        self.assertIn('redid 1 aligned photo(s)', text)
+        self.assertIn('2/3 photos aligned', text)
+        self.assertFalse(osp.exists(osp.join(out, 'p', 'ok.jpg')))
+
+    def test_out_dir_inside_in_dir_refused(self):
+        # OUT inside IN once took its own output as photos on a rerun (an
+        # identity named "out" in the .rec).
+        src = self._out('nest_in')
+        os.makedirs(osp.join(src, 'p'))
+        cv2.imwrite(osp.join(src, 'p', 'a.jpg'),
+                    skimage.data.astronaut()[:, :, ::-1])
+        for i, o in ((src, osp.join(src, 'out')), (src, src),
+                     (osp.join(src, 'p'), src)):
+            code, _, err = _run([i, o, '--workers', '0'])
+            self.assertEqual(code, 2, (i, o))
+            self.assertRegex(err, 'is inside (IN|OUT)_DIR')
+            self.assertEqual(len(err.strip().splitlines()), 1)
+        self.assertFalse(osp.exists(osp.join(src, 'out')))
 
 
 if __name__ == '__main__':

@@ -9,15 +9,23 @@ alignment when the nose or mouth points are implausible) and is written as
 * ``--format rec``: ``OUT_DIR/train.rec``, ``train.idx``, ``property`` in the
   insightface layout (identity sub-folders needed; labels = sorted folder order);
 * with ``--masks MASK_DIR`` (an occluded set: ``MASK_DIR/<same relative
-  path>.png``, 255 = visible): ``OUT_DIR/images/...`` and ``OUT_DIR/masks/...``
-  plus ``labels.txt``, an ``OcclusionMaskDataset``, the masks warped with the image.
+  path>.png``, 8- or 16-bit, 0..255, 0..65535 or 0/1 with 255 / 65535 / 1 =
+  visible): ``OUT_DIR/images/...`` and ``OUT_DIR/masks/...`` (0..255) plus
+  ``labels.txt``, an ``OcclusionMaskDataset``, the masks warped with the image.
 
 Resumable: each output is written atomically and recorded in
 ``OUT_DIR/.align_journal.jsonl`` (a file, so a ``FaceImageFolder`` scan of OUT_DIR
-does not take it for an identity); a rerun after a crash skips what the journal
-lists. A bad file (not an image, empty, huge, no face) never stops the run: it is
-listed in ``OUT_DIR/align_report.json`` (with every face's alignment path and
-detector score) and ``OUT_DIR/align_failures.txt``.
+does not take it for an identity) with the options it was made with. A rerun (after
+a crash, or to fix failures) keeps the photos aligned before, retries every photo
+that failed (fixed files, new ``--boxes`` / ``--landmarks`` lines), redoes an
+aligned photo whose file or ``--landmarks`` / ``--boxes`` line changed, and says
+how many it retried. A rerun whose options would change the aligned faces
+(``--align``, ``--size``, ``--format``, ``--faces``, ``--detect``,
+``--min-score``, ``--quality``, ``--masks``, IN_DIR) is refused: use the recorded
+options or a new OUT_DIR. OUT_DIR and IN_DIR may not contain each other. A bad
+file (not an image, empty, huge, no face) never stops the run: it is listed in
+``OUT_DIR/align_report.json`` (with every face's alignment path and detector
+score) and ``OUT_DIR/align_failures.txt``.
 
 Examples:
     python tools/dataset_converters/align_faces.py raw_photos/ data/aligned \\
@@ -55,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('out_dir', help='output folder (created)')
     p.add_argument('--format', choices=('folder', 'rec'), default='folder')
     p.add_argument('--masks', help='folder of visibility masks mirroring IN_DIR '
-                   '(<relative path without extension>.png, 255 = visible)')
+                   '(<relative path without extension>.png; 0..255, 16-bit '
+                   '0..65535 or 0/1, 255 / 65535 / 1 = visible)')
     p.add_argument('--faces', choices=('largest', 'all'), default='largest')
     p.add_argument('--align', choices=('auto', 'five', 'eyes'), default='auto')
     p.add_argument('--detect', choices=('auto', 'always'), default='always',
@@ -151,6 +160,7 @@ def _encode(img: np.ndarray, ext: str, quality: int) -> bytes:
 def process(rel: str) -> dict:
     """Align one photo and write its face(s); never raises."""
     from oaml_mm.apis.face_finder import read_photo
+    from oaml_mm.datasets.occlusion_mask_dataset import mask_to_visibility
     from oaml_mm.datasets.transforms import AlignFace5Points
     o = _W
     src = osp.join(o['in_dir'], rel)
@@ -161,9 +171,12 @@ def process(rel: str) -> dict:
         mask = None
         if o['masks']:
             mpath = osp.join(o['masks'], stem + '.png')
-            mask = cv2.imread(mpath, cv2.IMREAD_GRAYSCALE)
+            # Full depth and every accepted encoding (0..255, 0..65535, 0/1):
+            # plain GRAYSCALE shifts a 16-bit 0/1 mask to all zeros.
+            mask = cv2.imread(mpath, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
             if mask is None:
                 raise DataFormatError(mpath, 'missing or unreadable mask')
+            mask = mask_to_visibility(mask, mpath)
             if mask.shape != img.shape[:2]:
                 raise DataFormatError(mpath, f'mask {mask.shape[::-1]} does not '
                                       f'match the photo {img.shape[1::-1]}')
@@ -176,14 +189,13 @@ def process(rel: str) -> dict:
                 f'{stem}_{k}'
             crop = face.pop('crop')
             if mask is not None:
-                if face['align_points'] is None:  # already an aligned crop
-                    m8 = mask
-                else:
-                    warped = align.transform(dict(
-                        img=img, visibility_mask=mask.astype(np.float32) / 255.0,
-                        landmarks=np.asarray(face['align_points'], np.float32)))
-                    m8 = np.clip(np.rint(warped['visibility_mask'] * 255), 0,
-                                 255).astype(np.uint8)
+                vis = mask
+                if face['align_points'] is not None:  # else an aligned crop
+                    vis = align.transform(dict(
+                        img=img, visibility_mask=mask,
+                        landmarks=np.asarray(face['align_points'], np.float32))
+                    )['visibility_mask']
+                m8 = np.clip(np.rint(vis * 255), 0, 255).astype(np.uint8)
                 out_img = osp.join(o['out_dir'], 'images', name + '.png')
                 _write_atomic(osp.join(o['out_dir'], 'masks', name + '.png'),
                               _encode(m8, '.png', 0))
@@ -205,17 +217,86 @@ def process(rel: str) -> dict:
 
 
 # ------------------------------------------------------------------- main
-def _journal(path: str) -> Dict[str, dict]:
-    done = {}
+def _journal(path: str) -> Tuple[Dict[str, dict], Optional[dict]]:
+    """The journal's latest record per photo, and the options it was made with
+    (None for a new journal or one written before options were recorded)."""
+    done, options = {}, None
     if osp.isfile(path):
         with open(path) as f:
             for line in f:
                 try:
                     rec = json.loads(line)
-                    done[rec['src']] = rec
+                    if 'options' in rec:
+                        options = rec['options']
+                    else:
+                        done[rec['src']] = rec
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut by the crash: that photo is redone
-    return done
+    return done, options
+
+
+#: Options that change what a successful photo's output is: a rerun may not
+#: change them, or OUT_DIR would mix outputs of two settings. --landmarks and
+#: --boxes are compared per photo instead (a changed line redoes that photo).
+OUTPUT_OPTIONS = ('in_dir', 'format', 'masks', 'faces', 'align', 'detect',
+                  'size', 'min_score', 'quality')
+
+
+def _options(args: argparse.Namespace) -> dict:
+    real = {k: getattr(args, k) for k in OUTPUT_OPTIONS}
+    for k in ('in_dir', 'masks'):
+        if real[k]:
+            real[k] = osp.realpath(real[k])
+    return json.loads(json.dumps(real))  # as the journal gives them back
+
+
+def _check_options(recorded: dict, current: dict, out_dir: str) -> None:
+    diff = [k for k in OUTPUT_OPTIONS if recorded.get(k) != current[k]]
+    if diff:
+        flag = {k: '--' + k.replace('_', '-') for k in OUTPUT_OPTIONS}
+        flag.update(in_dir='IN_DIR')
+        said = ', '.join(f'{flag[k]} {recorded.get(k)!r} -> {current[k]!r}'
+                         for k in diff)
+        raise ConfigError(
+            f'{out_dir} was aligned with other options ({said}): its '
+            'aligned faces would mix both settings. Rerun with the recorded '
+            'options (only failures and photos whose file, --landmarks or '
+            '--boxes line changed are redone), or give a new OUT_DIR to '
+            'redo everything')
+
+
+def _inside(a: str, b: str) -> bool:
+    a, b = osp.realpath(a), osp.realpath(b)
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
+
+
+def _inputs(args_in: str, rel: str, opts: dict) -> dict:
+    """What one photo's output depends on besides the options: its file (and
+    mask file), its --landmarks / --boxes lines."""
+
+    def stamp(path):
+        if not osp.isfile(path):
+            return None
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+
+    key = osp.normpath(rel)
+    mask = stamp(osp.join(opts['masks'], osp.splitext(rel)[0] + '.png')) \
+        if opts['masks'] else None
+    return dict(file=stamp(osp.join(args_in, rel)), mask=mask,
+                landmarks=opts['landmarks'].get(key), box=opts['boxes'].get(key))
+
+
+def _remove_outputs(out_dir: str, rec: dict) -> None:
+    """Delete a photo's earlier outputs before it is redone (the new run may
+    find fewer faces, or none)."""
+    for face in rec.get('faces', []):
+        outs = [face.get('out')]
+        if outs[0] and outs[0].startswith('images' + os.sep):
+            outs.append('masks' + outs[0][len('images'):])
+        for out in outs:
+            if out and osp.isfile(osp.join(out_dir, out)):
+                os.remove(osp.join(out_dir, out))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -230,6 +311,19 @@ def run(args: argparse.Namespace) -> dict:
     if args.masks and not osp.isdir(args.masks):
         raise DataFormatError(args.masks, 'not a folder of masks')
     out_dir = args.out_dir
+    for a, b, what in ((out_dir, args.in_dir, 'OUT_DIR is inside IN_DIR'),
+                       (args.in_dir, out_dir, 'IN_DIR is inside OUT_DIR')):
+        if _inside(a, b):
+            # A rerun would scan the aligned faces as photos (an identity
+            # named after OUT_DIR).
+            raise ConfigError(f'{what} ({out_dir} vs {args.in_dir}): the '
+                              'aligned faces would be read as photos; give '
+                              'two separate folders')
+    journal_path = osp.join(out_dir, JOURNAL)
+    done, recorded = _journal(journal_path)
+    options = _options(args)
+    if recorded is not None:
+        _check_options(recorded, options, out_dir)
     os.makedirs(out_dir, exist_ok=True)
     aligned_dir = osp.join(out_dir, STAGING) if args.format == 'rec' \
         else out_dir
@@ -239,9 +333,16 @@ def run(args: argparse.Namespace) -> dict:
                 quality=args.quality,
                 landmarks=_read_table(args.landmarks, 10, 'landmarks'),
                 boxes=_read_table(args.boxes, 4, 'box'))
-    journal_path = osp.join(out_dir, JOURNAL)
-    done = _journal(journal_path)
-    todo = [f for f in files if f not in done]
+    inputs = {f: _inputs(args.in_dir, f, opts) for f in files}
+    # Failures are always retried: the user may have fixed the photo or added
+    # a --boxes line; successes are kept unless their inputs changed.
+    retried = [f for f in files if f in done and done[f]['status'] != 'ok']
+    changed = [f for f in files if f in done and done[f]['status'] == 'ok'
+               and 'inputs' in done[f] and done[f]['inputs'] != inputs[f]]
+    for f in changed:
+        _remove_outputs(out_dir, done[f])
+    redo = set(retried) | set(changed)
+    todo = [f for f in files if f not in done or f in redo]
     t0 = time.time()
     bar = None
     if not args.no_progress:
@@ -253,8 +354,12 @@ def run(args: argparse.Namespace) -> dict:
             journal.seek(journal.tell() - 1)
             if journal.read(1) != '\n':  # a crash cut the last line
                 journal.write('\n')
+        if recorded is None:
+            journal.write(json.dumps(dict(options=options)) + '\n')
+            journal.flush()
 
         def record(rec: dict) -> None:
+            rec['inputs'] = inputs[rec['src']]
             journal.write(json.dumps(rec) + '\n')
             journal.flush()
             done[rec['src']] = rec
@@ -271,10 +376,14 @@ def run(args: argparse.Namespace) -> dict:
                     record(rec)
     if bar is not None:
         bar.close()
-    return _finish(args, files, identities, done, time.time() - t0)
+    rerun = dict(
+        retried=len(retried),
+        retried_ok=sum(done[f]['status'] == 'ok' for f in retried),
+        changed=len(changed))
+    return _finish(args, files, identities, done, time.time() - t0, rerun)
 
 
-def _finish(args, files, identities, done, seconds) -> dict:
+def _finish(args, files, identities, done, seconds, rerun) -> dict:
     out_dir = args.out_dir
     recs = [done[f] for f in files]
     ok = [r for r in recs if r['status'] == 'ok']
@@ -308,7 +417,7 @@ def _finish(args, files, identities, done, seconds) -> dict:
         failed=len(failed), faces=len(faces), paths=dict(paths),
         mean_score=float(np.mean(scores)) if scores else None,
         identities=len(identities) if identities else None,
-        seconds=round(seconds, 1),
+        seconds=round(seconds, 1), rerun=rerun,
         failures=[dict(src=r['src'], reason=r.get('reason', '')) for r in failed],
         per_photo={r['src']: [dict(path=f['path'], score=f['score'],
                                    note=f.get('note', ''))
@@ -329,6 +438,12 @@ def main(argv=None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     paths = ', '.join(f'{k} {v}' for k, v in sorted(rep['paths'].items()))
+    rr = rep['rerun']
+    if rr['retried'] or rr['changed']:
+        print(f'retried {rr["retried"]} earlier failure(s): {rr["retried_ok"]} '
+              f'now aligned, {rr["retried"] - rr["retried_ok"]} still failing; '
+              f'redid {rr["changed"]} aligned photo(s) whose file or '
+              '--landmarks/--boxes line changed')
     print(f'{rep["aligned"]}/{rep["photos"]} photos aligned ({rep["faces"]} '
           f'faces: {paths}); {rep["failed"]} failed, listed in '
           f'{osp.join(args.out_dir, "align_failures.txt")}')

@@ -36,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='occluded images per training identity (default %(default)s)')
     p.add_argument('--val-images-per-id', type=int, default=d.val_images_per_id)
     p.add_argument('--val-pairs', type=int, default=d.val_pairs,
-                   help='pairs per verification .bin (default %(default)s)')
+                   help='pairs per verification .bin, a multiple of 20 '
+                   '(default %(default)s)')
     p.add_argument('--ijbc-subjects', type=int, default=d.ijbc_subjects)
     p.add_argument('--workers', type=int, default=2,
                    help='processes; the output does not depend on it')

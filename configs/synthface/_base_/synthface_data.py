@@ -3,9 +3,12 @@
 # occlusion stream, and the three verification sets read with their true-visibility
 # side files. Both demo models inherit this file, so they see the same data and the
 # same occlusion augmentation.
-# One folder holds every part; each root variable moves its sections with
-# --cfg-options (oaml_mm.utils.merge_cfg_options): data_root=DIR occlusion_data_root=DIR
-# test_data_root=DIR val_data_root=DIR.
+# One folder holds every part, but each root variable moves only its own sections with
+# --cfg-options (oaml_mm.utils.merge_cfg_options; docs/data_layout.md): data_root the
+# main training stream (train/, occluded/), occlusion_data_root the occlusion stream
+# (its occluded/ and its clean train/ part), val_data_root validation, test_data_root
+# tools/test.py. A folder elsewhere needs all four: data_root=DIR
+# occlusion_data_root=DIR val_data_root=DIR test_data_root=DIR.
 data_root = 'data/synthface'
 occlusion_data_root = data_root
 test_data_root = data_root
