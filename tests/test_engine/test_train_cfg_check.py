@@ -46,18 +46,22 @@ class TestCheckTrainConfig(TestCase):
         check_train_config(
             dict(batch_size=30, sampler=dict(type='DefaultSampler')), None)
 
-    def test_runner_build_refuses_before_training(self):
+    def test_runner_train_refuses_before_training(self):
         with tempfile.TemporaryDirectory() as tmp:
             cfg = toy_config(osp.join(tmp, 'w'))
             cfg['train_dataloader']['sampler'] = dict(
                 type='PKSampler', batch_size=8, num_instances=4)
             with self.assertRaisesRegex(ConfigError, r'\(4\) differs'):
-                RUNNERS.build(Config(cfg))
+                RUNNERS.build(Config(cfg)).train()
             cfg = toy_config(osp.join(tmp, 'w'))
             cfg['train_cfg']['max_epochs'] = 0
+            runner = RUNNERS.build(Config(cfg))
             with self.assertRaisesRegex(ConfigError, 'max_epochs'):
-                RUNNERS.build(Config(cfg))
-            self.assertFalse(osp.exists(osp.join(tmp, 'w')))
+                runner.train()
+            # Refused before any checkpoint or lock.
+            self.assertEqual(
+                [f for f in os.listdir(osp.join(tmp, 'w'))
+                 if f.endswith('.pth') or f.startswith('.oaml_train')], [])
 
     def test_tools_train_reports_one_line(self):
         with tempfile.TemporaryDirectory() as tmp:

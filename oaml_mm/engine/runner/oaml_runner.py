@@ -13,8 +13,9 @@ Differences from :class:`mmengine.runner.Runner`:
   the runner is built and hands it over as ``work_dir_lock``, so a refused run
   writes nothing into the folder);
 * a training length that is not positive, or a DataLoader ``batch_size`` that differs
-  from its PKSampler/GraphSampler's, is a :class:`~oaml_mm.errors.ConfigError` when
-  the runner is built (:func:`~oaml_mm.engine.runner.check_train_config`);
+  from its PKSampler/GraphSampler's, is a :class:`~oaml_mm.errors.ConfigError` at the
+  start of ``train()`` (:func:`~oaml_mm.engine.runner.check_train_config`;
+  ``tools/train.py`` checks before the runner is built);
 * distributed training works on CPU-only machines: the gloo process group is created
   here when CUDA is absent (mmengine's launcher assumes a GPU per process), and the
   model is wrapped without ``device_ids``;
@@ -315,8 +316,6 @@ class OAMLRunner(Runner):
     work_dir_lock: Optional[WorkDirLock] = None
 
     def __init__(self, *args, **kwargs) -> None:
-        check_train_config(kwargs.get('train_dataloader'),
-                           kwargs.get('train_cfg'))
         work_dir = kwargs.get('work_dir', args[1] if len(args) > 1 else None)
         if work_dir is not None:
             # Before mmengine creates the folder and opens its log file there.
@@ -392,6 +391,9 @@ class OAMLRunner(Runner):
         return super().build_train_loop(loop)
 
     def train(self) -> torch.nn.Module:
+        # Here, not in __init__: tools/test.py builds this runner from the same
+        # config and must not be refused for a training-only setting.
+        check_train_config(self._train_dataloader, self._train_loop)
         lock = None
         held = self.work_dir_lock
         if held is not None and held.is_locked and \
