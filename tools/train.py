@@ -135,12 +135,12 @@ def main(argv=None):
     import pickle
 
     import oaml_mm  # noqa: F401  (registers the components)
-    from oaml_mm.errors import OAMLError
-    from oaml_mm.registry import RUNNERS
-    from oaml_mm.utils import load_config
     from oaml_mm.engine.runner import WorkDirLock, check_train_config
     from oaml_mm.engine.runner.oaml_runner import check_work_dir
     from oaml_mm.engine.runner.work_dir_lock import launcher_rank
+    from oaml_mm.errors import OAMLError
+    from oaml_mm.registry import RUNNERS
+    from oaml_mm.utils import load_config
     lock = None
     try:
         cfg = load_config(args.config)

@@ -13,7 +13,7 @@ from mmengine.testing import RunnerTestCase
 from oaml_mm.engine.runner import atomic_backend, oaml_runner
 from oaml_mm.engine.runner.oaml_runner import (check_work_dir,
                                                find_resumable_checkpoint)
-from oaml_mm.engine.runner.work_dir_lock import WorkDirLock
+from oaml_mm.engine.runner.work_dir_lock import WorkDirLock, launcher_rank
 from oaml_mm.errors import WorkDirError
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import safe_load_checkpoint
@@ -239,6 +239,24 @@ class TestWorkDirLock(RunnerTestCase):
         finally:
             first.release()
         self.assertTrue(osp.isfile(first_cfg))
+        # Free again: tools/train.py trains there and gives the lock back.
+        proc = train(other, '--cfg-options', 'train_cfg.max_epochs=1')
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        self.assertFalse(osp.exists(first.owner_path))
+        lock = WorkDirLock(work)
+        lock.acquire()
+        lock.release()
+
+    def test_launcher_rank_read_before_the_process_group(self):
+        env = {'RANK': '3', 'SLURM_PROCID': '5', 'OMPI_COMM_WORLD_RANK': '7'}
+        with mock.patch.dict(os.environ, env):
+            self.assertEqual([launcher_rank(k) for k in
+                              ('none', 'pytorch', 'slurm', 'mpi')],
+                             [0, 3, 5, 7])
+        with mock.patch.dict(os.environ, {'RANK': 'x'}):
+            self.assertEqual(launcher_rank('pytorch'), 0)
+        with mock.patch.dict(os.environ, {}, clear=True):
+            self.assertEqual(launcher_rank('pytorch'), 0)
 
     def test_lock_is_released_when_a_run_ends_or_fails(self):
         work = osp.join(self.temp_dir.name, 'w')
