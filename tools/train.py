@@ -135,16 +135,29 @@ def main(argv=None):
     import pickle
 
     import oaml_mm  # noqa: F401  (registers the components)
+    from oaml_mm.engine.runner import WorkDirLock, check_train_config
+    from oaml_mm.engine.runner.oaml_runner import check_work_dir
+    from oaml_mm.engine.runner.work_dir_lock import launcher_rank
     from oaml_mm.errors import OAMLError
     from oaml_mm.registry import RUNNERS
     from oaml_mm.utils import load_config
+    lock = None
     try:
         cfg = load_config(args.config)
         cfg = merge_args(cfg, args)
+        check_train_config(cfg.get('train_dataloader'), cfg.get('train_cfg'))
+        if launcher_rank(cfg.launcher) == 0 and '://' not in str(cfg.work_dir):
+            # Before the runner dumps the config and opens its log folder in
+            # the work dir: a refused second run must leave the first's files.
+            check_work_dir(osp.abspath(cfg.work_dir))
+            lock = WorkDirLock(cfg.work_dir)
+            lock.acquire()
         if 'runner_type' in cfg:
             runner = RUNNERS.build(cfg)
         else:
             runner = Runner.from_cfg(cfg)
+        # OAMLRunner.train() uses this lock instead of taking a second one.
+        runner.work_dir_lock = lock
         runner.train()
     except OAMLError as e:
         # Bad input, an unusable work dir or diverged training: the message says
@@ -153,6 +166,9 @@ def main(argv=None):
     except pickle.UnpicklingError as e:
         sys.exit(f'refused to load a checkpoint that holds objects other than '
                  f'weights (it could run code): {str(e).splitlines()[0]}')
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == '__main__':

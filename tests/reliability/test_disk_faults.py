@@ -13,7 +13,7 @@ from mmengine.testing import RunnerTestCase
 from oaml_mm.engine.runner import atomic_backend, oaml_runner
 from oaml_mm.engine.runner.oaml_runner import (check_work_dir,
                                                find_resumable_checkpoint)
-from oaml_mm.engine.runner.work_dir_lock import WorkDirLock
+from oaml_mm.engine.runner.work_dir_lock import WorkDirLock, launcher_rank
 from oaml_mm.errors import WorkDirError
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import safe_load_checkpoint
@@ -119,6 +119,30 @@ class TestDiskFaults(RunnerTestCase):
              if 'Checkpoint' in type(h).__name__],
             ['OAMLCheckpointHook', 'SafeCheckpointHook'])
 
+    def test_resumed_run_prunes_like_an_uninterrupted_one(self):
+        work = osp.join(self.temp_dir.name, 'resumed')
+        cfg = toy_config(work, extra_hooks=[
+            dict(type='InterruptHook', at_iter=13)])  # after epoch_2.pth
+        cfg['default_hooks']['checkpoint']['max_keep_ckpts'] = 1
+        with self.assertRaises(Interrupt):
+            self.build(cfg).train()
+        self.assertEqual(
+            sorted(f for f in os.listdir(work) if f.endswith('.pth')),
+            ['epoch_2.pth'])
+        # The checkpoint lists its own file among those to keep.
+        ckpt = safe_load_checkpoint(osp.join(work, 'epoch_2.pth'))
+        self.assertEqual(
+            ckpt['message_hub']['runtime_info']['keep_ckpt_ids'], [2])
+        cfg = toy_config(work)
+        cfg['default_hooks']['checkpoint']['max_keep_ckpts'] = 1
+        cfg['resume'] = True
+        runner = self.build(cfg)
+        runner.train()
+        self.assertEqual(
+            sorted(f for f in os.listdir(work) if f.endswith('.pth')),
+            ['epoch_3.pth'])
+        self.assertEqual(runner.message_hub.get_info('keep_ckpt_ids'), [3])
+
     def test_tools_train_reports_unwritable_work_dir(self):
         blocker = osp.join(self.temp_dir.name, 'a_file')
         open(blocker, 'w').close()
@@ -129,6 +153,18 @@ class TestDiskFaults(RunnerTestCase):
         self.assertIn('WorkDirError: ', proc.stderr)
         self.assertIn('cannot create the work directory', proc.stderr)
         self.assertNotIn('Traceback', proc.stderr)
+
+
+def _snapshot(folder: str) -> dict:
+    """{relative path: bytes (None for a folder)} of everything under ``folder``."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            out[osp.relpath(osp.join(root, d), folder)] = None
+        for name in files:
+            with open(osp.join(root, name), 'rb') as f:
+                out[osp.relpath(osp.join(root, name), folder)] = f.read()
+    return out
 
 
 class TestWorkDirLock(RunnerTestCase):
@@ -169,6 +205,58 @@ class TestWorkDirLock(RunnerTestCase):
         # Once the first run is gone the folder is free again.
         self.build(toy_config(work, max_epochs=1)).train()
         self.assertFalse(osp.exists(in_progress))
+
+    def test_refused_run_writes_nothing_into_the_work_dir(self):
+        work = osp.join(self.temp_dir.name, 'busy')
+        os.makedirs(work)
+        os.makedirs(osp.join(self.temp_dir.name, 'other'))
+        # The first run's files: its dumped config and its log folder.
+        first_cfg = write_toy_config_file(osp.join(work, 'toy.py'), work)
+        os.makedirs(osp.join(work, '20260101_000000'))
+        with open(osp.join(work, '20260101_000000', 'log.txt'), 'w') as f:
+            f.write('first run\n')
+        first = WorkDirLock(work)
+        first.acquire()
+        try:
+            before = _snapshot(work)
+            # Same config name, another learning rate: mmengine would dump it
+            # over the first run's toy.py and add a timestamp folder.
+            other = write_toy_config_file(
+                osp.join(self.temp_dir.name, 'other', 'toy.py'), work)
+            proc = train(other, '--cfg-options',
+                         'optim_wrapper.optimizer.lr=0.5')
+            self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+            self.assertNotIn('Traceback', proc.stderr)
+            self.assertIn('another training run is using this work directory',
+                          proc.stderr.strip().splitlines()[-1])
+            self.assertEqual(_snapshot(work), before)
+            # A config of another name would have added a second .py there.
+            third = write_toy_config_file(
+                osp.join(self.temp_dir.name, 'toy_lr2.py'), work)
+            proc = train(third)
+            self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+            self.assertEqual(_snapshot(work), before)
+        finally:
+            first.release()
+        self.assertTrue(osp.isfile(first_cfg))
+        # Free again: tools/train.py trains there and gives the lock back.
+        proc = train(other, '--cfg-options', 'train_cfg.max_epochs=1')
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        self.assertFalse(osp.exists(first.owner_path))
+        lock = WorkDirLock(work)
+        lock.acquire()
+        lock.release()
+
+    def test_launcher_rank_read_before_the_process_group(self):
+        env = {'RANK': '3', 'SLURM_PROCID': '5', 'OMPI_COMM_WORLD_RANK': '7'}
+        with mock.patch.dict(os.environ, env):
+            self.assertEqual([launcher_rank(k) for k in
+                              ('none', 'pytorch', 'slurm', 'mpi')],
+                             [0, 3, 5, 7])
+        with mock.patch.dict(os.environ, {'RANK': 'x'}):
+            self.assertEqual(launcher_rank('pytorch'), 0)
+        with mock.patch.dict(os.environ, {}, clear=True):
+            self.assertEqual(launcher_rank('pytorch'), 0)
 
     def test_lock_is_released_when_a_run_ends_or_fails(self):
         work = osp.join(self.temp_dir.name, 'w')

@@ -165,6 +165,10 @@ class TestIterBasedKillAndResume(TestCase):
             # Iterations 4..6 ran twice (killed run, resumed run): the resumed
             # values overwrite the killed run's, and must be the reference's.
             self.assertEqual(losses, ref_losses)
+            # max_keep_ckpts=1 prunes the killed run's iter_4.pth as well.
+            ckpts = [sorted(f for f in os.listdir(d) if f.endswith('.pth')
+                            and f.startswith('iter_')) for d in (ref, work)]
+            self.assertEqual(ckpts, [['iter_12.pth'], ['iter_12.pth']])
             ref_w, w = _final(ref), _final(work)
             self.assertEqual(sorted(w), sorted(ref_w))
             for key, value in ref_w.items():

@@ -36,21 +36,24 @@ class OAMLCheckpointHook(CheckpointHook):
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         keep = self.max_keep_ckpts
+        stale = []
+        if keep > 0:
+            ids = list(getattr(self, 'keep_ckpt_ids', []))
+            if not ids or ids[-1] != step:
+                ids.append(step)
+            stale, ids = ids[:-keep], ids[-keep:]
+            self.keep_ckpt_ids = deque(ids, keep)
+            # Recorded before the save, so the checkpoint itself lists its own
+            # file: a run resumed from it prunes exactly like an uninterrupted
+            # one (recorded after, the resumed run forgot this file for good).
+            runner.message_hub.update_info('keep_ckpt_ids', list(ids))
         # The parent prunes first when max_keep_ckpts > 0; disable that for the save.
         self.max_keep_ckpts = -1
         try:
             super()._save_checkpoint_with_step(runner, step, meta)
         finally:
             self.max_keep_ckpts = keep
-        if keep <= 0:
-            return
-        ids = list(getattr(self, 'keep_ckpt_ids', []))
-        if not ids or ids[-1] != step:
-            ids.append(step)
-        stale, ids = ids[:-keep], ids[-keep:]
-        self.keep_ckpt_ids = deque(ids, keep)
-        runner.message_hub.update_info('keep_ckpt_ids', list(ids))
-        if not is_main_process():
+        if not stale or not is_main_process():
             return
         for old in stale:
             path = self.file_backend.join_path(self.out_dir,

@@ -9,7 +9,13 @@ Differences from :class:`mmengine.runner.Runner`:
   replaces ``IterBasedTrainLoop``); it first checks that the checkpoint fits the
   model and optimizer (:func:`~oaml_mm.engine.runner.check_resume_fit`);
 * one training run per work directory (:class:`~oaml_mm.engine.runner.WorkDirLock`,
-  held by rank 0 for the duration of ``train()``);
+  held by rank 0 for the duration of ``train()``; ``tools/train.py`` takes it before
+  the runner is built and hands it over as ``work_dir_lock``, so a refused run
+  writes nothing into the folder);
+* a training length that is not positive, or a DataLoader ``batch_size`` that differs
+  from its PKSampler/GraphSampler's, is a :class:`~oaml_mm.errors.ConfigError` at the
+  start of ``train()`` (:func:`~oaml_mm.engine.runner.check_train_config`;
+  ``tools/train.py`` checks before the runner is built);
 * distributed training works on CPU-only machines: the gloo process group is created
   here when CUDA is absent (mmengine's launcher assumes a GPU per process), and the
   model is wrapped without ``device_ids``;
@@ -54,6 +60,7 @@ from oaml_mm.registry import RUNNERS
 from oaml_mm.utils.checkpoint import safe_load_checkpoint
 from .loops import OAMLIterBasedTrainLoop
 from .resume_fit import check_resume_fit
+from .train_cfg_check import check_train_config
 from .work_dir_lock import WorkDirLock
 
 __all__ = [
@@ -299,7 +306,14 @@ class OAMLRunner(Runner):
     """Runner with weights-only checkpoints, exact resume and CPU DDP.
 
     Accepts every argument of :class:`mmengine.runner.Runner`.
+
+    Attributes:
+        work_dir_lock (WorkDirLock | None): A lock of ``work_dir`` the caller
+            already holds (``tools/train.py``); ``train()`` then uses it instead
+            of taking its own, and leaves releasing it to the caller.
     """
+
+    work_dir_lock: Optional[WorkDirLock] = None
 
     def __init__(self, *args, **kwargs) -> None:
         work_dir = kwargs.get('work_dir', args[1] if len(args) > 1 else None)
@@ -377,8 +391,15 @@ class OAMLRunner(Runner):
         return super().build_train_loop(loop)
 
     def train(self) -> torch.nn.Module:
+        # Here, not in __init__: tools/test.py builds this runner from the same
+        # config and must not be refused for a training-only setting.
+        check_train_config(self._train_dataloader, self._train_loop)
         lock = None
-        if self.rank == 0:
+        held = self.work_dir_lock
+        if held is not None and held.is_locked and \
+                osp.abspath(held.work_dir) == osp.abspath(self.work_dir):
+            pass  # taken by the caller before the runner wrote its files
+        elif self.rank == 0:
             # Before anything in the work dir is touched: a second run would
             # remove this one's in-progress temporary checkpoint below.
             lock = WorkDirLock(self.work_dir)

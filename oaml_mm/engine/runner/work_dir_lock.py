@@ -19,10 +19,35 @@ from filelock import FileLock, Timeout
 
 from oaml_mm.errors import WorkDirError
 
-__all__ = ['WorkDirLock', 'LOCK_NAME']
+__all__ = ['WorkDirLock', 'LOCK_NAME', 'launcher_rank']
 
 #: The lock file's name inside the work directory.
 LOCK_NAME = '.oaml_train.lock'
+
+
+#: The environment variable each launcher sets to a process's global rank before
+#: the process group exists (torchrun, Slurm's srun, Open MPI's mpirun).
+_RANK_ENV = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID',
+             'mpi': 'OMPI_COMM_WORLD_RANK'}
+
+
+def launcher_rank(launcher: str = 'none') -> int:
+    """This process's global rank as its launcher announced it (0 when alone).
+
+    Read from the environment, so it is known before the process group is
+    created (the work dir lock is taken before the runner is built).
+
+    Args:
+        launcher (str): ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
+
+    Returns:
+        int: The rank, 0 for ``'none'`` or when the variable is unset.
+    """
+    name = _RANK_ENV.get(launcher)
+    try:
+        return int(os.environ.get(name, 0)) if name else 0
+    except ValueError:
+        return 0
 
 
 class WorkDirLock:
