@@ -14,8 +14,8 @@ from oaml_mm.datasets import (FaceImageFolder, OcclusionMaskDataset,
                               write_occlusion_mask_sample)
 from oaml_mm.datasets.curation import (image_quality, list_entry, review_pairs,
                                        sample_stats, write_filtered_list)
-from oaml_mm.models.detectors.face_detector import FaceDetections
 from oaml_mm.errors import ConfigError
+from oaml_mm.models.detectors.face_detector import FaceDetections
 from tests.test_apis.helpers import TINY_MODEL, face, write_checkpoint
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

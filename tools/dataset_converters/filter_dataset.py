@@ -44,6 +44,7 @@ def main(argv=None) -> int:
         detector = None
         if args.min_face_score > 0:
             from oaml_mm.models.detectors import FaceDetector
+
             # Aligned crops hold one large face: a small minimum size is enough.
             detector = FaceDetector(min_face_size=20)
         stats = sample_stats(ds, detector=detector)
