@@ -367,11 +367,16 @@ class IndexedRecordReader:
             else self.file_size
         if end == nxt or (end >= self.file_size and nxt == self.file_size):
             return
-        if end > nxt or self._pread(4, end) != _MAGIC_BYTES:
+        head = self._pread(8, end) if end <= nxt else b''
+        # An unindexed record may follow, but it must *start* a record: a
+        # continuation part there (flag 2 or 3) means this record's own flag was
+        # damaged and it was cut short.
+        if end > nxt or head[:4] != _MAGIC_BYTES or len(head) < 8 or \
+                struct.unpack_from('<I', head, 4)[0] >> 29 in (2, 3):
             raise DataFormatError(
                 self.rec_path, f'record at offset {pos} ends at {end}, where '
                 f'no record starts (next indexed record at {nxt}); its length '
-                'field is damaged', record=key, field='lrecord')
+                'or continuation flag is damaged', record=key, field='lrecord')
 
     def read(self, key: int) -> bytes:
         """Payload of record ``key`` (see :func:`unpack_record`)."""
