@@ -106,6 +106,8 @@ def main(argv=None):
         with open(args.out, 'w') as f:
             json.dump(out, f, indent=2, sort_keys=True)
         print(f'metrics written to {args.out}')
+    from oaml_mm.utils import close_process_group
+    close_process_group()
     return metrics
 
 

@@ -159,6 +159,8 @@ def main(argv=None):
         # OAMLRunner.train() uses this lock instead of taking a second one.
         runner.work_dir_lock = lock
         runner.train()
+        from oaml_mm.utils import close_process_group
+        close_process_group()
     except OAMLError as e:
         # Bad input, an unusable work dir or diverged training: the message says
         # what and where; a traceback would only bury it.
