@@ -10,14 +10,13 @@
   ``<name> <label>``).
 * :func:`review_pairs` finds near-duplicate images (cosine of the embeddings above a
   threshold) and likely mislabelled samples (closer to another identity's centre than
-  to their own) from a trained model's embeddings; exact search in blocks with
-  torch, or faiss (``IndexFlatIP``) when it is installed.
+  to their own) from a trained model's embeddings; exact search with faiss
+  (``IndexFlatIP``).
 """
 from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from oaml_mm.errors import ConfigError
 
@@ -167,22 +166,14 @@ def write_filtered_list(dataset, out_path: str,
     return counts
 
 
-def _neighbours(emb: np.ndarray, k: int, block: int = 4096):
-    try:
-        import faiss  # optional: faster search on large sets
-        index = faiss.IndexFlatIP(emb.shape[1])
-        index.add(emb)
-        return index.search(emb, k + 1)
-    except ImportError:
-        pass
-    x = torch.from_numpy(emb)
-    sims, ids = [], []
-    for r0 in range(0, len(x), block):
-        s = x[r0:r0 + block] @ x.t()
-        top = s.topk(min(k + 1, len(x)), dim=1)
-        sims.append(top.values.numpy())
-        ids.append(top.indices.numpy())
-    return np.concatenate(sims), np.concatenate(ids)
+def _neighbours(emb: np.ndarray, k: int):
+    """Cosine similarities and indices of each row's ``k + 1`` nearest rows
+    (itself included), exact inner-product search with faiss (``IndexFlatIP``)."""
+    import faiss
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    return index.search(x, min(k + 1, len(x)))
 
 
 def review_pairs(embeddings: np.ndarray, labels: Sequence[int],

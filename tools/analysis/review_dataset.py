@@ -2,7 +2,7 @@
 
 Embeds every sample of a configured data set with CONFIG's model and CHECKPOINT and
 writes a TSV (kind, score, a, b, label_a, label_b), most suspicious first
-(:func:`oaml_mm.datasets.curation.review_pairs`; faiss is used when installed).
+(:func:`oaml_mm.datasets.curation.review_pairs`, exact search with faiss).
 
 Examples:
     python tools/analysis/review_dataset.py CONFIG CHECKPOINT --part 0 \
