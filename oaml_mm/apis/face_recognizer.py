@@ -85,6 +85,11 @@ class FaceRecognizer:
             ``'fused'`` when available, else ``'adaface'``.
             Naming a branch the model cannot give raises :class:`ConfigError`.
         batch_size (int): Images per forward pass in :meth:`extract`. Defaults to 64.
+        backend (str): ``'pytorch'`` (default: BatchNorm-folded, channels-last
+            model) or ``'onnxruntime'`` (CPU; the model's graph exported to ONNX
+            when first used, the flip test applied as in PyTorch; needs
+            ``onnxruntime`` and ``onnx``). Both give the same features to float32
+            rounding; docs/inference.md, "ONNX export".
 
     A checkpoint needs only the parts inference uses: the backbone always; the
     occlusion head and the QAConv head where it has them. A backbone-only file
@@ -110,7 +115,8 @@ class FaceRecognizer:
                  device: Union[str, torch.device] = 'cpu',
                  thresholds: Optional[Dict[str, float]] = None,
                  decision_branch: Optional[str] = None,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64,
+                 backend: str = 'pytorch') -> None:
         cfg = load_config(str(config)) if isinstance(
             config, (str, os.PathLike)) else config
         model_cfg = cfg.get('model', None) if 'backbone' not in cfg else cfg
@@ -132,6 +138,14 @@ class FaceRecognizer:
         self.model.to(self.device).eval()
         self.input_size = int(getattr(self.model.backbone, 'feat_size', 7)) * 16
         self.batch_size = int(batch_size)
+        if backend not in ('pytorch', 'onnxruntime'):
+            raise ConfigError(f"backend must be 'pytorch' or 'onnxruntime', got "
+                              f'{backend!r}')
+        if backend == 'onnxruntime' and self.device.type != 'cpu':
+            raise ConfigError('backend="onnxruntime" runs on the CPU; use '
+                              'device="cpu" or backend="pytorch"')
+        self.backend = backend
+        self._ort = None
         self.calibration: dict = dict(self.meta.get(THRESHOLDS_META_KEY) or {})
         self.has_qaconv = getattr(self.model, 'qaconv_head', None) is not None
         available = self.available_branches()
@@ -347,6 +361,13 @@ class FaceRecognizer:
             crops = self.prepare(images, channel_order, landmarks)
         bs = int(batch_size or self.batch_size)
         parts = []
+        if self.backend == 'onnxruntime':
+            if self._ort is None:
+                from .onnx_backend import OnnxRuntimeExtractor
+                self._ort = OnnxRuntimeExtractor(self.model, self.input_size)
+            for s in range(0, crops.shape[0], bs):
+                parts.append(self._ort(crops[s:s + bs], return_feature_maps))
+            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         model = self._inference_model()
         for s in range(0, crops.shape[0], bs):
             x = model.data_preprocessor.normalize(crops[s:s + bs])

@@ -13,10 +13,8 @@ exceeds ``--tol``. QAConv matching itself stays in PyTorch/numpy (it is a few ma
 products on the exported maps).
 """
 import argparse
-import os
 import os.path as osp
 import sys
-import tempfile
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
@@ -25,64 +23,15 @@ import torch
 import torch.nn as nn
 
 import oaml_mm  # noqa: F401
+from oaml_mm.apis.onnx_backend import OUTPUT_NAMES, ExportWrapper, export_onnx
 from oaml_mm.errors import OAMLError
-
-OUTPUT_NAMES = ('embedding', 'norm', 'feature_map', 'visibility')
-
-
-class ExportWrapper(nn.Module):
-    """Preprocessing + backbone + occlusion head of an OAMLRecognizer, tensors only.
-
-    Args:
-        model (OAMLRecognizer): The loaded model (eval mode).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor):
-        x = self.model.data_preprocessor.normalize(images)
-        out = self.model.extract(x, flip_test=False, return_feature_maps=True,
-                                 half_maps=False)
-        return tuple(out[k] for k in OUTPUT_NAMES)
 
 
 def export(model: nn.Module, out_file: str, input_size: int = 112,
            opset: int = 17) -> None:
-    """Write ``model`` as ONNX with a dynamic batch axis (atomically).
-
-    Args:
-        model (OAMLRecognizer): The model, in eval mode on the CPU.
-        out_file (str): Destination ``.onnx``.
-        input_size (int): Side of the input crops.
-        opset (int): ONNX opset.
-    """
-    wrapper = ExportWrapper(model).eval()
-    # Channels-last runs add layout ops the exporter does not need.
-    if getattr(model.backbone, 'channels_last', False):
-        model.backbone.channels_last = False
-    dummy = torch.randint(0, 256, (2, 3, input_size, input_size)).float()
-    folder = osp.dirname(osp.abspath(out_file))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix='.onnx.tmp', dir=folder)
-    os.close(fd)
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                wrapper, (dummy, ), tmp, input_names=['images'],
-                output_names=list(OUTPUT_NAMES), opset_version=opset,
-                dynamic_axes={n: {0: 'batch'}
-                              for n in ('images', ) + OUTPUT_NAMES},
-                dynamo=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        # mkstemp creates 0600 files; give the export the usual permissions.
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out_file)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    """Write ``model`` as ONNX with a dynamic batch axis (atomically): see
+    :func:`oaml_mm.apis.onnx_backend.export_onnx`."""
+    export_onnx(model, out_file, input_size, opset)
 
 
 def check(model: nn.Module, onnx_file: str, input_size: int = 112,
