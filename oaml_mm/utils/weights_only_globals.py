@@ -33,7 +33,7 @@ __all__ = [
 #: dtype kinds a checkpoint may hold: bool, integers, floats, complex, bytes, str
 #: and object (whose items went through the same unpickler).
 _KINDS = 'biufcSUO'
-_SPEC = re.compile(r'^[<>|=]?([biufcSUO?])(\d*)$')
+_DTYPE_PATTERN = re.compile(r'^[<>|=]?([biufcSUO?])(\d*)$')
 _refusal = threading.local()
 
 
@@ -124,7 +124,7 @@ def _reconstruct(cls, shape=None, typecode=None) -> _ArrayRecord:
 
 
 def _dtype(spec, align=False, copy=False) -> _DTypeRecord:
-    if not isinstance(spec, str) or not _SPEC.match(spec):
+    if not isinstance(spec, str) or not _DTYPE_PATTERN.match(spec):
         _refuse(f'numpy.dtype({spec!r}) is not a plain numeric, string or '
                 'object dtype')
     return _DTypeRecord(spec)
@@ -183,7 +183,7 @@ class RecordError(ValueError):
 def _to_dtype(rec) -> np.dtype:
     if not isinstance(rec, _DTypeRecord):
         raise RecordError(f'expected a numpy.dtype, got {type(rec).__name__}')
-    m = _SPEC.match(rec.spec)
+    m = _DTYPE_PATTERN.match(rec.spec)
     kind, size = m.group(1), m.group(2)
     state = rec.state or (3, '|', None, None, None, -1, -1, 0)
     if len(state) < 6 or any(s is not None for s in state[2:5]):

@@ -36,7 +36,7 @@ from torch.utils.data import Sampler
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import DATA_SAMPLERS
-from .pk_sampler import dataset_labels
+from .pk_sampler import dataset_labels, pk_layout
 from .stream_sampler import mix_seeds
 
 __all__ = ['GraphSampler', 'nearest_classes']
@@ -144,17 +144,8 @@ class GraphSampler(Sampler):
                  round_up: bool = True,
                  rank: Optional[int] = None,
                  world_size: Optional[int] = None) -> None:
-        if batch_size is None or num_instances < 1 or \
-                batch_size % num_instances:
-            raise ConfigError(
-                f'GraphSampler: batch_size ({batch_size}) must be a multiple of '
-                f'num_instances ({num_instances})')
-        dist_rank, dist_world = get_dist_info()
-        self.rank = dist_rank if rank is None else int(rank)
-        self.world_size = dist_world if world_size is None else int(world_size)
-        if not 0 <= self.rank < self.world_size:
-            raise ConfigError(f'rank {self.rank} outside world size '
-                              f'{self.world_size}')
+        self.rank, self.world_size = pk_layout(
+            'GraphSampler', batch_size, num_instances, rank, world_size)
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.num_instances = int(num_instances)

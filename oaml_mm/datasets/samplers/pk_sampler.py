@@ -7,7 +7,7 @@ identities with ``K`` images each, so every image has positives in its batch
 (docs/datasets.md).
 """
 import math
-from typing import Iterator, Optional, Sized
+from typing import Iterator, Optional, Sized, Tuple
 
 import numpy as np
 from mmengine.dist import get_dist_info, sync_random_seed
@@ -36,6 +36,36 @@ def dataset_labels(dataset: Sized) -> np.ndarray:
                            for i in range(len(dataset))], np.int64)
     raise ConfigError(f'{type(dataset).__name__} exposes neither get_gt_labels()'
                       ' nor get_cat_ids(); PKSampler needs identity labels')
+
+
+def pk_layout(name: str, batch_size: int, num_instances: int,
+              rank: Optional[int], world_size: Optional[int]) -> Tuple[int, int]:
+    """Check a P x K batch layout and resolve this process's rank and world size.
+
+    Args:
+        name (str): The sampler, for messages.
+        batch_size (int): Images per batch per rank (P * K).
+        num_instances (int): K, images per identity.
+        rank (int, optional): Override of the DDP rank.
+        world_size (int, optional): Override of the DDP world size.
+
+    Returns:
+        tuple: ``(rank, world_size)``.
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of ``num_instances``, or the
+            rank lies outside the world size.
+    """
+    if batch_size is None or num_instances < 1 or batch_size % num_instances:
+        raise ConfigError(
+            f'{name}: batch_size ({batch_size}) must be a multiple of '
+            f'num_instances ({num_instances})')
+    dist_rank, dist_world = get_dist_info()
+    rank = dist_rank if rank is None else int(rank)
+    world_size = dist_world if world_size is None else int(world_size)
+    if not 0 <= rank < world_size:
+        raise ConfigError(f'rank {rank} outside world size {world_size}')
+    return rank, world_size
 
 
 @DATA_SAMPLERS.register_module()
@@ -76,17 +106,8 @@ class PKSampler(Sampler):
                  round_up: bool = True,
                  rank: Optional[int] = None,
                  world_size: Optional[int] = None) -> None:
-        if batch_size is None or num_instances < 1 or \
-                batch_size % num_instances:
-            raise ConfigError(
-                f'PKSampler: batch_size ({batch_size}) must be a multiple of '
-                f'num_instances ({num_instances})')
-        dist_rank, dist_world = get_dist_info()
-        self.rank = dist_rank if rank is None else int(rank)
-        self.world_size = dist_world if world_size is None else int(world_size)
-        if not 0 <= self.rank < self.world_size:
-            raise ConfigError(f'rank {self.rank} outside world size '
-                              f'{self.world_size}')
+        self.rank, self.world_size = pk_layout(
+            'PKSampler', batch_size, num_instances, rank, world_size)
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.num_instances = int(num_instances)
