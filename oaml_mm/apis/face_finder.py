@@ -33,8 +33,8 @@ from oaml_mm.datasets.transforms import AlignFace5Points
 from oaml_mm.datasets.transforms.align import (ARCFACE_REF_POINTS,
                                                similarity_transform)
 from oaml_mm.errors import ConfigError, ImageInputError
-from .inputs import (ImageLike, _array_to_rgb, _is_point_set, _tensor_to_rgb,
-                     check_landmarks, load_image)
+from .inputs import (ImageLike, _array_to_rgb, _is_numeric_ndim, _is_point_set,
+                     _tensor_to_rgb, check_landmarks, load_image)
 
 __all__ = [
     'FaceFinder', 'NoFaceError', 'prepare_photos', 'read_photo',
@@ -367,10 +367,7 @@ def _per_image(value, count: int, what: str, is_one) -> list:
 
 
 def _is_box(value) -> bool:
-    try:
-        return np.asarray(value, dtype=np.float64).ndim == 1
-    except (TypeError, ValueError):
-        return False
+    return _is_numeric_ndim(value, 1)
 
 
 def prepare_photos(images: Union[ImageLike, Sequence[ImageLike]],

@@ -168,12 +168,17 @@ def check_landmarks(landmarks, shape: Sequence[int], where: str) -> np.ndarray:
     return lmk
 
 
-def _is_point_set(value) -> bool:
-    """True for one image's points ([K, 2] numbers), False for a per-image list."""
+def _is_numeric_ndim(value, ndim: int) -> bool:
+    """True when ``value`` is one numeric array of ``ndim`` dimensions (one image's
+    points [K, 2] or box [4]), False for a per-image list of them."""
     try:
-        return np.asarray(value, dtype=np.float64).ndim == 2
+        return np.asarray(value, dtype=np.float64).ndim == ndim
     except (TypeError, ValueError):
         return False
+
+
+def _is_point_set(value) -> bool:
+    return _is_numeric_ndim(value, 2)
 
 
 def prepare_faces(images: Union[ImageLike, Sequence[ImageLike]],
