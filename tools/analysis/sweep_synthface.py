@@ -83,7 +83,7 @@ def ensure_data(data: str, val_data: str) -> None:
 
 def score(model: str, metrics: dict) -> float:
     """Mean accuracy of the model's own final branch over the three sets."""
-    branch = runs.MAIN_BRANCH[model]
+    branch = runs.MAIN_BRANCH[runs.FAMILY[model]]
     return sum(metrics[f'{s}/{branch}/accuracy'] for s in VAL_SETS) / len(
         VAL_SETS)
 
@@ -178,7 +178,7 @@ def write_report(args, results: list, path: str) -> None:
         '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for r in results:
-        b = runs.MAIN_BRANCH[r['model']]
+        b = runs.MAIN_BRANCH[runs.FAMILY[r["model"]]]
         accs = [r['metrics'][f'{s}/{b}/accuracy'] for s in VAL_SETS]
         mark = 'yes' if best[r['model']] is r else ''
         lines.append(

@@ -18,18 +18,26 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+_SF = osp.join(ROOT, 'configs', 'synthface')
+#: Every SynthFace model the demo and the studies train: name -> config. The demo
+#: trains the first two; tools/analysis/occlusion_study.py all of them.
 CONFIGS = {
-    'adaface': osp.join(ROOT, 'configs', 'synthface',
-                        'adaface_ir18_synthface.py'),
-    'oaml': osp.join(ROOT, 'configs', 'synthface', 'oaml_ir18_synthface.py'),
+    'adaface': osp.join(_SF, 'adaface_ir18_synthface.py'),
+    'oaml': osp.join(_SF, 'oaml_ir18_synthface.py'),
+    # The seed's standard model: clean training data only.
+    'adaface_cleanonly': osp.join(_SF, 'adaface_ir18_synthface_cleanonly.py'),
+    # OAML with every use of visibility switched off.
+    'oaml_novis': osp.join(_SF, 'oaml_ir18_synthface_novis.py'),
 }
+#: The family of each model: ``'adaface'`` (one cosine branch) or ``'oaml'``.
+FAMILY = {name: 'adaface' if name.startswith('adaface') else 'oaml'
+          for name in CONFIGS}
+#: Mini IJB-C test sections per family, laid over a model's own config.
 IJBC_CONFIGS = {
-    'adaface': osp.join(ROOT, 'configs', 'synthface',
-                        'adaface_ir18_synthface_ijbc.py'),
-    'oaml': osp.join(ROOT, 'configs', 'synthface',
-                     'oaml_ir18_synthface_ijbc.py'),
+    'adaface': osp.join(_SF, 'adaface_ir18_synthface_ijbc.py'),
+    'oaml': osp.join(_SF, 'oaml_ir18_synthface_ijbc.py'),
 }
-#: The branch each model is judged by: its own final score.
+#: The branch each family is judged by: its own final score.
 MAIN_BRANCH = {'adaface': 'adaface', 'oaml': 'fused'}
 #: Training-batch samplers the sweep can choose between (batch size -> config).
 SAMPLERS = {
@@ -57,7 +65,7 @@ def write_run_config(model: str,
     (linear warm-up over 5%, x0.1 at 70% and 90%) at any ``max_iters``.
 
     Args:
-        model (str): ``'adaface'`` or ``'oaml'``.
+        model (str): A key of :data:`CONFIGS` (``'adaface'``, ``'oaml'``, ...).
         work_dir (str): Run folder (created).
         data_root (str): SynthFace folder used for training.
         max_iters (int, optional): Training iterations; None keeps the config's.
@@ -81,8 +89,16 @@ def write_run_config(model: str,
         str: Path of the written config.
     """
     from oaml_mm.utils import load_config, merge_cfg_options
-    src = (IJBC_CONFIGS if ijbc else CONFIGS)[model]
+    if model not in CONFIGS:
+        raise ValueError(f'unknown SynthFace model {model!r}; one of '
+                         f'{sorted(CONFIGS)}')
+    src = CONFIGS[model]
     cfg = load_config(src)
+    if ijbc:
+        # The model's own config with its family's mini IJB-C test sections.
+        ijb = load_config(IJBC_CONFIGS[FAMILY[model]])
+        for key in ('test_data_root', 'test_dataloader', 'test_evaluator'):
+            cfg[key] = ijb[key]
     merge_cfg_options(
         cfg, dict(data_root=data_root, occlusion_data_root=data_root,
                   val_data_root=data_root,
@@ -94,7 +110,7 @@ def write_run_config(model: str,
     if scale is not None:
         cfg.model.head.s = float(scale)
     if adaface_weight is not None:
-        if model != 'oaml':
+        if FAMILY[model] != 'oaml':
             raise ValueError(
                 f'adaface_weight is an OAML setting; {model!r} has one loss')
         w = float(adaface_weight)
@@ -117,7 +133,7 @@ def write_run_config(model: str,
     cfg.randomness = dict(seed=int(seed), deterministic=False)
     cfg.default_hooks.logger.interval = max(1, min(25, max_iters // 10))
     os.makedirs(work_dir, exist_ok=True)
-    name = osp.splitext(osp.basename(src))[0]
+    name = osp.splitext(osp.basename(src))[0] + ('_ijbc' if ijbc else '')
     path = osp.join(work_dir, f'{name}_run.py')
     cfg.dump(path)
     return path

@@ -1,0 +1,145 @@
+"""The occlusion study (tools/analysis/occlusion_study.py): its models' configs, the
+run layout and the aims table."""
+import json
+import os
+import os.path as osp
+import shutil
+import sys
+import tempfile
+import unittest
+
+from oaml_mm.utils import load_config
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+import occlusion_study  # noqa: E402
+import occlusion_study_report as study_report  # noqa: E402
+import synthface_runs  # noqa: E402
+
+
+class TestStudyModels(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def _cfg(self, model, **kw):
+        return load_config(synthface_runs.write_run_config(
+            model, osp.join(self.tmp, model), '/data/sf', 40, **kw))
+
+    def test_cleanonly_sees_no_occlusion(self):
+        cfg = self._cfg('adaface_cleanonly')
+        ds = cfg.train_dataloader.dataset
+        self.assertEqual(ds.type, 'MXFaceDataset')
+        self.assertEqual(ds.data_root, '/data/sf/train')
+        self.assertNotIn('MedicalMaskOcclusion', [t.type for t in ds.pipeline])
+        fair = self._cfg('adaface')
+        # Everything else is the fair baseline's.
+        self.assertEqual(cfg.model, fair.model)
+        self.assertEqual(cfg.optim_wrapper, fair.optim_wrapper)
+        self.assertEqual(cfg.train_dataloader.sampler,
+                         fair.train_dataloader.sampler)
+        self.assertIn('MedicalMaskOcclusion', [
+            t.type for t in fair.train_dataloader.dataset.datasets[0].pipeline])
+
+    def test_control_uses_no_visibility(self):
+        cfg = self._cfg('oaml_novis')
+        full = self._cfg('oaml')
+        self.assertIsNone(cfg.model.neck)
+        self.assertEqual(cfg.model.train_cfg.qaconv_train_vis, 'none')
+        self.assertNotIn('DualLoaderHook', [h.type for h in cfg.custom_hooks])
+        self.assertIn('DualLoaderHook', [h.type for h in full.custom_hooks])
+        # Same backbone, heads, loss weights, batches and test sets.
+        for key in ('backbone', 'head', 'qaconv_head', 'loss_weights'):
+            self.assertEqual(cfg.model[key], full.model[key], key)
+        self.assertEqual(cfg.train_dataloader, full.train_dataloader)
+        self.assertEqual(
+            [e.dataset_name for e in cfg.test_evaluator],
+            [e.dataset_name for e in full.test_evaluator])
+        self.assertFalse(any(e.get('visibility_ablation')
+                             for e in cfg.test_evaluator))
+
+    def test_ijbc_run_keeps_the_model(self):
+        cfg = self._cfg('oaml_novis', ijbc=True, test_data_root='/data/t')
+        self.assertIsNone(cfg.model.neck)
+        self.assertEqual(cfg.test_evaluator.type, 'IJBMetric')
+        self.assertEqual(cfg.test_dataloader.dataset.data_root, '/data/t/ijbc')
+        cfg = self._cfg('adaface_cleanonly', ijbc=True)
+        self.assertEqual(tuple(cfg.test_evaluator.branches), ('adaface', ))
+
+    def test_unknown_model(self):
+        with self.assertRaisesRegex(ValueError, 'unknown SynthFace model'):
+            synthface_runs.write_run_config('resnet', self.tmp, '/data/sf')
+
+    def test_trained_runs_are_skipped(self):
+        args = occlusion_study.parse_args(
+            ['--data', '/data/sf', '--work-dir', self.tmp, '--iters', '40',
+             '--seeds', '0', '1', '--models', 'adaface', 'oaml'])
+        self.assertEqual(len(occlusion_study.train_jobs(args)), 4)
+        wd = occlusion_study.run_dir(self.tmp, 40, 1, 'oaml')
+        open(osp.join(wd, 'iter_40.pth'), 'wb').close()
+        names = [j['name'] for j in occlusion_study.train_jobs(args)]
+        self.assertNotIn('oaml it40 s1', names)
+        self.assertEqual(len(names), 3)
+        # Only the trained run is evaluated, once per test part.
+        tests = occlusion_study.test_jobs(args)
+        self.assertEqual([j['name'] for j in tests],
+                         ['test oaml bins it40 s1', 'test oaml ijbc it40 s1'])
+
+
+class TestStudyReport(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def _write(self, model, seed, acc, fused_vis=None):
+        wd = osp.join(self.tmp, 'it50', f'seed{seed}', model)
+        os.makedirs(wd)
+        branch = synthface_runs.MAIN_BRANCH[synthface_runs.FAMILY[model]]
+        m = {}
+        for prefix, _, group in study_report.ROWS:
+            m[f'{prefix}/{branch}/accuracy'] = acc[group]
+            if fused_vis is not None:
+                m[f'{prefix}/fused_vis/accuracy'] = fused_vis[group]
+        with open(osp.join(wd, 'test_bins.json'), 'w') as f:
+            json.dump(m, f)
+        with open(osp.join(wd, 'test_ijbc.json'), 'w') as f:
+            json.dump({f'ijbc/{branch}/TAR@FAR=1e-03': 40.0 + seed}, f)
+
+    def test_aims(self):
+        base = dict(clean=90.0, occluded=70.0, heldout_clean=85.0,
+                    heldout_occluded=60.0)
+        self._write('adaface', 0, base)
+        self._write('adaface', 1, {k: v + 2 for k, v in base.items()})
+        self._write('oaml_novis', 0, {**base, 'heldout_occluded': 63.0})
+        self._write('oaml_novis', 1, {**base, 'heldout_occluded': 63.0})
+        # OAML: +6 / +4 on held-out occluded pairs over seeds 0 and 1 (mean +5),
+        # +2 over the control; clean 1.5 below the fair baseline on average.
+        self._write('oaml', 0, dict(clean=89.0, occluded=77.0, heldout_clean=85.0,
+                                    heldout_occluded=66.0),
+                    fused_vis=dict(clean=90.0, occluded=78.0,
+                                   heldout_clean=86.0, heldout_occluded=68.0))
+        self._write('oaml', 1, dict(clean=90.0, occluded=77.0, heldout_clean=88.0,
+                                    heldout_occluded=66.0))
+        table = study_report.study_table(
+            self.tmp, ['adaface', 'oaml_novis', 'oaml'], [50], [0, 1])
+        rows = {line.split(' | ')[0]: line for line in table.splitlines()
+                if line.startswith('| oaml')}
+        cells = rows['| oaml'].split(' | ')[1:]
+        # heldout vs fair, heldout vs control, occluded vs fair, clean, heldout clean
+        self.assertEqual([c.strip(' |') for c in cells],
+                         ['+5.0 ✓', '+3.0 ✓', '+6.0 ✓', '-1.5 ✗', '+0.5 ✓'])
+        # fused_vis exists for one seed only: judged on that seed.
+        cells = rows['| oaml +vis-fusion'].split(' | ')[1:]
+        self.assertEqual(cells[0].strip(), '+8.0 ✓')
+        self.assertIn('| mini IJB-C | 40.5 ± 0.7 |', table)
+        self.assertIn('| SynthFace clean–occluded | 71.0 ± 1.4 |', table)
+
+
+if __name__ == '__main__':
+    unittest.main()

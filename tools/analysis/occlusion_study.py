@@ -1,0 +1,140 @@
+"""Does OAML's occlusion awareness generalise? The SynthFace study behind the table.
+
+Trains every model of the study (``tools/analysis/synthface_runs.py``'s ``CONFIGS``:
+the fair AdaFace baseline, the seed-style clean-only AdaFace, OAML, its
+no-awareness control and the capability variants) at several budgets and seeds,
+evaluates each with ``tools/test.py`` on the SynthFace verification sets (the
+training occluders and the held-out occluders and faces) and the mini IJB-C, and
+writes one table (``docs/occlusion_study.md`` shows the measured one).
+
+Layout: ``WORK/it{iters}/seed{seed}/{model}/`` per run (training log, checkpoint,
+``test_bins.json`` / ``test_ijbc.json``). A run whose checkpoint exists is not
+trained again, and an evaluation whose output exists is not repeated, so an
+interrupted study resumes where it stopped.
+
+Examples:
+    # the whole study (about 3 CPU-hours on 2 cores)
+    python tools/analysis/occlusion_study.py --iters 500 1500 --seeds 0 1
+    # the ablation of the capabilities at the demo budget
+    python tools/analysis/occlusion_study.py --iters 500 --seeds 0 1 \\
+        --models oaml oaml_novis oaml_randocc oaml_visemb
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import List
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import synthface_runs as runs
+
+DEFAULT_MODELS = ('adaface', 'adaface_cleanonly', 'oaml', 'oaml_novis')
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--data', default='data/synthface',
+                   help='SynthFace folder for training (generated when missing)')
+    p.add_argument('--test-data', default=None,
+                   help='SynthFace folder evaluated (default: --data); it must '
+                   'hold the held-out sets')
+    p.add_argument('--work-dir', default='work_dirs/occlusion_study')
+    p.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS),
+                   choices=sorted(runs.CONFIGS))
+    p.add_argument('--iters', type=int, nargs='+', default=[500, 1500])
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
+    p.add_argument('--jobs', type=int, default=2,
+                   help='processes at once (each uses one thread)')
+    p.add_argument('--stages', nargs='+', default=['train', 'test', 'report'],
+                   choices=['train', 'test', 'report'])
+    p.add_argument('--out', default=None,
+                   help='markdown table (default: WORK_DIR/results.md)')
+    return p.parse_args(argv)
+
+
+def run_dir(work_dir: str, iters: int, seed: int, model: str) -> str:
+    return osp.join(work_dir, f'it{iters}', f'seed{seed}', model)
+
+
+def _trained(wd: str, iters: int) -> bool:
+    return osp.isfile(osp.join(wd, f'iter_{iters}.pth'))
+
+
+def train_jobs(args) -> List[dict]:
+    jobs = []
+    for iters in args.iters:
+        for seed in args.seeds:
+            for model in args.models:
+                wd = run_dir(args.work_dir, iters, seed, model)
+                if _trained(wd, iters):
+                    continue
+                cfg = runs.write_run_config(model, wd, args.data, iters,
+                                            seed=seed)
+                jobs.append(dict(name=f'{model} it{iters} s{seed}',
+                                 cmd=runs.train_command(cfg, wd),
+                                 log=osp.join(wd, 'train.log')))
+    return jobs
+
+
+def test_jobs(args) -> List[dict]:
+    jobs = []
+    for iters in args.iters:
+        for seed in args.seeds:
+            for model in args.models:
+                wd = run_dir(args.work_dir, iters, seed, model)
+                if not _trained(wd, iters):
+                    continue
+                ckpt = osp.join(wd, f'iter_{iters}.pth')
+                for part, ijbc in (('bins', False), ('ijbc', True)):
+                    out = osp.join(wd, f'test_{part}.json')
+                    if osp.isfile(out):
+                        continue
+                    cfg = runs.write_run_config(
+                        model, wd, args.data, iters, seed=seed,
+                        test_data_root=args.test_data, ijbc=ijbc)
+                    jobs.append(dict(
+                        name=f'test {model} {part} it{iters} s{seed}',
+                        cmd=runs.test_command(cfg, ckpt,
+                                              osp.join(wd, f'test_{part}'),
+                                              out),
+                        log=osp.join(wd, f'test_{part}.log')))
+    return jobs
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.data = osp.abspath(args.data)
+    args.test_data = osp.abspath(args.test_data or args.data)
+    args.work_dir = osp.abspath(args.work_dir)
+    if 'train' in args.stages:
+        from oaml_mm.synthface import SynthFaceConfig, generate_synthface
+        from oaml_mm.synthface.writer import read_manifest
+        if read_manifest(args.data) is None:
+            generate_synthface(args.data, SynthFaceConfig())
+        # An existing folder is never rewritten here: trainings of another
+        # invocation may be reading it.
+        jobs = train_jobs(args)
+        print(f'[study] training {len(jobs)} models', flush=True)
+        runs.run_jobs(jobs, max_parallel=args.jobs,
+                      report=runs.print_progress, interval=60)
+    if 'test' in args.stages:
+        jobs = test_jobs(args)
+        print(f'[study] {len(jobs)} evaluations', flush=True)
+        runs.run_jobs(jobs, max_parallel=args.jobs,
+                      report=runs.print_progress, interval=60)
+    if 'report' in args.stages:
+        import occlusion_study_report as report
+        table = report.study_table(args.work_dir, args.models, args.iters,
+                                   args.seeds)
+        out = args.out or osp.join(args.work_dir, 'results.md')
+        os.makedirs(osp.dirname(out) or '.', exist_ok=True)
+        with open(out, 'w') as f:
+            f.write(table + '\n')
+        print(table)
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except runs.JobError as e:
+        raise SystemExit(f'[study] failed: {e}')

@@ -1,0 +1,159 @@
+"""Tables of the occlusion study (``tools/analysis/occlusion_study.py``).
+
+Reads ``WORK/it{iters}/seed{seed}/{model}/test_{bins,ijbc}.json`` (``tools/test.py
+--out``) and writes, per budget, the score of every model on every pair group
+(mean ± s.d. over seeds) and the aims of the study: what OAML earns over the fair
+baseline, the no-awareness control and the seed-style baseline, on the training
+occluders and on the held-out occluders and faces.
+
+Each model is judged by its own final score: AdaFace models by the cosine branch,
+OAML models by the fused score; an OAML model whose checkpoint carries fitted
+visibility-aware fusion also gets a ``+vis-fusion`` column (``fused_vis``).
+
+Examples:
+    python tools/analysis/occlusion_study_report.py work_dirs/occlusion_study \\
+        --models adaface adaface_cleanonly oaml oaml_novis --iters 500 --seeds 0 1
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import synthface_report as report
+import synthface_runs as runs
+
+#: (metric prefix, row label, group) of every row; groups feed the aims.
+ROWS = (
+    ('clean', 'SynthFace clean–clean', 'clean'),
+    ('masked', 'SynthFace clean–occluded', 'occluded'),
+    ('occluded', 'SynthFace occluded–occluded', 'occluded'),
+    ('heldout_clean', 'held-out clean–clean', 'heldout_clean'),
+    ('heldout_masked', 'held-out clean–occluded', 'heldout_occluded'),
+    ('heldout_occluded', 'held-out occluded–occluded', 'heldout_occluded'),
+)
+IJBC_FAR = '1e-03'
+#: The aims of issue 20 (points of 10-fold accuracy): group, reference model,
+#: least lead.
+AIMS = (
+    ('heldout_occluded', 'adaface', 5.0),
+    ('heldout_occluded', 'oaml_novis', 3.0),
+    ('occluded', 'adaface', 6.0),
+    ('occluded', 'adaface_cleanonly', 15.0),
+    ('clean', 'adaface', -1.0),
+    ('heldout_clean', 'adaface', -1.0),
+)
+NAMES = {
+    'adaface': 'fair AdaFace baseline',
+    'adaface_cleanonly': 'seed-style AdaFace (clean data)',
+    'oaml_novis': 'no-awareness control',
+}
+
+
+def load_runs(work_dir: str, model: str, iters: int,
+              seeds: Sequence[int]) -> List[Optional[Dict[str, float]]]:
+    """Merged metrics of each seed's run (None where it is missing)."""
+    out = []
+    for seed in seeds:
+        wd = osp.join(work_dir, f'it{iters}', f'seed{seed}', model)
+        files = [osp.join(wd, f'test_{p}.json') for p in ('bins', 'ijbc')]
+        files = [f for f in files if osp.isfile(f)]
+        out.append(report.merge_files(files) if files else None)
+    return out
+
+
+def scorers(model: str, metrics: List[Optional[Dict[str, float]]]) -> List[str]:
+    """The branches a model is judged by: its main one, plus ``fused_vis``."""
+    main = runs.MAIN_BRANCH[runs.FAMILY[model]]
+    found = [m for m in metrics if m]
+    extra = ['fused_vis'] if any('clean/fused_vis/accuracy' in m
+                                 for m in found) else []
+    return [main] + extra
+
+
+def _value(m: Optional[Dict[str, float]], key: str) -> Optional[float]:
+    return None if m is None else m.get(key)
+
+
+def _group_mean(m: Optional[Dict[str, float]], branch: str,
+                group: str) -> Optional[float]:
+    vals = [_value(m, f'{p}/{branch}/accuracy') for p, _, g in ROWS
+            if g == group]
+    if not vals or any(v is None for v in vals):
+        return None
+    return sum(vals) / len(vals)
+
+
+def study_table(work_dir: str, models: Sequence[str], iters: Sequence[int],
+                seeds: Sequence[int]) -> str:
+    """Markdown: per budget, the scores table and the aims table."""
+    out = []
+    for it in iters:
+        data = {m: load_runs(work_dir, m, it, seeds) for m in models}
+        cols: List[Tuple[str, str]] = [(m, b) for m in models
+                                       for b in scorers(m, data[m])]
+        n = len(seeds)
+        out += [f'### {it} iterations, seeds {list(seeds)}'
+                f'{" (mean ± s.d.)" if n > 1 else ""}', '',
+                '**10-fold verification accuracy (%); mini IJB-C TAR@FAR='
+                f'{IJBC_FAR} (%)**', '',
+                '| pairs | ' + ' | '.join(_col_name(m, b) for m, b in cols) +
+                ' |', '|---' * (len(cols) + 1) + '|']
+        for prefix, label, _ in ROWS:
+            out.append(f'| {label} | ' + ' | '.join(
+                report._stat([_value(r, f'{prefix}/{b}/accuracy')
+                              for r in data[m]]) for m, b in cols) + ' |')
+        out.append('| mini IJB-C | ' + ' | '.join(
+            report._stat([_value(r, f'ijbc/{b}/TAR@FAR={IJBC_FAR}')
+                          for r in data[m]]) for m, b in cols) + ' |')
+        out += [''] + _aims_table(data, cols) + ['']
+    return '\n'.join(out)
+
+
+def _col_name(model: str, branch: str) -> str:
+    name = NAMES.get(model, model.replace('_', ' '))
+    return name + (' +vis-fusion' if branch == 'fused_vis' else '')
+
+
+def _aims_table(data: Dict[str, list], cols: List[Tuple[str, str]]) -> List[str]:
+    oaml = [(m, b) for m, b in cols
+            if runs.FAMILY[m] == 'oaml' and m != 'oaml_novis']
+    aims = [a for a in AIMS if a[1] in data]
+    if not oaml or not aims:
+        return []
+    head = [f'{g.replace("_", " ")} vs {NAMES.get(ref, ref)} (aim ≥ {lead:+g})'
+            for g, ref, lead in aims]
+    lines = ['**Lead of each OAML model (points, mean over seeds of the '
+             'group mean); ✓ = aim met**', '',
+             '| model | ' + ' | '.join(head) + ' |',
+             '|---' * (len(head) + 1) + '|']
+    for m, b in oaml:
+        cells = []
+        for group, ref, lead in aims:
+            ref_b = runs.MAIN_BRANCH[runs.FAMILY[ref]]
+            diffs = []
+            for r, rr in zip(data[m], data[ref]):
+                a, c = _group_mean(r, b, group), _group_mean(rr, ref_b, group)
+                if a is not None and c is not None:
+                    diffs.append(a - c)
+            if not diffs:
+                cells.append('n/a')
+                continue
+            d = sum(diffs) / len(diffs)
+            cells.append(f'{d:+.1f} {"✓" if d >= lead else "✗"}')
+        lines.append(f'| {_col_name(m, b)} | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('work_dir')
+    p.add_argument('--models', nargs='+', default=list(runs.CONFIGS))
+    p.add_argument('--iters', type=int, nargs='+', default=[500, 1500])
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
+    args = p.parse_args(argv)
+    print(study_table(args.work_dir, args.models, args.iters, args.seeds))
+
+
+if __name__ == '__main__':
+    main()
