@@ -337,10 +337,6 @@ class TemplateAccumulator:
             a = torch.where(bad[:, None], torch.zeros_like(a), a)
         else:
             a = v * w[:, None].float()  # [B, hw] weight of each image cell
-        if self.vis_num is not None:
-            av = a * v
-            self.vis_num.index_add_(0, rows, _fixed(av, FRAC_BITS)
-                                    if self.exact else av)
         if self.exact:
             if x.numel() and float(x.abs().max()) > 1.0 + 1e-3:
                 raise ConfigError(
@@ -348,6 +344,8 @@ class TemplateAccumulator:
                     f'maps (values in [-1, 1]); got |x| up to '
                     f'{float(x.abs().max()):.3g}')
             self.vis_sum.index_add_(0, rows, _fixed(a, FRAC_BITS))
+            if self.vis_num is not None:
+                self.vis_num.index_add_(0, rows, _fixed(a * v, FRAC_BITS))
             self.map_sum.index_add_(0, rows,
                                     _fixed(x * a[:, None, :], FRAC_BITS))
             top = float(self.weight[rows].max()) / 2**FRAC_BITS
@@ -369,6 +367,10 @@ class TemplateAccumulator:
             total.clamp_min(1e-12)[:, None, :]
         self.map_mean[uniq] = mean.to(self.map_dtype)
         self.vis_sum[uniq] = total
+        if self.vis_num is not None:
+            # Summed like vis_sum, so that all-ones visibility gives 1 exactly.
+            self.vis_num[uniq] = self.vis_num[uniq] + torch.zeros(
+                len(uniq), hw).index_add_(0, inv, a * v)
 
     def _add_features(self, rows: torch.Tensor, features: torch.Tensor,
                       v: Optional[torch.Tensor], w: torch.Tensor) -> None:

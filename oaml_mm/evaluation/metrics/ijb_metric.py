@@ -228,6 +228,8 @@ class IJBMetric(FaceMetricBase):
                     torch.stack(maps) if maps and acc.has_maps else None,
                     torch.stack(vis) if vis else None,
                     torch.tensor(w, dtype=torch.float64))
+        # ``acc`` stays the (first) rule's accumulator, as with one rule.
+        self.acc = self.accs[self.pooling[0]]
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self, size: int) -> Dict[str, float]:
