@@ -9,6 +9,9 @@ images is one template pooled exactly as the evaluation layer pools IJB template
 (:class:`~oaml_mm.evaluation.functional.TemplateAccumulator`: norm-keeping embeddings
 summed, feature maps averaged per cell weighted by visibility), each image counted as
 its own media. Enrolling a name again adds its images to the same template.
+``FaceGallery(recognizer, pooling='visibility')`` pools by the visibility rule instead
+(embeddings weighted by each image's mean visibility, see docs/evaluation.md); the
+rule is stored in the file.
 
 The file is a weights-only torch file (tensors, strings, numbers, lists, dicts) with a
 format name and version; it is written atomically and read with the weights-only
@@ -25,8 +28,9 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from oaml_mm.errors import CheckpointError, GalleryError, ImageInputError
-from oaml_mm.evaluation.functional import TemplateAccumulator
+from oaml_mm.errors import (CheckpointError, ConfigError, GalleryError,
+                            ImageInputError)
+from oaml_mm.evaluation.functional import POOLINGS, TemplateAccumulator
 from oaml_mm.utils import atomic_save, safe_load_checkpoint
 from .face_recognizer import FaceRecognizer
 from .inputs import ImageLike
@@ -96,8 +100,8 @@ def _int_in(value, lo: int, hi: int) -> bool:
         lo <= value <= hi
 
 
-def _checked_accumulator(path: str, state: dict,
-                         n: int) -> TemplateAccumulator:
+def _checked_accumulator(path: str, state: dict, n: int,
+                         pooling: str = 'mean') -> TemplateAccumulator:
     """The template accumulator of a loaded gallery, every field checked first.
 
     Declared sizes are validated and every stored tensor is compared with the
@@ -130,6 +134,8 @@ def _checked_accumulator(path: str, state: dict,
             map_mean=((n, c, h * w), (torch.float16, torch.float32,
                                       torch.bfloat16)),
             vis_sum=((n, h * w), (torch.float32, )))
+        if pooling == 'visibility':
+            expected['vis_num'] = ((n, h * w), (torch.float32, ))
     for key, (shape, dtypes) in expected.items():
         value = state.get(key)
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape \
@@ -155,13 +161,14 @@ def _checked_accumulator(path: str, state: dict,
             f'{float(state["weight"][i]):g}, count {int(state["count"][i])}, '
             f'embedding sum all zero: {not bool(state["emb_sum"][i].ne(0).any())})'
             '; expected every identity enrolled from at least one image')
-    if map_shape is None and (state.get('map_mean') is not None
-                              or state.get('vis_sum') is not None):
-        raise GalleryError(f'{path}: fields map_mean/vis_sum without map_shape')
+    if map_shape is None and any(state.get(k) is not None
+                                 for k in ('map_mean', 'vis_sum', 'vis_num')):
+        raise GalleryError(
+            f'{path}: fields map_mean/vis_sum/vis_num without map_shape')
     map_dtype = state['map_mean'].dtype if map_shape is not None else \
         torch.float16
     acc = TemplateAccumulator(0, emb_dim, None if map_shape is None else
-                              (c, h, w), map_dtype)
+                              (c, h, w), map_dtype, pooling=pooling)
     for key in expected:
         setattr(acc, key, state[key])
     acc.num_templates = n
@@ -186,12 +193,22 @@ class FaceGallery:
             one the gallery was built with.
         map_dtype (torch.dtype): Storage of the template maps. Defaults to fp16
             (the evaluation layer's choice; 49 x C values per identity).
+        pooling (str): How an identity's images pool: ``'mean'`` or
+            ``'visibility'`` (:class:`TemplateAccumulator`). Defaults to 'mean'.
+
+    Raises:
+        ConfigError: An unknown ``pooling``.
     """
 
     def __init__(self, recognizer: FaceRecognizer,
-                 map_dtype: torch.dtype = torch.float16) -> None:
+                 map_dtype: torch.dtype = torch.float16,
+                 pooling: str = 'mean') -> None:
+        if pooling not in POOLINGS:
+            raise ConfigError(f'FaceGallery pooling={pooling!r}: expected one '
+                              f'of {POOLINGS}')
         self.recognizer = recognizer
         self.map_dtype = map_dtype
+        self.pooling = pooling
         self.names: List[str] = []
         self._index: Dict[str, int] = {}
         self.acc: Optional[TemplateAccumulator] = None
@@ -234,7 +251,8 @@ class FaceGallery:
         if self.acc is None:
             self.acc = TemplateAccumulator(
                 0, feats['embedding'].shape[1],
-                tuple(feats['feature_map'].shape[1:]), self.map_dtype)
+                tuple(feats['feature_map'].shape[1:]), self.map_dtype,
+                pooling=self.pooling)
         if name not in self._index:
             self._index[name] = len(self.names)
             self.names.append(name)
@@ -252,13 +270,16 @@ class FaceGallery:
         return dict(
             format=GALLERY_FORMAT, version=GALLERY_VERSION,
             model_fingerprint=self.fingerprint, names=list(self.names),
+            pooling=self.pooling,
             emb_dim=None if acc is None else int(acc.emb_dim),
             map_shape=None if acc is None else list(acc.map_shape),
             weight=None if acc is None else acc.weight.clone(),
             count=None if acc is None else acc.count.clone(),
             emb_sum=None if acc is None else acc.emb_sum.clone(),
             map_mean=None if acc is None else acc.map_mean.clone(),
-            vis_sum=None if acc is None else acc.vis_sum.clone())
+            vis_sum=None if acc is None else acc.vis_sum.clone(),
+            vis_num=None if acc is None or acc.vis_num is None else
+            acc.vis_num.clone())
 
     def save(self, path: str) -> None:
         """Write the gallery to ``path`` atomically (old file or whole new one)."""
@@ -307,7 +328,12 @@ class FaceGallery:
             raise GalleryError(
                 f'{path}: gallery version {state.get("version")!r}; this oaml_mm '
                 f'reads version {GALLERY_VERSION} (re-enrol the identities)')
-        gallery = cls(recognizer)
+        # Files written before the option pool by the mean rule.
+        pooling = state.get('pooling', 'mean')
+        if not isinstance(pooling, str) or pooling not in POOLINGS:
+            raise GalleryError(f'{path}: field pooling is {pooling!r}; '
+                               f'expected one of {POOLINGS}')
+        gallery = cls(recognizer, pooling=pooling)
         if check_model and state.get('model_fingerprint') != gallery.fingerprint:
             raise GalleryError(
                 f'{path}: the gallery was made with other model weights '
@@ -329,7 +355,8 @@ class FaceGallery:
                 f'{path}: field names lists {dup!r} twice; expected each '
                 'identity once (one template per name)')
         if names:
-            gallery.acc = _checked_accumulator(path, state, len(names))
+            gallery.acc = _checked_accumulator(path, state, len(names),
+                                               pooling)
             gallery.map_dtype = gallery.acc.map_dtype
         gallery.names = list(names)
         gallery._index = {n: i for i, n in enumerate(names)}
@@ -338,7 +365,8 @@ class FaceGallery:
     @classmethod
     @contextlib.contextmanager
     def updating(cls, path: str, recognizer: FaceRecognizer,
-                 timeout: float = -1) -> Iterator['FaceGallery']:
+                 timeout: float = -1,
+                 pooling: str = 'mean') -> Iterator['FaceGallery']:
         """Load (or start) the gallery at ``path``, yield it, save it on exit.
 
         The whole load -> change -> save runs under an OS file lock on
@@ -356,6 +384,8 @@ class FaceGallery:
             path (str): Gallery file (created if missing).
             recognizer (FaceRecognizer): The model.
             timeout (float): Seconds to wait for the lock (-1: forever).
+            pooling (str): Rule of a new gallery (an existing file keeps its
+                own). Defaults to 'mean'.
 
         Raises:
             GalleryError: As :meth:`load`, or the lock was not had in time.
@@ -370,7 +400,7 @@ class FaceGallery:
                                f'more than {timeout} s') from None
         try:
             gallery = cls.load(path, recognizer) if osp.exists(path) else \
-                cls(recognizer)
+                cls(recognizer, pooling=pooling)
             yield gallery
             gallery.save(path)
         finally:

@@ -11,7 +11,7 @@ import torch
 
 from oaml_mm.apis import GALLERY_VERSION, FaceGallery, FaceRecognizer
 from oaml_mm.apis import face_gallery as fg
-from oaml_mm.errors import GalleryError, ImageInputError
+from oaml_mm.errors import ConfigError, GalleryError, ImageInputError
 from oaml_mm.evaluation.functional import TemplateAccumulator
 from tests.test_apis.helpers import face, write_checkpoint, write_config
 
@@ -314,3 +314,62 @@ class TestFaceGallery(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class TestFaceGalleryPooling(unittest.TestCase):
+    """``FaceGallery(pooling='visibility')`` pools like the metrics' rule and
+    keeps its rule in the file."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.cfg = write_config(osp.join(cls.tmp.name, 'tiny.py'))
+        cls.ckpt = osp.join(cls.tmp.name, 'tiny.pth')
+        write_checkpoint(cls.ckpt)
+        cls.rec = FaceRecognizer(cls.cfg, cls.ckpt)
+        cls.faces = [face(i) for i in range(3)]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_visibility_rule_roundtrip(self):
+        g = FaceGallery(self.rec, pooling='visibility')
+        g.enrol('a', self.faces, channel_order='rgb')
+        feats = self.rec.extract(self.faces, channel_order='rgb',
+                                 return_feature_maps=True)
+        ref = TemplateAccumulator(1, 32, (64, 7, 7), pooling='visibility')
+        ref.add(torch.zeros(3, dtype=torch.long),
+                feats['embedding'] * feats['norm'], feats['feature_map'],
+                feats['visibility'])
+        torch.testing.assert_close(g.acc.embeddings()[0], ref.embeddings()[0],
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g.acc.visibility(), ref.visibility())
+        path = osp.join(self.tmp.name, 'vis.pt')
+        g.save(path)
+        g2 = FaceGallery.load(path, self.rec)
+        self.assertEqual(g2.pooling, 'visibility')
+        torch.testing.assert_close(g2.acc.visibility(), g.acc.visibility())
+        # A file without the field (written before it) is a 'mean' gallery.
+        state = torch.load(path, weights_only=True)
+        for k in ('pooling', 'vis_num'):
+            state.pop(k)
+        torch.save(state, path)
+        self.assertEqual(FaceGallery.load(path, self.rec).pooling, 'mean')
+
+    def test_bad_rule(self):
+        with self.assertRaises(ConfigError):
+            FaceGallery(self.rec, pooling='max')
+        g = FaceGallery(self.rec, pooling='visibility')
+        g.enrol('a', self.faces[0], channel_order='rgb')
+        path = osp.join(self.tmp.name, 'bad.pt')
+        state = g.state()
+        state['pooling'] = 'max'
+        torch.save(state, path)
+        with self.assertRaisesRegex(GalleryError, 'field pooling'):
+            FaceGallery.load(path, self.rec)
+        state['pooling'] = 'visibility'
+        state.pop('vis_num')
+        torch.save(state, path)
+        with self.assertRaisesRegex(GalleryError, 'field vis_num'):
+            FaceGallery.load(path, self.rec)

@@ -9,7 +9,9 @@ from .pair_scoring import (COSINE_MIN_FILL, COSINE_TILE, DEFAULT_TILE,
                            plan_pair_units, score_pairs_tiled, score_units,
                            split_units, tile_pair_order)
 from .roc import DEFAULT_FARS, auc, eer, roc_curve, tar_at_far
-from .template_pooling import TemplateAccumulator, pool_templates
+from .template_pooling import (POOL_SUFFIX, POOLINGS, VIS_FLOOR,
+                               TemplateAccumulator, check_pooling,
+                               pool_templates)
 from .thresholds import (BRANCHES, THRESHOLDS_META_KEY, calibrate_thresholds,
                          threshold_at_far)
 from .verification import (kfold_split, score_thresholds, verification_10fold,
@@ -21,7 +23,8 @@ __all__ = [
     'OCCLUSION_TYPES', 'visibility_mae', 'verification_10fold',
     'verification_10fold_scores', 'kfold_split', 'score_thresholds', 'roc_curve',
     'tar_at_far', 'auc', 'eer', 'DEFAULT_FARS', 'pool_templates',
-    'TemplateAccumulator', 'identification_1n', 'fuse_scores', 'impostor_stats',
+    'TemplateAccumulator', 'POOLINGS', 'POOL_SUFFIX', 'VIS_FLOOR',
+    'check_pooling', 'identification_1n', 'fuse_scores', 'impostor_stats',
     'cosine_pairs', 'match_listed_pairs', 'match_all_then_pick',
     'score_pairs_tiled', 'cosine_pairs_tiled', 'tile_pair_order', 'PairPlan',
     'plan_pair_units', 'split_units', 'score_units', 'dot_all', 'dot_rows',

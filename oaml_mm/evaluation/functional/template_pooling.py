@@ -22,8 +22,25 @@ image's contribution is rounded to a fixed-point grid and summed as integers, so
 template pools to the same bits whatever order its images come in and however they
 are split over processes (IJB-C's 23,124 templates x 512 x 7 x 7: 4.6 GB). Galleries
 keep the map as a running weighted mean in fp16 (1.16 GB for the same size).
+
+``pooling='visibility'`` (see docs/evaluation.md, "Template pooling") goes one step
+further, so that a clean image of a template is not diluted by an occluded one:
+
+* each image's *embedding* weight is its media weight times its mean visibility
+  ``vbar_i`` (the norm-keeping features and the media-then-template rule stay), so
+  a mostly occluded image barely moves the template embedding;
+* the map weights are floored, ``a_i[r] = w_i max(v_i[r], VIS_FLOOR)``: where every
+  image of a template is occluded at a cell the floor makes the cell the plain
+  (media-weighted) mean instead of an empty vector;
+* the template visibility is the visibility-weighted mean of the images'
+  visibility, ``V_t[r] = sum_i a_i[r] v_i[r] / sum_i a_i[r]``: the visibility of
+  the images the cell was pooled from. One clean and one occluded image give 1 (the
+  cell is the clean image's), where the ``'mean'`` rule says 0.5.
+
+With all-ones visibility both rules pool the same bits. Weights are quantised like
+the values (exact sums), so the visibility rule is order- and split-independent too.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,7 +49,8 @@ import torch.nn.functional as F
 from oaml_mm.errors import ConfigError
 
 __all__ = ['pool_templates', 'TemplateAccumulator', 'FRAC_BITS',
-           'EMB_FRAC_BITS', 'MAX_EXACT_WEIGHT']
+           'EMB_FRAC_BITS', 'MAX_EXACT_WEIGHT', 'POOLINGS', 'VIS_FLOOR',
+           'POOL_SUFFIX', 'check_pooling']
 
 
 def pool_templates(features: np.ndarray,
@@ -91,6 +109,43 @@ EMB_FRAC_BITS = 32
 MAX_EXACT_WEIGHT = float(2**(63 - FRAC_BITS - 1))
 
 
+#: Template pooling rules: ``'mean'`` (embeddings by media weight; maps per cell by
+#: media weight x visibility) and ``'visibility'`` (also embeddings by mean
+#: visibility; floored map weights; visibility-weighted template visibility).
+POOLINGS = ('mean', 'visibility')
+#: Key suffix of each rule's branches in the metrics (``ijbc/adaface_vispool/...``).
+POOL_SUFFIX = {'mean': '', 'visibility': '_vispool'}
+#: Smallest visibility weight under ``pooling='visibility'``: a template whose
+#: images are all occluded at a cell (or whose images are all fully occluded) falls
+#: back to the plain mean there; an occluded image beside a clean one keeps
+#: 1e-4 of the clean one's weight.
+VIS_FLOOR = 1e-4
+
+
+def check_pooling(pooling: Union[str, Sequence[str]],
+                  owner: str = 'pooling') -> Tuple[str, ...]:
+    """Validate a pooling option: one rule of :data:`POOLINGS` or several.
+
+    Args:
+        pooling (str | Sequence[str]): ``'mean'``, ``'visibility'`` or a tuple of
+            them (each reported under its :data:`POOL_SUFFIX`).
+        owner (str): Names the option in the error.
+
+    Returns:
+        tuple: The rules, in the given order.
+
+    Raises:
+        ConfigError: An unknown rule, an empty tuple or a rule listed twice.
+    """
+    modes = (pooling, ) if isinstance(pooling, str) else tuple(pooling)
+    bad = [m for m in modes if m not in POOLINGS]
+    if bad or not modes or len(set(modes)) != len(modes):
+        raise ConfigError(
+            f'{owner}={pooling!r}: expected one of {POOLINGS} or a tuple of '
+            'distinct ones')
+    return modes
+
+
 def _fixed(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Round ``x`` to the int64 fixed-point grid ``2**-bits`` (per value, so the
     result does not depend on what else is summed)."""
@@ -122,8 +177,11 @@ class TemplateAccumulator:
         map_dtype (torch.dtype): Storage of the running map mean (``exact=False``)
             and dtype of :meth:`maps`. Defaults to fp16.
         exact (bool): Fixed-point sums (see above). Defaults to False.
+        pooling (str): ``'mean'`` or ``'visibility'`` (module docstring).
+            Defaults to 'mean'.
 
     Raises:
+        ConfigError: An unknown ``pooling``.
         ConfigError: (``exact=True``, from :meth:`add`) maps with values beyond
             [-1, 1] (not channel-normalised) or a template weight beyond
             ``MAX_EXACT_WEIGHT``.
@@ -141,7 +199,13 @@ class TemplateAccumulator:
                  emb_dim: Optional[int] = None,
                  map_shape: Optional[Tuple[int, int, int]] = None,
                  map_dtype: torch.dtype = torch.float16,
-                 exact: bool = False) -> None:
+                 exact: bool = False,
+                 pooling: str = 'mean') -> None:
+        check_pooling(pooling, 'TemplateAccumulator pooling')
+        if not isinstance(pooling, str):
+            raise ConfigError(f'TemplateAccumulator pools by one rule, got '
+                              f'{pooling!r}')
+        self.pooling = pooling
         self.num_templates = int(num_templates)
         self.emb_dim = emb_dim
         self.map_shape = tuple(map_shape) if map_shape is not None else None
@@ -159,7 +223,7 @@ class TemplateAccumulator:
         self.emb_sum = (torch.zeros(n, emb_dim,
                                     dtype=torch.int64 if exact else real)
                         if emb_dim else None)
-        self.map_mean = self.map_sum = self.vis_sum = None
+        self.map_mean = self.map_sum = self.vis_sum = self.vis_num = None
         if self.map_shape is not None:
             c, h, w = self.map_shape
             if exact:
@@ -168,9 +232,17 @@ class TemplateAccumulator:
             else:
                 self.map_mean = torch.zeros(n, c, h * w, dtype=map_dtype)
                 self.vis_sum = torch.zeros(n, h * w, dtype=real)
+            if self.vis_weighted:
+                # sum_i a_i[r] v_i[r]: numerator of the template visibility.
+                self.vis_num = torch.zeros_like(self.vis_sum)
 
     _FIELDS = ('weight', 'count', 'bad_emb', 'bad_map', 'emb_sum', 'map_mean',
-               'map_sum', 'vis_sum')
+               'map_sum', 'vis_sum', 'vis_num')
+
+    @property
+    def vis_weighted(self) -> bool:
+        """Whether ``pooling='visibility'``."""
+        return self.pooling == 'visibility'
 
     @property
     def has_maps(self) -> bool:
@@ -199,7 +271,8 @@ class TemplateAccumulator:
         if not self.exact:
             raise ConfigError('only an exact TemplateAccumulator merges by sums')
         return [t for t in (self.count, self.weight, self.bad_emb, self.bad_map,
-                            self.emb_sum, self.vis_sum, self.map_sum)
+                            self.emb_sum, self.vis_sum, self.map_sum,
+                            self.vis_num)
                 if t is not None]
 
     def nonfinite_rows(self) -> Dict[str, int]:
@@ -230,7 +303,8 @@ class TemplateAccumulator:
             features (torch.Tensor, optional): ``[B, D]`` norm-keeping features.
             maps (torch.Tensor, optional): ``[B, C, h, w]`` channel-normalised maps.
             visibility (torch.Tensor, optional): ``[B, 1, h, w]`` (or ``[B, h, w]``)
-                in [0, 1]; all ones when None.
+                in [0, 1]; all ones when None. Under ``pooling='visibility'`` it
+                also weights the embeddings (by its mean), maps or not.
             weights (torch.Tensor, optional): ``[B]`` media weights
                 (``1 / images in the media``); ones when None.
         """
@@ -241,29 +315,28 @@ class TemplateAccumulator:
         self.weight.index_add_(0, rows, _fixed(w, FRAC_BITS) if self.exact
                                else w)
         self.count.index_add_(0, rows, torch.ones(b, dtype=torch.int64))
+        v = (None if visibility is None else
+             visibility.detach().float().cpu().reshape(b, -1))
         if self.emb_sum is not None and features is not None:
-            f = features.detach().float().cpu().reshape(b, -1)
-            bad = ~torch.isfinite(f).all(1)
-            if bool(bad.any()):
-                self.bad_emb.index_add_(0, rows, bad.long())
-                f = torch.where(bad[:, None], torch.zeros_like(f), f)
-            f = f * w[:, None].float()
-            self.emb_sum.index_add_(0, rows, _fixed(f, EMB_FRAC_BITS)
-                                    if self.exact else f)
+            self._add_features(rows, features, v, w)
         if not self.has_maps or maps is None:
             return
         x = maps.detach().float().cpu().reshape(b, maps.shape[1], -1)
         hw = x.shape[-1]
-        if visibility is None:
+        if v is None:
             v = torch.ones(b, hw)
-        else:
-            v = visibility.detach().float().cpu().reshape(b, hw)
         bad = ~(torch.isfinite(x).flatten(1).all(1) & torch.isfinite(v).all(1))
         if bool(bad.any()):
             self.bad_map.index_add_(0, rows, bad.long())
             x = torch.where(bad[:, None, None], torch.zeros_like(x), x)
             v = torch.where(bad[:, None], torch.zeros_like(v), v)
-        a = v * w[:, None].float()  # [B, hw] weight of each image cell
+        if self.vis_weighted:
+            # The floor keeps a cell every image hides a plain mean; a bad image
+            # still weighs nothing.
+            a = v.clamp_min(VIS_FLOOR) * w[:, None].float()
+            a = torch.where(bad[:, None], torch.zeros_like(a), a)
+        else:
+            a = v * w[:, None].float()  # [B, hw] weight of each image cell
         if self.exact:
             if x.numel() and float(x.abs().max()) > 1.0 + 1e-3:
                 raise ConfigError(
@@ -271,6 +344,8 @@ class TemplateAccumulator:
                     f'maps (values in [-1, 1]); got |x| up to '
                     f'{float(x.abs().max()):.3g}')
             self.vis_sum.index_add_(0, rows, _fixed(a, FRAC_BITS))
+            if self.vis_num is not None:
+                self.vis_num.index_add_(0, rows, _fixed(a * v, FRAC_BITS))
             self.map_sum.index_add_(0, rows,
                                     _fixed(x * a[:, None, :], FRAC_BITS))
             top = float(self.weight[rows].max()) / 2**FRAC_BITS
@@ -292,6 +367,34 @@ class TemplateAccumulator:
             total.clamp_min(1e-12)[:, None, :]
         self.map_mean[uniq] = mean.to(self.map_dtype)
         self.vis_sum[uniq] = total
+        if self.vis_num is not None:
+            # Summed like vis_sum, so that all-ones visibility gives 1 exactly.
+            self.vis_num[uniq] = self.vis_num[uniq] + torch.zeros(
+                len(uniq), hw).index_add_(0, inv, a * v)
+
+    def _add_features(self, rows: torch.Tensor, features: torch.Tensor,
+                      v: Optional[torch.Tensor], w: torch.Tensor) -> None:
+        """Add ``[B, D]`` norm-keeping features with media weights ``w``, times
+        the mean visibility under ``pooling='visibility'``."""
+        b = rows.numel()
+        f = features.detach().float().cpu().reshape(b, -1)
+        bad = ~torch.isfinite(f).all(1)
+        if self.vis_weighted and v is not None:
+            # The weight depends on the visibility: a non-finite one spoils the
+            # embedding too.
+            bad = bad | ~torch.isfinite(v).all(1)
+            vq = _fixed(torch.where(bad[:, None], torch.zeros_like(v), v),
+                        FRAC_BITS)
+            # Mean from the fixed-point values: exact, so an image's weight
+            # does not depend on the batch it came in (1.0 exactly for ones).
+            vbar = vq.sum(1).double() / float(v.shape[1] * 2**FRAC_BITS)
+            w = w * vbar.clamp_min(VIS_FLOOR)
+        if bool(bad.any()):
+            self.bad_emb.index_add_(0, rows, bad.long())
+            f = torch.where(bad[:, None], torch.zeros_like(f), f)
+        f = f * w[:, None].float()
+        self.emb_sum.index_add_(0, rows, _fixed(f, EMB_FRAC_BITS)
+                                if self.exact else f)
 
     def feature_sums(self) -> torch.Tensor:
         """``[T, D]`` float64 weighted feature sums (before normalisation)."""
@@ -320,7 +423,15 @@ class TemplateAccumulator:
         return m.to(self.map_dtype).reshape(m.shape[0], c, h, w)
 
     def visibility(self, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``[T, 1, h, w]`` pooled visibility (weighted mean over the images)."""
+        """``[T, 1, h, w]`` pooled visibility: the media-weighted mean over the
+        images (``'mean'``) or their visibility-weighted mean
+        (``'visibility'``)."""
+        if self.vis_weighted:
+            vs = self.vis_num if rows is None else self.vis_num[rows]
+            wt = self.vis_sum if rows is None else self.vis_sum[rows]
+            _, h, w = self.map_shape
+            v = vs.double() / wt.double().clamp_min(1e-12)
+            return v.float().reshape(-1, 1, h, w)
         vs = self.vis_sum if rows is None else self.vis_sum[rows]
         wt = self.weight if rows is None else self.weight[rows]
         _, h, w = self.map_shape
@@ -335,15 +446,19 @@ class TemplateAccumulator:
         its missing parts count as empty.
 
         Raises:
-            ConfigError: If one is exact and the other not.
+            ConfigError: If one is exact and the other not, or they pool by
+                different rules.
         """
         if self.exact != other.exact:
             raise ConfigError('cannot merge an exact and a running-mean '
                               'TemplateAccumulator')
+        if self.pooling != other.pooling:
+            raise ConfigError(f'cannot merge TemplateAccumulators pooling by '
+                              f'{self.pooling!r} and {other.pooling!r}')
         self.grow(other.num_templates)
         other.grow(self.num_templates)
         if self.exact:
-            for name in ('emb_sum', 'vis_sum', 'map_sum'):
+            for name in ('emb_sum', 'vis_sum', 'map_sum', 'vis_num'):
                 mine, theirs = getattr(self, name), getattr(other, name)
                 if mine is not None and theirs is not None:
                     mine += theirs
@@ -354,6 +469,8 @@ class TemplateAccumulator:
             self.map_mean = (num / total.clamp_min(1e-12)[:, None, :]).to(
                 self.map_dtype)
             self.vis_sum = total
+            if self.vis_num is not None and other.vis_num is not None:
+                self.vis_num += other.vis_num
         if not self.exact and self.emb_sum is not None and \
                 other.emb_sum is not None:
             self.emb_sum += other.emb_sum

@@ -129,11 +129,14 @@ class FaceMetricBase(BaseMetric):
         return get_dist_info()
 
     def _allreduce_accumulator(self, acc: Optional[TemplateAccumulator],
-                               chunk_rows: int = 2048) -> TemplateAccumulator:
+                               chunk_rows: int = 2048,
+                               pooling: str = 'mean') -> TemplateAccumulator:
         """Sum per-rank accumulators, chunk by chunk (bounded memory).
 
         Ranks agree first on the structure (rows, embedding size, map shape): a
-        rank that saw no image, or no map, contributes empty rows.
+        rank that saw no image, or no map, contributes empty rows. ``pooling``
+        is the rule of ``acc`` (every rank passes the same, so a rank without an
+        accumulator builds one with the same tensors).
 
         Returns:
             TemplateAccumulator: The merged accumulator (same on every rank).
@@ -148,7 +151,7 @@ class FaceMetricBase(BaseMetric):
         n, d = int(vec[0]), int(vec[1])
         shape = tuple(int(x) for x in vec[2:]) if vec[2] > 0 else None
         if acc is None or (acc.emb_dim or 0) != d or acc.map_shape != shape:
-            fresh = self._new_accumulator(n, d or None, shape)
+            fresh = self._new_accumulator(n, d or None, shape, pooling)
             if acc is not None:
                 fresh.merge_(acc)
             acc = fresh
@@ -166,11 +169,11 @@ class FaceMetricBase(BaseMetric):
         return acc
 
     def _new_accumulator(self, num_templates: int, emb_dim: Optional[int],
-                         map_shape: Optional[Tuple[int, int, int]]
-                         ) -> TemplateAccumulator:
+                         map_shape: Optional[Tuple[int, int, int]],
+                         pooling: str = 'mean') -> TemplateAccumulator:
         """An exact accumulator (order- and split-independent sums)."""
         return TemplateAccumulator(num_templates, emb_dim, map_shape,
-                                   self.map_dtype, exact=True)
+                                   self.map_dtype, exact=True, pooling=pooling)
 
     @staticmethod
     def _my_range(n: int, align: int = 1) -> Tuple[int, int]:

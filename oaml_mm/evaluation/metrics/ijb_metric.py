@@ -8,9 +8,14 @@ images stream in (:class:`~oaml_mm.evaluation.functional.TemplateAccumulator`), 
 the listed pairs are scored, tile by tile
 (:func:`~oaml_mm.evaluation.functional.score_pairs_tiled`: dense products where the
 listed pairs fill a tile, row-wise elsewhere), split over the ranks.
+
+``pooling='visibility'`` pools templates by visibility (embeddings too; see
+:mod:`~oaml_mm.evaluation.functional.template_pooling` and docs/evaluation.md);
+``pooling=('mean', 'visibility')`` reports both from one pass, the visibility
+rule's branches as ``adaface_vispool``, ``qaconv_vispool``, ``fused_vispool``.
 """
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,9 +28,9 @@ from oaml_mm.datasets.ijb import (ijb_meta_paths, read_1n_csv,
 from oaml_mm.errors import DataFormatError
 from oaml_mm.evaluation.functional import (COSINE_MIN_FILL, COSINE_TILE,
                                            DEFAULT_FARS, DEFAULT_TILE,
-                                           QACONV_MIN_FILL,
-                                           TemplateAccumulator, dot_all,
-                                           dot_rows, fuse_scores,
+                                           POOL_SUFFIX, QACONV_MIN_FILL,
+                                           TemplateAccumulator, check_pooling,
+                                           dot_all, dot_rows, fuse_scores,
                                            identification_1n, impostor_stats,
                                            match_all_then_pick,
                                            plan_pair_units, score_units,
@@ -69,7 +74,16 @@ class IJBMetric(FaceMetricBase):
             with QAConv (see
             :func:`~oaml_mm.evaluation.functional.score_pairs_tiled`; the cosine
             branch uses at least ``COSINE_TILE``). Defaults to 256.
+        pooling (str | Sequence[str]): Template pooling rule, ``'mean'`` (the
+            IJB protocol; maps per cell by visibility) or ``'visibility'``
+            (embeddings weighted by each image's mean visibility too; template
+            visibility weighted by visibility), or both as a tuple: one pass,
+            one template store per rule (memory x2), the ``'visibility'`` keys
+            as ``{dataset}/{branch}_vispool/...``. Defaults to 'mean'.
         **kwargs: See :class:`FaceMetricBase` (branches, fuse_weights, pair_chunk...).
+
+    Raises:
+        ConfigError: An unknown ``pooling`` rule (or one listed twice).
 
     Example:
         >>> test_evaluator = dict(
@@ -96,6 +110,7 @@ class IJBMetric(FaceMetricBase):
                  fpirs: Sequence[float] = (0.01, 0.1),
                  pair_chunk: int = 4096,
                  pair_tile: int = DEFAULT_TILE,
+                 pooling: Union[str, Sequence[str]] = 'mean',
                  **kwargs) -> None:
         super().__init__(dataset_name, branches, fuse_weights,
                          pair_chunk=pair_chunk, **kwargs)
@@ -111,8 +126,11 @@ class IJBMetric(FaceMetricBase):
         self.ranks = tuple(ranks)
         self.fpirs = tuple(fpirs)
         self.pair_tile = int(pair_tile)
+        self.pooling = check_pooling(pooling, f'{type(self).__name__} pooling')
         self._meta_loaded = False
         self.acc: Optional[TemplateAccumulator] = None
+        # One accumulator per pooling rule, filled by process().
+        self.accs: Dict[str, TemplateAccumulator] = {}
 
     # -- meta -----------------------------------------------------------------
     def _load_meta(self) -> None:
@@ -172,6 +190,8 @@ class IJBMetric(FaceMetricBase):
         """Add one batch of image predictions to their templates."""
         self._load_meta()
         rows, feats, maps, vis, w = [], [], [], [], []
+        # The visibility rule weights embeddings by visibility, maps or not.
+        want_vis = self.needs_maps or 'visibility' in self.pooling
         for s in self._samples(data_samples):
             t, m = int(s['template_id']), int(s['media_id'])
             n = self._media_count.get((t, m))
@@ -187,32 +207,65 @@ class IJBMetric(FaceMetricBase):
             feats.append(emb * norm)
             if self.needs_maps and 'feature_map' in s:
                 maps.append(torch.as_tensor(s['feature_map']))
+            if want_vis:
                 v = s.get('visibility')
-                vis.append(torch.ones(1, *maps[-1].shape[1:])
-                           if v is None else torch.as_tensor(v).float())
+                if v is not None:
+                    vis.append(torch.as_tensor(v).float())
+                elif maps:
+                    vis.append(torch.ones(1, *maps[-1].shape[1:]))
         if not rows:
             return
-        if self.acc is None:
-            self.acc = self._new_accumulator(
-                len(self.templates), feats[0].numel(),
-                tuple(maps[0].shape) if maps else None)
-        self.acc.add(torch.tensor(rows), torch.stack(feats),
-                     torch.stack(maps) if maps and self.acc.has_maps
-                     else None,
-                     torch.stack(vis) if vis else None,
-                     torch.tensor(w, dtype=torch.float64))
+        if len(vis) != len(rows):
+            # Without a visibility map per image, every image counts fully.
+            vis = []
+        for mode in self.pooling:
+            acc = self.accs.get(mode)
+            if acc is None:
+                acc = self.accs[mode] = self._new_accumulator(
+                    len(self.templates), feats[0].numel(),
+                    tuple(maps[0].shape) if maps else None, mode)
+            acc.add(torch.tensor(rows), torch.stack(feats),
+                    torch.stack(maps) if maps and acc.has_maps else None,
+                    torch.stack(vis) if vis else None,
+                    torch.tensor(w, dtype=torch.float64))
+        # ``acc`` stays the (first) rule's accumulator, as with one rule.
+        self.acc = self.accs[self.pooling[0]]
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self, size: int) -> Dict[str, float]:
-        """Merge ranks, score the listed pairs and compute every metric."""
+        """Merge ranks, score the listed pairs and compute every metric (once
+        per pooling rule; ``scores`` and ``roc_curves`` hold every rule's
+        branches, suffixed like the keys)."""
         self._load_meta()
-        self.acc = self._allreduce_accumulator(self.acc)
+        out: Dict[str, float] = {}
+        scores: Dict[str, np.ndarray] = {}
+        curves: Dict[str, Any] = {}
         try:
-            nonfinite = self._screen_nonfinite(self.acc)
-            return self._mask_nonfinite(self._compute(), nonfinite)
+            # Every rank runs the rules in the same order: their collectives
+            # pair up.
+            for mode in self.pooling:
+                sfx = POOL_SUFFIX[mode]
+                self.acc = self._allreduce_accumulator(self.accs.get(mode),
+                                                       pooling=mode)
+                self.roc_curves = {}
+                nonfinite = self._screen_nonfinite(self.acc)
+                res = self._mask_nonfinite(self._compute(), nonfinite)
+                out.update({self._suffixed(k, sfx): v for k, v in res.items()})
+                scores.update({b + sfx: s for b, s in self.scores.items()})
+                curves.update({b + sfx: c for b, c in self.roc_curves.items()})
+            self.scores, self.roc_curves = scores, curves
+            return out
         finally:
             self.acc = None
+            self.accs = {}
             self.reset()
+
+    def _suffixed(self, key: str, suffix: str) -> str:
+        """``{dataset}/{branch}/{metric}`` with ``suffix`` added to the branch."""
+        parts = key.split('/')
+        if suffix and len(parts) == 3 and parts[0] == self.dataset_name:
+            parts[1] += suffix
+        return '/'.join(parts)
 
     def _check_pairs_have_images(self) -> None:
         empty = self.acc.count[:len(self.templates)] == 0

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from oaml_mm.errors import ConfigError
-from oaml_mm.evaluation.functional import TemplateAccumulator, pool_templates
+from oaml_mm.evaluation.functional import (TemplateAccumulator, check_pooling,
+                                           pool_templates)
 
 
 class TestPoolTemplates(unittest.TestCase):
@@ -188,3 +189,155 @@ class TestExactTemplateAccumulator(unittest.TestCase):
             self.assertTrue(torch.isfinite(acc.embeddings()).all())
             self.assertTrue(torch.isfinite(acc.maps().float()).all())
             torch.testing.assert_close(acc.embeddings()[0], torch.tensor([1., 0]))
+
+
+class TestVisibilityPooling(unittest.TestCase):
+    """``pooling='visibility'``: clean images are not diluted by occluded ones."""
+
+    def _pair(self):
+        # Two images of one template (separate media), 3 channels on a 1x2 grid.
+        maps = F.normalize(torch.tensor([[[[1., 0.]], [[0., 1.]], [[0., 0.]]],
+                                         [[[0., 0.]], [[1., 0.]], [[0., 1.]]]]),
+                           dim=1)
+        feats = torch.tensor([[4., 0.], [0., 4.]])
+        return maps, feats
+
+    def test_clean_image_takes_the_occluded_cell(self):
+        maps, feats = self._pair()
+        # Image 1 hides cell 0 completely and sees cell 1: mean visibility 0.5.
+        vis = torch.tensor([[[[1., 1.]]], [[[0., 1.]]]])
+        got = {}
+        for pooling in ('mean', 'visibility'):
+            acc = TemplateAccumulator(1, 2, (3, 1, 2), torch.float32,
+                                      exact=True, pooling=pooling)
+            acc.add(torch.tensor([0, 0]), feats, maps, vis)
+            got[pooling] = acc
+        vp = got['visibility']
+        # Cell 0 is image 0's, up to the floor's 1e-4 share of image 1.
+        torch.testing.assert_close(vp.maps()[0, :, 0, 0], maps[0, :, 0, 0],
+                                   atol=2e-4, rtol=0)
+        # Cell 1, seen by both: the plain mean, normalised.
+        ref = F.normalize(maps[0, :, 0, 1] + maps[1, :, 0, 1], dim=0)
+        torch.testing.assert_close(vp.maps()[0, :, 0, 1], ref, atol=1e-6,
+                                   rtol=0)
+        # Template visibility: the pooled cell 0 is the clean image's (1, not
+        # the 'mean' rule's 0.5); 1 / (1 + 1e-4) with the floor.
+        torch.testing.assert_close(vp.visibility()[0, 0, 0],
+                                   torch.tensor([1 / (1 + 1e-4), 1.]))
+        torch.testing.assert_close(got['mean'].visibility()[0, 0, 0],
+                                   torch.tensor([0.5, 1.]))
+        # Embeddings: weights 1 and 0.5 -> (4, 2) / |.|; the mean rule (4, 4).
+        torch.testing.assert_close(vp.embeddings()[0],
+                                   torch.tensor([2., 1.]) / 5**0.5)
+        torch.testing.assert_close(got['mean'].embeddings()[0],
+                                   torch.tensor([1., 1.]) / 2**0.5)
+
+    def test_all_ones_visibility_is_the_mean_rule_bit_for_bit(self):
+        g = torch.Generator().manual_seed(3)
+        rows = torch.randint(0, 4, (30, ), generator=g)
+        feats = torch.randn(30, 5, generator=g) * 10
+        maps = F.normalize(torch.randn(30, 4, 2, 2, generator=g), dim=1)
+        w = 1.0 / torch.randint(1, 4, (30, ), generator=g).double()
+        for exact in (True, False):
+            accs = []
+            for pooling in ('mean', 'visibility'):
+                acc = TemplateAccumulator(4, 5, (4, 2, 2), exact=exact,
+                                          pooling=pooling)
+                for s in range(0, 30, 7):
+                    acc.add(rows[s:s + 7], feats[s:s + 7], maps[s:s + 7],
+                            torch.ones(len(rows[s:s + 7]), 1, 2, 2),
+                            w[s:s + 7])
+                accs.append(acc)
+            mean, vis = accs
+            self.assertTrue(torch.equal(mean.embeddings(), vis.embeddings()))
+            self.assertTrue(torch.equal(mean.maps(), vis.maps()))
+            self.assertTrue(torch.equal(vis.visibility(),
+                                        torch.ones(4, 1, 2, 2)))
+            if exact:
+                self.assertTrue(torch.equal(mean.visibility(),
+                                            vis.visibility()))
+            else:
+                # The running storage's 'mean' rule divides an fp32 sum of
+                # fp32 weights by their fp64 sum: 1 up to fp32 rounding.
+                torch.testing.assert_close(mean.visibility(), vis.visibility())
+
+    def test_cells_no_image_sees_fall_back_to_the_plain_mean(self):
+        maps, feats = self._pair()
+        vis = torch.tensor([[[[0., 1.]]], [[[0., 0.]]]])  # nobody sees cell 0
+        acc = TemplateAccumulator(1, 2, (3, 1, 2), torch.float32, exact=True,
+                                  pooling='visibility')
+        # Media weights 1 and 0.5: the fallback keeps the protocol's weights.
+        acc.add(torch.tensor([0, 0]), feats, maps, vis,
+                torch.tensor([1.0, 0.5], dtype=torch.float64))
+        ref = F.normalize(maps[0, :, 0, 0] + 0.5 * maps[1, :, 0, 0], dim=0)
+        torch.testing.assert_close(acc.maps()[0, :, 0, 0], ref, atol=1e-6,
+                                   rtol=0)
+        self.assertEqual(float(acc.visibility()[0, 0, 0, 0]), 0.0)
+        # Image 1 is fully occluded: the floor keeps it (weight 0.5 x 1e-4)
+        # beside image 0 (1 x 0.5), so the embedding is (4 * 0.5, 4 * 5e-5).
+        torch.testing.assert_close(acc.embeddings()[0],
+                                   F.normalize(torch.tensor([0.5, 5e-5]),
+                                               dim=0))
+        # Every image fully occluded: the plain mean embedding.
+        acc = TemplateAccumulator(1, 2, None, exact=True, pooling='visibility')
+        acc.add(torch.tensor([0, 0]), feats, visibility=torch.zeros(2, 1, 1, 2))
+        torch.testing.assert_close(acc.embeddings()[0],
+                                   torch.tensor([1., 1.]) / 2**0.5)
+
+    def test_order_and_split_do_not_change_a_bit(self):
+        g = torch.Generator().manual_seed(5)
+        n = 36
+        rows = torch.randint(0, 5, (n, ), generator=g)
+        feats = torch.randn(n, 6, generator=g) * 20
+        maps = F.normalize(torch.randn(n, 4, 2, 2, generator=g), dim=1)
+        vis = torch.rand(n, 1, 2, 2, generator=g)
+        vis[::4] = 0.0  # fully occluded images
+        w = 1.0 / torch.randint(1, 4, (n, ), generator=g).double()
+
+        def pooled(parts):
+            accs = []
+            for idx in parts:
+                acc = TemplateAccumulator(5, 6, (4, 2, 2), exact=True,
+                                          pooling='visibility')
+                for s in range(0, idx.numel(), 5):
+                    i = idx[s:s + 5]
+                    acc.add(rows[i], feats[i], maps[i], vis[i], w[i])
+                accs.append(acc)
+            for other in accs[1:]:
+                accs[0].merge_(other)
+            return accs[0]
+
+        ref = pooled([torch.arange(n)])
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+        for parts in ([perm], [perm[:5], perm[5:19], perm[19:]]):
+            got = pooled(parts)
+            for a, b in zip(got.sum_tensors(), ref.sum_tensors()):
+                self.assertTrue(torch.equal(a, b))
+            self.assertTrue(torch.equal(got.embeddings(), ref.embeddings()))
+            self.assertTrue(torch.equal(got.maps(), ref.maps()))
+            self.assertTrue(torch.equal(got.visibility(), ref.visibility()))
+        self.assertEqual(len(ref.sum_tensors()), 8)  # vis_num travels too
+
+    def test_nonfinite_visibility_spoils_the_embedding_too(self):
+        feats = torch.tensor([[1., 0], [0, 1]])
+        maps = F.normalize(torch.ones(2, 2, 1, 1), dim=1)
+        vis = torch.tensor([[[[float('nan')]]], [[[1.]]]])
+        for pooling, expected in (('mean', {'feature_map': 1}),
+                                  ('visibility', {'embedding': 1,
+                                                  'feature_map': 1})):
+            acc = TemplateAccumulator(1, 2, (2, 1, 1), exact=True,
+                                      pooling=pooling)
+            acc.add(torch.tensor([0, 0]), feats, maps, vis)
+            self.assertEqual(acc.nonfinite_rows(), expected)
+            self.assertTrue(torch.isfinite(acc.embeddings()).all())
+            self.assertTrue(torch.isfinite(acc.visibility()).all())
+
+    def test_bad_rules(self):
+        for bad in ('max', (), ('mean', 'mean'), ('mean', 'visibility')):
+            with self.assertRaises(ConfigError):
+                TemplateAccumulator(1, 2, pooling=bad)
+        self.assertEqual(check_pooling(['mean', 'visibility']),
+                         ('mean', 'visibility'))
+        with self.assertRaisesRegex(ConfigError, 'pooling'):
+            TemplateAccumulator(1, 2).merge_(
+                TemplateAccumulator(1, 2, pooling='visibility'))

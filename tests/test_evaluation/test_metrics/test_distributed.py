@@ -1,4 +1,4 @@
-"""Single-process and 2-process (gloo) evaluation give the same numbers."""
+"""Single-process and 2- and 3-process (gloo) evaluation give the same numbers."""
 import json
 import os
 import os.path as osp
@@ -31,7 +31,13 @@ def _run(rank, world, init_file, root, out_dir):
                 ('ijb', IJBMetric('ijbc', data_root=root, fars=(0.2, 0.5),
                                   gallery_files=('meta/g1.csv', 'meta/g2.csv'),
                                   probe_file='meta/probe.csv',
-                                  progress=False, pair_chunk=3), ijb)):
+                                  progress=False, pair_chunk=3), ijb),
+                ('ijb_pool', IJBMetric('ijbc', data_root=root, fars=(0.2, 0.5),
+                                       gallery_files=('meta/g1.csv',
+                                                      'meta/g2.csv'),
+                                       probe_file='meta/probe.csv',
+                                       pooling=('mean', 'visibility'),
+                                       progress=False, pair_chunk=3), ijb)):
             metric.bind_model(FakeMatcherModel())
             # What DefaultSampler(shuffle=False, round_up=True) hands this rank:
             # positions rank, rank+W, ... of the list padded with its head.
@@ -52,7 +58,7 @@ class TestDistributedAgreement(unittest.TestCase):
     def test_one_vs_two_processes(self):
         with tempfile.TemporaryDirectory() as tmp:
             root = osp.join(tmp, 'ijbc')
-            for world in (1, 2):
+            for world in (1, 2, 3):
                 init = osp.join(tmp, f'init{world}')
                 mp.start_processes(_run, args=(world, init, root, tmp),
                                    nprocs=world, start_method='fork')
@@ -65,9 +71,16 @@ class TestDistributedAgreement(unittest.TestCase):
             self.assertTrue(one['ver'] and one['ijb'])
             self.assertIn('lfw/qaconv/accuracy', one['ver'])
             self.assertIn('ijbc/fused/1N_rank1', one['ijb'])
-            for key in ('2_0', '2_1'):
-                for part in ('ver', 'ijb'):
+            # Both pooling rules from one pass, the 'mean' one unchanged.
+            self.assertIn('ijbc/fused_vispool/1N_rank1', one['ijb_pool'])
+            for k, v in one['ijb'].items():
+                self.assertEqual(one['ijb_pool'][k], v, k)
+            for key in ('2_0', '2_1', '3_0', '3_1', '3_2'):
+                for part in ('ver', 'ijb', 'ijb_pool'):
                     self.assertEqual(set(runs[key][part]), set(one[part]))
                     for k, v in one[part].items():
                         self.assertAlmostEqual(runs[key][part][k], v, places=4,
                                                msg=k)
+                # Fixed-point template sums: the pooled templates, and so the
+                # figures, are the same bits whatever the split.
+                self.assertEqual(runs[key]['ijb_pool'], one['ijb_pool'])

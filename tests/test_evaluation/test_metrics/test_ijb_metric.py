@@ -5,7 +5,7 @@ import unittest
 import numpy as np
 import torch
 
-from oaml_mm.errors import DataFormatError
+from oaml_mm.errors import ConfigError, DataFormatError
 from oaml_mm.evaluation.functional import (TemplateAccumulator,
                                            identification_1n, pool_templates,
                                            tar_at_far)
@@ -108,3 +108,66 @@ class TestIJBMetric(unittest.TestCase):
         r = m.evaluate(len(samples))
         self.assertIn('ijbc/adaface/AUC', r)
         self.assertFalse(any('1N' in k for k in r))
+
+
+class TestIJBMetricPooling(unittest.TestCase):
+    """``pooling``: 'mean' (default), 'visibility' or both in one pass."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = self.tmp.name
+        self.samples = write_ijb(self.root)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def _run(self, **kw):
+        m = IJBMetric('ijbc', data_root=self.root, subset='IJBC',
+                      fars=(0.2, 0.5), progress=False,
+                      gallery_files=('meta/g1.csv', 'meta/g2.csv'),
+                      probe_file='meta/probe.csv', **kw)
+        m.bind_model(FakeMatcherModel())
+        feed(m, self.samples, batch=4)
+        return m, m.evaluate(len(self.samples))
+
+    def test_both_rules_in_one_pass_equal_separate_runs(self):
+        m, both = self._run(pooling=('mean', 'visibility'))
+        _, mean = self._run()
+        _, vis = self._run(pooling='visibility')
+        # The visibility rule's keys carry the suffix, alone or not.
+        self.assertTrue(all('_vispool/' in k for k in vis))
+        self.assertEqual(set(both), set(mean) | set(vis))
+        self.assertIn('ijbc/fused_vispool/TAR@FAR=2e-01', both)
+        self.assertIn('ijbc/qaconv_vispool/1N_rank1', both)
+        for k, v in list(mean.items()) + list(vis.items()):
+            self.assertEqual(both[k], v, k)
+        self.assertEqual(set(m.scores), {'adaface', 'qaconv', 'fused',
+                                         'adaface_vispool', 'qaconv_vispool',
+                                         'fused_vispool'})
+        self.assertEqual(set(m.roc_curves), set(m.scores))
+        # The fake images have random visibility: the rules do differ.
+        self.assertFalse(np.array_equal(m.scores['qaconv'],
+                                        m.scores['qaconv_vispool']))
+
+    def test_visibility_rule_weights_embeddings_hand_pooled(self):
+        # Only the cosine branch: the visibility still weights the embeddings.
+        m, r = self._run(branches=('adaface', ), pooling='visibility')
+        vbar = np.array([max(float(s['visibility'].mean()), 1e-4)
+                         for s in self.samples])
+        feats = np.stack([(s['embedding'] * s['norm']).numpy()
+                          for s in self.samples]) * vbar[:, None]
+        t, pooled = pool_templates(feats,
+                                   [s['template_id'] for s in self.samples],
+                                   [s['media_id'] for s in self.samples])
+        pairs = [(1, 2), (1, 3), (2, 3), (3, 4), (4, 5), (2, 4), (1, 5), (3, 5)]
+        cos = np.array([pooled[a - 1] @ pooled[b - 1] for a, b in pairs])
+        np.testing.assert_allclose(m.scores['adaface_vispool'], cos,
+                                   atol=1e-6)
+        self.assertEqual(set(m.scores), {'adaface_vispool'})
+        self.assertIn('ijbc/adaface_vispool/AUC', r)
+        self.assertFalse(any(k.startswith('ijbc/adaface/') for k in r))
+
+    def test_bad_option(self):
+        for bad in ('max', (), ('mean', 'mean'), ('mean', 'vis')):
+            with self.assertRaisesRegex(ConfigError, 'pooling'):
+                IJBMetric('ijbc', data_root=self.root, pooling=bad)
