@@ -25,4 +25,7 @@ test_evaluator = dict(
                    'meta/ijbc_1N_gallery_G2.csv'),
     probe_file='meta/ijbc_1N_probe_mixed.csv',
     branches=('adaface', 'qaconv', 'fused'),
-    fuse_weights=(0.5, 0.5))
+    fuse_weights=(0.5, 0.5),
+    # Plain and visibility-weighted templates in one pass (docs/evaluation.md,
+    # "Template pooling"); the second set of keys ends in _vispool.
+    pooling=('mean', 'visibility'))

@@ -109,7 +109,10 @@ class TestStudyReport(unittest.TestCase):
         with open(osp.join(wd, 'test_bins.json'), 'w') as f:
             json.dump(m, f)
         with open(osp.join(wd, 'test_ijbc.json'), 'w') as f:
-            json.dump({f'ijbc/{branch}/TAR@FAR=1e-03': 40.0 + seed}, f)
+            ijbc = {f'ijbc/{branch}/TAR@FAR=1e-03': 40.0 + seed}
+            if model == 'oaml':
+                ijbc[f'ijbc/{branch}_vispool/TAR@FAR=1e-03'] = 45.0 + seed
+            json.dump(ijbc, f)
 
     def test_aims(self):
         base = dict(clean=90.0, occluded=70.0, heldout_clean=85.0,
@@ -138,6 +141,8 @@ class TestStudyReport(unittest.TestCase):
         cells = rows['| oaml +vis-fusion'].split(' | ')[1:]
         self.assertEqual(cells[0].strip(), '+8.0 ✓')
         self.assertIn('| mini IJB-C | 40.5 ± 0.7 |', table)
+        self.assertIn('| mini IJB-C, visibility-weighted templates | n/a | n/a | '
+                      '45.5 ± 0.7 | n/a |', table)
         self.assertIn('| SynthFace clean–occluded | 71.0 ± 1.4 |', table)
 
 

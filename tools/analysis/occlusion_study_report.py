@@ -103,9 +103,12 @@ def study_table(work_dir: str, models: Sequence[str], iters: Sequence[int],
             out.append(f'| {label} | ' + ' | '.join(
                 report._stat([_value(r, f'{prefix}/{b}/accuracy')
                               for r in data[m]]) for m, b in cols) + ' |')
-        out.append('| mini IJB-C | ' + ' | '.join(
-            report._stat([_value(r, f'ijbc/{b}/TAR@FAR={IJBC_FAR}')
-                          for r in data[m]]) for m, b in cols) + ' |')
+        for suffix, label in (('', 'mini IJB-C'),
+                              ('_vispool', 'mini IJB-C, visibility-weighted '
+                               'templates')):
+            out.append(f'| {label} | ' + ' | '.join(
+                report._stat([_value(r, f'ijbc/{b}{suffix}/TAR@FAR={IJBC_FAR}')
+                              for r in data[m]]) for m, b in cols) + ' |')
         out += [''] + _aims_table(data, cols) + ['']
     return '\n'.join(out)
 
