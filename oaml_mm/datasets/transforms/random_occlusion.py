@@ -303,22 +303,22 @@ class RandomOcclusion(BaseTransform):
             if bw == 0 or bh == 0:  # entirely off the image
                 continue
             crop = m[y:y + bh, x:x + bw]
-            inside = crop > 0
+            alpha = crop.astype(np.float32) * np.float32(1 / 255)
             if rng.rand() < self.soft_edge_prob:
+                # Blurred towards the outside, kept inside the footprint: the edge
+                # softens, the footprint (and the untouched pixels) stay.
                 k = 2 * rng.randint(1, 3) + 1
-                alpha = cv2.GaussianBlur(
+                alpha *= cv2.GaussianBlur(
                     cv2.copyMakeBorder(crop, k, k, k, k, cv2.BORDER_CONSTANT),
-                    (k, k), 0)[k:-k, k:-k].astype(np.float32)
-                alpha *= inside / np.float32(255)
-            else:
-                alpha = inside.astype(np.float32)
+                    (k, k), 0)[k:-k, k:-k].astype(np.float32) * np.float32(
+                        1 / 255)
             tex = self._texture(src, box, rng)
             region = out[y:y + bh, x:x + bw]
-            a = alpha[..., None]
-            blended = region.astype(np.float32) * (1 - a) + tex * a
-            # Only the footprint is written: every other pixel keeps its value.
-            region[inside] = np.clip(np.rint(blended[inside]), 0,
-                                     255).astype(img.dtype)
+            # region + (texture - region) * alpha: where alpha is 0 the float
+            # round trip gives every pixel back exactly.
+            f = region.astype(np.float32)
+            f += (tex - f) * alpha[..., None]
+            region[...] = np.clip(np.rint(f, out=f), 0, 255, out=f)
             visible[y:y + bh, x:x + bw] *= 1 - alpha
         results['img'] = out[..., 0].copy() if gray else out
         _update_visibility(results, 1.0 - visible, 'random')
