@@ -157,8 +157,9 @@ class RandomOcclusion(BaseTransform):
                            interpolation=cv2.INTER_CUBIC)
         t = np.linspace(-1, 1, side, dtype=np.float32)
         field = field - 0.8 * (t[:, None]**2 + t[None, :]**2)
-        keep = min(area / field.size, 1.0)
-        thr = np.quantile(field, 1.0 - keep)
+        flat = field.ravel()
+        drop = int(np.clip(flat.size - round(area), 0, flat.size - 1))
+        thr = np.partition(flat, drop)[drop]
         box = (field >= thr).astype(np.uint8) * 255
         m = np.zeros((h, w), np.uint8)
         x0, y0 = int(round(c[0])) - side // 2, int(round(c[1])) - side // 2
