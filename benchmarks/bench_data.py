@@ -7,7 +7,10 @@ files are about the size of MS1MV2's) and times, in one process with one OpenCV 
   RecordIO framing, IRHeader, JPEG decode, BGR->RGB), against ``cv2.imdecode`` of the
   same JPEG bytes already in memory (the floor any reader pays);
 * ``rec_decode_augment``: the same with the AdaFace training pipeline
-  (FaceAugmenter p=0.2 each, flip, PackFaceInputs), against the same baseline.
+  (FaceAugmenter p=0.2 each, flip, PackFaceInputs), against the same baseline;
+* ``random_occlusion``: ``RandomOcclusion(prob=1)`` (default generator) on the decoded
+  112x112 images, against ``MedicalMaskOcclusion(prob=1)`` on the same images (the
+  occlusion transform every demo pipeline already pays for).
 
 Usage:
     python benchmarks/bench_data.py            # 2000 images, 3 repeats
@@ -63,7 +66,8 @@ def run(quick: bool = False) -> List[dict]:
     import torch
 
     import oaml_mm  # noqa: F401
-    from oaml_mm.datasets import MXFaceDataset, write_insightface_rec
+    from oaml_mm.datasets import (MedicalMaskOcclusion, MXFaceDataset,
+                                  RandomOcclusion, write_insightface_rec)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     n = 300 if quick else 2000
@@ -89,12 +93,24 @@ def run(quick: bool = False) -> List[dict]:
         np.random.seed(0)
         full = _rate(lambda: [aug[i] for i in range(n)], n, repeats)
         kb = float(np.mean([len(b) for b in jpegs])) / 1024
+        imgs = [plain[i]['img'] for i in range(n)]
+        rand_occ, med_occ = RandomOcclusion(prob=1.0), MedicalMaskOcclusion(prob=1.0)
+        med_occ(dict(img=imgs[0].copy()))  # loads the template
+        np.random.seed(0)
+        rand = _rate(lambda: [rand_occ(dict(img=im)) for im in imgs], n, repeats)
+        np.random.seed(0)
+        med = _rate(lambda: [med_occ(dict(img=im)) for im in imgs], n, repeats)
     for name, value in (('rec_decode', dec), ('rec_decode_augment', full)):
         rows.append(dict(name=name, value=round(value, 1), unit='images/s/core',
                          baseline_name='cv2.imdecode_in_memory',
                          baseline_value=round(base, 1),
                          ratio=round(value / base, 3),
                          note=f'{n} JPEGs of 112x112, {kb:.1f} KiB each'))
+    rows.append(dict(name='random_occlusion', value=round(rand, 1),
+                     unit='images/s/core', baseline_name='MedicalMaskOcclusion',
+                     baseline_value=round(med, 1), ratio=round(rand / med, 3),
+                     note=f'{n} images of 112x112, 1-3 occluders each, '
+                     f'{1e3 / rand:.3f} ms/image'))
     return rows
 
 

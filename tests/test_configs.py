@@ -248,8 +248,12 @@ class TestDataRootOverrides(unittest.TestCase):
         # docs/data_layout.md "SynthFace configs": every root defaults to
         # data/synthface; occlusion_data_root moves the occlusion stream's clean
         # part (X/train) too, data_root moves the main stream only.
-        path = osp.join(ROOT, 'configs', 'synthface', 'oaml_ir18_synthface.py')
+        for name in ('oaml_ir18_synthface.py', 'oaml_ir18_synthface_randocc.py'):
+            with self.subTest(config=name):
+                self._check_synthface_roots(
+                    osp.join(ROOT, 'configs', 'synthface', name))
 
+    def _check_synthface_roots(self, path):
         def roots(opts):
             cfg = merge_cfg_options(load_config(path), opts)
             hook = next(h for h in cfg.custom_hooks
@@ -273,6 +277,50 @@ class TestDataRootOverrides(unittest.TestCase):
         self.assertEqual(roots({'val_data_root': '/X'}), dict(base, val={'/X/val'}))
         self.assertEqual(roots({'test_data_root': '/X'}),
                          dict(base, test={'/X/val'}))
+
+    def test_synthface_randocc_differs_only_by_random_occluders(self):
+        # Capability 1 of issue 20 as an ablation: RandomOcclusion in the main
+        # pipelines (after the medical masks) and in the occlusion stream's clean
+        # part, whose masks the hook keeps; nothing else changes.
+        def strip(cfg):
+            cfg = copy.deepcopy(cfg.to_dict())
+            cfg.pop('random_occlusion', None)
+            cfg.pop('filename', None)
+            found = []
+
+            def walk(x):
+                if isinstance(x, dict):
+                    if isinstance(x.get('pipeline'), list):
+                        found.append([t['type'] for t in x['pipeline']])
+                    x.pop('clean_occluders', None)
+                    for k, v in x.items():
+                        if isinstance(v, list):
+                            x[k] = v = [t for t in v if not (
+                                isinstance(t, dict)
+                                and t.get('type') == 'RandomOcclusion')]
+                        walk(v)
+                elif isinstance(x, (list, tuple)):
+                    for v in x:
+                        walk(v)
+
+            walk(cfg)
+            return cfg, found
+
+        folder = osp.join(ROOT, 'configs', 'synthface')
+        base, _ = strip(load_config(osp.join(folder, 'oaml_ir18_synthface.py')))
+        cfg = load_config(osp.join(folder, 'oaml_ir18_synthface_randocc.py'))
+        stripped, pipelines = strip(cfg)
+        for key in set(base) | set(stripped):
+            self.assertEqual(stripped.get(key), base.get(key), key)
+        main = [t['type'] for t in cfg.train_dataloader.dataset.datasets[0].pipeline]
+        self.assertEqual(main.index('RandomOcclusion'),
+                         main.index('MedicalMaskOcclusion') + 1)
+        hook = next(h for h in cfg.custom_hooks if h.type == 'DualLoaderHook')
+        self.assertEqual(list(hook.clean_occluders), ['RandomOcclusion'])
+        self.assertIn('RandomOcclusion',
+                      [t['type'] for t in hook.clean_dataloader.dataset.pipeline])
+        # main (twice: clean and occluded part) + the stream's clean part
+        self.assertEqual(sum('RandomOcclusion' in p for p in pipelines), 3)
 
     def test_explicit_key_still_wins(self):
         cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50.py'))

@@ -7,7 +7,6 @@ import torch
 from oaml_mm.datasets.transforms import (ARCFACE_REF_POINTS, AlignFace5Points,
                                          FaceAugmenter, FaceRandomFlip,
                                          MedicalMaskOcclusion, PackFaceInputs,
-                                         RandomOcclusion,
                                          draw_medical_mask_template,
                                          similarity_transform,
                                          visibility_to_grid)
@@ -157,16 +156,6 @@ class TestOcclusion(unittest.TestCase):
         out = MedicalMaskOcclusion(prob=1.0)(
             dict(img=np.zeros((112, 112, 3), np.uint8), visibility_mask=prior))
         self.assertTrue((out['visibility_mask'][:10] == 0).all())
-
-    def test_random_occlusion(self):
-        np.random.seed(2)
-        img = np.full((64, 64, 3), 7, np.uint8)
-        out = RandomOcclusion(prob=1.0, noise=False)(dict(img=img.copy()))
-        vis = out['visibility_mask']
-        self.assertGreater((vis == 0).mean(), 0.04)
-        changed = (out['img'] != 7).any(-1)
-        self.assertTrue(changed[vis == 1].sum() == 0)
-        self.assertIs(RandomOcclusion(prob=0.0)(dict(img=img))['img'], img)
 
 
 class TestFaceAugmenter(unittest.TestCase):

@@ -9,6 +9,7 @@ import torch
 
 from oaml_mm.datasets import write_occlusion_mask_sample
 from oaml_mm.datasets.samplers import StreamSampler
+from oaml_mm.datasets.transforms import visibility_to_grid
 from oaml_mm.engine.hooks import DualLoaderHook
 from oaml_mm.errors import ConfigError
 
@@ -73,6 +74,51 @@ class TestDualLoaderHook(unittest.TestCase):
                          10)
         with self.assertRaises(ConfigError):
             DualLoaderHook({}, occluded_ratio=1.5)
+
+    def test_clean_occluders_keep_their_masks(self):
+        occ = dict(dataset=dict(
+            type='OcclusionMaskDataset', data_root=self.occ,
+            pipeline=[dict(type='PackFaceInputs')]))
+        # The clean set's own masks are all ones here; RandomOcclusion may stay in
+        # its pipeline, MedicalMaskOcclusion is still removed.
+        clean_root = osp.join(self.tmp.name, 'clean_visible')
+        for i in range(9):
+            write_occlusion_mask_sample(
+                clean_root, f'c{i}', np.full((32, 32, 3), 100, np.uint8),
+                np.ones((32, 32), np.float32))
+        clean = dict(dataset=dict(
+            type='OcclusionMaskDataset', data_root=clean_root,
+            pipeline=[dict(type='MedicalMaskOcclusion', prob=1.0),
+                      dict(type='RandomOcclusion', prob=0.5,
+                           textures=('solid', ), soft_edge_prob=0.0),
+                      dict(type='PackFaceInputs')]))
+        hook = DualLoaderHook(occ, clean, occluded_ratio=0.25, batch_size=8,
+                              seed=3, clean_occluders=['RandomOcclusion'])
+        hook.build_streams(8)
+        kinds = set()
+        for step in range(3):
+            batch = hook.next_batch(0, step)
+            for x, ds in zip(batch['inputs'][2:], batch['data_samples'][2:]):
+                flat = (x == 100).all(0).float()  # untouched pixels
+                if 'random' in ds.occlusion_type.split('+'):
+                    kinds.add('random')
+                    # the target is the mask of exactly the painted pixels
+                    torch.testing.assert_close(
+                        ds.gt_visibility[0],
+                        torch.from_numpy(visibility_to_grid(flat.numpy())),
+                        atol=1e-6, rtol=0)
+                    self.assertLess(float(ds.gt_visibility.min()), 1.0)
+                else:
+                    kinds.add('none')
+                    self.assertEqual(ds.occlusion_type, 'none')
+                    self.assertTrue(bool(flat.all()))
+                    self.assertTrue(torch.equal(ds.gt_visibility,
+                                                torch.ones(1, 7, 7)))
+        self.assertEqual(kinds, {'random', 'none'})
+        with self.assertRaises(ConfigError):
+            DualLoaderHook(occ, clean, clean_occluders=['Cutout'])
+        with self.assertRaises(ConfigError):
+            DualLoaderHook(occ, clean, clean_occluders='RandomOcclusion')
 
     def _keys(self, batch):
         return [d.key for d in batch['data_samples']], \

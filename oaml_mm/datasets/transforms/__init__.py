@@ -2,8 +2,8 @@ from .align import ARCFACE_REF_POINTS, AlignFace5Points, similarity_transform
 from .augmenter import FaceAugmenter
 from .flip import FaceRandomFlip
 from .formatting import PackFaceInputs, visibility_to_grid
-from .occlusion import (MedicalMaskOcclusion, RandomOcclusion,
-                        draw_medical_mask_template)
+from .occlusion import MedicalMaskOcclusion, draw_medical_mask_template
+from .random_occlusion import RandomOcclusion
 
 __all__ = [
     'AlignFace5Points', 'ARCFACE_REF_POINTS', 'similarity_transform',

@@ -5,12 +5,12 @@ cell; synthetic occluders give that target for free. ``MedicalMaskOcclusion`` fo
 the placement rule of docs/datasets.md (nose and mouth-corner reference points of the
 aligned face, jitter, shift, scale, rotation), with a mask template the project draws
 itself (:func:`draw_medical_mask_template`, shipped as
-``oaml_mm/assets/medical_mask.png``). ``RandomOcclusion`` pastes random rectangles /
-ellipses. Both multiply what they cover into ``results['visibility_mask']`` (float32
-[H,W], 1 = visible).
+``oaml_mm/assets/medical_mask.png``). It multiplies what it covers into
+``results['visibility_mask']`` (float32 [H,W], 1 = visible), as ``RandomOcclusion``
+(random_occlusion.py) does.
 """
 import os.path as osp
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ from oaml_mm.registry import TRANSFORMS
 from .align import ARCFACE_REF_POINTS
 
 __all__ = [
-    'MedicalMaskOcclusion', 'RandomOcclusion', 'draw_medical_mask_template',
+    'MedicalMaskOcclusion', 'draw_medical_mask_template',
     'composite_rgba', 'DEFAULT_MASK_TEMPLATE'
 ]
 
@@ -202,68 +202,3 @@ class MedicalMaskOcclusion(BaseTransform):
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(prob={self.prob})'
-
-
-@TRANSFORMS.register_module()
-class RandomOcclusion(BaseTransform):
-    """Paste 1..``max_shapes`` random rectangles or ellipses of random colour.
-
-    Examples:
-        >>> pipeline = [dict(type='RandomOcclusion', prob=0.5, area=(0.05, 0.3))]
-
-    Args:
-        prob (float): Probability of occluding. Defaults to 0.5.
-        area (tuple): Area fraction range of each shape. Defaults to (0.05, 0.3).
-        ratio (tuple): Aspect ratio range (log-uniform). Defaults to (0.3, 3.3).
-        max_shapes (int): Defaults to 2.
-        shapes (Sequence[str]): From ``('rectangle', 'ellipse')``.
-        noise (bool): Fill with noise instead of a flat colour half of the time.
-    """
-
-    def __init__(self,
-                 prob: float = 0.5,
-                 area: Tuple[float, float] = (0.05, 0.3),
-                 ratio: Tuple[float, float] = (0.3, 3.3),
-                 max_shapes: int = 2,
-                 shapes: Sequence[str] = ('rectangle', 'ellipse'),
-                 noise: bool = True) -> None:
-        self.prob = prob
-        self.area = tuple(area)
-        self.ratio = tuple(ratio)
-        self.max_shapes = max_shapes
-        self.shapes = tuple(shapes)
-        self.noise = noise
-
-    def transform(self, results: dict) -> dict:
-        rng = np.random
-        if rng.rand() >= self.prob:
-            return results
-        img = results['img']
-        h, w = img.shape[:2]
-        cover = np.zeros((h, w), np.uint8)
-        out = img.copy()
-        for _ in range(rng.randint(1, self.max_shapes + 1)):
-            a = rng.uniform(*self.area) * h * w
-            r = np.exp(rng.uniform(np.log(self.ratio[0]), np.log(self.ratio[1])))
-            sw = int(np.clip(np.sqrt(a * r), 2, w))
-            sh = int(np.clip(np.sqrt(a / r), 2, h))
-            x0, y0 = rng.randint(0, w - sw + 1), rng.randint(0, h - sh + 1)
-            shape = np.zeros((h, w), np.uint8)
-            if self.shapes[rng.randint(len(self.shapes))] == 'ellipse':
-                cv2.ellipse(shape, (x0 + sw // 2, y0 + sh // 2),
-                            (sw // 2, sh // 2), 0, 0, 360, 1, -1)
-            else:
-                shape[y0:y0 + sh, x0:x0 + sw] = 1
-            if self.noise and rng.rand() < 0.5:
-                fill = rng.randint(0, 256, size=img.shape).astype(np.uint8)
-            else:
-                fill = np.broadcast_to(
-                    rng.randint(0, 256, size=3).astype(np.uint8), img.shape)
-            out[shape > 0] = fill[shape > 0]
-            cover |= shape
-        results['img'] = out
-        _update_visibility(results, cover.astype(np.float32), 'random')
-        return results
-
-    def __repr__(self) -> str:
-        return f'{type(self).__name__}(prob={self.prob}, area={self.area})'

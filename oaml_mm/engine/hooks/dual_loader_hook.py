@@ -12,7 +12,7 @@ workers. Each rank reads its own shard of a permutation that is redrawn for ever
 training epoch and every pass over the data (the stream never runs dry).
 """
 import copy
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.dataset import pseudo_collate
@@ -29,6 +29,9 @@ from oaml_mm.registry import DATASETS, HOOKS
 __all__ = ['DualLoaderHook']
 
 OCCLUSION_TRANSFORMS = ('MedicalMaskOcclusion', 'RandomOcclusion')
+# The ``occlusion_type`` each one appends (oaml_mm/datasets/transforms).
+OCCLUSION_KINDS = {'MedicalMaskOcclusion': 'medical_mask',
+                   'RandomOcclusion': 'random'}
 
 
 @HOOKS.register_module()
@@ -39,8 +42,15 @@ class DualLoaderHook(Hook):
     ``before_train_iter``: ``round(batch_size * occluded_ratio)`` occluded samples
     (their ``gt_visibility`` from the mask) followed by the clean ones, whose
     ``gt_visibility`` is set to all ones. The clean part's pipeline must hold no
-    occlusion transform; when ``clean_dataloader`` is omitted the main training set is
-    used with its occlusion transforms removed.
+    occlusion transform but those named in ``clean_occluders``; when
+    ``clean_dataloader`` is omitted the main training set is used with its other
+    occlusion transforms removed.
+
+    ``clean_occluders=('RandomOcclusion', )`` lets the clean part carry random
+    occluders with exact masks (docs/synthface.md, "Random occluders"): a clean
+    sample such a transform occluded (its ``occlusion_type`` metainfo names the
+    transform's kind, e.g. ``'random'``) keeps its true ``gt_visibility`` (a mask
+    its record already carried included); the others still get all ones.
 
     Examples:
         >>> custom_hooks = [dict(
@@ -63,6 +73,13 @@ class DualLoaderHook(Hook):
         seed (int, optional): Stream seed; defaults to the run's seed.
         log_skipped (bool): Log the undecodable images skipped by every data set
             at the end of each epoch. Defaults to True.
+        clean_occluders (Sequence[str]): Occlusion transforms (of
+            ``('MedicalMaskOcclusion', 'RandomOcclusion')``) allowed in the clean
+            part's pipeline, their masks kept. Defaults to () (the seed's recipe).
+
+    Raises:
+        ConfigError: ``occluded_ratio`` out of [0, 1] or an unknown name in
+            ``clean_occluders``.
     """
 
     priority = 'NORMAL'
@@ -73,10 +90,18 @@ class DualLoaderHook(Hook):
                  occluded_ratio: float = 0.8,
                  batch_size: Optional[int] = None,
                  seed: Optional[int] = None,
-                 log_skipped: bool = True) -> None:
+                 log_skipped: bool = True,
+                 clean_occluders: Sequence[str] = ()) -> None:
         if not 0.0 <= occluded_ratio <= 1.0:
             raise ConfigError(
                 f'occluded_ratio must be in [0, 1], got {occluded_ratio}')
+        if isinstance(clean_occluders, str) or any(
+                t not in OCCLUSION_TRANSFORMS for t in clean_occluders):
+            raise ConfigError(
+                'DualLoaderHook: clean_occluders must be a list of names of '
+                f'{OCCLUSION_TRANSFORMS}, got {clean_occluders!r}')
+        self.clean_occluders = tuple(clean_occluders)
+        self._kept_kinds = {OCCLUSION_KINDS[t] for t in self.clean_occluders}
         self.occluded_cfg = copy.deepcopy(occluded_dataloader)
         self.clean_cfg = copy.deepcopy(clean_dataloader)
         self.occluded_ratio = occluded_ratio
@@ -88,12 +113,14 @@ class DualLoaderHook(Hook):
         self._expected: Optional[Tuple[int, int]] = None
 
     # building ----------------------------------------------------------------------
-    @staticmethod
-    def _strip_occlusion(dataset_cfg: dict) -> dict:
+    def _stripped(self, name: str) -> bool:
+        return name in OCCLUSION_TRANSFORMS and name not in self.clean_occluders
+
+    def _strip_occlusion(self, dataset_cfg: dict) -> dict:
         cfg = copy.deepcopy(dataset_cfg)
         pipeline = cfg.get('pipeline', [])
-        kept = [t for t in pipeline if not (
-            isinstance(t, dict) and t.get('type') in OCCLUSION_TRANSFORMS)]
+        kept = [t for t in pipeline
+                if not (isinstance(t, dict) and self._stripped(t.get('type')))]
         if len(kept) != len(pipeline):
             print_log('DualLoaderHook: occlusion transforms removed from the '
                       'clean stream pipeline', logger='current')
@@ -105,7 +132,7 @@ class DualLoaderHook(Hook):
         if isinstance(ds, dict):
             ds_cfg = self._strip_occlusion(ds) if clean else ds
             ds = DATASETS.build(ds_cfg)
-        elif clean and any(type(t).__name__ in OCCLUSION_TRANSFORMS
+        elif clean and any(self._stripped(type(t).__name__)
                            for t in getattr(ds.pipeline, 'transforms', [])):
             raise ConfigError('the clean stream pipeline holds an occlusion '
                               'transform')
@@ -174,6 +201,9 @@ class DualLoaderHook(Hook):
             batch = next(it)
             if s['clean']:
                 for ds in batch['data_samples']:
+                    kinds = str(ds.get('occlusion_type') or '').split('+')
+                    if self._kept_kinds.intersection(kinds):
+                        continue  # a kept occluder's exact mask
                     shape = ds.gt_visibility.shape if 'gt_visibility' in ds \
                         else (1, 7, 7)
                     ds.set_field(torch.ones(shape), 'gt_visibility')
