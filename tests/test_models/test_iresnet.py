@@ -122,8 +122,8 @@ class TestIResNet(unittest.TestCase):
         self.assertGreater(float((emb - plain).abs().max()), 1e-3)
 
     def test_weighted_embedding_gradient(self):
-        # Eval mode: in training the cell still enters the BatchNorm2d statistics.
-        m = IResNet(18, width_mult=0.125, embedding_size=8).eval()
+        # Training mode: the cell stays out of the BatchNorm2d statistics too.
+        m = IResNet(18, width_mult=0.125, embedding_size=8)
         maps, last = m.forward_maps(torch.randn(2, 3, 112, 112))
         last.retain_grad()
         w = torch.rand(2, 1, 7, 7)

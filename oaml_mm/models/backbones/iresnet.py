@@ -315,17 +315,18 @@ class IResNet(BaseModule):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Embed the last stage's maps, each cell weighted (the output layer).
 
-        With a weight, the cells of the batch-normalised maps are multiplied by it
-        before the dropout and the linear layer, so a cell weighted 0 adds nothing
-        to the embedding whatever its content: occluded cells cannot corrupt it
-        (the idea of FROM: Qiu et al., "End2End Occluded Face Recognition by
-        Masking Corrupted Features", TPAMI 2021, which learns a mask over the
-        corrupted features; here the mask is the visibility map). The weight goes
-        after the output layer's BatchNorm2d, not before: the batch statistics
-        then stay those of the features, whatever share of a batch is occluded,
-        and the linear layer sees exact zeros for occluded cells. No
-        renormalisation: an occluded face gets a smaller pre-BN embedding, which
-        AdaFace reads as lower quality (docs/models.md, "Visibility in the
+        With a weight, the last-stage maps are multiplied by it before the output
+        layer, so a cell weighted 0 enters the embedding as a fixed code (the
+        output BatchNorm2d's shift) whatever its content: occluded cells cannot
+        corrupt it (the idea of FROM: Qiu et al., "End2End Occluded Face
+        Recognition by Masking Corrupted Features", TPAMI 2021, which learns a
+        mask over the corrupted features; here the mask is the visibility map).
+        Before the BatchNorm2d rather than after it: an eval-mode BatchNorm is then
+        still an affine map in front of the linear layer, which
+        :func:`~oaml_mm.models.utils.fold_batchnorm` folds exactly (FaceRecognizer's
+        CPU path and the ONNX graph give the same embedding), and in training an
+        occluded cell's content stays out of the batch statistics too. No
+        renormalisation by the mean weight (docs/models.md, "Visibility in the
         global branch").
 
         Args:
@@ -345,15 +346,15 @@ class IResNet(BaseModule):
         """
         if weight is None:
             return l2_with_norm(self.output_layer(last_maps))
-        if weight.dim() != 4 or weight.shape[1] != 1 or \
-                weight.shape[0] != last_maps.shape[0]:
+        checking = not (torch.jit.is_tracing() or torch.jit.is_scripting())
+        if checking and (weight.dim() != 4 or weight.shape[1] != 1
+                         or weight.shape[0] != last_maps.shape[0]):
             raise ConfigError(
                 f'IResNet.embed: weight must be [{last_maps.shape[0]}, 1, h, w], '
                 f'got {tuple(weight.shape)}')
         weight = resize_visibility(weight, last_maps.shape[-1])
-        bn, rest = self.output_layer[0], self.output_layer[1:]
-        x = bn(last_maps) * weight.to(last_maps.dtype)
-        return l2_with_norm(rest(x))
+        return l2_with_norm(
+            self.output_layer(last_maps * weight.to(last_maps.dtype)))
 
 
 def l2_with_norm(x: torch.Tensor,
