@@ -1,5 +1,6 @@
 """Tests of FaceDataPreprocessor and OAMLRecognizer (tiny widths, CPU)."""
 import copy
+import os.path as osp
 import unittest
 
 import torch
@@ -9,6 +10,7 @@ from mmpretrain.structures import DataSample
 
 from oaml_mm.errors import ConfigError, DataFormatError, NonFiniteLossError
 from oaml_mm.registry import MODELS
+from oaml_mm.utils import load_config
 
 TINY = dict(
     type='OAMLRecognizer',
@@ -351,6 +353,20 @@ class TestOAMLRecognizer(unittest.TestCase):
         model = build(train_cfg=dict(global_vis=None))
         self.assertEqual(model.train_cfg['global_vis'], 'none')
         build(train_cfg=dict(global_vis='gt'), test_cfg=dict(global_vis=False))
+
+    def test_visemb_config_is_the_demo_with_global_vis(self):
+        root = osp.join(osp.dirname(osp.dirname(osp.dirname(
+            osp.abspath(__file__)))), 'configs', 'synthface')
+        base = load_config(osp.join(root, 'oaml_ir18_synthface.py')).model
+        cfg = load_config(osp.join(root, 'oaml_ir18_synthface_visemb.py')).model
+        model = MODELS.build(copy.deepcopy(cfg))
+        self.assertEqual(model.train_cfg['global_vis'], 'gt_or_pred')
+        self.assertIs(model.test_cfg['global_vis'], True)
+        self.assertEqual(model.test_cfg['global_vis_range'], (0.3, 0.7))
+        for key in ('train_cfg', 'test_cfg'):
+            cfg[key] = {k: v for k, v in cfg[key].items()
+                        if not k.startswith('global_vis')}
+        self.assertEqual(cfg.to_dict(), base.to_dict())
 
     def test_config_errors(self):
         with self.assertRaises(ConfigError):
