@@ -4,10 +4,11 @@
 # nothing to it (the idea of FROM, Qiu et al., TPAMI 2021). Everything else is
 # oaml_ir18_synthface.py.
 #
-# Training weights the embedding by the main batch's true masks ('gt_or_pred': the
-# medical-mask augmentation gives every sample of the main batch a mask, all ones
-# on clean faces; a batch without masks would fall back to the occlusion head's
-# prediction). Test weights it by the predicted visibility, stretched by the same
+# Training weights the embedding by the main batch's true masks ('gt_or_pred'): every
+# sample of the main batch carries one (the medical mask's where it was drawn, the
+# occluded set's own for its niqab-style faces, all ones on the rest from
+# PackFaceInputs); a batch without masks would fall back to the occlusion head's
+# prediction. Test weights it by the predicted visibility, stretched by the same
 # vis_range (0.3, 0.7) as QAConv's gate, so that a clean face is embedded exactly
 # as without weighting and a confidently occluded cell is exactly zero, as the
 # true masks were in training.
