@@ -347,7 +347,7 @@ class TestOAMLRecognizer(unittest.TestCase):
                   train_cfg=dict(global_vis='gt'))
         with self.assertRaisesRegex(ConfigError, 'occlusion head'):
             build(neck=None, qaconv_head=None, test_cfg=dict(global_vis=True))
-        with self.assertRaisesRegex(ConfigError, 'vis_range'):
+        with self.assertRaisesRegex(ConfigError, 'global_vis_range.*low < high'):
             build(test_cfg=dict(global_vis=True, global_vis_range=(0.7, 0.3)))
         # None is 'none'; a model trained weighted may be tested unweighted.
         model = build(train_cfg=dict(global_vis=None))

@@ -156,6 +156,9 @@ class IResNet(BaseModule):
         tuple: ``feat_maps`` [B, C, h, w] (stage ``map_stage``; the last stage,
         before the output layer, by default),
         ``embedding`` [B, D] with unit L2 norm and ``norm`` [B, 1].
+        ``forward(x, weight)`` weights the embedding's cells by a visibility map;
+        ``forward_maps`` and ``embed`` are its two halves (the recognizer predicts
+        visibility between them).
     """
 
     def __init__(self,

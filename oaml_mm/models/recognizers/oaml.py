@@ -122,8 +122,12 @@ class OAMLRecognizer(BaseModel):
             self.train_cfg['global_vis'] = 'none'
         self.test_cfg = {**_DEFAULT_TEST_CFG, **(test_cfg or {})}
         self._check_config()
-        self.test_cfg['global_vis_range'] = check_vis_range(
-            self.test_cfg['global_vis_range'])
+        try:
+            self.test_cfg['global_vis_range'] = check_vis_range(
+                self.test_cfg['global_vis_range'])
+        except ConfigError as e:
+            raise ConfigError(
+                f'OAMLRecognizer: test_cfg.global_vis_range: {e}') from e
 
     def _check_config(self) -> None:
         unknown = set(self.loss_weights) - set(_DEFAULT_WEIGHTS)
