@@ -290,6 +290,23 @@ class TestPartialCheckpoints(unittest.TestCase):
         with self.assertRaisesRegex(ConfigError, 'absent from'):
             rec.compare(*self.imgs, channel_order='rgb', branch='qaconv')
 
+    def test_visibility_weighted_model_from_a_backbone_checkpoint(self):
+        # test_cfg.global_vis needs the occlusion head's maps; a checkpoint
+        # without one embeds unweighted (all visible), as the full model does
+        # without global_vis.
+        cfg = write_config(osp.join(self.tmp.name, 'visemb.py'), dict(
+            TINY_MODEL, test_cfg=dict(TINY_MODEL['test_cfg'], global_vis=True,
+                                      global_vis_range=(0.3, 0.7))))
+        with mock.patch('oaml_mm.apis.face_recognizer.print_log'):
+            rec = FaceRecognizer(cfg, self._save('bb.pth', {'backbone'}))
+            full = FaceRecognizer(cfg, self.full_path)
+        self.assertIsNone(rec.model.neck)
+        ours = rec.extract(self.imgs, channel_order='rgb')['embedding']
+        ref = self.full.extract(self.imgs, channel_order='rgb')['embedding']
+        torch.testing.assert_close(ours, ref, atol=0, rtol=0)
+        weighted = full.extract(self.imgs, channel_order='rgb')['embedding']
+        self.assertGreater(float((weighted - ref).abs().max()), 1e-3)
+
     def test_without_margin_head_every_branch_is_the_models(self):
         path = self._save('nohead.pth', {'backbone', 'neck', 'qaconv_head'})
         rec, log = self._load(path)

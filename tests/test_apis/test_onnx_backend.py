@@ -12,9 +12,9 @@ from tests.test_apis.helpers import TINY_MODEL
 
 class TestOnnxRuntimeBackend(unittest.TestCase):
 
-    def _pair(self, flip):
+    def _pair(self, flip, **test_cfg):
         model = copy.deepcopy(TINY_MODEL)
-        model['test_cfg'] = dict(flip_test=flip)
+        model['test_cfg'] = dict(flip_test=flip, **test_cfg)
         torch.manual_seed(0)
         ref = FaceRecognizer(model)
         ort = FaceRecognizer(model, backend='onnxruntime')
@@ -38,6 +38,24 @@ class TestOnnxRuntimeBackend(unittest.TestCase):
             sb = ort.compare(crops[0], crops[1])['scores']
             for k in sa:
                 self.assertAlmostEqual(sa[k], sb[k], places=3, msg=k)
+
+    def test_visibility_weighted_embedding_exports(self):
+        # test_cfg.global_vis: the occlusion head is in the graph, so the
+        # weighting is too; the flip test weights each view by its own map.
+        crops = torch.from_numpy(np.random.default_rng(2).integers(
+            0, 256, (3, 3, 112, 112), dtype=np.uint8))
+        plain = self._pair(False)[0].extract(crops)['embedding']
+        for flip in (False, True):
+            ref, ort = self._pair(flip, global_vis=True,
+                                  global_vis_range=(0.3, 0.7))
+            a, b = ref.extract(crops), ort.extract(crops)
+            torch.testing.assert_close(b['embedding'], a['embedding'],
+                                       atol=2e-4, rtol=1e-3)
+            torch.testing.assert_close(b['norm'], a['norm'], atol=2e-4,
+                                       rtol=1e-3)
+            if not flip:
+                self.assertGreater(
+                    float((a['embedding'] - plain).abs().max()), 1e-3)
 
     def test_flip_changes_the_embedding(self):
         # The flip branch is really applied (not a no-op on this input).

@@ -58,6 +58,12 @@ class TestFoldBatchNorm(unittest.TestCase):
             self.assertFalse(any(p.requires_grad for p in folded.parameters()))
             for k, v in net.state_dict().items():  # the original is untouched
                 self.assertTrue(torch.equal(v, before[k]), k)
+            # The visibility-weighted embedding (IResNet.embed) folds exactly too.
+            w = torch.rand(3, 1, 7, 7, generator=torch.Generator().manual_seed(2))
+            with torch.no_grad():
+                ref, out = net(x, w)[1], folded(x, w)[1]
+            self.assertLess(float((out - ref).abs().max()), 1e-4)
+            self.assertGreater(float((ref - net(x)[1]).abs().max()), 1e-2)
             conv = folded.input_layer[0]
             self.assertEqual(
                 conv.weight.is_contiguous(memory_format=torch.channels_last)

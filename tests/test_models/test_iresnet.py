@@ -72,6 +72,73 @@ class TestIResNet(unittest.TestCase):
         x = torch.randn(2, 3, 112, 112)
         torch.testing.assert_close(a(x)[1], b(x)[1], atol=1e-4, rtol=1e-4)
 
+    def test_unweighted_forward_is_trunk_then_output_layer(self):
+        # The forward before global visibility existed, written out: weight=None
+        # and a weight of ones give bit-identical outputs, for either map stage.
+        for stage, cl in ((4, False), (3, True)):
+            torch.manual_seed(0)
+            m = IResNet(18, width_mult=0.125, embedding_size=8, map_stage=stage,
+                        channels_last=cl).eval()
+            x = torch.randn(2, 3, 112, 112)
+            with torch.no_grad():
+                h = m.input_layer(
+                    x.contiguous(memory_format=torch.channels_last) if cl else x)
+                ref_maps = None
+                for i, unit in enumerate(m.body):
+                    h = unit(h)
+                    if i + 1 == m._map_units:
+                        ref_maps = h
+                raw = m.output_layer(h)
+                ref_norm = torch.norm(raw, 2, 1, True)
+                maps, emb, norm = m(x)
+                _, emb1, norm1 = m(x, torch.ones(2, 1, 7, 7))
+                _, emb_ones14, _ = m(x, torch.ones(2, 1, 14, 14))
+            with self.subTest(map_stage=stage):
+                self.assertTrue(torch.equal(maps, ref_maps))
+                self.assertTrue(torch.equal(norm, ref_norm))
+                self.assertTrue(torch.equal(emb, raw / ref_norm))
+                self.assertTrue(torch.equal(emb1, emb))
+                self.assertTrue(torch.equal(norm1, norm))
+                self.assertTrue(torch.equal(emb_ones14, emb))
+
+    def test_zero_weight_cell_does_not_reach_the_embedding(self):
+        torch.manual_seed(0)
+        m = IResNet(18, width_mult=0.125, embedding_size=8).eval()
+        with torch.no_grad():
+            _, last = m.forward_maps(torch.randn(2, 3, 112, 112))
+            bad = last.clone()
+            bad[:, :, 3, 4] += 50.0 * torch.randn_like(bad[:, :, 3, 4])
+            w = torch.ones(2, 1, 7, 7)
+            w[:, :, 3, 4] = 0.0
+            # On a 14x14 grid: the 2x2 block over cell (3, 4), area-averaged.
+            w14 = torch.ones(2, 1, 14, 14)
+            w14[:, :, 6:8, 8:10] = 0.0
+            plain, plain_bad = m.embed(last)[0], m.embed(bad)[0]
+            emb, emb_bad = m.embed(last, w)[0], m.embed(bad, w)[0]
+            emb14 = m.embed(bad, w14)[0]
+        self.assertGreater(float((plain - plain_bad).abs().max()), 1e-2)
+        self.assertTrue(torch.equal(emb, emb_bad))
+        self.assertTrue(torch.equal(emb14, emb))
+        self.assertGreater(float((emb - plain).abs().max()), 1e-3)
+
+    def test_weighted_embedding_gradient(self):
+        # Training mode: the cell stays out of the BatchNorm2d statistics too.
+        m = IResNet(18, width_mult=0.125, embedding_size=8)
+        maps, last = m.forward_maps(torch.randn(2, 3, 112, 112))
+        last.retain_grad()
+        w = torch.rand(2, 1, 7, 7)
+        w[:, :, 0, 0] = 0.0
+        emb, norm = m.embed(last, w)
+        (emb.sum() + norm.sum()).backward()
+        self.assertGreater(float(m.input_layer[0].weight.grad.abs().sum()), 0)
+        self.assertTrue(torch.equal(last.grad[:, :, 0, 0],
+                                    torch.zeros(2, last.shape[1])))
+        self.assertGreater(float(last.grad[:, :, 1:].abs().sum()), 0)
+        with self.assertRaisesRegex(ConfigError, 'weight must be'):
+            m.embed(last, torch.ones(2, 7, 7))
+        with self.assertRaisesRegex(ConfigError, 'weight must be'):
+            m.embed(last, torch.ones(3, 1, 7, 7))
+
     def test_gradient_reaches_stem(self):
         m = IResNet(18, width_mult=0.125, embedding_size=8)
         maps, emb, norm = m(torch.randn(2, 3, 112, 112))

@@ -1,5 +1,6 @@
 """Tests of FaceDataPreprocessor and OAMLRecognizer (tiny widths, CPU)."""
 import copy
+import os.path as osp
 import unittest
 
 import torch
@@ -9,6 +10,7 @@ from mmpretrain.structures import DataSample
 
 from oaml_mm.errors import ConfigError, DataFormatError, NonFiniteLossError
 from oaml_mm.registry import MODELS
+from oaml_mm.utils import load_config
 
 TINY = dict(
     type='OAMLRecognizer',
@@ -233,6 +235,138 @@ class TestOAMLRecognizer(unittest.TestCase):
             build(backbone=dict(TINY['backbone'], map_stage=3),
                   neck=None,
                   qaconv_head=dict(type='QAConvHead', in_channels=32))
+
+    def _spy_embed(self, model):
+        seen = {}
+        embed = model.backbone.embed
+
+        def spy(last, weight=None):
+            # The last call embeds the main batch (the occlusion stream's
+            # forward embeds unweighted before it).
+            seen.setdefault('weights', []).append(weight)
+            return embed(last, weight)
+
+        model.backbone.embed = spy
+        return seen
+
+    def test_global_vis_gt_uses_true_masks(self):
+        for mode in ('gt', 'gt_or_pred'):
+            model = build(train_cfg=dict(global_vis=mode),
+                          test_cfg=dict(global_vis=True))
+            seen = self._spy_embed(model)
+            data = batch()
+            masks = torch.rand(8, 1, 7, 7)
+            for s, m in zip(data['data_samples'], masks):
+                s.set_field(m, 'gt_visibility')
+            model(**model.data_preprocessor(data, True), mode='loss')
+            with self.subTest(mode=mode):
+                self.assertTrue(torch.equal(seen['weights'][-1], masks))
+        # 'gt' with no masks in the batch: every face fully visible.
+        model = build(train_cfg=dict(global_vis='gt'),
+                      test_cfg=dict(global_vis=True))
+        seen = self._spy_embed(model)
+        model(**model.data_preprocessor(batch(), True), mode='loss')
+        self.assertIsNone(seen['weights'][-1])
+
+    def test_global_vis_pred_uses_the_detached_prediction(self):
+        for mode, vis_range in (('pred', None), ('pred', (0.3, 0.7)),
+                                ('gt_or_pred', None)):
+            model = build(train_cfg=dict(global_vis=mode),
+                          test_cfg=dict(global_vis=True,
+                                        global_vis_range=vis_range))
+            seen = self._spy_embed(model)
+            neck_loss = model.neck.loss
+
+            def spy(batches, targets):
+                preds, out = neck_loss(batches, targets)
+                seen['pred'] = preds[0]
+                return preds, out
+
+            model.neck.loss = spy
+            model(**model.data_preprocessor(batch(), True), mode='loss')
+            expected = seen['pred'].detach()
+            if vis_range is not None:
+                expected = ((expected - 0.3) / 0.4).clamp(0, 1)
+            w = seen['weights'][-1]
+            with self.subTest(mode=mode, vis_range=vis_range):
+                self.assertFalse(w.requires_grad)
+                torch.testing.assert_close(w, expected, atol=0, rtol=0)
+
+    def test_global_vis_gradient_isolation(self):
+        # The weighted embedding trains backbone and margin head only: the
+        # occlusion head's prediction enters it detached.
+        for mode in ('pred', 'gt'):
+            model = build(train_cfg=dict(global_vis=mode, occ_on_main=True),
+                          test_cfg=dict(global_vis=True))
+            data = batch()
+            for s in data['data_samples']:
+                s.set_field(torch.rand(1, 7, 7), 'gt_visibility')
+            losses = model(**model.data_preprocessor(data, True), mode='loss')
+            losses['loss_adaface'].backward()
+            with self.subTest(mode=mode):
+                self.assertTrue(grads_of(model.backbone))
+                self.assertTrue(grads_of(model.head))
+                self.assertFalse(grads_of(model.neck))
+                self.assertFalse(grads_of(model.qaconv_head))
+
+    def test_global_vis_extract_weights_each_view(self):
+        model = build(test_cfg=dict(global_vis=True, flip_test=True,
+                                    global_vis_range=(0.3, 0.7))).eval()
+        plain = build(test_cfg=dict(flip_test=True)).eval()
+        x = model.data_preprocessor(batch(n=2, n_occ=0), False)['inputs']
+        with torch.no_grad():
+            out = model.extract(x)
+            ref = plain.extract(x)
+            views = []
+            for v in (x, x.flip(3)):
+                maps, last = model.backbone.forward_maps(v)
+                vis = model.neck(maps)
+                w = ((vis - 0.3) / 0.4).clamp(0, 1)
+                views.append((vis, model.backbone.embed(last, w)))
+        (vis, (e1, n1)), (_, (e2, n2)) = views
+        raw = e1 * n1 + e2 * n2
+        torch.testing.assert_close(out['embedding'],
+                                   raw / raw.norm(dim=1, keepdim=True))
+        torch.testing.assert_close(out['visibility'], vis)  # not stretched
+        self.assertGreater(
+            float((out['embedding'] - ref['embedding']).abs().max()), 1e-4)
+        # Without an occlusion head (FaceRecognizer drops one a checkpoint
+        # lacks): all visible, the plain embedding.
+        model.neck = None
+        with torch.no_grad():
+            torch.testing.assert_close(model.extract(x)['embedding'],
+                                       ref['embedding'], atol=0, rtol=0)
+
+    def test_global_vis_config_errors(self):
+        with self.assertRaisesRegex(ConfigError, 'global_vis must be one of'):
+            build(train_cfg=dict(global_vis='true'))
+        with self.assertRaisesRegex(ConfigError, 'True or False'):
+            build(test_cfg=dict(global_vis='pred'))
+        with self.assertRaisesRegex(ConfigError, 'occlusion head'):
+            build(neck=None, qaconv_head=None,
+                  train_cfg=dict(global_vis='gt'))
+        with self.assertRaisesRegex(ConfigError, 'occlusion head'):
+            build(neck=None, qaconv_head=None, test_cfg=dict(global_vis=True))
+        with self.assertRaisesRegex(ConfigError, 'global_vis_range.*low < high'):
+            build(test_cfg=dict(global_vis=True, global_vis_range=(0.7, 0.3)))
+        # None is 'none'; a model trained weighted may be tested unweighted.
+        model = build(train_cfg=dict(global_vis=None))
+        self.assertEqual(model.train_cfg['global_vis'], 'none')
+        build(train_cfg=dict(global_vis='gt'), test_cfg=dict(global_vis=False))
+
+    def test_visemb_config_is_the_demo_with_global_vis(self):
+        root = osp.join(osp.dirname(osp.dirname(osp.dirname(
+            osp.abspath(__file__)))), 'configs', 'synthface')
+        base = load_config(osp.join(root, 'oaml_ir18_synthface.py')).model
+        cfg = load_config(osp.join(root, 'oaml_ir18_synthface_visemb.py')).model
+        model = MODELS.build(copy.deepcopy(cfg))
+        self.assertEqual(model.train_cfg['global_vis'], 'gt_or_pred')
+        self.assertIs(model.test_cfg['global_vis'], True)
+        self.assertEqual(model.test_cfg['global_vis_range'], (0.3, 0.7))
+        for key in ('train_cfg', 'test_cfg'):
+            cfg[key] = {k: v for k, v in cfg[key].items()
+                        if not k.startswith('global_vis')}
+        self.assertEqual(cfg.to_dict(), base.to_dict())
 
     def test_config_errors(self):
         with self.assertRaises(ConfigError):

@@ -23,6 +23,7 @@ from mmengine.model import BaseModule
 
 from oaml_mm.errors import ConfigError, InputSizeError
 from oaml_mm.registry import MODELS
+from ..functional.visibility import resize_visibility
 
 __all__ = ['IResNet', 'IRESNET_ARCHS']
 
@@ -155,6 +156,9 @@ class IResNet(BaseModule):
         tuple: ``feat_maps`` [B, C, h, w] (stage ``map_stage``; the last stage,
         before the output layer, by default),
         ``embedding`` [B, D] with unit L2 norm and ``norm`` [B, 1].
+        ``forward(x, weight)`` weights the embedding's cells by a visibility map;
+        ``forward_maps`` and ``embed`` are its two halves (the recognizer predicts
+        visibility between them).
     """
 
     def __init__(self,
@@ -240,17 +244,42 @@ class IResNet(BaseModule):
             super().init_weights()
 
     def forward(
-        self, x: torch.Tensor
+        self,
+        x: torch.Tensor,
+        weight: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Compute feature maps, unit embedding and embedding norm.
 
         Args:
             x (Tensor): Images [B, 3, H, W], normalised.
+            weight (Tensor, optional): Per-cell weight of the embedding [B, 1, h, w]
+                in [0, 1] (visibility); see :meth:`embed`. None: the plain
+                embedding.
 
         Returns:
             tuple[Tensor, Tensor, Tensor]: maps [B, C, H/2^s, W/2^s] of stage
-            s = ``map_stage`` (H/16 by default), embedding [B, D] (unit L2 norm),
-            norm [B, 1].
+            s = ``map_stage`` (H/16 by default; never weighted), embedding [B, D]
+            (unit L2 norm), norm [B, 1].
+        """
+        maps, last = self.forward_maps(x)
+        return (maps, ) + self.embed(last, weight)
+
+    def forward_maps(self,
+                     x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Run the convolutional trunk: the maps of ``map_stage`` and of the last stage.
+
+        Args:
+            x (Tensor): Images [B, 3, H, W], normalised.
+
+        Returns:
+            tuple[Tensor, Tensor]: maps [B, C, H/2^s, W/2^s] of stage s =
+            ``map_stage`` and the last stage's maps [B, C4, H/16, W/16] that
+            :meth:`embed` turns into the embedding (the same tensor when
+            ``map_stage`` is 4).
+
+        Raises:
+            InputSizeError: ``x`` is not a batch of 3-channel
+                ``input_size x input_size`` images.
         """
         checking = not (torch.jit.is_tracing() or torch.jit.is_scripting())
         if checking and (x.dim() != 4 or x.shape[1] != 3):
@@ -280,8 +309,55 @@ class IResNet(BaseModule):
             x = unit(x)
             if i + 1 == self._map_units:
                 maps = x
-        emb = self.output_layer(x)
-        return (maps, ) + l2_with_norm(emb)
+        return maps, x
+
+    def embed(
+        self,
+        last_maps: torch.Tensor,
+        weight: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Embed the last stage's maps, each cell weighted (the output layer).
+
+        With a weight, the last-stage maps are multiplied by it before the output
+        layer, so a cell weighted 0 enters the embedding as a fixed code (the
+        output BatchNorm2d's shift) whatever its content: occluded cells cannot
+        corrupt it (the idea of FROM: Qiu et al., "End2End Occluded Face
+        Recognition by Masking Corrupted Features", TPAMI 2021, which learns a
+        mask over the corrupted features; here the mask is the visibility map).
+        Before the BatchNorm2d rather than after it: an eval-mode BatchNorm is then
+        still an affine map in front of the linear layer, which
+        :func:`~oaml_mm.models.utils.fold_batchnorm` folds exactly (FaceRecognizer's
+        CPU path and the ONNX graph give the same embedding), and in training an
+        occluded cell's content stays out of the batch statistics too. No
+        renormalisation by the mean weight (docs/models.md, "Visibility in the
+        global branch").
+
+        Args:
+            last_maps (Tensor): Last-stage maps [B, C4, f, f] (``feat_size`` f),
+                as :meth:`forward_maps` returns them.
+            weight (Tensor, optional): [B, 1, h, w] in [0, 1]; a grid other than
+                f x f is brought onto it by
+                :func:`~oaml_mm.models.functional.visibility.resize_visibility`
+                (area average down, nearest up). None: the plain embedding,
+                bit-identical to the unweighted output layer.
+
+        Returns:
+            tuple[Tensor, Tensor]: embedding [B, D] (unit L2 norm), norm [B, 1].
+
+        Raises:
+            ConfigError: ``weight`` is not [B, 1, h, w] with the maps' batch size.
+        """
+        if weight is None:
+            return l2_with_norm(self.output_layer(last_maps))
+        checking = not (torch.jit.is_tracing() or torch.jit.is_scripting())
+        if checking and (weight.dim() != 4 or weight.shape[1] != 1
+                         or weight.shape[0] != last_maps.shape[0]):
+            raise ConfigError(
+                f'IResNet.embed: weight must be [{last_maps.shape[0]}, 1, h, w], '
+                f'got {tuple(weight.shape)}')
+        weight = resize_visibility(weight, last_maps.shape[-1])
+        return l2_with_norm(
+            self.output_layer(last_maps * weight.to(last_maps.dtype)))
 
 
 def l2_with_norm(x: torch.Tensor,

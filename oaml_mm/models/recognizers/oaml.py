@@ -22,14 +22,19 @@ from mmpretrain.structures import DataSample
 from oaml_mm.errors import ConfigError, DataFormatError
 from oaml_mm.registry import MODELS
 from ..functional.qaconv import normalize_maps
-from ..functional.visibility import stack_gt_visibility
+from ..functional.visibility import (calibrate_visibility, check_vis_range,
+                                     stack_gt_visibility)
 
 __all__ = ['OAMLRecognizer']
 
 _DEFAULT_WEIGHTS = dict(adaface=0.1, qaconv=0.9, occlusion=0.1)
-_DEFAULT_TRAIN_CFG = dict(qaconv_train_vis='pred', occ_on_main=False)
+_DEFAULT_TRAIN_CFG = dict(
+    qaconv_train_vis='pred', occ_on_main=False, global_vis='none')
 _DEFAULT_TEST_CFG = dict(
-    flip_test=False, return_feature_maps=False, half_maps=False)
+    flip_test=False, return_feature_maps=False, half_maps=False,
+    global_vis=False, global_vis_range=None)
+#: train_cfg.global_vis: the visibility that weights the embedding in training.
+_GLOBAL_VIS_MODES = ('none', 'gt', 'pred', 'gt_or_pred')
 
 
 @MODELS.register_module()
@@ -71,9 +76,20 @@ class OAMLRecognizer(BaseModel):
         train_cfg (dict, optional): ``qaconv_train_vis`` (``'pred'``,
             ``'gt'`` or ``'none'``): visibility the QAConv losses use;
             ``occ_on_main`` (False): also train the occlusion head on main-batch
-            samples that carry ``gt_visibility``.
+            samples that carry ``gt_visibility``; ``global_vis`` (``'none'``):
+            visibility that weights the embedding's cells
+            (:meth:`IResNet.embed`; docs/models.md, "Visibility in the global
+            branch"): ``'gt'`` the main batch's true masks (none in the batch:
+            unweighted), ``'pred'`` the occlusion head's prediction on the
+            detached maps, ``'gt_or_pred'`` the true masks when the batch
+            carries them, else the prediction; None means ``'none'``.
         test_cfg (dict, optional): ``flip_test`` (False), ``return_feature_maps``
-            (False), ``half_maps`` (False: fp16 feature maps in predictions).
+            (False), ``half_maps`` (False: fp16 feature maps in predictions),
+            ``global_vis`` (False: weight the embedding by the predicted
+            visibility, each flip-test view by its own), ``global_vis_range``
+            (None: ``(low, high)`` stretch of the predicted visibility before it
+            weights the embedding, :func:`calibrate_visibility`; also applied to
+            the prediction in training with ``global_vis='pred'``).
         data_preprocessor (dict, optional): Defaults to
             ``FaceDataPreprocessor(channel_order='bgr')``.
         init_cfg (dict, optional): mmengine initialisation config.
@@ -102,8 +118,16 @@ class OAMLRecognizer(BaseModel):
             qaconv_head) if qaconv_head is not None else None
         self.loss_weights = {**_DEFAULT_WEIGHTS, **(loss_weights or {})}
         self.train_cfg = {**_DEFAULT_TRAIN_CFG, **(train_cfg or {})}
+        if self.train_cfg['global_vis'] is None:
+            self.train_cfg['global_vis'] = 'none'
         self.test_cfg = {**_DEFAULT_TEST_CFG, **(test_cfg or {})}
         self._check_config()
+        try:
+            self.test_cfg['global_vis_range'] = check_vis_range(
+                self.test_cfg['global_vis_range'])
+        except ConfigError as e:
+            raise ConfigError(
+                f'OAMLRecognizer: test_cfg.global_vis_range: {e}') from e
 
     def _check_config(self) -> None:
         unknown = set(self.loss_weights) - set(_DEFAULT_WEIGHTS)
@@ -115,6 +139,7 @@ class OAMLRecognizer(BaseModel):
             raise ConfigError(
                 "OAMLRecognizer: train_cfg.qaconv_train_vis must be 'pred', "
                 f"'gt' or 'none', got {self.train_cfg['qaconv_train_vis']!r}")
+        self._check_global_vis()
         if 'max_nonfinite_skips' in self.train_cfg:
             # The non-finite guard is the optimizer wrapper's (one for every
             # model, single-process and DDP alike).
@@ -142,6 +167,31 @@ class OAMLRecognizer(BaseModel):
                 f'OAMLRecognizer: qaconv_head.feat_size='
                 f'{self.qaconv_head.feat_size} but the backbone maps are '
                 f'{size}x{size} (backbone.map_stage)')
+
+    def _check_global_vis(self) -> None:
+        mode = self.train_cfg['global_vis']
+        if mode not in _GLOBAL_VIS_MODES:
+            raise ConfigError(
+                f'OAMLRecognizer: train_cfg.global_vis must be one of '
+                f'{_GLOBAL_VIS_MODES} (or None), got {mode!r}')
+        test = self.test_cfg['global_vis']
+        if not isinstance(test, bool):
+            raise ConfigError(
+                'OAMLRecognizer: test_cfg.global_vis must be True or False, got '
+                f'{test!r}')
+        if self.neck is None and (mode != 'none' or test):
+            # Even 'gt' needs it: the model trained on weighted embeddings is
+            # then tested on unweighted ones, which it never learnt.
+            raise ConfigError(
+                f'OAMLRecognizer: train_cfg.global_vis={mode!r} / '
+                f'test_cfg.global_vis={test!r} weight the embedding by '
+                'visibility, which needs an occlusion head (neck=dict('
+                "type='OcclusionHead', ...)) to predict it at test time")
+        if not hasattr(self.backbone, 'embed') and (mode != 'none' or test):
+            raise ConfigError(
+                f'OAMLRecognizer: global_vis needs a backbone with '
+                f'forward_maps() and embed() (IResNet); '
+                f'{type(self.backbone).__name__} has none')
 
     # ------------------------------------------------------------------ forward
     def forward(self,
@@ -177,12 +227,13 @@ class OAMLRecognizer(BaseModel):
         """Weighted AdaFace, QAConv and occlusion losses plus accuracies."""
         labels = self._labels(data_samples, inputs.device)
         w = self.loss_weights
-        maps, emb, norm = self.backbone(inputs)
+        gv = self.train_cfg['global_vis']
+        if gv == 'none':
+            maps, emb, norm = self.backbone(inputs)
+        else:
+            # Trunk first: the occlusion head predicts before the embedding.
+            maps, last = self.backbone.forward_maps(inputs)
         losses = {}
-
-        margin = self.head.loss(emb, norm, labels)
-        losses['loss_adaface'] = w['adaface'] * margin['loss']
-        losses['acc_adaface'] = margin['accuracy']
 
         # The occlusion head sees detached maps: its loss never reaches the backbone.
         vis_main, occ = None, {}
@@ -191,6 +242,14 @@ class OAMLRecognizer(BaseModel):
                                                        occlusion)
             vis_preds, occ = self.neck.loss(batches, targets)
             vis_main = vis_preds[0]
+
+        if gv != 'none':
+            emb, norm = self.backbone.embed(
+                last, self._global_vis_train(vis_main, data_samples))
+
+        margin = self.head.loss(emb, norm, labels)
+        losses['loss_adaface'] = w['adaface'] * margin['loss']
+        losses['acc_adaface'] = margin['accuracy']
 
         if self.qaconv_head is not None:
             qa = self.qaconv_head.loss(maps, labels,
@@ -242,6 +301,39 @@ class OAMLRecognizer(BaseModel):
             targets.append(gt)
         return batches, targets
 
+    def _global_vis_train(self, vis_pred: Optional[torch.Tensor],
+                          data_samples: List[DataSample]
+                          ) -> Optional[torch.Tensor]:
+        """The weight of the embedding's cells in training (None: unweighted).
+
+        True masks carry no gradient and the prediction is detached: the global
+        branch trains the backbone and the margin head, never the occlusion head.
+        """
+        mode = self.train_cfg['global_vis']
+        if mode in ('gt', 'gt_or_pred'):
+            gt = stack_gt_visibility(data_samples)
+            if gt is not None:
+                return gt.to(self.data_preprocessor.device)
+            if mode == 'gt':
+                return None  # no masks: every face counts as fully visible
+        if vis_pred is None:
+            return None
+        return calibrate_visibility(vis_pred.detach(),
+                                    self.test_cfg['global_vis_range'])
+
+    def _global_vis_test(self, maps: torch.Tensor
+                         ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Predicted visibility [B, 1, h, w] of maps, and the embedding's weight
+        (None when ``test_cfg.global_vis`` is off or there is no occlusion head)."""
+        if self.neck is None:
+            # No occlusion head (e.g. removed by FaceRecognizer for a checkpoint
+            # without one): all visible, the plain embedding.
+            return maps.new_ones(maps.shape[0], 1, *maps.shape[-2:]), None
+        vis = self.neck(maps)
+        if not self.test_cfg['global_vis']:
+            return vis, None
+        return vis, calibrate_visibility(vis, self.test_cfg['global_vis_range'])
+
     def _qaconv_vis(self, vis_pred: Optional[torch.Tensor],
                     data_samples: List[DataSample]) -> Optional[torch.Tensor]:
         mode = self.train_cfg['qaconv_train_vis']
@@ -280,21 +372,30 @@ class OAMLRecognizer(BaseModel):
         if return_feature_maps is None:
             return_feature_maps = cfg['return_feature_maps']
         half_maps = cfg['half_maps'] if half_maps is None else half_maps
-        maps, emb, norm = self.backbone(inputs)
+        maps, emb, norm, vis = self._embed_view(inputs)
         if flip_test:
-            _, emb_f, norm_f = self.backbone(inputs.flip(3))
+            # Each view weighted by its own predicted visibility.
+            _, emb_f, norm_f, _ = self._embed_view(inputs.flip(3), False)
             raw = emb * norm + emb_f * norm_f
             norm = raw.norm(dim=1, keepdim=True)
             emb = raw / norm.clamp_min(1e-12)
-        if self.neck is not None:
-            vis = self.neck(maps)
-        else:
-            vis = maps.new_ones(maps.shape[0], 1, *maps.shape[-2:])
         out = dict(embedding=emb, norm=norm, visibility=vis)
         if return_feature_maps:
             fm = normalize_maps(maps)
             out['feature_map'] = fm.half() if half_maps else fm
         return out
+
+    def _embed_view(self, inputs: torch.Tensor, with_vis: bool = True):
+        """maps, embedding, norm and predicted visibility (None unless
+        ``with_vis`` or needed for the embedding) of one view."""
+        if not self.test_cfg['global_vis']:
+            maps, emb, norm = self.backbone(inputs)
+            vis = self._global_vis_test(maps)[0] if with_vis else None
+            return maps, emb, norm, vis
+        maps, last = self.backbone.forward_maps(inputs)
+        vis, weight = self._global_vis_test(maps)
+        emb, norm = self.backbone.embed(last, weight)
+        return maps, emb, norm, vis
 
     def predict(self,
                 inputs: torch.Tensor,
