@@ -60,13 +60,28 @@ def _trained(wd: str, iters: int) -> bool:
     return osp.isfile(osp.join(wd, f'iter_{iters}.pth'))
 
 
+def _training_elsewhere(wd: str) -> bool:
+    """Whether another process trains in ``wd`` now (it holds the work-dir lock)."""
+    from oaml_mm.engine.runner.work_dir_lock import WorkDirLock
+    from oaml_mm.errors import WorkDirError
+    if not osp.isdir(wd):
+        return False
+    lock = WorkDirLock(wd)
+    try:
+        lock.acquire()
+    except WorkDirError:
+        return True
+    lock.release()
+    return False
+
+
 def train_jobs(args) -> List[dict]:
     jobs = []
     for iters in args.iters:
         for seed in args.seeds:
             for model in args.models:
                 wd = run_dir(args.work_dir, iters, seed, model)
-                if _trained(wd, iters):
+                if _trained(wd, iters) or _training_elsewhere(wd):
                     continue
                 cfg = runs.write_run_config(model, wd, args.data, iters,
                                             seed=seed)

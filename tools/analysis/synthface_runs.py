@@ -28,6 +28,11 @@ CONFIGS = {
     'adaface_cleanonly': osp.join(_SF, 'adaface_ir18_synthface_cleanonly.py'),
     # OAML with every use of visibility switched off.
     'oaml_novis': osp.join(_SF, 'oaml_ir18_synthface_novis.py'),
+    # The capabilities of the occlusion study (docs/occlusion_study.md).
+    'oaml_randocc': osp.join(_SF, 'oaml_ir18_synthface_randocc.py'),
+    'oaml_visemb': osp.join(_SF, 'oaml_ir18_synthface_visemb.py'),
+    'oaml_randocc_visemb': osp.join(_SF,
+                                    'oaml_ir18_synthface_randocc_visemb.py'),
 }
 #: The family of each model: ``'adaface'`` (one cosine branch) or ``'oaml'``.
 FAMILY = {name: 'adaface' if name.startswith('adaface') else 'oaml'
