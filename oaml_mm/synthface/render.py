@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from .canvas import CANVAS, GRID, MARGIN, SKIN, ellipse, fill, line
-from .identity import FaceIdentity
 from .heldout import (FACE_STYLES, HELDOUT_OCCLUDERS, restyle_identity,
                       style_b_finish)
+from .identity import FaceIdentity
 from .occluders import OCCLUDERS
 
 __all__ = [

@@ -39,9 +39,9 @@ import numpy as np
 
 from oaml_mm.errors import ConfigError
 from .generator import (MASKED_PROBE_TYPES, S_HELDOUT_PAIRS, S_PAIRS, IJBImage,
-                        SynthFaceConfig, ValImage, render_calib, render_heldout,
-                        render_ijbc, render_occluded, render_train, render_val,
-                        run_jobs)
+                        SynthFaceConfig, ValImage, render_calib,
+                        render_heldout, render_ijbc, render_occluded,
+                        render_train, render_val, run_jobs)
 from .heldout import HELDOUT_OCCLUSION_TYPES
 from .identity import FaceIdentity, stream_rng
 
