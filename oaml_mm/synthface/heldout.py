@@ -268,9 +268,9 @@ def draw_hand_alt(ident: FaceIdentity, geo: Geometry,
     dark = tuple(float(v) * 0.72 for v in skin)
     kind = rng.choice(3)
     if kind == 0:  # fist: a rounded block with knuckles, forearm downwards
-        centre = [np.array([cx, float(geo['chin_y'])]), lm[3] + [-4, -8],
+        centre = [np.array([cx, float(geo['chin_y']) - 12]), lm[3] + [-4, -8],
                   lm[4] + [4, -8]][int(rng.integers(3))] + rng.normal(0, 3, 2)
-        w, h = rng.uniform(24, 30), rng.uniform(20, 26)
+        w, h = rng.uniform(28, 36), rng.uniform(24, 30)
         ellipse(mask, centre, (w / 2, h / 2), rng.uniform(-20, 20), 1.0)
         fill(mask, np.array([centre + [-9, 4], centre + [-13, 90],
                              centre + [13, 90], centre + [9, 4]]), 1.0)
@@ -282,20 +282,20 @@ def draw_hand_alt(ident: FaceIdentity, geo: Geometry,
         mouth = lm[3:5].mean(0) + rng.normal(0, 2, 2)
         for sign in (-1, 1):
             base = mouth + [sign * rng.uniform(7, 10), 8]
-            ellipse(mask, base, (9, 12), 0, 1.0)
+            ellipse(mask, base, (11, 14), 0, 1.0)
             for k in range(4):
                 x = base[0] - 6 + 4 * k
                 line(mask, np.array([[x, base[1] - 6],
                                      [x + sign * 1.5, base[1] - 6 -
-                                      rng.uniform(12, 17)]]), 1.0, 4)
+                                      rng.uniform(14, 19)]]), 1.0, 5)
             fill(mask, np.array([base + [-8, 6], base + [-10, 90], base + [10, 90],
                                  base + [8, 6]]), 1.0)
         line(rgb, np.array([mouth + [0, -14], mouth + [0, 30]]), dark, 1)
     else:  # palm from the side: a long thin wedge across the face
         y = float(lm[2, 1]) + rng.uniform(-14, 12)
         side = 1 if rng.random() < 0.5 else -1
-        x0 = cx + side * rng.uniform(-10, 10)
-        thick = rng.uniform(9, 13)
+        x0 = cx - side * rng.uniform(0.3, 0.6) * float(geo['head_half_width'])
+        thick = rng.uniform(11, 16)
         poly = np.array([[x0, y - thick * 0.4], [x0 + side * 90, y - thick],
                          [x0 + side * 90, y + thick], [x0, y + thick * 0.4]])
         fill(mask, poly, 1.0)
