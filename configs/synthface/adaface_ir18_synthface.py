@@ -40,6 +40,9 @@ val_evaluator = [
 ]
 test_evaluator = [
     dict(type='VerificationMetric', dataset_name=name, branches=('adaface', ),
-         select_by_name=True) for name in ['clean', 'masked', 'occluded']
+         select_by_name=True) for name in [
+        'clean', 'masked', 'occluded', 'heldout_clean', 'heldout_masked',
+        'heldout_occluded'
+    ]
 ]
 test_cfg = dict(type='FaceTestLoop')

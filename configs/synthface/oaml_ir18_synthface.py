@@ -77,6 +77,9 @@ val_evaluator = [
 test_evaluator = [
     dict(type='VerificationMetric', dataset_name=name,
          branches=('adaface', 'qaconv', 'fused'), select_by_name=True,
-         visibility_ablation=True) for name in ['clean', 'masked', 'occluded']
+         visibility_ablation=True) for name in [
+        'clean', 'masked', 'occluded', 'heldout_clean', 'heldout_masked',
+        'heldout_occluded'
+    ]
 ]
 test_cfg = dict(type='FaceTestLoop')

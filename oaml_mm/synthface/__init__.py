@@ -7,8 +7,12 @@ occlusion-mask set and a mini IJB-C.
 ``tools/dataset_converters/make_synthface.py`` is its command line;
 ``docs/synthface.md`` describes the layout.
 """
-from .generator import (MASKED_PROBE_TYPES, TRAIN_OCCLUSION_MIX,
-                        VAL_OCCLUSION_MIX, SynthFaceConfig, contact_sheet)
+from .generator import (CALIB_OCCLUSION_MIX, HELDOUT_OCCLUSION_MIX,
+                        MASKED_PROBE_TYPES, TRAIN_OCCLUSION_MIX,
+                        VAL_OCCLUSION_MIX, SynthFaceConfig, contact_sheet,
+                        heldout_contact_sheet)
+from .heldout import (FACE_STYLES, HELDOUT_OCCLUDERS, HELDOUT_OCCLUSION_TYPES,
+                      restyle_identity)
 from .identity import (FaceIdentity, identity_distance, identity_vector,
                        sample_identities, sample_identity, stream_rng)
 from .occluders import OCCLUDERS, OCCLUSION_TYPES
@@ -24,5 +28,7 @@ __all__ = [
     'ARCFACE_TEMPLATE', 'OCCLUDERS', 'OCCLUSION_TYPES', 'SynthFaceConfig',
     'TRAIN_OCCLUSION_MIX', 'VAL_OCCLUSION_MIX', 'MASKED_PROBE_TYPES', 'contact_sheet',
     'generate_synthface', 'read_manifest', 'manifest_matches', 'build_pairs',
-    'MANIFEST', 'SYNTHFACE_VERSION', 'code_hash'
+    'MANIFEST', 'SYNTHFACE_VERSION', 'code_hash', 'HELDOUT_OCCLUDERS',
+    'HELDOUT_OCCLUSION_TYPES', 'HELDOUT_OCCLUSION_MIX', 'CALIB_OCCLUSION_MIX',
+    'FACE_STYLES', 'restyle_identity', 'heldout_contact_sheet'
 ]

@@ -14,6 +14,7 @@ import numpy as np
 
 from oaml_mm.datasets.transforms.formatting import visibility_to_grid
 from oaml_mm.errors import ConfigError
+from .heldout import HELDOUT_OCCLUSION_TYPES
 from .identity import FaceIdentity, sample_identities, stream_rng
 from .occluders import OCCLUSION_TYPES
 from .render import (Nuisance, encode_jpeg, identity_texture, render_face,
@@ -21,12 +22,15 @@ from .render import (Nuisance, encode_jpeg, identity_texture, render_face,
 
 __all__ = [
     'SynthFaceConfig', 'TRAIN_OCCLUSION_MIX', 'VAL_OCCLUSION_MIX',
-    'MASKED_PROBE_TYPES', 'run_jobs', 'render_train', 'render_occluded',
-    'render_val', 'render_ijbc', 'contact_sheet'
+    'MASKED_PROBE_TYPES', 'HELDOUT_OCCLUSION_MIX', 'CALIB_OCCLUSION_MIX', 'run_jobs',
+    'render_train', 'render_occluded', 'render_val', 'render_heldout',
+    'render_calib', 'render_ijbc', 'contact_sheet', 'heldout_contact_sheet'
 ]
 
 # Stream keys of stream_rng: one per purpose, never reused.
 S_IDENTITY, S_TRAIN, S_OCCLUDED, S_VAL, S_IJBC, S_PAIRS, S_PREVIEW = range(7)
+# Held-out and calibration sets: new keys, so that no earlier stream changes.
+S_HELDOUT, S_CALIB, S_HELDOUT_PAIRS, S_HELDOUT_PREVIEW = range(7, 11)
 _OCC_OFFSET = 1_000_000  # image key offset of occluder draws within a stream
 
 #: Occlusion types of the training identities' occlusion stream (``occluded/``): mostly
@@ -40,6 +44,12 @@ VAL_OCCLUSION_MIX: Dict[str, float] = {
 }
 #: Probe types of ``masked.bin`` (clean vs. medical-mask or niqab).
 MASKED_PROBE_TYPES = ('medical_mask', 'niqab')
+#: Occlusion types of the held-out sets (``val/heldout_*.bin``): only the held-out
+#: families of :mod:`.heldout`, equally often.
+HELDOUT_OCCLUSION_MIX: Dict[str, float] = {t: 1.0 for t in HELDOUT_OCCLUSION_TYPES}
+#: Occlusion types of the calibration set (``val/calib.bin``): the training families
+#: only, mixed as in the test sets.
+CALIB_OCCLUSION_MIX: Dict[str, float] = dict(VAL_OCCLUSION_MIX)
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,14 @@ class SynthFaceConfig:
             Defaults to 0.2.
         min_identity_distance (float): Near-duplicate threshold
             (:func:`~.identity.sample_identities`). Defaults to 1.5.
+        heldout_identities (int, optional): Identities of the held-out sets
+            (``val/heldout_*.bin``: style-B faces, held-out occluders), drawn after
+            the test ones; 0 writes no held-out sets. Defaults to ``None``:
+            ``min(test_identities, 100)``.
+        calib_identities (int, optional): Identities of the calibration set
+            (``val/calib.bin``: style-A faces, training occluders), drawn after the
+            held-out ones; 0 writes no calibration set. Defaults to ``None``:
+            ``min(test_identities, 100)``.
     """
 
     identities: int = 400
@@ -81,11 +99,18 @@ class SynthFaceConfig:
     ijbc_probe_templates: int = 3
     ijbc_occluded: float = 0.2
     min_identity_distance: float = 1.5
+    heldout_identities: Optional[int] = None
+    calib_identities: Optional[int] = None
 
     def __post_init__(self) -> None:
+        for name in ('heldout_identities', 'calib_identities'):
+            if getattr(self, name) is None:  # frozen: resolve the default once
+                object.__setattr__(self, name, min(self.test_identities, 100)
+                                   if isinstance(self.test_identities, int) else 0)
         minimum = dict(identities=2, images_per_id=1, test_identities=2,
                        occluded_per_id=1, val_images_per_id=2, val_pairs=20,
-                       ijbc_subjects=1, ijbc_probe_templates=1)
+                       ijbc_subjects=1, ijbc_probe_templates=1,
+                       heldout_identities=0, calib_identities=0)
         for name, low in minimum.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -110,6 +135,24 @@ class SynthFaceConfig:
         """Training identities (indices ``0..identities-1``), then the test ones."""
         return sample_identities(self.identities + self.test_identities, self.seed,
                                  self.min_identity_distance)
+
+    def identity_splits(self) -> Dict[str, List[FaceIdentity]]:
+        """Identities of every split: ``train``, ``test``, ``heldout``, ``calib``.
+
+        The held-out and calibration identities are drawn after the training and
+        test ones; :func:`~.identity.sample_identities` draws identity ``i`` the
+        same whatever the total, so they do not change any earlier identity.
+        """
+        counts = (('train', self.identities), ('test', self.test_identities),
+                  ('heldout', self.heldout_identities),
+                  ('calib', self.calib_identities))
+        idents = sample_identities(sum(n for _, n in counts), self.seed,
+                                   self.min_identity_distance)
+        out, start = {}, 0
+        for name, n in counts:
+            out[name] = idents[start:start + n]
+            start += n
+        return out
 
 
 def _jpeg_roundtrip(img: np.ndarray, quality: int) -> Tuple[bytes, np.ndarray]:
@@ -191,6 +234,39 @@ def render_val(cfg: SynthFaceConfig, ident: FaceIdentity) -> List[ValImage]:
                             encode_jpeg(r.image, nuis.jpeg_quality), types[j],
                             visibility_to_grid(r.visibility)))
     return out
+
+
+def _render_pairs_source(cfg: SynthFaceConfig, ident: FaceIdentity, stream: int,
+                         mix: Dict[str, float], style: str) -> List[ValImage]:
+    """Clean and occluded versions of ``val_images_per_id`` images, all from
+    ``stream``; occlusion types dealt from ``mix``."""
+    tex = identity_texture(ident)
+    n = cfg.val_images_per_id
+    rng = stream_rng(cfg.seed, stream, ident.index, _OCC_OFFSET * 2)
+    types = [_pick(rng, mix) for _ in range(n)]
+    out = []
+    for j in range(n):
+        nuis = sample_nuisance(stream_rng(cfg.seed, stream, ident.index, j),
+                               cfg.nuisance)
+        r = render_face(ident, nuis, types[j],
+                        stream_rng(cfg.seed, stream, ident.index, _OCC_OFFSET + j),
+                        texture=tex, style=style)
+        out.append(ValImage(encode_jpeg(r.clean, nuis.jpeg_quality),
+                            encode_jpeg(r.image, nuis.jpeg_quality), types[j],
+                            visibility_to_grid(r.visibility)))
+    return out
+
+
+def render_heldout(cfg: SynthFaceConfig, ident: FaceIdentity) -> List[ValImage]:
+    """Held-out images of one identity: style-B faces, clean and with a held-out
+    occluder (:data:`HELDOUT_OCCLUSION_MIX`)."""
+    return _render_pairs_source(cfg, ident, S_HELDOUT, HELDOUT_OCCLUSION_MIX, 'B')
+
+
+def render_calib(cfg: SynthFaceConfig, ident: FaceIdentity) -> List[ValImage]:
+    """Calibration images of one identity: style-A faces, clean and with a
+    training occluder (:data:`CALIB_OCCLUSION_MIX`)."""
+    return _render_pairs_source(cfg, ident, S_CALIB, CALIB_OCCLUSION_MIX, 'A')
 
 
 @dataclass
@@ -358,6 +434,46 @@ def contact_sheet(seed: int = 0, nuisance: float = 0.5, identities: int = 6,
             r = render_face(ident, nuis, occ,
                             stream_rng(seed, S_PREVIEW, ident.index, _OCC_OFFSET + key),
                             texture=tex)
+            tiles.append(r.image)
+            if with_masks:
+                tint = r.image.copy()
+                hidden = r.visibility == 0
+                tint[hidden] = (0.5 * tint[hidden] + [127, 0, 0]).astype(np.uint8)
+                tiles.append(tint)
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def heldout_contact_sheet(seed: int = 0, nuisance: float = 0.5, identities: int = 4,
+                          with_masks: bool = True) -> np.ndarray:
+    """A preview grid of the held-out variation: per identity, the style-A face, the
+    style-B face, then one style-B image per held-out occlusion type.
+
+    Args:
+        seed (int): Data set seed (the identities are the first training ones).
+        nuisance (float): Nuisance strength.
+        identities (int): Rows.
+        with_masks (bool): Tint occluded pixels red in a second copy of each
+            occluded image.
+
+    Returns:
+        numpy.ndarray: uint8 RGB image.
+    """
+    rows = []
+    for ident in sample_identities(identities, seed):
+        tex = identity_texture(ident)
+        nuis = sample_nuisance(stream_rng(seed, S_HELDOUT_PREVIEW, ident.index, 0),
+                               nuisance)
+        tiles = [render_face(ident, nuis, texture=tex, style=st).image
+                 for st in ('A', 'B')]
+        for k, occ in enumerate(HELDOUT_OCCLUSION_TYPES):
+            key = 100 + k
+            nuis = sample_nuisance(
+                stream_rng(seed, S_HELDOUT_PREVIEW, ident.index, key), nuisance)
+            r = render_face(
+                ident, nuis, occ,
+                stream_rng(seed, S_HELDOUT_PREVIEW, ident.index, _OCC_OFFSET + key),
+                texture=tex, style='B')
             tiles.append(r.image)
             if with_masks:
                 tint = r.image.copy()

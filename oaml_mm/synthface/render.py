@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 
 from .canvas import CANVAS, GRID, MARGIN, SKIN, ellipse, fill, line
+from .heldout import (FACE_STYLES, HELDOUT_OCCLUDERS, restyle_identity,
+                      style_b_finish)
 from .identity import FaceIdentity
 from .occluders import OCCLUDERS
 
@@ -651,13 +653,15 @@ def render_face(ident: FaceIdentity,
                 occ_rng: Optional[np.random.Generator] = None,
                 out_size: Tuple[int, int] = (112, 112),
                 post_affine: Optional[np.ndarray] = None,
-                texture: Optional[np.ndarray] = None) -> RenderedFace:
+                texture: Optional[np.ndarray] = None,
+                style: str = 'A') -> RenderedFace:
     """Render one image of a person, optionally occluded.
 
     Args:
         ident (FaceIdentity): The person.
         nuis (Nuisance): The image's nuisance (:func:`sample_nuisance`).
-        occlusion (str): ``'none'`` or a key of :data:`.occluders.OCCLUDERS`.
+        occlusion (str): ``'none'``, a key of :data:`.occluders.OCCLUDERS` or of
+            :data:`.heldout.HELDOUT_OCCLUDERS` (held-out sets only).
         occ_rng (numpy.random.Generator, optional): Draws the occluder's shape and
             colour; required unless ``occlusion == 'none'``.
         out_size (tuple[int, int]): Output (height, width). Defaults to 112x112.
@@ -665,6 +669,10 @@ def render_face(ident: FaceIdentity,
             e.g. to place the aligned face in a larger loose crop.
         texture (numpy.ndarray, optional): The person's texture field
             (:func:`identity_texture`), passed in to reuse it across images.
+        style (str): Face style, ``'A'`` (training and test sets) or ``'B'``
+            (held-out sets: :func:`.heldout.restyle_identity` proportions and
+            :func:`.heldout.style_b_finish` palette and line work). Defaults to
+            ``'A'``.
 
     Returns:
         RenderedFace: Image, clean image, visibility mask and landmarks.
@@ -676,10 +684,17 @@ def render_face(ident: FaceIdentity,
         >>> out.image.shape, int(out.visibility.min())
         ((112, 112, 3), 1)
     """
+    if style not in FACE_STYLES:
+        raise ValueError(f'unknown face style {style!r}; expected one of '
+                         f'{FACE_STYLES}')
     if texture is None:
         texture = identity_texture(ident)
+    if style == 'B':
+        ident = restyle_identity(ident)
     geo = face_geometry(ident, nuis)
     layer, alpha = _draw_face(ident, nuis, geo, texture)
+    if style == 'B':
+        layer = style_b_finish(layer, alpha)
     light = shading(geo, nuis)
     layer *= light
 
@@ -708,10 +723,11 @@ def render_face(ident: FaceIdentity,
     if occlusion == 'none':
         return RenderedFace(clean_u8, clean_u8, np.ones((h, w), np.uint8), landmarks,
                             'none')
-    if occlusion not in OCCLUDERS:
+    draw = OCCLUDERS.get(occlusion) or HELDOUT_OCCLUDERS.get(occlusion)
+    if draw is None:
         raise ValueError(f'unknown occlusion type {occlusion!r}; expected one of '
-                         f'{sorted(OCCLUDERS)}')
-    occ_rgb, occ_mask = OCCLUDERS[occlusion](ident, geo, occ_rng)
+                         f'{sorted(OCCLUDERS) + sorted(HELDOUT_OCCLUDERS)}')
+    occ_rgb, occ_mask = draw(ident, geo, occ_rng)
     occ_rgb = occ_rgb * light
     occ_o = cv2.warpAffine(occ_rgb, m, borderMode=cv2.BORDER_REPLICATE, **warp)
     cover = cv2.warpAffine(occ_mask, m, borderMode=cv2.BORDER_CONSTANT,

@@ -10,6 +10,11 @@ Layout of ``DIR`` (see ``docs/synthface.md``)::
     DIR/val/<name>.vis.npy             float16 [2N,7,7] true visibility of each image
     DIR/val/<name>.types.txt           occlusion type of each image, one per line
     DIR/val/<name>.labels.npy          int64 [2N] identity of each image
+    DIR/val/heldout_{clean,masked,occluded}.bin + side files
+                                       held-out sets: style-B faces, held-out
+                                       occluders, identities after the test ones
+    DIR/val/calib.bin + side files     calibration set: style-A faces, training
+                                       occluders, identities after the held-out ones
     DIR/ijbc/meta/ijbc_face_tid_mid.txt, ijbc_template_pair_label.txt,
               ijbc_name_5pts_score.txt, ijbc_1N_gallery_G1.csv, ijbc_1N_gallery_G2.csv,
               ijbc_1N_probe_mixed.csv
@@ -33,9 +38,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from oaml_mm.errors import ConfigError
-from .generator import (MASKED_PROBE_TYPES, S_PAIRS, IJBImage, SynthFaceConfig,
-                        ValImage, render_ijbc, render_occluded, render_train,
-                        render_val, run_jobs)
+from .generator import (MASKED_PROBE_TYPES, S_HELDOUT_PAIRS, S_PAIRS, IJBImage,
+                        SynthFaceConfig, ValImage, render_calib,
+                        render_heldout, render_ijbc, render_occluded,
+                        render_train, render_val, run_jobs)
+from .heldout import HELDOUT_OCCLUSION_TYPES
 from .identity import FaceIdentity, stream_rng
 
 __all__ = ['SYNTHFACE_VERSION', 'MANIFEST', 'generate_synthface', 'read_manifest',
@@ -58,7 +65,7 @@ def code_hash() -> str:
     digest = hashlib.sha256()
     here = osp.dirname(osp.abspath(__file__))
     for name in ('identity.py', 'canvas.py', 'render.py', 'occluders.py',
-                 'generator.py', 'writer.py'):
+                 'heldout.py', 'generator.py', 'writer.py'):
         with open(osp.join(here, name), 'rb') as f:
             digest.update(f.read().replace(b'\r\n', b'\n'))
     return digest.hexdigest()[:16]
@@ -146,16 +153,53 @@ def build_pairs(labels: np.ndarray, slot0_ok: np.ndarray, slot1_ok: np.ndarray,
     return np.asarray(pairs, np.int64), np.asarray(issame, bool)
 
 
-def _write_val(out: str, cfg: SynthFaceConfig, test_ids: Sequence[FaceIdentity],
-               results: List[List[ValImage]]) -> List[str]:
-    from oaml_mm.datasets.verification_bin import write_verification_bin
-    os.makedirs(out, exist_ok=True)
+def _flatten(ids: Sequence[FaceIdentity],
+             results: List[List[ValImage]]) -> Tuple[List[ValImage], np.ndarray]:
     flat = [im for per_id in results for im in per_id]
-    labels = np.asarray([ident.index for ident, per_id in zip(test_ids, results)
+    labels = np.asarray([ident.index for ident, per_id in zip(ids, results)
                          for _ in per_id], np.int64)
-    masked_ok = np.asarray([im.occlusion in MASKED_PROBE_TYPES for im in flat])
-    everything = np.ones(len(flat), bool)
+    return flat, labels
+
+
+def _write_pair_set(out: str, name: str, flat: List[ValImage], labels: np.ndarray,
+                    pairs: np.ndarray, issame: np.ndarray,
+                    versions: Sequence[Tuple[str, str]]) -> List[str]:
+    """One verification ``.bin`` and its side files; ``versions[i]`` says which
+    version (``'clean'`` or ``'occluded'``) of each image pair ``i`` shows."""
+    from oaml_mm.datasets.verification_bin import write_verification_bin
     ones = np.ones((7, 7), np.float32)
+    jpegs, vis, types, labs = [], [], [], []
+    for (a, b), (v0, v1) in zip(pairs, versions):
+        for idx, version in ((a, v0), (b, v1)):
+            im = flat[idx]
+            occluded = version == 'occluded'
+            jpegs.append(im.occluded if occluded else im.clean)
+            vis.append(im.visibility if occluded else ones)
+            types.append(im.occlusion if occluded else 'none')
+            labs.append(labels[idx])
+    write_verification_bin(osp.join(out, f'{name}.bin'), jpegs, issame)
+    np.save(osp.join(out, f'{name}.vis.npy'), np.stack(vis).astype(np.float16))
+    np.save(osp.join(out, f'{name}.labels.npy'), np.asarray(labs, np.int64))
+    with open(osp.join(out, f'{name}.types.txt'), 'w') as f:
+        f.write('\n'.join(types) + '\n')
+    return [f'val/{name}.bin', f'val/{name}.vis.npy', f'val/{name}.labels.npy',
+            f'val/{name}.types.txt']
+
+
+def _write_val(out: str, cfg: SynthFaceConfig, test_ids: Sequence[FaceIdentity],
+               results: List[List[ValImage]], prefix: str = '',
+               pair_stream: int = S_PAIRS,
+               probe_types: Sequence[str] = MASKED_PROBE_TYPES) -> List[str]:
+    """``clean``, ``masked`` and ``occluded`` sets of ``cfg.val_pairs`` pairs.
+
+    ``masked`` pairs a clean image with an occluded image of ``probe_types``; the
+    held-out sets are the same three with ``prefix='heldout_'``, their own pair
+    stream and every held-out type as a probe.
+    """
+    os.makedirs(out, exist_ok=True)
+    flat, labels = _flatten(test_ids, results)
+    masked_ok = np.asarray([im.occlusion in probe_types for im in flat])
+    everything = np.ones(len(flat), bool)
     files = []
     # (name, slot-0 version, slot-1 version, slot-1 allowed images)
     specs = [('clean', 'clean', 'clean', everything),
@@ -163,24 +207,37 @@ def _write_val(out: str, cfg: SynthFaceConfig, test_ids: Sequence[FaceIdentity],
              ('occluded', 'occluded', 'occluded', everything)]
     for k, (name, v0, v1, ok1) in enumerate(specs):
         pairs, issame = build_pairs(labels, everything, ok1, cfg.val_pairs,
-                                    stream_rng(cfg.seed, S_PAIRS, k))
-        jpegs, vis, types, labs = [], [], [], []
-        for a, b in pairs:
-            for idx, version in ((a, v0), (b, v1)):
-                im = flat[idx]
-                occluded = version == 'occluded'
-                jpegs.append(im.occluded if occluded else im.clean)
-                vis.append(im.visibility if occluded else ones)
-                types.append(im.occlusion if occluded else 'none')
-                labs.append(labels[idx])
-        write_verification_bin(osp.join(out, f'{name}.bin'), jpegs, issame)
-        np.save(osp.join(out, f'{name}.vis.npy'), np.stack(vis).astype(np.float16))
-        np.save(osp.join(out, f'{name}.labels.npy'), np.asarray(labs, np.int64))
-        with open(osp.join(out, f'{name}.types.txt'), 'w') as f:
-            f.write('\n'.join(types) + '\n')
-        files += [f'val/{name}.bin', f'val/{name}.vis.npy', f'val/{name}.labels.npy',
-                  f'val/{name}.types.txt']
+                                    stream_rng(cfg.seed, pair_stream, k))
+        files += _write_pair_set(out, prefix + name, flat, labels, pairs, issame,
+                                 [(v0, v1)] * len(pairs))
     return files
+
+
+#: Pair kinds of ``calib.bin``, dealt in turn: clean-clean, clean vs occluded,
+#: occluded-occluded.
+CALIB_PAIR_KINDS = (('clean', 'clean'), ('clean', 'occluded'),
+                    ('occluded', 'occluded'))
+
+
+def _write_calib(out: str, cfg: SynthFaceConfig, ids: Sequence[FaceIdentity],
+                 results: List[List[ValImage]]) -> List[str]:
+    """``calib.bin``: ``cfg.val_pairs`` pairs, pair ``i`` of kind
+    ``CALIB_PAIR_KINDS[i % 3]``."""
+    os.makedirs(out, exist_ok=True)
+    flat, labels = _flatten(ids, results)
+    everything = np.ones(len(flat), bool)
+    pairs, issame = build_pairs(labels, everything, everything, cfg.val_pairs,
+                                stream_rng(cfg.seed, S_HELDOUT_PAIRS, 3))
+    versions = [CALIB_PAIR_KINDS[i % 3] for i in range(len(pairs))]
+    return _write_pair_set(out, 'calib', flat, labels, pairs, issame, versions)
+
+
+def _type_counts(results: List[List[ValImage]]) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for per_id in results:
+        for im in per_id:
+            counts[im.occlusion] = counts.get(im.occlusion, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _write_ijbc(out: str, subjects: Sequence[FaceIdentity],
@@ -286,14 +343,16 @@ def generate_synthface(out_dir: str,
         shutil.rmtree(osp.join(out_dir, d))
 
     t0 = time.time()
-    idents = cfg.identities_all()
-    train_ids = idents[:cfg.identities]
-    test_ids = idents[cfg.identities:]
+    splits = cfg.identity_splits()
+    train_ids, test_ids = splits['train'], splits['test']
+    heldout_ids, calib_ids = splits['heldout'], splits['calib']
     ijbc_ids = test_ids[:min(cfg.ijbc_subjects, len(test_ids))]
     jobs = ([(render_train, x) for x in train_ids] +
             [(render_occluded, x) for x in train_ids] +
             [(render_val, x) for x in test_ids] +
-            [(render_ijbc, x) for x in ijbc_ids])
+            [(render_ijbc, x) for x in ijbc_ids] +
+            [(render_heldout, x) for x in heldout_ids] +
+            [(render_calib, x) for x in calib_ids])
     last = [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -308,7 +367,11 @@ def generate_synthface(out_dir: str,
     train_res = results[:n_tr]
     occ_res = results[n_tr:2 * n_tr]
     val_res = results[2 * n_tr:2 * n_tr + len(test_ids)]
-    ijbc_res = results[2 * n_tr + len(test_ids):]
+    start = 2 * n_tr + len(test_ids)
+    ijbc_res = results[start:start + len(ijbc_ids)]
+    start += len(ijbc_ids)
+    heldout_res = results[start:start + len(heldout_ids)]
+    calib_res = results[start + len(heldout_ids):]
 
     say('SynthFace: writing files')
     samples = [(jpeg, label) for label, jpegs in enumerate(train_res)
@@ -331,6 +394,23 @@ def generate_synthface(out_dir: str,
 
     files += _write_val(osp.join(out_dir, 'val'), cfg, test_ids, val_res)
     files += _write_ijbc(osp.join(out_dir, 'ijbc'), ijbc_ids, ijbc_res)
+    extra_counts: Dict[str, object] = {}
+    if heldout_ids:
+        files += _write_val(osp.join(out_dir, 'val'), cfg, heldout_ids, heldout_res,
+                            prefix='heldout_', pair_stream=S_HELDOUT_PAIRS,
+                            probe_types=HELDOUT_OCCLUSION_TYPES)
+        extra_counts.update(
+            heldout_identities=len(heldout_ids),
+            heldout_identity_range=[heldout_ids[0].index, heldout_ids[-1].index],
+            heldout_images=sum(len(r) for r in heldout_res),
+            heldout_types=_type_counts(heldout_res))
+    if calib_ids:
+        files += _write_calib(osp.join(out_dir, 'val'), cfg, calib_ids, calib_res)
+        extra_counts.update(
+            calib_identities=len(calib_ids),
+            calib_identity_range=[calib_ids[0].index, calib_ids[-1].index],
+            calib_images=sum(len(r) for r in calib_res),
+            calib_types=_type_counts(calib_res))
 
     manifest = dict(
         version=SYNTHFACE_VERSION,
@@ -346,7 +426,8 @@ def generate_synthface(out_dir: str,
             ijbc_subjects=len(ijbc_ids),
             ijbc_images=sum(len(r) for r in ijbc_res),
             train_label_range=[0, len(train_ids) - 1],
-            test_identity_range=[test_ids[0].index, test_ids[-1].index]),
+            test_identity_range=[test_ids[0].index, test_ids[-1].index],
+            **extra_counts),
         files=files)
     tmp = osp.join(out_dir, MANIFEST + '.tmp')
     with open(tmp, 'w') as f:

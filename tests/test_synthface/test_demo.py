@@ -97,6 +97,22 @@ class TestReport(unittest.TestCase):
         self.assertIn('| 1.250 ± 1.414 |', table)     # MAE, 3 digits
         self.assertIn('n/a', table)                  # missing keys say so
 
+    def test_heldout_rows_and_family_mae(self):
+        run = {'heldout_masked/adaface/accuracy': 70.0,
+               'heldout_masked/fused/accuracy': 75.0,
+               'heldout_occluded/qaconv_no_vis/accuracy': 60.0,
+               'heldout_occluded/qaconv/accuracy': 64.0,
+               'heldout_occluded/visibility/MAE_eye_band': 0.125,
+               'heldout_occluded/visibility/MAE': 0.1}
+        table = synthface_report.comparison_table([run], [run])
+        self.assertIn('| held-out clean-heldout-occluded | 70.0 | 70.0 | n/a | '
+                      '75.0 | 5.0 |', table)
+        self.assertIn('| held-out occluded-occluded | 64.0 | n/a | 60.0 | 4.0 |',
+                      table)
+        mae = [ln for ln in table.splitlines() if ln.startswith('| object |')]
+        self.assertEqual(len(mae), 1)
+        self.assertIn('| n/a | n/a | 0.125 | n/a | n/a | 0.100 | n/a |', table)
+
     def test_progress_parser(self):
         log = osp.join(tempfile.mkdtemp(), 'train.log')
         with open(log, 'w') as f:

@@ -17,8 +17,14 @@ from typing import Dict, List, Optional, Sequence
 
 SETS = (('clean', 'clean-clean'), ('masked', 'clean-masked'),
         ('occluded', 'occluded-occluded'))
+# Held-out sets (docs/synthface.md, "Held-out occluders and faces"): style-B faces,
+# occluder families training never sees.
+HELDOUT_SETS = (('heldout_clean', 'held-out clean-clean'),
+                ('heldout_masked', 'held-out clean-heldout-occluded'),
+                ('heldout_occluded', 'held-out occluded-occluded'))
 IJBC_FARS = ('1e-03', '1e-02', '1e-01')
 OCC_TYPES = ('niqab', 'medical_mask', 'scarf', 'hand', 'sunglasses')
+HELDOUT_OCC_TYPES = ('object', 'texture_patch', 'eye_band', 'scarf_alt', 'hand_alt')
 
 
 def _stat(values: Sequence[Optional[float]], digits: int = 1) -> str:
@@ -54,7 +60,8 @@ def comparison_table(adaface: List[Dict[str, float]],
         oaml (list[dict]): Per seed, OAML's merged metrics (same seed order).
 
     Returns:
-        str: Markdown (three tables).
+        str: Markdown (four tables). The held-out rows and MAE table read
+        ``n/a`` where the held-out sets were not evaluated.
     """
     n = len(oaml)
     head = ('10-fold verification accuracy (%)' +
@@ -65,7 +72,7 @@ def comparison_table(adaface: List[Dict[str, float]],
         'OAML fused | fused − baseline |',
         '|---|---|---|---|---|---|',
     ]
-    for key, label in SETS:
+    for key, label in SETS + HELDOUT_SETS:
         lines.append(
             f'| {label} | ' + ' | '.join([
                 _stat(_get(adaface, f'{key}/adaface/accuracy')),
@@ -92,7 +99,7 @@ def comparison_table(adaface: List[Dict[str, float]],
         '| pairs | predicted | true masks | none | predicted − none |',
         '|---|---|---|---|---|',
     ]
-    for key, label in SETS:
+    for key, label in SETS + HELDOUT_SETS:
         lines.append(
             f'| {label} | ' + ' | '.join([
                 _stat(_get(oaml, f'{key}/qaconv/accuracy')),
@@ -112,6 +119,17 @@ def comparison_table(adaface: List[Dict[str, float]],
             for t in OCC_TYPES) + ' | ' +
         _stat(_get(oaml, 'occluded/visibility/MAE'), 3) + ' | ' +
         _stat(_get(oaml, 'clean/visibility/MAE'), 3) + ' |',
+        '', '**Occlusion head on held-out occluders and style-B faces: mean '
+        'absolute error of the 7×7 visibility map (held-out occluded-occluded set '
+        'per family; clean faces from the held-out clean set)**', '',
+        '| ' + ' | '.join(HELDOUT_OCC_TYPES) + ' | all held-out occluded | '
+        'held-out clean |',
+        '|' + '---|' * (len(HELDOUT_OCC_TYPES) + 2),
+        '| ' + ' | '.join(
+            _stat(_get(oaml, f'heldout_occluded/visibility/MAE_{t}'), 3)
+            for t in HELDOUT_OCC_TYPES) + ' | ' +
+        _stat(_get(oaml, 'heldout_occluded/visibility/MAE'), 3) + ' | ' +
+        _stat(_get(oaml, 'heldout_clean/visibility/MAE'), 3) + ' |',
     ]
     return '\n'.join(lines)
 

@@ -39,6 +39,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='pairs per verification .bin, a multiple of 20 '
                    '(default %(default)s)')
     p.add_argument('--ijbc-subjects', type=int, default=d.ijbc_subjects)
+    p.add_argument('--heldout-identities', type=int, default=None,
+                   help='identities of val/heldout_*.bin (style-B faces, held-out '
+                   'occluders); 0: none (default min(test identities, 100))')
+    p.add_argument('--calib-identities', type=int, default=None,
+                   help='identities of val/calib.bin (style-A faces, training '
+                   'occluders); 0: none (default min(test identities, 100))')
     p.add_argument('--workers', type=int, default=2,
                    help='processes; the output does not depend on it')
     p.add_argument('--force', action='store_true',
@@ -47,11 +53,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='write a contact sheet of a few identities and occluders '
                    'instead of generating')
     p.add_argument('--preview-rows', type=int, default=6)
+    p.add_argument('--heldout-preview', metavar='PNG',
+                   help='write a contact sheet of style-B faces and the held-out '
+                   'occluders (docs/synthface.md, "Held-out occluders and faces")')
     p.add_argument('--tinyface', action='store_true',
                    help='also write the TinyFace-layout stand-in to OUT/tinyface '
                    '(low-resolution probes, distractors; docs/evaluation.md)')
     args = p.parse_args(argv)
-    if not args.out and not args.preview:
+    if not args.out and not args.preview and not args.heldout_preview:
         p.error('give --out DIR (generate) or --preview PNG')
     return args
 
@@ -67,15 +76,20 @@ def main(argv=None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from oaml_mm.synthface import (SynthFaceConfig, contact_sheet,
-                                   generate_synthface)
+                                   generate_synthface, heldout_contact_sheet)
+    sheets = []
     if args.preview:
-        sheet = contact_sheet(seed=args.seed, nuisance=args.nuisance,
-                              identities=args.preview_rows)
-        os.makedirs(os.path.dirname(os.path.abspath(args.preview)), exist_ok=True)
-        cv2.imwrite(args.preview, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        print(f'preview written to {args.preview}')
-        if not args.out:
-            return 0
+        sheets.append((args.preview, contact_sheet))
+    if args.heldout_preview:
+        sheets.append((args.heldout_preview, heldout_contact_sheet))
+    for path, draw in sheets:
+        sheet = draw(seed=args.seed, nuisance=args.nuisance,
+                     identities=args.preview_rows)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        print(f'preview written to {path}')
+    if sheets and not args.out:
+        return 0
     cfg = SynthFaceConfig(
         identities=args.identities,
         images_per_id=args.images_per_id,
@@ -85,7 +99,9 @@ def _run(args: argparse.Namespace) -> int:
         occluded_per_id=args.occluded_per_id,
         val_images_per_id=args.val_images_per_id,
         val_pairs=args.val_pairs,
-        ijbc_subjects=args.ijbc_subjects)
+        ijbc_subjects=args.ijbc_subjects,
+        heldout_identities=args.heldout_identities,
+        calib_identities=args.calib_identities)
     t0 = time.time()
     man = generate_synthface(args.out, cfg, workers=args.workers, force=args.force)
     print(f'{man["counts"]} ({time.time() - t0:.1f} s)')

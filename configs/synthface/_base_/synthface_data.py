@@ -48,9 +48,12 @@ train_dataloader = dict(
                  pipeline=train_pipeline),
         ]))
 
-# Verification sets: clean-clean, clean vs medical-mask/niqab probe, occluded-occluded.
+# Verification sets: clean-clean, clean vs medical-mask/niqab probe, occluded-occluded,
+# then the same three held out (style-B faces, occluder families training never sees;
+# docs/synthface.md, "Held-out occluders and faces").
 # One ConcatDataset, one metric per set (each keeps the samples carrying its name).
 val_names = ['clean', 'masked', 'occluded']
+heldout_names = ['heldout_clean', 'heldout_masked', 'heldout_occluded']
 bin_pipeline = [dict(type='PackFaceInputs')]
 bin_dataloader = dict(
     batch_size=128,
@@ -63,7 +66,7 @@ bin_dataloader = dict(
         datasets=[
             dict(type='VerificationBinDataset', data_root=f'{test_data_root}/val',
                  ann_file=f'{name}.bin', name=name, side_files=True,
-                 pipeline=bin_pipeline) for name in val_names
+                 pipeline=bin_pipeline) for name in val_names + heldout_names
         ]))
 
 # Validation at the end of training (synthface_schedule.py validates only at the

@@ -5,9 +5,12 @@ import numpy as np
 
 __all__ = ['OCCLUSION_TYPES', 'visibility_mae']
 
-#: Occlusion types of SynthFace (``<name>.types.txt``); anything else is ``other``.
+#: Occlusion types of SynthFace (``<name>.types.txt``): the training families, then
+#: the held-out ones of ``val/heldout_*.bin`` (docs/synthface.md, "Held-out
+#: occluders and faces"); anything else is ``other`` (always last).
 OCCLUSION_TYPES = ('none', 'niqab', 'medical_mask', 'scarf', 'hand',
-                   'sunglasses', 'other')
+                   'sunglasses', 'object', 'texture_patch', 'eye_band',
+                   'scarf_alt', 'hand_alt', 'other')
 
 
 def visibility_mae(pred: np.ndarray, true: np.ndarray,
