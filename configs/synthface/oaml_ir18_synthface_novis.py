@@ -17,5 +17,6 @@ custom_hooks = [
 test_evaluator = [
     dict(type='VerificationMetric', dataset_name=name,
          branches=('adaface', 'qaconv', 'fused'), select_by_name=True)
-    for name in ['clean', 'masked', 'occluded']
+    for name in ['clean', 'masked', 'occluded', 'heldout_clean', 'heldout_masked',
+                 'heldout_occluded']
 ]
