@@ -3,6 +3,7 @@ import os.path as osp
 import tempfile
 import unittest
 from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import torch
@@ -207,23 +208,31 @@ class TestThresholdCalibrationHook(unittest.TestCase):
         # that take one, unless they were given their own.
 
         class _TestMetric:
-            def __init__(self, given=False):
+            def __init__(self, name, given=False):
+                self.dataset_name = name
                 self.got, self.given = None, given
 
             def set_fusion_params(self, params, from_checkpoint=False):
                 if not (self.given and from_checkpoint):
-                    self.got = params
+                    self.got = self.fusion_params = params
 
         tester = ThresholdCalibrationHook()
-        metrics = [_TestMetric(), _TestMetric(given=True)]
+        metrics = [_TestMetric('test'), _TestMetric('test2', given=True),
+                   _TestMetric('calib')]
         test_runner = SimpleNamespace(
             hooks=[tester], test_loop=SimpleNamespace(
                 evaluator=SimpleNamespace(metrics=metrics)))
         tester.before_run(test_runner)
         tester.after_load_checkpoint(test_runner, loaded)
-        tester.before_test(test_runner)
+        with mock.patch('oaml_mm.engine.hooks.threshold_calibration_hook.'
+                        'print_log') as log:
+            tester.before_test(test_runner)
         self.assertEqual(metrics[0].got, ref)
         self.assertIsNone(metrics[1].got)
+        # A test set named like a calibration set is flagged (warning).
+        self.assertEqual(len(log.call_args_list), 1)
+        self.assertIn('calib: the visibility fusion was fitted on a '
+                      'validation set of this name', log.call_args[0][0])
         # No fusion in the checkpoint: nothing handed over.
         metrics[0].got = None
         tester.after_load_checkpoint(test_runner, {'meta': {}})

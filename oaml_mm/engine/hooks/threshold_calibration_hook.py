@@ -223,8 +223,18 @@ class ThresholdCalibrationHook(Hook):
             print_log('ThresholdCalibrationHook: the checkpoint holds no '
                       'visibility fusion; no fused_vis keys', logger='current')
             return
+        params = self.loaded_fusion['params']
+        fitted_on = set(str(params.get('source', '')).split('+')) - {''}
         for m in metrics:
-            m.set_fusion_params(self.loaded_fusion['params'], from_checkpoint=True)
+            m.set_fusion_params(params, from_checkpoint=True)
+            if getattr(m, 'fusion_params', None) == params and \
+                    getattr(m, 'dataset_name', None) in fitted_on:
+                # Only the names are known here, not the files.
+                print_log(f'{m.dataset_name}: the visibility fusion was '
+                          f'fitted on a validation set of this name '
+                          f'({params["source"]}); its fused_vis figures are '
+                          'held-out only if those pairs are not these',
+                          logger='current', level=30)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.calibration is not None and self._active:
