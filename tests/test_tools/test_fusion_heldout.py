@@ -7,8 +7,6 @@ import sys
 import tempfile
 import unittest
 
-import numpy as np
-
 from oaml_mm.datasets import write_verification_bin
 from oaml_mm.evaluation.functional import (apply_visibility_fusion, auc,
                                            fit_visibility_fusion)
