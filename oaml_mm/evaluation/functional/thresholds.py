@@ -81,8 +81,8 @@ def calibrate_thresholds(scores: Dict[str, np.ndarray],
     With ``visibility`` (and both branches) the visibility-aware fusion is
     fitted on these pairs (:func:`~.fusion.fit_visibility_fusion`), stored under
     ``vis_fusion`` and its logit thresholded like a branch (``fused_vis``); a
-    ``'fused'`` decision then becomes ``'fused_vis'``, the better-informed
-    fusion of the same two scores.
+    ``'fused'`` decision then becomes ``'fused_vis'``, the fusion of the same
+    two scores that also weighs how visible the faces are.
 
     Args:
         scores (dict): ``adaface`` and optionally ``qaconv`` ``[N]`` pair scores.
@@ -90,7 +90,7 @@ def calibrate_thresholds(scores: Dict[str, np.ndarray],
         far (float): Target FAR.
         fuse_weights (Sequence[float]): (adaface, qaconv) fusion weights.
         decision_branch (str): Branch whose threshold decides same/different
-            (falls back to ``adaface`` when the branch is missing).
+            (a missing one falls back to ``fused``, then ``adaface``).
         source (str): Where the pairs came from (kept for the record).
         visibility (tuple, optional): ``([N], [N])`` mean predicted visibility
             of the first and second face of each pair.
