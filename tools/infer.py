@@ -13,10 +13,10 @@ the face is detected, checked and aligned (``--faces``, ``--detect``, ``--align`
 ``--boxes``; docs/inference.md, "From photos to embeddings"), or aligned with
 ``--landmarks`` (10 numbers per image: x1 y1 ... x5 y5, in a file with one line per
 image in argument order). Errors in the inputs exit with code 2 and one line, and so
-does ``--branch`` naming a branch the model cannot give (no QAConv head, or no
-calibration for ``fused``): a threshold belongs to one branch and is never applied to
-another. A backbone-only checkpoint embeds (the cosine branch) with a log line naming
-the parts it lacks.
+does ``--branch`` naming a branch the model cannot give (no QAConv head, no
+calibration for ``fused``, no fitted visibility fusion for ``fused_vis``): a
+threshold belongs to one branch and is never applied to another. A backbone-only
+checkpoint embeds (the cosine branch) with a log line naming the parts it lacks.
 """
 import argparse
 import json
@@ -67,10 +67,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     c.add_argument('image_b')
     c.add_argument('--threshold', type=_finite_float,
                    help='threshold of the deciding branch, in its unit '
-                   '(adaface: cosine; qaconv: QAConv score; fused: z-score); '
+                   '(adaface: cosine; qaconv: QAConv score; fused: z-score; '
+                   'fused_vis: log-odds of the visibility-aware fusion); '
                    'overrides the calibrated one')
-    c.add_argument('--branch', choices=('adaface', 'qaconv', 'fused'),
-                   help='branch that decides (default: the calibrated one); '
+    c.add_argument('--branch',
+                   choices=('adaface', 'qaconv', 'fused', 'fused_vis'),
+                   help='branch that decides (default: the calibrated one, '
+                   'fused_vis when the calibration fitted it); '
                    'a branch the model cannot give is an error')
     c.add_argument('--show', help='write an explanation picture (PNG/JPG)')
     c.add_argument('--lines', type=int, default=12,

@@ -6,7 +6,9 @@ predicts for each face (embedding, norm, 7x7 visibility, optionally channel-norm
 feature maps); ``compare`` scores a pair with the AdaFace cosine, the occlusion-aware
 QAConv matcher of the model and the fused score of the evaluation layer, and decides
 same/different at the threshold :class:`~oaml_mm.engine.hooks.ThresholdCalibrationHook`
-stored in the checkpoint (or one the user gives).
+stored in the checkpoint (or one the user gives). A checkpoint calibrated with a
+visibility-aware fusion (docs/evaluation.md, "Visibility-aware fusion") also gives
+the ``fused_vis`` score, which then decides by default.
 
 Nothing here re-implements model math: alignment is the data layer's, matching the
 model's (``OAMLRecognizer.match`` / ``match_pairs``), fusion the evaluation layer's
@@ -24,8 +26,12 @@ from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 
 from oaml_mm.errors import CheckpointError, ConfigError, ImageInputError
-from oaml_mm.evaluation.functional import (BRANCHES, THRESHOLDS_META_KEY,
-                                           fuse_scores)
+from oaml_mm.evaluation.functional import (BRANCHES, DECISION_BRANCHES,
+                                           FUSED_VIS, THRESHOLDS_META_KEY,
+                                           VIS_FUSION_KEY,
+                                           apply_visibility_fusion,
+                                           check_visibility_fusion,
+                                           fuse_scores, mean_visibility)
 from oaml_mm.models.utils import inference_model
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import load_config, safe_load_checkpoint
@@ -39,6 +45,7 @@ BRANCH_UNITS = {
     'adaface': 'cosine similarity',
     'qaconv': 'QAConv score',
     'fused': 'fused z-score',
+    FUSED_VIS: 'log-odds of the visibility-aware fusion',
 }
 #: Model parts a checkpoint may lack. The margin head only serves the training
 #: loss; the occlusion head and the QAConv head only add the QAConv branch (and
@@ -81,8 +88,10 @@ class FaceRecognizer:
         thresholds (dict, optional): ``{branch: threshold}`` overriding the
             calibrated ones, each in its branch's unit (:data:`BRANCH_UNITS`).
         decision_branch (str, optional): Branch that decides same/different.
-            Defaults to the calibrated one when the model can give it, else
-            ``'fused'`` when available, else ``'adaface'``.
+            Defaults to the calibrated one when the model can give it (the
+            visibility-aware ``'fused_vis'`` when the calibration fitted one,
+            else ``'fused'``), else ``'fused'`` when available, else
+            ``'adaface'``.
             Naming a branch the model cannot give raises :class:`ConfigError`.
         batch_size (int): Images per forward pass in :meth:`extract`. Defaults to 64.
         backend (str): ``'pytorch'`` (default: BatchNorm-folded, channels-last
@@ -101,7 +110,8 @@ class FaceRecognizer:
 
     Raises:
         CheckpointError: The checkpoint lacks backbone weights, has keys the
-            model does not, or shapes that differ.
+            model does not, or shapes that differ; or its visibility fusion
+            parameters are malformed (the message names the field).
         ConfigError: A threshold or decision branch names a branch the model
             cannot give.
     """
@@ -147,6 +157,15 @@ class FaceRecognizer:
         self.backend = backend
         self._ort = None
         self.calibration: dict = dict(self.meta.get(THRESHOLDS_META_KEY) or {})
+        #: The visibility-aware fusion of the calibration (None without one).
+        self.vis_fusion: Optional[dict] = self.calibration.get(VIS_FUSION_KEY)
+        if self.vis_fusion is not None:
+            try:
+                check_visibility_fusion(
+                    self.vis_fusion, f"{checkpoint}: meta['{THRESHOLDS_META_KEY}']"
+                    f"['{VIS_FUSION_KEY}']")
+            except ConfigError as e:
+                raise CheckpointError(str(e)) from e
         self.has_qaconv = getattr(self.model, 'qaconv_head', None) is not None
         available = self.available_branches()
         self.thresholds: Dict[str, float] = {
@@ -275,7 +294,8 @@ class FaceRecognizer:
 
         ``adaface`` always; ``qaconv`` with a QAConv head (and the occlusion
         head of a model configured with one); ``fused`` also needs the impostor
-        statistics of a calibration (``ThresholdCalibrationHook``).
+        statistics of a calibration (``ThresholdCalibrationHook``); ``fused_vis``
+        a calibration that fitted the visibility-aware fusion.
         """
         out = ['adaface']
         if self.has_qaconv:
@@ -283,12 +303,14 @@ class FaceRecognizer:
             stats = self.calibration.get('fuse_stats') or {}
             if 'adaface' in stats and 'qaconv' in stats:
                 out.append('fused')
+            if self.vis_fusion is not None:
+                out.append(FUSED_VIS)
         return tuple(out)
 
     def _check_branch(self, branch: str, what: str) -> None:
-        if branch not in BRANCHES:
-            raise ConfigError(f'{what}: branch must be one of {BRANCHES}, got '
-                              f'{branch!r}')
+        if branch not in DECISION_BRANCHES:
+            raise ConfigError(f'{what}: branch must be one of '
+                              f'{DECISION_BRANCHES}, got {branch!r}')
         if branch not in self.available_branches():
             why = {
                 'qaconv': 'the model has no QAConv head'
@@ -298,6 +320,10 @@ class FaceRecognizer:
                           else 'the checkpoint holds no calibration '
                           '(ThresholdCalibrationHook) to put the two branches '
                           'on one scale'),
+                FUSED_VIS: ('the model has no QAConv head' if not self.has_qaconv
+                            else 'the checkpoint\'s calibration fitted no '
+                            'visibility-aware fusion (no occlusion head, or '
+                            'calibrated before it existed)'),
             }[branch]
             raise ConfigError(
                 f'the {branch} branch ({what}) is one this model cannot give: '
@@ -404,7 +430,9 @@ class FaceRecognizer:
 
         Returns:
             dict: ``adaface`` (cosine) and, when the model has QAConv and the maps
-            are there, ``qaconv`` and (with a calibration) ``fused``; ``[N]`` each.
+            are there, ``qaconv``, (with a calibration) ``fused`` and (with a
+            fitted visibility fusion, :data:`BRANCH_UNITS`) ``fused_vis``, from
+            both faces' mean predicted visibility; ``[N]`` each.
         """
         cos = (feats_a['embedding'] * feats_b['embedding']).sum(1)
         out = {'adaface': cos.double().numpy()}
@@ -420,6 +448,11 @@ class FaceRecognizer:
             fused = self.fuse(out['adaface'], out['qaconv'])
             if fused is not None:
                 out['fused'] = fused
+            if self.vis_fusion is not None:
+                out[FUSED_VIS] = apply_visibility_fusion(
+                    self.vis_fusion, out['adaface'], out['qaconv'],
+                    mean_visibility(feats_a['visibility']),
+                    mean_visibility(feats_b['visibility']))
         return out
 
     def fuse(self, adaface: np.ndarray,

@@ -38,6 +38,8 @@ COLUMN_NOTES = {
                         'when above)',
     'threshold_fused': 'mean best 10-fold threshold, fused z-score (accept '
                        'when above)',
+    'threshold_fused_vis': 'mean best 10-fold threshold, log-odds of the '
+                           'visibility-aware fusion (accept when above)',
     'nonfinite_features': 'images/templates with NaN or Inf features: the '
                           'row is NaN, not a result',
     'nonfinite_scores': 'pairs with a NaN or Inf score: the row is NaN, not '

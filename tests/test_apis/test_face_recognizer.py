@@ -11,10 +11,13 @@ import torch
 
 from oaml_mm.apis import FaceRecognizer
 from oaml_mm.errors import CheckpointError, ConfigError, ImageInputError
-from oaml_mm.evaluation.functional import fuse_scores
+from oaml_mm.evaluation.functional import (VIS_FUSION_FEATURES,
+                                           apply_visibility_fusion,
+                                           fuse_scores)
 from oaml_mm.utils import atomic_save
-from tests.test_apis.helpers import (TINY_MODEL, face, write_checkpoint,
-                                     write_config, write_face)
+from tests.test_apis.helpers import (CALIBRATION, TINY_MODEL, face,
+                                     write_checkpoint, write_config,
+                                     write_face)
 
 
 class _Evil:
@@ -211,6 +214,53 @@ class TestFaceRecognizer(unittest.TestCase):
                          threshold=-1.5)
         with self.assertRaisesRegex(ConfigError, 'one of'):
             FaceRecognizer(self.cfg, path, decision_branch='cosine')
+
+    def test_visibility_fusion_decides_when_calibrated(self):
+        params = dict(version=1, features=list(VIS_FUSION_FEATURES),
+                      z_stats={'adaface': [0.1, 0.2], 'qaconv': [-1.0, 2.0]},
+                      coef=[1.0, 0.5, 0.2, -0.1, 2.0, -0.5], intercept=-0.3,
+                      C=1.0, num_pairs=100, source='calib')
+        cal = dict(CALIBRATION, decision_branch='fused_vis', vis_fusion=params,
+                   branches=dict(CALIBRATION['branches'], fused_vis=dict(
+                       threshold=0.7, tar=0.96, far=1e-3)))
+        path = osp.join(self.tmp.name, 'visfusion.pth')
+        write_checkpoint(path, calibration=cal)
+        rec = FaceRecognizer(self.cfg, path)
+        self.assertEqual(rec.available_branches(),
+                         ('adaface', 'qaconv', 'fused', 'fused_vis'))
+        self.assertEqual(rec.decision_branch, 'fused_vis')
+        res = rec.compare(face(1), face(2), channel_order='rgb',
+                          return_features=True)
+        fa, fb = res['features']
+        s = res['scores']
+        ref = apply_visibility_fusion(
+            params, np.array([s['adaface']]), np.array([s['qaconv']]),
+            fa['visibility'].mean().reshape(1).numpy(),
+            fb['visibility'].mean().reshape(1).numpy())[0]
+        self.assertAlmostEqual(s['fused_vis'], ref, places=5)
+        self.assertEqual((res['branch'], res['threshold'], res['unit']),
+                         ('fused_vis', 0.7,
+                          'log-odds of the visibility-aware fusion'))
+        self.assertEqual(res['same'], s['fused_vis'] >= 0.7)
+        self.assertTrue(res['threshold_source'].startswith('calibrated'))
+        # Symmetric in the two faces.
+        back = rec.compare(face(2), face(1), channel_order='rgb')
+        self.assertAlmostEqual(back['scores']['fused_vis'], s['fused_vis'],
+                               places=5)
+        # The z-sum stays available by name; old calibrations keep it.
+        self.assertEqual(rec.compare(face(1), face(2), channel_order='rgb',
+                                     branch='fused')['threshold'], 1.5)
+        self.assertNotIn('fused_vis', self.rec.available_branches())
+        with self.assertRaisesRegex(ConfigError, 'fused_vis branch.*no '
+                                    'visibility-aware fusion'):
+            FaceRecognizer(self.cfg, self.ckpt, decision_branch='fused_vis')
+        # Damaged params: refused at load, naming the field.
+        bad = osp.join(self.tmp.name, 'visfusion_bad.pth')
+        write_checkpoint(bad, calibration=dict(
+            cal, vis_fusion=dict(params, intercept=float('nan'))))
+        with self.assertRaisesRegex(CheckpointError,
+                                    "visfusion_bad.pth.*'intercept'"):
+            FaceRecognizer(self.cfg, bad)
 
     def test_non_finite_threshold_refused(self):
         a = face(0)

@@ -3,6 +3,7 @@ import os.path as osp
 import tempfile
 import unittest
 from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import torch
@@ -11,8 +12,10 @@ from mmengine.logging import MessageHub
 from oaml_mm.apis import FaceRecognizer
 from oaml_mm.engine.hooks import (ThresholdCalibrationHook,
                                   VisibilityVisualizationHook)
-from oaml_mm.errors import ConfigError
-from oaml_mm.evaluation.functional import (calibrate_thresholds, fuse_scores,
+from oaml_mm.errors import CheckpointError, ConfigError
+from oaml_mm.evaluation.functional import (apply_visibility_fusion,
+                                           calibrate_thresholds,
+                                           fit_visibility_fusion, fuse_scores,
                                            impostor_stats, threshold_at_far)
 from oaml_mm.utils import atomic_save, safe_load_checkpoint
 from tests.test_apis.helpers import TINY_MODEL, face
@@ -168,6 +171,94 @@ class TestThresholdCalibrationHook(unittest.TestCase):
             ThresholdCalibrationHook(far=2.0)
         with self.assertRaises(ConfigError):
             ThresholdCalibrationHook(decision_branch='cosine')
+        with self.assertRaisesRegex(ConfigError, 'fusion_C'):
+            ThresholdCalibrationHook(fusion_C=0.0)
+
+    def test_fits_visibility_fusion_and_hands_it_to_test_metrics(self):
+        rng = np.random.default_rng(3)
+        n = 400
+        y = np.arange(n) % 2 == 0
+        vis = rng.uniform(0, 1, (n, 2))
+        v = vis.min(1)
+        scores = {'adaface': 0.2 * (3 * v * y + rng.standard_normal(n)),
+                  'qaconv': 5 * (3 * (1 - v) * y + rng.standard_normal(n))}
+        m = _Metric('calib', scores, y)
+        m.pair_visibility = vis
+        runner = self._runner([m], 'calib_vis')
+        hook = ThresholdCalibrationHook(far=0.05)
+        hook.after_val_epoch(runner, {})
+        cal = hook.calibration
+        ref = fit_visibility_fusion(scores['adaface'], scores['qaconv'],
+                                    vis[:, 0], vis[:, 1], y, source='calib')
+        self.assertEqual(cal['vis_fusion'], ref)
+        fv = apply_visibility_fusion(ref, scores['adaface'], scores['qaconv'],
+                                     vis[:, 0], vis[:, 1])
+        self.assertEqual(cal['branches']['fused_vis']['threshold'],
+                         threshold_at_far(fv, y, 0.05)[0])
+        self.assertEqual(cal['decision_branch'], 'fused_vis')
+        # Stored next to the thresholds, loadable weights-only.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'iter_1.pth')
+            ckpt = {'state_dict': {'w': torch.ones(1)}}
+            hook.before_save_checkpoint(runner, ckpt)
+            atomic_save(ckpt, path)
+            loaded = safe_load_checkpoint(path)
+        self.assertEqual(loaded['meta']['oaml_thresholds']['vis_fusion'], ref)
+        # tools/test.py: the loaded checkpoint's fusion reaches the metrics
+        # that take one, unless they were given their own.
+
+        class _TestMetric:
+            def __init__(self, name, given=False):
+                self.dataset_name = name
+                self.got, self.given = None, given
+
+            def set_fusion_params(self, params, from_checkpoint=False):
+                if not (self.given and from_checkpoint):
+                    self.got = self.fusion_params = params
+
+        tester = ThresholdCalibrationHook()
+        metrics = [_TestMetric('test'), _TestMetric('test2', given=True),
+                   _TestMetric('calib')]
+        test_runner = SimpleNamespace(
+            hooks=[tester], test_loop=SimpleNamespace(
+                evaluator=SimpleNamespace(metrics=metrics)))
+        tester.before_run(test_runner)
+        tester.after_load_checkpoint(test_runner, loaded)
+        with mock.patch('oaml_mm.engine.hooks.threshold_calibration_hook.'
+                        'print_log') as log:
+            tester.before_test(test_runner)
+        self.assertEqual(metrics[0].got, ref)
+        self.assertIsNone(metrics[1].got)
+        # A test set named like a calibration set is flagged (warning).
+        self.assertEqual(len(log.call_args_list), 1)
+        self.assertIn('calib: the visibility fusion was fitted on a '
+                      'validation set of this name', log.call_args[0][0])
+        # No fusion in the checkpoint: nothing handed over.
+        metrics[0].got = None
+        tester.after_load_checkpoint(test_runner, {'meta': {}})
+        tester.before_test(test_runner)
+        self.assertIsNone(metrics[0].got)
+        # A damaged one is refused with the field named.
+        bad = {'meta': {'oaml_thresholds': {
+            'vis_fusion': dict(ref, coef=[1.0])}}}
+        with self.assertRaisesRegex(CheckpointError, "vis_fusion.*'coef'"):
+            tester.after_load_checkpoint(test_runner, bad)
+
+    def test_no_visibility_no_fusion(self):
+        rng = np.random.default_rng(4)
+        y = np.arange(100) % 2 == 0
+        scores = {'adaface': rng.standard_normal(100) + y,
+                  'qaconv': rng.standard_normal(100) + y}
+        hook = ThresholdCalibrationHook(far=0.05)
+        hook.after_val_epoch(self._runner([_Metric('c', scores, y)], 'novis'),
+                             {})
+        self.assertNotIn('vis_fusion', hook.calibration)
+        self.assertEqual(hook.calibration['decision_branch'], 'fused')
+        m = _Metric('c', scores, y)
+        m.pair_visibility = np.ones((100, 2))
+        off = ThresholdCalibrationHook(far=0.05, vis_fusion=False)
+        off.after_val_epoch(self._runner([m], 'visoff'), {})
+        self.assertNotIn('vis_fusion', off.calibration)
 
 
 class _Visualizer:

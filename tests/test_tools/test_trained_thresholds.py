@@ -49,16 +49,20 @@ class TestTrainedThresholds(unittest.TestCase):
         self.assertEqual(cal['far'], 1e-3)
         self.assertEqual(cal['source'], 'clean+masked')
         self.assertEqual(cal['num_pairs'], 80)
-        self.assertEqual(cal['decision_branch'], 'fused')
-        self.assertEqual(set(cal['branches']), {'adaface', 'qaconv', 'fused'})
+        # The model predicts visibility: the visibility-aware fusion is fitted
+        # on the calibration pairs and decides.
+        self.assertEqual(cal['decision_branch'], 'fused_vis')
+        self.assertEqual(set(cal['branches']),
+                         {'adaface', 'qaconv', 'fused', 'fused_vis'})
+        self.assertEqual(cal['vis_fusion']['num_pairs'], 80)
         for v in cal['branches'].values():
             self.assertLessEqual(v['far'], 1e-3)
         self.assertIn('thresholds at FAR=0.001 on clean+masked', self.log)
 
         rec = FaceRecognizer.from_work_dir(self.work)
-        self.assertEqual(rec.decision_branch, 'fused')
-        self.assertEqual(rec.thresholds['fused'],
-                         cal['branches']['fused']['threshold'])
+        self.assertEqual(rec.decision_branch, 'fused_vis')
+        self.assertEqual(rec.thresholds['fused_vis'],
+                         cal['branches']['fused_vis']['threshold'])
         # Two faces of the calibration set, written as files a user would have.
         images, _ = load_verification_bin(osp.join(self.data, 'val',
                                                    'clean.bin'))
@@ -74,10 +78,26 @@ class TestTrainedThresholds(unittest.TestCase):
         res = rec.compare(*paths)
         verdict = 'SAME' if res['same'] else 'DIFFERENT'
         self.assertRegex(
-            out.getvalue(), rf'{verdict} person \(fused -?\d+\.\d+ [<>]=? '
-            r'threshold -?\d+\.\d+, fused z-score; threshold calibrated at '
+            out.getvalue(), rf'{verdict} person \(fused_vis -?\d+\.\d+ [<>]=? '
+            r'threshold -?\d+\.\d+, log-odds of the visibility-aware fusion; '
+            r'threshold calibrated at '
             r'FAR=0\.001 on clean\+masked\)')
         self.assertNotIn('decision unknown', out.getvalue())
+
+    def test_test_tool_reports_the_checkpoints_visibility_fusion(self):
+        ckpt = runs.last_checkpoint(self.work)
+        out = osp.join(self.tmp.name, 'test', 'metrics.json')
+        test_dir = osp.join(self.tmp.name, 'test')
+        cfg = runs.write_run_config('oaml', test_dir, self.data, max_iters=2)
+        proc = subprocess.run(runs.test_command(cfg, ckpt, test_dir, out),
+                              cwd=ROOT, env=runs.thread_env(),
+                              capture_output=True, text=True, timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        metrics = runs.read_metrics(out)
+        for name in ('clean', 'masked', 'occluded'):
+            for k in ('accuracy', 'threshold_fused_vis', 'AUC', 'EER'):
+                self.assertIn(f'{name}/fused_vis/{k}', metrics)
+            self.assertTrue(0 <= metrics[f'{name}/fused_vis/accuracy'] <= 100)
 
 
 if __name__ == '__main__':

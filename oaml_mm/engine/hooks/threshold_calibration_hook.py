@@ -9,8 +9,13 @@ the ``qaconv`` score and, through the evaluation layer's impostor z-norm fusion,
 pairs does not exceed the target (the "strict" reading of a ROC, see
 :mod:`oaml_mm.evaluation.functional.roc`), and stores the result under
 ``checkpoint['meta']['oaml_thresholds']``. The fused branch also needs the impostor
-statistics used to standardise the two branches, so they are stored with it;
-:class:`oaml_mm.apis.FaceRecognizer` reads all of it back.
+statistics used to standardise the two branches, so they are stored with it.
+When the metrics also kept each pair's mean predicted visibility
+(``VerificationMetric.pair_visibility``), the visibility-aware fusion is fitted on
+the same pairs (:func:`~oaml_mm.evaluation.functional.fit_visibility_fusion`) and
+stored with its own threshold (``vis_fusion``, ``branches['fused_vis']``);
+:class:`oaml_mm.apis.FaceRecognizer` reads all of it back, and ``tools/test.py``
+hands the fusion to the test metrics (:meth:`ThresholdCalibrationHook.before_test`).
 
 Validation runs after the epoch's checkpoint is written, so the last checkpoint is
 re-written (atomically) with the final calibration when training ends.
@@ -23,9 +28,11 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from oaml_mm.errors import ConfigError
-from oaml_mm.evaluation.functional import (BRANCHES, THRESHOLDS_META_KEY,
-                                           calibrate_thresholds)
+from oaml_mm.errors import CheckpointError, ConfigError
+from oaml_mm.evaluation.functional import (DECISION_BRANCHES,
+                                           THRESHOLDS_META_KEY, VIS_FUSION_KEY,
+                                           calibrate_thresholds,
+                                           check_visibility_fusion)
 from oaml_mm.registry import HOOKS
 from oaml_mm.utils.checkpoint import atomic_save, safe_load_checkpoint
 
@@ -61,7 +68,20 @@ class ThresholdCalibrationHook(Hook):
         far (float): Target false accept rate. Defaults to 1e-3.
         datasets (Sequence[str], optional): ``dataset_name`` of the metrics whose
             pairs are pooled; None: every ``VerificationMetric``.
-        decision_branch (str): ``'fused'`` (default), ``'adaface'`` or ``'qaconv'``.
+        decision_branch (str): ``'fused'`` (default: the visibility-aware
+            ``'fused_vis'`` when it was fitted, else the z-sum), ``'fused_vis'``,
+            ``'adaface'`` or ``'qaconv'``.
+        vis_fusion (bool): Fit the visibility-aware fusion when the metrics kept
+            the pairs' visibility. Defaults to True.
+        fusion_C (float): Its inverse L2 regularisation. Defaults to 1.0.
+
+    The validation pairs are the calibration split: they must not be the test
+    pairs (SynthFace: ``val/calib.bin``, docs/evaluation.md).
+
+    At test time (``tools/test.py``) the hook reads the loaded checkpoint's
+    visibility fusion and gives it to every test metric with
+    ``set_fusion_params`` that has none of its own, so they report
+    ``{dataset}/fused_vis/...``.
     """
 
     priority = 'LOW'
@@ -69,18 +89,27 @@ class ThresholdCalibrationHook(Hook):
     def __init__(self,
                  far: float = 1e-3,
                  datasets: Optional[Sequence[str]] = None,
-                 decision_branch: str = 'fused') -> None:
+                 decision_branch: str = 'fused',
+                 vis_fusion: bool = True,
+                 fusion_C: float = 1.0) -> None:
         if not 0 < far < 1:
             raise ConfigError(f'ThresholdCalibrationHook: far must be in (0, 1), '
                               f'got {far}')
-        if decision_branch not in BRANCHES:
+        if decision_branch not in DECISION_BRANCHES:
             raise ConfigError(
                 f'ThresholdCalibrationHook: decision_branch must be one of '
-                f'{BRANCHES}, got {decision_branch!r}')
+                f'{DECISION_BRANCHES}, got {decision_branch!r}')
+        if not 0 < fusion_C < float('inf'):
+            raise ConfigError('ThresholdCalibrationHook: fusion_C must be '
+                              f'positive, got {fusion_C}')
         self.far = float(far)
         self.datasets = None if datasets is None else list(datasets)
         self.decision_branch = decision_branch
+        self.vis_fusion = bool(vis_fusion)
+        self.fusion_C = float(fusion_C)
         self.calibration: Optional[dict] = None
+        #: The visibility fusion of the checkpoint loaded for testing.
+        self.loaded_fusion: Optional[dict] = None
         self._active = True
 
     def before_run(self, runner) -> None:
@@ -132,9 +161,28 @@ class ThresholdCalibrationHook(Hook):
             scores = {b: v for b, v in scores.items() if b not in broken}
         if 'adaface' not in scores or labels.all() or not labels.any():
             return
-        cal = calibrate_thresholds(
-            scores, labels, self.far, found[0].fuse_weights,
-            self.decision_branch, '+'.join(m.dataset_name for m in found))
+        source = '+'.join(m.dataset_name for m in found)
+        vis = [getattr(m, 'pair_visibility', None) for m in found]
+        visibility = None
+        if self.vis_fusion and 'qaconv' in scores and all(
+                v is not None for v in vis):
+            v = np.concatenate([np.asarray(x, np.float64) for x in vis])
+            if v.shape == (labels.size, 2) and np.isfinite(v).all():
+                visibility = (v[:, 0], v[:, 1])
+        elif self.vis_fusion and 'qaconv' in scores:
+            print_log('ThresholdCalibrationHook: the metrics kept no pair '
+                      'visibility (no occlusion head?); no visibility fusion',
+                      logger='current')
+        try:
+            cal = calibrate_thresholds(
+                scores, labels, self.far, found[0].fuse_weights,
+                self.decision_branch, source, visibility, self.fusion_C)
+        except ConfigError as e:
+            print_log(f'ThresholdCalibrationHook: visibility fusion not '
+                      f'fitted ({e})', logger='current', level=30)
+            cal = calibrate_thresholds(
+                scores, labels, self.far, found[0].fuse_weights,
+                self.decision_branch, source)
         cal['iter'] = int(runner.iter)
         cal['epoch'] = int(runner.epoch)
         self.calibration = cal
@@ -143,6 +191,50 @@ class ThresholdCalibrationHook(Hook):
                             for b, v in cal['branches'].items())
         print_log(f'thresholds at FAR={self.far:g} on {cal["source"]}: {summary}',
                   logger='current')
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Keep the loaded checkpoint's visibility fusion for the test metrics."""
+        meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+        cal = meta.get(META_KEY) if isinstance(meta, dict) else None
+        params = cal.get(VIS_FUSION_KEY) if isinstance(cal, dict) else None
+        if params is None:
+            self.loaded_fusion = None
+            return
+        try:
+            check_visibility_fusion(
+                params, f"checkpoint meta['{META_KEY}']['{VIS_FUSION_KEY}']")
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from e
+        thr = (cal.get('branches') or {}).get('fused_vis') or {}
+        self.loaded_fusion = dict(params=params,
+                                  threshold=thr.get('threshold'),
+                                  far=cal.get('far'))
+
+    def before_test(self, runner) -> None:
+        """Give the loaded visibility fusion to the test metrics that take it."""
+        if not self._active:
+            return
+        evaluator = getattr(runner.test_loop, 'evaluator', None)
+        metrics = [m for m in getattr(evaluator, 'metrics', ())
+                   if callable(getattr(m, 'set_fusion_params', None))]
+        if not metrics:
+            return
+        if self.loaded_fusion is None:
+            print_log('ThresholdCalibrationHook: the checkpoint holds no '
+                      'visibility fusion; no fused_vis keys', logger='current')
+            return
+        params = self.loaded_fusion['params']
+        fitted_on = set(str(params.get('source', '')).split('+')) - {''}
+        for m in metrics:
+            m.set_fusion_params(params, from_checkpoint=True)
+            if getattr(m, 'fusion_params', None) == params and \
+                    getattr(m, 'dataset_name', None) in fitted_on:
+                # Only the names are known here, not the files.
+                print_log(f'{m.dataset_name}: the visibility fusion was '
+                          f'fitted on a validation set of this name '
+                          f'({params["source"]}); its fused_vis figures are '
+                          'held-out only if those pairs are not these',
+                          logger='current', level=30)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.calibration is not None and self._active:

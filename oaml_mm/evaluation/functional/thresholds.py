@@ -3,25 +3,36 @@
 The protocol side of threshold calibration (used by
 :class:`~oaml_mm.engine.hooks.ThresholdCalibrationHook` during training and read
 back by :class:`~oaml_mm.apis.FaceRecognizer`): per-branch thresholds on a set of
-scored pairs, the impostor statistics of the fused score, and the names under which
-they are stored. See docs/inference.md, "Thresholds".
+scored pairs, the impostor statistics of the fused score, the visibility-aware
+fusion fitted on the same pairs, and the names under which they are stored. See
+docs/inference.md, "Thresholds".
 """
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from oaml_mm.errors import ConfigError
-from .fusion import fuse_scores, impostor_stats
+from .fusion import (apply_visibility_fusion, fit_visibility_fusion,
+                     fuse_scores, impostor_stats)
 from .roc import roc_curve
 
-__all__ = ['BRANCHES', 'THRESHOLDS_META_KEY', 'threshold_at_far',
-           'calibrate_thresholds']
+__all__ = ['BRANCHES', 'THRESHOLDS_META_KEY', 'FUSED_VIS', 'VIS_FUSION_KEY',
+           'DECISION_BRANCHES', 'threshold_at_far', 'calibrate_thresholds']
 
 #: The score branches of a face model: the AdaFace cosine, the QAConv score and
 #: their fused sum (metric keys ``{dataset}/{branch}/{metric}``).
 BRANCHES = ('adaface', 'qaconv', 'fused')
 #: Key of the calibration in ``checkpoint['meta']`` and the message hub.
 THRESHOLDS_META_KEY = 'oaml_thresholds'
+#: The visibility-aware fused score (:func:`~.fusion.apply_visibility_fusion`):
+#: reported as ``{dataset}/fused_vis/{metric}`` when its parameters are known.
+FUSED_VIS = 'fused_vis'
+#: Key of the fitted visibility fusion inside the calibration dict
+#: (``checkpoint['meta']['oaml_thresholds']['vis_fusion']``).
+VIS_FUSION_KEY = 'vis_fusion'
+#: Branches that can decide same/different: the three metric branches and the
+#: visibility-aware fusion.
+DECISION_BRANCHES = BRANCHES + (FUSED_VIS, )
 
 
 def threshold_at_far(scores: np.ndarray, labels: np.ndarray,
@@ -61,8 +72,17 @@ def calibrate_thresholds(scores: Dict[str, np.ndarray],
                          far: float,
                          fuse_weights: Sequence[float] = (0.5, 0.5),
                          decision_branch: str = 'fused',
-                         source: str = '') -> dict:
+                         source: str = '',
+                         visibility: Optional[Tuple[np.ndarray,
+                                                    np.ndarray]] = None,
+                         fusion_C: float = 1.0) -> dict:
     """Per-branch thresholds at ``far`` and the fusion statistics, as stored in meta.
+
+    With ``visibility`` (and both branches) the visibility-aware fusion is
+    fitted on these pairs (:func:`~.fusion.fit_visibility_fusion`), stored under
+    ``vis_fusion`` and its logit thresholded like a branch (``fused_vis``); a
+    ``'fused'`` decision then becomes ``'fused_vis'``, the fusion of the same
+    two scores that also weighs how visible the faces are.
 
     Args:
         scores (dict): ``adaface`` and optionally ``qaconv`` ``[N]`` pair scores.
@@ -70,13 +90,16 @@ def calibrate_thresholds(scores: Dict[str, np.ndarray],
         far (float): Target FAR.
         fuse_weights (Sequence[float]): (adaface, qaconv) fusion weights.
         decision_branch (str): Branch whose threshold decides same/different
-            (falls back to ``adaface`` when the branch is missing).
+            (a missing one falls back to ``fused``, then ``adaface``).
         source (str): Where the pairs came from (kept for the record).
+        visibility (tuple, optional): ``([N], [N])`` mean predicted visibility
+            of the first and second face of each pair.
+        fusion_C (float): Inverse regularisation of the visibility fusion.
 
     Returns:
         dict: ``far``, ``source``, ``num_pairs``, ``decision_branch``,
-        ``fuse_weights``, ``fuse_stats`` ({branch: [mean, std]}) and ``branches``
-        ({branch: {threshold, tar, far}}).
+        ``fuse_weights``, ``fuse_stats`` ({branch: [mean, std]}), ``branches``
+        ({branch: {threshold, tar, far}}) and, when fitted, ``vis_fusion``.
     """
     labels = np.asarray(labels).astype(bool).reshape(-1)
     scores = {k: np.asarray(v, np.float64).reshape(-1) for k, v in scores.items()}
@@ -89,9 +112,21 @@ def calibrate_thresholds(scores: Dict[str, np.ndarray],
         scores['fused'] = fuse_scores([scores['adaface'], scores['qaconv']],
                                       fuse_weights, stats)
         out['fuse_stats'] = {'adaface': list(stats[0]), 'qaconv': list(stats[1])}
+        if visibility is not None:
+            va, vb = visibility
+            params = fit_visibility_fusion(scores['adaface'], scores['qaconv'],
+                                           va, vb, labels, fusion_C, source)
+            out[VIS_FUSION_KEY] = params
+            scores[FUSED_VIS] = apply_visibility_fusion(
+                params, scores['adaface'], scores['qaconv'], va, vb)
     for branch, s in scores.items():
         t, tar, reached = threshold_at_far(s, labels, far)
         out['branches'][branch] = dict(threshold=t, tar=tar, far=reached)
-    out['decision_branch'] = decision_branch if decision_branch in out[
-        'branches'] else 'adaface'
+    if decision_branch == 'fused' and FUSED_VIS in out['branches']:
+        decision_branch = FUSED_VIS
+    for b in (decision_branch, 'fused', 'adaface'):
+        # A missing branch falls back to the next best one that was scored.
+        if b in out['branches']:
+            out['decision_branch'] = b
+            break
     return out

@@ -20,15 +20,19 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from oaml_mm.errors import ConfigError
-from oaml_mm.evaluation.functional import (BRANCHES, TemplateAccumulator, auc,
-                                           eer, roc_curve, tar_at_far)
+from oaml_mm.evaluation.functional import (BRANCHES, FUSED_VIS,
+                                           TemplateAccumulator,
+                                           apply_visibility_fusion, auc,
+                                           check_visibility_fusion, eer,
+                                           roc_curve, tar_at_far)
 
 __all__ = ['FaceMetricBase', 'BRANCHES']
 
 # Which accumulated features each reported branch reads; the other rows
 # (qaconv, its visibility-ablation variants, the visibility error) read maps.
 _FEATURES_OF = {'adaface': ('embedding', ),
-                'fused': ('embedding', 'feature_map')}
+                'fused': ('embedding', 'feature_map'),
+                FUSED_VIS: ('embedding', 'feature_map')}
 
 
 def _to_dict(sample: Any) -> dict:
@@ -48,6 +52,13 @@ class FaceMetricBase(BaseMetric):
         pair_chunk (int): Pairs per QAConv matcher call. Defaults to 1024.
         map_dtype (str): Storage of the pooled feature maps. Defaults to 'float16'.
         progress (bool): Show a tqdm bar (rank 0) while scoring pairs.
+        fusion_params (dict, optional): A visibility-aware fusion fitted on a
+            calibration split
+            (:func:`~oaml_mm.evaluation.functional.fit_visibility_fusion`);
+            adds the ``{dataset}/fused_vis/...`` keys. None: the one of the
+            tested checkpoint, when it has one
+            (:meth:`set_fusion_params`, called by ``ThresholdCalibrationHook``),
+            else no such keys.
         collect_device (str): Kept for mmengine compatibility.
     """
 
@@ -62,6 +73,7 @@ class FaceMetricBase(BaseMetric):
                  pair_chunk: int = 1024,
                  map_dtype: str = 'float16',
                  progress: bool = True,
+                 fusion_params: Optional[dict] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
@@ -81,6 +93,16 @@ class FaceMetricBase(BaseMetric):
         self.model = None
         self.dataset_size: Optional[int] = None
         self.roc_curves: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        self.fusion_params: Optional[dict] = None
+        self._fusion_given = fusion_params is not None
+        if fusion_params is not None:
+            self.fusion_params = check_visibility_fusion(
+                dict(fusion_params),
+                f'{type(self).__name__}({dataset_name!r}).fusion_params')
+        #: ``[N, 2]`` mean predicted visibility of both faces (images or
+        #: templates) of each scored pair, kept after ``evaluate`` like
+        #: ``scores``; None when the predictions carried no visibility.
+        self.pair_visibility: Optional[np.ndarray] = None
         self._seen = 0
         self._warned = set()
 
@@ -88,6 +110,36 @@ class FaceMetricBase(BaseMetric):
     def bind_model(self, model: Optional[torch.nn.Module]) -> None:
         """Give the metric the (unwrapped) model whose ``match_pairs`` scores QAConv."""
         self.model = model
+
+    def set_fusion_params(self, params: Optional[dict],
+                          from_checkpoint: bool = False) -> None:
+        """Use a visibility-aware fusion for the ``fused_vis`` keys.
+
+        Args:
+            params (dict, optional): See ``fusion_params``; None removes it.
+            from_checkpoint (bool): The params come from the tested checkpoint:
+                they do not replace ones given to the constructor.
+
+        Raises:
+            ConfigError: Malformed params (the message names the field).
+        """
+        if from_checkpoint and self._fusion_given:
+            return
+        self.fusion_params = None if params is None else \
+            check_visibility_fusion(dict(params), f'{self.dataset_name}: '
+                                    'visibility fusion params')
+
+    def _fused_vis(self, scores: Dict[str, np.ndarray],
+                   vis: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """The visibility-aware fused scores of the pairs, when its params are
+        known (None otherwise); faces without predicted visibility count as
+        fully visible, as the QAConv matcher treats them."""
+        if self.fusion_params is None or 'qaconv' not in scores:
+            return None
+        n = scores['adaface'].shape[0]
+        vis = np.ones((n, 2)) if vis is None else vis
+        return apply_visibility_fusion(self.fusion_params, scores['adaface'],
+                                       scores['qaconv'], vis[:, 0], vis[:, 1])
 
     def set_dataset_size(self, size: int) -> None:
         """Number of samples of the data set; lets DDP padding be recognised."""
@@ -297,11 +349,12 @@ class FaceMetricBase(BaseMetric):
                           int((~np.isfinite(scores[b])).sum()))
         if not bad:
             return metrics
-        # The fused score is made of the other two.
-        if 'fused' in branches and 'fused' not in bad:
-            for src in ('adaface', 'qaconv'):
-                if src in bad:
-                    bad['fused'] = bad[src]
+        # The fused scores are made of the other two.
+        for fused in ('fused', FUSED_VIS):
+            if fused in branches and fused not in bad:
+                for src in ('adaface', 'qaconv'):
+                    if src in bad:
+                        bad[fused] = bad[src]
         out = {}
         for k, v in metrics.items():
             parts = k.split('/')

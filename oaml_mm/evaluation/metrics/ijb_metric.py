@@ -28,13 +28,14 @@ from oaml_mm.datasets.ijb import (ijb_meta_paths, read_1n_csv,
 from oaml_mm.errors import DataFormatError
 from oaml_mm.evaluation.functional import (COSINE_MIN_FILL, COSINE_TILE,
                                            DEFAULT_FARS, DEFAULT_TILE,
-                                           POOL_SUFFIX, QACONV_MIN_FILL,
+                                           FUSED_VIS, POOL_SUFFIX,
+                                           QACONV_MIN_FILL,
                                            TemplateAccumulator, check_pooling,
                                            dot_all, dot_rows, fuse_scores,
                                            identification_1n, impostor_stats,
                                            match_all_then_pick,
-                                           plan_pair_units, score_units,
-                                           split_units)
+                                           mean_visibility, plan_pair_units,
+                                           score_units, split_units)
 from oaml_mm.registry import METRICS
 from .face_metric_base import BRANCHES, FaceMetricBase
 
@@ -54,7 +55,10 @@ class IJBMetric(FaceMetricBase):
     union of the galleries) and ``/1N_TPIR@FPIR=1e-02`` (open set, mean over the
     galleries). A branch fed a NaN/Inf embedding, norm, map or score reports NaN
     and ``/nonfinite_features`` (templates) or ``/nonfinite_scores`` (pairs)
-    instead (:meth:`FaceMetricBase._mask_nonfinite`).
+    instead (:meth:`FaceMetricBase._mask_nonfinite`). With a visibility-aware
+    fusion (``fusion_params`` or the tested checkpoint's) also
+    ``{dataset}/fused_vis/TAR@FAR=..``, ``/AUC``, ``/EER`` (1:1 only), a
+    template's visibility being the mean of its pooled visibility map.
 
     Args:
         dataset_name (str): Key prefix. Defaults to 'ijbc'.
@@ -280,6 +284,7 @@ class IJBMetric(FaceMetricBase):
 
     def _compute(self) -> Dict[str, float]:
         self._check_pairs_have_images()
+        self.pair_visibility = None
         labels = self.pair_label
         emb = self.acc.embeddings()
         cos = self._listed_scores(emb, None).numpy().astype(np.float64)
@@ -301,8 +306,14 @@ class IJBMetric(FaceMetricBase):
             scores['fused'] = fuse_scores(
                 [scores['adaface'], scores['qaconv']], self.fuse_weights,
                 [stats['adaface'], stats['qaconv']])
+            tv = mean_visibility(vis)
+            self.pair_visibility = np.stack(
+                [tv[self.pair_a.numpy()], tv[self.pair_b.numpy()]], 1)
+            fv = self._fused_vis(scores, self.pair_visibility)
+            if fv is not None:
+                scores[FUSED_VIS] = fv
         out: Dict[str, float] = {}
-        for b in self.branches:
+        for b in tuple(self.branches) + (FUSED_VIS, ):
             if b in scores:
                 out.update(self._roc_metrics(b, scores[b], labels, self.fars,
                                              self.far_rule))

@@ -19,9 +19,10 @@ import torch
 from mmengine.dist import all_reduce
 
 from oaml_mm.errors import DataFormatError
-from oaml_mm.evaluation.functional import (OCCLUSION_TYPES,
+from oaml_mm.evaluation.functional import (FUSED_VIS, OCCLUSION_TYPES,
                                            TemplateAccumulator, fuse_scores,
-                                           impostor_stats, verification_10fold,
+                                           impostor_stats, mean_visibility,
+                                           verification_10fold,
                                            verification_10fold_scores,
                                            visibility_mae)
 from oaml_mm.models.functional import resize_visibility
@@ -51,7 +52,11 @@ class VerificationMetric(FaceMetricBase):
     with the true visibility), ``{dataset}/qaconv_no_vis/accuracy`` (with none; both
     with ``/std`` and ``/threshold_qaconv``) and ``{dataset}/visibility/MAE`` plus
     ``/MAE_{type}`` per occlusion type (the occlusion head's mean absolute error on
-    the grid, a fraction in [0, 1]). These extra names are not branches: the
+    the grid, a fraction in [0, 1]). With a visibility-aware fusion
+    (``fusion_params``, or the tested checkpoint's: docs/evaluation.md,
+    "Visibility-aware fusion") also ``{dataset}/fused_vis/accuracy``, ``/std``,
+    ``/threshold_fused_vis`` (fitted log-odds), ``/AUC``, ``/EER`` and
+    ``/TAR@FAR=..``. These extra names are not branches: the
     ``branches`` argument is unchanged. A branch fed a NaN/Inf embedding, map,
     visibility or score reports NaN for every key and ``/nonfinite_features``
     (images) or ``/nonfinite_scores`` (pairs), with a warning: never the 50 %
@@ -105,6 +110,7 @@ class VerificationMetric(FaceMetricBase):
         # Ablation store, one row per image: true visibility and type code.
         self.gt_vis = torch.zeros(0, 0)
         self.type_code = torch.full((0, ), -1, dtype=torch.int64)
+        self._saw_vis = False
 
     def reset(self) -> None:
         super().reset()
@@ -141,6 +147,7 @@ class VerificationMetric(FaceMetricBase):
             if self.needs_maps and 'feature_map' in s:
                 maps.append(torch.as_tensor(s['feature_map']))
                 v = s.get('visibility')
+                self._saw_vis |= v is not None
                 vis.append(torch.ones(1, *maps[-1].shape[1:])
                            if v is None else torch.as_tensor(v).float())
             if self.visibility_ablation:
@@ -199,6 +206,9 @@ class VerificationMetric(FaceMetricBase):
         all_reduce(issame, op='max')
         if self.visibility_ablation:
             self._reduce_ablation()
+        saw = torch.tensor([int(self._saw_vis)])
+        all_reduce(saw, op='max')
+        self._saw_vis = bool(saw)
         nonfinite = self._screen_nonfinite(self.acc)
         metrics = self._mask_nonfinite(self._compute(issame), nonfinite)
         self.reset()
@@ -237,6 +247,7 @@ class VerificationMetric(FaceMetricBase):
         out: Dict[str, float] = {}
         cos = np.sum(emb[0::2] * emb[1::2], 1)
         scores = {'adaface': cos}
+        self.pair_visibility = None
         if 'adaface' in self.branches:
             res = verification_10fold(emb, issame, self.nrof_folds)
             out.update(self._acc_keys('adaface', res))
@@ -267,6 +278,16 @@ class VerificationMetric(FaceMetricBase):
                 res = verification_10fold_scores(f, issame, self.nrof_folds)
                 out.update(self._acc_keys('fused', res))
                 out.update(self._roc_metrics('fused', f, issame, self.fars,
+                                             'closest'))
+            if self._saw_vis:
+                v = mean_visibility(self.acc.visibility()[:2 * num_pairs])
+                self.pair_visibility = np.stack([v[0::2], v[1::2]], 1)
+            fv = self._fused_vis(scores, self.pair_visibility)
+            if fv is not None:
+                scores[FUSED_VIS] = fv
+                res = verification_10fold_scores(fv, issame, self.nrof_folds)
+                out.update(self._acc_keys(FUSED_VIS, res))
+                out.update(self._roc_metrics(FUSED_VIS, fv, issame, self.fars,
                                              'closest'))
             if self.visibility_ablation:
                 out.update(self._ablation(num_pairs, issame, scores))
@@ -313,13 +334,15 @@ class VerificationMetric(FaceMetricBase):
         ``1 - d / 2`` (what :class:`~oaml_mm.apis.FaceRecognizer` compares with),
         under ``threshold_cos``. QAConv scores (also with true or no
         visibility) go under ``threshold_qaconv``, the fused z-score under
-        ``threshold_fused``: one unit per column of the ``tools/test.py`` table.
+        ``threshold_fused``, the visibility-aware fusion's log-odds under
+        ``threshold_fused_vis``: one unit per column of the ``tools/test.py``
+        table.
         """
         p = f'{self.dataset_name}/{branch}/'
         if branch == 'adaface':
             thr = {'threshold_cos': 1.0 - float(res['threshold']) / 2.0}
-        elif branch == 'fused':
-            thr = {'threshold_fused': float(res['threshold'])}
+        elif branch in ('fused', FUSED_VIS):
+            thr = {f'threshold_{branch}': float(res['threshold'])}
         else:
             thr = {'threshold_qaconv': float(res['threshold'])}
         return {

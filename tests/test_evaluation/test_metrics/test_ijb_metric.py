@@ -7,10 +7,12 @@ import torch
 
 from oaml_mm.errors import ConfigError, DataFormatError
 from oaml_mm.evaluation.functional import (TemplateAccumulator,
+                                           apply_visibility_fusion,
                                            identification_1n, pool_templates,
                                            tar_at_far)
 from oaml_mm.evaluation.metrics import IJBMetric
 from ..fakes import FakeMatcherModel, feed, toy_pair_score, write_ijb
+from .test_verification_metric import FUSION_PARAMS
 
 
 class TestIJBMetric(unittest.TestCase):
@@ -108,6 +110,44 @@ class TestIJBMetric(unittest.TestCase):
         r = m.evaluate(len(samples))
         self.assertIn('ijbc/adaface/AUC', r)
         self.assertFalse(any('1N' in k for k in r))
+
+    def test_fused_vis_on_template_visibility(self):
+        samples = write_ijb(self.root)
+        m = self._metric()
+        m.bind_model(FakeMatcherModel())
+        feed(m, samples)
+        r = m.evaluate(len(samples))
+        self.assertFalse([k for k in r if '/fused_vis/' in k])
+        # Template visibility: its pooled map's mean (images weighted 1 / the
+        # size of their media, as the maps are).
+        acc = TemplateAccumulator(5, map_shape=(4, 2, 2))
+        for s in samples:
+            n = sum(1 for o in samples if (o['template_id'], o['media_id']) ==
+                    (s['template_id'], s['media_id']))
+            acc.add(torch.tensor([s['template_id'] - 1]), None,
+                    s['feature_map'][None], s['visibility'][None],
+                    torch.tensor([1.0 / n], dtype=torch.float64))
+        tv = acc.visibility().flatten(1).mean(1).double().numpy()
+        a = np.array([1, 1, 2, 3, 4, 2, 1, 3]) - 1
+        b = np.array([2, 3, 3, 4, 5, 4, 5, 5]) - 1
+        np.testing.assert_allclose(m.pair_visibility,
+                                   np.stack([tv[a], tv[b]], 1), rtol=1e-5)
+        m2 = self._metric(fusion_params=FUSION_PARAMS)
+        m2.bind_model(FakeMatcherModel())
+        feed(m2, samples)
+        r2 = m2.evaluate(len(samples))
+        ref = apply_visibility_fusion(FUSION_PARAMS, m.scores['adaface'],
+                                      m.scores['qaconv'],
+                                      m.pair_visibility[:, 0],
+                                      m.pair_visibility[:, 1])
+        np.testing.assert_allclose(m2.scores['fused_vis'], ref, rtol=1e-12)
+        tar = tar_at_far(ref, m.labels, (0.2, 0.5))
+        self.assertAlmostEqual(r2['ijbc/fused_vis/TAR@FAR=2e-01'],
+                               100 * tar[0.2])
+        self.assertIn('ijbc/fused_vis/AUC', r2)
+        self.assertIn('ijbc/fused_vis/EER', r2)
+        self.assertEqual({k: v for k, v in r2.items() if '/fused_vis/' not in k},
+                         r)
 
 
 class TestIJBMetricPooling(unittest.TestCase):

@@ -4,13 +4,21 @@ import numpy as np
 import torch
 
 from oaml_mm.errors import ConfigError, DataFormatError
-from oaml_mm.evaluation.functional import (fuse_scores, impostor_stats,
+from oaml_mm.evaluation.functional import (VIS_FUSION_FEATURES,
+                                           apply_visibility_fusion,
+                                           fuse_scores, impostor_stats,
                                            verification_10fold,
                                            verification_10fold_scores)
 from oaml_mm.evaluation.metrics import VerificationMetric
 from oaml_mm.registry import METRICS
 from ..fakes import (FakeMatcherModel, feed, toy_pair_score,
                      verification_samples)
+
+#: A hand-set visibility fusion (what fit_visibility_fusion stores).
+FUSION_PARAMS = dict(version=1, features=list(VIS_FUSION_FEATURES),
+                     z_stats={'adaface': [0.1, 0.5], 'qaconv': [0.2, 0.3]},
+                     coef=[1.0, 0.5, 0.2, -0.1, 2.0, -0.5], intercept=-0.3,
+                     C=1.0, num_pairs=100, source='calib')
 
 
 class TestVerificationMetric(unittest.TestCase):
@@ -101,3 +109,52 @@ class TestVerificationMetric(unittest.TestCase):
             VerificationMetric('lfw', branches=('arcface', ))
         with self.assertRaises(ConfigError):
             VerificationMetric('lfw', fuse_weights=(1.0, ))
+
+    def test_fused_vis_keys_with_fusion_params(self):
+        samples = verification_samples(num_pairs=30, wrong=(1, 4, 7))
+        m = VerificationMetric('calib', fars=(0.1, ), progress=False)
+        m.bind_model(FakeMatcherModel())
+        feed(m, samples)
+        r = m.evaluate(len(samples))
+        # No params: no fused_vis keys, but the pairs' visibility is kept.
+        self.assertFalse([k for k in r if '/fused_vis/' in k])
+        vis = torch.stack([s['visibility'] for s in samples]).flatten(1)
+        vis = vis.mean(1).double().numpy()
+        np.testing.assert_allclose(m.pair_visibility,
+                                   np.stack([vis[0::2], vis[1::2]], 1),
+                                   rtol=1e-6)
+        m2 = VerificationMetric('calib', fars=(0.1, ), progress=False,
+                                fusion_params=FUSION_PARAMS)
+        m2.bind_model(FakeMatcherModel())
+        feed(m2, samples)
+        r2 = m2.evaluate(len(samples))
+        ref = apply_visibility_fusion(FUSION_PARAMS, m.scores['adaface'],
+                                      m.scores['qaconv'],
+                                      m.pair_visibility[:, 0],
+                                      m.pair_visibility[:, 1])
+        np.testing.assert_allclose(m2.scores['fused_vis'], ref, rtol=1e-12)
+        res = verification_10fold_scores(ref, m.labels)
+        self.assertAlmostEqual(r2['calib/fused_vis/accuracy'],
+                               100 * res['accuracy'])
+        self.assertAlmostEqual(r2['calib/fused_vis/std'], 100 * res['std'])
+        self.assertEqual(r2['calib/fused_vis/threshold_fused_vis'],
+                         res['threshold'])
+        for k in ('AUC', 'EER', 'TAR@FAR=1e-01'):
+            self.assertIn(f'calib/fused_vis/{k}', r2)
+        # The other keys are unchanged.
+        self.assertEqual({k: v for k, v in r2.items() if '/fused_vis/' not in k},
+                         r)
+        # A checkpoint's params do not replace the ones given.
+        m2.set_fusion_params(dict(FUSION_PARAMS, intercept=5.0),
+                             from_checkpoint=True)
+        self.assertEqual(m2.fusion_params, FUSION_PARAMS)
+        m.set_fusion_params(FUSION_PARAMS, from_checkpoint=True)
+        self.assertEqual(m.fusion_params, FUSION_PARAMS)
+
+    def test_bad_fusion_params(self):
+        with self.assertRaisesRegex(ConfigError, "fusion_params.*'coef'"):
+            VerificationMetric('lfw', fusion_params=dict(FUSION_PARAMS,
+                                                         coef=[1.0]))
+        m = VerificationMetric('lfw')
+        with self.assertRaisesRegex(ConfigError, "'z_stats'"):
+            m.set_fusion_params(dict(FUSION_PARAMS, z_stats={}))
