@@ -36,7 +36,7 @@ test_dataloader = {{_base_.bin_dataloader}}
 # End-of-training validation: the pair scores ThresholdCalibrationHook calibrates.
 val_evaluator = [
     dict(type='VerificationMetric', dataset_name=name, branches=('adaface', ),
-         select_by_name=True, progress=False) for name in ['clean', 'masked']
+         select_by_name=True, progress=False) for name in ['calib']
 ]
 test_evaluator = [
     dict(type='VerificationMetric', dataset_name=name, branches=('adaface', ),

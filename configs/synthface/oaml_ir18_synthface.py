@@ -72,7 +72,7 @@ test_dataloader = {{_base_.bin_dataloader}}
 val_evaluator = [
     dict(type='VerificationMetric', dataset_name=name,
          branches=('adaface', 'qaconv', 'fused'), select_by_name=True,
-         progress=False) for name in ['clean', 'masked']
+         progress=False) for name in ['calib']
 ]
 test_evaluator = [
     dict(type='VerificationMetric', dataset_name=name,
