@@ -83,10 +83,18 @@ class TestStudyModels(unittest.TestCase):
         names = [j['name'] for j in occlusion_study.train_jobs(args)]
         self.assertNotIn('oaml it40 s1', names)
         self.assertEqual(len(names), 3)
-        # Only the trained run is evaluated, once per test part.
+        # Only the trained run is evaluated: an OAML model once recalibrated,
+        # then once per test part, from the recalibrated checkpoint.
+        self.assertEqual([j['name'] for j in occlusion_study.test_jobs(args)], [])
+        cal = occlusion_study.calibrate_jobs(args)
+        self.assertEqual([j['name'] for j in cal], ['calibrate oaml it40 s1'])
+        self.assertIn(osp.join(wd, 'calibrated.pth'), cal[0]['cmd'])
+        open(osp.join(wd, 'calibrated.pth'), 'wb').close()
+        self.assertEqual(occlusion_study.calibrate_jobs(args), [])
         tests = occlusion_study.test_jobs(args)
         self.assertEqual([j['name'] for j in tests],
                          ['test oaml bins it40 s1', 'test oaml ijbc it40 s1'])
+        self.assertIn(osp.join(wd, 'calibrated.pth'), tests[0]['cmd'])
 
 
 class TestStudyReport(unittest.TestCase):

@@ -8,9 +8,11 @@ training occluders and the held-out occluders and faces) and the mini IJB-C, and
 writes one table (``docs/occlusion_study.md`` shows the measured one).
 
 Layout: ``WORK/it{iters}/seed{seed}/{model}/`` per run (training log, checkpoint,
-``test_bins.json`` / ``test_ijbc.json``). A run whose checkpoint exists is not
-trained again, and an evaluation whose output exists is not repeated, so an
-interrupted study resumes where it stopped.
+``test_bins.json`` / ``test_ijbc.json``). OAML models are evaluated from
+``calibrated.pth``: the checkpoint with its thresholds and visibility fusion fitted
+on the evaluated data's calibration split by ``tools/calibrate.py``. A run whose
+checkpoint exists is not trained again, and a calibration or evaluation whose output
+exists is not repeated, so an interrupted study resumes where it stopped.
 
 Examples:
     # the whole study (about 3 CPU-hours on 2 cores)
@@ -91,7 +93,38 @@ def train_jobs(args) -> List[dict]:
     return jobs
 
 
+def _calibrated(wd: str) -> str:
+    return osp.join(wd, 'calibrated.pth')
+
+
+def calibrate_jobs(args) -> List[dict]:
+    """Re-fit every trained OAML model's thresholds and visibility fusion on the
+    calibration split of the evaluated data (``val/calib.bin``), so that no figure
+    depends on where a run happened to be calibrated when it was trained."""
+    jobs = []
+    for iters in args.iters:
+        for seed in args.seeds:
+            for model in args.models:
+                wd = run_dir(args.work_dir, iters, seed, model)
+                if runs.FAMILY[model] != 'oaml' or not _trained(wd, iters) or \
+                        osp.isfile(_calibrated(wd)):
+                    continue
+                cd = osp.join(wd, 'calibrate')
+                cfg = runs.write_run_config(model, cd, args.test_data, iters,
+                                            seed=seed)
+                jobs.append(dict(
+                    name=f'calibrate {model} it{iters} s{seed}',
+                    cmd=[sys.executable, osp.join(runs.ROOT, 'tools',
+                                                  'calibrate.py'), cfg,
+                         osp.join(wd, f'iter_{iters}.pth'), '--out',
+                         _calibrated(wd), '--work-dir', cd],
+                    log=osp.join(wd, 'calibrate.log')))
+    return jobs
+
+
 def test_jobs(args) -> List[dict]:
+    """``tools/test.py`` on the ``.bin`` sets and the mini IJB-C of every trained
+    run (OAML models: their recalibrated checkpoint)."""
     jobs = []
     for iters in args.iters:
         for seed in args.seeds:
@@ -100,18 +133,21 @@ def test_jobs(args) -> List[dict]:
                 if not _trained(wd, iters):
                     continue
                 ckpt = osp.join(wd, f'iter_{iters}.pth')
+                if runs.FAMILY[model] == 'oaml':
+                    if not osp.isfile(_calibrated(wd)):
+                        continue
+                    ckpt = _calibrated(wd)
                 for part, ijbc in (('bins', False), ('ijbc', True)):
                     out = osp.join(wd, f'test_{part}.json')
                     if osp.isfile(out):
                         continue
+                    td = osp.join(wd, f'test_{part}')
                     cfg = runs.write_run_config(
-                        model, wd, args.data, iters, seed=seed,
+                        model, td, args.data, iters, seed=seed,
                         test_data_root=args.test_data, ijbc=ijbc)
                     jobs.append(dict(
                         name=f'test {model} {part} it{iters} s{seed}',
-                        cmd=runs.test_command(cfg, ckpt,
-                                              osp.join(wd, f'test_{part}'),
-                                              out),
+                        cmd=runs.test_command(cfg, ckpt, td, out),
                         log=osp.join(wd, f'test_{part}.log')))
     return jobs
 
@@ -133,10 +169,12 @@ def main(argv=None):
         runs.run_jobs(jobs, max_parallel=args.jobs,
                       report=runs.print_progress, interval=60)
     if 'test' in args.stages:
-        jobs = test_jobs(args)
-        print(f'[study] {len(jobs)} evaluations', flush=True)
-        runs.run_jobs(jobs, max_parallel=args.jobs,
-                      report=runs.print_progress, interval=60)
+        for what, make in (('calibrations', calibrate_jobs),
+                           ('evaluations', test_jobs)):
+            jobs = make(args)
+            print(f'[study] {len(jobs)} {what}', flush=True)
+            runs.run_jobs(jobs, max_parallel=args.jobs,
+                          report=runs.print_progress, interval=60)
     if 'report' in args.stages:
         import occlusion_study_report as report
         table = report.study_table(args.work_dir, args.models, args.iters,
