@@ -110,7 +110,41 @@ def study_table(work_dir: str, models: Sequence[str], iters: Sequence[int],
                 report._stat([_value(r, f'ijbc/{b}{suffix}/TAR@FAR={IJBC_FAR}')
                               for r in data[m]]) for m, b in cols) + ' |')
         out += [''] + _aims_table(data, cols) + ['']
+        out += _mae_table(data) + ['']
     return '\n'.join(out)
+
+
+#: Occluder families and the set whose images carry them: the training families
+#: on SynthFace's occluded pairs, the held-out ones on the held-out pairs.
+MAE_COLUMNS = (('occluded', ('niqab', 'medical_mask', 'scarf', 'hand',
+                             'sunglasses')),
+               ('heldout_occluded', ('object', 'texture_patch', 'eye_band',
+                                     'scarf_alt', 'hand_alt')))
+
+
+def _mae_table(data: Dict[str, list]) -> List[str]:
+    """The occlusion head's visibility error per family, for each OAML model."""
+    cols = [(s, t) for s, types in MAE_COLUMNS for t in types]
+    rows = []
+    for m, runs_ in data.items():
+        if not any(r and 'occluded/visibility/MAE' in r for r in runs_):
+            continue
+        cells = [report._stat([_value(r, f'{s}/visibility/MAE_{t}')
+                               for r in runs_], digits=3) for s, t in cols]
+        for s in ('occluded', 'heldout_occluded'):
+            cells.append(report._stat([_value(r, f'{s}/visibility/MAE')
+                                       for r in runs_], digits=3))
+        cells.append(report._stat([_value(r, 'clean/visibility/MAE')
+                                   for r in runs_], digits=3))
+        rows.append(f'| {_col_name(m, "")} | ' + ' | '.join(cells) + ' |')
+    if not rows:
+        return []
+    head = [t.replace('_', ' ') for _, t in cols] + [
+        'all training families', 'all held-out families', 'clean faces']
+    return ['**Occlusion head: mean absolute error of the 7×7 visibility map per '
+            'occluder family (training families | held-out families)**', '',
+            '| model | ' + ' | '.join(head) + ' |',
+            '|---' * (len(head) + 1) + '|'] + rows
 
 
 def _col_name(model: str, branch: str) -> str:
