@@ -213,6 +213,19 @@ class TestCalibrateTool(_Trained):
         self.assertIn('missing.pth: no such checkpoint file',
                       str(e.exception))
 
+    def test_config_without_calibration_hook_is_refused(self):
+        path = self._copy('nohook.pth')
+        before = safe_load_checkpoint(path)['meta']['oaml_thresholds']
+        with self.assertRaises(SystemExit) as e:
+            self._run(self.config, path, '--work-dir',
+                      osp.join(self.tmp.name, 'cal_nohook'), '--cfg-options',
+                      'default_hooks.threshold_calibration=None')
+        self.assertRegex(str(e.exception), r'^nothing calibrated: the config '
+                         r'needs a ThresholdCalibrationHook')
+        # Nothing written.
+        self.assertEqual(
+            safe_load_checkpoint(path)['meta']['oaml_thresholds'], before)
+
 
 if __name__ == '__main__':
     unittest.main()
