@@ -75,7 +75,14 @@ def main(argv=None):
                 '(default_hooks.threshold_calibration) and a VerificationMetric '
                 'over genuine and impostor pairs in val_evaluator')
         ckpt = safe_load_checkpoint(args.checkpoint, decode=False)
-        ckpt.setdefault('meta', {})[META_KEY] = dict(cal)
+        meta = ckpt.setdefault('meta', {})
+        cal = dict(cal)
+        # Runner.val() loads the weights without the training state: its
+        # iteration counter is 0, not the trained model's.
+        for key in ('iter', 'epoch'):
+            if isinstance(meta.get(key), int):
+                cal[key] = meta[key]
+        meta[META_KEY] = cal
         out = args.out or args.checkpoint
         atomic_save(ckpt, out)
     except OAMLError as e:

@@ -159,12 +159,21 @@ class TestThresholdCalibrationHook(unittest.TestCase):
 
     def test_default_runtime_calibrates(self):
         from oaml_mm.utils import load_config
-        cfg = load_config(osp.join(osp.dirname(osp.dirname(osp.dirname(
-            osp.abspath(__file__)))), 'configs/synthface/oaml_ir18_synthface.py'))
-        self.assertEqual(cfg.default_hooks.threshold_calibration,
-                         dict(type='ThresholdCalibrationHook', far=1e-3))
-        self.assertEqual([d.ann_file for d in cfg.val_dataloader.dataset.datasets],
-                         ['clean.bin', 'masked.bin'])
+        root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+        for name in ('oaml_ir18_synthface.py', 'adaface_ir18_synthface.py'):
+            cfg = load_config(osp.join(root, 'configs/synthface', name))
+            self.assertEqual(cfg.default_hooks.threshold_calibration,
+                             dict(type='ThresholdCalibrationHook', far=1e-3))
+            # The calibration split only: no test set is fitted on.
+            self.assertEqual(
+                [d.ann_file for d in cfg.val_dataloader.dataset.datasets],
+                ['calib.bin'], name)
+            self.assertEqual([e.dataset_name for e in cfg.val_evaluator],
+                             ['calib'], name)
+            tested = {d.ann_file
+                      for d in cfg.test_dataloader.dataset.datasets}
+            self.assertNotIn('calib.bin', tested, name)
+            self.assertIn('clean.bin', tested, name)
 
     def test_bad_arguments(self):
         with self.assertRaises(ConfigError):

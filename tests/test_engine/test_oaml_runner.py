@@ -100,6 +100,22 @@ class TestOAMLRunner(RunnerTestCase):
         metrics = self.build(cfg).test()
         self.assertIn('accuracy', metrics)
 
+    def test_default_hook_set_to_none_is_not_registered(self):
+        from oaml_mm.engine.hooks import ThresholdCalibrationHook
+        work = osp.join(self.temp_dir.name, 'a')
+        cfg = toy_config(work, max_epochs=1)
+        cfg['default_hooks'] = dict(
+            threshold_calibration=dict(type='ThresholdCalibrationHook'))
+        self.assertEqual(sum(isinstance(h, ThresholdCalibrationHook)
+                             for h in self.build(cfg).hooks), 1)
+        # configs/_base_/default_runtime.py documents None as "switched off"
+        # (mmengine alone asserted on it); mmengine's own still go by None.
+        cfg['default_hooks'] = dict(threshold_calibration=None, timer=None)
+        names = [type(h).__name__ for h in self.build(cfg).hooks]
+        self.assertNotIn('ThresholdCalibrationHook', names)
+        self.assertNotIn('IterTimerHook', names)
+        self.assertIn('LoggerHook', names)
+
     def test_malicious_checkpoint_refused_on_resume(self):
         work = osp.join(self.temp_dir.name, 'evil')
         cfg = toy_config(work)

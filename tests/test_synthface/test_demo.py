@@ -72,14 +72,17 @@ class TestDemo(unittest.TestCase):
             self.assertIn('max_iters=3', f.read().replace(' ', ''))
 
     def test_checkpoints_carry_thresholds(self):
+        # Calibrated on val/calib.bin (val_pairs=40), no test set; the OAML
+        # model predicts visibility, so the visibility-aware fusion is fitted.
         from oaml_mm.utils import safe_load_checkpoint
         for model, branches in (('adaface', {'adaface'}),
-                                ('oaml', {'adaface', 'qaconv', 'fused'})):
+                                ('oaml', {'adaface', 'qaconv', 'fused',
+                                          'fused_vis'})):
             ckpt = synthface_runs.last_checkpoint(
                 osp.join(self.work, 'seed0', model))
             cal = safe_load_checkpoint(ckpt)['meta']['oaml_thresholds']
             self.assertEqual((cal['far'], cal['source'], cal['num_pairs']),
-                             (1e-3, 'clean+masked', 80), model)
+                             (1e-3, 'calib', 40), model)
             self.assertEqual(set(cal['branches']), branches, model)
 
 

@@ -1,63 +1,87 @@
-"""A model trained like the demo (SynthFace config, validation at the end) decides
-same/different out of the box: its checkpoint carries calibrated thresholds."""
+"""A model trained like the demo (SynthFace config, validation at the end on the
+calibration split ``val/calib.bin``) decides same/different out of the box: its
+checkpoint carries calibrated thresholds; ``tools/calibrate.py`` recalibrates it."""
 import contextlib
 import io
 import os.path as osp
+import re
 import subprocess
 import sys
 import tempfile
 import unittest
 
+import torch
+
 from oaml_mm.apis import FaceRecognizer
 from oaml_mm.datasets.verification_bin import load_verification_bin
 from oaml_mm.utils import safe_load_checkpoint
+from oaml_mm.utils.checkpoint import atomic_save
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+import calibrate  # noqa: E402
 import infer  # noqa: E402
 import synthface_runs as runs  # noqa: E402
 
+_FIXTURE = {}
 
-class TestTrainedThresholds(unittest.TestCase):
+
+def setUpModule():
+    """One tiny SynthFace and one 2-iteration OAML model for every test here."""
+    from oaml_mm.synthface import SynthFaceConfig, generate_synthface
+    tmp = tempfile.TemporaryDirectory()
+    data = osp.join(tmp.name, 'sf')
+    # calib_identities defaults to min(test_identities, 100): val/calib.bin is
+    # written, with val_pairs pairs.
+    generate_synthface(data, SynthFaceConfig(
+        identities=8, images_per_id=4, test_identities=6,
+        occluded_per_id=1, val_images_per_id=4, val_pairs=40,
+        ijbc_subjects=3, ijbc_probe_templates=1), workers=1, log=None)
+    assert osp.isfile(osp.join(data, 'val', 'calib.bin'))
+    # Exactly what tools/demo.py writes and runs, at 2 iterations.
+    work = osp.join(tmp.name, 'oaml')
+    cfg = runs.write_run_config('oaml', work, data, max_iters=2)
+    proc = subprocess.run(runs.train_command(cfg, work), cwd=ROOT,
+                          env=runs.thread_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _FIXTURE.update(tmp=tmp, data=data, work=work, config=cfg,
+                    log=proc.stdout + proc.stderr)
+
+
+def tearDownModule():
+    _FIXTURE.pop('tmp').cleanup()
+
+
+class _Trained(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        from oaml_mm.synthface import SynthFaceConfig, generate_synthface
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.data = osp.join(cls.tmp.name, 'sf')
-        generate_synthface(cls.data, SynthFaceConfig(
-            identities=8, images_per_id=4, test_identities=6,
-            occluded_per_id=1, val_images_per_id=4, val_pairs=40,
-            ijbc_subjects=3, ijbc_probe_templates=1), workers=1, log=None)
-        # Exactly what tools/demo.py writes and runs, at 2 iterations.
-        cls.work = osp.join(cls.tmp.name, 'oaml')
-        cfg = runs.write_run_config('oaml', cls.work, cls.data, max_iters=2)
-        proc = subprocess.run(runs.train_command(cfg, cls.work), cwd=ROOT,
-                              env=runs.thread_env(),
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        cls.log = proc.stdout + proc.stderr
+        cls.tmp = _FIXTURE['tmp']
+        cls.data, cls.work = _FIXTURE['data'], _FIXTURE['work']
+        cls.config, cls.log = _FIXTURE['config'], _FIXTURE['log']
 
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
+
+class TestTrainedThresholds(_Trained):
 
     def test_checkpoint_holds_thresholds_and_compare_decides(self):
         ckpt = runs.last_checkpoint(self.work)
         cal = safe_load_checkpoint(ckpt)['meta']['oaml_thresholds']
         self.assertEqual(cal['far'], 1e-3)
-        self.assertEqual(cal['source'], 'clean+masked')
-        self.assertEqual(cal['num_pairs'], 80)
+        # Calibrated on val/calib.bin only (val_pairs=40), no test set.
+        self.assertEqual(cal['source'], 'calib')
+        self.assertEqual(cal['num_pairs'], 40)
         # The model predicts visibility: the visibility-aware fusion is fitted
         # on the calibration pairs and decides.
         self.assertEqual(cal['decision_branch'], 'fused_vis')
         self.assertEqual(set(cal['branches']),
                          {'adaface', 'qaconv', 'fused', 'fused_vis'})
-        self.assertEqual(cal['vis_fusion']['num_pairs'], 80)
+        self.assertEqual(cal['vis_fusion']['num_pairs'], 40)
+        self.assertEqual(cal['vis_fusion']['source'], 'calib')
         for v in cal['branches'].values():
             self.assertLessEqual(v['far'], 1e-3)
-        self.assertIn('thresholds at FAR=0.001 on clean+masked', self.log)
+        self.assertIn('thresholds at FAR=0.001 on calib:', self.log)
 
         rec = FaceRecognizer.from_work_dir(self.work)
         self.assertEqual(rec.decision_branch, 'fused_vis')
@@ -65,7 +89,7 @@ class TestTrainedThresholds(unittest.TestCase):
                          cal['branches']['fused_vis']['threshold'])
         # Two faces of the calibration set, written as files a user would have.
         images, _ = load_verification_bin(osp.join(self.data, 'val',
-                                                   'clean.bin'))
+                                                   'calib.bin'))
         paths = []
         for i in (0, 1):
             paths.append(osp.join(self.tmp.name, f'{i}.png'))
@@ -81,7 +105,7 @@ class TestTrainedThresholds(unittest.TestCase):
             out.getvalue(), rf'{verdict} person \(fused_vis -?\d+\.\d+ [<>]=? '
             r'threshold -?\d+\.\d+, log-odds of the visibility-aware fusion; '
             r'threshold calibrated at '
-            r'FAR=0\.001 on clean\+masked\)')
+            r'FAR=0\.001 on calib\)')
         self.assertNotIn('decision unknown', out.getvalue())
 
     def test_test_tool_reports_the_checkpoints_visibility_fusion(self):
@@ -98,6 +122,109 @@ class TestTrainedThresholds(unittest.TestCase):
             for k in ('accuracy', 'threshold_fused_vis', 'AUC', 'EER'):
                 self.assertIn(f'{name}/fused_vis/{k}', metrics)
             self.assertTrue(0 <= metrics[f'{name}/fused_vis/accuracy'] <= 100)
+
+
+class TestCalibrateTool(_Trained):
+    """tools/calibrate.py: recalibrate a trained checkpoint, weights untouched."""
+
+    def _run(self, *argv):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            calibrate.main([str(a) for a in argv])
+        return out.getvalue()
+
+    def _copy(self, name, drop_calibration=False):
+        ckpt = safe_load_checkpoint(runs.last_checkpoint(self.work),
+                                    decode=False)
+        if drop_calibration:
+            del ckpt['meta']['oaml_thresholds']
+        path = osp.join(self.tmp.name, name)
+        atomic_save(ckpt, path)
+        return path
+
+    def _assert_same_weights(self, a, b):
+        sa = safe_load_checkpoint(a)['state_dict']
+        sb = safe_load_checkpoint(b)['state_dict']
+        self.assertEqual(list(sa), list(sb))
+        for k in sa:
+            self.assertTrue(torch.equal(sa[k], sb[k]), k)
+
+    def test_out_recalibrates_on_calib_and_keeps_the_weights(self):
+        src = runs.last_checkpoint(self.work)
+        trained = safe_load_checkpoint(src)
+        before = osp.getmtime(src), trained['meta']['oaml_thresholds']
+        out = osp.join(self.tmp.name, 'calibrated.pth')
+        printed = self._run(self.config, src, '--out', out, '--work-dir',
+                            osp.join(self.tmp.name, 'cal_out'))
+        self.assertEqual((osp.getmtime(src), safe_load_checkpoint(src)[
+            'meta']['oaml_thresholds']), before)  # --out: source untouched
+        self._assert_same_weights(src, out)
+        new = safe_load_checkpoint(out)
+        cal = new['meta']['oaml_thresholds']
+        self.assertEqual((cal['source'], cal['far'], cal['num_pairs']),
+                         ('calib', 1e-3, 40))
+        self.assertEqual(set(cal['branches']),
+                         {'adaface', 'qaconv', 'fused', 'fused_vis'})
+        self.assertEqual(cal['decision_branch'], 'fused_vis')
+        self.assertEqual(cal['vis_fusion']['source'], 'calib')
+        # The trained model's counters, not those of the validation-only run.
+        self.assertEqual((cal['iter'], cal['epoch']),
+                         (trained['meta']['iter'], trained['meta']['epoch']))
+        self.assertEqual(cal['iter'], 2)
+        # Same weights, same pairs: the thresholds of training's calibration.
+        old = before[1]
+        for b, v in cal['branches'].items():
+            self.assertAlmostEqual(v['threshold'],
+                                   old['branches'][b]['threshold'], places=4)
+        # The rest of the checkpoint's meta is kept.
+        self.assertEqual(set(new['meta']), set(trained['meta']))
+        self.assertEqual(new['meta'].get('cfg'), trained['meta'].get('cfg'))
+        self.assertRegex(
+            printed, r'calibrated on calib at FAR=0\.001 \(decision: '
+            r'fused_vis\): adaface -?[\d.e-]+, qaconv .*fused_vis .*; '
+            r'written to ' + re.escape(out))
+
+    def test_in_place_writes_the_calibration(self):
+        path = self._copy('inplace.pth', drop_calibration=True)
+        self.assertNotIn('oaml_thresholds', safe_load_checkpoint(path)['meta'])
+        self._run(self.config, path, '--work-dir',
+                  osp.join(self.tmp.name, 'cal_inplace'),
+                  '--cfg-options', 'default_hooks.threshold_calibration.far=0.1')
+        cal = safe_load_checkpoint(path)['meta']['oaml_thresholds']
+        self.assertEqual((cal['source'], cal['far']), ('calib', 0.1))
+        self.assertIn('fused_vis', cal['branches'])
+        for v in cal['branches'].values():
+            self.assertLessEqual(v['far'], 0.1)
+        self._assert_same_weights(runs.last_checkpoint(self.work), path)
+
+    def test_config_without_validation_is_refused(self):
+        cfg = osp.join(self.tmp.name, 'noval.py')
+        with open(cfg, 'w') as f:
+            f.write(f'_base_ = [{self.config!r}]\n'
+                    'val_dataloader = None\nval_cfg = None\n'
+                    'val_evaluator = None\n')
+        ckpt = runs.last_checkpoint(self.work)
+        with self.assertRaises(SystemExit) as e:
+            self._run(cfg, ckpt)
+        self.assertEqual(str(e.exception),
+                         f'{cfg}: no val_dataloader: nothing to calibrate on')
+        with self.assertRaises(SystemExit) as e:
+            self._run(self.config, osp.join(self.tmp.name, 'missing.pth'))
+        self.assertIn('missing.pth: no such checkpoint file',
+                      str(e.exception))
+
+    def test_config_without_calibration_hook_is_refused(self):
+        path = self._copy('nohook.pth')
+        before = safe_load_checkpoint(path)['meta']['oaml_thresholds']
+        with self.assertRaises(SystemExit) as e:
+            self._run(self.config, path, '--work-dir',
+                      osp.join(self.tmp.name, 'cal_nohook'), '--cfg-options',
+                      'default_hooks.threshold_calibration=None')
+        self.assertRegex(str(e.exception), r'^nothing calibrated: the config '
+                         r'needs a ThresholdCalibrationHook')
+        # Nothing written.
+        self.assertEqual(
+            safe_load_checkpoint(path)['meta']['oaml_thresholds'], before)
 
 
 if __name__ == '__main__':

@@ -10,8 +10,9 @@ gallery search (rank-1 with and without QAConv re-ranking) and extract throughpu
 The model is the CPU-size OAML of docs/models.md (IR-18, width 0.25, 128-d) with the
 ``'gate'`` visibility mode and occlusion-loss weight 1.0 (the better setting of the CPU
 feasibility study, docs/synthface.md), trained for a fixed number of iterations
-with ``ThresholdCalibrationHook`` (FAR 1e-3 on the clean and masked validation pairs)
-and ``VisibilityVisualizationHook``. The figures in docs/inference.md come from this
+with ``ThresholdCalibrationHook`` (FAR 1e-3 on the calibration split
+``val/calib.bin``, which no test set shares identities with; docs/synthface.md) and
+``VisibilityVisualizationHook``. The figures in docs/inference.md come from this
 script.
 """
 import argparse
@@ -31,8 +32,9 @@ import oaml_mm  # noqa: F401
 
 def demo_config(data: str, work_dir: str, iters: int, batch: int = 32) -> dict:
     """The demo training config (a plain dict, dumped by the runner)."""
-    # The calibration sets; 'occluded' stays unseen for the evaluation.
-    val_names = ['clean', 'masked']
+    # The calibration split: the clean, masked and occluded test pairs stay
+    # unseen for the evaluation.
+    val_names = ['calib']
     return dict(
         default_scope='oaml_mm',
         runner_type='OAMLRunner',
@@ -97,7 +99,7 @@ def demo_config(data: str, work_dir: str, iters: int, batch: int = 32) -> dict:
                                             dict(type='PackFaceInputs')]))),
             dict(type='MarginWarmupHook', warmup_ratio=0.3),
             dict(type='ThresholdCalibrationHook', far=1e-3,
-                 datasets=['clean', 'masked']),
+                 datasets=val_names),
             dict(type='VisibilityVisualizationHook', by_epoch=False,
                  interval=max(1, iters // 4), num_images=16,
                  dataloader_index=1),
@@ -146,21 +148,23 @@ def evaluate(args) -> dict:
     val = osp.join(args.data, 'val')
     from oaml_mm.evaluation.functional import auc, calibrate_thresholds
     feats, pair_scores = {}, {}
-    for name in ('clean', 'masked', 'occluded'):
+
+    def scored(name):
         crops = _bin_crops(osp.join(val, f'{name}.bin'))
         _, issame = load_verification_bin(osp.join(val, f'{name}.bin'))
         f = rec.extract(crops, return_feature_maps=True)
-        feats[name] = (crops, f)
         a = {k: v[0::2] for k, v in f.items()}
         b = {k: v[1::2] for k, v in f.items()}
-        pair_scores[name] = (rec.score_pairs(a, b), np.asarray(issame, bool))
+        return crops, f, (rec.score_pairs(a, b), np.asarray(issame, bool))
+
+    for name in ('clean', 'masked', 'occluded'):
+        crops, f, pair_scores[name] = scored(name)
+        feats[name] = (crops, f)
     # The checkpoint's thresholds (FAR 1e-3) and, for a model this small, a
     # looser operating point (FAR 1e-2) from the same calibration pairs.
-    cal_sets = [pair_scores[n] for n in ('clean', 'masked')]
+    cal_scores, cal_same = scored('calib')[2]
     loose = calibrate_thresholds(
-        {b: np.concatenate([s[b] for s, _ in cal_sets])
-         for b in ('adaface', 'qaconv')},
-        np.concatenate([y for _, y in cal_sets]), 1e-2,
+        {b: cal_scores[b] for b in ('adaface', 'qaconv')}, cal_same, 1e-2,
         rec.calibration.get('fuse_weights', (0.5, 0.5)))
     report['thresholds_far1e-2'] = {b: v['threshold']
                                     for b, v in loose['branches'].items()}

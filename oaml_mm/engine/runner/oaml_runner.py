@@ -68,6 +68,10 @@ __all__ = [
     'find_resumable_checkpoint', 'check_work_dir'
 ]
 
+#: The hooks ``mmengine.runner.Runner.register_default_hooks`` registers itself.
+_MMENGINE_DEFAULT_HOOKS = frozenset(('runtime_info', 'timer', 'sampler_seed',
+                                     'logger', 'param_scheduler', 'checkpoint'))
+
 #: Names the checkpoint hook writes; only these are resume candidates (never the
 #: ``*.tmp`` files of an interrupted write).
 _CKPT_NAME = re.compile(r'^(?:epoch|iter)_(\d+)\.pth$')
@@ -337,7 +341,11 @@ class OAMLRunner(Runner):
         return super().from_cfg(cfg)
 
     def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
-        default_hooks = dict(default_hooks or {})
+        # mmengine removes one of its own default hooks set to None but asserts
+        # on any other None entry; ours (default_hooks.threshold_calibration of
+        # configs/_base_/default_runtime.py) are documented as switched off so.
+        default_hooks = {k: v for k, v in (default_hooks or {}).items()
+                         if v is not None or k in _MMENGINE_DEFAULT_HOOKS}
         ckpt = default_hooks.get('checkpoint', dict(type='CheckpointHook',
                                                     interval=1))
         if isinstance(ckpt, dict) and ckpt.get('type') in (
