@@ -94,4 +94,5 @@ val_dataloader = dict(
                  ann_file=f'{name}.bin', name=name,
                  pipeline=bin_pipeline) for name in calibration_names
         ]))
-val_cfg = dict(type='FaceValLoop', progress=False)
+# One forward per distinct image: the pairs reuse images (PredictionCache).
+val_cfg = dict(type='FaceValLoop', progress=False, dedupe=True)

@@ -1,6 +1,6 @@
 from .atomic_backend import AtomicLocalBackend
 from .loops import (FaceTestLoop, FaceValLoop, OAMLIterBasedTrainLoop,
-                    bind_metrics)
+                    PredictionCache, bind_metrics)
 from .oaml_runner import OAMLRunner, init_cpu_distributed
 from .resume_fit import check_resume_fit
 from .train_cfg_check import check_train_config
@@ -9,4 +9,4 @@ from .work_dir_lock import WorkDirLock
 __all__ = ['OAMLRunner', 'AtomicLocalBackend', 'init_cpu_distributed',
            'FaceValLoop', 'FaceTestLoop', 'OAMLIterBasedTrainLoop',
            'bind_metrics', 'check_resume_fit', 'WorkDirLock',
-           'check_train_config']
+           'check_train_config', 'PredictionCache']
