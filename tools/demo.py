@@ -7,7 +7,7 @@
    ``configs/synthface/oaml_ir18_synthface.py`` side by side, one torch thread each,
    for the configs' fixed iteration count (the same for both);
 3. evaluates both with ``tools/test.py`` on the clean, masked and occluded ``.bin``
-   sets and on the mini IJB-C;
+   sets, the held-out occluders and faces (docs/synthface.md) and the mini IJB-C;
 4. prints one comparison table (accuracy per branch, TAR@FAR), the visibility
    ablation and the occlusion head's visibility error, and writes it to
    ``WORK_DIR/results.md`` (all metrics in ``results.json``).
