@@ -148,10 +148,19 @@ class TestStudyReport(unittest.TestCase):
         # fused_vis exists for one seed only: judged on that seed.
         cells = rows['| oaml +vis-fusion'].split(' | ')[1:]
         self.assertEqual(cells[0].strip(), '+8.0 ✓')
+        # The control is judged by the same score as the OAML model it is
+        # compared with: it has no fused_vis here.
+        self.assertEqual(cells[1].strip(), 'n/a')
         self.assertIn('| mini IJB-C | 40.5 ± 0.7 |', table)
         self.assertIn('| mini IJB-C, visibility-weighted templates | n/a | n/a | '
                       '45.5 ± 0.7 | n/a |', table)
         self.assertIn('| SynthFace clean–occluded | 71.0 ± 1.4 |', table)
+        head = study_report.headline_table(self.tmp, [50], [0, 1])
+        self.assertIn('| pairs | seed-style AdaFace, 50 it | fair AdaFace, 50 it | '
+                      'control, 50 it | OAML, 50 it |', head)
+        # OAML by its fused_vis (seed 0 only), the fair baseline by its cosine.
+        self.assertIn('| held-out occluded–occluded | n/a | 61.0 ± 1.4 | n/a | '
+                      '68.0 |', head)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,9 @@ occluders and on the held-out occluders and faces.
 
 Each model is judged by its own final score: AdaFace models by the cosine branch,
 OAML models by the fused score; an OAML model whose checkpoint carries fitted
-visibility-aware fusion also gets a ``+vis-fusion`` column (``fused_vis``).
+visibility-aware fusion also gets a ``+vis-fusion`` column (``fused_vis``). The aims
+compare an OAML score with the AdaFace models' cosine and with the control's same
+score (fused with fused, fused_vis with fused_vis).
 
 Examples:
     python tools/analysis/occlusion_study_report.py work_dirs/occlusion_study \\
@@ -167,7 +169,10 @@ def _aims_table(data: Dict[str, list], cols: List[Tuple[str, str]]) -> List[str]
     for m, b in oaml:
         cells = []
         for group, ref, lead in aims:
-            ref_b = runs.MAIN_BRANCH[runs.FAMILY[ref]]
+            # Like with like: an OAML-family reference (the control) is judged by
+            # the same score (its fused_vis fusion sees a constant visibility).
+            ref_b = b if runs.FAMILY[ref] == 'oaml' else \
+                runs.MAIN_BRANCH[runs.FAMILY[ref]]
             diffs = []
             for r, rr in zip(data[m], data[ref]):
                 a, c = _group_mean(r, b, group), _group_mean(rr, ref_b, group)
@@ -182,13 +187,41 @@ def _aims_table(data: Dict[str, list], cols: List[Tuple[str, str]]) -> List[str]
     return lines
 
 
+#: Columns of the README table: (model, branch, label).
+HEADLINE = (('adaface_cleanonly', 'adaface', 'seed-style AdaFace'),
+            ('adaface', 'adaface', 'fair AdaFace'),
+            ('oaml_novis', 'fused_vis', 'control'),
+            ('oaml', 'fused_vis', 'OAML'))
+
+
+def headline_table(work_dir: str, iters: Sequence[int],
+                   seeds: Sequence[int]) -> str:
+    """The README's table: the four headline models at every budget."""
+    cols = [(it, m, b, label) for it in iters for m, b, label in HEADLINE]
+    data = {(it, m): load_runs(work_dir, m, it, seeds) for it, m, _, _ in cols}
+    names = [f'{label}, {it} it' for it, _, _, label in cols]
+    lines = ['| pairs | ' + ' | '.join(names) + ' |',
+             '|---' * (len(cols) + 1) + '|']
+    for prefix, label, _ in ROWS:
+        cells = [report._stat([_value(r, f'{prefix}/{b}/accuracy')
+                               for r in data[(it, m)]])
+                 for it, m, b, _ in cols]
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('work_dir')
     p.add_argument('--models', nargs='+', default=list(runs.CONFIGS))
     p.add_argument('--iters', type=int, nargs='+', default=[500, 1500])
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
+    p.add_argument('--headline', action='store_true',
+                   help="print the README's four-model table instead")
     args = p.parse_args(argv)
+    if args.headline:
+        print(headline_table(args.work_dir, args.iters, args.seeds))
+        return
     print(study_table(args.work_dir, args.models, args.iters, args.seeds))
 
 
