@@ -434,14 +434,20 @@ def contact_sheet(seed: int = 0, nuisance: float = 0.5, identities: int = 6,
             r = render_face(ident, nuis, occ,
                             stream_rng(seed, S_PREVIEW, ident.index, _OCC_OFFSET + key),
                             texture=tex)
-            tiles.append(r.image)
-            if with_masks:
-                tint = r.image.copy()
-                hidden = r.visibility == 0
-                tint[hidden] = (0.5 * tint[hidden] + [127, 0, 0]).astype(np.uint8)
-                tiles.append(tint)
+            tiles += _preview_tiles(r, with_masks)
         rows.append(np.concatenate(tiles, axis=1))
     return np.concatenate(rows, axis=0)
+
+
+def _preview_tiles(r, with_masks: bool) -> List[np.ndarray]:
+    """An occluded preview image, and a copy with its occluded pixels tinted red."""
+    tiles = [r.image]
+    if with_masks:
+        tint = r.image.copy()
+        hidden = r.visibility == 0
+        tint[hidden] = (0.5 * tint[hidden] + [127, 0, 0]).astype(np.uint8)
+        tiles.append(tint)
+    return tiles
 
 
 def heldout_contact_sheet(seed: int = 0, nuisance: float = 0.5, identities: int = 4,
@@ -474,11 +480,6 @@ def heldout_contact_sheet(seed: int = 0, nuisance: float = 0.5, identities: int 
                 ident, nuis, occ,
                 stream_rng(seed, S_HELDOUT_PREVIEW, ident.index, _OCC_OFFSET + key),
                 texture=tex, style='B')
-            tiles.append(r.image)
-            if with_masks:
-                tint = r.image.copy()
-                hidden = r.visibility == 0
-                tint[hidden] = (0.5 * tint[hidden] + [127, 0, 0]).astype(np.uint8)
-                tiles.append(tint)
+            tiles += _preview_tiles(r, with_masks)
         rows.append(np.concatenate(tiles, axis=1))
     return np.concatenate(rows, axis=0)
