@@ -48,10 +48,18 @@ def main(argv=None):
     from oaml_mm.engine.hooks.threshold_calibration_hook import META_KEY
     from oaml_mm.errors import OAMLError
     from oaml_mm.registry import RUNNERS
-    from oaml_mm.utils import load_config, merge_cfg_options
+    from oaml_mm.utils import check_output_file, load_config, merge_cfg_options
     from oaml_mm.utils.checkpoint import atomic_save, safe_load_checkpoint
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
+    out = args.out or args.checkpoint
+    try:
+        # Checked before the validation pass, whose result a late error loses:
+        # where the result goes, and that the checkpoint is one.
+        check_output_file(out, '--out')
+        safe_load_checkpoint(args.checkpoint, decode=False)
+    except OAMLError as e:
+        raise SystemExit(f'{type(e).__name__}: {e}')
     try:
         cfg = load_config(args.config)
         if args.cfg_options is not None:

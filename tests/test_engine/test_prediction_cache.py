@@ -84,6 +84,25 @@ class TestPredictionCache(unittest.TestCase):
         cache.step(pair_batch(self.imgs, [1]), self.forward)
         self.assertEqual(self.calls, [2, 1])
 
+    def test_repeated_slots_get_copies(self):
+        cache = PredictionCache()
+        out = cache.step(pair_batch(self.imgs, [0, 0]), self.forward)
+        self.assertIsNot(out[0].embedding, out[1].embedding)
+        want = out[0].embedding.clone()
+        out[1].embedding.mul_(0)  # a metric normalising in place
+        self.assertTrue(torch.equal(out[0].embedding, want))
+
+    def test_augmented_views_pass_through(self):
+        # mmengine test-time augmentation: a list of views per sample.
+        cache = PredictionCache()
+        batch = pair_batch(self.imgs, [0, 1])
+        batch['inputs'] = [[x, x.flip(-1)] for x in batch['inputs']]
+        calls = []
+        cache.step(batch, lambda b: calls.append(b) or b['data_samples'])
+        self.assertEqual(len(calls), 1)
+        self.assertIs(calls[0], batch)
+        self.assertEqual(len(cache), 0)
+
     def test_key_is_content(self):
         a = self.imgs[0]
         b = a.clone()

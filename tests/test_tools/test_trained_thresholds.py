@@ -3,6 +3,7 @@ calibration split ``val/calib.bin``) decides same/different out of the box: its
 checkpoint carries calibrated thresholds; ``tools/calibrate.py`` recalibrates it."""
 import contextlib
 import io
+import os
 import os.path as osp
 import re
 import subprocess
@@ -212,6 +213,26 @@ class TestCalibrateTool(_Trained):
             self._run(self.config, osp.join(self.tmp.name, 'missing.pth'))
         self.assertIn('missing.pth: no such checkpoint file',
                       str(e.exception))
+
+    def test_bad_out_and_bad_checkpoint_refused_before_validating(self):
+        ckpt = runs.last_checkpoint(self.work)
+        not_ckpt = osp.join(self.tmp.name, 'notes.pth')
+        with open(not_ckpt, 'w') as f:
+            f.write('not a checkpoint\n')
+        wd = osp.join(self.tmp.name, 'cal_bad')
+        for argv, msg in (
+                ((self.config, ckpt, '--out', self.tmp.name + os.sep),
+                 r'^OutputPathError: --out .* is a directory'),
+                ((self.config, ckpt, '--out', osp.join(not_ckpt, 'o.pth')),
+                 r'^OutputPathError: --out '),
+                ((self.config, not_ckpt, '--out',
+                  osp.join(self.tmp.name, 'o.pth')),
+                 r'^CheckpointError: .*notes\.pth')):
+            with self.subTest(argv=argv[1:]):
+                with self.assertRaisesRegex(SystemExit, msg):
+                    self._run(*argv, '--work-dir', wd)
+                # Refused up front: no validation pass was started.
+                self.assertFalse(osp.exists(wd))
 
     def test_config_without_calibration_hook_is_refused(self):
         path = self._copy('nohook.pth')

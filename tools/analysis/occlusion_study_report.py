@@ -59,8 +59,23 @@ def load_runs(work_dir: str, model: str, iters: int,
     for seed in seeds:
         wd = osp.join(work_dir, f'it{iters}', f'seed{seed}', model)
         files = [osp.join(wd, f'test_{p}.json') for p in ('bins', 'ijbc')]
-        files = [f for f in files if osp.isfile(f)]
-        out.append(report.merge_files(files) if files else None)
+        missing = [f for f in files if not osp.isfile(f)]
+        if missing:
+            # A table cell then stands on fewer seeds than its heading says.
+            print(f'[report] missing: {", ".join(missing)}', file=sys.stderr)
+        merged: Optional[Dict[str, float]] = None
+        for f in files:
+            if f in missing:
+                continue
+            try:
+                part = report.merge_files([f])
+            except ValueError as e:
+                part = e
+            if not isinstance(part, dict) or not part:
+                raise SystemExit(f'{f}: not a tools/test.py --out metrics file '
+                                 f'(interrupted test?): {part}')
+            merged = {**(merged or {}), **part}
+        out.append(merged)
     return out
 
 
@@ -213,12 +228,15 @@ def headline_table(work_dir: str, iters: Sequence[int],
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('work_dir')
-    p.add_argument('--models', nargs='+', default=list(runs.CONFIGS))
+    p.add_argument('--models', nargs='+', default=list(runs.CONFIGS),
+                   choices=sorted(runs.CONFIGS))
     p.add_argument('--iters', type=int, nargs='+', default=[500, 1500])
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
     p.add_argument('--headline', action='store_true',
                    help="print the README's four-model table instead")
     args = p.parse_args(argv)
+    if not osp.isdir(args.work_dir):
+        raise SystemExit(f'{args.work_dir}: no such study folder')
     if args.headline:
         print(headline_table(args.work_dir, args.iters, args.seeds))
         return

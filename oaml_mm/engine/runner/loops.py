@@ -58,7 +58,10 @@ class PredictionCache:
     (pair index, slot, true visibility). The key is a BLAKE2 digest of the packed
     input tensor, so only byte-identical inputs share a prediction. The cache holds
     every distinct image's prediction (feature maps included) until the pass ends:
-    leave it off where images do not repeat (IJB-C) or memory is short.
+    leave it off where images do not repeat (IJB-C) or memory is short. It assumes
+    the model's prediction depends on the image only, not on a sample's metainfo
+    (true of every oaml_mm model), and it changes which images share a forward, so
+    under fp16 or non-deterministic GPU kernels scores may differ in the last bits.
     """
 
     def __init__(self) -> None:
@@ -90,8 +93,10 @@ class PredictionCache:
         """
         inputs, samples = data_batch['inputs'], data_batch['data_samples']
         if not isinstance(inputs, (list, tuple)) or \
-                len(inputs) != len(samples):
-            return forward(data_batch)  # a stacked batch: nothing to pick from
+                len(inputs) != len(samples) or \
+                not all(isinstance(x, torch.Tensor) for x in inputs):
+            # A stacked batch or test-time-augmentation views: nothing to pick.
+            return forward(data_batch)
         keys = [self.key(x) for x in inputs]
         first: Dict[bytes, int] = {}
         for i, k in enumerate(keys):
@@ -111,6 +116,10 @@ class PredictionCache:
         for i, k in enumerate(keys):
             if outputs[i] is None:
                 for name, value in self._store[k].items():
+                    # A copy: a metric changing one slot's prediction in place
+                    # must not change the others'.
+                    if isinstance(value, torch.Tensor):
+                        value = value.clone()
                     samples[i].set_field(value, name, field_type='data')
                 outputs[i] = samples[i]
         return outputs
