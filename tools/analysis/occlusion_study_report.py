@@ -49,6 +49,7 @@ NAMES = {
     'adaface': 'fair AdaFace baseline',
     'adaface_cleanonly': 'seed-style AdaFace (clean data)',
     'oaml_novis': 'no-awareness control',
+    'oaml_ada03': 'oaml AdaFace 0.3',
 }
 
 
