@@ -68,6 +68,31 @@ class TestRunConfig(unittest.TestCase):
             synthface_runs.write_run_config(
                 'oaml', osp.join(self.tmp, 'w3'), '/data/sf', adaface_weight=1.0)
 
+    def test_loss_split_ablations(self):
+        # The study's loss-split models keep their split through a run config and
+        # differ from the demo's OAML config in nothing else (visemb aside).
+        demo = load_config(synthface_runs.write_run_config(
+            'oaml', osp.join(self.tmp, 'demo'), '/data/sf', max_iters=1500))
+        for model, weight, visemb in (('oaml_ada03', 0.3, False),
+                                      ('oaml_ada05', 0.5, False),
+                                      ('oaml_ada03_visemb', 0.3, True)):
+            with self.subTest(model=model):
+                cfg = load_config(synthface_runs.write_run_config(
+                    model, osp.join(self.tmp, model), '/data/sf',
+                    max_iters=1500))
+                w = cfg.model.loss_weights
+                self.assertAlmostEqual(w.adaface, weight)
+                self.assertAlmostEqual(w.qaconv, 1.0 - weight)
+                self.assertEqual(w.occlusion, 1.0)
+                self.assertEqual(cfg.model.train_cfg.get('global_vis'),
+                                 'gt_or_pred' if visemb else None)
+                self.assertEqual(cfg.model.test_cfg.get('global_vis'),
+                                 True if visemb else None)
+                for key in ('backbone', 'qaconv_head', 'head', 'neck'):
+                    self.assertEqual(cfg.model[key], demo.model[key], key)
+                self.assertEqual(cfg.optim_wrapper, demo.optim_wrapper)
+                self.assertEqual(cfg.train_cfg, demo.train_cfg)
+
 
 class TestSweepGrid(unittest.TestCase):
 

@@ -50,6 +50,8 @@ NAMES = {
     'adaface_cleanonly': 'seed-style AdaFace (clean data)',
     'oaml_novis': 'no-awareness control',
     'oaml_ada03': 'oaml AdaFace 0.3',
+    'oaml_ada05': 'oaml AdaFace 0.5',
+    'oaml_ada03_visemb': 'oaml AdaFace 0.3 visemb',
 }
 
 

@@ -35,6 +35,8 @@ CONFIGS = {
                                     'oaml_ir18_synthface_randocc_visemb.py'),
     # The loss split at the longer budget: AdaFace : QAConv 0.3 : 0.7.
     'oaml_ada03': osp.join(_SF, 'oaml_ir18_synthface_ada03.py'),
+    'oaml_ada05': osp.join(_SF, 'oaml_ir18_synthface_ada05.py'),
+    'oaml_ada03_visemb': osp.join(_SF, 'oaml_ir18_synthface_ada03_visemb.py'),
 }
 #: The family of each model: ``'adaface'`` (one cosine branch) or ``'oaml'``.
 FAMILY = {name: 'adaface' if name.startswith('adaface') else 'oaml'
