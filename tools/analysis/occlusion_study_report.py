@@ -51,6 +51,7 @@ NAMES = {
     'oaml_novis': 'no-awareness control',
     'oaml_ada03': 'oaml AdaFace 0.3',
     'oaml_ada05': 'oaml AdaFace 0.5',
+    'oaml_novis_ada05': 'no-awareness control AdaFace 0.5',
     'oaml_ada03_visemb': 'oaml AdaFace 0.3 visemb',
 }
 

@@ -36,6 +36,8 @@ CONFIGS = {
     # The loss split at the longer budget: AdaFace : QAConv 0.3 : 0.7.
     'oaml_ada03': osp.join(_SF, 'oaml_ir18_synthface_ada03.py'),
     'oaml_ada05': osp.join(_SF, 'oaml_ir18_synthface_ada05.py'),
+    # The control at that split: what awareness earns there.
+    'oaml_novis_ada05': osp.join(_SF, 'oaml_ir18_synthface_novis_ada05.py'),
     'oaml_ada03_visemb': osp.join(_SF, 'oaml_ir18_synthface_ada03_visemb.py'),
 }
 #: The family of each model: ``'adaface'`` (one cosine branch) or ``'oaml'``.
