@@ -151,6 +151,8 @@ class TestStudyReport(unittest.TestCase):
         # The control is judged by the same score as the OAML model it is
         # compared with: it has no fused_vis here.
         self.assertEqual(cells[1].strip(), 'n/a')
+        self.assertIn('heldout occluded vs its no-awareness control (same loss '
+                      'split) (aim ≥ +3)', table)
         self.assertIn('| mini IJB-C | 40.5 ± 0.7 |', table)
         self.assertIn('| mini IJB-C, visibility-weighted templates | n/a | n/a | '
                       '45.5 ± 0.7 | n/a |', table)
@@ -161,6 +163,30 @@ class TestStudyReport(unittest.TestCase):
         # OAML by its fused_vis (seed 0 only), the fair baseline by its cosine.
         self.assertIn('| held-out occluded–occluded | n/a | 61.0 ± 1.4 | n/a | '
                       '68.0 |', head)
+
+    def test_control_at_the_same_loss_split(self):
+        base = dict(clean=90.0, occluded=70.0, heldout_clean=85.0,
+                    heldout_occluded=60.0)
+        for seed in (0, 1):
+            self._write('adaface', seed, base)
+            self._write('oaml_novis', seed, {**base, 'heldout_occluded': 61.0})
+            self._write('oaml_novis_ada05', seed,
+                        {**base, 'heldout_occluded': 64.0})
+            for model in ('oaml_ada05', 'oaml_ada03'):
+                self._write(model, seed, {**base, 'heldout_occluded': 65.0})
+        models = ['adaface', 'oaml_novis', 'oaml_novis_ada05', 'oaml_ada05',
+                  'oaml_ada03']
+        table = study_report.study_table(self.tmp, models, [50], [0, 1])
+        rows = {line.split(' | ')[0]: line.split(' | ')[1:]
+                for line in table.splitlines() if line.startswith('| oaml')}
+        # Each model against the control at its own split (0.5 : 0.5: +1, not the
+        # +4 the 0.1 : 0.9 control would give); none at 0.3 : 0.7.
+        self.assertEqual(rows['| oaml AdaFace 0.5'][1].strip(), '+1.0 ✗')
+        self.assertEqual(rows['| oaml AdaFace 0.3'][1].strip(), 'n/a')
+        self.assertEqual(rows['| oaml AdaFace 0.3'][0].strip(), '+5.0 ✓')
+        # Controls are references, not rows of the aims table.
+        self.assertNotIn('| no-awareness control AdaFace 0.5 |',
+                         table.split('Lead of each')[1])
 
 
 if __name__ == '__main__':
