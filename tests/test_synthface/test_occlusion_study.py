@@ -189,6 +189,13 @@ class TestStudyReport(unittest.TestCase):
         # QAConv loss and P x K batches earn), with no control of its own.
         self.assertEqual(rows['| no-awareness control AdaFace 0.5'][:2],
                          ['+4.0 ✗', 'n/a'])
+        # Without the 0.1 : 0.9 control the column stays for the models that have
+        # theirs.
+        table = study_report.study_table(
+            self.tmp, ['adaface', 'oaml_novis_ada05', 'oaml_ada05'], [50], [0, 1])
+        row = [line for line in table.splitlines()
+               if line.startswith('| oaml AdaFace 0.5 |')][0]
+        self.assertEqual(row.split(' | ')[2].strip(), '+1.0 ✗')
 
 
 if __name__ == '__main__':

@@ -187,7 +187,9 @@ def _aims_table(data: Dict[str, list], cols: List[Tuple[str, str]]) -> List[str]
     # Controls are rows too: "control - baseline" is what the QAConv loss and P x K
     # batches earn without awareness.
     oaml = [(m, b) for m, b in cols if runs.FAMILY[m] == 'oaml']
-    aims = [a for a in AIMS if a[1] in data]
+    controls = set(CONTROL.values())
+    aims = [a for a in AIMS if a[1] in data
+            or (a[1] == 'oaml_novis' and controls & set(data))]
     if not oaml or not aims:
         return []
     own_control = 'its no-awareness control (same loss split)'
