@@ -112,6 +112,8 @@ class TestStudyReport(unittest.TestCase):
         m = {}
         for prefix, _, group in study_report.ROWS:
             m[f'{prefix}/{branch}/accuracy'] = acc[group]
+            if branch == 'fused':  # OAML's files hold every branch
+                m[f'{prefix}/qaconv/accuracy'] = acc[group] - 1.0
             if fused_vis is not None:
                 m[f'{prefix}/fused_vis/accuracy'] = fused_vis[group]
         with open(osp.join(wd, 'test_bins.json'), 'w') as f:
@@ -147,7 +149,7 @@ class TestStudyReport(unittest.TestCase):
                          ['+5.0 ✓', '+3.0 ✓', '+6.0 ✓', '-1.5 ✗', '+0.5 ✓'])
         # fused_vis exists for one seed only: judged on that seed.
         cells = rows['| oaml +vis-fusion'].split(' | ')[1:]
-        self.assertEqual(cells[0].strip(), '+8.0 ✓')
+        self.assertEqual(cells[0].strip(), '+8.0 ✓ (1 of 2 seeds)')
         # The control is judged by the same score as the OAML model it is
         # compared with: it has no fused_vis here.
         self.assertEqual(cells[1].strip(), 'n/a')
@@ -196,6 +198,40 @@ class TestStudyReport(unittest.TestCase):
         row = [line for line in table.splitlines()
                if line.startswith('| oaml AdaFace 0.5 |')][0]
         self.assertEqual(row.split(' | ')[2].strip(), '+1.0 ✗')
+        # A control seed missing: the lead is marked as standing on one seed.
+        shutil.rmtree(osp.join(self.tmp, 'it50', 'seed1', 'oaml_novis_ada05'))
+        table = study_report.study_table(
+            self.tmp, ['adaface', 'oaml_novis_ada05', 'oaml_ada05'], [50], [0, 1])
+        row = [line for line in table.splitlines()
+               if line.startswith('| oaml AdaFace 0.5 |')][0]
+        self.assertEqual(row.split(' | ')[2].strip(), '+1.0 ✗ (1 of 2 seeds)')
+
+    def test_bad_metrics_files(self):
+        base = dict(clean=90.0, occluded=70.0, heldout_clean=85.0,
+                    heldout_occluded=60.0)
+        self._write('adaface', 0, base)
+        self._write('oaml', 0, base)
+        bins = osp.join(self.tmp, 'it50', 'seed0', 'oaml', 'test_bins.json')
+        good = open(bins).read()
+        for text, msg in (('[1, 2]', 'not a tools/test.py --out metrics file'),
+                          ('{"clean/fused/accuracy": "abc"}',
+                           'not a tools/test.py --out metrics file'),
+                          # the AdaFace baseline's file in OAML's folder
+                          (open(bins.replace('oaml', 'adaface')).read(),
+                           "no 'fused' scores")):
+            with self.subTest(text=text[:30]):
+                with open(bins, 'w') as f:
+                    f.write(text)
+                with self.assertRaises(SystemExit) as cm:
+                    study_report.study_table(self.tmp, ['adaface', 'oaml'], [50],
+                                             [0])
+                self.assertIn(bins, str(cm.exception))
+                self.assertIn(msg, str(cm.exception))
+        # OAML's file in the baseline's folder
+        with open(bins.replace('oaml', 'adaface'), 'w') as f:
+            f.write(good)
+        with self.assertRaisesRegex(SystemExit, "OAML model's metrics file"):
+            study_report.study_table(self.tmp, ['adaface'], [50], [0])
 
 
 if __name__ == '__main__':

@@ -78,16 +78,28 @@ def load_runs(work_dir: str, model: str, iters: int,
             # A table cell then stands on fewer seeds than its heading says.
             print(f'[report] missing: {", ".join(missing)}', file=sys.stderr)
         merged: Optional[Dict[str, float]] = None
+        branch = runs.MAIN_BRANCH[runs.FAMILY[model]]
         for f in files:
             if f in missing:
                 continue
             try:
                 part = report.merge_files([f])
-            except ValueError as e:
+            except (ValueError, TypeError) as e:
                 part = e
-            if not isinstance(part, dict) or not part:
+            if (not isinstance(part, dict) or not part or not all(
+                    isinstance(v, (int, float)) for v in part.values())):
                 raise SystemExit(f'{f}: not a tools/test.py --out metrics file '
-                                 f'(interrupted test?): {part}')
+                                 f'(interrupted test?): {str(part)[:200]}')
+            # A file of another model family (copied or overwritten) would
+            # silently drop this seed from every lead.
+            if (runs.FAMILY[model] == 'adaface'
+                    and any('/qaconv/' in k for k in part)):
+                raise SystemExit(f'{f}: holds QAConv scores, so it is an OAML '
+                                 f"model's metrics file, not {model}'s")
+            if not any(f'/{branch}/' in k or f'/{branch}_vispool/' in k
+                       for k in part):
+                raise SystemExit(f'{f}: no {branch!r} scores; {model} is judged by '
+                                 f'them (is this another model\'s metrics file?)')
             merged = {**(merged or {}), **part}
         out.append(merged)
     return out
@@ -222,7 +234,10 @@ def _aims_table(data: Dict[str, list], cols: List[Tuple[str, str]]) -> List[str]
                 cells.append('n/a')
                 continue
             d = sum(diffs) / len(diffs)
-            cells.append(f'{d:+.1f} {"✓" if d >= lead else "✗"}')
+            # Mark a lead that stands on fewer seeds than the heading says.
+            few = (f' ({len(diffs)} of {len(data[m])} seeds)'
+                   if len(diffs) < len(data[m]) else '')
+            cells.append(f'{d:+.1f} {"✓" if d >= lead else "✗"}{few}')
         lines.append(f'| {_col_name(m, b)} | ' + ' | '.join(cells) + ' |')
     return lines
 
@@ -265,7 +280,9 @@ def main(argv=None):
     if args.headline:
         print(headline_table(args.work_dir, args.iters, args.seeds))
         return
-    print(study_table(args.work_dir, args.models, args.iters, args.seeds))
+    # A model named twice is one column.
+    print(study_table(args.work_dir, list(dict.fromkeys(args.models)),
+                      args.iters, args.seeds))
 
 
 if __name__ == '__main__':

@@ -33,12 +33,13 @@ CONFIGS = {
     'oaml_visemb': osp.join(_SF, 'oaml_ir18_synthface_visemb.py'),
     'oaml_randocc_visemb': osp.join(_SF,
                                     'oaml_ir18_synthface_randocc_visemb.py'),
-    # The loss split at the longer budget: AdaFace : QAConv 0.3 : 0.7.
+    # The loss split (AdaFace : QAConv 0.3 : 0.7, 0.5 : 0.5; the demo's is 0.1 : 0.9),
+    # alone and with visibility in the global branch.
     'oaml_ada03': osp.join(_SF, 'oaml_ir18_synthface_ada03.py'),
     'oaml_ada05': osp.join(_SF, 'oaml_ir18_synthface_ada05.py'),
-    # The control at that split: what awareness earns there.
-    'oaml_novis_ada05': osp.join(_SF, 'oaml_ir18_synthface_novis_ada05.py'),
     'oaml_ada03_visemb': osp.join(_SF, 'oaml_ir18_synthface_ada03_visemb.py'),
+    # The control at 0.5 : 0.5: what awareness earns at that split.
+    'oaml_novis_ada05': osp.join(_SF, 'oaml_ir18_synthface_novis_ada05.py'),
 }
 #: The family of each model: ``'adaface'`` (one cosine branch) or ``'oaml'``.
 FAMILY = {name: 'adaface' if name.startswith('adaface') else 'oaml'
