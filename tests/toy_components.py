@@ -305,3 +305,17 @@ class _OsWith:
         if name in self._overrides:
             return self._overrides[name]
         return getattr(os, name)
+
+
+def tiny_oaml(num_classes: int = 4, **overrides) -> dict:
+    """Config of the narrowest OAMLRecognizer (IR-18 at width 1/8, 16-d embedding) for
+    model-level tests; ``overrides`` replace top-level keys (e.g. ``test_cfg``)."""
+    cfg = dict(
+        type='OAMLRecognizer',
+        backbone=dict(type='IResNet', depth=18, width_mult=0.125,
+                      embedding_size=16, dropout=0.0),
+        neck=dict(type='OcclusionHead', in_channels=64, hidden_channels=8),
+        head=dict(type='AdaFaceHead', in_channels=16, num_classes=num_classes),
+        qaconv_head=dict(type='QAConvHead', in_channels=64))
+    cfg.update(overrides)
+    return cfg

@@ -13,14 +13,9 @@ from oaml_mm.datasets import GraphSampler
 from oaml_mm.engine.hooks import GraphSamplerHook
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import MODELS
+from tests.toy_components import tiny_oaml
 
-TINY = dict(
-    type='OAMLRecognizer',
-    backbone=dict(type='IResNet', depth=18, width_mult=0.125,
-                  embedding_size=16, dropout=0.0),
-    neck=dict(type='OcclusionHead', in_channels=64, hidden_channels=8),
-    head=dict(type='AdaFaceHead', in_channels=16, num_classes=8),
-    qaconv_head=dict(type='QAConvHead', in_channels=64))
+TINY = tiny_oaml(num_classes=8)
 
 N_CLASSES, PER_CLASS = 8, 3
 TWIN = np.array([1, 0, 3, 2, 5, 4, 7, 6])  # class c's look-alike

@@ -11,14 +11,9 @@ from mmpretrain.structures import DataSample
 from oaml_mm.errors import ConfigError, DataFormatError, NonFiniteLossError
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import load_config
+from tests.toy_components import tiny_oaml
 
-TINY = dict(
-    type='OAMLRecognizer',
-    backbone=dict(type='IResNet', depth=18, width_mult=0.125,
-                  embedding_size=16, dropout=0.0),
-    neck=dict(type='OcclusionHead', in_channels=64, hidden_channels=8),
-    head=dict(type='AdaFaceHead', in_channels=16, num_classes=4),
-    qaconv_head=dict(type='QAConvHead', in_channels=64))
+TINY = tiny_oaml()
 
 
 def build(**overrides):
