@@ -38,11 +38,12 @@ test-fast: install
 	  --deselect tests/test_synthface/test_demo.py
 
 lint: install
-	$(VPY) -m flake8 oaml_mm tools tests benchmarks configs
-	$(VPY) -m isort --check-only --diff --settings-path setup.cfg oaml_mm tools tests benchmarks
+	$(VPY) -m flake8 oaml_mm tools tests benchmarks configs projects
+	$(VPY) -m isort --check-only --diff --settings-path setup.cfg oaml_mm tools tests benchmarks projects
 
+# The demo's engine lives in projects/occlusion_study, imported from the checkout.
 demo: install
-	$(VPY) tools/demo.py
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(VPY) tools/demo.py
 
 bench: install
 	$(VPY) benchmarks/run_all.py

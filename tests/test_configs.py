@@ -18,16 +18,22 @@ from oaml_mm.registry import DATASETS, HOOKS, METRICS, MODELS
 from oaml_mm.utils import ROOT_SCOPES, load_config, merge_cfg_options
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+#: The shipped configs and those of the projects (projects/*/configs/).
 CONFIGS = sorted(
-    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    p for pattern in (('configs', '**', '*.py'),
+                      ('projects', '*', 'configs', '**', '*.py'))
+    for p in glob.glob(osp.join(ROOT, *pattern), recursive=True)
     if '_base_' not in osp.relpath(p, ROOT).split(osp.sep))
+STUDY_CONFIGS = osp.join(ROOT, 'projects', 'occlusion_study', 'configs')
 VAL_SETS = ['lfw', 'cfp_fp', 'agedb_30', 'calfw', 'cplfw']
 BACKBONE_PARAMS = {50: 43_585_600, 101: 65_150_912}
 GPUS = 4  # the documented launch: tools/dist_train.sh CONFIG 4
 
 
 def _name(path):
-    return osp.relpath(path, osp.join(ROOT, 'configs'))
+    rel = osp.relpath(path, ROOT)
+    return osp.relpath(path, osp.join(ROOT, 'configs')) \
+        if rel.startswith('configs' + osp.sep) else rel
 
 
 def _as_list(x):
@@ -248,10 +254,11 @@ class TestDataRootOverrides(unittest.TestCase):
         # docs/data_layout.md "SynthFace configs": every root defaults to
         # data/synthface; occlusion_data_root moves the occlusion stream's clean
         # part (X/train) too, data_root moves the main stream only.
-        for name in ('oaml_ir18_synthface.py', 'oaml_ir18_synthface_randocc.py'):
-            with self.subTest(config=name):
-                self._check_synthface_roots(
-                    osp.join(ROOT, 'configs', 'synthface', name))
+        for path in (osp.join(ROOT, 'configs', 'synthface',
+                              'oaml_ir18_synthface.py'),
+                     osp.join(STUDY_CONFIGS, 'oaml_ir18_synthface_randocc.py')):
+            with self.subTest(config=path):
+                self._check_synthface_roots(path)
 
     def _check_synthface_roots(self, path):
         def roots(opts):
@@ -279,8 +286,8 @@ class TestDataRootOverrides(unittest.TestCase):
                          dict(base, test={'/X/val'}))
 
     def test_synthface_randocc_differs_only_by_random_occluders(self):
-        # Capability 1 of issue 20 as an ablation: RandomOcclusion in the main
-        # pipelines (after the medical masks) and in the occlusion stream's clean
+        # Capability 1 of the occlusion study as an ablation: RandomOcclusion in the
+        # main pipelines (after the medical masks) and in the occlusion stream's clean
         # part, whose masks the hook keeps; nothing else changes.
         def strip(cfg):
             cfg = copy.deepcopy(cfg.to_dict())
@@ -308,7 +315,8 @@ class TestDataRootOverrides(unittest.TestCase):
 
         folder = osp.join(ROOT, 'configs', 'synthface')
         base, _ = strip(load_config(osp.join(folder, 'oaml_ir18_synthface.py')))
-        cfg = load_config(osp.join(folder, 'oaml_ir18_synthface_randocc.py'))
+        cfg = load_config(osp.join(STUDY_CONFIGS,
+                                   'oaml_ir18_synthface_randocc.py'))
         stripped, pipelines = strip(cfg)
         for key in set(base) | set(stripped):
             self.assertEqual(stripped.get(key), base.get(key), key)

@@ -1,8 +1,8 @@
 # AdaFace-only baseline on SynthFace: narrow IR-18 (width 0.25, 128-d, ~1.5M
 # parameters) sized for a 2-core CPU. Same data, occlusion augmentation and number of
 # iterations as oaml_ir18_synthface.py; its learning rate, margin warm-up, AdaFace scale
-# and training-batch sampler come from tools/analysis/sweep_synthface.py
-# (docs/synthface_sweep.md).
+# and training-batch sampler come from projects/occlusion_study/sweep_synthface.py
+# (projects/occlusion_study/docs/synthface_sweep.md).
 #   python tools/train.py configs/synthface/adaface_ir18_synthface.py
 #   python tools/test.py configs/synthface/adaface_ir18_synthface.py \
 #       work_dirs/adaface_ir18_synthface/iter_500.pth --out adaface.json
@@ -15,13 +15,13 @@ _base_ = [
 model = dict(
     backbone=dict(width_mult=0.25, embedding_size=128, channels_last=True),
     # s = 16 from the sweep: at s = 64 the 400-class head stays at its chance-level
-    # loss for the whole budget (docs/synthface_sweep.md).
+    # loss for the whole budget (projects/occlusion_study/docs/synthface_sweep.md).
     head=dict(in_channels=128, num_classes={{_base_.train_num_classes}},
               s=16.0),
     # No flip test: it doubles the CPU time of evaluation (both models alike).
     test_cfg=dict(flip_test=False, return_feature_maps=False))
 # Peak learning rate, margin warm-up and sampler: the best of the sweep
-# (tools/analysis/sweep_synthface.py, docs/synthface_sweep.md).
+# (projects/occlusion_study/sweep_synthface.py, its docs/synthface_sweep.md).
 optim_wrapper = dict(optimizer=dict(lr=0.2))
 # Identity-diverse batches (32 people each) from the sweep: with P x K batches of 8
 # people the classifier barely moves in 500 iterations.

@@ -1,8 +1,9 @@
 # Full OAML on SynthFace: narrow IR-18 (width 0.25, 128-d) + AdaFace + QAConv +
 # occlusion head, P x K batches with medical masks, the niqab-style occlusion stream.
 # Same data, iterations and schedule shape as adaface_ir18_synthface.py; learning rate,
-# margin warm-up, AdaFace scale and loss weights from tools/analysis/sweep_synthface.py
-# (docs/synthface_sweep.md). P x K batches: QAConv's in-batch losses need positives.
+# margin warm-up, AdaFace scale and loss weights from
+# projects/occlusion_study/sweep_synthface.py (its docs/synthface_sweep.md). P x K
+# batches: QAConv's in-batch losses need positives.
 #
 # Visibility: vis_mode='gate', maps stretched by vis_range=(0.3, 0.7), occlusion-loss
 # weight 1.0 (docs/synthface.md, "Which visibility weighting"): the seed's
@@ -35,7 +36,7 @@ model = dict(
     # No flip test: it doubles the CPU time of evaluation (both models alike).
     test_cfg=dict(flip_test=False, return_feature_maps=True, half_maps=True))
 # Peak learning rate and margin warm-up: the best of the sweep
-# (tools/analysis/sweep_synthface.py, docs/synthface_sweep.md).
+# (projects/occlusion_study/sweep_synthface.py, its docs/synthface_sweep.md).
 optim_wrapper = dict(optimizer=dict(lr=0.1))
 # Paths below occlusion_data_root (synthface_data.py): --cfg-options
 # occlusion_data_root=DIR moves both.

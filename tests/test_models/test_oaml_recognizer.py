@@ -350,10 +350,11 @@ class TestOAMLRecognizer(unittest.TestCase):
         build(train_cfg=dict(global_vis='gt'), test_cfg=dict(global_vis=False))
 
     def test_visemb_config_is_the_demo_with_global_vis(self):
-        root = osp.join(osp.dirname(osp.dirname(osp.dirname(
-            osp.abspath(__file__)))), 'configs', 'synthface')
-        base = load_config(osp.join(root, 'oaml_ir18_synthface.py')).model
-        cfg = load_config(osp.join(root, 'oaml_ir18_synthface_visemb.py')).model
+        root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+        base = load_config(osp.join(root, 'configs', 'synthface',
+                                    'oaml_ir18_synthface.py')).model
+        cfg = load_config(osp.join(root, 'projects', 'occlusion_study', 'configs',
+                                   'oaml_ir18_synthface_visemb.py')).model
         model = MODELS.build(copy.deepcopy(cfg))
         self.assertEqual(model.train_cfg['global_vis'], 'gt_or_pred')
         self.assertIs(model.test_cfg['global_vis'], True)

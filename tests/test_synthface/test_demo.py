@@ -5,6 +5,7 @@ A handful of iterations: this checks the machinery (configs, subprocesses, metri
 keys, the table), not the accuracy the README reports.
 """
 import json
+import os
 import os.path as osp
 import shutil
 import subprocess
@@ -12,10 +13,9 @@ import sys
 import tempfile
 import unittest
 
+from projects.occlusion_study import synthface_report, synthface_runs
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-import synthface_report  # noqa: E402
-import synthface_runs  # noqa: E402
 
 TINY = ('identities=8 images_per_id=4 test_identities=6 occluded_per_id=2 '
         'val_images_per_id=4 val_pairs=40 ijbc_subjects=3 '
@@ -32,7 +32,9 @@ class TestDemo(unittest.TestCase):
             [sys.executable, osp.join(ROOT, 'tools', 'demo.py'), '--data',
              osp.join(cls.tmp, 'sf'), '--work-dir', cls.work, '--iters', '3',
              '--synthface-args', TINY],
-            cwd=ROOT, capture_output=True, text=True, timeout=300)
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
+                     os.environ.get('PYTHONPATH', '')))
 
     @classmethod
     def tearDownClass(cls):

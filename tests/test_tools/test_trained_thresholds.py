@@ -20,10 +20,10 @@ from oaml_mm.utils.checkpoint import atomic_save
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
 import calibrate  # noqa: E402
 import infer  # noqa: E402
-import synthface_runs as runs  # noqa: E402
+
+from projects.occlusion_study import synthface_runs as runs  # noqa: E402
 
 _FIXTURE = {}
 

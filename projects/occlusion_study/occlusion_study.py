@@ -1,11 +1,12 @@
 """Does OAML's occlusion awareness generalise? The SynthFace study behind the table.
 
-Trains every model of the study (``tools/analysis/synthface_runs.py``'s ``CONFIGS``:
+Trains every model of the study (:data:`synthface_runs.CONFIGS`:
 the fair AdaFace baseline, the seed-style clean-only AdaFace, OAML, its
 no-awareness control and the capability variants) at several budgets and seeds,
 evaluates each with ``tools/test.py`` on the SynthFace verification sets (the
 training occluders and the held-out occluders and faces) and the mini IJB-C, and
-writes one table (``docs/occlusion_study.md`` shows the measured one).
+writes one table (this project's ``docs/occlusion_study.md`` shows the measured
+one).
 
 Layout: ``WORK/it{iters}/seed{seed}/{model}/`` per run (training log, checkpoint,
 ``test_bins.json`` / ``test_ijbc.json``). OAML models are evaluated from
@@ -16,9 +17,9 @@ exists is not repeated, so an interrupted study resumes where it stopped.
 
 Examples:
     # the whole study (about 3 CPU-hours on 2 cores)
-    python tools/analysis/occlusion_study.py --iters 500 1500 --seeds 0 1
+    python -m projects.occlusion_study.occlusion_study --iters 500 1500 --seeds 0 1
     # the ablation of the capabilities at the demo budget
-    python tools/analysis/occlusion_study.py --iters 500 --seeds 0 1 \\
+    python -m projects.occlusion_study.occlusion_study --iters 500 --seeds 0 1 \\
         --models oaml oaml_novis oaml_randocc oaml_visemb
 """
 import argparse
@@ -27,8 +28,7 @@ import os.path as osp
 import sys
 from typing import List
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import synthface_runs as runs
+from projects.occlusion_study import synthface_runs as runs
 
 DEFAULT_MODELS = ('adaface', 'adaface_cleanonly', 'oaml', 'oaml_novis')
 

@@ -12,10 +12,12 @@
 # vis_range (0.3, 0.7) as QAConv's gate, so that a clean face is embedded exactly
 # as without weighting and a confidently occluded cell is exactly zero, as the
 # true masks were in training.
-#   python tools/train.py configs/synthface/oaml_ir18_synthface_visemb.py
-#   python tools/test.py configs/synthface/oaml_ir18_synthface_visemb.py \
+#   python tools/train.py \
+#       projects/occlusion_study/configs/oaml_ir18_synthface_visemb.py
+#   python tools/test.py \
+#       projects/occlusion_study/configs/oaml_ir18_synthface_visemb.py \
 #       work_dirs/oaml_ir18_synthface_visemb/iter_500.pth --out visemb.json
-_base_ = ['./oaml_ir18_synthface.py']
+_base_ = ['../../../configs/synthface/oaml_ir18_synthface.py']
 model = dict(
     train_cfg=dict(global_vis='gt_or_pred'),
     test_cfg=dict(global_vis=True, global_vis_range=(0.3, 0.7)))

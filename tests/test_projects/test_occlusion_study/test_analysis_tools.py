@@ -1,8 +1,7 @@
-"""tools/analysis helpers of the SynthFace demo: run configs, the sweep grid and the
-raw-pixel difficulty check."""
+"""projects.occlusion_study helpers of the SynthFace demo: run configs, the sweep
+grid and the raw-pixel difficulty check."""
 import os.path as osp
 import shutil
-import sys
 import tempfile
 import unittest
 
@@ -10,12 +9,9 @@ import numpy as np
 
 from oaml_mm.synthface import SynthFaceConfig, generate_synthface
 from oaml_mm.utils import load_config
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-import sweep_synthface  # noqa: E402
-import synthface_pixel_baseline as pixel  # noqa: E402
-import synthface_runs  # noqa: E402
+from projects.occlusion_study import sweep_synthface
+from projects.occlusion_study import synthface_pixel_baseline as pixel
+from projects.occlusion_study import synthface_runs
 
 
 class TestRunConfig(unittest.TestCase):

@@ -6,7 +6,7 @@ pasted into the README) with the mean over seeds and, for several seeds, the sam
 standard deviation.
 
 Examples:
-    python tools/analysis/synthface_report.py \
+    python -m projects.occlusion_study.synthface_report \
         --adaface work_dirs/synthface_demo/seed0/adaface_*.json \
         --oaml work_dirs/synthface_demo/seed0/oaml_*.json
 """

@@ -1,20 +1,16 @@
-"""The occlusion study (tools/analysis/occlusion_study.py): its models' configs, the
-run layout and the aims table."""
+"""The occlusion study (projects.occlusion_study.occlusion_study): its models'
+configs, the run layout and the aims table."""
 import json
 import os
 import os.path as osp
 import shutil
-import sys
 import tempfile
 import unittest
 
 from oaml_mm.utils import load_config
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-import occlusion_study  # noqa: E402
-import occlusion_study_report as study_report  # noqa: E402
-import synthface_runs  # noqa: E402
+from projects.occlusion_study import occlusion_study
+from projects.occlusion_study import occlusion_study_report as study_report
+from projects.occlusion_study import synthface_runs
 
 
 class TestStudyModels(unittest.TestCase):

@@ -5,8 +5,9 @@
 # "OAML - control" is what occlusion awareness earns; "control - fair baseline"
 # (adaface_ir18_synthface.py) what the QAConv loss and P x K batches earn
 # (docs/synthface.md, "Does the awareness generalise").
-#   python tools/train.py configs/synthface/oaml_ir18_synthface_novis.py
-_base_ = ['./oaml_ir18_synthface.py']
+#   python tools/train.py \
+#       projects/occlusion_study/configs/oaml_ir18_synthface_novis.py
+_base_ = ['../../../configs/synthface/oaml_ir18_synthface.py']
 model = dict(
     neck=None,
     train_cfg=dict(qaconv_train_vis='none', occ_on_main=False))

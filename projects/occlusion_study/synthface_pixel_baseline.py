@@ -13,17 +13,15 @@ band matcher reaches there is a floor of the identity information the opening
 shows). See docs/synthface.md, "Measured".
 
 Example:
-    python tools/analysis/synthface_pixel_baseline.py data/synthface --by-type
+    python -m projects.occlusion_study.synthface_pixel_baseline data/synthface --by-type
 """
 import argparse
 import os.path as osp
-import sys
 from typing import Dict
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from oaml_mm.datasets.verification_bin import (load_side_files,
                                                load_verification_bin)
 from oaml_mm.evaluation.functional import verification_10fold_scores

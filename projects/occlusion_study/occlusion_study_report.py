@@ -1,4 +1,4 @@
-"""Tables of the occlusion study (``tools/analysis/occlusion_study.py``).
+"""Tables of the occlusion study (``projects/occlusion_study/occlusion_study.py``).
 
 Reads ``WORK/it{iters}/seed{seed}/{model}/test_{bins,ijbc}.json`` (``tools/test.py
 --out``) and writes, per budget, the score of every model on every pair group
@@ -13,7 +13,8 @@ compare an OAML score with the AdaFace models' cosine and with the control's sam
 score (fused with fused, fused_vis with fused_vis).
 
 Examples:
-    python tools/analysis/occlusion_study_report.py work_dirs/occlusion_study \\
+    python -m projects.occlusion_study.occlusion_study_report \\
+        work_dirs/occlusion_study \\
         --models adaface adaface_cleanonly oaml oaml_novis --iters 500 --seeds 0 1
 """
 import argparse
@@ -21,9 +22,8 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import synthface_report as report
-import synthface_runs as runs
+from projects.occlusion_study import synthface_report as report
+from projects.occlusion_study import synthface_runs as runs
 
 #: (metric prefix, row label, group) of every row; groups feed the aims.
 ROWS = (
@@ -35,7 +35,7 @@ ROWS = (
     ('heldout_occluded', 'held-out occluded–occluded', 'heldout_occluded'),
 )
 IJBC_FAR = '1e-03'
-#: The aims of issue 20 (points of 10-fold accuracy): group, reference model,
+#: The aims of the study (points of 10-fold accuracy): group, reference model,
 #: least lead.
 AIMS = (
     ('heldout_occluded', 'adaface', 5.0),

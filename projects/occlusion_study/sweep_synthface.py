@@ -1,7 +1,7 @@
 """Learning-rate / margin-warm-up sweep of the two SynthFace demo models.
 
-A fair comparison gives the AdaFace-only baseline the same tuning effort as OAML
-(issue 9): both models are trained on the same grid of peak learning rates, margin
+A fair comparison gives the AdaFace-only baseline the same tuning effort as OAML:
+both models are trained on the same grid of peak learning rates, margin
 warm-up lengths and AdaFace scales (and training-batch samplers: P x K or random;
 OAML keeps P x K, which its QAConv losses need; OAML alone also has its AdaFace :
 QAConv loss split) for the same budget, and each is scored on a *held-out*
@@ -11,18 +11,20 @@ baseline, the fused score for OAML, averaged over the clean, masked and occluded
 ``.bin`` sets. The best setting of each model is what the demo configs use.
 
 Examples:
-    python tools/analysis/sweep_synthface.py --data data/synthface \
-        --out docs/synthface_sweep.md
+    python -m projects.occlusion_study.sweep_synthface --data data/synthface \
+        --out work_dirs/synthface_sweep.md
     # the sweep behind the demo configs (docs/synthface_sweep.md): AdaFace scale,
     # learning rate and, for the baseline, the training-batch sampler
-    python tools/analysis/sweep_synthface.py --data data/synthface \
+    python -m projects.occlusion_study.sweep_synthface --data data/synthface \
         --scales 16 64 --lrs 0.1 0.2 --warmups 0.3 --samplers pk random
     # OAML's loss split at the demo's full budget (docs/synthface_sweep.md)
-    python tools/analysis/sweep_synthface.py --data data/synthface --iters 500 \
+    python -m projects.occlusion_study.sweep_synthface --data data/synthface \
+        --iters 500 \
         --models oaml --samplers pk --scales 16 --lrs 0.1 --warmups 0.3 \
         --adaface-weights 0.1 0.3 0.5 0.7
     # smaller, e.g. for a smoke test
-    python tools/analysis/sweep_synthface.py --data /tmp/sf --val-data /tmp/sf_val \
+    python -m projects.occlusion_study.sweep_synthface --data /tmp/sf \
+        --val-data /tmp/sf_val \
         --iters 20 --lrs 0.1 --warmups 0.3 --out /tmp/sweep.md
 """
 import argparse
@@ -30,11 +32,9 @@ import itertools
 import json
 import os
 import os.path as osp
-import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import synthface_runs as runs
+from projects.occlusion_study import synthface_runs as runs
 
 VAL_SETS = ('clean', 'masked', 'occluded')
 #: The held-out sweep folder: a different seed (other people), small training part.
@@ -70,7 +70,7 @@ def parse_args(argv=None):
     p.add_argument('--jobs', type=int, default=2, help='processes at once')
     p.add_argument('--skip-train', action='store_true',
                    help='evaluate the checkpoints already in the work dir')
-    p.add_argument('--out', default='docs/synthface_sweep.md',
+    p.add_argument('--out', default='work_dirs/synthface_sweep.md',
                    help='Markdown table (a .json with every metric beside it)')
     return p.parse_args(argv)
 

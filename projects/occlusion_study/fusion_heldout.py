@@ -9,7 +9,8 @@ pair parity: fit on the even pairs of all sets, evaluate on the odd ones, and th
 other way round (figures averaged). Nothing is fitted on the evaluated pairs.
 
 Examples:
-    python tools/analysis/fusion_heldout.py configs/synthface/oaml_ir18_synthface.py \
+    python -m projects.occlusion_study.fusion_heldout \
+        configs/synthface/oaml_ir18_synthface.py \
         work_dirs/oaml_ir18_synthface/iter_500.pth --bins data/synthface/val \
         --fit clean masked --eval occluded
 """
@@ -19,8 +20,6 @@ import os.path as osp
 import sys
 
 import numpy as np
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 def score_set(rec, path: str, batch: int, chunk: int = 1024) -> dict:

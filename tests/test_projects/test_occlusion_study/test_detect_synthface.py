@@ -1,16 +1,12 @@
-"""tools/analysis/detect_synthface.py on three SynthFace subjects."""
-import os.path as osp
-import sys
+"""projects.occlusion_study.detect_synthface on three SynthFace subjects."""
 import unittest
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-import detect_synthface  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from oaml_mm.apis import FaceRecognizer  # noqa: E402
-from tests.test_apis.helpers import TINY_MODEL  # noqa: E402
+from oaml_mm.apis import FaceRecognizer
+from projects.occlusion_study import detect_synthface
+from tests.test_apis.helpers import TINY_MODEL
 
 
 class TestDetectSynthFace(unittest.TestCase):

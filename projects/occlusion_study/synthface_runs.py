@@ -1,7 +1,8 @@
 """SynthFace trainings and evaluations as subprocesses, shared by the demo and sweep.
 
-The demo (``tools/demo.py``) and the learning-rate / margin sweep
-(``tools/analysis/sweep_synthface.py``) both train the two SynthFace configs
+The demo (``tools/demo.py``, :mod:`projects.occlusion_study.demo`), the learning-rate /
+margin sweep (:mod:`projects.occlusion_study.sweep_synthface`) and the occlusion study
+(:mod:`projects.occlusion_study.occlusion_study`) train the two SynthFace configs
 (``configs/synthface/``) with ``tools/train.py`` and evaluate them with
 ``tools/test.py``. This module writes one fully resolved config per run (budget,
 learning rate, margin warm-up, seed and data folders set in one place), launches the
@@ -19,27 +20,29 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 _SF = osp.join(ROOT, 'configs', 'synthface')
+_STUDY = osp.join(ROOT, 'projects', 'occlusion_study', 'configs')
 #: Every SynthFace model the demo and the studies train: name -> config. The demo
-#: trains the first two; tools/analysis/occlusion_study.py all of them.
+#: trains the first two (``configs/synthface/``); the occlusion study
+#: (``occlusion_study.py``) all of them, the others from this project's ``configs/``.
 CONFIGS = {
     'adaface': osp.join(_SF, 'adaface_ir18_synthface.py'),
     'oaml': osp.join(_SF, 'oaml_ir18_synthface.py'),
-    # The seed's standard model: clean training data only.
-    'adaface_cleanonly': osp.join(_SF, 'adaface_ir18_synthface_cleanonly.py'),
+    # The standard model of the OAML paper's comparison: clean training data only.
+    'adaface_cleanonly': osp.join(_STUDY, 'adaface_ir18_synthface_cleanonly.py'),
     # OAML with every use of visibility switched off.
-    'oaml_novis': osp.join(_SF, 'oaml_ir18_synthface_novis.py'),
+    'oaml_novis': osp.join(_STUDY, 'oaml_ir18_synthface_novis.py'),
     # The capabilities of the occlusion study (docs/occlusion_study.md).
-    'oaml_randocc': osp.join(_SF, 'oaml_ir18_synthface_randocc.py'),
-    'oaml_visemb': osp.join(_SF, 'oaml_ir18_synthface_visemb.py'),
-    'oaml_randocc_visemb': osp.join(_SF,
+    'oaml_randocc': osp.join(_STUDY, 'oaml_ir18_synthface_randocc.py'),
+    'oaml_visemb': osp.join(_STUDY, 'oaml_ir18_synthface_visemb.py'),
+    'oaml_randocc_visemb': osp.join(_STUDY,
                                     'oaml_ir18_synthface_randocc_visemb.py'),
     # The loss split (AdaFace : QAConv 0.3 : 0.7, 0.5 : 0.5; the demo's is 0.1 : 0.9),
     # alone and with visibility in the global branch.
-    'oaml_ada03': osp.join(_SF, 'oaml_ir18_synthface_ada03.py'),
-    'oaml_ada05': osp.join(_SF, 'oaml_ir18_synthface_ada05.py'),
-    'oaml_ada03_visemb': osp.join(_SF, 'oaml_ir18_synthface_ada03_visemb.py'),
+    'oaml_ada03': osp.join(_STUDY, 'oaml_ir18_synthface_ada03.py'),
+    'oaml_ada05': osp.join(_STUDY, 'oaml_ir18_synthface_ada05.py'),
+    'oaml_ada03_visemb': osp.join(_STUDY, 'oaml_ir18_synthface_ada03_visemb.py'),
     # The control at 0.5 : 0.5: what awareness earns at that split.
-    'oaml_novis_ada05': osp.join(_SF, 'oaml_ir18_synthface_novis_ada05.py'),
+    'oaml_novis_ada05': osp.join(_STUDY, 'oaml_ir18_synthface_novis_ada05.py'),
 }
 #: The family of each model: ``'adaface'`` (one cosine branch) or ``'oaml'``.
 FAMILY = {name: 'adaface' if name.startswith('adaface') else 'oaml'
@@ -94,7 +97,7 @@ def write_run_config(model: str,
             the config's. OAML needs ``'pk'``: QAConv's in-batch losses need
             positives.
         adaface_weight (float, optional): OAML only: loss weights become
-            ``adaface=w, qaconv=1-w`` (the seed's split is ``w=0.1``); the
+            ``adaface=w, qaconv=1-w`` (the demo's split is ``w=0.1``); the
             occlusion weight is kept. None keeps the config's.
 
     Returns:

@@ -23,13 +23,11 @@ their occluder type, which the files do not record), runs
 * the mean landmark layout inside a detector box (``BOX_LANDMARKS``).
 
 Example:
-    python tools/analysis/detect_synthface.py --subjects 60 --occluded 0.5 \\
-        --out docs/detect_synthface.json
+    python -m projects.occlusion_study.detect_synthface --subjects 60 --occluded 0.5 \\
+        --out projects/occlusion_study/results/detect_synthface.json
 """
 import argparse
 import json
-import os.path as osp
-import sys
 import time
 from collections import defaultdict
 
@@ -37,16 +35,13 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-from synthface_pixel_baseline import band_descriptor, face_descriptor
-
 from oaml_mm.apis.face_finder import FaceFinder, eye_landmarks
 from oaml_mm.datasets.transforms import AlignFace5Points
 from oaml_mm.errors import ImageInputError
 from oaml_mm.evaluation.functional import tar_at_far
 from oaml_mm.synthface.generator import SynthFaceConfig, render_ijbc
+from projects.occlusion_study.synthface_pixel_baseline import (band_descriptor,
+                                                               face_descriptor)
 
 FARS = (1e-3, 1e-2, 1e-1)
 

@@ -1,23 +1,20 @@
-"""tools/analysis/fusion_heldout.py: held-out z-sum vs visibility-aware fusion."""
+"""projects.occlusion_study.fusion_heldout: held-out z-sum vs visibility-aware
+fusion."""
 import contextlib
 import io
 import json
 import os.path as osp
-import sys
 import tempfile
 import unittest
 
 from oaml_mm.datasets import write_verification_bin
 from oaml_mm.evaluation.functional import (apply_visibility_fusion, auc,
                                            fit_visibility_fusion)
+from projects.occlusion_study import fusion_heldout as cli
 from tests.test_apis.helpers import write_checkpoint, write_config
 from tests.test_datasets.helpers import encode, make_face
 from tests.test_evaluation.test_functional.test_visibility_fusion import \
     visibility_problem
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-import fusion_heldout as cli  # noqa: E402
 
 
 def _pairs(n, seed):
