@@ -176,7 +176,7 @@ def main(argv=None):
             runs.run_jobs(jobs, max_parallel=args.jobs,
                           report=runs.print_progress, interval=60)
     if 'report' in args.stages:
-        import occlusion_study_report as report
+        from projects.occlusion_study import occlusion_study_report as report
         table = report.study_table(args.work_dir, args.models, args.iters,
                                    args.seeds)
         out = args.out or osp.join(args.work_dir, 'results.md')

@@ -1,5 +1,7 @@
 """The occlusion study (projects.occlusion_study.occlusion_study): its models'
 configs, the run layout and the aims table."""
+import contextlib
+import io
 import json
 import os
 import os.path as osp
@@ -137,6 +139,15 @@ class TestStudyReport(unittest.TestCase):
                                     heldout_occluded=66.0))
         table = study_report.study_table(
             self.tmp, ['adaface', 'oaml_novis', 'oaml'], [50], [0, 1])
+        # The study's report stage writes the same table.
+        out = osp.join(self.tmp, 'results.md')
+        with contextlib.redirect_stdout(io.StringIO()):
+            occlusion_study.main(
+                ['--work-dir', self.tmp, '--stages', 'report', '--iters', '50',
+                 '--seeds', '0', '1', '--models', 'adaface', 'oaml_novis',
+                 'oaml', '--out', out])
+        with open(out) as f:
+            self.assertEqual(f.read(), table + '\n')
         rows = {line.split(' | ')[0]: line for line in table.splitlines()
                 if line.startswith('| oaml')}
         cells = rows['| oaml'].split(' | ')[1:]
