@@ -24,12 +24,9 @@ import math
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-import numpy as np
-
 import oaml_mm  # noqa: F401
-from oaml_mm.apis.photo_cli import add_photo_args, format_reports, photo_crops
+from oaml_mm.apis.photos import (format_hits, format_reports, format_verdict,
+                                 photo_crops, read_landmarks)
 from oaml_mm.errors import OAMLError
 
 
@@ -42,6 +39,22 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--landmarks', help='text file: one line of 10 numbers '
                    '(x1 y1 ... x5 y5) per image, in argument order')
     p.add_argument('--json', action='store_true', help='print JSON')
+
+
+def add_photo_args(p: argparse.ArgumentParser, faces: bool = True) -> None:
+    """Add ``--detect``, ``--align``, ``--boxes`` (and ``--faces``) to a parser."""
+    g = p.add_argument_group('unaligned photos')
+    if faces:
+        g.add_argument('--faces', choices=('largest', 'all'), default='largest',
+                       help='use the largest face of each photo, or all faces')
+    g.add_argument('--detect', choices=('auto', 'always', 'never'),
+                   default='auto', help='auto: 112x112 images are aligned crops, '
+                   'others are detected; always: detect in every image')
+    g.add_argument('--align', choices=('auto', 'five', 'eyes'), default='auto',
+                   help='auto: five landmarks when plausible, else the eyes '
+                   'alone; eyes: always the eyes (niqab photos)')
+    g.add_argument('--boxes', help='text file: one line "x1 y1 x2 y2" per image '
+                   '(in argument order; "-" for none), used when detection fails')
 
 
 def _finite_float(text: str) -> float:
@@ -114,20 +127,11 @@ def _recognizer(args, **kwargs):
                           **kwargs)
 
 
-def _landmarks(args, count: int):
-    from oaml_mm.errors import ImageInputError
-    if not args.landmarks:
-        return None
-    try:
-        rows = np.loadtxt(args.landmarks, dtype=np.float64, ndmin=2)
-    except (OSError, ValueError) as e:
-        raise ImageInputError(f'{args.landmarks}: cannot read landmarks ({e})') \
-            from None
-    if rows.shape != (count, 10):
-        raise ImageInputError(
-            f'{args.landmarks}: expected {count} line(s) of 10 numbers, got '
-            f'shape {rows.shape}')
-    return [r.reshape(5, 2) for r in rows]
+def _crops(args, rec, images):
+    """Aligned crops and reports of the images, as the photo options say."""
+    return photo_crops(rec, images, read_landmarks(args.landmarks, len(images)),
+                       getattr(args, 'faces', 'largest'), args.detect,
+                       args.align, args.boxes)
 
 
 def _join(*parts: str) -> str:
@@ -158,27 +162,15 @@ def cmd_compare(args) -> int:
     if args.branch:
         kwargs['decision_branch'] = args.branch
     rec = _recognizer(args, **kwargs)
-    lmk = _landmarks(args, 2)
     images = [args.image_a, args.image_b]
-    crops, reports = photo_crops(args, rec, images, lmk)
+    crops, reports = _crops(args, rec, images)
     out = rec.compare(crops[0], crops[1], threshold=args.threshold,
                       return_features=True)
     fa, fb = out.pop('features')
     out['faces'] = reports
-    scores = '  '.join(f'{k} {v:.4f}' for k, v in out['scores'].items())
-    if out['same'] is None:
-        verdict = (f'decision unknown: no threshold for the {out["branch"]} '
-                   f'branch ({out["unit"]}); the checkpoint is not calibrated, '
-                   'pass --threshold')
-    else:
-        verdict = (f'{"SAME" if out["same"] else "DIFFERENT"} person '
-                   f'({out["branch"]} {out["scores"][out["branch"]]:.4f} '
-                   f'{">=" if out["same"] else "<"} threshold '
-                   f'{out["threshold"]:.4f}, {out["unit"]}; threshold '
-                   f'{out["threshold_source"]})')
-    _print(args, out, _join(format_reports(reports), scores, verdict))
+    _print(args, out, _join(format_reports(reports), format_verdict(out)))
     if args.show:
-        from oaml_mm.apis.photo_cli import show_compare
+        from oaml_mm.apis.photos import show_compare
         show_compare(args.show, images, crops, reports, out, fa, fb, args.lines)
         if not args.json:
             print(f'picture: {args.show}')
@@ -188,8 +180,7 @@ def cmd_compare(args) -> int:
 def cmd_enrol(args) -> int:
     from oaml_mm.apis import FaceGallery
     rec = _recognizer(args)
-    crops, reports = photo_crops(args, rec, args.images,
-                                 _landmarks(args, len(args.images)))
+    crops, reports = _crops(args, rec, args.images)
     feats = rec.extract(crops, return_feature_maps=True)
     # Load -> enrol -> save under the gallery's lock: a concurrent enrol waits
     # and then extends this one's file instead of overwriting it.
@@ -207,7 +198,7 @@ def cmd_search(args) -> int:
     from oaml_mm.apis import FaceGallery
     rec = _recognizer(args)
     gallery = FaceGallery.load(args.gallery, rec)
-    crops, reports = photo_crops(args, rec, [args.probe], _landmarks(args, 1))
+    crops, reports = _crops(args, rec, [args.probe])
     results, lines = [], [format_reports(reports)]
     for face, report in enumerate(reports):
         hits = gallery.search(crops[face], args.top_k, not args.no_rerank,
@@ -215,15 +206,11 @@ def cmd_search(args) -> int:
         results.append(dict(face=report, hits=hits))
         if len(reports) > 1:
             lines.append(f'face {face}:')
-        for i, h in enumerate(hits, 1):
-            extra = '  '.join(f'{k} {h[k]:.4f}'
-                              for k in ('adaface', 'qaconv', 'fused') if k in h)
-            lines.append(f'{i:2d}. {h["name"]:<24s} score {h["score"]:.4f}  '
-                         f'({extra})')
+        lines += format_hits(hits)
     _print(args, results[0]['hits'] if len(results) == 1 and
            args.faces == 'largest' else results, _join(*lines))
     if args.show:
-        from oaml_mm.apis.photo_cli import show_photo_faces
+        from oaml_mm.apis.photos import show_photo_faces
         from oaml_mm.visualization import write_picture
         vis = rec.extract(crops)['visibility']
         write_picture(show_photo_faces([args.probe], reports, crops, vis)[0],

@@ -11,14 +11,11 @@ Examples:
 """
 import argparse
 import math
-import os.path as osp
 import sys
 
 import cv2
 import numpy as np
 from mmengine.config import Config, DictAction
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None):

@@ -5,10 +5,11 @@ from .face_gallery import (GALLERY_FORMAT, GALLERY_VERSION, FaceGallery,
 from .face_recognizer import BRANCHES, FaceRecognizer
 from .inputs import check_landmarks, load_image, prepare_faces
 from .onnx_backend import OnnxRuntimeExtractor, export_onnx
+from .photo_folder import align_folder
 
 __all__ = [
     'FaceRecognizer', 'FaceGallery', 'BRANCHES', 'GALLERY_FORMAT',
     'GALLERY_VERSION', 'model_fingerprint', 'load_image', 'prepare_faces',
     'check_landmarks', 'FaceFinder', 'NoFaceError', 'prepare_photos',
-    'read_photo', 'OnnxRuntimeExtractor', 'export_onnx'
+    'read_photo', 'OnnxRuntimeExtractor', 'export_onnx', 'align_folder'
 ]

@@ -1,12 +1,13 @@
-"""draw_detections (visualization) and the photo options of tools/infer.py."""
-import argparse
+"""draw_detections (visualization) and oaml_mm.apis.photos (side files, report
+lines)."""
 import os.path as osp
 import tempfile
 import unittest
 
 import numpy as np
 
-from oaml_mm.apis.photo_cli import _boxes, add_photo_args, format_reports
+from oaml_mm.apis.photos import (format_hits, format_reports, format_verdict,
+                                 read_boxes, read_landmarks)
 from oaml_mm.errors import ImageInputError
 from oaml_mm.visualization import draw_detections, stack_pictures
 
@@ -47,21 +48,28 @@ class TestPhotoOptions(unittest.TestCase):
             path = osp.join(d, 'b.txt')
             with open(path, 'w') as f:
                 f.write('1 2 30 40\n-\n')
-            self.assertEqual(_boxes(path, 2), [[1.0, 2.0, 30.0, 40.0], None])
+            self.assertEqual(read_boxes(path, 2), [[1.0, 2.0, 30.0, 40.0], None])
             with self.assertRaisesRegex(ImageInputError, 'expected 3 line'):
-                _boxes(path, 3)
+                read_boxes(path, 3)
             with open(path, 'w') as f:
                 f.write('1 2 x 4\n')
             with self.assertRaisesRegex(ImageInputError,
                                         'b.txt, line 1: expected 4 numbers'):
-                _boxes(path, 1)
+                read_boxes(path, 1)
 
-    def test_options_and_report_lines(self):
-        p = argparse.ArgumentParser()
-        add_photo_args(p)
-        args = p.parse_args(['--faces', 'all', '--align', 'eyes'])
-        self.assertEqual((args.faces, args.detect, args.align, args.boxes),
-                         ('all', 'auto', 'eyes', None))
+    def test_landmarks_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = osp.join(d, 'l.txt')
+            with open(path, 'w') as f:
+                f.write(' '.join(str(v) for v in range(10)) + '\n')
+            (pts, ) = read_landmarks(path, 1)
+            np.testing.assert_array_equal(pts, np.arange(10.).reshape(5, 2))
+            self.assertIsNone(read_landmarks(None, 1))
+            with self.assertRaisesRegex(ImageInputError,
+                                        r'l.txt: expected 2 line\(s\) of 10'):
+                read_landmarks(path, 2)
+
+    def test_report_lines(self):
         reps = [dict(image='/x/a.jpg', path='aligned-input', score=None),
                 dict(image='/x/b.jpg', path='detected-eyes', score=0.91234,
                      note='nose off')]
@@ -69,6 +77,21 @@ class TestPhotoOptions(unittest.TestCase):
                          'face: b.jpg: detected-eyes, detector score 0.912 '
                          '(nose off)')
         self.assertEqual(format_reports(reps[:1]), '')
+
+    def test_verdict_and_hits(self):
+        res = dict(scores=dict(adaface=0.5, fused=1.25), same=True,
+                   branch='fused', unit='z-score', threshold=1.0,
+                   threshold_source='calibrated')
+        self.assertEqual(format_verdict(res),
+                         'adaface 0.5000  fused 1.2500\nSAME person (fused '
+                         '1.2500 >= threshold 1.0000, z-score; threshold '
+                         'calibrated)')
+        res.update(same=None)
+        self.assertIn('decision unknown: no threshold for the fused branch',
+                      format_verdict(res))
+        self.assertEqual(format_hits([dict(name='al', score=0.75, adaface=0.5)]),
+                         [' 1. al                       score 0.7500  '
+                          '(adaface 0.5000)'])
 
 
 if __name__ == '__main__':

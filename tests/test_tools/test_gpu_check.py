@@ -88,7 +88,8 @@ class TestGpuCheck(TestCase):
 
     def test_failed_step_is_reported_and_fails_the_run(self):
         mod = _module()
-        with mock.patch.object(mod, 'step_qaconv',
+        from benchmarks import gpu_check
+        with mock.patch.object(gpu_check, 'step_qaconv',
                                side_effect=RuntimeError('kernel missing')):
             rc = mod.main(['--dry-run', '--steps', 'qaconv', 'ijbc',
                            '--out', self.out])

@@ -19,10 +19,7 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 import time
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import numpy as np
 import torch

@@ -13,10 +13,7 @@ exceeds ``--tol``. QAConv matching itself stays in PyTorch/numpy (it is a few ma
 products on the exported maps).
 """
 import argparse
-import os.path as osp
 import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import numpy as np
 import torch
