@@ -15,7 +15,7 @@ import sys
 
 import cv2
 import numpy as np
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 
 def parse_args(argv=None):
@@ -78,16 +78,15 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     from oaml_mm import register_all_modules
     from oaml_mm.errors import OAMLError
-    from oaml_mm.utils import check_output_file
+    from oaml_mm.utils import check_output_file, load_config
     try:
         check_output_file(args.out, '--out', image=True)
+        # data_root=... also moves the copies the data set configs made of it.
+        cfg = load_config(args.config, args.cfg_options)
     except OAMLError as e:
         print(f'error: {e}', file=sys.stderr)
         raise SystemExit(2)
     register_all_modules()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     pairs = collect(cfg, args.stream, args.num, args.seed)
     tiles = [tile(x, d) for x, d in pairs]
     cols = max(1, int(math.ceil(math.sqrt(len(tiles) / 3))))

@@ -19,6 +19,7 @@ import mmengine
 from mmengine.config import Config
 
 from oaml_mm.errors import ConfigError
+from .cfg_options import merge_cfg_options
 
 __all__ = ['load_config']
 
@@ -74,14 +75,18 @@ def _config_frame(exc: BaseException) -> Optional[traceback.FrameSummary]:
     return found
 
 
-def load_config(path: str) -> Config:
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     """Load a config with :meth:`Config.fromfile`, reporting errors by file and line.
 
     Args:
         path (str): A ``.py``, ``.json`` or ``.yaml`` config file.
+        cfg_options (dict, optional): ``--cfg-options`` overrides (``key=value``
+            as mmengine's ``DictAction`` parses them), merged with
+            :func:`~oaml_mm.utils.merge_cfg_options`: a data-root variable such as
+            ``data_root`` also moves the copies the data set configs made of it.
 
     Returns:
-        mmengine.config.Config: The loaded config, bases merged.
+        mmengine.config.Config: The loaded config, bases merged, overrides applied.
 
     Raises:
         ConfigError: The file or one of its ``_base_`` files is missing, is not UTF-8,
@@ -96,7 +101,13 @@ def load_config(path: str) -> Config:
         ...
         oaml_mm.errors.ConfigError: missing.py: no such config file
     """
-    path = str(path)
+    cfg = _load(str(path))
+    if cfg_options:
+        merge_cfg_options(cfg, cfg_options)
+    return cfg
+
+
+def _load(path: str) -> Config:
     if not osp.isfile(path):
         raise ConfigError(f'{path}: no such config file')
     if path.endswith('.py'):

@@ -51,6 +51,36 @@ class TestVisualizePipeline(unittest.TestCase):
             tinted = grid[:112, 112:224].astype(int)
             self.assertGreater(tinted[100, 10, 0] - tinted[100, 10, 1], 100)
 
+    def test_cfg_options_move_the_data_roots(self):
+        # data_root / occlusion_data_root reach the copies the config made of
+        # them, as in tools/train.py (a plain merge changed the top-level keys
+        # only and the tool read /nonexistent).
+        tool = _load_tool()
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(2):
+                write_occlusion_mask_sample(osp.join(tmp, 'occ'), f'a{i}',
+                                            make_face(i, size=112),
+                                            np.ones((112, 112), np.float32))
+            cfg = osp.join(tmp, 'cfg.py')
+            with open(cfg, 'w') as f:
+                f.write(
+                    "data_root = '/nonexistent/occ'\n"
+                    "occlusion_data_root = '/nonexistent/occ'\n"
+                    "train_dataloader = dict(batch_size=2, dataset=dict("
+                    "type='OcclusionMaskDataset', data_root=data_root, "
+                    "pipeline=[dict(type='PackFaceInputs')]))\n"
+                    "custom_hooks = [dict(type='DualLoaderHook', "
+                    "occluded_ratio=1.0, occluded_dataloader=dict(dataset=dict("
+                    "type='OcclusionMaskDataset', "
+                    "data_root=occlusion_data_root, "
+                    "pipeline=[dict(type='PackFaceInputs')])))]\n")
+            out = osp.join(tmp, 'grid.png')
+            occ = osp.join(tmp, 'occ')
+            tool.main([cfg, '--stream', 'occlusion', '--num', '2', '--out', out,
+                       '--cfg-options', f'data_root={occ}',
+                       f'occlusion_data_root={occ}'])
+            self.assertEqual(cv2.imread(out).shape[1] % (3 * 112 + 4), 0)
+
     def test_bad_out_refused_before_loading(self):
         # Before: cv2.imwrite failed silently and "wrote x.txt" was printed.
         tool = _load_tool()

@@ -145,6 +145,32 @@ class TestDataTools(unittest.TestCase):
         np.testing.assert_array_equal(sheet[:112, :112], plain[:112, :112])
         self.assertEqual(browse_dataset.main([self.cfg, '--split', 'test']), 2)
 
+    def test_cfg_options_point_the_tools_at_the_data(self):
+        # A config whose data set lives elsewhere: --cfg-options moves it, as
+        # tools/train.py's does.
+        moved = osp.join(self.root, 'moved.py')
+        with open(self.cfg) as f, open(moved, 'w') as g:
+            g.write(f.read().replace(repr(self.root), repr('/nonexistent')))
+        opts = ['--cfg-options', f'train_dataloader.dataset.data_root={self.root}']
+        sheet = osp.join(self.root, 'moved.png')
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.assertEqual(_quiet(browse_dataset.main,
+                                    [moved, '--out', sheet, '--num', '2']), 2)
+        self.assertEqual(_quiet(browse_dataset.main,
+                                [moved, '--out', sheet, '--num', '2'] + opts), 0)
+        self.assertTrue(osp.isfile(sheet))
+        kept = osp.join(self.root, 'moved_kept.txt')
+        self.assertEqual(_quiet(filter_dataset.main,
+                                [moved, '--out', kept] + opts), 0)
+        with open(kept) as f:
+            self.assertEqual(len(f.read().splitlines()), len(SAMPLES))
+        ckpt = osp.join(self.root, 'tiny.pth')
+        write_checkpoint(ckpt, calibration=None)
+        review = osp.join(self.root, 'moved.tsv')
+        self.assertEqual(_quiet(review_dataset.main,
+                                [moved, ckpt, '--out', review] + opts), 0)
+        self.assertTrue(osp.isfile(review))
+
     def test_review_pairs(self):
         rng = np.random.RandomState(0)
         centres = rng.randn(3, 16)

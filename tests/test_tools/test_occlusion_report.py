@@ -97,6 +97,14 @@ class TestOcclusionReport(unittest.TestCase):
             with contextlib.redirect_stderr(err):
                 self.assertEqual(cli.main([cfg, ckpt, '--out', out]), 2)
             self.assertIn('side_files=True', err.getvalue())
+            # --cfg-options overrides the config as tools/train.py's does.
+            out2 = osp.join(tmp, 'report2')
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.assertEqual(cli.main(
+                    [cfg, ckpt, '--out', out2, '--cfg-options',
+                     'test_dataloader.dataset.side_files=True']), 0)
+            self.assertIn('| all | 12 |',
+                          open(osp.join(out2, 'report.md')).read())
 
 
 if __name__ == '__main__':

@@ -8,6 +8,8 @@ Examples:
 import argparse
 import sys
 
+from mmengine.config import DictAction
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -21,6 +23,10 @@ def main(argv=None) -> int:
     p.add_argument('--seed', type=int, default=None,
                    help='draw random samples with this seed (default: the first)')
     p.add_argument('--no-mask', action='store_true', help='no visibility tint')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config keys, key=value; data_root=DIR (and '
+                   'val_/test_/occlusion_data_root) moves a data set '
+                   '(docs/data_layout.md)')
     args = p.parse_args(argv)
 
     import cv2
@@ -31,7 +37,8 @@ def main(argv=None) -> int:
     from oaml_mm.utils.config import load_config
     from oaml_mm.visualization import dataset_contact_sheet
     try:
-        ds = build_split_dataset(load_config(args.config), args.split, args.part)
+        cfg = load_config(args.config, args.cfg_options)
+        ds = build_split_dataset(cfg, args.split, args.part)
         n = min(args.num, len(ds))
         idx = np.arange(n) if args.seed is None else np.sort(
             np.random.default_rng(args.seed).choice(len(ds), n, replace=False))

@@ -14,6 +14,8 @@ Examples:
 import argparse
 import sys
 
+from mmengine.config import DictAction
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,6 +29,10 @@ def main(argv=None) -> int:
     p.add_argument('--per-type', type=int, default=6,
                    help='images per picture sheet (default %(default)s)')
     p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config keys, key=value; data_root=DIR (and '
+                   'val_/test_/occlusion_data_root) moves a data set '
+                   '(docs/data_layout.md)')
     args = p.parse_args(argv)
 
     from mmengine.registry import init_default_scope
@@ -39,7 +45,7 @@ def main(argv=None) -> int:
                                                         occlusion_tables,
                                                         write_occlusion_report)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.cfg_options)
         loader = cfg.get(f'{args.split}_dataloader')
         if isinstance(loader, (list, tuple)):
             loader = loader[0]

@@ -11,6 +11,8 @@ Examples:
 import argparse
 import sys
 
+from mmengine.config import DictAction
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,6 +26,10 @@ def main(argv=None) -> int:
     p.add_argument('--mislabel-margin', type=float, default=0.0)
     p.add_argument('--max-images', type=int, default=None)
     p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config keys, key=value; data_root=DIR (and '
+                   'val_/test_/occlusion_data_root) moves a data set '
+                   '(docs/data_layout.md)')
     args = p.parse_args(argv)
 
     import numpy as np
@@ -36,7 +42,7 @@ def main(argv=None) -> int:
     from oaml_mm.errors import OAMLError
     from oaml_mm.utils.config import load_config
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.cfg_options)
         model = FaceRecognizer(cfg, args.checkpoint).model.eval()
         ds = build_split_dataset(cfg, args.split, args.part)
         n = len(ds) if args.max_images is None else min(len(ds), args.max_images)

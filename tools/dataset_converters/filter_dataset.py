@@ -16,6 +16,8 @@ Examples:
 import argparse
 import sys
 
+from mmengine.config import DictAction
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,6 +35,10 @@ def main(argv=None) -> int:
                    help='smallest face probability of the FaceDetector (MTCNN) '
                    'on the image; runs the detector on every sample')
     p.add_argument('--stats', help='also write every sample\'s measurements (TSV)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config keys, key=value; data_root=DIR (and '
+                   'val_/test_/occlusion_data_root) moves a data set '
+                   '(docs/data_layout.md)')
     args = p.parse_args(argv)
 
     from oaml_mm.datasets.curation import (build_split_dataset, sample_stats,
@@ -40,7 +46,8 @@ def main(argv=None) -> int:
     from oaml_mm.errors import OAMLError
     from oaml_mm.utils.config import load_config
     try:
-        ds = build_split_dataset(load_config(args.config), args.split, args.part)
+        cfg = load_config(args.config, args.cfg_options)
+        ds = build_split_dataset(cfg, args.split, args.part)
         detector = None
         if args.min_face_score > 0:
             from oaml_mm.models.detectors import FaceDetector
