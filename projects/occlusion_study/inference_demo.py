@@ -1,11 +1,11 @@
 """Inference API demo on SynthFace: train a small OAML model, then measure compare,
 gallery search (rank-1 with and without QAConv re-ranking) and extract throughput.
 
-    python tools/analysis/inference_demo.py --data data/synthface \
+    python -m projects.occlusion_study.inference_demo --data data/synthface \
         --work-dir work_dirs/inference_demo    # train 150 iterations + evaluate
-    python tools/analysis/inference_demo.py --data data/synthface \
+    python -m projects.occlusion_study.inference_demo --data data/synthface \
         --work-dir work_dirs/inference_demo --skip-train
-    python tools/analysis/inference_demo.py --throughput-only
+    python -m projects.occlusion_study.inference_demo --throughput-only
 
 The model is the CPU-size OAML of docs/models.md (IR-18, width 0.25, 128-d) with the
 ``'gate'`` visibility mode and occlusion-loss weight 1.0 (the better setting of the CPU
