@@ -10,10 +10,10 @@
   ``<name> <label>``).
 * :func:`review_pairs` finds near-duplicate images (cosine of the embeddings above a
   threshold) and likely mislabelled samples (closer to another identity's centre than
-  to their own) from a trained model's embeddings; exact search with faiss
-  (``IndexFlatIP``).
+  to their own) from a trained model's embeddings (:func:`embed_dataset`); exact
+  search with faiss (``IndexFlatIP``); :func:`write_review_list` writes them as TSV.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -21,7 +21,11 @@ import numpy as np
 from oaml_mm.errors import ConfigError
 
 __all__ = ['build_split_dataset', 'image_quality', 'sample_stats', 'list_entry',
-           'write_filtered_list', 'review_pairs']
+           'write_filtered_list', 'embed_dataset', 'review_pairs',
+           'write_review_list', 'REVIEW_COLUMNS']
+
+#: Columns of the review list (:func:`write_review_list`).
+REVIEW_COLUMNS = ('kind', 'score', 'a', 'b', 'label_a', 'label_b')
 
 
 def build_split_dataset(cfg, split: str = 'train', part: Optional[int] = None):
@@ -164,6 +168,49 @@ def write_filtered_list(dataset, out_path: str,
     with open(out_path, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + ('\n' if lines else ''))
     return counts
+
+
+def embed_dataset(model, dataset, batch_size: int = 64,
+                  max_images: Optional[int] = None
+                  ) -> Tuple[np.ndarray, List[str], np.ndarray]:
+    """Global embeddings of a data set's samples, through its own pipeline.
+
+    Args:
+        model: A recognizer in eval mode with ``data_preprocessor`` and
+            ``extract(inputs) -> {'embedding': [B, D]}`` (``OAMLRecognizer``).
+        dataset: A built data set with ``get_gt_labels()``; each sample packs
+            ``inputs`` and a ``data_samples`` entry with a ``key``.
+        batch_size (int): Samples per forward pass.
+        max_images (int, optional): Only the first N samples.
+
+    Returns:
+        tuple: float32 embeddings [N, D], the N sample keys (str), int labels [N].
+    """
+    import torch
+    from mmengine.dataset import pseudo_collate
+    from torch.utils.data import DataLoader, Subset
+
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    labels = np.asarray(dataset.get_gt_labels())[:n]
+    embs, keys = [], []
+    loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size,
+                        collate_fn=pseudo_collate)
+    with torch.no_grad():
+        for data in loader:
+            keys += [str(s.get('key')) for s in data['data_samples']]
+            batch = model.data_preprocessor(data, False)
+            embs.append(model.extract(batch['inputs'])['embedding'].float())
+    dim = embs[0].shape[1] if embs else 0
+    emb = torch.cat(embs).numpy() if embs else np.zeros((0, dim), np.float32)
+    return emb, keys, labels
+
+
+def write_review_list(rows: Sequence[Dict], out_path: str) -> None:
+    """Write :func:`review_pairs` rows as a TSV with a :data:`REVIEW_COLUMNS` header."""
+    with open(out_path, 'w', encoding='utf-8') as f:
+        f.write('\t'.join(REVIEW_COLUMNS) + '\n')
+        for r in rows:
+            f.write('\t'.join(str(r[c]) for c in REVIEW_COLUMNS) + '\n')
 
 
 def _neighbours(emb: np.ndarray, k: int):

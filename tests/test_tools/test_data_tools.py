@@ -12,8 +12,10 @@ import numpy as np
 
 from oaml_mm.datasets import (FaceImageFolder, OcclusionMaskDataset,
                               write_occlusion_mask_sample)
-from oaml_mm.datasets.curation import (image_quality, list_entry, review_pairs,
-                                       sample_stats, write_filtered_list)
+from oaml_mm.datasets.curation import (REVIEW_COLUMNS, embed_dataset,
+                                       image_quality, list_entry, review_pairs,
+                                       sample_stats, write_filtered_list,
+                                       write_review_list)
 from oaml_mm.errors import ConfigError
 from oaml_mm.models.detectors.face_detector import FaceDetections
 from tests.test_apis.helpers import TINY_MODEL, face, write_checkpoint
@@ -185,6 +187,27 @@ class TestDataTools(unittest.TestCase):
         self.assertAlmostEqual(rows[0]['score'], 1.0, places=5)
         mis = [r for r in rows if r['kind'] == 'mislabel']
         self.assertEqual([(r['a'], r['label_b']) for r in mis], [('k8', 0)])
+
+    def test_embed_dataset_and_review_list(self):
+        from oaml_mm.apis import FaceRecognizer
+        ckpt = osp.join(self.root, 'tiny.pth')
+        write_checkpoint(ckpt, calibration=None)
+        model = FaceRecognizer(self.cfg, ckpt).model.eval()
+        ds = OcclusionMaskDataset(data_root=self.root,
+                                  pipeline=[dict(type='PackFaceInputs')])
+        emb, keys, labels = embed_dataset(model, ds, batch_size=3, max_images=4)
+        self.assertEqual(emb.dtype, np.float32)
+        self.assertEqual(emb.shape[0], 4)
+        self.assertTrue(np.isfinite(emb).all())
+        self.assertEqual(len(keys), 4)
+        self.assertEqual(labels.tolist(), [0, 0, 1, 1])
+        out = osp.join(self.root, 'rows.tsv')
+        write_review_list([dict(kind='duplicate', score=0.99, a='x', b='y',
+                                label_a=0, label_b=0)], out)
+        with open(out) as f:
+            self.assertEqual(f.read().splitlines(),
+                             ['\t'.join(REVIEW_COLUMNS),
+                              'duplicate\t0.99\tx\ty\t0\t0'])
 
     def test_review_cli(self):
         ckpt = osp.join(self.root, 'tiny.pth')

@@ -32,42 +32,26 @@ def main(argv=None) -> int:
                    '(docs/data_layout.md)')
     args = p.parse_args(argv)
 
-    import numpy as np
-    import torch
-    from mmengine.dataset import pseudo_collate
-    from torch.utils.data import DataLoader, Subset
-
     from oaml_mm.apis import FaceRecognizer
-    from oaml_mm.datasets.curation import build_split_dataset, review_pairs
+    from oaml_mm.datasets.curation import (build_split_dataset, embed_dataset,
+                                           review_pairs, write_review_list)
     from oaml_mm.errors import OAMLError
     from oaml_mm.utils.config import load_config
     try:
         cfg = load_config(args.config, args.cfg_options)
         model = FaceRecognizer(cfg, args.checkpoint).model.eval()
         ds = build_split_dataset(cfg, args.split, args.part)
-        n = len(ds) if args.max_images is None else min(len(ds), args.max_images)
-        labels = np.asarray(ds.get_gt_labels())[:n]
-        embs, keys = [], []
-        loader = DataLoader(Subset(ds, range(n)), batch_size=args.batch_size,
-                            collate_fn=pseudo_collate)
-        with torch.no_grad():
-            for data in loader:
-                keys += [str(s.get('key')) for s in data['data_samples']]
-                batch = model.data_preprocessor(data, False)
-                embs.append(model.extract(batch['inputs'])['embedding'].float())
-        rows = review_pairs(torch.cat(embs).numpy(), labels, keys,
-                            args.duplicate_cos, mislabel_margin=args.mislabel_margin)
+        embs, keys, labels = embed_dataset(model, ds, args.batch_size,
+                                           args.max_images)
+        rows = review_pairs(embs, labels, keys, args.duplicate_cos,
+                            mislabel_margin=args.mislabel_margin)
     except OAMLError as e:
         print(f'review_dataset: {e}', file=sys.stderr)
         return 2
-    cols = ['kind', 'score', 'a', 'b', 'label_a', 'label_b']
-    with open(args.out, 'w') as f:
-        f.write('\t'.join(cols) + '\n')
-        for r in rows:
-            f.write('\t'.join(str(r[c]) for c in cols) + '\n')
+    write_review_list(rows, args.out)
     print(f'{sum(r["kind"] == "duplicate" for r in rows)} near-duplicate pairs, '
           f'{sum(r["kind"] == "mislabel" for r in rows)} mislabel candidates '
-          f'among {n} images -> {args.out}')
+          f'among {len(keys)} images -> {args.out}')
     return 0
 
 
