@@ -231,6 +231,36 @@ def read_1n_csv(path: str) -> Tuple[np.ndarray, np.ndarray]:
             np.fromiter(templates.values(), np.int64, len(templates)))
 
 
+def _check_landmark_layout(lmks: np.ndarray, path: str,
+                           sample: int = 256) -> None:
+    """Refuse a landmark file most of whose faces are in another layout.
+
+    Checks ``sample`` faces spread over the file with
+    :func:`~oaml_mm.datasets.transforms.landmark_layout_mistake`; single
+    implausible faces (profiles) are normal, a majority sharing one mistake is a
+    file written in another layout.
+
+    Raises:
+        DataFormatError: More than half of the sampled faces share one layout
+            mistake; names the file and the mistake.
+    """
+    from oaml_mm.datasets.transforms import (LANDMARK_ORDER,
+                                             landmark_layout_mistake)
+    if not len(lmks):
+        return
+    idx = np.unique(np.linspace(0, len(lmks) - 1, min(sample, len(lmks)))
+                    .astype(np.int64))
+    found = [landmark_layout_mistake(lmks[i]) for i in idx]
+    mistakes = [m for m in found if m]
+    if mistakes:
+        worst = max(set(mistakes), key=mistakes.count)
+        if mistakes.count(worst) * 2 > len(idx):
+            raise DataFormatError(
+                path, f'{mistakes.count(worst)} of {len(idx)} sampled faces do '
+                f'not look like faces but do when read as {worst}; expected '
+                f'{LANDMARK_ORDER}')
+
+
 @DATASETS.register_module()
 class IJBDataset(BaseFaceDataset):
     """One sample per IJB-B/IJB-C image, with its template, media and landmarks.
@@ -272,6 +302,7 @@ class IJBDataset(BaseFaceDataset):
                     self.paths['landmarks'], f'image {b!r}, but line {i + 1} of '
                     f'{self.paths["tid_mid"]} is {a!r}; expected the same order',
                     record=f'line {i + 1}')
+        _check_landmark_layout(self._lmks, self.paths['landmarks'])
         self._names = np.array([n.encode('utf-8') for n in names],
                                dtype=np.bytes_)
         self._metainfo['subset'] = self.subset
