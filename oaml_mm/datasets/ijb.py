@@ -119,6 +119,8 @@ def read_ijb_template_pairs(
     _require(path, '"template1 template2 label" per pair')
     with open(path, 'rb') as f:
         raw = f.read()
+    if raw.startswith(b'\xef\xbb\xbf'):  # a UTF-8 byte-order mark
+        raw = raw[3:]
     try:
         values = np.array(raw.split(), dtype=np.int64)
         ok = values.size % 3 == 0
