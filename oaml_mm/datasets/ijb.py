@@ -28,7 +28,7 @@ from .base_face_dataset import BaseFaceDataset, check_relative_path, read_text
 
 __all__ = [
     'IJBDataset', 'ijb_meta_paths', 'read_ijb_tid_mid', 'read_ijb_template_pairs',
-    'read_ijb_landmarks', 'read_1n_csv'
+    'read_ijb_landmarks', 'read_1n_csv', 'check_1n_lists'
 ]
 
 _PREFIX = {'IJBB': 'ijbb', 'IJBC': 'ijbc'}
@@ -196,7 +196,8 @@ def read_1n_csv(path: str) -> Tuple[np.ndarray, np.ndarray]:
     Raises:
         MissingFileError: The file is missing.
         DataFormatError: Not UTF-8, no such header, a row without two 64-bit
-            integer ids, or a template listed with two subjects; names the line.
+            integer ids, a template listed with two subjects (names the line),
+            or no rows at all after the header.
     """
     if not osp.isfile(path):
         raise MissingFileError(path, 'IJB 1:N template list')
@@ -229,8 +230,40 @@ def read_1n_csv(path: str) -> Tuple[np.ndarray, np.ndarray]:
     except csv.Error as e:
         raise DataFormatError(path, f'not a CSV file: {e}',
                               record=f'line {reader.line_num}') from None
+    if not templates:
+        # Figures over no templates are NaN, not a result.
+        raise DataFormatError(path, 'no template rows after the header; '
+                              'expected one "TEMPLATE_ID,SUBJECT_ID,..." row per '
+                              'image')
     return (np.fromiter(templates.keys(), np.int64, len(templates)),
             np.fromiter(templates.values(), np.int64, len(templates)))
+
+
+def check_1n_lists(galleries: List[Tuple[str, np.ndarray]],
+                   probe: Tuple[str, np.ndarray]) -> None:
+    """Refuse 1:N lists whose probes are also gallery templates.
+
+    A probe template that is in a gallery finds itself at rank 1 (score 1.0),
+    so rank-N and TPIR figures read 100 % whatever the model.
+
+    Args:
+        galleries (list): ``(path, template_ids)`` per gallery CSV.
+        probe (tuple): ``(path, template_ids)`` of the probe CSV.
+
+    Raises:
+        DataFormatError: Names the probe file, the gallery file, how many
+            templates are shared and the first of them.
+    """
+    probe_path, probe_ids = probe
+    for path, ids in galleries:
+        shared = np.intersect1d(probe_ids, ids)
+        if shared.size:
+            raise DataFormatError(
+                probe_path, f'{shared.size} of its {len(probe_ids)} probe '
+                f'templates are also gallery templates of {path} (first: '
+                f'{int(shared[0])}): each would find itself at rank 1 and make '
+                'the 1:N figures meaningless; expected probe and gallery '
+                'templates to be disjoint', field='TEMPLATE_ID')
 
 
 def _check_landmark_layout(lmks: np.ndarray, path: str,
