@@ -16,7 +16,7 @@ import sys
 
 import cv2
 import numpy as np
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -81,16 +81,20 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     from oaml_mm import register_all_modules
     from oaml_mm.errors import OAMLError
-    from oaml_mm.utils import check_output_file
+    from oaml_mm.utils import (check_output_file, load_config,
+                               merge_cfg_options)
     try:
         check_output_file(args.out, '--out', image=True)
     except OAMLError as e:
         print(f'error: {e}', file=sys.stderr)
         raise SystemExit(2)
     register_all_modules()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    try:
+        cfg = load_config(args.config)
+        merge_cfg_options(cfg, args.cfg_options)
+    except OAMLError as e:
+        print(f'error: {e}', file=sys.stderr)
+        raise SystemExit(2)
     pairs = collect(cfg, args.stream, args.num, args.seed)
     tiles = [tile(x, d) for x, d in pairs]
     cols = max(1, int(math.ceil(math.sqrt(len(tiles) / 3))))
