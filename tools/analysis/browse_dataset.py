@@ -31,7 +31,9 @@ def main(argv=None) -> int:
     from oaml_mm.utils.config import load_config
     from oaml_mm.visualization import dataset_contact_sheet
     try:
-        ds = build_split_dataset(load_config(args.config), args.split, args.part)
+        # What training sees: the configured pipeline, augmentation included.
+        ds = build_split_dataset(load_config(args.config), args.split,
+                                 args.part, pipeline='configured')
         n = min(args.num, len(ds))
         idx = np.arange(n) if args.seed is None else np.sort(
             np.random.default_rng(args.seed).choice(len(ds), n, replace=False))
