@@ -81,8 +81,7 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     from oaml_mm import register_all_modules
     from oaml_mm.errors import OAMLError
-    from oaml_mm.utils import (check_output_file, load_config,
-                               merge_cfg_options)
+    from oaml_mm.utils import check_output_file, load_config, merge_cfg_options
     try:
         check_output_file(args.out, '--out', image=True)
     except OAMLError as e:

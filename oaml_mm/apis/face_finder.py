@@ -57,6 +57,7 @@ BOX_LANDMARKS = np.array([[0.27, 0.375], [0.73, 0.375], [0.50, 0.59],
 #: decoded; beyond that a file is far more likely a decompression bomb).
 MAX_PIXELS = 100_000_000
 
+
 class NoFaceError(ImageInputError):
     """The detector found no face in an image and no box or landmarks were given."""
 

@@ -5,8 +5,7 @@ from unittest import TestCase
 
 from mmengine.config import Config
 
-from oaml_mm.engine.runner import (check_dataloader_configs,
-                                   check_train_config)
+from oaml_mm.engine.runner import check_dataloader_configs, check_train_config
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import RUNNERS
 from tests.reliability._util import train

@@ -207,8 +207,8 @@ class TestAlignFaces(unittest.TestCase):
         rep = json.load(open(osp.join(out, 'align_report.json')))
         self.assertEqual(rep['rerun']['retried'], 2)
         self.assertTrue(osp.isfile(osp.join(out, 'p', 'broken.jpg')))
-        self.assertEqual(rep['rerun'], dict(retried=2, retried_ok=2, changed=0,
-                                              missing=0))
+        self.assertEqual(rep['rerun'], dict(retried=2, retried_ok=2,
+                                            changed=0, missing=0))
         self.assertEqual((rep['aligned'], rep['failures']), (3, []))
         self.assertIn('2 now aligned, 0 still failing', text)
         self.assertEqual(rep['per_photo']['p/coffee.jpg'][0]['path'], 'given-box')

@@ -105,8 +105,8 @@ def landmarks_plausible(landmarks: np.ndarray,
 
 def _other_layouts(lmk: np.ndarray):
     flat = lmk.reshape(-1)
-    yield ('all x then all y (x1 ... x5 y1 ... y5) read as (x, y) pairs',
-           np.stack([flat[:5], flat[5:]], 1))
+    yield 'all x then all y (x1 ... x5 y1 ... y5)', np.stack([flat[:5],
+                                                              flat[5:]], 1)
     yield '(y, x) pairs instead of (x, y)', lmk[:, ::-1]
     yield 'left and right swapped (eyes and mouth corners)', lmk[[1, 0, 2, 4, 3]]
     yield 'the two eyes swapped', lmk[[1, 0, 2, 3, 4]]
