@@ -119,7 +119,8 @@ def _landmarks(args, count: int):
     if not args.landmarks:
         return None
     try:
-        rows = np.loadtxt(args.landmarks, dtype=np.float64, ndmin=2)
+        rows = np.loadtxt(args.landmarks, dtype=np.float64, ndmin=2,
+                          encoding='utf-8-sig')
     except (OSError, ValueError) as e:
         raise ImageInputError(f'{args.landmarks}: cannot read landmarks ({e})') \
             from None

@@ -469,7 +469,7 @@ def load_side_files(bin_path: str, num_images: int
     types_path = stem + '.types.txt'
     if not osp.isfile(types_path):
         return vis, None
-    with open(types_path, encoding='utf-8', errors='replace') as f:
+    with open(types_path, encoding='utf-8-sig', errors='replace') as f:
         types = [line.strip() for line in f if line.strip()]
     if len(types) != num_images:
         raise DataFormatError(

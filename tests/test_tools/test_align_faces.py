@@ -271,6 +271,14 @@ class TestAlignFaces(unittest.TestCase):
         self.assertEqual(rep['per_photo']['p/good.jpg'][0]['path'],
                          'given-landmarks')
 
+    def test_tables_with_byte_order_mark(self):
+        # The mark once became part of the first path: its line was ignored.
+        path = self._out('bom_boxes.txt')
+        with open(path, 'w', encoding='utf-8-sig') as f:
+            f.write('p/a.jpg 1 2 3 4\n')
+        self.assertEqual(align_faces._read_table(path, 4, 'box'),
+                         {'p/a.jpg': [1.0, 2.0, 3.0, 4.0]})
+
     def test_out_dir_inside_in_dir_refused(self):
         # OUT inside IN once took its own output as photos on a rerun (an
         # identity named "out" in the .rec).

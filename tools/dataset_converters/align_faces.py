@@ -111,7 +111,7 @@ def _read_table(path: Optional[str], width: int, what: str) -> Dict[str, list]:
     if not path:
         return {}
     out = {}
-    with open(path) as f:
+    with open(path, encoding='utf-8-sig') as f:  # a BOM is not a name
         for i, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
