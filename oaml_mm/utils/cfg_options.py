@@ -257,7 +257,8 @@ def check_option_types(options: Optional[dict]) -> None:
     mmengine's registry imports a dotted path it does not know
     (``model.type=os.system`` imports and calls ``os.system``); a config file
     is code the user chose to run, a command-line option is not. Only names
-    registered in a registry (``ResNet``, ``mmpretrain.ResNet``) pass.
+    registered in a registry (``ResNet``, ``mmpretrain.ResNet``) pass, and
+    ``custom_imports`` (which imports any module) is refused too.
 
     Args:
         options (dict, optional): The parsed ``--cfg-options``.
@@ -276,6 +277,10 @@ def check_option_types(options: Optional[dict]) -> None:
         return
     names = scopes = None
     for key, value in options.items():
+        if str(key).split('.')[0] == 'custom_imports':
+            raise ConfigError(
+                f'--cfg-options {key}: a command-line option may not import '
+                'modules; put custom_imports in a config file')
         for where, name in _types_in(str(key), value):
             if names is None:
                 names, scopes = _registered_names()

@@ -157,6 +157,8 @@ class TestOptionTypes(unittest.TestCase):
                                         '^--cfg-options .*is not a registered '
                                         'component name'):
                 check_option_types({key: value})
+        with self.assertRaisesRegex(ConfigError, 'may not import modules'):
+            check_option_types({'custom_imports.imports': ['antigravity']})
         cfg = Config(dict(model=dict(type='ToyClassifier')))
         with self.assertRaises(ConfigError):
             merge_cfg_options(cfg, {'model.type': 'os.system'})
