@@ -68,12 +68,13 @@ def main(argv=None):
             raise SystemExit(2)
     try:
         cfg = load_config(args.config)
+        if args.cfg_options is not None:
+            # data_root=... also moves the copies the data set configs made
+            # of it; a type outside the registries is refused.
+            merge_cfg_options(cfg, args.cfg_options)
     except OAMLError as e:
         raise SystemExit(f'{type(e).__name__}: {e}')
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        # data_root=... also moves the copies the data set configs made of it.
-        merge_cfg_options(cfg, args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

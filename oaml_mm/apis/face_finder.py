@@ -31,6 +31,7 @@ import torch
 
 from oaml_mm.datasets.transforms import AlignFace5Points
 from oaml_mm.datasets.transforms.align import (ARCFACE_REF_POINTS,
+                                               landmarks_plausible,
                                                similarity_transform)
 from oaml_mm.errors import ConfigError, ImageInputError
 from .inputs import (ImageLike, _array_to_rgb, _is_numeric_ndim, _is_point_set,
@@ -55,8 +56,6 @@ BOX_LANDMARKS = np.array([[0.27, 0.375], [0.73, 0.375], [0.50, 0.59],
 #: Largest photo accepted, in pixels (a 100-megapixel image already takes 300 MB
 #: decoded; beyond that a file is far more likely a decompression bomb).
 MAX_PIXELS = 100_000_000
-
-_IOD = float(np.linalg.norm(ARCFACE_REF_POINTS[1] - ARCFACE_REF_POINTS[0]))
 
 
 class NoFaceError(ImageInputError):
@@ -133,42 +132,6 @@ def box_landmarks(box: Sequence[float]) -> np.ndarray:
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     return (BOX_LANDMARKS * [x2 - x1, y2 - y1] + [x1, y1]).astype(np.float32)
-
-
-def landmarks_plausible(landmarks: np.ndarray,
-                        tolerance: float = 0.4) -> Tuple[bool, str]:
-    """Whether the nose and mouth points sit where a face has them.
-
-    In the frame that the eyes alone align to the template, each of the nose and
-    mouth points must lie within ``tolerance`` inter-ocular distances of its
-    template position, the nose below the eyes and the mouth below the nose. A
-    detector guesses these points under a niqab, a mask or a hand, and its guesses
-    fail this test far more often than real points on turned faces do
-    (docs/inference.md, "Occluded faces").
-
-    Args:
-        landmarks (np.ndarray): [5, 2] in the ArcFace template's order.
-        tolerance (float): In inter-ocular distances. Defaults to 0.4: the
-            broad smile of ``skimage.data.astronaut()`` puts its mouth corners
-            0.28 away, while the gross misplacements that occluders cause lie
-            beyond (docs/inference.md, "Occluded faces").
-
-    Returns:
-        tuple: ``(ok, reason)``, reason empty when ok.
-    """
-    lmk = np.asarray(landmarks, np.float64).reshape(5, 2)
-    if np.linalg.norm(lmk[1] - lmk[0]) < 1.0:
-        return False, 'eyes coincide'
-    M = similarity_transform(lmk[:2], ARCFACE_REF_POINTS[:2])
-    p = lmk @ M[:, :2].T + M[:, 2]
-    dist = np.linalg.norm(p[2:] - ARCFACE_REF_POINTS[2:], axis=1) / _IOD
-    names = ('nose', 'left mouth corner', 'right mouth corner')
-    far = [f'{n} {d:.2f}' for n, d in zip(names, dist) if d > tolerance]
-    if far:
-        return False, 'off the template by ' + ', '.join(far) + ' eye distances'
-    if not p[2, 1] > p[:2, 1].max() or not p[3:, 1].min() > p[2, 1]:
-        return False, 'eyes, nose and mouth are not in top-down order'
-    return True, ''
 
 
 class FaceFinder:
@@ -269,9 +232,15 @@ class FaceFinder:
         """
         base = dict(image=where, score=None, box=None, landmarks=None, note='')
         if landmarks is not None:
-            pts = check_landmarks(landmarks, img.shape, where)
-            used = eye_landmarks(pts[:2]) if self.align == 'eyes' else pts
-            return [self._align(dict(base, path='given-landmarks',
+            # Refuses a layout mistake (all x then all y, left/right swapped);
+            # other implausible points are treated as detected ones are.
+            pts = check_landmarks(landmarks, img.shape, where, self.tolerance)
+            ok, why = landmarks_plausible(pts, self.tolerance)
+            eyes = self.align == 'eyes' or (self.align == 'auto' and not ok)
+            used = eye_landmarks(pts[:2]) if eyes else pts
+            note = '' if ok else f'given landmarks implausible: {why}' + (
+                '; aligned with the eyes alone' if eyes else '')
+            return [self._align(dict(base, path='given-landmarks', note=note,
                                      landmarks=pts.tolist()), img, used)]
         if self.detect == 'never' or (
                 self.detect == 'auto' and box is None and

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from oaml_mm.datasets.base_face_dataset import decode_image
-from oaml_mm.datasets.transforms import AlignFace5Points
+from oaml_mm.datasets.transforms import (LANDMARK_ORDER, AlignFace5Points,
+                                         landmark_layout_mistake,
+                                         landmarks_plausible)
 from oaml_mm.errors import DataFormatError, ImageInputError
 
 __all__ = ['ImageLike', 'load_image', 'prepare_faces', 'check_landmarks']
@@ -123,13 +125,24 @@ def _tensor_to_rgb(img: torch.Tensor, channel_order: Optional[str],
 _MIN_LANDMARK_SPREAD = 1.0
 
 
-def check_landmarks(landmarks, shape: Sequence[int], where: str) -> np.ndarray:
-    """Validate 5 landmarks against an image shape.
+def check_landmarks(landmarks,
+                    shape: Sequence[int],
+                    where: str,
+                    tolerance: float = 0.4) -> np.ndarray:
+    """Validate 5 landmarks against an image shape and a face's layout.
+
+    Every given landmark set (API arguments, ``tools/infer.py --landmarks``,
+    ``align_faces.py --landmarks``) passes here. Points that do not look like a
+    face but do once read in another common layout (all x then all y, (y, x)
+    pairs, left and right swapped; :func:`landmark_layout_mistake`) are refused
+    with that layout named; other implausible points are left to the caller
+    (:class:`FaceFinder` aligns them with the eyes alone, as detected ones).
 
     Args:
         landmarks: Five ``(x, y)`` points (anything numpy reads as [5, 2]).
         shape (Sequence[int]): ``(H, W, ...)`` of the image.
         where (str): What the image is, for the message.
+        tolerance (float): Of :func:`landmarks_plausible`. Defaults to 0.4.
 
     Returns:
         np.ndarray: float32 [5, 2].
@@ -137,7 +150,7 @@ def check_landmarks(landmarks, shape: Sequence[int], where: str) -> np.ndarray:
     Raises:
         ImageInputError: Wrong shape, non-finite, a point outside the image,
             or degenerate points (all within a pixel, or the eyes within a
-            pixel of each other).
+            pixel of each other), or a layout mistake (named).
     """
     try:
         lmk = np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
@@ -148,14 +161,6 @@ def check_landmarks(landmarks, shape: Sequence[int], where: str) -> np.ndarray:
         raise ImageInputError(
             f'{where}: landmarks must be 5 finite (x, y) points (eyes, nose, '
             f'mouth corners), got shape {lmk.shape}')
-    h, w = int(shape[0]), int(shape[1])
-    outside = (lmk[:, 0] < 0) | (lmk[:, 0] > w - 1) | (lmk[:, 1] < 0) | \
-        (lmk[:, 1] > h - 1)
-    if outside.any():
-        i = int(np.nonzero(outside)[0][0])
-        raise ImageInputError(
-            f'{where}: landmark {i} at ({lmk[i, 0]:.1f}, {lmk[i, 1]:.1f}) lies '
-            f'outside the {w}x{h} image')
     # Coincident points (e.g. five copies of one point) leave the similarity
     # transform without a scale: the "aligned" crop is a smear of one pixel.
     spread = float(np.sqrt(((lmk - lmk.mean(0)) ** 2).sum(1).mean()))
@@ -165,6 +170,21 @@ def check_landmarks(landmarks, shape: Sequence[int], where: str) -> np.ndarray:
             f'{where}: degenerate landmarks (spread {spread:.2f} px, eyes '
             f'{eyes:.2f} px apart); expected 5 distinct points of a face '
             f'(eyes at least {_MIN_LANDMARK_SPREAD:g} px apart)')
+    mistake = landmark_layout_mistake(lmk, tolerance)
+    if mistake:
+        raise ImageInputError(
+            f'{where}: the 5 landmarks '
+            f'{" ".join(f"({x:.1f}, {y:.1f})" for x, y in lmk)} do not look '
+            f'like a face ({landmarks_plausible(lmk, tolerance)[1]}) but do '
+            f'when read as {mistake}; expected {LANDMARK_ORDER}')
+    h, w = int(shape[0]), int(shape[1])
+    outside = (lmk[:, 0] < 0) | (lmk[:, 0] > w - 1) | (lmk[:, 1] < 0) | \
+        (lmk[:, 1] > h - 1)
+    if outside.any():
+        i = int(np.nonzero(outside)[0][0])
+        raise ImageInputError(
+            f'{where}: landmark {i} at ({lmk[i, 0]:.1f}, {lmk[i, 1]:.1f}) lies '
+            f'outside the {w}x{h} image')
     return lmk
 
 

@@ -21,8 +21,9 @@ Resumable: each output is written atomically and recorded in
 does not take it for an identity) with the options it was made with. A rerun (after
 a crash, or to fix failures) keeps the photos aligned before, retries every photo
 that failed (fixed files, new ``--boxes`` / ``--landmarks`` lines), redoes an
-aligned photo whose file or ``--landmarks`` / ``--boxes`` line changed, and says
-how many it retried. A rerun whose options would change the aligned faces
+aligned photo whose file or ``--landmarks`` / ``--boxes`` line changed or whose
+output file is gone (the disk, not the journal, decides), and says how many it
+retried. A rerun whose options would change the aligned faces
 (``--align``, ``--size``, ``--format``, ``--faces``, ``--detect``,
 ``--min-score``, ``--quality``, ``--masks``, IN_DIR) is refused: use the recorded
 options or a new OUT_DIR. OUT_DIR and IN_DIR may not contain each other. A bad
@@ -78,7 +79,7 @@ def _read_table(path: Optional[str], width: int, what: str) -> Dict[str, list]:
     if not path:
         return {}
     out = {}
-    with open(path) as f:
+    with open(path, encoding='utf-8-sig') as f:  # a BOM is not a name
         for i, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
@@ -255,16 +256,28 @@ def _inputs(args_in: str, rel: str, opts: dict) -> dict:
                 landmarks=opts['landmarks'].get(key), box=opts['boxes'].get(key))
 
 
+def _output_files(rec: dict) -> List[str]:
+    """The files (relative to OUT_DIR) a photo's journal record says it made."""
+    files = []
+    for face in rec.get('faces', []):
+        out = face.get('out')
+        if out:
+            files.append(out)
+            if out.startswith('images' + os.sep):
+                files.append('masks' + out[len('images'):])
+    return files
+
+
+def _outputs_present(out_dir: str, rec: dict) -> bool:
+    return all(osp.isfile(osp.join(out_dir, out)) for out in _output_files(rec))
+
+
 def _remove_outputs(out_dir: str, rec: dict) -> None:
     """Delete a photo's earlier outputs before it is redone (the new run may
     find fewer faces, or none)."""
-    for face in rec.get('faces', []):
-        outs = [face.get('out')]
-        if outs[0] and outs[0].startswith('images' + os.sep):
-            outs.append('masks' + outs[0][len('images'):])
-        for out in outs:
-            if out and osp.isfile(osp.join(out_dir, out)):
-                os.remove(osp.join(out_dir, out))
+    for out in _output_files(rec):
+        if osp.isfile(osp.join(out_dir, out)):
+            os.remove(osp.join(out_dir, out))
 
 
 def run(args: Any) -> dict:
@@ -324,9 +337,13 @@ def run(args: Any) -> dict:
     retried = [f for f in files if f in done and done[f]['status'] != 'ok']
     changed = [f for f in files if f in done and done[f]['status'] == 'ok'
                and 'inputs' in done[f] and done[f]['inputs'] != inputs[f]]
-    for f in changed:
+    # The disk, not the journal, says what is aligned: a deleted output
+    # (or its mask) is redone and not counted until it is there again.
+    missing = [f for f in files if f in done and done[f]['status'] == 'ok'
+               and f not in changed and not _outputs_present(out_dir, done[f])]
+    for f in changed + missing:
         _remove_outputs(out_dir, done[f])
-    redo = set(retried) | set(changed)
+    redo = set(retried) | set(changed) | set(missing)
     todo = [f for f in files if f not in done or f in redo]
     t0 = time.time()
     bar = None
@@ -364,7 +381,7 @@ def run(args: Any) -> dict:
     rerun = dict(
         retried=len(retried),
         retried_ok=sum(done[f]['status'] == 'ok' for f in retried),
-        changed=len(changed))
+        changed=len(changed), missing=len(missing))
     return _finish(args, files, identities, done, time.time() - t0, rerun)
 
 
@@ -474,12 +491,14 @@ def format_summary(report: dict) -> str:
     paths = ', '.join(f'{k} {v}' for k, v in sorted(report['paths'].items()))
     rr = report['rerun']
     lines = []
-    if rr['retried'] or rr['changed']:
+    missing = rr.get('missing', 0)
+    if rr['retried'] or rr['changed'] or missing:
         lines.append(
             f'retried {rr["retried"]} earlier failure(s): {rr["retried_ok"]} '
             f'now aligned, {rr["retried"] - rr["retried_ok"]} still failing; '
             f'redid {rr["changed"]} aligned photo(s) whose file or '
-            '--landmarks/--boxes line changed')
+            '--landmarks/--boxes line changed and '
+            f'{missing} whose output file was gone')
     lines.append(
         f'{report["aligned"]}/{report["photos"]} photos aligned '
         f'({report["faces"]} faces: {paths}); {report["failed"]} failed, listed '

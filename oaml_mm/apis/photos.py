@@ -109,7 +109,9 @@ def read_landmarks(path: Optional[str],
     if not path:
         return None
     try:
-        rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
+        # utf-8-sig: a byte-order mark (Windows editors) is not a number.
+        rows = np.loadtxt(path, dtype=np.float64, ndmin=2,
+                          encoding='utf-8-sig')
     except (OSError, ValueError) as e:
         raise ImageInputError(f'{path}: cannot read landmarks ({e})') from None
     if rows.shape != (count, 10):

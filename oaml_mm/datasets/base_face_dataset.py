@@ -113,7 +113,8 @@ def check_relative_path(name: str, path: str, record: Any = None,
 
 
 def read_text(path: str, what: str) -> str:
-    """A whole text file as UTF-8 (universal newlines are left to the caller).
+    """A whole text file as UTF-8, a leading byte-order mark dropped (universal
+    newlines are left to the caller).
 
     Raises:
         DataFormatError: A byte sequence is not UTF-8; names the line.
@@ -121,7 +122,9 @@ def read_text(path: str, what: str) -> str:
     with open(path, 'rb') as f:
         raw = f.read()
     try:
-        return raw.decode('utf-8')
+        # utf-8-sig: a byte-order mark (Windows editors write one) is dropped,
+        # not read as part of the first name or header.
+        return raw.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         lineno = raw.count(b'\n', 0, e.start) + 1
         raise DataFormatError(
@@ -290,6 +293,7 @@ class BaseFaceDataset(BaseDataset, metaclass=abc.ABCMeta):
             raise ConfigError(
                 f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}")
         self.on_bad_image = on_bad_image
+        self._last_bad: Optional[tuple] = None
         self.dataset_name = dataset_name
         self.num_classes = num_classes
         # Skipped keys go to a file: DataLoader workers are separate processes, and
@@ -366,6 +370,24 @@ class BaseFaceDataset(BaseDataset, metaclass=abc.ABCMeta):
             info.setdefault('dataset_name', self.dataset_name)
         return info
 
+    def __getitem__(self, idx: int) -> Any:
+        if not self.test_mode:
+            return super().__getitem__(idx)
+        # An evaluation set cannot draw another sample for a skipped one (its
+        # pairs and templates need every image): one line naming the image,
+        # instead of mmengine's bare "should not get None".
+        if not self._fully_initialized:
+            self.full_init()
+        data = self.prepare_data(idx)
+        if data is None:
+            key, why = self._last_bad or (idx, 'skipped')
+            raise DataFormatError(
+                self.ann_file or self.data_root, f'{key} was skipped '
+                f"under on_bad_image='skip' ({why}), but an evaluation set "
+                '(test_mode) needs every image: replace or remove it',
+                record=key)
+        return data
+
     def prepare_data(self, idx: int) -> Any:
         info = self.get_data_info(idx)
         if not self.load_sample(info):
@@ -432,10 +454,12 @@ class BaseFaceDataset(BaseDataset, metaclass=abc.ABCMeta):
             if self.on_bad_image == 'raise':
                 raise
             self.bad_image(key, str(e))
+            self._last_bad = (key, e.what)
             return None
 
     def bad_image(self, key: Any, why: str) -> None:
         """Log and count a skipped sample."""
+        self._last_bad = (key, why)
         print_log(f'skipping undecodable image {key}: {why}',
                   logger='current', level=30)
         with open(self._skip_log, 'a') as f:

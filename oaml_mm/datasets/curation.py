@@ -1,5 +1,11 @@
 """Data curation: per-sample quality and visibility, filtered list files, review lists.
 
+* :func:`build_split_dataset` builds a config's data set for a tool; measurement
+  tools (``filter_dataset.py``, ``review_dataset.py``, ``occlusion_report.py``)
+  get it with its test-time pipeline (:func:`measurement_pipeline`: the random
+  training augmentations removed), so a quality figure, an embedding or a mask
+  belongs to the image as stored, not to one random draw of its augmentation.
+
 * :func:`sample_stats` measures every sample once: mean true visibility (from its
   ``gt_visibility``: the mask of an ``OcclusionMaskDataset``, all ones otherwise),
   sharpness (variance of the Laplacian of the grey image, the usual focus measure:
@@ -13,31 +19,93 @@
   to their own) from a trained model's embeddings (:func:`embed_dataset`); exact
   search with faiss (``IndexFlatIP``); :func:`write_review_list` writes them as TSV.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from mmengine.logging import print_log
 
 from oaml_mm.errors import ConfigError
 
 __all__ = ['build_split_dataset', 'image_quality', 'sample_stats', 'list_entry',
            'write_filtered_list', 'embed_dataset', 'review_pairs',
-           'write_review_list', 'REVIEW_COLUMNS']
+           'write_review_list', 'REVIEW_COLUMNS', 'measurement_pipeline',
+           'MEASUREMENT_TRANSFORMS']
 
 #: Columns of the review list (:func:`write_review_list`).
 REVIEW_COLUMNS = ('kind', 'score', 'a', 'b', 'label_a', 'label_b')
 
+#: Transforms that do the same to every image (alignment, packing): the only ones a
+#: measurement keeps. Every other transform (flip, augmenter, random occlusion,
+#: medical masks...) is a random training augmentation and is removed.
+MEASUREMENT_TRANSFORMS = ('AlignFace5Points', 'PackFaceInputs')
 
-def build_split_dataset(cfg, split: str = 'train', part: Optional[int] = None):
+
+def measurement_pipeline(pipeline: Sequence) -> Tuple[List[dict], List[str]]:
+    """The test-time version of a data pipeline, and what it removed.
+
+    Args:
+        pipeline (Sequence[dict]): Transform configs.
+
+    Returns:
+        tuple: ``(pipeline, removed)``: the transforms of
+        :data:`MEASUREMENT_TRANSFORMS` in their order (``PackFaceInputs``
+        appended when missing), and the type names removed.
+
+    Examples:
+        >>> measurement_pipeline([dict(type='FaceRandomFlip', prob=0.5),
+        ...                       dict(type='PackFaceInputs')])
+        ([{'type': 'PackFaceInputs'}], ['FaceRandomFlip'])
+    """
+    kept, removed = [], []
+    for t in pipeline or ():
+        name = t.get('type') if isinstance(t, dict) else type(t).__name__
+        name = name if isinstance(name, str) else getattr(name, '__name__', '')
+        if name.split('.')[-1] in MEASUREMENT_TRANSFORMS:
+            kept.append(dict(t))
+        else:
+            removed.append(name)
+    if not any(t['type'].split('.')[-1] == 'PackFaceInputs' for t in kept):
+        kept.append(dict(type='PackFaceInputs'))
+    return kept, removed
+
+
+def _test_time(ds_cfg: Any, removed: List[str]) -> Any:
+    """``ds_cfg`` with every ``pipeline`` in it (wrapped data sets too)
+    replaced by its :func:`measurement_pipeline`."""
+    if isinstance(ds_cfg, dict):
+        out = {}
+        for k, v in ds_cfg.items():
+            if k == 'pipeline':
+                v, gone = measurement_pipeline(v)
+                removed.extend(gone)
+            else:
+                v = _test_time(v, removed)
+            out[k] = v
+        return out
+    if isinstance(ds_cfg, (list, tuple)):
+        return type(ds_cfg)(_test_time(v, removed) for v in ds_cfg)
+    return ds_cfg
+
+
+def build_split_dataset(cfg,
+                        split: str = 'train',
+                        part: Optional[int] = None,
+                        pipeline: str = 'test'):
     """Build ``cfg.<split>_dataloader.dataset`` (first loader of a list).
 
     Args:
         cfg (Config): A loaded config.
         split (str): ``'train'``, ``'val'`` or ``'test'``.
         part (int, optional): For a ``ConcatDataset``, build only this part.
+        pipeline (str): ``'test'`` (default: the test-time pipeline of
+            :func:`measurement_pipeline`, for every tool that measures images)
+            or ``'configured'`` (as the config has it, random augmentation
+            included: for looking at what training sees).
 
     Raises:
-        ConfigError: No such dataloader, or ``part`` out of range.
+        ConfigError: No such dataloader, ``part`` out of range, or an unknown
+            ``pipeline``.
     """
     from mmengine.registry import init_default_scope
 
@@ -53,6 +121,16 @@ def build_split_dataset(cfg, split: str = 'train', part: Optional[int] = None):
         if not parts or not 0 <= part < len(parts):
             raise ConfigError(f'{split}_dataloader.dataset has no part {part}')
         ds_cfg = parts[part]
+    if pipeline not in ('test', 'configured'):
+        raise ConfigError(f"pipeline must be 'test' or 'configured', got "
+                          f'{pipeline!r}')
+    if pipeline == 'test':
+        removed: List[str] = []
+        ds_cfg = _test_time(ds_cfg, removed)
+        if removed:
+            print_log(f'{split}_dataloader.dataset: measured with the test-time '
+                      f'pipeline (removed {", ".join(sorted(set(removed)))})',
+                      logger='current')
     init_default_scope('oaml_mm')
     return DATASETS.build(ds_cfg)
 

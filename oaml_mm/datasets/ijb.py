@@ -28,7 +28,7 @@ from .base_face_dataset import BaseFaceDataset, check_relative_path, read_text
 
 __all__ = [
     'IJBDataset', 'ijb_meta_paths', 'read_ijb_tid_mid', 'read_ijb_template_pairs',
-    'read_ijb_landmarks', 'read_1n_csv'
+    'read_ijb_landmarks', 'read_1n_csv', 'check_1n_lists'
 ]
 
 _PREFIX = {'IJBB': 'ijbb', 'IJBC': 'ijbc'}
@@ -119,6 +119,8 @@ def read_ijb_template_pairs(
     _require(path, '"template1 template2 label" per pair')
     with open(path, 'rb') as f:
         raw = f.read()
+    if raw.startswith(b'\xef\xbb\xbf'):  # a UTF-8 byte-order mark
+        raw = raw[3:]
     try:
         values = np.array(raw.split(), dtype=np.int64)
         ok = values.size % 3 == 0
@@ -194,7 +196,8 @@ def read_1n_csv(path: str) -> Tuple[np.ndarray, np.ndarray]:
     Raises:
         MissingFileError: The file is missing.
         DataFormatError: Not UTF-8, no such header, a row without two 64-bit
-            integer ids, or a template listed with two subjects; names the line.
+            integer ids, a template listed with two subjects (names the line),
+            or no rows at all after the header.
     """
     if not osp.isfile(path):
         raise MissingFileError(path, 'IJB 1:N template list')
@@ -227,8 +230,70 @@ def read_1n_csv(path: str) -> Tuple[np.ndarray, np.ndarray]:
     except csv.Error as e:
         raise DataFormatError(path, f'not a CSV file: {e}',
                               record=f'line {reader.line_num}') from None
+    if not templates:
+        # Figures over no templates are NaN, not a result.
+        raise DataFormatError(path, 'no template rows after the header; '
+                              'expected one "TEMPLATE_ID,SUBJECT_ID,..." row per '
+                              'image')
     return (np.fromiter(templates.keys(), np.int64, len(templates)),
             np.fromiter(templates.values(), np.int64, len(templates)))
+
+
+def check_1n_lists(galleries: List[Tuple[str, np.ndarray]],
+                   probe: Tuple[str, np.ndarray]) -> None:
+    """Refuse 1:N lists whose probes are also gallery templates.
+
+    A probe template that is in a gallery finds itself at rank 1 (score 1.0),
+    so rank-N and TPIR figures read 100 % whatever the model.
+
+    Args:
+        galleries (list): ``(path, template_ids)`` per gallery CSV.
+        probe (tuple): ``(path, template_ids)`` of the probe CSV.
+
+    Raises:
+        DataFormatError: Names the probe file, the gallery file, how many
+            templates are shared and the first of them.
+    """
+    probe_path, probe_ids = probe
+    for path, ids in galleries:
+        shared = np.intersect1d(probe_ids, ids)
+        if shared.size:
+            raise DataFormatError(
+                probe_path, f'{shared.size} of its {len(probe_ids)} probe '
+                f'templates are also gallery templates of {path} (first: '
+                f'{int(shared[0])}): each would find itself at rank 1 and make '
+                'the 1:N figures meaningless; expected probe and gallery '
+                'templates to be disjoint', field='TEMPLATE_ID')
+
+
+def _check_landmark_layout(lmks: np.ndarray, path: str,
+                           sample: int = 256) -> None:
+    """Refuse a landmark file most of whose faces are in another layout.
+
+    Checks ``sample`` faces spread over the file with
+    :func:`~oaml_mm.datasets.transforms.landmark_layout_mistake`; single
+    implausible faces (profiles) are normal, a majority sharing one mistake is a
+    file written in another layout.
+
+    Raises:
+        DataFormatError: More than half of the sampled faces share one layout
+            mistake; names the file and the mistake.
+    """
+    from oaml_mm.datasets.transforms import (LANDMARK_ORDER,
+                                             landmark_layout_mistake)
+    if not len(lmks):
+        return
+    idx = np.unique(np.linspace(0, len(lmks) - 1, min(sample, len(lmks)))
+                    .astype(np.int64))
+    found = [landmark_layout_mistake(lmks[i]) for i in idx]
+    mistakes = [m for m in found if m]
+    if mistakes:
+        worst = max(set(mistakes), key=mistakes.count)
+        if mistakes.count(worst) * 2 > len(idx):
+            raise DataFormatError(
+                path, f'{mistakes.count(worst)} of {len(idx)} sampled faces do '
+                f'not look like faces but do when read as {worst}; expected '
+                f'{LANDMARK_ORDER}')
 
 
 @DATASETS.register_module()
@@ -272,6 +337,7 @@ class IJBDataset(BaseFaceDataset):
                     self.paths['landmarks'], f'image {b!r}, but line {i + 1} of '
                     f'{self.paths["tid_mid"]} is {a!r}; expected the same order',
                     record=f'line {i + 1}')
+        _check_landmark_layout(self._lmks, self.paths['landmarks'])
         self._names = np.array([n.encode('utf-8') for n in names],
                                dtype=np.bytes_)
         self._metainfo['subset'] = self.subset

@@ -400,9 +400,10 @@ class VerificationBinDataset(BaseFaceDataset):
 
     def load_sample(self, info: dict) -> bool:
         i = info['key']
-        if self._decoded is not None:
-            img = np.array(self._decoded[i])  # writable: transforms may modify it
-        else:
+        # A writable copy (transforms may modify it), or None when the cached
+        # bytes fail their checksum: then decoded from the .bin as without cache.
+        img = self._decoded.get(i) if self._decoded is not None else None
+        if img is None:
             buf = self._blob[self._spans[i, 0]:self._spans[i, 1]]
             img = self.decode(buf, self.ann_file, f'image {i}')
         if img is None:
@@ -468,7 +469,7 @@ def load_side_files(bin_path: str, num_images: int
     types_path = stem + '.types.txt'
     if not osp.isfile(types_path):
         return vis, None
-    with open(types_path, encoding='utf-8', errors='replace') as f:
+    with open(types_path, encoding='utf-8-sig', errors='replace') as f:
         types = [line.strip() for line in f if line.strip()]
     if len(types) != num_images:
         raise DataFormatError(

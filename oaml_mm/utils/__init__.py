@@ -1,5 +1,7 @@
 """Utilities: dependency check, weights-only checkpoints, configs."""
-from .cfg_options import ROOT_SCOPES, merge_cfg_options
+from .cfg_options import (ROOT_SCOPES, SIZE_SCOPES, check_option_types,
+                          follow_variables, merge_cfg_options,
+                          rescale_schedule)
 from .checkpoint import (TYPE_KEY, atomic_save, from_weights_only,
                          safe_load_checkpoint, to_weights_only)
 from .config import load_config
@@ -10,5 +12,6 @@ from .setup_env import check_dependencies
 __all__ = [
     'check_dependencies', 'to_weights_only', 'from_weights_only',
     'safe_load_checkpoint', 'atomic_save', 'TYPE_KEY', 'load_config',
-    'merge_cfg_options', 'ROOT_SCOPES', 'check_output_file', 'close_process_group'
+    'merge_cfg_options', 'ROOT_SCOPES', 'check_output_file', 'close_process_group',
+    'SIZE_SCOPES', 'check_option_types', 'follow_variables', 'rescale_schedule'
 ]

@@ -86,7 +86,11 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
             ``data_root`` also moves the copies the data set configs made of it.
 
     Returns:
-        mmengine.config.Config: The loaded config, bases merged, overrides applied.
+        mmengine.config.Config: The loaded config, bases merged; the copies of
+        variables the file changes of its bases (data roots,
+        ``train_num_classes``, ``max_iters``) and an inherited schedule follow
+        (:func:`~oaml_mm.utils.cfg_options.follow_bases`); then the overrides
+        are applied.
 
     Raises:
         ConfigError: The file or one of its ``_base_`` files is missing, is not UTF-8,
@@ -113,7 +117,7 @@ def _load(path: str) -> Config:
     if path.endswith('.py'):
         _check_python_source(path)
     try:
-        return Config.fromfile(path)
+        cfg = Config.fromfile(path)
     except ConfigError:
         raise
     except FileNotFoundError as e:
@@ -146,3 +150,9 @@ def _load(path: str) -> Config:
         raise ConfigError(
             f'{where}: {type(e).__name__}: '
             f'{detail[0] if detail else "(no message)"}') from None
+    if path.endswith('.py'):
+        # A child that sets data_root, train_num_classes or the training
+        # length alone: the copies its bases made follow (cfg_options.py).
+        from .cfg_options import follow_bases
+        follow_bases(cfg, path)
+    return cfg

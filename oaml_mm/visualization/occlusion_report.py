@@ -32,7 +32,55 @@ from oaml_mm.errors import DataFormatError
 from oaml_mm.evaluation.functional import (verification_10fold_scores,
                                            visibility_mae)
 
-__all__ = ['collect_predictions', 'occlusion_tables', 'write_occlusion_report']
+__all__ = [
+    'collect_predictions', 'occlusion_tables', 'write_occlusion_report',
+    'stratified_pairs'
+]
+
+
+def stratified_pairs(dataset, max_images: int) -> List[int]:
+    """Image indices of whole pairs drawn from every group the report shows.
+
+    Pairs are grouped by set and by the occlusion types of their two images
+    (as :func:`occlusion_tables` groups them); the groups take turns, one pair
+    each, until ``max_images`` images are chosen, and each group's pairs are
+    spread evenly over it. The first N images of a SynthFace set are all
+    clean pairs; this sample reports on every type.
+
+    Args:
+        dataset: As for :func:`collect_predictions`; only its
+            ``get_data_info`` is read (no image is decoded).
+        max_images (int): Images to keep (rounded down to whole pairs).
+
+    Returns:
+        list[int]: Sorted indices, both images of each chosen pair.
+    """
+    pairs: Dict[tuple, Dict[int, int]] = defaultdict(dict)
+    types: Dict[tuple, set] = defaultdict(set)
+    for i in range(len(dataset)):
+        info = dataset.get_data_info(i)
+        key = (str(info.get('dataset_name', '')), int(info['pair_index']))
+        pairs[key][int(info['pair_slot'])] = i
+        types[key].add(str(info.get('occlusion_type', 'none')))
+    groups: Dict[tuple, list] = defaultdict(list)
+    for key, slots in pairs.items():
+        if len(slots) == 2:
+            kinds = tuple(sorted(types[key] - {'none'})) or ('none', )
+            groups[(key[0], kinds)].append(key)
+    budget = max_images // 2
+    take = {g: 0 for g in groups}
+    while budget > 0 and any(take[g] < len(v) for g, v in groups.items()):
+        for g in sorted(groups):
+            if budget > 0 and take[g] < len(groups[g]):
+                take[g] += 1
+                budget -= 1
+    chosen = []
+    for g, members in groups.items():
+        if take[g]:
+            at = np.linspace(0, len(members) - 1, take[g]).round().astype(int)
+            for j in np.unique(at):
+                chosen.extend(pairs[members[j]].values())
+    return sorted(chosen)
 
 
 @torch.no_grad()
@@ -46,7 +94,9 @@ def collect_predictions(model, dataset, batch_size: int = 64,
             ``pair_slot``, ``issame`` and ``dataset_name`` (``VerificationBinDataset``
             with ``side_files=True``, alone or in a ``ConcatDataset``).
         batch_size (int): Images per forward. Defaults to 64.
-        max_images (int, optional): Only the first ``max_images`` (even) images.
+        max_images (int, optional): Only ``max_images`` images: whole pairs
+            from every set and occlusion type in turn
+            (:func:`stratified_pairs`).
 
     Returns:
         dict: ``images`` uint8 [N, H, W, 3] (RGB), ``pred`` / ``true`` float32
@@ -58,9 +108,9 @@ def collect_predictions(model, dataset, batch_size: int = 64,
             ``occlusion_type``.
     """
     model.eval()
-    n = len(dataset) if max_images is None else min(len(dataset),
-                                                    max_images // 2 * 2)
-    loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size,
+    index = range(len(dataset)) if max_images is None or \
+        max_images >= len(dataset) else stratified_pairs(dataset, max_images)
+    loader = DataLoader(Subset(dataset, index), batch_size=batch_size,
                         shuffle=False, collate_fn=pseudo_collate)
     out = defaultdict(list)
     for data in loader:

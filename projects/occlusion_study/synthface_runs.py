@@ -77,7 +77,9 @@ def write_run_config(model: str,
     """Resolve a SynthFace config for one run and write it into ``work_dir``.
 
     The schedule keeps the shape of ``configs/synthface/_base_/synthface_schedule.py``
-    (linear warm-up over 5%, x0.1 at 70% and 90%) at any ``max_iters``.
+    (linear warm-up over 5%, x0.1 at 70% and 90%) at any ``max_iters``: it is
+    rescaled by :func:`oaml_mm.utils.rescale_schedule`, as for
+    ``--cfg-options train_cfg.max_iters=N``.
 
     Args:
         model (str): A key of :data:`CONFIGS` (``'adaface'``, ``'oaml'``, ...).
@@ -114,12 +116,13 @@ def write_run_config(model: str,
         ijb = load_config(IJBC_CONFIGS[FAMILY[model]])
         for key in ('test_data_root', 'test_dataloader', 'test_evaluator'):
             cfg[key] = ijb[key]
-    merge_cfg_options(
-        cfg, dict(data_root=data_root, occlusion_data_root=data_root,
-                  val_data_root=data_root,
-                  test_data_root=test_data_root or data_root))
     max_iters = int(max_iters or cfg.train_cfg.max_iters)
-    cfg.train_cfg.max_iters = max_iters
+    # The schedule follows max_iters as for users (rescale_schedule).
+    merge_cfg_options(
+        cfg, {'data_root': data_root, 'occlusion_data_root': data_root,
+              'val_data_root': data_root,
+              'test_data_root': test_data_root or data_root,
+              'train_cfg.max_iters': max_iters})
     if lr is not None:
         cfg.optim_wrapper.optimizer.lr = float(lr)
     if scale is not None:
@@ -135,13 +138,6 @@ def write_run_config(model: str,
     if sampler is not None:
         cfg.train_dataloader.sampler = SAMPLERS[sampler](
             cfg.train_dataloader.batch_size)
-    cfg.param_scheduler = [
-        dict(type='LinearLR', start_factor=0.05, by_epoch=False, begin=0,
-             end=max(1, max_iters // 20)),
-        dict(type='MultiStepLR', by_epoch=False,
-             milestones=[int(max_iters * 0.7), int(max_iters * 0.9)],
-             gamma=0.1),
-    ]
     for hook in cfg.custom_hooks:
         if hook['type'] == 'MarginWarmupHook' and margin_warmup is not None:
             hook['warmup_ratio'] = float(margin_warmup)

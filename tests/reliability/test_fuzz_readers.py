@@ -304,8 +304,9 @@ class TestFuzzIJBMeta(_FuzzCase):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
     def _rows(self, path, ncols):
-        """The oracle: plain Python over universal-newline text lines."""
-        with open(path, encoding='utf-8', newline=None) as f:
+        """The oracle: plain Python over universal-newline text lines (a
+        leading UTF-8 byte-order mark is not part of the text)."""
+        with open(path, encoding='utf-8-sig', newline=None) as f:
             rows = [line.split() for line in f if line.split()]
         for r in rows:
             self.assertEqual(len(r), ncols, f'accepted a bad line: {r}')
@@ -707,7 +708,7 @@ class TestFuzz1NCSV(_FuzzCase):
 
     def _oracle(self, path):
         import csv
-        with open(path, encoding='utf-8', newline='') as f:
+        with open(path, encoding='utf-8-sig', newline='') as f:
             rows = list(csv.reader(f))
         header = [h.strip().upper() for h in rows[0]]
         ti, si = header.index('TEMPLATE_ID'), header.index('SUBJECT_ID')

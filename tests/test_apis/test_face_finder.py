@@ -195,6 +195,24 @@ class TestFaceFinder(unittest.TestCase):
                                  finder=self.finder)
         self.assertEqual(reps[0]['path'], 'given-landmarks')
         self.assertIsNone(reps[0]['score'])
+        self.assertEqual(reps[0]['note'], '')
+
+    def test_given_landmarks_checked_like_detected_ones(self):
+        pts = np.array([[205, 102], [247, 104], [225, 129], [202, 139],
+                        [245, 142]], np.float32)
+        with self.assertRaisesRegex(ImageInputError, 'read as left and right '
+                                    'swapped'):
+            prepare_photos(self.astro, 'rgb', landmarks=pts[[1, 0, 2, 4, 3]],
+                           finder=self.finder)
+        # Implausible in every layout (mouth guessed far too low): aligned
+        # with the eyes alone, as a detection would be, and said so.
+        low = pts.copy()
+        low[3:, 1] += 40
+        _, reps = prepare_photos(self.astro, 'rgb', landmarks=low,
+                                 finder=self.finder)
+        self.assertIn('given landmarks implausible', reps[0]['note'])
+        np.testing.assert_allclose(reps[0]['align_points'],
+                                   eye_landmarks(low[:2]), atol=1e-4)
 
     def test_grey_and_rgba_files_and_arrays(self):
         _, ref = prepare_photos(self.files['astro'], finder=self.finder)

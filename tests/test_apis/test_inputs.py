@@ -120,6 +120,22 @@ class TestPrepareFaces(unittest.TestCase):
         with self.assertRaisesRegex(ImageInputError, '2 images but 1 landmark'):
             prepare_faces([img, img], channel_order='rgb', landmarks=[pts])
 
+    def test_landmark_layout_mistakes_refused(self):
+        # All-x-then-all-y and left/right-swapped points once made a garbage
+        # crop that still got a confident score.
+        img = np.zeros((160, 200, 3), np.uint8)
+        pts = ARCFACE_REF_POINTS * 1.3 + np.array([20, 5], np.float32)
+        xy = np.concatenate([pts[:, 0], pts[:, 1]]).reshape(5, 2)
+        with self.assertRaisesRegex(ImageInputError,
+                                    'image 0: the 5 landmarks .* do not look '
+                                    'like a face .* read as all x then all y'):
+            prepare_faces(img, channel_order='rgb', landmarks=xy)
+        with self.assertRaisesRegex(ImageInputError,
+                                    'read as the two eyes swapped; expected '
+                                    r'\(x, y\) pairs .*left eye, right eye'):
+            prepare_faces(img, channel_order='rgb',
+                          landmarks=pts[[1, 0, 2, 3, 4]])
+
     def test_degenerate_landmarks(self):
         img = face(0)
         pts = np.tile(ARCFACE_REF_POINTS[:1], (5, 1))  # five copies of one point

@@ -82,6 +82,74 @@ class TestBinCache(unittest.TestCase):
         os.utime(self.path, ns=(st.st_atime_ns, st.st_mtime_ns))
         self.assertNotEqual(bin_fingerprint(self.path), fp)
 
+    def test_same_size_and_time_rewrite_deep_inside_rebuilds(self):
+        # Only the first 64 KiB, the size and the time stamp once made the
+        # fingerprint: a changed image further in was served from the stale
+        # cache.
+        imgs = [encode(make_face(i, i, size=48)) for i in range(80)]
+        issame = [i % 2 == 0 for i in range(40)]
+        write_verification_bin(self.path, imgs, issame)
+        old = _pixels(self._ds(decoded_cache=True))
+        st = os.stat(self.path)
+        self.assertGreater(st.st_size, 80 * 1024)  # both beyond 64 KiB
+        # The last two images swapped: same bytes, same size, same time stamp.
+        write_verification_bin(self.path, imgs[:78] + [imgs[79], imgs[78]],
+                               issame)
+        os.utime(self.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        self.assertEqual(os.stat(self.path).st_size, st.st_size)
+        new = _pixels(self._ds(decoded_cache=True))
+        np.testing.assert_array_equal(new, _pixels(self._ds()))
+        np.testing.assert_array_equal(new[78], old[79])
+        self.assertFalse(np.array_equal(new[78], old[78]))
+        self.assertEqual(len(self._caches()), 1)
+
+    def test_zeroed_cache_never_served(self):
+        plain = _pixels(self._ds())
+        self._ds(decoded_cache=True)
+        cache = self._caches()[0]
+        arr = np.load(cache, mmap_mode='r+')
+        arr[2] = 0  # e.g. a block lost on disk
+        arr.flush()
+        del arr
+        ds = self._ds(decoded_cache=True)
+        with self.assertWarnsRegex(UserWarning, 'does not match its checksum'):
+            got = _pixels(ds)
+        np.testing.assert_array_equal(got, plain)
+        self.assertEqual(self._caches(), [])  # deleted: the next open rebuilds
+        np.testing.assert_array_equal(_pixels(self._ds(decoded_cache=True)),
+                                      plain)
+        self.assertEqual(len(self._caches()), 1)
+
+    def test_damaged_cache_file_rebuilt(self):
+        plain = _pixels(self._ds())
+        self._ds(decoded_cache=True)
+        cache = self._caches()[0]
+        for damage in (lambda f: f.truncate(200), lambda f: f.write(b'junk')):
+            with open(cache, 'r+b') as f:
+                damage(f)
+            with self.assertWarnsRegex(UserWarning, 'rebuilding'):
+                ds = self._ds(decoded_cache=True)
+            self.assertIsNotNone(ds._decoded)
+            np.testing.assert_array_equal(_pixels(ds), plain)
+
+    def test_bomb_image_under_skip_one_line(self):
+        from tests.test_datasets.helpers import huge_header_png
+        imgs = [encode(make_face(i, i)) for i in range(4)]
+        imgs[3] = huge_header_png(20000, 20000)
+        write_verification_bin(self.path, imgs, [True, False])
+        for cached in (False, True):
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                ds = self._ds(decoded_cache=cached, on_bad_image='skip')
+                self.assertEqual(ds[2]['inputs'].shape, (3, 32, 32))
+                with self.assertRaisesRegex(
+                        DataFormatError, r"lfw.bin, record image 3: image 3 "
+                        r"was skipped under on_bad_image='skip' "
+                        r'\(.*header claims 20000x20000 pixels.*\), but an '
+                        'evaluation set'):
+                    ds[3]
+            self.assertEqual(ds.num_skipped(), 1)
+
     def test_cache_dir(self):
         other = osp.join(self.tmp.name, 'cache')
         os.makedirs(other)

@@ -274,6 +274,24 @@ class TestIJBDataset(_Tmp):
         with self.assertRaisesRegex(DataFormatError, 'line 2'):
             IJBDataset(self.root)
 
+    def test_landmark_file_in_another_layout_refused(self):
+        # x1..x5 y1..y5 lines once aligned every IJB face into garbage.
+        self._make()
+        p = osp.join(self.root, 'meta', 'ijbc_name_5pts_score.txt')
+        rows = []
+        for line in open(p).read().splitlines():
+            parts = line.split()
+            pts = np.asarray(parts[1:11], np.float64).reshape(5, 2)
+            xy = np.concatenate([pts[:, 0], pts[:, 1]])
+            rows.append(' '.join([parts[0]] + [f'{v:.2f}' for v in xy] +
+                                 [parts[11]]))
+        with open(p, 'w') as f:
+            f.write('\n'.join(rows) + '\n')
+        with self.assertRaisesRegex(DataFormatError,
+                                    'ijbc_name_5pts_score.txt: 3 of 3 sampled '
+                                    'faces .* read as all x then all y'):
+            IJBDataset(self.root)
+
     def test_image_names_leaving_the_root_refused(self):
         self._make()
         with open(osp.join(self.root, 'secret.jpg'), 'wb') as f:

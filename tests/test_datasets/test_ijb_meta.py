@@ -6,8 +6,9 @@ import unittest
 
 import numpy as np
 
-from oaml_mm.datasets.ijb import (ijb_meta_paths, read_ijb_landmarks,
-                                  read_ijb_template_pairs, read_ijb_tid_mid)
+from oaml_mm.datasets.ijb import (ijb_meta_paths, read_1n_csv,
+                                  read_ijb_landmarks, read_ijb_template_pairs,
+                                  read_ijb_tid_mid)
 from oaml_mm.errors import DataFormatError, MissingFileError
 
 
@@ -60,6 +61,27 @@ class TestIJBMeta(unittest.TestCase):
         self._write('pairs', '1 2 1\n1 2 7\n')
         with self.assertRaisesRegex(DataFormatError, 'line 2.*label'):
             read_ijb_template_pairs(self.paths['pairs'])
+
+    def test_byte_order_mark_read_correctly(self):
+        # A Windows editor's BOM once became part of the first image name, the
+        # first template id or the CSV header.
+        bom = '\ufeff'
+        for key, text in (('tid_mid', '1.jpg 1 69544\n'),
+                          ('pairs', '1 11065 1\n'),
+                          ('landmarks', '1.jpg ' + ' '.join(['1.0'] * 10) +
+                           ' 0.9\n')):
+            with open(self.paths[key], 'w', encoding='utf-8') as f:
+                f.write(bom + text)
+        self.assertEqual(read_ijb_tid_mid(self.paths['tid_mid'])[0], ['1.jpg'])
+        np.testing.assert_array_equal(
+            read_ijb_template_pairs(self.paths['pairs'])[0], [1])
+        self.assertEqual(read_ijb_landmarks(self.paths['landmarks'])[0],
+                         ['1.jpg'])
+        csv_path = osp.join(self.tmp.name, 'meta', 'probe.csv')
+        with open(csv_path, 'w', encoding='utf-8') as f:
+            f.write(bom + 'TEMPLATE_ID,SUBJECT_ID\n5,7\n')
+        t, sub = read_1n_csv(csv_path)
+        np.testing.assert_array_equal(t, [5])
 
     def test_landmarks(self):
         vals = ' '.join(str(float(v)) for v in range(10))

@@ -90,6 +90,27 @@ class TestFlipAlign(unittest.TestCase):
             AlignFace5Points()(dict(img=img, landmarks=np.zeros((4, 2)),
                                     img_path='a.jpg'))
 
+    def test_landmark_layout_mistake_named(self):
+        from oaml_mm.datasets.transforms import landmark_layout_mistake
+        T = ARCFACE_REF_POINTS * 3 + [200, 150]  # a face in a big photo
+        self.assertEqual(landmark_layout_mistake(T), '')
+        flat = T.reshape(-1)
+        cases = {
+            'all x then all y': np.concatenate([T[:, 0], T[:, 1]]),
+            '(y, x) pairs': T[:, ::-1],
+            'left and right swapped (eyes and mouth': T[[1, 0, 2, 4, 3]],
+            'the two eyes swapped': T[[1, 0, 2, 3, 4]],
+            'the two mouth corners swapped': T[[0, 1, 2, 4, 3]]}
+        for mistake, given in cases.items():
+            self.assertIn(mistake, landmark_layout_mistake(
+                np.asarray(given).reshape(5, 2)))
+        self.assertEqual(flat.size, 10)
+        # Implausible in every layout (a detector's guess under a niqab): no
+        # layout is blamed.
+        guess = T.copy()
+        guess[2:, 1] += 60
+        self.assertEqual(landmark_layout_mistake(guess), '')
+
 
 class TestOcclusion(unittest.TestCase):
 

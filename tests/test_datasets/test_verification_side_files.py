@@ -46,6 +46,16 @@ class TestSideFiles(unittest.TestCase):
                                        atol=1e-6)
             self.assertEqual(s.metainfo['occlusion_type'], self.types[i])
 
+    def test_types_file_with_byte_order_mark(self):
+        # The mark once became part of the first type ('\ufeffnone': not clean).
+        with open(osp.join(self.root, 'occluded.types.txt'), 'w',
+                  encoding='utf-8-sig') as f:
+            f.write('\n'.join(self.types) + '\n')
+        ds = VerificationBinDataset(ann_file=self.path, side_files=True,
+                                    pipeline=[dict(type='PackFaceInputs')])
+        self.assertEqual(ds[0]['data_samples'].metainfo['occlusion_type'],
+                         'none')
+
     def test_off_by_default(self):
         ds = VerificationBinDataset(ann_file=self.path,
                                     pipeline=[dict(type='PackFaceInputs')])

@@ -5,7 +5,7 @@ from unittest import TestCase
 
 from mmengine.config import Config
 
-from oaml_mm.engine.runner import check_train_config
+from oaml_mm.engine.runner import check_dataloader_configs, check_train_config
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import RUNNERS
 from tests.reliability._util import train
@@ -45,6 +45,28 @@ class TestCheckTrainConfig(TestCase):
         # Samplers without identity groups have no batch_size of their own.
         check_train_config(
             dict(batch_size=30, sampler=dict(type='DefaultSampler')), None)
+
+    def test_negative_num_workers_one_line(self):
+        # PyTorch's own "num_workers option should be non-negative" named no
+        # loader and came as a traceback.
+        for bad in (-1, 1.5, True):
+            with self.assertRaisesRegex(
+                    ConfigError, rf'^val_dataloader.num_workers must be an '
+                    rf'integer >= 0 .*got {bad!r}; set e.g. --cfg-options '
+                    r'val_dataloader.num_workers=2$'):
+                check_dataloader_configs(val_dataloader=dict(num_workers=bad))
+        check_dataloader_configs(val_dataloader=dict(num_workers=0),
+                                 test_dataloader=None)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = toy_config(osp.join(tmp, 'w'))
+            cfg['train_dataloader']['num_workers'] = -1
+            with self.assertRaisesRegex(ConfigError,
+                                        '^train_dataloader.num_workers'):
+                RUNNERS.build(Config(cfg))
+        from oaml_mm.engine.hooks import DualLoaderHook
+        with self.assertRaisesRegex(ConfigError,
+                                    '^occluded_dataloader.num_workers'):
+            DualLoaderHook(occluded_dataloader=dict(num_workers=-2))
 
     def test_runner_train_refuses_before_training(self):
         with tempfile.TemporaryDirectory() as tmp:

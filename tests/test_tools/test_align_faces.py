@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import skimage.data
 
+from oaml_mm.apis import photo_folder
 from oaml_mm.datasets import FaceImageFolder
 from oaml_mm.datasets.recordio import IndexedRecordReader, unpack_record
 
@@ -207,7 +208,8 @@ class TestAlignFaces(unittest.TestCase):
         rep = json.load(open(osp.join(out, 'align_report.json')))
         self.assertEqual(rep['rerun']['retried'], 2)
         self.assertTrue(osp.isfile(osp.join(out, 'p', 'broken.jpg')))
-        self.assertEqual(rep['rerun'], dict(retried=2, retried_ok=2, changed=0))
+        self.assertEqual(rep['rerun'], dict(retried=2, retried_ok=2,
+                                            changed=0, missing=0))
         self.assertEqual((rep['aligned'], rep['failures']), (3, []))
         self.assertIn('2 now aligned, 0 still failing', text)
         self.assertEqual(rep['per_photo']['p/coffee.jpg'][0]['path'], 'given-box')
@@ -221,6 +223,62 @@ class TestAlignFaces(unittest.TestCase):
         self.assertIn('redid 1 aligned photo(s)', text)
         self.assertIn('2/3 photos aligned', text)
         self.assertFalse(osp.exists(osp.join(out, 'p', 'ok.jpg')))
+
+    def test_rerun_redoes_a_deleted_output(self):
+        # The journal once decided alone: a deleted aligned face was never
+        # redone and still counted as aligned.
+        src, out = self._out('del_in'), self._out('del_out')
+        astro = skimage.data.astronaut()[:, :, ::-1]
+        os.makedirs(osp.join(src, 'p'))
+        for name in ('a.jpg', 'b.jpg'):
+            cv2.imwrite(osp.join(src, 'p', name), astro)
+        code, text, err = _run([src, out, '--workers', '0'])
+        self.assertEqual(code, 0, err)
+        kept = os.stat(osp.join(out, 'p', 'b.jpg')).st_mtime_ns
+        os.remove(osp.join(out, 'p', 'a.jpg'))
+        code, text, err = _run([src, out, '--workers', '0'])
+        self.assertEqual(code, 0, err)
+        self.assertIn('and 1 whose output file was gone', text)
+        self.assertIn('2/2 photos aligned', text)
+        self.assertTrue(osp.isfile(osp.join(out, 'p', 'a.jpg')))
+        self.assertEqual(os.stat(osp.join(out, 'p', 'b.jpg')).st_mtime_ns, kept)
+        rep = json.load(open(osp.join(out, 'align_report.json')))
+        self.assertEqual(rep['rerun']['missing'], 1)
+        self.assertEqual(len(FaceImageFolder(data_root=out)), 2)
+
+    def test_layout_mistake_in_landmark_file_named(self):
+        # x1..x5 y1..y5 and left/right-swapped lines once aligned a garbage
+        # crop counted as a face.
+        src, out = self._out('lmk_in'), self._out('lmk_out')
+        os.makedirs(osp.join(src, 'p'))
+        astro = skimage.data.astronaut()[:, :, ::-1]
+        pts = np.array([[205, 102], [247, 104], [225, 129], [202, 139],
+                        [245, 142]], np.float64)
+        rows = {'good.jpg': pts.reshape(-1),
+                'xy.jpg': np.concatenate([pts[:, 0], pts[:, 1]]),
+                'swap.jpg': pts[[1, 0, 2, 4, 3]].reshape(-1)}
+        lmk = self._out('lmk.txt')
+        with open(lmk, 'w') as f:
+            for name, row in rows.items():
+                cv2.imwrite(osp.join(src, 'p', name), astro)
+                f.write(f'p/{name} ' + ' '.join(f'{v:g}' for v in row) + '\n')
+        code, text, err = _run([src, out, '--workers', '0', '--landmarks', lmk])
+        self.assertEqual(code, 0, err)
+        self.assertIn('1/3 photos aligned', text)
+        rep = json.load(open(osp.join(out, 'align_report.json')))
+        why = {f['src']: f['reason'] for f in rep['failures']}
+        self.assertIn('read as all x then all y', why['p/xy.jpg'])
+        self.assertIn('read as left and right swapped', why['p/swap.jpg'])
+        self.assertEqual(rep['per_photo']['p/good.jpg'][0]['path'],
+                         'given-landmarks')
+
+    def test_tables_with_byte_order_mark(self):
+        # The mark once became part of the first path: its line was ignored.
+        path = self._out('bom_boxes.txt')
+        with open(path, 'w', encoding='utf-8-sig') as f:
+            f.write('p/a.jpg 1 2 3 4\n')
+        self.assertEqual(photo_folder._read_table(path, 4, 'box'),
+                         {'p/a.jpg': [1.0, 2.0, 3.0, 4.0]})
 
     def test_out_dir_inside_in_dir_refused(self):
         # OUT inside IN once took its own output as photos on a rerun (an

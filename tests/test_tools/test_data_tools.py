@@ -173,6 +173,44 @@ class TestDataTools(unittest.TestCase):
                                 [moved, ckpt, '--out', review] + opts), 0)
         self.assertTrue(osp.isfile(review))
 
+    def test_measurement_tools_use_the_test_time_pipeline(self):
+        # Given a training config, the tools once measured images after random
+        # augmentation: a medical mask drawn on clean faces, random flips.
+        train_cfg = osp.join(self.root, 'train_cfg.py')
+        with open(train_cfg, 'w') as f:
+            f.write(open(self.cfg).read().replace(
+                'pipeline=[dict(type="PackFaceInputs")]',
+                'pipeline=[dict(type="MedicalMaskOcclusion", prob=1.0), '
+                'dict(type="FaceRandomFlip", prob=1.0), '
+                'dict(type="PackFaceInputs")]'))
+        from oaml_mm.datasets.curation import build_split_dataset
+        from oaml_mm.utils import load_config
+        ds = _quiet(build_split_dataset, load_config(train_cfg))
+        self.assertEqual([type(t).__name__ for t in ds.pipeline.transforms],
+                         ['PackFaceInputs'])
+        shown = build_split_dataset(load_config(train_cfg),
+                                    pipeline='configured')
+        self.assertEqual(len(shown.pipeline.transforms), 3)  # browse: as is
+        out = osp.join(self.root, 'kept.txt')
+        code = _quiet(filter_dataset.main, [train_cfg, '--out', out,
+                                            '--min-visibility', '0.99'])
+        self.assertEqual(code, 0)
+        with open(out) as f:  # the fully visible faces, no mask drawn
+            self.assertEqual(f.read().split('\n')[:-1],
+                             ['a/0 0', 'b/1 1', 'c/0 2'])
+        # review_dataset embeds what is stored: an image and itself read
+        # twice give one embedding (the flip would mirror it).
+        ckpt = osp.join(self.root, 'tiny.pth')
+        write_checkpoint(ckpt, calibration=None)
+        review = osp.join(self.root, 'review.tsv')
+        self.assertEqual(_quiet(review_dataset.main,
+                                [train_cfg, ckpt, '--out', review,
+                                 '--duplicate-cos', '0.99']), 0)
+        plain = osp.join(self.root, 'review_plain.tsv')
+        _quiet(review_dataset.main, [self.cfg, ckpt, '--out', plain,
+                                     '--duplicate-cos', '0.99'])
+        self.assertEqual(open(review).read(), open(plain).read())
+
     def test_review_pairs(self):
         rng = np.random.RandomState(0)
         centres = rng.randn(3, 16)

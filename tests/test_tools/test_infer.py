@@ -141,6 +141,22 @@ class TestInferTool(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertAlmostEqual(json.loads(out)['scores']['adaface'], 1.0, 4)
 
+    def test_landmarks_in_another_layout_refused(self):
+        from oaml_mm.datasets.transforms import ARCFACE_REF_POINTS
+        img = np.zeros((150, 180, 3), np.uint8)
+        img[20:132, 30:142] = cv2.imread(self.imgs[2])
+        path = osp.join(self.tmp.name, 'big_xy.png')
+        cv2.imwrite(path, img)
+        lmk = osp.join(self.tmp.name, 'lmk_xy.txt')
+        pts = ARCFACE_REF_POINTS + [30, 20]
+        xy = np.concatenate([pts[:, 0], pts[:, 1]])  # x1..x5 y1..y5
+        np.savetxt(lmk, np.stack([xy, xy]))
+        code, out, err = _run(['compare', path, path, '--landmarks', lmk,
+                               '--json'] + self.model)
+        self.assertEqual(code, 2, out)
+        self.assertIn('read as all x then all y', err)
+        self.assertEqual(len(err.strip().splitlines()), 1)
+
     def test_enrol_and_search(self):
         gallery = osp.join(self.tmp.name, 'g.pt')
         for name, imgs in (('ann', self.imgs[:2]), ('bob', self.imgs[2:3]),

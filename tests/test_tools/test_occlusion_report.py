@@ -64,6 +64,30 @@ class TestOcclusionReport(unittest.TestCase):
         self.assertTrue(0 <= q['all'][1] <= 100 and 0 <= q['all'][2] <= 100)
         self.assertTrue(np.isnan(q['niqab'][1]))  # under 10 pairs
 
+    def test_max_images_samples_every_group(self):
+        # The first N images of a set are clean pairs: --max-images once
+        # reported on clean faces only.
+        types = ['none'] * 16 + ['none', 'niqab'] * 2 + ['none', 'hand'] * 2
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'ordered.bin')
+            imgs = [encode(make_face(i // 4, i, size=112)) for i in range(24)]
+            write_verification_bin(path, imgs, [i % 2 == 0 for i in range(12)])
+            np.save(osp.join(tmp, 'ordered.vis.npy'),
+                    np.ones((24, 7, 7), np.float16))
+            with open(osp.join(tmp, 'ordered.types.txt'), 'w') as f:
+                f.write('\n'.join(types) + '\n')
+            ds = VerificationBinDataset(ann_file=path, side_files=True,
+                                        pipeline=[dict(type='PackFaceInputs')])
+            torch.manual_seed(0)
+            model = MODELS.build(TINY_MODEL)
+            rec = collect_predictions(model, ds, batch_size=8, max_images=6)
+        self.assertEqual(sorted(rec['types']),
+                         ['hand', 'niqab', 'none', 'none', 'none', 'none'])
+        slots = {}
+        for _, idx, slot, _ in rec['pairs']:
+            slots.setdefault(idx, set()).add(slot)
+        self.assertEqual(list(slots.values()), [{0, 1}] * 3)  # whole pairs
+
     def test_cli_writes_report(self):
         with tempfile.TemporaryDirectory() as tmp:
             path = _write_bin(tmp)

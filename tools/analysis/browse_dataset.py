@@ -38,7 +38,9 @@ def main(argv=None) -> int:
     from oaml_mm.visualization import dataset_contact_sheet
     try:
         cfg = load_config(args.config, args.cfg_options)
-        ds = build_split_dataset(cfg, args.split, args.part)
+        # What training sees: the configured pipeline, augmentation included.
+        ds = build_split_dataset(cfg, args.split, args.part,
+                                 pipeline='configured')
         n = min(args.num, len(ds))
         idx = np.arange(n) if args.seed is None else np.sort(
             np.random.default_rng(args.seed).choice(len(ds), n, replace=False))

@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     p.add_argument('--split', default='test', choices=('test', 'val'),
                    help='which dataloader\'s data set to read (default test)')
     p.add_argument('--max-images', type=int, default=None,
-                   help='only the first N images (pairs stay whole)')
+                   help='only N images: whole pairs drawn from every '
+                   'occlusion type and set in turn')
     p.add_argument('--per-type', type=int, default=6,
                    help='images per picture sheet (default %(default)s)')
     p.add_argument('--batch-size', type=int, default=64)
@@ -35,25 +36,17 @@ def main(argv=None) -> int:
                    '(docs/data_layout.md)')
     args = p.parse_args(argv)
 
-    from mmengine.registry import init_default_scope
-
     from oaml_mm.apis import FaceRecognizer
-    from oaml_mm.errors import ConfigError, OAMLError
-    from oaml_mm.registry import DATASETS
+    from oaml_mm.datasets.curation import build_split_dataset
+    from oaml_mm.errors import OAMLError
     from oaml_mm.utils.config import load_config
     from oaml_mm.visualization.occlusion_report import (collect_predictions,
                                                         occlusion_tables,
                                                         write_occlusion_report)
     try:
         cfg = load_config(args.config, args.cfg_options)
-        loader = cfg.get(f'{args.split}_dataloader')
-        if isinstance(loader, (list, tuple)):
-            loader = loader[0]
-        if not loader:
-            raise ConfigError(f'{args.config} has no {args.split}_dataloader')
         model = FaceRecognizer(cfg, args.checkpoint).model
-        init_default_scope('oaml_mm')
-        dataset = DATASETS.build(loader['dataset'])
+        dataset = build_split_dataset(cfg, args.split)  # test-time pipeline
         rec = collect_predictions(model, dataset, args.batch_size,
                                   args.max_images)
         tables = occlusion_tables(model, rec)

@@ -21,8 +21,9 @@ Resumable: each output is written atomically and recorded in
 does not take it for an identity) with the options it was made with. A rerun (after
 a crash, or to fix failures) keeps the photos aligned before, retries every photo
 that failed (fixed files, new ``--boxes`` / ``--landmarks`` lines), redoes an
-aligned photo whose file or ``--landmarks`` / ``--boxes`` line changed, and says
-how many it retried. A rerun whose options would change the aligned faces
+aligned photo whose file or ``--landmarks`` / ``--boxes`` line changed or whose
+output file is gone (the disk, not the journal, decides), and says how many it
+retried. A rerun whose options would change the aligned faces
 (``--align``, ``--size``, ``--format``, ``--faces``, ``--detect``,
 ``--min-score``, ``--quality``, ``--masks``, IN_DIR) is refused: use the recorded
 options or a new OUT_DIR. OUT_DIR and IN_DIR may not contain each other. A bad

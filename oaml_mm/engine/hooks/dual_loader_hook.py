@@ -100,6 +100,10 @@ class DualLoaderHook(Hook):
             raise ConfigError(
                 'DualLoaderHook: clean_occluders must be a list of names of '
                 f'{OCCLUSION_TRANSFORMS}, got {clean_occluders!r}')
+        from oaml_mm.engine.runner.train_cfg_check import \
+            check_dataloader_configs
+        check_dataloader_configs(occluded_dataloader=occluded_dataloader,
+                                 clean_dataloader=clean_dataloader)
         self.clean_occluders = tuple(clean_occluders)
         self._kept_kinds = {OCCLUSION_KINDS[t] for t in self.clean_occluders}
         self.occluded_cfg = copy.deepcopy(occluded_dataloader)

@@ -60,7 +60,7 @@ from oaml_mm.registry import RUNNERS
 from oaml_mm.utils.checkpoint import safe_load_checkpoint
 from .loops import OAMLIterBasedTrainLoop
 from .resume_fit import check_resume_fit
-from .train_cfg_check import check_train_config
+from .train_cfg_check import check_dataloader_configs, check_train_config
 from .work_dir_lock import WorkDirLock
 
 __all__ = [
@@ -324,6 +324,9 @@ class OAMLRunner(Runner):
         if work_dir is not None:
             # Before mmengine creates the folder and opens its log file there.
             check_work_dir(osp.abspath(work_dir))
+        check_dataloader_configs(**{
+            k: kwargs.get(k) for k in ('train_dataloader', 'val_dataloader',
+                                       'test_dataloader')})
         launcher = kwargs.get('launcher', 'none')
         if launcher == 'pytorch':
             env_cfg = kwargs.get('env_cfg') or {}

@@ -6,13 +6,15 @@ mmengine accepts ``train_cfg.max_iters=0`` and fails later in a parameter schedu
 groups of :class:`~oaml_mm.datasets.samplers.PKSampler` and
 :class:`~oaml_mm.datasets.samplers.GraphSampler` (``docs/data_layout.md``).
 :func:`check_train_config` reports both as one-line
-:class:`~oaml_mm.errors.ConfigError` before anything is built.
+:class:`~oaml_mm.errors.ConfigError` before anything is built;
+:func:`check_dataloader_configs` does the same for a negative ``num_workers``
+of any DataLoader (PyTorch's own error names no loader).
 """
 from typing import Any, Optional
 
 from oaml_mm.errors import ConfigError
 
-__all__ = ['check_train_config']
+__all__ = ['check_train_config', 'check_dataloader_configs']
 
 #: Samplers that emit whole identity groups of ``batch_size`` indices per batch.
 _GROUP_SAMPLERS = ('PKSampler', 'GraphSampler')
@@ -65,3 +67,27 @@ def check_train_config(train_dataloader: Optional[Any],
             f'train_dataloader.sampler.batch_size ({sampler_bs}) of the '
             f'{name.split(".")[-1]}: batches would straddle identity groups; '
             'set both keys to the same value (docs/data_layout.md)')
+
+
+def check_dataloader_configs(**loaders: Any) -> None:
+    """Refuse a DataLoader config whose ``num_workers`` is not an integer >= 0.
+
+    Args:
+        **loaders: Name -> DataLoader config (dict), built DataLoader or None;
+            only dicts are checked.
+
+    Raises:
+        ConfigError: One line naming the loader and the value.
+
+    Examples:
+        >>> check_dataloader_configs(val_dataloader=dict(num_workers=2))
+    """
+    for name, loader in loaders.items():
+        if not isinstance(loader, dict) or 'num_workers' not in loader:
+            continue
+        value = loader['num_workers']
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                f'{name}.num_workers must be an integer >= 0 (0: load in the '
+                f'main process), got {value!r}; set e.g. --cfg-options '
+                f'{name}.num_workers=2')

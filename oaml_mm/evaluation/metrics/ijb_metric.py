@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from mmengine.dist import get_dist_info
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from oaml_mm.datasets.ijb import (ijb_meta_paths, read_1n_csv,
+from oaml_mm.datasets.ijb import (check_1n_lists, ijb_meta_paths, read_1n_csv,
                                   read_ijb_template_pairs, read_ijb_tid_mid)
 from oaml_mm.errors import DataFormatError
 from oaml_mm.evaluation.functional import (COSINE_MIN_FILL, COSINE_TILE,
@@ -168,10 +168,13 @@ class IJBMetric(FaceMetricBase):
         if files and missing:
             self._log_once('no1n', f'1:N skipped, missing {missing}')
         elif files:
-            for p in self.gallery_files:
-                t, s = read_1n_csv(p)
+            lists = [(p, read_1n_csv(p)) for p in self.gallery_files]
+            probe = read_1n_csv(self.probe_file)
+            check_1n_lists([(p, t) for p, (t, _) in lists],
+                           (self.probe_file, probe[0]))
+            for p, (t, s) in lists:
                 self.galleries.append((self._rows(t, p, '1:N list'), s))
-            t, s = read_1n_csv(self.probe_file)
+            t, s = probe
             self.probes = (self._rows(t, self.probe_file, '1:N list'), s)
         self._meta_loaded = True
 

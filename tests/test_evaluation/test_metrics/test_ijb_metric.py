@@ -53,6 +53,31 @@ class TestIJBMetric(unittest.TestCase):
         self.assertAlmostEqual(r['ijbc/adaface/1N_rank1'], 100 * closed['rank1'])
         self.assertIn('ijbc/adaface/1N_TPIR@FPIR=1e-01', r)
 
+    def test_probes_that_are_gallery_templates_refused(self):
+        # Probe template 3 is also in G1: it found itself at rank 1 and the
+        # 1:N figures read 100 % silently.
+        samples = write_ijb(self.root)
+        with open(osp.join(self.root, 'meta', 'probe.csv'), 'w') as f:
+            f.write('TEMPLATE_ID,SUBJECT_ID\n2,10\n3,20\n5,40\n')
+        m = self._metric(branches=('adaface', ))
+        with self.assertRaisesRegex(
+                DataFormatError, r"probe.csv, field 'TEMPLATE_ID': 1 of its 3 "
+                r'probe templates are also gallery templates of .*g1.csv '
+                r'\(first: 3\): each would find itself at rank 1'):
+            feed(m, samples)
+            m.evaluate(len(samples))
+
+    def test_header_only_probe_list_refused(self):
+        samples = write_ijb(self.root)
+        with open(osp.join(self.root, 'meta', 'probe.csv'), 'w') as f:
+            f.write('TEMPLATE_ID,SUBJECT_ID,FILENAME\n')
+        m = self._metric(branches=('adaface', ))
+        with self.assertRaisesRegex(DataFormatError,
+                                    'probe.csv: no template rows after the '
+                                    'header'):
+            feed(m, samples)
+            m.evaluate(len(samples))
+
     def test_qaconv_and_fused_on_pooled_maps(self):
         samples = write_ijb(self.root)
         m = self._metric()
