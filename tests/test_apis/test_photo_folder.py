@@ -53,7 +53,7 @@ class TestAlignFolder(unittest.TestCase):
         # A rerun keeps the aligned photos and retries the failure only.
         again = self._align()
         self.assertEqual(again['rerun'],
-                         dict(retried=1, retried_ok=0, changed=0))
+                         dict(retried=1, retried_ok=0, changed=0, missing=0))
         self.assertTrue(format_summary(again).startswith(
             'retried 1 earlier failure(s): 0 now aligned, 1 still failing'))
 

@@ -79,9 +79,7 @@ class TestScheduleFollowsLength(unittest.TestCase):
                          (0, 1))
 
     def test_study_tool_and_users_get_one_schedule(self):
-        import sys
-        sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-        import synthface_runs
+        from projects.occlusion_study import synthface_runs
         with tempfile.TemporaryDirectory() as tmp:
             study = load_config(synthface_runs.write_run_config(
                 'oaml', tmp, '/data/sf', max_iters=1234))
