@@ -67,7 +67,7 @@ def read_boxes(path: Optional[str], count: int) -> Optional[List[Optional[list]]
     if not path:
         return None
     try:
-        with open(path) as f:
+        with open(path, encoding='utf-8-sig') as f:  # a BOM is not a number
             lines = [ln.strip() for ln in f if ln.strip()]
     except OSError as e:
         raise ImageInputError(f'{path}: cannot read boxes ({e})') from None

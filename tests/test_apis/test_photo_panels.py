@@ -69,6 +69,19 @@ class TestPhotoOptions(unittest.TestCase):
                                         r'l.txt: expected 2 line\(s\) of 10'):
                 read_landmarks(path, 2)
 
+    def test_files_with_byte_order_mark(self):
+        # A Windows editor's mark once made the first number unreadable: the
+        # whole --landmarks / --boxes file was refused.
+        with tempfile.TemporaryDirectory() as d:
+            lmk, box = osp.join(d, 'l.txt'), osp.join(d, 'b.txt')
+            with open(lmk, 'w', encoding='utf-8-sig') as f:
+                f.write(' '.join(str(v) for v in range(10)) + '\n')
+            with open(box, 'w', encoding='utf-8-sig') as f:
+                f.write('1 2 30 40\n-\n')
+            (pts, ) = read_landmarks(lmk, 1)
+            np.testing.assert_array_equal(pts, np.arange(10.).reshape(5, 2))
+            self.assertEqual(read_boxes(box, 2), [[1.0, 2.0, 30.0, 40.0], None])
+
     def test_report_lines(self):
         reps = [dict(image='/x/a.jpg', path='aligned-input', score=None),
                 dict(image='/x/b.jpg', path='detected-eyes', score=0.91234,
