@@ -126,7 +126,8 @@ class TestFaceGallery(unittest.TestCase):
         state = g.state()
         state['version'] = GALLERY_VERSION + 1
         torch.save(state, path)
-        with self.assertRaisesRegex(GalleryError, 'gallery version 2'):
+        with self.assertRaisesRegex(GalleryError,
+                                    f'gallery version {GALLERY_VERSION + 1}'):
             FaceGallery.load(path, self.rec)
         torch.save({'format': 'something else'}, path)
         with self.assertRaisesRegex(GalleryError, 'not an oaml_mm gallery'):
