@@ -33,7 +33,7 @@ __all__ = [
     'to_weights_only', 'from_weights_only', 'safe_load_checkpoint',
     'atomic_save', 'install_weights_only_loaders', 'TYPE_KEY',
     'check_checkpoint_file', 'resolve_last_checkpoint', 'state_dict_mismatch',
-    'fill_batchnorm_counters', 'user_file_mode'
+    'fill_batchnorm_counters', 'user_file_mode', 'check_checkpoint_fits'
 ]
 
 #: Key that marks an encoded object inside a checkpoint.
@@ -553,6 +553,44 @@ def state_dict_mismatch(state: Dict[str, torch.Tensor],
             more = f' (+{len(keys) - limit} more)' if len(keys) > limit else ''
             parts.append(f'{name}: {", ".join(keys[:limit])}{more}')
     return '; '.join(parts)
+
+
+def check_checkpoint_fits(path: str, ckpt: Any, model: torch.nn.Module,
+                          ignore: Tuple[str, ...] = ('head', )) -> None:
+    """Refuse a checkpoint that would load only partly into ``model``.
+
+    mmengine's ``load_from`` loads what matches and keeps the rest at its
+    initial values (a config of another model size, a backbone-only file);
+    whatever then runs on the model measures random weights. Used by
+    ``tools/calibrate.py`` before its validation pass.
+
+    Args:
+        path (str): The checkpoint, for the message.
+        ckpt: The loaded checkpoint (a dict with ``state_dict``, or a state dict).
+        model (nn.Module): The model built from the config.
+        ignore (tuple[str]): Top-level parts left out of the comparison on
+            both sides (the margin head serves training only).
+
+    Raises:
+        CheckpointError: Missing or unexpected keys or shape mismatches, all
+            named (:func:`state_dict_mismatch`).
+    """
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f'{path}: holds no state_dict of tensors')
+    if state and all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    own = {k: v for k, v in model.state_dict().items()
+           if k.split('.', 1)[0] not in ignore}
+    state = {k: v for k, v in fill_batchnorm_counters(state, own).items()
+             if k.split('.', 1)[0] not in ignore}
+    problems = state_dict_mismatch(state, own)
+    if problems:
+        raise CheckpointError(
+            f'{path}: does not fit the model of the config (a config of '
+            'another model size, or a backbone-only checkpoint?); '
+            f'{problems}. Nothing was written')
 
 
 def fill_batchnorm_counters(state: Dict[str, torch.Tensor],
