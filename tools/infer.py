@@ -8,7 +8,10 @@
         --checkpoint CKPT [--top-k 5] [--no-rerank]
 
 ``--work-dir DIR`` replaces ``--config``/``--checkpoint`` (the dumped config and the
-last checkpoint of a training run). Images are aligned 112x112 crops, or any photo:
+last checkpoint of a training run; a copied or moved run folder uses its own
+checkpoint). Every checkpoint and gallery is verified (CRC-32) before use. ``search``
+marks each hit SAME or different at the checkpoint's calibrated threshold of the
+branch that ranked it, as ``compare`` decides. Images are aligned 112x112 crops, or any photo:
 the face is detected, checked and aligned (``--faces``, ``--detect``, ``--align``,
 ``--boxes``; docs/inference.md, "From photos to embeddings"), or aligned with
 ``--landmarks`` (10 numbers per image: x1 y1 ... x5 y5, in a file with one line per
@@ -218,8 +221,19 @@ def cmd_search(args) -> int:
         for i, h in enumerate(hits, 1):
             extra = '  '.join(f'{k} {h[k]:.4f}'
                               for k in ('adaface', 'qaconv', 'fused') if k in h)
+            verdict = 'no threshold' if h['same'] is None else (
+                f'{"SAME" if h["same"] else "different"} '
+                f'({h["branch"]} {">=" if h["same"] else "<"} '
+                f'{h["threshold"]:.4f})')
             lines.append(f'{i:2d}. {h["name"]:<24s} score {h["score"]:.4f}  '
-                         f'({extra})')
+                         f'{verdict}  ({extra})')
+        if hits and hits[0]['same'] is not None:
+            lines.append(f'    threshold {hits[0]["threshold_source"]} '
+                         f'({hits[0]["unit"]})')
+        elif hits:
+            lines.append(f'    decision unknown: no threshold for the '
+                         f'{hits[0]["branch"]} branch (the checkpoint is not '
+                         'calibrated): the nearest names are not matches')
     _print(args, results[0]['hits'] if len(results) == 1 and
            args.faces == 'largest' else results, _join(*lines))
     if args.show:
