@@ -51,8 +51,7 @@ def main(argv=None):
     import oaml_mm  # noqa: F401  (registers the components)
     from oaml_mm.engine.hooks import ThresholdCalibrationHook
     from oaml_mm.engine.hooks.threshold_calibration_hook import (
-        check_calibration_pairs, val_files)
-    from oaml_mm.engine.hooks.threshold_calibration_hook import META_KEY
+        META_KEY, check_calibration_pairs, val_files)
     from oaml_mm.errors import DataFormatError, OAMLError
     from oaml_mm.registry import RUNNERS
     from oaml_mm.utils import check_output_file, load_config, merge_cfg_options
