@@ -91,17 +91,17 @@ class WorkDirLock:
                         is_singleton=False)
         try:
             lock.acquire()
-        except OSError as e:
-            raise WorkDirError(
-                f'{self.path}: cannot take the work directory\'s lock file '
-                f'({e.strerror or e}); expected a regular file there (remove '
-                'what is in its place)') from None
         except Timeout:
             who = self.holder() or 'a process whose details were not recorded'
             raise WorkDirError(
                 f'{self.work_dir}: another training run is using this work '
                 f'directory ({who}); wait for it to finish or stop it, or '
                 'choose another folder with --work-dir') from None
+        except OSError as e:  # after Timeout, itself an OSError
+            raise WorkDirError(
+                f'{self.path}: cannot take the work directory\'s lock file '
+                f'({e.strerror or e}); expected a regular file there (remove '
+                'what is in its place)') from None
         self._lock = lock
         started = datetime.datetime.now().astimezone().isoformat(
             timespec='seconds')
