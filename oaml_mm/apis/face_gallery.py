@@ -375,7 +375,8 @@ class FaceGallery:
         Args:
             path (str): The file.
             recognizer (FaceRecognizer): The model to search with.
-            check_model (bool): Refuse a gallery made with other weights.
+            check_model (bool): Refuse a gallery made with other weights or
+                under other template settings (:func:`template_settings`).
 
         Raises:
             GalleryError: Missing, damaged (any byte: the file's CRC-32s are

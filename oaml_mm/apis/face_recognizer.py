@@ -129,11 +129,16 @@ class FaceRecognizer:
     ``visibility`` is all ones.
 
     Raises:
-        CheckpointError: The checkpoint lacks backbone weights, has keys the
-            model does not, or shapes that differ; or its visibility fusion
-            parameters are malformed (the message names the field).
+        CheckpointError: The checkpoint is damaged (a zip member fails its
+            CRC-32: :func:`~oaml_mm.utils.checkpoint.check_checkpoint_file`),
+            lacks backbone weights, has keys the model does not, or shapes that
+            differ; or its visibility fusion parameters are malformed (the
+            message names the field). Missing BatchNorm ``num_batches_tracked``
+            counters are filled in, and a config without the margin head skips
+            the checkpoint's ``head.*`` keys.
         ConfigError: A threshold or decision branch names a branch the model
-            cannot give.
+            cannot give, or ``device`` is not on this machine (``'cuda'``
+            without CUDA).
     """
 
     #: How photos become crops (None: a shared default FaceFinder).
