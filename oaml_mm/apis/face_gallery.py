@@ -66,8 +66,8 @@ def template_settings(recognizer: FaceRecognizer) -> dict:
     """Everything besides the weights that shapes a template, as plain values.
 
     A template made under one of these settings does not fit a probe made under
-    another (an image enrolled in BGR and searched in RGB scores 0.68 against
-    itself), so a gallery records them and :meth:`FaceGallery.load` refuses a
+    another (an image enrolled in BGR and searched in RGB no longer scores
+    near 1 against itself), so a gallery records them and :meth:`FaceGallery.load` refuses a
     recognizer whose settings differ, naming each difference.
 
     Returns:
