@@ -6,7 +6,12 @@ CHECKPOINT's model; its ``ThresholdCalibrationHook`` picks every branch's thresh
 its FAR and, for a model with an occlusion head, fits the visibility-aware fusion
 (docs/evaluation.md, "Visibility-aware fusion"). The result replaces
 ``meta['oaml_thresholds']`` of the checkpoint written to ``--out`` (default: the
-checkpoint itself, rewritten atomically); the weights are copied unchanged.
+checkpoint itself, rewritten atomically; a symbolic link is followed and the file
+it names rewritten); the weights are copied unchanged. It refuses, with one line and
+without writing anything: a checkpoint that does not load completely into CONFIG's
+model (another model size, a backbone-only file: thresholds of random heads),
+validation pairs that are all genuine or all impostor, and a failed write (disk
+full: the original file stays as it was).
 
 Examples:
     python tools/calibrate.py configs/synthface/oaml_ir18_synthface.py \\
@@ -45,11 +50,13 @@ def main(argv=None):
     args = parse_args(argv)
     import oaml_mm  # noqa: F401  (registers the components)
     from oaml_mm.engine.hooks import ThresholdCalibrationHook
-    from oaml_mm.engine.hooks.threshold_calibration_hook import META_KEY
-    from oaml_mm.errors import OAMLError
+    from oaml_mm.engine.hooks.threshold_calibration_hook import (
+        META_KEY, check_calibration_pairs, val_files)
+    from oaml_mm.errors import DataFormatError, OAMLError
     from oaml_mm.registry import RUNNERS
     from oaml_mm.utils import check_output_file, load_config, merge_cfg_options
-    from oaml_mm.utils.checkpoint import atomic_save, safe_load_checkpoint
+    from oaml_mm.utils.checkpoint import (atomic_save, check_checkpoint_fits,
+                                          safe_load_checkpoint)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
     out = args.out or args.checkpoint
@@ -73,10 +80,22 @@ def main(argv=None):
         cfg.resume = False
         runner = (RUNNERS.build(cfg) if 'runner_type' in cfg else
                   Runner.from_cfg(cfg))
+        # mmengine's load_from loads what matches; thresholds of a partly
+        # loaded model would be those of random weights.
+        check_checkpoint_fits(args.checkpoint,
+                              safe_load_checkpoint(args.checkpoint,
+                                                   decode=False),
+                              getattr(runner.model, 'module', runner.model))
+        # One-sided pairs: one line naming the file, not the ROC's traceback.
+        check_calibration_pairs(runner.val_dataloader.dataset)
         runner.val()
         hooks = [h for h in runner.hooks
                  if isinstance(h, ThresholdCalibrationHook) and h._active]
         cal = hooks[0].calibration if hooks else None
+        if cal is None and hooks and hooks[0].skipped:
+            files = val_files(runner.val_dataloader.dataset)
+            raise DataFormatError(', '.join(files) or args.config,
+                                  f'{hooks[0].skipped}; nothing was written')
         if cal is None:
             raise SystemExit(
                 'nothing calibrated: the config needs a ThresholdCalibrationHook '

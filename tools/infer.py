@@ -8,10 +8,13 @@
         --checkpoint CKPT [--top-k 5] [--no-rerank]
 
 ``--work-dir DIR`` replaces ``--config``/``--checkpoint`` (the dumped config and the
-last checkpoint of a training run). Images are aligned 112x112 crops, or any photo:
-the face is detected, checked and aligned (``--faces``, ``--detect``, ``--align``,
-``--boxes``; docs/inference.md, "From photos to embeddings"), or aligned with
-``--landmarks`` (10 numbers per image: x1 y1 ... x5 y5, in a file with one line per
+last checkpoint of a training run; a copied or moved run folder uses its own
+checkpoint). Every checkpoint and gallery is verified (CRC-32) before use. ``search``
+marks each hit SAME or different at the checkpoint's calibrated threshold of the
+branch that ranked it, as ``compare`` decides. Images are aligned 112x112 crops, or
+any photo: the face is detected, checked and aligned (``--faces``, ``--detect``,
+``--align``, ``--boxes``; docs/inference.md, "From photos to embeddings"), or aligned
+with ``--landmarks`` (10 numbers per image: x1 y1 ... x5 y5, in a file with one line per
 image in argument order). Errors in the inputs exit with code 2 and one line, and so
 does ``--branch`` naming a branch the model cannot give (no QAConv head, no
 calibration for ``fused``, no fitted visibility fusion for ``fused_vis``): a

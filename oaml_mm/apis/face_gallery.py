@@ -18,7 +18,9 @@ format name and version; it is written atomically and read with the weights-only
 unpickler, so a damaged, foreign or malicious file raises :class:`GalleryError`.
 """
 import contextlib
+import glob
 import hashlib
+import os
 import os.path as osp
 import unicodedata
 import zipfile
@@ -27,19 +29,21 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 import torch
 from filelock import FileLock
+from mmengine.logging import print_log
 
 from oaml_mm.errors import (CheckpointError, ConfigError, GalleryError,
                             ImageInputError)
 from oaml_mm.evaluation.functional import POOLINGS, TemplateAccumulator
 from oaml_mm.utils import atomic_save, safe_load_checkpoint
-from .face_recognizer import FaceRecognizer
+from .face_recognizer import BRANCH_UNITS, FaceRecognizer
 from .inputs import ImageLike
 
 __all__ = ['FaceGallery', 'GALLERY_FORMAT', 'GALLERY_VERSION', 'model_fingerprint',
-           'check_identity_name']
+           'check_identity_name', 'template_settings']
 
 GALLERY_FORMAT = 'oaml_mm.FaceGallery'
-GALLERY_VERSION = 1
+#: 2: the file records :func:`template_settings` (version 1 files still load).
+GALLERY_VERSION = 2
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -58,6 +62,40 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def template_settings(recognizer: FaceRecognizer) -> dict:
+    """Everything besides the weights that shapes a template, as plain values.
+
+    A template made under one of these settings does not fit a probe made under
+    another (an image enrolled in BGR and searched in RGB no longer scores
+    near 1 against itself), so a gallery records them and :meth:`FaceGallery.load` refuses a
+    recognizer whose settings differ, naming each difference.
+
+    Returns:
+        dict: ``model`` (class), ``absent_parts`` (parts the checkpoint lacked),
+        ``input_size``, ``channel_order``, ``mean``, ``std`` (per channel,
+        6 decimals), ``flip_test``, ``global_vis``, ``global_vis_range``.
+    """
+    model = recognizer.model
+    pre = model.data_preprocessor
+    test_cfg = getattr(model, 'test_cfg', None) or {}
+
+    def values(t) -> list:
+        return [round(float(v), 6) for v in torch.as_tensor(t).reshape(-1)]
+
+    vis_range = test_cfg.get('global_vis_range')
+    return dict(
+        model=type(model).__name__,
+        absent_parts=sorted(getattr(recognizer, 'absent_parts', []) or []),
+        input_size=int(recognizer.input_size),
+        channel_order=str(getattr(pre, 'channel_order', 'rgb')),
+        mean=values(getattr(pre, 'mean', 0.0)),
+        std=values(getattr(pre, 'std', 1.0)),
+        flip_test=bool(test_cfg.get('flip_test', False)),
+        global_vis=bool(test_cfg.get('global_vis', False)),
+        global_vis_range=None if vis_range is None else
+        [float(v) for v in vis_range])
+
+
 def _faiss():
     try:
         import faiss  # noqa: F401
@@ -74,11 +112,14 @@ _MAX_MAP_VALUES = 1 << 24
 
 
 def check_identity_name(name) -> str:
-    """Return ``name`` if it can name an identity, else raise.
+    """Return the canonical form of ``name`` if it can name an identity, else raise.
 
     A name is printed one per line in search results and listings: an empty or
     blank one, or one holding a newline or other control character, would make
-    those lines ambiguous (or forge extra ones).
+    those lines ambiguous (or forge extra ones). Names that differ only in
+    Unicode normalisation (``'José'`` typed as one code point or as ``e`` plus a
+    combining accent) or in leading/trailing blanks are one name: the canonical
+    form is NFC without surrounding white space.
 
     Raises:
         ImageInputError: Not a string, empty after stripping spaces, or holding
@@ -92,7 +133,7 @@ def check_identity_name(name) -> str:
         raise ImageInputError(
             f'identity name {name!r} holds control character(s) {bad[0]!r}; '
             'expected printable text on one line')
-    return name
+    return unicodedata.normalize('NFC', name).strip()
 
 
 def _int_in(value, lo: int, hi: int) -> bool:
@@ -175,6 +216,37 @@ def _checked_accumulator(path: str, state: dict, n: int,
     return acc
 
 
+def _check_settings(path: str, state: dict, now: dict) -> None:
+    """Refuse a gallery whose templates were made under other settings."""
+    stored = state.get('template_settings')
+    if stored is None and state.get('version') == 1:
+        print_log(f'{path}: written before galleries recorded their template '
+                  'settings (channel order, mean/std, flip test, input size); '
+                  'they cannot be checked against this config. Saving it again '
+                  'records the current ones', logger='current', level=30)
+        return
+    if not isinstance(stored, dict):
+        raise GalleryError(f'{path}: field template_settings is '
+                           f'{type(stored).__name__}; expected a dict')
+    diff = [f'{k} {stored.get(k)!r} in the gallery vs {v!r} now'
+            for k, v in now.items() if stored.get(k) != v]
+    if diff:
+        raise GalleryError(
+            f'{path}: the gallery\'s templates were made under other settings '
+            f'than this recognizer\'s: {"; ".join(diff)}. Use the config they '
+            'were enrolled with, or enrol the identities again')
+
+
+def _remove_stale_tmp(path: str) -> None:
+    """Remove what a save of ``path`` killed mid-write left (``path.*.tmp``)."""
+    target = osp.realpath(path) if osp.islink(path) else path
+    for tmp in glob.glob(glob.escape(target) + '.*.tmp'):
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+
+
 class FaceGallery:
     """A searchable set of enrolled identities.
 
@@ -213,16 +285,21 @@ class FaceGallery:
         self._index: Dict[str, int] = {}
         self.acc: Optional[TemplateAccumulator] = None
         self.fingerprint = model_fingerprint(recognizer.model)
+        self.settings = template_settings(recognizer)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._index
+        return isinstance(name, str) and \
+            unicodedata.normalize('NFC', name).strip() in self._index
 
     def images_of(self, name: str) -> int:
-        """Number of images enrolled under ``name``."""
-        return int(self.acc.count[self._index[name]]) if name in self else 0
+        """Number of images enrolled under ``name`` (canonical form, see
+        :func:`check_identity_name`)."""
+        if name not in self:
+            return 0
+        return int(self.acc.count[self._index[check_identity_name(name)]])
 
     # ------------------------------------------------------------- enrolment
     def enrol(self, name: str, images: Union[ImageLike, Sequence[ImageLike]],
@@ -238,7 +315,7 @@ class FaceGallery:
         Returns:
             int: Images enrolled under ``name`` in total.
         """
-        check_identity_name(name)
+        name = check_identity_name(name)
         feats = self.recognizer.extract(images, channel_order, landmarks,
                                         return_feature_maps=True)
         return self.enrol_features(name, feats)
@@ -246,7 +323,7 @@ class FaceGallery:
     def enrol_features(self, name: str, feats: Dict[str, torch.Tensor]) -> int:
         """:meth:`enrol` for features :meth:`FaceRecognizer.extract` returned
         (with ``feature_map``)."""
-        check_identity_name(name)
+        name = check_identity_name(name)
         n = feats['embedding'].shape[0]
         if self.acc is None:
             self.acc = TemplateAccumulator(
@@ -270,7 +347,7 @@ class FaceGallery:
         return dict(
             format=GALLERY_FORMAT, version=GALLERY_VERSION,
             model_fingerprint=self.fingerprint, names=list(self.names),
-            pooling=self.pooling,
+            pooling=self.pooling, template_settings=dict(self.settings),
             emb_dim=None if acc is None else int(acc.emb_dim),
             map_shape=None if acc is None else list(acc.map_shape),
             weight=None if acc is None else acc.weight.clone(),
@@ -282,7 +359,12 @@ class FaceGallery:
             acc.vis_num.clone())
 
     def save(self, path: str) -> None:
-        """Write the gallery to ``path`` atomically (old file or whole new one)."""
+        """Write the gallery to ``path`` atomically (old file or whole new one).
+
+        The file gets the user's usual mode (umask), a symbolic link is
+        followed (the file it names is replaced), and a failed write leaves no
+        temporary file (:func:`~oaml_mm.utils.atomic_save`).
+        """
         atomic_save(self.state(), path, encode=False)
 
     @classmethod
@@ -293,13 +375,17 @@ class FaceGallery:
         Args:
             path (str): The file.
             recognizer (FaceRecognizer): The model to search with.
-            check_model (bool): Refuse a gallery made with other weights.
+            check_model (bool): Refuse a gallery made with other weights or
+                under other template settings (:func:`template_settings`).
 
         Raises:
-            GalleryError: Missing, damaged, unsafe, another format or version,
-                made with another model, declaring sizes out of range or that its
-                tensors do not have, holding NaN/inf templates or a name twice
-                (all checked before anything is allocated).
+            GalleryError: Missing, damaged (any byte: the file's CRC-32s are
+                verified, :func:`~oaml_mm.utils.checkpoint.check_checkpoint_file`),
+                unsafe, another format or version, made with another model or
+                under other template settings (:func:`template_settings`; the
+                message names each difference), declaring sizes out of range or
+                that its tensors do not have, holding NaN/inf templates or a name
+                twice (all checked before anything is allocated).
         """
         path = str(path)
         if not osp.isfile(path):
@@ -324,10 +410,10 @@ class FaceGallery:
                 type(state).__name__
             raise GalleryError(
                 f'{path}: not an oaml_mm gallery file (format {found!r})')
-        if state.get('version') != GALLERY_VERSION:
+        if state.get('version') not in (1, GALLERY_VERSION):
             raise GalleryError(
                 f'{path}: gallery version {state.get("version")!r}; this oaml_mm '
-                f'reads version {GALLERY_VERSION} (re-enrol the identities)')
+                f'reads versions 1 and {GALLERY_VERSION} (re-enrol the identities)')
         # Files written before the option pool by the mean rule.
         pooling = state.get('pooling', 'mean')
         if not isinstance(pooling, str) or pooling not in POOLINGS:
@@ -339,15 +425,16 @@ class FaceGallery:
                 f'{path}: the gallery was made with other model weights '
                 f'(fingerprint {state.get("model_fingerprint")} vs '
                 f'{gallery.fingerprint}); its templates do not fit this model')
+        if check_model:
+            _check_settings(path, state, gallery.settings)
         names = state.get('names')
         if not isinstance(names, list):
             raise GalleryError(
                 f'{path}: field names must be a list of non-empty strings')
-        for n in names:
-            try:
-                check_identity_name(n)
-            except ImageInputError as e:
-                raise GalleryError(f'{path}: field names: {e}') from None
+        try:
+            names = [check_identity_name(n) for n in names]
+        except ImageInputError as e:
+            raise GalleryError(f'{path}: field names: {e}') from None
         if len(set(names)) != len(names):
             seen = set()
             dup = next(n for n in names if n in seen or seen.add(n))
@@ -373,7 +460,9 @@ class FaceGallery:
         ``path + '.lock'`` (the ``filelock`` library), so two processes enrolling
         into one file take turns and the second sees the first's identities;
         without it the later save drops the earlier one's enrolment. The file is
-        not written when the body raises.
+        not written when the body raises, nor when loading it fails (a damaged
+        gallery is refused, never re-saved with fresh checksums). Temporary files
+        a killed save left (``GALLERY.*.tmp``) are removed under the lock.
 
         Examples::
 
@@ -388,17 +477,27 @@ class FaceGallery:
                 own). Defaults to 'mean'.
 
         Raises:
-            GalleryError: As :meth:`load`, or the lock was not had in time.
+            GalleryError: As :meth:`load`, the lock was not had in time, or
+                the lock path is not a file (a folder, say).
         """
         from filelock import Timeout
         path = str(path)
+        lock_path = path + '.lock'
         try:
-            lock = FileLock(path + '.lock', timeout=timeout)
+            lock = FileLock(lock_path, timeout=timeout)
             lock.acquire()
         except Timeout:
             raise GalleryError(f'{path}: another process holds {path}.lock for '
                                f'more than {timeout} s') from None
+        except OSError as e:
+            raise GalleryError(
+                f'{lock_path}: cannot take the gallery\'s lock file '
+                f'({e.strerror or e}); expected a regular file there (remove '
+                'what is in its place)') from None
         try:
+            # Under the lock no other save is in progress: temporary files of
+            # this gallery are what a killed save left behind.
+            _remove_stale_tmp(path)
             gallery = cls.load(path, recognizer) if osp.exists(path) else \
                 cls(recognizer, pooling=pooling)
             yield gallery
@@ -435,7 +534,12 @@ class FaceGallery:
 
         Returns:
             list[dict]: Best first: ``name``, ``score`` (what the ranking used),
-            ``adaface`` (cosine) and, when re-ranked, ``qaconv`` and ``fused``.
+            ``adaface`` (cosine) and, when re-ranked, ``qaconv`` and ``fused``;
+            and the open-set decision as :meth:`FaceRecognizer.compare` gives
+            it: ``branch`` (whose score ranked), ``unit``, ``threshold`` (the
+            recognizer's threshold of that branch, None when unknown),
+            ``threshold_source`` and ``same`` (``score >= threshold``; None
+            without a threshold). A stranger's rank-1 hit has ``same`` False.
         """
         feats = self.recognizer.extract(
             probe, channel_order, None if landmarks is None else [landmarks],
@@ -449,7 +553,9 @@ class FaceGallery:
         """:meth:`search` for a batch of extracted probes (one list per probe).
 
         The re-ranking score is the fused score when the recognizer has a
-        calibration (it knows the branches' scales), else the QAConv score.
+        calibration (it knows the branches' scales), else the QAConv score;
+        without re-ranking the cosine. Each hit's ``same`` compares that score
+        with the recognizer's threshold of the same branch.
         """
         for key, value in (('top_k', top_k), ('rerank_k', rerank_k)):
             if not _int_in(value, 1, 1 << 31):
@@ -481,8 +587,15 @@ class FaceGallery:
                 key = 'fused' if fused is not None else 'qaconv'
             else:
                 key = 'adaface'
+            thr = self.recognizer.thresholds.get(key)
+            source = None if thr is None else self.recognizer._source(key)
             for row in rows:
                 row['score'] = row[key]
+                row.update(branch=key, unit=BRANCH_UNITS[key],
+                           threshold=None if thr is None else float(thr),
+                           threshold_source=source,
+                           same=None if thr is None else
+                           bool(row['score'] >= thr))
             rows.sort(key=lambda r: -r['score'])
             results.append(rows[:top_k])
         return results

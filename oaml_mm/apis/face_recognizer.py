@@ -35,6 +35,9 @@ from oaml_mm.evaluation.functional import (BRANCHES, DECISION_BRANCHES,
 from oaml_mm.models.utils import inference_model
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import load_config, safe_load_checkpoint
+from oaml_mm.utils.checkpoint import (fill_batchnorm_counters,
+                                      resolve_last_checkpoint,
+                                      state_dict_mismatch)
 from .face_finder import prepare_photos
 from .inputs import ImageLike
 
@@ -62,6 +65,23 @@ def _strip_prefix(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     if state and all(k.startswith('module.') for k in state):
         return {k[len('module.'):]: v for k, v in state.items()}
     return state
+
+
+def _checked_device(device: Union[str, torch.device]) -> torch.device:
+    """``torch.device(device)``, refused in one line when it is not there."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f'device {device!r}: {e}') from None
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f'device {device!r}: CUDA is not available on this '
+                          "machine (torch.cuda.is_available() is False); use "
+                          "device='cpu' (--device cpu)")
+    if dev.type == 'cuda' and dev.index is not None and \
+            dev.index >= torch.cuda.device_count():
+        raise ConfigError(f'device {device!r}: this machine has '
+                          f'{torch.cuda.device_count()} CUDA device(s)')
+    return dev
 
 
 class FaceRecognizer:
@@ -109,11 +129,16 @@ class FaceRecognizer:
     ``visibility`` is all ones.
 
     Raises:
-        CheckpointError: The checkpoint lacks backbone weights, has keys the
-            model does not, or shapes that differ; or its visibility fusion
-            parameters are malformed (the message names the field).
+        CheckpointError: The checkpoint is damaged (a zip member fails its
+            CRC-32: :func:`~oaml_mm.utils.checkpoint.check_checkpoint_file`),
+            lacks backbone weights, has keys the model does not, or shapes that
+            differ; or its visibility fusion parameters are malformed (the
+            message names the field). Missing BatchNorm ``num_batches_tracked``
+            counters are filled in, and a config without the margin head skips
+            the checkpoint's ``head.*`` keys.
         ConfigError: A threshold or decision branch names a branch the model
-            cannot give.
+            cannot give, or ``device`` is not on this machine (``'cuda'``
+            without CUDA).
     """
 
     #: How photos become crops (None: a shared default FaceFinder).
@@ -127,6 +152,8 @@ class FaceRecognizer:
                  decision_branch: Optional[str] = None,
                  batch_size: int = 64,
                  backend: str = 'pytorch') -> None:
+        # Before anything is built or read: a device that is not there.
+        device = _checked_device(device)
         cfg = load_config(str(config)) if isinstance(
             config, (str, os.PathLike)) else config
         model_cfg = cfg.get('model', None) if 'backbone' not in cfg else cfg
@@ -144,7 +171,7 @@ class FaceRecognizer:
         self.absent_parts: list = []
         if checkpoint is not None:
             self._load(checkpoint)
-        self.device = torch.device(device)
+        self.device = device
         self.model.to(self.device).eval()
         self.input_size = int(getattr(self.model.backbone, 'feat_size', 7)) * 16
         self.batch_size = int(batch_size)
@@ -197,18 +224,29 @@ class FaceRecognizer:
             checkpoint (str, optional): A checkpoint file to use instead of the one
                 ``last_checkpoint`` names.
             **kwargs: Passed to the constructor.
+
+        ``last_checkpoint`` holds the absolute path training wrote. The work
+        dir's own file of that name is used whenever it exists, so a copied or
+        moved run folder embeds with its own weights, never with whatever sits
+        at the original place now
+        (:func:`~oaml_mm.utils.checkpoint.resolve_last_checkpoint`).
+
+        Raises:
+            CheckpointError: No ``last_checkpoint``, or it names a file outside
+                the work dir that has no copy in it.
         """
         work_dir = str(work_dir)
         if checkpoint is None:
-            marker = osp.join(work_dir, 'last_checkpoint')
-            if not osp.isfile(marker):
+            if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
                 raise CheckpointError(
                     f'{work_dir}: no last_checkpoint file (has training saved a '
                     'checkpoint there?)')
-            with open(marker) as f:
-                checkpoint = f.read().strip()
-            if not osp.isabs(checkpoint) and not osp.isfile(checkpoint):
-                checkpoint = osp.join(work_dir, osp.basename(checkpoint))
+            # A copied or moved work dir uses its own file of that name.
+            checkpoint, note = resolve_last_checkpoint(work_dir)
+            if checkpoint is None:
+                raise CheckpointError(
+                    (note or f'{work_dir}: last_checkpoint is empty')
+                    + '; pass --checkpoint (checkpoint=) to choose one')
         configs = sorted(f for f in os.listdir(work_dir) if f.endswith('.py'))
         if not configs:
             raise ConfigError(f'{work_dir}: no dumped config (*.py) found')
@@ -223,8 +261,14 @@ class FaceRecognizer:
         if not isinstance(state, dict) or not all(
                 isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f'{path}: holds no state_dict of tensors')
-        state = _strip_prefix(state)
         own = self.model.state_dict()
+        # Files from before torch 0.4.1 or converted from MXNet have no
+        # BatchNorm counters; inference does not read them.
+        state = fill_batchnorm_counters(_strip_prefix(state), own)
+        if getattr(self.model, 'head', None) is None:
+            # An inference config without the training-only margin head.
+            state = {k: v for k, v in state.items()
+                     if not k.startswith('head.')}
         missing = set(own) - set(state)
         absent = []
         for part in _OPTIONAL_PARTS:
@@ -233,23 +277,13 @@ class FaceRecognizer:
             if keys and keys <= missing and not any(
                     k.startswith(part + '.') for k in state):
                 absent.append(part)
-                missing -= keys
-        missing = sorted(missing)
-        unexpected = sorted(set(state) - set(own))
-        shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs config '
-                        f'{tuple(own[k].shape)}' for k in set(own) & set(state)
-                        if state[k].shape != own[k].shape)
-        if missing or unexpected or shapes:
-            parts = []
-            for name, keys in (('missing keys', missing),
-                               ('unexpected keys', unexpected),
-                               ('shape mismatches', shapes)):
-                if keys:
-                    more = f' (+{len(keys) - 8} more)' if len(keys) > 8 else ''
-                    parts.append(f'{name}: {", ".join(keys[:8])}{more}')
+        expected = {k: v for k, v in own.items()
+                    if k.split('.', 1)[0] not in absent}
+        problems = state_dict_mismatch(state, expected)
+        if problems:
             raise CheckpointError(
                 f'{path}: the checkpoint does not match the model of the config; '
-                + '; '.join(parts))
+                + problems)
         if absent:
             dropped = self._drop_parts(path, absent)
             # A QAConv head left without its occlusion head is dropped too:

@@ -195,13 +195,26 @@ def format_verdict(result: dict) -> str:
 
 
 def format_hits(hits: Sequence[dict]) -> List[str]:
-    """One line per gallery hit of :meth:`FaceGallery.search`: rank, name, scores."""
+    """Lines for the hits of :meth:`FaceGallery.search`: rank, name, scores and the
+    open-set verdict (same / different and the threshold it used), then where the
+    threshold came from, or why there is no verdict."""
     lines = []
     for i, h in enumerate(hits, 1):
         extra = '  '.join(f'{k} {h[k]:.4f}'
                           for k in ('adaface', 'qaconv', 'fused') if k in h)
+        same = h.get('same')
+        verdict = 'no threshold' if same is None else (
+            f'{"SAME" if same else "different"} '
+            f'({h["branch"]} {">=" if same else "<"} {h["threshold"]:.4f})')
         lines.append(f'{i:2d}. {h["name"]:<24s} score {h["score"]:.4f}  '
-                     f'({extra})')
+                     f'{verdict}  ({extra})')
+    if hits and hits[0].get('same') is not None:
+        lines.append(f'    threshold {hits[0]["threshold_source"]} '
+                     f'({hits[0]["unit"]})')
+    elif hits:
+        lines.append(f'    decision unknown: no threshold for the '
+                     f'{hits[0].get("branch")} branch (the checkpoint is not '
+                     'calibrated): the nearest names are not matches')
     return lines
 
 

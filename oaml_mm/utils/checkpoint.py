@@ -9,6 +9,7 @@ after a safe load (:func:`from_weights_only`); nothing ever widens the unpickler
 allow-list.
 """
 import collections
+import io
 import os
 import os.path as osp
 import pickle
@@ -16,19 +17,23 @@ import pickletools
 import re
 import tempfile
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Union
+import zipfile
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-from oaml_mm.errors import CheckpointError, UnsafeCheckpointError
+from oaml_mm.errors import (CheckpointError, OutputPathError,
+                            UnsafeCheckpointError)
 from .weights_only_globals import (STAND_INS, RecordError, clear_refusal,
                                    last_refusal, resolve)
 
 __all__ = [
     'to_weights_only', 'from_weights_only', 'safe_load_checkpoint',
-    'atomic_save', 'install_weights_only_loaders', 'TYPE_KEY'
+    'atomic_save', 'install_weights_only_loaders', 'TYPE_KEY',
+    'check_checkpoint_file', 'resolve_last_checkpoint', 'state_dict_mismatch',
+    'fill_batchnorm_counters', 'user_file_mode', 'check_checkpoint_fits'
 ]
 
 #: Key that marks an encoded object inside a checkpoint.
@@ -108,44 +113,105 @@ def to_weights_only(obj: Any, _path: str = 'checkpoint') -> Any:
     return repr(obj)
 
 
-def from_weights_only(obj: Any) -> Any:
+def from_weights_only(obj: Any, _path: str = 'checkpoint') -> Any:
     """Decode what :func:`to_weights_only` encoded.
 
     Args:
         obj: A checkpoint (or part of it) as loaded by ``torch.load``.
+        _path (str): Where ``obj`` sits, for messages. Internal.
 
     Returns:
         The checkpoint with ``HistoryBuffer`` objects and numpy arrays restored.
+
+    Raises:
+        CheckpointError: A type marker (``TYPE_KEY``) whose fields are missing,
+            of the wrong type or ask for an unbounded allocation (a damaged or
+            crafted file); the message names where it sits.
     """
     if isinstance(obj, dict):
         kind = obj.get(TYPE_KEY) if TYPE_KEY in obj else None
-        if kind == 'HistoryBuffer':
-            buf = HistoryBuffer(max_length=obj['max_length'])
-            buf._log_history = np.asarray(obj['log_history'])
-            buf._count_history = np.asarray(obj['count_history'])
-            return buf
-        if kind == 'ndarray':
-            return obj['data'].numpy().astype(np.dtype(obj['dtype']))
-        if kind == 'ndarray_str':
-            return np.asarray(
-                obj['items'], dtype=np.dtype(obj['dtype'])).reshape(
-                    obj['shape'])
-        if kind == 'ndarray_object':
-            items = [from_weights_only(v) for v in obj['items']]
-            arr = np.empty(len(items), dtype=object)
-            arr[:] = items
-            return arr.reshape(obj['shape'])
-        if kind == 'set':
-            return {from_weights_only(v) for v in obj['items']}
+        if kind is not None:
+            try:
+                return _decode_marked(obj, kind, _path)
+            except CheckpointError:
+                raise
+            except Exception as e:  # noqa: BLE001  (any malformed field)
+                raise CheckpointError(
+                    f'{_path}: malformed {TYPE_KEY}={kind!r} record '
+                    f'({type(e).__name__}: {" ".join(str(e).split())[:160]}); '
+                    'expected the fields oaml_mm writes for it') from None
         out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
         for k, v in obj.items():
-            out[k] = from_weights_only(v)
+            out[k] = from_weights_only(v, f'{_path}.{k}')
         return out
     if isinstance(obj, list):
-        return [from_weights_only(v) for v in obj]
+        return [from_weights_only(v, f'{_path}[{i}]') for i, v in enumerate(obj)]
     if isinstance(obj, tuple):
-        return tuple(from_weights_only(v) for v in obj)
+        return tuple(from_weights_only(v, f'{_path}[{i}]')
+                     for i, v in enumerate(obj))
     return obj
+
+
+#: Largest string item width a decoded ``ndarray_str`` may declare (characters).
+_MAX_STR_WIDTH = 1 << 16
+
+
+def _decode_marked(obj: dict, kind: Any, path: str) -> Any:
+    """One :data:`TYPE_KEY` record back to its object, every field checked."""
+
+    def shape_of(n_items: int) -> list:
+        shape = obj['shape']
+        if not isinstance(shape, (list, tuple)) or not all(
+                isinstance(x, int) and x >= 0 for x in shape) or \
+                int(np.prod(shape, dtype=np.int64)) != n_items:
+            raise CheckpointError(f'{path}: shape {shape!r} does not fit '
+                                  f'{n_items} item(s)')
+        return list(shape)
+
+    def items_of() -> list:
+        items = obj['items']
+        if not isinstance(items, list):
+            raise CheckpointError(f'{path}: items is {type(items).__name__}, '
+                                  'expected a list')
+        return items
+
+    if kind == 'HistoryBuffer':
+        max_length = obj['max_length']
+        logs = [float(v) for v in obj['log_history']]
+        counts = [float(v) for v in obj['count_history']]
+        if not isinstance(max_length, int) or max_length < 1:
+            raise CheckpointError(f'{path}: max_length {max_length!r} is not a '
+                                  'positive integer')
+        buf = HistoryBuffer(max_length=max_length)
+        buf._log_history = np.asarray(logs)
+        buf._count_history = np.asarray(counts)
+        return buf
+    if kind == 'ndarray':
+        data, dtype = obj['data'], np.dtype(obj['dtype'])
+        if not isinstance(data, torch.Tensor) or dtype.kind not in 'biufc?':
+            raise CheckpointError(
+                f'{path}: expected a tensor and a numeric dtype, got '
+                f'{type(data).__name__} and {dtype}')
+        return data.numpy().astype(dtype)
+    if kind == 'ndarray_str':
+        items, dtype = items_of(), np.dtype(obj['dtype'])
+        if dtype.kind not in 'US' or dtype.itemsize > 4 * _MAX_STR_WIDTH or \
+                not all(isinstance(v, (str, bytes)) for v in items):
+            raise CheckpointError(f'{path}: expected strings of a string dtype '
+                                  f'up to {_MAX_STR_WIDTH} wide, got {dtype}')
+        return np.asarray(items, dtype=dtype).reshape(shape_of(len(items)))
+    if kind == 'ndarray_object':
+        items = [from_weights_only(v, f'{path}[{i}]')
+                 for i, v in enumerate(items_of())]
+        arr = np.empty(len(items), dtype=object)
+        arr[:] = items
+        return arr.reshape(shape_of(len(items)))
+    if kind == 'set':
+        return {from_weights_only(v, f'{path}[{i}]')
+                for i, v in enumerate(items_of())}
+    raise CheckpointError(f'{path}: unknown {TYPE_KEY} {kind!r}; expected one '
+                          "of 'HistoryBuffer', 'ndarray', 'ndarray_str', "
+                          "'ndarray_object', 'set'")
 
 
 #: The weights-only unpickler's messages that mean "this global is not admitted"
@@ -262,7 +328,8 @@ def safe_load_checkpoint(
         filename: str,
         map_location: Union[str, torch.device, Callable, None] = 'cpu',
         decode: bool = True,
-        mmap: bool = False) -> Any:
+        mmap: bool = False,
+        verify: bool = True) -> Any:
     """Load a checkpoint with the weights-only unpickler, whatever the environment.
 
     ``weights_only=True`` is always passed explicitly, so neither
@@ -279,6 +346,11 @@ def safe_load_checkpoint(
         decode (bool): Apply :func:`from_weights_only` to the result.
         mmap (bool): Map the tensor data instead of reading it (zip checkpoints
             only); used to read a checkpoint's ``meta`` cheaply.
+        verify (bool): First verify the file with :func:`check_checkpoint_file`
+            (a zip checkpoint's CRC-32 of every member: torch itself reads a
+            tensor with a flipped byte without noticing). Every reader of
+            checkpoints and galleries does; only a caller that has just
+            verified the file passes False.
 
     Returns:
         The loaded checkpoint.
@@ -293,6 +365,8 @@ def safe_load_checkpoint(
     filename = osp.expanduser(str(filename))
     if not osp.isfile(filename):
         raise CheckpointError(f'{filename}: no such checkpoint file')
+    if verify:
+        check_checkpoint_file(filename, read_legacy=False)
     clear_refusal()
     try:
         with torch.serialization.safe_globals(STAND_INS), \
@@ -325,7 +399,236 @@ def safe_load_checkpoint(
             f'damaged?): {type(e).__name__}: {first}') from None
     finally:
         clear_refusal()
-    return from_weights_only(ckpt) if decode else ckpt
+    return from_weights_only(ckpt, f'{filename}: checkpoint') if decode \
+        else ckpt
+
+
+def _check_legacy_header(path: str) -> None:
+    """The legacy torch format starts with a pickled magic number; check it.
+
+    Only opcodes are parsed (:func:`pickletools.genops`), nothing is unpickled.
+    """
+    from torch.serialization import MAGIC_NUMBER
+    with open(path, 'rb') as f:
+        head = f.read(64)
+    try:
+        ops = []
+        for op, arg, _ in pickletools.genops(io.BytesIO(head)):
+            ops.append((op.name, arg))
+            if op.name == 'STOP':
+                break
+    except Exception:  # noqa: BLE001  (genops raises ValueError and others)
+        ops = []
+    values = [arg for name, arg in ops if name not in ('PROTO', 'STOP')]
+    if values != [MAGIC_NUMBER]:
+        raise CheckpointError(
+            f'{path}: neither a torch zip checkpoint nor a legacy torch file '
+            f'(it starts with {head[:8].hex(" ")}); the file is damaged or of '
+            'another kind')
+
+
+def check_checkpoint_file(path: str, read_legacy: bool = True) -> None:
+    """Verify that ``path`` is a complete, undamaged checkpoint (or gallery) file.
+
+    torch's zip checkpoints are checked for their central directory (missing when a
+    write was cut short), every member's local header and CRC-32, without
+    unpickling anything: one flipped byte inside a tensor fails its member's CRC.
+    A file in the legacy (pre-1.6) format must start with torch's magic number and
+    is then read once with the weights-only loader, the only way to see that its
+    tensor data is complete. ``--resume``, ``load_from``, ``tools/test.py``,
+    ``tools/calibrate.py``, ``tools/infer.py``, ``FaceRecognizer``, ``FaceGallery``,
+    ``tools/deployment/export_onnx.py`` and the model converters all verify through
+    here (:func:`safe_load_checkpoint` calls it).
+
+    Args:
+        path (str): The checkpoint.
+        read_legacy (bool): Read a legacy-format file once to see its data is
+            complete (False: only its header; the caller reads it next).
+
+    Raises:
+        CheckpointError: The file is missing, empty, truncated or damaged.
+        UnsafeCheckpointError: A legacy file names a global that is not data.
+    """
+    path = str(path)
+    if not osp.isfile(path):
+        raise CheckpointError(f'{path}: no such checkpoint file')
+    if osp.getsize(path) == 0:
+        raise CheckpointError(f'{path}: empty checkpoint file (interrupted '
+                              'write?)')
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    # A zip cut short has lost its central directory but still starts with PK; a
+    # zip whose first bytes were zeroed still has its central directory.
+    if head != b'PK' and not zipfile.is_zipfile(path):
+        try:
+            _check_legacy_header(path)
+        except CheckpointError:
+            # A raw pickle naming a payload is reported as unsafe, not damaged.
+            safe_load_checkpoint(path, decode=False, verify=False)
+            raise
+        if read_legacy:
+            safe_load_checkpoint(path, decode=False, verify=False)
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            if not any(n == 'data.pkl' or n.endswith('/data.pkl')
+                       for n in z.namelist()):
+                raise CheckpointError(f'{path}: zip file without data.pkl; '
+                                      'not a torch checkpoint')
+            bad = z.testzip()
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001  (zipfile raises many types)
+        raise CheckpointError(
+            f'{path}: incomplete or damaged checkpoint (truncated write?): '
+            f'{type(e).__name__}: {e}') from None
+    if bad is not None:
+        raise CheckpointError(f'{path}: member {bad!r} fails its CRC check; '
+                              'the file is damaged')
+
+
+def resolve_last_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
+    """The checkpoint ``work_dir/last_checkpoint`` names, as it applies to THIS folder.
+
+    mmengine stores an absolute path. A work dir that was copied or moved still
+    names the original place, where another run's weights may sit now. So the
+    work dir's own file of the same name wins whenever it exists; the stored path
+    is followed only when it lies inside ``work_dir`` (symbolic links resolved).
+
+    Args:
+        work_dir (str): A training work directory.
+
+    Returns:
+        tuple: ``(path, note)``. ``path`` is the checkpoint to use (it may not
+        exist when it lies inside the work dir but was deleted), or None when
+        there is no ``last_checkpoint``, it is empty, or it names a file outside
+        ``work_dir`` that has no copy beside it; ``note`` says why in that last
+        case (else '').
+    """
+    work_dir = osp.abspath(str(work_dir))
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(marker):
+        return None, ''
+    with open(marker, 'rb') as f:
+        named = f.read().decode('utf-8', 'replace').strip()
+    if not named:
+        return None, ''
+    own = osp.join(work_dir, osp.basename(named))
+    if osp.isfile(own):
+        return own, ''
+    stored = named if osp.isabs(named) else osp.join(work_dir, named)
+    real_dir = osp.realpath(work_dir)
+    real = osp.realpath(stored)
+    if osp.commonpath([real_dir, real]) == real_dir:
+        return stored, ''
+    return None, (f'{marker} names {named}, which lies outside this work dir '
+                  f'(copied or moved from elsewhere?), and {work_dir} holds no '
+                  f'{osp.basename(named)}; another run\'s weights are not used')
+
+
+def state_dict_mismatch(state: Dict[str, torch.Tensor],
+                        own: Dict[str, torch.Tensor],
+                        limit: int = 8) -> str:
+    """What keeps ``state`` from loading strictly into a model whose state is ``own``.
+
+    Args:
+        state (dict): The checkpoint's state dict.
+        own (dict): The model's ``state_dict()`` (the expected keys and shapes).
+        limit (int): Keys named per kind.
+
+    Returns:
+        str: ``'missing keys: ...; unexpected keys: ...; shape mismatches: ...'``
+        (only the kinds present), or '' when it loads exactly.
+    """
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs config '
+                    f'{tuple(own[k].shape)}' for k in set(own) & set(state)
+                    if tuple(state[k].shape) != tuple(own[k].shape))
+    parts = []
+    for name, keys in (('missing keys', missing),
+                       ('unexpected keys', unexpected),
+                       ('shape mismatches', shapes)):
+        if keys:
+            more = f' (+{len(keys) - limit} more)' if len(keys) > limit else ''
+            parts.append(f'{name}: {", ".join(keys[:limit])}{more}')
+    return '; '.join(parts)
+
+
+def check_checkpoint_fits(path: str, ckpt: Any, model: torch.nn.Module,
+                          ignore: Tuple[str, ...] = ('head', )) -> None:
+    """Refuse a checkpoint that would load only partly into ``model``.
+
+    mmengine's ``load_from`` loads what matches and keeps the rest at its
+    initial values (a config of another model size, a backbone-only file);
+    whatever then runs on the model measures random weights. Used by
+    ``tools/calibrate.py`` before its validation pass.
+
+    Args:
+        path (str): The checkpoint, for the message.
+        ckpt: The loaded checkpoint (a dict with ``state_dict``, or a state dict).
+        model (nn.Module): The model built from the config.
+        ignore (tuple[str]): Top-level parts left out of the comparison on
+            both sides (the margin head serves training only).
+
+    Raises:
+        CheckpointError: Missing or unexpected keys or shape mismatches, all
+            named (:func:`state_dict_mismatch`).
+    """
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f'{path}: holds no state_dict of tensors')
+    if state and all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    own = {k: v for k, v in model.state_dict().items()
+           if k.split('.', 1)[0] not in ignore}
+    state = {k: v for k, v in fill_batchnorm_counters(state, own).items()
+             if k.split('.', 1)[0] not in ignore}
+    problems = state_dict_mismatch(state, own)
+    if problems:
+        raise CheckpointError(
+            f'{path}: does not fit the model of the config (a config of '
+            'another model size, or a backbone-only checkpoint?); '
+            f'{problems}. Nothing was written')
+
+
+def fill_batchnorm_counters(state: Dict[str, torch.Tensor],
+                            own: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Add the BatchNorm ``num_batches_tracked`` counters a state dict lacks.
+
+    Checkpoints saved before torch 0.4.1 and weights converted from MXNet have
+    none. The counter only matters for ``momentum=None`` training; inference and
+    fine-tuning read the running statistics, which such files do hold. A counter
+    is added (0) only where the model has one and the file holds that
+    BatchNorm's ``running_mean``.
+
+    Args:
+        state (dict): The checkpoint's state dict (not modified).
+        own (dict): The model's ``state_dict()``.
+
+    Returns:
+        dict: ``state`` with the counters added.
+    """
+    out = dict(state)
+    for key, value in own.items():
+        if key.endswith('.num_batches_tracked') and key not in out:
+            prefix = key[:-len('num_batches_tracked')]
+            if prefix + 'running_mean' in out:
+                out[key] = torch.zeros_like(value)
+    return out
+
+
+def user_file_mode() -> int:
+    """The mode a new file gets under the user's umask (``0o666 & ~umask``).
+
+    ``tempfile.mkstemp`` creates 0600 files; a file written through one and
+    renamed into place must be given this mode, or another account (a search
+    service) cannot read what the user shared.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_save(obj: Any, filename: str,
@@ -333,32 +636,49 @@ def atomic_save(obj: Any, filename: str,
                 saver: Optional[Callable[[Any, Any], None]] = None) -> None:
     """Save ``obj`` so that ``filename`` is either the old file or the whole new one.
 
-    The data is written to a temporary file in the same folder, flushed to disk and
-    renamed over ``filename``; a crash mid-write leaves at most a stray ``.tmp`` file.
+    The data is written to a temporary file in the same folder, flushed to disk,
+    given the user's usual file mode (:func:`user_file_mode`) and renamed over
+    ``filename``; a failed write (disk full) removes the temporary file and leaves
+    ``filename`` unchanged. A symbolic link is resolved first, so the file it
+    points to is replaced and the link stays a link.
 
     Args:
         obj: What to save.
         filename (str): Destination path.
         encode (bool): Apply :func:`to_weights_only` first.
         saver (callable, optional): ``saver(obj, file)``; defaults to ``torch.save``.
+
+    Raises:
+        OutputPathError: The file cannot be written (disk full, no permission);
+            names the path, ``errno`` kept; nothing was written under its name.
     """
     filename = str(filename)
+    if osp.islink(filename):
+        filename = osp.realpath(filename)
     folder = osp.dirname(osp.abspath(filename))
-    os.makedirs(folder, exist_ok=True)
     if encode:
         obj = to_weights_only(obj)
     saver = saver or torch.save
-    fd, tmp = tempfile.mkstemp(
-        prefix=osp.basename(filename) + '.', suffix='.tmp', dir=folder)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=osp.basename(filename) + '.', suffix='.tmp', dir=folder)
         with os.fdopen(fd, 'wb') as f:
             saver(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, user_file_mode())
         os.replace(tmp, filename)
-    except BaseException:
-        if osp.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and osp.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, OutputPathError):
+            err = OutputPathError(
+                f'{filename}: cannot write ({e.strerror or e}); nothing was '
+                'written under this name, an existing file there is unchanged')
+            err.errno = e.errno
+            raise err from None
         raise
 
 

@@ -263,13 +263,16 @@ def print_progress(jobs: List[dict]) -> None:
 
 
 def last_checkpoint(work_dir: str) -> str:
-    """The checkpoint ``tools/train.py`` wrote last in ``work_dir``."""
-    marker = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(marker):
-        with open(marker) as f:
-            path = f.read().strip()
-        if osp.isfile(path):
-            return path
+    """The checkpoint ``tools/train.py`` wrote last in ``work_dir``.
+
+    ``last_checkpoint`` is read as it applies to this folder (a copied or moved
+    work dir: its own file, never the original place's;
+    :func:`oaml_mm.utils.checkpoint.resolve_last_checkpoint`).
+    """
+    from oaml_mm.utils.checkpoint import resolve_last_checkpoint
+    path, _ = resolve_last_checkpoint(work_dir)
+    if path is not None and osp.isfile(path):
+        return path
     ckpts = sorted((p for p in os.listdir(work_dir) if p.endswith('.pth')),
                    key=lambda p: osp.getmtime(osp.join(work_dir, p)))
     if not ckpts:

@@ -247,6 +247,50 @@ class TestWorkDirLock(RunnerTestCase):
         lock.acquire()
         lock.release()
 
+    def test_lock_path_that_is_a_folder_is_one_line(self):
+        work = osp.join(self.temp_dir.name, 'dirlock')
+        os.makedirs(osp.join(work, '.oaml_train.lock'))
+        with self.assertRaisesRegex(
+                WorkDirError, r"\.oaml_train\.lock: cannot take the work "
+                r"directory's lock file .*expected a regular file"):
+            WorkDirLock(work).acquire()
+        cfg_path = write_toy_config_file(
+            osp.join(self.temp_dir.name, 'toy.py'), work)
+        proc = train(cfg_path)
+        self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+        self.assertNotIn('Traceback', proc.stderr)
+        self.assertIn("cannot take the work directory's lock file",
+                      proc.stderr.strip().splitlines()[-1])
+
+    def test_owner_file_is_never_written_through_a_symlink(self):
+        work = osp.join(self.temp_dir.name, 'symlock')
+        os.makedirs(work)
+        victim = osp.join(self.temp_dir.name, 'victim.txt')
+        with open(victim, 'w') as f:
+            f.write('precious\n')
+        os.symlink(victim, osp.join(work, '.oaml_train.lock.owner'))
+        lock = WorkDirLock(work)
+        lock.acquire()
+        try:
+            with open(victim) as f:
+                self.assertEqual(f.read(), 'precious\n')
+            self.assertFalse(osp.islink(lock.owner_path))
+            self.assertIn(f'pid {os.getpid()}', lock.holder())
+        finally:
+            lock.release()
+        with open(victim) as f:
+            self.assertEqual(f.read(), 'precious\n')
+
+    def test_checkpoints_follow_the_umask(self):
+        work = osp.join(self.temp_dir.name, 'umask')
+        old = os.umask(0o022)
+        try:
+            self.build(toy_config(work, max_epochs=1)).train()
+        finally:
+            os.umask(old)
+        self.assertEqual(os.stat(osp.join(work, 'epoch_1.pth')).st_mode & 0o777,
+                         0o644)
+
     def test_launcher_rank_read_before_the_process_group(self):
         env = {'RANK': '3', 'SLURM_PROCID': '5', 'OMPI_COMM_WORLD_RANK': '7'}
         with mock.patch.dict(os.environ, env):

@@ -10,7 +10,8 @@ import os.path as osp
 import random
 import shutil
 import tempfile
-from unittest import TestCase
+from typing import Optional
+from unittest import TestCase, mock
 
 import torch
 from mmengine.config import Config
@@ -231,9 +232,14 @@ class TestDamagedLastCheckpoint(RunnerTestCase):
         shutil.rmtree(empty)
 
 
-def _save_fake(path: str, it: int, legacy: bool = False) -> str:
-    """A small checkpoint whose meta says it was saved after ``it`` iterations."""
-    ckpt = {'meta': {'iter': it, 'epoch': 0},
+def _save_fake(path: str, it: int, legacy: bool = False,
+               epoch: Optional[int] = None) -> str:
+    """A small checkpoint whose meta says it was saved after ``it`` iterations
+    (and, for an ``epoch_N.pth``, epochs: N unless given)."""
+    name = osp.basename(path)
+    if epoch is None:
+        epoch = int(name[6:-4]) if name.startswith('epoch_') else 0
+    ckpt = {'meta': {'iter': it, 'epoch': epoch},
             'state_dict': {'w': torch.arange(64.)}}
     if legacy:
         torch.save(ckpt, path, _use_new_zipfile_serialization=False)
@@ -295,15 +301,59 @@ class TestResumeCandidates(TestCase):
         _save_fake(osp.join(self.work, 'epoch_1.pth'), 6)
         _save_fake(osp.join(self.work, 'epoch_2.pth'), 12)
         self._last('/no/such/old_work_dir/epoch_2.pth')
+        # The work dir's own file of that name.
+        self.assertEqual(find_resumable_checkpoint(self.work),
+                         (osp.join(self.work, 'epoch_2.pth'), []))
+        os.remove(osp.join(self.work, 'epoch_2.pth'))
         path, rejected = find_resumable_checkpoint(self.work)
-        self.assertEqual(path, osp.join(self.work, 'epoch_2.pth'))
-        self.assertIn('/no/such/old_work_dir/epoch_2.pth, which does not '
-                      'exist', rejected[0])
+        self.assertEqual(path, osp.join(self.work, 'epoch_1.pth'))
+        self.assertIn('/no/such/old_work_dir/epoch_2.pth, which lies outside '
+                      'this work dir', rejected[0])
         # Nothing left to resume from: an error, not a silent fresh start.
-        for name in ('epoch_1.pth', 'epoch_2.pth'):
-            os.remove(osp.join(self.work, name))
+        os.remove(osp.join(self.work, 'epoch_1.pth'))
         with self.assertRaisesRegex(CheckpointError, 'nothing to resume'):
             find_resumable_checkpoint(self.work)
+
+    def test_copied_work_dir_never_resumes_from_the_original(self):
+        # A copy of a run folder whose last_checkpoint names the original
+        # place, where another run's weights (a later iteration) sit now.
+        orig = osp.join(self.work, 'orig')
+        copy = osp.join(self.work, 'copy')
+        for d in (orig, copy):
+            os.makedirs(d)
+        _save_fake(osp.join(orig, 'iter_8.pth'), 8)
+        _save_fake(osp.join(orig, 'iter_12.pth'), 12)
+        _save_fake(osp.join(copy, 'iter_8.pth'), 8)
+        with open(osp.join(copy, 'last_checkpoint'), 'w') as f:
+            f.write(osp.join(orig, 'iter_8.pth'))
+        self.assertEqual(find_resumable_checkpoint(copy),
+                         (osp.join(copy, 'iter_8.pth'), []))
+        # Its own file damaged: its other files, never the original folder's.
+        _save_fake(osp.join(copy, 'iter_4.pth'), 4)
+        with open(osp.join(copy, 'iter_8.pth'), 'r+b') as f:
+            f.truncate(100)
+        path, rejected = find_resumable_checkpoint(copy)
+        self.assertEqual(path, osp.join(copy, 'iter_4.pth'))
+        self.assertIn('iter_8.pth', rejected[0])
+
+    def test_forged_iteration_count_does_not_win_newest(self):
+        _save_fake(osp.join(self.work, 'iter_4.pth'), 4)
+        _save_fake(osp.join(self.work, 'iter_8.pth'), 8)
+        # meta['iter'] edited to look newest: contradicts the file name.
+        _save_fake(osp.join(self.work, 'iter_2.pth'), 10**9)
+        # Renamed too, but the message hub still says iteration 3.
+        forged = {'meta': {'iter': 900, 'epoch': 0},
+                  'message_hub': {'runtime_info': {'iter': 2}},
+                  'state_dict': {'w': torch.arange(64.)}}
+        torch.save(forged, osp.join(self.work, 'iter_900.pth'))
+        path, rejected = find_resumable_checkpoint(self.work)
+        self.assertEqual(path, osp.join(self.work, 'iter_8.pth'))
+        self.assertEqual(len(rejected), 2, rejected)
+        text = ' '.join(rejected)
+        self.assertIn("iter_2.pth: meta['iter'] is 1000000000 but the file "
+                      'name says 2', text)
+        self.assertIn("iter_900.pth: meta['iter'] is 900 but the message hub "
+                      'was saved at iteration 3', text)
 
     def test_newest_by_saved_iteration_not_by_file_number(self):
         # iter_100 was saved at iteration 100, epoch_2 later (iteration 240):
@@ -329,3 +379,39 @@ class TestResumeCandidates(TestCase):
         self.assertIn('old.pth: not a readable torch checkpoint',
                       proc.stderr)
         self.assertNotIn('Traceback', proc.stderr)
+
+
+class TestResumePastTheEnd(TestCase):
+    """``--resume`` of a run already at ``max_iters`` stops at once."""
+
+    def test_resume_at_or_beyond_max_iters_is_one_line(self):
+        from oaml_mm.errors import ConfigError
+        with tempfile.TemporaryDirectory() as work:
+            def build(max_iters, resume):
+                cfg = toy_config(work)
+                cfg['train_cfg'] = dict(by_epoch=False, max_iters=max_iters,
+                                        val_interval=100)
+                cfg['default_hooks']['checkpoint'] = dict(
+                    type='CheckpointHook', interval=4, by_epoch=False)
+                cfg['resume'] = resume
+                cfg = Config(cfg)
+                cfg.experiment_name = f'past_{max_iters}_{resume}'
+                return RUNNERS.build(cfg)
+
+            build(8, False).train()
+            for max_iters in (8, 6):
+                with self.subTest(max_iters=max_iters):
+                    runner = build(max_iters, True)
+                    skipped = []
+                    real_next = runner.train_loop.dataloader_iterator.__class__
+                    with mock.patch.object(
+                            real_next, '__next__',
+                            side_effect=lambda *a: skipped.append(1)):
+                        with self.assertRaisesRegex(
+                                ConfigError,
+                                rf'^resumed at iteration 8, but '
+                                rf'train_cfg\.max_iters is {max_iters}: nothing '
+                                r'is left to train'):
+                            runner.train()
+                    # Stopped before fast-forwarding the dataloader.
+                    self.assertEqual(skipped, [])

@@ -62,3 +62,25 @@ def write_face(folder: str, name: str, seed: int) -> str:
     path = osp.join(folder, name)
     cv2.imwrite(path, cv2.cvtColor(face(seed), cv2.COLOR_RGB2BGR))
     return path
+
+
+def flip_tensor_byte(path: str) -> None:
+    """Flip one byte in the middle of the largest tensor of a zip torch file.
+
+    The zip stays well-formed (its central directory and headers are
+    untouched); only that member's CRC-32 no longer matches, as after a bit
+    rot on disk or a bad copy.
+    """
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if '/data/' in i.filename),
+                   key=lambda i: i.file_size)
+    with open(path, 'r+b') as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = np.frombuffer(f.read(4), '<u2')
+        pos = info.header_offset + 30 + int(name_len) + int(extra_len) + \
+            info.file_size // 2
+        f.seek(pos)
+        byte = f.read(1)[0]
+        f.seek(pos)
+        f.write(bytes([byte ^ 0x10]))

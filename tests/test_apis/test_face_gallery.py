@@ -13,7 +13,8 @@ from oaml_mm.apis import GALLERY_VERSION, FaceGallery, FaceRecognizer
 from oaml_mm.apis import face_gallery as fg
 from oaml_mm.errors import ConfigError, GalleryError, ImageInputError
 from oaml_mm.evaluation.functional import TemplateAccumulator
-from tests.test_apis.helpers import face, write_checkpoint, write_config
+from tests.test_apis.helpers import (TINY_MODEL, face, flip_tensor_byte,
+                                     write_checkpoint, write_config)
 
 
 class _Evil:
@@ -126,7 +127,8 @@ class TestFaceGallery(unittest.TestCase):
         state = g.state()
         state['version'] = GALLERY_VERSION + 1
         torch.save(state, path)
-        with self.assertRaisesRegex(GalleryError, 'gallery version 2'):
+        with self.assertRaisesRegex(GalleryError,
+                                    f'gallery version {GALLERY_VERSION + 1}'):
             FaceGallery.load(path, self.rec)
         torch.save({'format': 'something else'}, path)
         with self.assertRaisesRegex(GalleryError, 'not an oaml_mm gallery'):
@@ -373,3 +375,150 @@ class TestFaceGalleryPooling(unittest.TestCase):
         torch.save(state, path)
         with self.assertRaisesRegex(GalleryError, 'field vis_num'):
             FaceGallery.load(path, self.rec)
+
+
+class TestGalleryTrust(unittest.TestCase):
+    """Damaged, mismatched and half-written galleries; names; verdicts."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.cfg = write_config(osp.join(cls.tmp.name, 'tiny.py'))
+        cls.ckpt = osp.join(cls.tmp.name, 'tiny.pth')
+        write_checkpoint(cls.ckpt)
+        cls.rec = FaceRecognizer(cls.cfg, cls.ckpt)
+        cls.faces = {i: face(i) for i in range(8)}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _saved(self, name, n=4):
+        g = FaceGallery(self.rec)
+        for i in range(n):
+            g.enrol(f'id{i}', self.faces[i], channel_order='rgb')
+        path = osp.join(self.tmp.name, name)
+        g.save(path)
+        return path
+
+    def _bytes(self, path):
+        with open(path, 'rb') as f:
+            return f.read()
+
+    def test_flipped_byte_is_refused_and_enrol_never_resaves_it(self):
+        path = self._saved('flipped.pt')
+        flip_tensor_byte(path)
+        damaged = self._bytes(path)
+        with self.assertRaisesRegex(GalleryError, r'fails its CRC check'):
+            FaceGallery.load(path, self.rec)
+        with self.assertRaisesRegex(GalleryError, r'fails its CRC check'):
+            with FaceGallery.updating(path, self.rec) as g:
+                g.enrol('x', self.faces[6], channel_order='rgb')
+        # Not re-saved with fresh checksums: the damage stays visible.
+        self.assertEqual(self._bytes(path), damaged)
+
+    def test_other_template_settings_refused_naming_them(self):
+        path = self._saved('settings.pt')
+        for change, name in (
+                (dict(data_preprocessor=dict(type='FaceDataPreprocessor',
+                                             channel_order='rgb')),
+                 'channel_order'),
+                (dict(test_cfg=dict(TINY_MODEL['test_cfg'], flip_test=False)),
+                 'flip_test'),
+                (dict(data_preprocessor=dict(type='FaceDataPreprocessor',
+                                             channel_order='bgr', mean=100.0)),
+                 'mean')):
+            with self.subTest(name=name):
+                cfg = write_config(osp.join(self.tmp.name, f'{name}.py'),
+                                   dict(TINY_MODEL, **change))
+                with self.assertRaisesRegex(
+                        GalleryError, rf"made under other settings .*{name} "):
+                    FaceGallery.load(path, FaceRecognizer(cfg, self.ckpt))
+        self.assertEqual(len(FaceGallery.load(path, self.rec)), 4)
+
+    def test_search_hits_carry_the_decision(self):
+        path = self._saved('verdict.pt')
+        g = FaceGallery.load(path, self.rec)
+        hits = g.search(self.faces[1], top_k=3, channel_order='rgb')
+        self.assertEqual(hits[0]['name'], 'id1')
+        for h in hits:
+            self.assertEqual((h['branch'], h['threshold']), ('fused', 1.5))
+            self.assertEqual(h['same'], h['score'] >= 1.5)
+            self.assertEqual(h['threshold_source'],
+                             'calibrated at FAR=0.001 on test')
+            self.assertEqual(h['unit'], 'fused z-score')
+        # A stranger still gets a rank-1 name, but not a match.
+        strict = FaceRecognizer(self.cfg, self.ckpt,
+                                thresholds={'fused': 1e9, 'adaface': 0.999})
+        g = FaceGallery.load(path, strict)
+        for rerank, branch in ((True, 'fused'), (False, 'adaface')):
+            hits = g.search(self.faces[7], top_k=2, rerank=rerank,
+                            channel_order='rgb')
+            self.assertEqual(hits[0]['branch'], branch)
+            self.assertIs(hits[0]['same'], False)
+            self.assertEqual(hits[0]['threshold_source'], 'given')
+        uncal = osp.join(self.tmp.name, 'uncal.pth')
+        write_checkpoint(uncal, calibration=None)
+        rec = FaceRecognizer(self.cfg, uncal)
+        g = FaceGallery(rec)
+        g.enrol('a', self.faces[0], channel_order='rgb')
+        hit = g.search(self.faces[0], channel_order='rgb')[0]
+        self.assertEqual((hit['branch'], hit['same'], hit['threshold']),
+                         ('qaconv', None, None))
+
+    def test_names_differing_in_normalisation_or_blanks_are_one(self):
+        g = FaceGallery(self.rec)
+        g.enrol('Jos\u00e9', self.faces[0], channel_order='rgb')
+        g.enrol('Jose\u0301 ', self.faces[1], channel_order='rgb')
+        g.enrol(' Jos\u00e9\t'.replace('\t', ''), self.faces[2],
+                channel_order='rgb')
+        self.assertEqual(g.names, ['Jos\u00e9'])
+        self.assertEqual(g.images_of('Jose\u0301'), 3)
+        self.assertIn('Jos\u00e9  ', g)
+        # A file listing both spellings holds one name twice.
+        state = g.state()
+        g2 = FaceGallery(self.rec)
+        g2.enrol('b', self.faces[3], channel_order='rgb')
+        st2 = g2.state()
+        for key in ('weight', 'count', 'emb_sum', 'map_mean', 'vis_sum'):
+            state[key] = torch.cat([state[key], st2[key]])
+        state['names'] = ['Jos\u00e9', 'Jose\u0301']
+        path = osp.join(self.tmp.name, 'twice.pt')
+        torch.save(state, path)
+        with self.assertRaisesRegex(GalleryError, 'twice'):
+            FaceGallery.load(path, self.rec)
+
+    def test_files_follow_umask_and_killed_saves_leave_no_tmp(self):
+        old = os.umask(0o022)
+        try:
+            path = self._saved('mode.pt')
+        finally:
+            os.umask(old)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o644)
+        # A save killed (SIGKILL) mid-write leaves its temporary file; the next
+        # enrolment removes it under the lock.
+        stale = path + '.abc123.tmp'
+        with open(stale, 'wb') as f:
+            f.write(b'partial')
+        with FaceGallery.updating(path, self.rec) as g:
+            g.enrol('x', self.faces[6], channel_order='rgb')
+        self.assertFalse(osp.exists(stale))
+        self.assertEqual(len(FaceGallery.load(path, self.rec)), 5)
+
+    def test_save_through_a_symlink_replaces_the_real_file(self):
+        real = self._saved('real.pt', n=2)
+        link = osp.join(self.tmp.name, 'link.pt')
+        os.symlink(real, link)
+        with FaceGallery.updating(link, self.rec) as g:
+            g.enrol('x', self.faces[6], channel_order='rgb')
+        self.assertTrue(osp.islink(link))
+        self.assertEqual(len(FaceGallery.load(real, self.rec)), 3)
+
+    def test_lock_path_that_is_a_folder_is_one_line(self):
+        path = osp.join(self.tmp.name, 'locked.pt')
+        os.makedirs(path + '.lock')
+        with self.assertRaisesRegex(
+                GalleryError, r"locked\.pt\.lock: cannot take the gallery's "
+                r'lock file .*expected a regular file'):
+            with FaceGallery.updating(path, self.rec):
+                pass

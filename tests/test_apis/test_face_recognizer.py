@@ -16,8 +16,8 @@ from oaml_mm.evaluation.functional import (VIS_FUSION_FEATURES,
                                            fuse_scores)
 from oaml_mm.utils import atomic_save
 from tests.test_apis.helpers import (CALIBRATION, TINY_MODEL, face,
-                                     write_checkpoint, write_config,
-                                     write_face)
+                                     flip_tensor_byte, write_checkpoint,
+                                     write_config, write_face)
 
 
 class _Evil:
@@ -400,3 +400,98 @@ class TestPartialCheckpoints(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class TestCheckpointTrust(unittest.TestCase):
+    """The inference side verifies and places checkpoints as training does."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.cfg = write_config(osp.join(cls.tmp.name, 'tiny.py'))
+        cls.ckpt = osp.join(cls.tmp.name, 'tiny.pth')
+        cls.ref = write_checkpoint(cls.ckpt)
+        cls.imgs = [face(1), face(2)]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _weights_equal(self, rec, ref):
+        own = rec.model.state_dict()
+        return all(torch.equal(v, own[k])
+                   for k, v in ref.model.state_dict().items() if k in own)
+
+    def test_flipped_byte_in_a_tensor_is_refused(self):
+        # torch reads it without noticing; the zip's CRC-32 does not match.
+        bad = osp.join(self.tmp.name, 'flipped.pth')
+        with open(self.ckpt, 'rb') as f, open(bad, 'wb') as g:
+            g.write(f.read())
+        flip_tensor_byte(bad)
+        torch.load(bad, weights_only=True)  # torch alone: no complaint
+        with self.assertRaisesRegex(
+                CheckpointError, r'flipped\.pth: member .* fails its CRC '
+                r'check; the file is damaged'):
+            FaceRecognizer(self.cfg, bad)
+
+    def test_copied_work_dir_uses_its_own_checkpoint(self):
+        import shutil
+        orig = osp.join(self.tmp.name, 'orig')
+        os.makedirs(orig)
+        write_config(osp.join(orig, 'tiny.py'))
+        mine = write_checkpoint(osp.join(orig, 'iter_4.pth'), seed=3)
+        with open(osp.join(orig, 'last_checkpoint'), 'w') as f:
+            f.write(osp.join(orig, 'iter_4.pth'))
+        copy = osp.join(self.tmp.name, 'copy')
+        shutil.copytree(orig, copy)
+        # Another run now writes the original place.
+        other = write_checkpoint(osp.join(orig, 'iter_4.pth'), seed=7)
+        rec = FaceRecognizer.from_work_dir(copy)
+        self.assertEqual(rec.checkpoint_path, osp.join(copy, 'iter_4.pth'))
+        self.assertTrue(self._weights_equal(rec, mine))
+        self.assertFalse(self._weights_equal(rec, other))
+        shutil.rmtree(orig)  # and once the original is gone
+        rec = FaceRecognizer.from_work_dir(copy)
+        self.assertTrue(self._weights_equal(rec, mine))
+        # Named outside, no copy beside: refused, never another run's file.
+        os.remove(osp.join(copy, 'iter_4.pth'))
+        elsewhere = osp.join(self.tmp.name, 'elsewhere')
+        os.makedirs(elsewhere)
+        write_checkpoint(osp.join(elsewhere, 'iter_4.pth'), seed=7)
+        with open(osp.join(copy, 'last_checkpoint'), 'w') as f:
+            f.write(osp.join(elsewhere, 'iter_4.pth'))
+        with self.assertRaisesRegex(
+                CheckpointError, r'lies outside this work dir .*holds no '
+                r'iter_4\.pth.* pass --checkpoint'):
+            FaceRecognizer.from_work_dir(copy)
+
+    def test_inference_config_without_margin_head(self):
+        model = {k: v for k, v in TINY_MODEL.items() if k != 'head'}
+        cfg = write_config(osp.join(self.tmp.name, 'nohead.py'), model)
+        rec = FaceRecognizer(cfg, self.ckpt)
+        self.assertIsNone(rec.model.head)
+        ours = rec.extract(self.imgs, channel_order='rgb')
+        ref = self.ref.extract(self.imgs, channel_order='rgb')
+        torch.testing.assert_close(ours['embedding'], ref['embedding'])
+        self.assertEqual(rec.thresholds['fused'], 1.5)
+
+    def test_checkpoint_without_batchnorm_counters(self):
+        # Saved before torch 0.4.1, or converted from MXNet.
+        state = {k: v for k, v in self.ref.model.state_dict().items()
+                 if not k.endswith('num_batches_tracked')}
+        path = osp.join(self.tmp.name, 'nocounters.pth')
+        atomic_save({'state_dict': state, 'meta': {}}, path)
+        rec = FaceRecognizer(self.cfg, path)
+        torch.testing.assert_close(
+            rec.extract(self.imgs, channel_order='rgb')['embedding'],
+            self.ref.extract(self.imgs, channel_order='rgb')['embedding'])
+
+    def test_cuda_without_cuda_is_one_line(self):
+        with mock.patch('torch.cuda.is_available', return_value=False):
+            for backend in ('onnxruntime', 'pytorch'):
+                with self.subTest(backend=backend):
+                    with self.assertRaisesRegex(
+                            ConfigError, r"^device 'cuda': CUDA is not "
+                            r'available on this machine .*--device cpu'):
+                        FaceRecognizer(self.cfg, self.ckpt, device='cuda',
+                                       backend=backend)

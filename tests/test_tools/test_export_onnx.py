@@ -64,6 +64,21 @@ class TestExportOnnx(unittest.TestCase):
             self.assertIn('no such checkpoint', err.getvalue())
             self.assertFalse(osp.exists(osp.join(tmp, 'm.onnx')))
 
+    def test_damaged_checkpoint_is_not_exported(self):
+        from tests.test_apis.helpers import flip_tensor_byte
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = write_config(osp.join(tmp, 'tiny.py'))
+            ckpt = osp.join(tmp, 'tiny.pth')
+            write_checkpoint(ckpt)
+            flip_tensor_byte(ckpt)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = export_onnx.main([cfg, ckpt, osp.join(tmp, 'm.onnx')])
+            self.assertEqual(code, 2)
+            self.assertRegex(err.getvalue(), r'^error: .*tiny\.pth: member '
+                             r'.* fails its CRC check')
+            self.assertFalse(osp.exists(osp.join(tmp, 'm.onnx')))
+
     def test_bad_out_path_exit_2_before_loading(self):
         with tempfile.TemporaryDirectory() as tmp:
             err = io.StringIO()

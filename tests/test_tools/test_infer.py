@@ -176,6 +176,40 @@ class TestInferTool(unittest.TestCase):
                              '--no-rerank'] + self.model)
         self.assertRegex(out.splitlines()[0], r' 1\. bob +score 1\.0000')
 
+    def test_search_decides_and_damaged_inputs_exit_2(self):
+        from tests.test_apis.helpers import flip_tensor_byte
+        gallery = osp.join(self.tmp.name, 'verdict.pt')
+        for name, img in (('ann', self.imgs[0]), ('bob', self.imgs[1])):
+            code, _, err = _run(['enrol', img, '--name', name, '--gallery',
+                                 gallery] + self.model)
+            self.assertEqual(code, 0, err)
+        code, out, err = _run(['search', self.imgs[1], '--gallery', gallery,
+                               '--json'] + self.model)
+        self.assertEqual(code, 0, err)
+        hits = json.loads(out)
+        self.assertEqual(hits[0]['name'], 'bob')
+        for h in hits:
+            self.assertEqual((h['branch'], h['threshold']), ('fused', 1.5))
+            self.assertEqual(h['same'], h['score'] >= 1.5)
+        code, out, err = _run(['search', self.imgs[1], '--gallery',
+                               gallery] + self.model)
+        first = out.splitlines()[0]
+        self.assertRegex(first, r' 1\. bob +score -?\d+\.\d+  (SAME \(fused '
+                         r'>=|different \(fused <) 1\.5000\)')
+        self.assertIn('threshold calibrated at FAR=0.001 on test (fused '
+                      'z-score)', out)
+        # A damaged checkpoint: compare and search refuse in one line.
+        bad = osp.join(self.tmp.name, 'bad.pth')
+        write_checkpoint(bad)
+        flip_tensor_byte(bad)
+        model = ['--config', self.model[1], '--checkpoint', bad]
+        for argv in (['compare', self.imgs[0], self.imgs[1]],
+                     ['search', self.imgs[0], '--gallery', gallery]):
+            code, out, err = _run(argv + model)
+            self.assertEqual((code, out), (2, ''))
+            self.assertRegex(err, r'^error: .*bad\.pth: member .* fails its '
+                             r'CRC check; the file is damaged\n$')
+
     def test_errors_exit_2(self):
         code, _, err = _run(['compare', self.imgs[0], 'missing.jpg'] +
                             self.model)

@@ -144,6 +144,47 @@ class TestInsightface2OAML(unittest.TestCase):
         with torch.no_grad():
             torch.testing.assert_close(model(x)[1], src_model(x)[1])
 
+    def test_weights_without_batchnorm_counters(self):
+        # Old (torch < 0.4.1) or MXNet-converted files have no
+        # num_batches_tracked; the running statistics are all inference needs.
+        src_model = randomise(IResNet(
+            18, width_mult=0.125, embedding_size=16,
+            conv_shortcut_on_stride=True, embedding_bn_affine=True))
+        fake = oaml_to_insightface(src_model.state_dict(), (2, 2, 2, 2))
+        fake = {k: v for k, v in fake.items()
+                if not k.endswith('num_batches_tracked')}
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = osp.join(tmp, 'mx.pth'), osp.join(tmp, 'o.pth')
+            torch.save(fake, src)
+            code, err = run(load_tool('insightface2oaml'), [src, dst])
+            self.assertEqual(code, 0, err)
+            ckpt = safe_load_checkpoint(dst)
+        model = MODELS.build(ckpt['meta']['backbone']).eval()
+        model.load_state_dict({k[len('backbone.'):]: v
+                               for k, v in ckpt['state_dict'].items()})
+        x = torch.randn(2, 3, 112, 112)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x)[1], src_model(x)[1])
+        plain = randomise(IResNet(18, width_mult=0.125, embedding_size=16))
+        out, _ = adaface_to_oaml(
+            {f'model.{k}': v for k, v in plain.state_dict().items()
+             if not k.endswith('num_batches_tracked')}, with_head=False)
+        self.assertIn('backbone.input_layer.1.num_batches_tracked', out)
+
+    def test_damaged_source_refused(self):
+        from tests.test_apis.helpers import flip_tensor_byte
+        model = IResNet(18, width_mult=0.125, embedding_size=8,
+                        conv_shortcut_on_stride=True, embedding_bn_affine=True)
+        fake = oaml_to_insightface(model.state_dict(), (2, 2, 2, 2))
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = osp.join(tmp, 'bad.pth'), osp.join(tmp, 'o.pth')
+            torch.save(fake, src)
+            flip_tensor_byte(src)
+            code, err = run(load_tool('insightface2oaml'), [src, dst])
+            self.assertEqual(code, 1)
+            self.assertIn('fails its CRC check', err)
+            self.assertFalse(osp.exists(dst))
+
     def test_refuses_unmapped(self):
         model = IResNet(18, width_mult=0.125, embedding_size=8,
                         conv_shortcut_on_stride=True, embedding_bn_affine=True)

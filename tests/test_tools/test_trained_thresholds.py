@@ -248,5 +248,101 @@ class TestCalibrateTool(_Trained):
             safe_load_checkpoint(path)['meta']['oaml_thresholds'], before)
 
 
+class TestCalibrateRefuses(_Trained):
+    """tools/calibrate.py never writes thresholds it could not compute honestly."""
+
+    _run = TestCalibrateTool._run
+    _copy = TestCalibrateTool._copy
+
+    def _bytes(self, path):
+        with open(path, 'rb') as f:
+            return f.read()
+
+    def test_partly_loaded_model_is_refused_and_nothing_written(self):
+        # A backbone-only file, and a config of another model size: mmengine's
+        # load_from loaded what matched and calibrated random heads, exit 0.
+        full = self._copy('full.pth')
+        ckpt = safe_load_checkpoint(full, decode=False)
+        ckpt['state_dict'] = {k: v for k, v in ckpt['state_dict'].items()
+                              if k.startswith('backbone.')}
+        backbone_only = osp.join(self.tmp.name, 'backbone_only.pth')
+        atomic_save(ckpt, backbone_only)
+        for path, extra, msg in (
+                (backbone_only, (), r'missing keys: neck\.'),
+                (full, ('--cfg-options', 'model.neck.hidden_channels=7'),
+                 r'shape mismatches: neck\.')):
+            with self.subTest(msg=msg):
+                before = self._bytes(path)
+                with self.assertRaises(SystemExit) as e:
+                    self._run(self.config, path, '--work-dir',
+                              osp.join(self.tmp.name, 'cal_partial'), *extra)
+                text = str(e.exception)
+                self.assertRegex(text, r'^CheckpointError: .*' +
+                                 re.escape(osp.basename(path)) +
+                                 r': does not fit the model of the config')
+                self.assertRegex(text, msg)
+                self.assertNotIn('\n', text)
+                self.assertEqual(self._bytes(path), before)
+
+    def test_symlink_calibrates_the_real_file(self):
+        real = self._copy('real.pth', drop_calibration=True)
+        link = osp.join(self.tmp.name, 'link.pth')
+        os.symlink(real, link)
+        self._run(self.config, link, '--work-dir',
+                  osp.join(self.tmp.name, 'cal_link'))
+        self.assertTrue(osp.islink(link))
+        self.assertEqual(os.readlink(link), real)
+        self.assertIn('oaml_thresholds', safe_load_checkpoint(real)['meta'])
+        self.assertEqual([f for f in os.listdir(self.tmp.name)
+                          if f.endswith('.tmp')], [])
+
+    def test_one_sided_pairs_are_one_line_naming_the_file(self):
+        from mmengine.config import Config
+
+        from oaml_mm.datasets.verification_bin import write_verification_bin
+        images, issame = load_verification_bin(osp.join(self.data, 'val',
+                                                        'calib.bin'))
+        keep = [i for i, same in enumerate(issame) if same]
+        folder = osp.join(self.tmp.name, 'onesided')
+        os.makedirs(folder, exist_ok=True)
+        write_verification_bin(
+            osp.join(folder, 'calib.bin'),
+            [images[2 * i + j] for i in keep for j in (0, 1)],
+            [True] * len(keep))
+        cfg = Config.fromfile(self.config)
+        cfg.val_dataloader.dataset.datasets[0].data_root = folder
+        cfg_path = osp.join(self.tmp.name, 'onesided_cfg.py')
+        cfg.dump(cfg_path)
+        path = self._copy('onesided.pth')
+        before = self._bytes(path)
+        with self.assertRaises(SystemExit) as e:
+            self._run(cfg_path, path, '--work-dir',
+                      osp.join(self.tmp.name, 'cal_onesided'))
+        self.assertEqual(
+            str(e.exception),
+            f'DataFormatError: {osp.join(folder, "calib.bin")}: the '
+            f'calibration pairs are all genuine ({len(keep)} pairs): a '
+            'threshold needs both genuine and impostor pairs; nothing was '
+            'written')
+        self.assertEqual(self._bytes(path), before)
+
+    def test_full_disk_is_one_line_and_keeps_the_file(self):
+        import errno
+        from unittest import mock
+        path = self._copy('full_disk.pth', drop_calibration=True)
+        before = self._bytes(path)
+        with mock.patch('torch.save', side_effect=OSError(
+                errno.ENOSPC, 'No space left on device')):
+            with self.assertRaises(SystemExit) as e:
+                self._run(self.config, path, '--work-dir',
+                          osp.join(self.tmp.name, 'cal_full'))
+        self.assertRegex(str(e.exception),
+                         r'^OutputPathError: .*full_disk\.pth: cannot write '
+                         r'\(No space left on device\); nothing was written')
+        self.assertEqual(self._bytes(path), before)
+        self.assertEqual([f for f in os.listdir(self.tmp.name)
+                          if f.endswith('.tmp')], [])
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -118,6 +118,94 @@ class TestSafeLoad(TestCase):
             self.assertEqual(safe_load_checkpoint(path)['v'], 1)
             self.assertEqual(os.listdir(tmp), ['ckpt.pth'])
 
+    def test_crafted_type_markers_are_one_line(self):
+        from oaml_mm.utils import TYPE_KEY
+        crafted = {
+            'ndarray without data': {TYPE_KEY: 'ndarray', 'dtype': '<f4'},
+            'ndarray of object dtype': {TYPE_KEY: 'ndarray',
+                                        'data': torch.zeros(2), 'dtype': '|O'},
+            'string bomb': {TYPE_KEY: 'ndarray_str', 'items': ['a'],
+                            'shape': [1], 'dtype': '<U1000000000'},
+            'shape of another size': {TYPE_KEY: 'ndarray_str', 'items': ['a'],
+                                      'shape': [10**9], 'dtype': '<U1'},
+            'HistoryBuffer of text': {TYPE_KEY: 'HistoryBuffer',
+                                      'log_history': 'x',
+                                      'count_history': [], 'max_length': 2},
+            'unhashable set item': {TYPE_KEY: 'set', 'items': [[1]]},
+            'unknown kind': {TYPE_KEY: 'eval', 'code': 'print(1)'},
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            for what, record in crafted.items():
+                with self.subTest(what=what):
+                    path = osp.join(tmp, 'crafted.pth')
+                    torch.save({'meta': {'hub': record}}, path)
+                    with self.assertRaisesRegex(
+                            CheckpointError,
+                            r'^\S*crafted\.pth: checkpoint\.meta\.hub: ') as ctx:
+                        safe_load_checkpoint(path)
+                    self.assertNotIn('\n', str(ctx.exception))
+
+    def test_atomic_save_follows_symlinks_and_umask(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            real = osp.join(tmp, 'real.pth')
+            link = osp.join(tmp, 'link.pth')
+            atomic_save({'v': 1}, real)
+            os.symlink(real, link)
+            old = os.umask(0o027)
+            try:
+                atomic_save({'v': 2}, link)
+            finally:
+                os.umask(old)
+            self.assertTrue(osp.islink(link))
+            self.assertEqual(safe_load_checkpoint(real)['v'], 2)
+            self.assertEqual(os.stat(real).st_mode & 0o777, 0o640)
+
+    def test_full_disk_is_one_line_and_keeps_the_file(self):
+        import errno
+
+        from oaml_mm.errors import OutputPathError
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'ckpt.pth')
+            atomic_save({'v': 1}, path)
+
+            def full(obj, f):
+                raise OSError(errno.ENOSPC, 'No space left on device')
+
+            with self.assertRaisesRegex(
+                    OutputPathError, r'ckpt\.pth: cannot write \(No space left '
+                    r'on device\); nothing was written') as ctx:
+                atomic_save({'v': 2}, path, saver=full)
+            self.assertEqual(ctx.exception.errno, errno.ENOSPC)
+            self.assertEqual(os.listdir(tmp), ['ckpt.pth'])
+
+
+class TestResolveLastCheckpoint(TestCase):
+    """Which file ``last_checkpoint`` means for the folder it sits in."""
+
+    def test_own_file_first_outside_refused_inside_followed(self):
+        from oaml_mm.utils.checkpoint import resolve_last_checkpoint
+        with tempfile.TemporaryDirectory() as tmp:
+            work, other = osp.join(tmp, 'work'), osp.join(tmp, 'other')
+            os.makedirs(work)
+            os.makedirs(other)
+            self.assertEqual(resolve_last_checkpoint(work), (None, ''))
+            torch.save({}, osp.join(other, 'iter_2.pth'))
+            with open(osp.join(work, 'last_checkpoint'), 'w') as f:
+                f.write(osp.join(other, 'iter_2.pth'))
+            path, note = resolve_last_checkpoint(work)
+            self.assertIsNone(path)
+            self.assertIn('lies outside this work dir', note)
+            torch.save({}, osp.join(work, 'iter_2.pth'))
+            self.assertEqual(resolve_last_checkpoint(work),
+                             (osp.join(work, 'iter_2.pth'), ''))
+            # Reached through a symbolic link: still inside.
+            alias = osp.join(tmp, 'alias')
+            os.symlink(work, alias)
+            with open(osp.join(work, 'last_checkpoint'), 'w') as f:
+                f.write(osp.join(work, 'iter_9.pth'))
+            self.assertEqual(resolve_last_checkpoint(alias),
+                             (osp.join(work, 'iter_9.pth'), ''))
+
 
 def _zip_checkpoint(path: str, raw: bytes) -> str:
     """A torch zip checkpoint whose data.pkl is ``raw`` (a hand-made pickle)."""

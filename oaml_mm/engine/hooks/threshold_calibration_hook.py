@@ -28,19 +28,59 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from oaml_mm.errors import CheckpointError, ConfigError
+from oaml_mm.errors import CheckpointError, ConfigError, DataFormatError
 from oaml_mm.evaluation.functional import (DECISION_BRANCHES,
                                            THRESHOLDS_META_KEY, VIS_FUSION_KEY,
                                            calibrate_thresholds,
                                            check_visibility_fusion)
 from oaml_mm.registry import HOOKS
-from oaml_mm.utils.checkpoint import atomic_save, safe_load_checkpoint
+from oaml_mm.utils.checkpoint import (atomic_save, resolve_last_checkpoint,
+                                      safe_load_checkpoint)
 
-__all__ = ['ThresholdCalibrationHook', 'META_KEY']
+__all__ = ['ThresholdCalibrationHook', 'META_KEY', 'val_files',
+           'check_calibration_pairs']
 
 #: Key of the calibration in ``checkpoint['meta']`` and the message hub (defined
 #: with the calibration itself in ``oaml_mm.evaluation.functional.thresholds``).
 META_KEY = THRESHOLDS_META_KEY
+
+
+def val_files(dataset) -> List[str]:
+    """The annotation files of a (concatenated) validation dataset, for messages."""
+    if hasattr(dataset, 'datasets'):
+        return [f for d in dataset.datasets for f in val_files(d)]
+    ann = getattr(dataset, 'ann_file', None)
+    return [str(ann)] if ann else []
+
+
+def check_calibration_pairs(dataset) -> None:
+    """Refuse validation pairs that are all genuine or all impostor.
+
+    A threshold at a FAR needs impostor scores, a TAR genuine ones; with one
+    kind only the ROC is undefined. Checked per pair dataset (each is
+    evaluated on its own) before any image is embedded.
+
+    Args:
+        dataset: The validation dataset (a ``ConcatDataset`` of pair datasets
+            is searched; datasets without ``issame`` are skipped).
+
+    Raises:
+        DataFormatError: Names the file, the kind and the number of pairs.
+    """
+    if hasattr(dataset, 'datasets'):
+        for d in dataset.datasets:
+            check_calibration_pairs(d)
+        return
+    if not hasattr(type(dataset), 'issame'):
+        return
+    issame = np.asarray(dataset.issame, bool)
+    if issame.size and (issame.all() or not issame.any()):
+        raise DataFormatError(
+            getattr(dataset, 'ann_file', type(dataset).__name__),
+            'the calibration pairs are '
+            f'all {"genuine" if issame.all() else "impostor"} ({issame.size} '
+            'pairs): a threshold needs both genuine and impostor pairs; '
+            'nothing was written')
 
 
 @HOOKS.register_module()
@@ -108,6 +148,8 @@ class ThresholdCalibrationHook(Hook):
         self.vis_fusion = bool(vis_fusion)
         self.fusion_C = float(fusion_C)
         self.calibration: Optional[dict] = None
+        #: Why the last validation calibrated nothing (one-sided pairs), or None.
+        self.skipped: Optional[str] = None
         #: The visibility fusion of the checkpoint loaded for testing.
         self.loaded_fusion: Optional[dict] = None
         self._active = True
@@ -159,9 +201,17 @@ class ThresholdCalibrationHook(Hook):
                           'these branches nor fused'),
                       logger='current', level=30)
             scores = {b: v for b, v in scores.items() if b not in broken}
-        if 'adaface' not in scores or labels.all() or not labels.any():
-            return
         source = '+'.join(m.dataset_name for m in found)
+        if labels.size and (labels.all() or not labels.any()):
+            self.skipped = (
+                f'the validation pairs of {source} are all '
+                f'{"genuine" if labels.all() else "impostor"} ({labels.size} '
+                'pairs): a threshold needs both genuine and impostor pairs')
+            print_log(f'ThresholdCalibrationHook: {self.skipped}; nothing '
+                      'calibrated', logger='current', level=30)
+            return
+        if 'adaface' not in scores or not labels.size:
+            return
         vis = [getattr(m, 'pair_visibility', None) for m in found]
         visibility = None
         if self.vis_fusion and 'qaconv' in scores and all(
@@ -244,12 +294,9 @@ class ThresholdCalibrationHook(Hook):
         if self.calibration is None or not self._active or \
                 not is_main_process():
             return
-        marker = osp.join(runner.work_dir, 'last_checkpoint')
-        if not osp.isfile(marker):
-            return
-        with open(marker) as f:
-            path = f.read().strip()
-        if not osp.isfile(path):
+        # The run's own file of that name (a copied work dir: never another's).
+        path, _ = resolve_last_checkpoint(runner.work_dir)
+        if path is None or not osp.isfile(path):
             return
         ckpt = safe_load_checkpoint(path, decode=False)
         meta = ckpt.setdefault('meta', {})

@@ -14,6 +14,7 @@ from typing import Union
 from mmengine.fileio import LocalBackend, register_backend
 
 from oaml_mm.errors import WorkDirError
+from oaml_mm.utils.checkpoint import user_file_mode
 
 __all__ = ['AtomicLocalBackend']
 
@@ -38,6 +39,8 @@ class AtomicLocalBackend(LocalBackend):
                 f.write(obj)
                 f.flush()
                 os.fsync(f.fileno())
+            # mkstemp makes 0600 files; checkpoints follow the user's umask.
+            os.chmod(tmp, user_file_mode())
             os.replace(tmp, filepath)
         except BaseException as e:
             if tmp is not None and osp.exists(tmp):

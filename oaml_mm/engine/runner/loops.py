@@ -19,6 +19,7 @@ from mmengine.runner import IterBasedTrainLoop, TestLoop, ValLoop
 from mmengine.runner.amp import autocast
 from torch.utils.data import DataLoader
 
+from oaml_mm.errors import ConfigError
 from oaml_mm.registry import LOOPS
 
 __all__ = [
@@ -338,6 +339,13 @@ class OAMLIterBasedTrainLoop(IterBasedTrainLoop):
         """Fast-forward to the resumed iteration, then train as mmengine does."""
         from oaml_mm.engine.hooks.safe_checkpoint_hook import (get_rng_state,
                                                                set_rng_state)
+        if self._iter >= self._max_iters > 0:
+            # Before the fast-forward, which would run every trained batch.
+            raise ConfigError(
+                f'resumed at iteration {self._iter}, but train_cfg.max_iters is '
+                f'{self._max_iters}: nothing is left to train. Raise it (e.g. '
+                f'--cfg-options train_cfg.max_iters={2 * self._iter}) to train '
+                'on, or run tools/test.py on the checkpoint')
         self.runner.call_hook('before_train')
         self.runner.call_hook('before_train_epoch')
         if self._iter > 0:

@@ -35,10 +35,8 @@ database write-ahead logging, as used by fvcore's and torchelastic's checkpointe
 """
 import copy
 import glob
-import io
 import os
 import os.path as osp
-import pickletools
 import re
 import shutil
 import tempfile
@@ -57,7 +55,9 @@ from oaml_mm.engine.hooks.safe_checkpoint_hook import (SafeCheckpointHook,
                                                        set_rng_state)
 from oaml_mm.errors import CheckpointError, NonFiniteLossError, WorkDirError
 from oaml_mm.registry import RUNNERS
-from oaml_mm.utils.checkpoint import safe_load_checkpoint
+from oaml_mm.utils.checkpoint import (check_checkpoint_file,
+                                      resolve_last_checkpoint,
+                                      safe_load_checkpoint)
 from .loops import OAMLIterBasedTrainLoop
 from .resume_fit import check_resume_fit
 from .train_cfg_check import check_dataloader_configs, check_train_config
@@ -131,106 +131,57 @@ def check_work_dir(work_dir: str, need_bytes: int = 0) -> None:
                 f'some space or {hint}')
 
 
-def _check_legacy_header(path: str) -> None:
-    """The legacy torch format starts with a pickled magic number; check it.
-
-    Only opcodes are parsed (:func:`pickletools.genops`), nothing is unpickled.
-    """
-    from torch.serialization import MAGIC_NUMBER
-    with open(path, 'rb') as f:
-        head = f.read(64)
-    try:
-        ops = []
-        for op, arg, _ in pickletools.genops(io.BytesIO(head)):
-            ops.append((op.name, arg))
-            if op.name == 'STOP':
-                break
-    except Exception:  # noqa: BLE001  (genops raises ValueError and others)
-        ops = []
-    values = [arg for name, arg in ops if name not in ('PROTO', 'STOP')]
-    if values != [MAGIC_NUMBER]:
-        raise CheckpointError(
-            f'{path}: neither a torch zip checkpoint nor a legacy torch file '
-            f'(it starts with {head[:8].hex(" ")}); the file is damaged or of '
-            'another kind')
-
-
-def check_checkpoint_file(path: str) -> None:
-    """Verify that ``path`` is a complete checkpoint file.
-
-    torch's zip checkpoints are checked for their central directory (missing when a
-    write was cut short), every member's local header and CRC-32, without
-    unpickling anything. A file in the legacy (pre-1.6) format must start with
-    torch's magic number and is then read once with the weights-only loader, the
-    only way to see that its tensor data is complete.
-
-    Args:
-        path (str): The checkpoint.
-
-    Raises:
-        CheckpointError: The file is missing, empty, truncated or damaged.
-        UnsafeCheckpointError: A legacy file names a global that is not data.
-    """
-    path = str(path)
-    if not osp.isfile(path):
-        raise CheckpointError(f'{path}: no such checkpoint file')
-    if osp.getsize(path) == 0:
-        raise CheckpointError(f'{path}: empty checkpoint file (interrupted '
-                              'write?)')
-    with open(path, 'rb') as f:
-        head = f.read(2)
-    # A zip cut short has lost its central directory but still starts with PK; a
-    # zip whose first bytes were zeroed still has its central directory.
-    if head != b'PK' and not zipfile.is_zipfile(path):
-        try:
-            _check_legacy_header(path)
-        except CheckpointError:
-            # A raw pickle naming a payload is reported as unsafe, not damaged.
-            safe_load_checkpoint(path, decode=False)
-            raise
-        safe_load_checkpoint(path, decode=False)
-        return
-    try:
-        with zipfile.ZipFile(path) as z:
-            if not any(n == 'data.pkl' or n.endswith('/data.pkl')
-                       for n in z.namelist()):
-                raise CheckpointError(f'{path}: zip file without data.pkl; '
-                                      'not a torch checkpoint')
-            bad = z.testzip()
-    except CheckpointError:
-        raise
-    except Exception as e:  # noqa: BLE001  (zipfile raises many types)
-        raise CheckpointError(
-            f'{path}: incomplete or damaged checkpoint (truncated write?): '
-            f'{type(e).__name__}: {e}') from None
-    if bad is not None:
-        raise CheckpointError(f'{path}: member {bad!r} fails its CRC check; '
-                              'the checkpoint is damaged')
-
-
 def _progress_of(path: str) -> Tuple[int, float]:
     """``(iteration saved in meta, mtime)`` of a verified checkpoint.
 
     ``epoch_N`` and ``iter_N`` numbers count different things, so they are never
     compared; the global iteration count every mmengine checkpoint stores in
-    ``meta['iter']`` is. The tensor data is memory-mapped, not read.
+    ``meta['iter']`` is. That count must agree with the rest of the file: the
+    number in an ``iter_N.pth`` name, the epoch in an ``epoch_N.pth`` name and
+    the iteration of the message hub's runtime info (one less than
+    ``meta['iter']``), so a file whose ``meta`` was edited cannot win "newest".
+    The tensor data is memory-mapped, not read.
+
+    Raises:
+        CheckpointError: ``meta`` contradicts the file name or the message hub.
     """
-    ckpt = safe_load_checkpoint(path, decode=False,
+    ckpt = safe_load_checkpoint(path, decode=False, verify=False,
                                 mmap=zipfile.is_zipfile(path))
     meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
-    it = meta.get('iter', -1) if isinstance(meta, dict) else -1
-    return (it if isinstance(it, int) else -1), osp.getmtime(path)
+    meta = meta if isinstance(meta, dict) else {}
+    it = meta.get('iter', -1)
+    it = it if isinstance(it, int) and not isinstance(it, bool) else -1
+    m = _CKPT_NAME.match(osp.basename(path))
+    number = int(m.group(1)) if m else None
+    kind = osp.basename(path).split('_', 1)[0]
+    said = {'iter': it, 'epoch': meta.get('epoch')}.get(kind)
+    if number is not None and said != number:
+        raise CheckpointError(
+            f"{path}: meta['{kind}'] is {said!r} but the file name says "
+            f'{number}; the checkpoint was edited or renamed, so its progress '
+            'cannot be trusted')
+    hub = ckpt.get('message_hub') if isinstance(ckpt, dict) else None
+    info = hub.get('runtime_info') if isinstance(hub, dict) else None
+    hub_iter = info.get('iter') if isinstance(info, dict) else None
+    if isinstance(hub_iter, int) and it >= 0 and hub_iter + 1 != it:
+        raise CheckpointError(
+            f"{path}: meta['iter'] is {it} but the message hub was saved at "
+            f'iteration {hub_iter + 1}; the checkpoint was edited, so its '
+            'progress cannot be trusted')
+    return it, osp.getmtime(path)
 
 
 def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
     """The checkpoint ``--resume`` (without a path) continues from.
 
-    The file named in ``work_dir/last_checkpoint`` if it verifies
+    The file named in ``work_dir/last_checkpoint``
+    (:func:`~oaml_mm.utils.checkpoint.resolve_last_checkpoint`: the work dir's own
+    file of that name first, so a copied or moved work dir resumes from its own
+    weights, never from the original place) if it verifies
     (:func:`check_checkpoint_file`). Otherwise every ``epoch_N.pth``/``iter_N.pth``
-    in ``work_dir`` (and beside the named file) is verified and the one saved at the
-    latest training iteration (``meta['iter']``; then the newest file) wins. A
-    ``last_checkpoint`` naming a file that is gone (the work dir was moved or
-    copied) is reported and the work dir's own files are used.
+    in ``work_dir`` is verified and the one saved at the latest training iteration
+    (``meta['iter']``, checked against the file's name and message hub; then the
+    newest file) wins.
 
     Args:
         work_dir (str): The run's work directory.
@@ -244,14 +195,11 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
         CheckpointError: Checkpoints exist but none verifies.
     """
     work_dir = osp.abspath(str(work_dir))
-    named = None
     rejected: List[str] = []
-    last = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(last):
-        with open(last, 'rb') as f:
-            named = f.read().decode('utf-8', 'replace').strip() or None
+    named, note = resolve_last_checkpoint(work_dir)
+    if note:
+        rejected.append(note)
     if named:
-        named = osp.abspath(named)
         try:
             check_checkpoint_file(named)
             return named, rejected
@@ -259,14 +207,10 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
             if osp.isfile(named):
                 rejected.append(str(e))
             else:
-                rejected.append(f'{last} names {named}, which does not exist '
-                                '(work dir moved or file deleted?)')
-    folders = {work_dir}
-    if named and osp.isdir(osp.dirname(named)):
-        folders.add(osp.dirname(named))
+                rejected.append(f'{work_dir}/last_checkpoint names {named}, '
+                                'which does not exist (file deleted?)')
     found = sorted({
-        osp.join(folder, name)
-        for folder in folders for name in os.listdir(folder)
+        osp.join(work_dir, name) for name in os.listdir(work_dir)
         if _CKPT_NAME.match(name)
     } - {named})
     ranked = []
@@ -278,7 +222,7 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
             rejected.append(str(e))
     if ranked:
         return max(ranked)[1], rejected
-    if named is None and not found:
+    if named is None and not found and not note:
         return None, rejected
     raise CheckpointError(
         f'{work_dir}: nothing to resume from: ' + (

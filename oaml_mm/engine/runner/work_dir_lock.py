@@ -6,7 +6,8 @@ both prune and overwrite ``last_checkpoint``. :class:`WorkDirLock` takes an excl
 lock on ``work_dir/.oaml_train.lock`` with the `filelock` library
 (https://py-filelock.readthedocs.io/, an OS-level ``flock``: the kernel releases it
 when the holder exits, even on SIGKILL, so a crashed run never blocks its
-``--resume``) and writes who holds it to ``.oaml_train.lock.owner`` beside it.
+``--resume``) and writes who holds it to ``.oaml_train.lock.owner`` beside it
+(never through a symbolic link placed there).
 """
 import datetime
 import os
@@ -96,12 +97,30 @@ class WorkDirLock:
                 f'{self.work_dir}: another training run is using this work '
                 f'directory ({who}); wait for it to finish or stop it, or '
                 'choose another folder with --work-dir') from None
+        except OSError as e:  # after Timeout, itself an OSError
+            raise WorkDirError(
+                f'{self.path}: cannot take the work directory\'s lock file '
+                f'({e.strerror or e}); expected a regular file there (remove '
+                'what is in its place)') from None
         self._lock = lock
         started = datetime.datetime.now().astimezone().isoformat(
             timespec='seconds')
-        with open(self.owner_path, 'w', encoding='utf-8') as f:
-            f.write(f'pid {os.getpid()} on host {socket.gethostname()}, '
-                    f'started {started}: {" ".join(sys.argv)}\n')
+        text = (f'pid {os.getpid()} on host {socket.gethostname()}, '
+                f'started {started}: {" ".join(sys.argv)}\n')
+        try:
+            # Never through a symbolic link (it could point at any file the
+            # user can write): the link itself is replaced.
+            if osp.islink(self.owner_path):
+                os.remove(self.owner_path)
+            fd = os.open(self.owner_path, os.O_WRONLY | os.O_CREAT |
+                         os.O_TRUNC | getattr(os, 'O_NOFOLLOW', 0), 0o666)
+            with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                f.write(text)
+        except OSError as e:
+            # The lock is held; only the note on who holds it is missing.
+            from mmengine.logging import print_log
+            print_log(f'{self.owner_path}: cannot record the lock holder '
+                      f'({e.strerror or e})', logger='current', level=30)
 
     def release(self) -> None:
         """Give the lock up (a no-op when not held)."""

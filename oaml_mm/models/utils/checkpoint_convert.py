@@ -37,6 +37,7 @@ import torch
 
 from oaml_mm.errors import CheckpointError, UnsafeCheckpointError
 from oaml_mm.utils import safe_load_checkpoint
+from oaml_mm.utils.checkpoint import fill_batchnorm_counters
 from ..backbones.iresnet import IRESNET_ARCHS, IResNet
 
 __all__ = [
@@ -134,10 +135,19 @@ def infer_iresnet_config(backbone: Dict[str, torch.Tensor],
 
 
 def _check_loads(backbone: Dict[str, torch.Tensor], cfg: dict,
-                 src: str) -> None:
-    """Build the backbone and load strictly: every key must map, none be missing."""
+                 src: str) -> Dict[str, torch.Tensor]:
+    """Build the backbone and load strictly: every key must map, none be missing.
+
+    BatchNorm ``num_batches_tracked`` counters that the file lacks (saved before
+    torch 0.4.1, or converted from MXNet) are added as 0
+    (:func:`~oaml_mm.utils.checkpoint.fill_batchnorm_counters`).
+
+    Returns:
+        dict: ``backbone`` with the missing counters added.
+    """
     args = {k: v for k, v in cfg.items() if k != 'type'}
     model = IResNet(**args)
+    backbone = fill_batchnorm_counters(backbone, model.state_dict())
     result = model.load_state_dict(backbone, strict=False)
     problems = [f'unexpected {k}' for k in result.unexpected_keys] + \
         [f'missing {k}' for k in result.missing_keys]
@@ -146,6 +156,7 @@ def _check_loads(backbone: Dict[str, torch.Tensor], cfg: dict,
     for k, v in model.state_dict().items():
         if v.shape != backbone[k].shape:
             _fail(src, 'shape mismatch', [f'{k} {tuple(backbone[k].shape)}'])
+    return backbone
 
 
 def adaface_to_oaml(state: Dict[str, torch.Tensor],
@@ -177,7 +188,7 @@ def adaface_to_oaml(state: Dict[str, torch.Tensor],
         raise CheckpointError(f"{src}: no 'model.*' backbone keys; is this an "
                               'AdaFace checkpoint?')
     cfg = infer_iresnet_config(backbone, src)
-    _check_loads(backbone, cfg, src)
+    backbone = _check_loads(backbone, cfg, src)
     meta = dict(backbone=cfg, channel_order='bgr')
     if with_head:
         if 'head.kernel' not in out:
@@ -251,7 +262,7 @@ def insightface_to_oaml(state: Dict[str, torch.Tensor],
         raise CheckpointError(
             f'{src}: units per stage {[units[s] for s in (1, 2, 3, 4)]} are not '
             f'those of IR-{cfg["depth"]}')
-    _check_loads(backbone, cfg, src)
+    backbone = _check_loads(backbone, cfg, src)
     out = OrderedDict((f'backbone.{k}', v) for k, v in backbone.items())
     return out, dict(backbone=cfg, channel_order='rgb')
 
