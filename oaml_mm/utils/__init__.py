@@ -3,12 +3,13 @@ from .cfg_options import ROOT_SCOPES, merge_cfg_options
 from .checkpoint import (TYPE_KEY, atomic_save, from_weights_only,
                          safe_load_checkpoint, to_weights_only)
 from .config import load_config
-from .dist import close_process_group
+from .dist import close_process_group, gather_shards, shard_range
 from .output_path import check_output_file
 from .setup_env import check_dependencies
 
 __all__ = [
     'check_dependencies', 'to_weights_only', 'from_weights_only',
     'safe_load_checkpoint', 'atomic_save', 'TYPE_KEY', 'load_config',
-    'merge_cfg_options', 'ROOT_SCOPES', 'check_output_file', 'close_process_group'
+    'merge_cfg_options', 'ROOT_SCOPES', 'check_output_file', 'close_process_group',
+    'shard_range', 'gather_shards'
 ]

@@ -19,8 +19,8 @@ import torch.multiprocessing as mp
 from oaml_mm.errors import ConfigError
 from oaml_mm.models.functional import margin_logits
 from oaml_mm.models.heads import PartialFCHead
-from oaml_mm.models.heads.partial_fc_head import gather_shards, shard_range
 from oaml_mm.registry import MODELS
+from oaml_mm.utils.dist import gather_shards, shard_range
 
 D, C, N, STEPS = 8, 10, 12, 3
 MARGINS = (dict(type='AdaFaceHead', m=0.4, h=0.333, s=16.0, t_alpha=0.3),

@@ -46,42 +46,15 @@ from mmengine.model import BaseModule
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import MODELS
+from oaml_mm.utils.dist import dist_info, gather_shards, shard_range
 from ..functional.margin import cosine_logits, margin_logits
 from .margin_heads import BaseMarginHead
 
-__all__ = ['PartialFCHead', 'shard_range']
+__all__ = ['PartialFCHead']
 
 #: Columns drawn per generator when the centres are initialised: a chunk's draw
 #: does not depend on the world size, so neither does the initial head.
 _INIT_CHUNK = 16384
-
-
-def _dist_info() -> Tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def shard_range(num_classes: int, world_size: int, rank: int) -> Tuple[int, int]:
-    """The classes ``[start, end)`` that rank ``rank`` of ``world_size`` holds.
-
-    The first ``num_classes % world_size`` ranks hold one class more than the others.
-
-    Args:
-        num_classes (int): Number of identities C.
-        world_size (int): Number of ranks W (>= 1).
-        rank (int): In ``[0, W)``.
-
-    Returns:
-        tuple[int, int]: ``start`` and ``end`` (exclusive).
-
-    Examples:
-        >>> [shard_range(10, 3, r) for r in range(3)]
-        [(0, 4), (4, 7), (7, 10)]
-    """
-    base, extra = divmod(num_classes, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
 
 
 class _GatherRows(torch.autograd.Function):
@@ -194,7 +167,7 @@ class PartialFCHead(BaseModule):
                  seed: int = 0,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        rank, world = _dist_info()
+        rank, world = dist_info()
         if in_channels <= 0 or num_classes < world:
             raise ConfigError(
                 f'PartialFCHead: in_channels must be positive and num_classes '
@@ -260,14 +233,15 @@ class PartialFCHead(BaseModule):
         if self.init_cfg:
             super().init_weights()
 
-    def sharded_parameters(self) -> Dict[str, int]:
-        """Parameters that differ between ranks: name -> the sharded dimension.
+    def sharded_parameters(self) -> Dict[str, Tuple[int, int]]:
+        """Parameters split over the ranks: name -> (dimension, whole size).
 
+        Each rank holds :func:`~oaml_mm.utils.shard_range` of the whole size.
         The runner leaves these out of DDP (no broadcast, no gradient
         averaging) and gathers them, with their optimizer state, into one
         checkpoint.
         """
-        return {'kernel': 1}
+        return {'kernel': (1, self.num_classes)}
 
     def gather_for_checkpoint(self, dst: int = 0) -> None:
         """Collective: gather the whole kernel to rank ``dst`` for ``state_dict``.
@@ -423,40 +397,3 @@ class PartialFCHead(BaseModule):
             dist.all_reduce(target, op=dist.ReduceOp.MAX)
             acc = (target >= top).float().mean()
         return dict(loss=loss, accuracy=acc)
-
-
-def gather_shards(shard: torch.Tensor, total: int, dim: int,
-                  dst: Optional[int] = 0) -> Optional[torch.Tensor]:
-    """Collective: concatenate every rank's :func:`shard_range` slice along ``dim``.
-
-    Args:
-        shard (Tensor): This rank's slice; its size along ``dim`` is
-            ``shard_range(total, W, rank)``'s length.
-        total (int): Size of the whole tensor along ``dim``.
-        dim (int): The sharded dimension.
-        dst (int, optional): Only this rank receives the result (the others
-            get None); None: every rank does.
-
-    Returns:
-        Tensor | None: The whole tensor, on CPU.
-    """
-    rank, world = _dist_info()
-    if world == 1:
-        return shard.detach().cpu()
-    lengths = [shard_range(total, world, r) for r in range(world)]
-    most = max(e - s for s, e in lengths)
-    shape = list(shard.shape)
-    shape[dim] = most
-    padded = shard.new_zeros(shape)
-    padded.narrow(dim, 0, shard.shape[dim]).copy_(shard)
-    if dst is None:
-        parts = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(parts, padded)
-    else:
-        parts = [torch.empty_like(padded)
-                 for _ in range(world)] if rank == dst else None
-        dist.gather(padded, parts, dst=dst)
-        if rank != dst:
-            return None
-    return torch.cat([p.narrow(dim, 0, e - s).cpu()
-                      for p, (s, e) in zip(parts, lengths)], dim=dim)
