@@ -7,7 +7,6 @@ gradient of the global mean loss (DDP then averages the backbone's gradients), s
 ``grad / W`` is compared with the replicated head's gradient of the global mean.
 """
 import math
-import os
 import os.path as osp
 import tempfile
 import unittest
