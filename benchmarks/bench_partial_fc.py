@@ -64,16 +64,18 @@ def estimate_bytes(mode: str, classes: int, rate: float, batch: int,
 
     Replicated: centres, their gradient, momentum, the normalised copy and its
     backward (5 copies of ``[D, C]``) and about six ``[B, C]`` logit-sized buffers.
-    Sharded: 3 copies of the shard (weights, dense gradient, momentum), the scored
-    columns' copies (index-select, normalised, their gradients: 2 more shard copies
-    when every column is scored) and six ``[N, S]`` buffers, N = world * B.
+    Sharded: at the SGD step 4 copies of the shard (weights, dense gradient,
+    momentum, and the gradient plus weight decay that ``torch.optim.SGD``
+    allocates), 5 when every column is scored (normalised copy and its backward),
+    the scored columns' copies and six ``[N, S]`` buffers, N = world * B.
     """
     if mode == 'replicated':
         return 4 * (5 * dim * classes + 6 * batch * classes)
     shard = -(-classes // world)
     scored = shard if rate >= 1 else int(rate * shard) + world * batch
-    extra = 2 * dim * shard if rate >= 1 else 4 * dim * scored + shard
-    return 4 * (3 * dim * shard + extra + 6 * world * batch * scored)
+    copies = 5 if rate >= 1 else 4
+    extra = 0 if rate >= 1 else 4 * dim * scored + shard
+    return 4 * (copies * dim * shard + extra + 6 * world * batch * scored)
 
 
 def _available_bytes() -> int:

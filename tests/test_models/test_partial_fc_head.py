@@ -121,6 +121,16 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             full = gather_shards(torch.full((2, 5), float(rank)), 10, dim=1,
                                  dst=0)
             result['gather_shards'] = None if full is None else full[0].tolist()
+            result['world_check'] = False
+            head = PartialFCHead(in_channels=D, num_classes=C)
+            dist.destroy_process_group()
+            try:
+                head.loss(torch.randn(2, D), torch.ones(2, 1),
+                          torch.tensor([0, 1]))
+            except ConfigError:
+                result['world_check'] = True
+            dist.init_process_group('gloo', init_method=f'file://{init_file}2',
+                                    rank=rank, world_size=world)
         torch.save(result, osp.join(out_dir, f'{rank}.pth'))
     finally:
         dist.destroy_process_group()
@@ -168,6 +178,8 @@ class TestPartialFCEqualsReplicated(unittest.TestCase):
         self.assertEqual(results[1]['gather'][1], [2.0, 4.0])
         self.assertEqual(results[0]['gather_shards'], [0.0] * 5 + [1.0] * 5)
         self.assertIsNone(results[1]['gather_shards'])
+        # A head built in 2 processes refuses to run without its group.
+        self.assertTrue(all(r['world_check'] for r in results))
 
     def test_three_processes(self):
         self.check(run_ranks(3))

@@ -288,6 +288,11 @@ class PartialFCHead(BaseModule):
     # ------------------------------------------------------------- forward
     def _gather(self, embeddings: torch.Tensor, norms: torch.Tensor,
                 labels: torch.Tensor):
+        if dist_info()[1] != self.world_size:
+            raise ConfigError(
+                f'PartialFCHead: built for {self.world_size} process(es), run '
+                f'in {dist_info()[1]}: build the model after the process '
+                'group is initialised (the Runner does)')
         if self.world_size == 1:
             return embeddings, norms, labels
         emb = _GatherRows.apply(embeddings, float(self.world_size))
