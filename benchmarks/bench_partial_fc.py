@@ -16,12 +16,12 @@ weight decay 5e-4) of the centres.
 Each case runs in a fresh pair of processes; the figure per case is the median step
 time over the timed repeats (the slower rank) and the larger rank's peak RSS growth
 over the step (weights, gradients, momentum, activations). A case whose estimated
-memory for both processes together, times a safety factor of 1.5, exceeds ``--max-gb``
-or what the machine has available is not run and is reported as skipped, so the
-benchmark does not exhaust a shared machine; ratios are against the replicated
-head measured in the same run, or, where the replicated head was skipped, against
-its step time extrapolated linearly in ``C`` from the largest two sizes it was measured at (marked so). Run it
-with the tools' malloc thresholds (``MALLOC_MMAP_THRESHOLD_`` and
+memory for both processes together, times a safety factor of 1.5, exceeds
+``--max-gb`` or what the machine has available is not run and is reported as
+skipped, so the benchmark does not exhaust a shared machine. Ratios are against the
+replicated head measured in the same run, or, where it was skipped, against its step
+time extrapolated linearly in ``C`` from the two largest sizes it ran at (marked
+so). Run it with the tools' malloc thresholds (``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` = 1 GiB, as ``tools/dist_train.sh`` sets them).
 
 Usage::
