@@ -36,6 +36,7 @@ Checkpoints hold the whole head under the replicated head's keys (``kernel`` as
 ``docs/partial_fc.md``) and each rank takes its columns when one is loaded, so a
 checkpoint loads at any world size and into the replicated head, and vice versa.
 """
+import copy
 import math
 from typing import Dict, Optional, Tuple
 
@@ -50,7 +51,7 @@ from oaml_mm.utils.dist import dist_info, gather_shards, shard_range
 from ..functional.margin import cosine_logits, margin_logits
 from .margin_heads import BaseMarginHead
 
-__all__ = ['PartialFCHead']
+__all__ = ['PartialFCHead', 'without_sharded_head']
 
 #: Columns drawn per generator when the centres are initialised: a chunk's draw
 #: does not depend on the world size, so neither does the initial head.
@@ -402,3 +403,31 @@ class PartialFCHead(BaseModule):
             dist.all_reduce(target, op=dist.ReduceOp.MAX)
             acc = (target >= top).float().mean()
         return dict(loss=loss, accuracy=acc)
+
+
+def without_sharded_head(model_cfg: dict) -> dict:
+    """A recognizer config for inference: a ``PartialFCHead`` removed.
+
+    The margin head serves only the training loss; built in one process a
+    sharded head would hold every centre (4.2 GB at 2.06M identities). Configs
+    with a replicated head are returned unchanged (their checkpoints keep the
+    head, docs/inference.md).
+
+    Args:
+        model_cfg (dict): ``OAMLRecognizer`` config (``dict`` or ``ConfigDict``).
+
+    Returns:
+        dict: The same config, or a copy with ``head=None``.
+
+    Examples:
+        >>> cfg = dict(type='OAMLRecognizer', head=dict(type='PartialFCHead'))
+        >>> without_sharded_head(cfg)['head'] is None
+        True
+    """
+    head = model_cfg.get('head') if hasattr(model_cfg, 'get') else None
+    kind = head.get('type') if hasattr(head, 'get') else None
+    if kind not in ('PartialFCHead', PartialFCHead):
+        return model_cfg
+    out = copy.copy(model_cfg)
+    out['head'] = None
+    return out

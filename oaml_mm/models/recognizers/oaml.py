@@ -67,7 +67,10 @@ class OAMLRecognizer(BaseModel):
 
     Args:
         backbone (dict): IResNet config.
-        head (dict): Margin head config (AdaFaceHead, ArcFaceHead, CosFaceHead).
+        head (dict, optional): Margin head config (AdaFaceHead, ArcFaceHead,
+            CosFaceHead, PartialFCHead). None: a model for inference only (the
+            margin head serves only the training loss; ``loss`` then raises
+            ConfigError).
         neck (dict, optional): OcclusionHead config. None: no visibility branch
             (predicted visibility is all ones).
         qaconv_head (dict, optional): QAConvHead config. None: no QAConv branch.
@@ -97,7 +100,7 @@ class OAMLRecognizer(BaseModel):
 
     def __init__(self,
                  backbone: dict,
-                 head: dict,
+                 head: Optional[dict],
                  neck: Optional[dict] = None,
                  qaconv_head: Optional[dict] = None,
                  loss_weights: Optional[Dict[str, float]] = None,
@@ -112,7 +115,7 @@ class OAMLRecognizer(BaseModel):
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
-        self.head = MODELS.build(head)
+        self.head = MODELS.build(head) if head is not None else None
         self.neck = MODELS.build(neck) if neck is not None else None
         self.qaconv_head = MODELS.build(
             qaconv_head) if qaconv_head is not None else None
@@ -148,7 +151,8 @@ class OAMLRecognizer(BaseModel):
                 "optimizer wrapper: optim_wrapper = dict(type='GuardedOptimWrapper', "
                 'max_nonfinite_skips=N, ...)')
         emb = getattr(self.backbone, 'embedding_size', None)
-        if emb is not None and emb != self.head.in_channels:
+        if emb is not None and self.head is not None and \
+                emb != self.head.in_channels:
             raise ConfigError(
                 f'OAMLRecognizer: head.in_channels={self.head.in_channels} but '
                 f'the backbone embeds into {emb} dimensions')
@@ -225,6 +229,10 @@ class OAMLRecognizer(BaseModel):
              data_samples: List[DataSample],
              occlusion: Optional[dict] = None) -> Dict[str, torch.Tensor]:
         """Weighted AdaFace, QAConv and occlusion losses plus accuracies."""
+        if self.head is None:
+            raise ConfigError(
+                'OAMLRecognizer: built without a margin head (head=None, for '
+                'inference): training needs one in the model config')
         labels = self._labels(data_samples, inputs.device)
         w = self.loss_weights
         gv = self.train_cfg['global_vis']
