@@ -94,6 +94,11 @@ def _available_bytes() -> int:
 def _worker(rank: int, spec: dict, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
     torch.set_num_threads(spec['threads'])
+    try:  # on a shared machine, the kernel kills this process first
+        with open('/proc/self/oom_score_adj', 'w') as f:
+            f.write('1000')
+    except OSError:
+        pass
     dist.init_process_group('gloo', init_method=f'file://{init_file}',
                             rank=rank, world_size=WORLD)
     try:
@@ -166,7 +171,7 @@ def _label(mode: str, rate: float) -> str:
 
 def run(quick: bool = False, repeats: Optional[int] = None,
         sizes: Optional[Sequence[int]] = None, batch: int = 64, dim: int = 512,
-        max_gb: float = 13.0, threads: int = 1,
+        max_gb: float = 13.0, threads: int = 1, safety: float = SAFETY,
         log=print) -> List[dict]:
     """Measure every (size, head) case that fits; rows for RESULTS.md.
 
@@ -179,6 +184,7 @@ def run(quick: bool = False, repeats: Optional[int] = None,
         max_gb (float): Largest estimated memory of one case, both processes
             together, that is run.
         threads (int): torch threads per process.
+        safety (float): A case runs if ``safety`` times its estimate fits.
         log (callable): Progress lines.
 
     Returns:
@@ -194,9 +200,9 @@ def run(quick: bool = False, repeats: Optional[int] = None,
         avail = _available_bytes()
         key = (mode, classes, rate)
         limit = min(max_gb * GIB, avail - GIB)
-        if need * SAFETY > limit:
+        if need * safety > limit:
             results[key] = dict(skipped=(
-                f'estimated {need / GIB:.1f} GiB for 2 processes, x{SAFETY:g} '
+                f'estimated {need / GIB:.1f} GiB for 2 processes, x{safety:g} '
                 f'> {limit / GIB:.1f} GiB (limit or available)'))
             log(f'{_label(mode, rate)} C={classes}: skipped '
                 f"({results[key]['skipped']})")
@@ -292,12 +298,14 @@ def main(argv=None) -> int:
     parser.add_argument('--dim', type=int, default=512)
     parser.add_argument('--max-gb', type=float, default=13.0,
                         help='skip cases estimated above this, both processes')
+    parser.add_argument('--safety', type=float, default=SAFETY,
+                        help='run a case if this many estimates fit')
     parser.add_argument('--json', default=None, help='also write rows here')
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     rows = run(args.quick, args.repeats, args.sizes, args.batch, args.dim,
-               args.max_gb, threads=args.threads or 1)
+               args.max_gb, threads=args.threads or 1, safety=args.safety)
     print_rows(rows)
     if args.json:
         with open(args.json, 'w') as f:
