@@ -41,6 +41,7 @@ SUITE = {
     'inference': ('benchmarks.bench_inference', True),
     'detect': ('benchmarks.bench_detect', True),
     'malloc': ('benchmarks.bench_malloc', False),
+    'partial_fc': ('benchmarks.bench_partial_fc', False),
 }
 
 

@@ -82,6 +82,10 @@ def main(argv=None):
                                 osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    # Testing never uses the margin head; a sharded one (PartialFCHead) would
+    # hold every class centre in each process: not built.
+    from oaml_mm.models.heads import without_sharded_head
+    cfg.model = without_sharded_head(cfg.model)
     try:
         if 'runner_type' in cfg:
             runner = RUNNERS.build(cfg)

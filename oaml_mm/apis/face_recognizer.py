@@ -32,6 +32,7 @@ from oaml_mm.evaluation.functional import (BRANCHES, DECISION_BRANCHES,
                                            apply_visibility_fusion,
                                            check_visibility_fusion,
                                            fuse_scores, mean_visibility)
+from oaml_mm.models.heads import without_sharded_head
 from oaml_mm.models.utils import inference_model
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import load_config, safe_load_checkpoint
@@ -161,9 +162,12 @@ class FaceRecognizer:
             raise ConfigError(f'{config}: the config has no model section')
         # Configs name oaml_mm types without a prefix: build in our scope
         # whatever scope the caller's process has set.
+        # A sharded margin head (training only) is not built: in one process
+        # it would hold every class centre.
+        model_cfg = without_sharded_head(model_cfg.to_dict() if hasattr(
+            model_cfg, 'to_dict') else model_cfg)
         with DefaultScope.overwrite_default_scope('oaml_mm'):
-            self.model = MODELS.build(model_cfg.to_dict() if hasattr(
-                model_cfg, 'to_dict') else model_cfg)
+            self.model = MODELS.build(model_cfg)
         self.checkpoint_path = checkpoint
         self.meta: dict = {}
         #: Optional parts (``'neck'``, ``'qaconv_head'``, ``'head'``) the

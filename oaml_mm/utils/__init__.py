@@ -5,7 +5,7 @@ from .cfg_options import (ROOT_SCOPES, SIZE_SCOPES, check_option_types,
 from .checkpoint import (TYPE_KEY, atomic_save, from_weights_only,
                          safe_load_checkpoint, to_weights_only)
 from .config import load_config
-from .dist import close_process_group
+from .dist import close_process_group, gather_shards, shard_range
 from .output_path import check_output_file
 from .setup_env import check_dependencies
 
@@ -13,5 +13,6 @@ __all__ = [
     'check_dependencies', 'to_weights_only', 'from_weights_only',
     'safe_load_checkpoint', 'atomic_save', 'TYPE_KEY', 'load_config',
     'merge_cfg_options', 'ROOT_SCOPES', 'check_output_file', 'close_process_group',
-    'SIZE_SCOPES', 'check_option_types', 'follow_variables', 'rescale_schedule'
+    'SIZE_SCOPES', 'check_option_types', 'follow_variables', 'rescale_schedule',
+    'shard_range', 'gather_shards'
 ]

@@ -1,7 +1,10 @@
-"""Ending a distributed job cleanly."""
+"""Distributed helpers: ending a job cleanly, and tensors sharded over the ranks."""
+from typing import Optional, Tuple
+
+import torch
 import torch.distributed as dist
 
-__all__ = ['close_process_group']
+__all__ = ['close_process_group', 'dist_info', 'shard_range', 'gather_shards']
 
 
 def close_process_group() -> None:
@@ -16,3 +19,70 @@ def close_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def dist_info() -> Tuple[int, int]:
+    """``(rank, world_size)`` of the default process group; ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_range(total: int, world_size: int, rank: int) -> Tuple[int, int]:
+    """The slice ``[start, end)`` of ``total`` items that rank ``rank`` holds.
+
+    The first ``total % world_size`` ranks hold one item more than the others
+    (e.g. the class centres of :class:`~oaml_mm.models.heads.PartialFCHead`).
+
+    Args:
+        total (int): Number of items (e.g. identities).
+        world_size (int): Number of ranks W (>= 1).
+        rank (int): In ``[0, W)``.
+
+    Returns:
+        tuple[int, int]: ``start`` and ``end`` (exclusive).
+
+    Examples:
+        >>> [shard_range(10, 3, r) for r in range(3)]
+        [(0, 4), (4, 7), (7, 10)]
+    """
+    base, extra = divmod(total, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def gather_shards(shard: torch.Tensor, total: int, dim: int,
+                  dst: Optional[int] = 0) -> Optional[torch.Tensor]:
+    """Collective: concatenate every rank's :func:`shard_range` slice along ``dim``.
+
+    Args:
+        shard (Tensor): This rank's slice; its size along ``dim`` is
+            ``shard_range(total, W, rank)``'s length.
+        total (int): Size of the whole tensor along ``dim``.
+        dim (int): The sharded dimension.
+        dst (int, optional): Only this rank receives the result (the others
+            get None); None: every rank does.
+
+    Returns:
+        Tensor | None: The whole tensor, on CPU.
+    """
+    rank, world = dist_info()
+    if world == 1:
+        return shard.detach().cpu()
+    lengths = [shard_range(total, world, r) for r in range(world)]
+    most = max(e - s for s, e in lengths)
+    shape = list(shard.shape)
+    shape[dim] = most
+    padded = shard.new_zeros(shape)
+    padded.narrow(dim, 0, shard.shape[dim]).copy_(shard)
+    if dst is None:
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+    else:
+        parts = [torch.empty_like(padded)
+                 for _ in range(world)] if rank == dst else None
+        dist.gather(padded, parts, dst=dst)
+        if rank != dst:
+            return None
+    return torch.cat([p.narrow(dim, 0, e - s).cpu()
+                      for p, (s, e) in zip(parts, lengths)], dim=dim)

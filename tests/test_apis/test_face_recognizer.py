@@ -398,6 +398,28 @@ class TestPartialCheckpoints(unittest.TestCase):
             FaceRecognizer(self.cfg, path)
 
 
+class TestShardedHeadConfig(unittest.TestCase):
+    """A training config with a PartialFCHead: the head is never built."""
+
+    def test_sharded_head_not_built_and_checkpoint_loads(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            full_path = osp.join(tmp, 'full.pth')
+            full = write_checkpoint(full_path)
+            sharded = dict(TINY_MODEL, head=dict(
+                type='PartialFCHead', in_channels=32, num_classes=5,
+                sample_rate=0.5))
+            cfg = write_config(osp.join(tmp, 'pfc.py'), sharded)
+            # The checkpoint holds head.kernel [32, 5]: skipped, not an error.
+            rec = FaceRecognizer(cfg, full_path)
+            self.assertIsNone(rec.model.head)
+            imgs = [face(5), face(6)]
+            ours = rec.extract(imgs, channel_order='rgb')['embedding']
+            ref = full.extract(imgs, channel_order='rgb')['embedding']
+            torch.testing.assert_close(ours, ref, atol=0, rtol=0)
+            with self.assertRaisesRegex(ConfigError, 'without a margin head'):
+                rec.model.loss(torch.zeros(1, 3, 112, 112), [])
+
+
 if __name__ == '__main__':
     unittest.main()
 

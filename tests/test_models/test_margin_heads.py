@@ -25,6 +25,16 @@ class TestMarginLogits(unittest.TestCase):
         torch.testing.assert_close(
             out, 2 * torch.tensor([[t0, 0.2], [0.1, t1]]))
 
+    def test_minus_one_marks_a_target_on_another_shard(self):
+        cos = torch.tensor([[0.5, 0.2], [0.1, 0.3]])
+        out = margin_logits(cos, torch.tensor([-1, 1]), angular=0.3,
+                            additive=0.1, scale=2.0)
+        t1 = math.cos(math.acos(0.3) + 0.3) - 0.1
+        torch.testing.assert_close(out, 2 * torch.tensor([[0.5, 0.2],
+                                                          [0.1, t1]]))
+        empty = margin_logits(torch.zeros(2, 0), torch.tensor([-1, -1]))
+        self.assertEqual(tuple(empty.shape), (2, 0))
+
     def test_finite_gradient_at_cos_plus_minus_one(self):
         for value in (1.0, -1.0):
             cos = torch.full((2, 3), value, requires_grad=True)

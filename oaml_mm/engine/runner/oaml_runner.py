@@ -26,7 +26,12 @@ Differences from :class:`mmengine.runner.Runner`:
   path verifies the checkpoint ``last_checkpoint`` names and, when it is damaged or
   missing, falls back to the verified one saved at the latest iteration; a
   :class:`~oaml_mm.errors.NonFiniteLossError`
-  leaves ``nonfinite_iter_{N}.pth`` behind to inspect.
+  leaves ``nonfinite_iter_{N}.pth`` behind to inspect;
+* parameters sharded over the ranks (``sharded_parameters()``, e.g.
+  :class:`~oaml_mm.models.heads.PartialFCHead`) are left out of DDP, gathered
+  whole (with their optimizer state) into each checkpoint and cut to each rank's
+  slice when one is loaded, at any world size
+  (:mod:`~oaml_mm.engine.runner.sharded_state`).
 
 Select it in a config with ``runner_type = 'OAMLRunner'`` (the default runtime does).
 The crash-consistency rules (write to a temporary file, fsync, rename; never delete
@@ -60,6 +65,9 @@ from oaml_mm.utils.checkpoint import (check_checkpoint_file,
                                       safe_load_checkpoint)
 from .loops import OAMLIterBasedTrainLoop
 from .resume_fit import check_resume_fit
+from .sharded_state import (ddp_ignored_names, gather_sharded_state,
+                            put_sharded_optimizer_state, release_sharded_state,
+                            shard_optimizer_state)
 from .train_cfg_check import check_dataloader_configs, check_train_config
 from .work_dir_lock import WorkDirLock
 
@@ -311,11 +319,31 @@ class OAMLRunner(Runner):
 
     def save_checkpoint(self, out_dir, filename, file_client_args=None,
                         *args, backend_args=None, **kwargs) -> None:
+        # Every rank runs this; mmengine's save itself runs on rank 0 only, so
+        # sharded parameters are gathered here first.
         if file_client_args is None and backend_args is None and \
                 '://' not in str(out_dir):
             backend_args = dict(backend='atomic_local')
-        super().save_checkpoint(out_dir, filename, file_client_args, *args,
-                                backend_args=backend_args, **kwargs)
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        sharded = any(True for _ in model.modules()
+                      if hasattr(_, 'sharded_parameters'))
+        if sharded:
+            self._sharded_optim_state = gather_sharded_state(
+                model, getattr(self, 'optim_wrapper', None))
+        try:
+            super().save_checkpoint(out_dir, filename, file_client_args,
+                                    *args, backend_args=backend_args, **kwargs)
+        finally:
+            if sharded:
+                self._sharded_optim_state = None
+                release_sharded_state(model)
+
+    def call_hook(self, fn_name: str, **kwargs) -> None:
+        gathered = getattr(self, '_sharded_optim_state', None)
+        if fn_name == 'before_save_checkpoint' and gathered:
+            put_sharded_optimizer_state(kwargs['checkpoint'], gathered)
+        super().call_hook(fn_name, **kwargs)
 
     def load_or_resume(self) -> None:
         if self._has_loaded:
@@ -435,6 +463,8 @@ class OAMLRunner(Runner):
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) \
             else self.model
+        shard_optimizer_state(checkpoint, model,
+                              getattr(self, 'optim_wrapper', None))
         if getattr(self, '_resuming', False):
             check_resume_fit(str(filename), checkpoint, model,
                              getattr(self, 'optim_wrapper', None))
@@ -454,4 +484,10 @@ class OAMLRunner(Runner):
                 self.cfg.get('find_unused_parameters', False))
             # CPU modules take no device ids (mmengine passes LOCAL_RANK).
             model_wrapper_cfg['device_ids'] = None
+        ignored = ddp_ignored_names(model) if self.distributed else []
+        if ignored:
+            # Each rank holds its own slice: no broadcast, no averaging.
+            from torch.nn.parallel import DistributedDataParallel
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, ignored)
         return super().wrap_model(model_wrapper_cfg, model)

@@ -60,7 +60,9 @@ def margin_logits(cos: torch.Tensor,
 
     Args:
         cos (Tensor): Cosines [B, C].
-        labels (Tensor): Target classes [B] (int64).
+        labels (Tensor): Target classes [B] (int64); -1 marks a row whose
+            target is not among these columns (a shard of the classes, as in
+            Partial FC): that row is only scaled.
         angular (float | Tensor): Angle added to the target's angle; a float or
             a per-sample tensor [B] / [B, 1]. ArcFace: m.
         additive (float | Tensor): Cosine subtracted from the target; float or
@@ -78,7 +80,12 @@ def margin_logits(cos: torch.Tensor,
     """
     with torch.autocast(cos.device.type, enabled=False):
         cos = cos.float().clamp(-1 + eps, 1 - eps)
+        if cos.shape[1] == 0:
+            return cos * scale
         idx = labels.long().view(-1, 1)
+        # No host sync: rows marked -1 keep their cosine through the where.
+        absent = idx < 0
+        idx = idx.clamp(min=0)
         target = cos.gather(1, idx)
         if isinstance(angular, torch.Tensor) or angular != 0.0:
             ang = angular.float().view(-1, 1) if isinstance(
@@ -90,6 +97,7 @@ def margin_logits(cos: torch.Tensor,
             target = target - additive.float().view(-1, 1)
         elif additive != 0.0:
             target = target - additive
+        target = torch.where(absent, cos.gather(1, idx), target)
         return cos.scatter(1, idx, target) * scale
 
 

@@ -68,9 +68,9 @@ class OAMLRecognizer(BaseModel):
     Args:
         backbone (dict): IResNet config.
         head (dict, optional): Margin head config (AdaFaceHead, ArcFaceHead,
-            CosFaceHead). It serves the training loss only: an inference
-            config may leave it out (None); training such a model raises
-            :class:`ConfigError`.
+            CosFaceHead, PartialFCHead). It serves the training loss only: an
+            inference config may leave it out (None); training such a model
+            raises :class:`ConfigError`.
         neck (dict, optional): OcclusionHead config. None: no visibility branch
             (predicted visibility is all ones).
         qaconv_head (dict, optional): QAConvHead config. None: no QAConv branch.
@@ -229,6 +229,11 @@ class OAMLRecognizer(BaseModel):
              data_samples: List[DataSample],
              occlusion: Optional[dict] = None) -> Dict[str, torch.Tensor]:
         """Weighted AdaFace, QAConv and occlusion losses plus accuracies."""
+        if self.head is None:
+            raise ConfigError(
+                'OAMLRecognizer: no margin head (model.head is None): this '
+                'config is for inference only; training needs model.head, e.g. '
+                "dict(type='AdaFaceHead', in_channels=512, num_classes=N)")
         labels = self._labels(data_samples, inputs.device)
         w = self.loss_weights
         gv = self.train_cfg['global_vis']
@@ -251,11 +256,6 @@ class OAMLRecognizer(BaseModel):
             emb, norm = self.backbone.embed(
                 last, self._global_vis_train(vis_main, data_samples))
 
-        if self.head is None:
-            raise ConfigError(
-                'OAMLRecognizer: no margin head (model.head is None): this '
-                'config is for inference only; training needs model.head, e.g. '
-                "dict(type='AdaFaceHead', in_channels=512, num_classes=N)")
         margin = self.head.loss(emb, norm, labels)
         losses['loss_adaface'] = w['adaface'] * margin['loss']
         losses['acc_adaface'] = margin['accuracy']
