@@ -416,7 +416,7 @@ class TestShardedHeadConfig(unittest.TestCase):
             ours = rec.extract(imgs, channel_order='rgb')['embedding']
             ref = full.extract(imgs, channel_order='rgb')['embedding']
             torch.testing.assert_close(ours, ref, atol=0, rtol=0)
-            with self.assertRaisesRegex(ConfigError, 'without a margin head'):
+            with self.assertRaisesRegex(ConfigError, 'no margin head'):
                 rec.model.loss(torch.zeros(1, 3, 112, 112), [])
 
 
