@@ -24,6 +24,22 @@ CONFIGS = sorted(
 VAL_SETS = ['lfw', 'cfp_fp', 'agedb_30', 'calfw', 'cplfw']
 BACKBONE_PARAMS = {50: 43_585_600, 101: 65_150_912}
 GPUS = 4  # the documented launch: tools/dist_train.sh CONFIG 4
+# {backbone}-{algorithm}_{gpus}xb{batch}_{data}.py, per algorithm folder.
+NEW_NAMES = (
+    'oaml/ir50-oaml_4xb128_ms1mv2.py', 'oaml/ir101-oaml_4xb128_ms1mv2.py',
+    'oaml/ir50-oaml_4xb128_casia.py', 'adaface/ir50-adaface_4xb128_ms1mv2.py',
+    'adaface/ir101-adaface_4xb128_ms1mv2.py', 'oaml/ir50-oaml_test-ijbc.py',
+    'oaml/ir50-oaml_test-ijbb.py', 'oaml/ir101-oaml_test-ijbc.py',
+    'oaml/ir101-oaml_test-ijbb.py', 'oaml/ir50-oaml_test-tinyface.py',
+    'adaface/ir50-adaface_test-ijbc.py', 'adaface/ir50-adaface_test-ijbb.py')
+#: Old top-level names that keep working (docs/get_started.md, "Config names").
+ALIASES = {
+    'oaml_ir50.py': 'oaml/ir50-oaml_4xb128_ms1mv2.py',
+    'oaml_ir101.py': 'oaml/ir101-oaml_4xb128_ms1mv2.py',
+    'oaml_ir50_casia.py': 'oaml/ir50-oaml_4xb128_casia.py',
+    'adaface_ir50.py': 'adaface/ir50-adaface_4xb128_ms1mv2.py',
+    'adaface_ir101.py': 'adaface/ir101-adaface_4xb128_ms1mv2.py',
+}
 
 
 def _name(path):
@@ -78,18 +94,55 @@ class TestShippedConfigs(unittest.TestCase):
 
     def test_expected_configs_ship(self):
         names = {_name(p) for p in CONFIGS}
-        for n in ('oaml_ir50.py', 'oaml_ir101.py', 'adaface_ir50.py',
-                  'adaface_ir101.py', 'oaml_ir50_ijbc.py', 'oaml_ir50_ijbb.py',
-                  'oaml_ir101_ijbc.py', 'oaml_ir101_ijbb.py',
-                  'oaml_ir50_casia.py'):
+        for n in NEW_NAMES:
             self.assertIn(n, names)
+        for n in ALIASES:
+            self.assertIn(n, names)
+
+    def test_aliases_are_documented_and_only_inherit(self):
+        # docs/get_started.md, "Config names": old names kept working, each a
+        # one-base file pointing at the full name, and nothing else at the top.
+        with open(osp.join(ROOT, 'docs', 'get_started.md')) as f:
+            doc = f.read()
+        top = {osp.basename(p) for p in CONFIGS
+               if osp.dirname(p) == osp.join(ROOT, 'configs')}
+        self.assertEqual(top, set(ALIASES))
+        for old, new in ALIASES.items():
+            with self.subTest(alias=old):
+                cfg = load_config(osp.join(ROOT, 'configs', old))
+                ref = load_config(osp.join(ROOT, 'configs', new))
+                a, b = cfg.to_dict(), ref.to_dict()
+                a.pop('filename', None), b.pop('filename', None)
+                self.assertEqual(a, b)
+                self.assertIn(f'| `configs/{old}` | `configs/{new}` |', doc)
+
+    def test_metafiles_name_existing_configs(self):
+        # `mim search oaml_mm` and the config READMEs read these.
+        import yaml
+        with open(osp.join(ROOT, 'model-index.yml')) as f:
+            index = yaml.safe_load(f)
+        listed = set()
+        for meta in index['Import']:
+            with open(osp.join(ROOT, meta)) as f:
+                models = yaml.safe_load(f)['Models']
+            with open(osp.join(ROOT, osp.dirname(meta), 'README.md')) as f:
+                readme = f.read()
+            for m in models:
+                self.assertTrue(osp.isfile(osp.join(ROOT, m['Config'])),
+                                m['Config'])
+                listed.add(osp.relpath(m['Config'], 'configs'))
+                self.assertIn(osp.basename(m['Config']), readme)
+        # Every training config of the algorithm folders is in a metafile.
+        for n in NEW_NAMES:
+            if '_test-' not in n:
+                self.assertIn(n, listed)
 
     def test_every_config_builds(self):
         for path in CONFIGS:
             with self.subTest(config=_name(path)):
                 self._check_builds(load_config(path),
-                                   user=osp.dirname(path) == osp.join(
-                                       ROOT, 'configs'))
+                                   user=_name(path).split('/')[0] in (
+                                       'oaml', 'adaface') or '/' not in _name(path))
 
     def _check_builds(self, cfg, user):
         # mmengine's Runner demands all-or-nothing for these triples.
@@ -122,11 +175,12 @@ class TestShippedConfigs(unittest.TestCase):
             self.assertEqual(train.sampler.batch_size, train.batch_size)
 
     def test_user_training_configs(self):
-        for name, depth, oaml in (('oaml_ir50.py', 50, True),
-                                  ('oaml_ir101.py', 101, True),
-                                  ('adaface_ir50.py', 50, False),
-                                  ('adaface_ir101.py', 101, False),
-                                  ('oaml_ir50_casia.py', 50, True)):
+        for name, depth, oaml in (
+                ('oaml/ir50-oaml_4xb128_ms1mv2.py', 50, True),
+                ('oaml/ir101-oaml_4xb128_ms1mv2.py', 101, True),
+                ('adaface/ir50-adaface_4xb128_ms1mv2.py', 50, False),
+                ('adaface/ir101-adaface_4xb128_ms1mv2.py', 101, False),
+                ('oaml/ir50-oaml_4xb128_casia.py', 50, True)):
             with self.subTest(config=name):
                 cfg = load_config(osp.join(ROOT, 'configs', name))
                 self.assertEqual(cfg.model.backbone.depth, depth)
@@ -165,7 +219,8 @@ class TestShippedConfigs(unittest.TestCase):
 
     def test_backbone_parameter_counts(self):
         # Once per architecture (docs/models.md counts).
-        for name in ('oaml_ir50.py', 'oaml_ir101.py'):
+        for name in ('oaml/ir50-oaml_4xb128_ms1mv2.py',
+                     'oaml/ir101-oaml_4xb128_ms1mv2.py'):
             cfg = load_config(osp.join(ROOT, 'configs', name))
             model = self._model(cfg.model)
             n = sum(p.numel() for p in model.backbone.parameters())
@@ -177,10 +232,10 @@ class TestShippedConfigs(unittest.TestCase):
             self.assertEqual(tuple(emb.shape), (1, 512))
 
     def test_ijb_test_configs(self):
-        for name, subset in (('oaml_ir50_ijbc.py', 'IJBC'),
-                             ('oaml_ir50_ijbb.py', 'IJBB'),
-                             ('oaml_ir101_ijbc.py', 'IJBC'),
-                             ('oaml_ir101_ijbb.py', 'IJBB')):
+        for name, subset in (('oaml/ir50-oaml_test-ijbc.py', 'IJBC'),
+                             ('oaml/ir50-oaml_test-ijbb.py', 'IJBB'),
+                             ('oaml/ir101-oaml_test-ijbc.py', 'IJBC'),
+                             ('oaml/ir101-oaml_test-ijbb.py', 'IJBB')):
             with self.subTest(config=name):
                 cfg = load_config(osp.join(ROOT, 'configs', name))
                 ds, ev = cfg.test_dataloader.dataset, cfg.test_evaluator
@@ -206,7 +261,8 @@ class TestDataRootOverrides(unittest.TestCase):
     """One ``--cfg-options`` key per data root moves every copy of it."""
 
     def test_one_option_per_root(self):
-        cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50_ijbc.py'))
+        cfg = load_config(osp.join(ROOT, 'configs', 'oaml',
+                                   'ir50-oaml_test-ijbc.py'))
         before = copy.deepcopy(cfg._cfg_dict.to_dict())
         merge_cfg_options(cfg, {
             'data_root': '/mnt/ms1m',
@@ -237,7 +293,8 @@ class TestDataRootOverrides(unittest.TestCase):
     def test_shared_default_folder_stays_apart(self):
         # train.rec and the .bin sets share data/faces_emore by default: moving
         # the training set must not move the validation sets.
-        cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50.py'))
+        cfg = load_config(osp.join(ROOT, 'configs', 'oaml',
+                                   'ir50-oaml_4xb128_ms1mv2.py'))
         self.assertEqual(cfg.data_root, cfg.val_data_root)
         merge_cfg_options(cfg, {'data_root': '/mnt/ms1m'})
         self.assertEqual(cfg.train_dataloader.dataset.data_root, '/mnt/ms1m')
@@ -323,7 +380,8 @@ class TestDataRootOverrides(unittest.TestCase):
         self.assertEqual(sum('RandomOcclusion' in p for p in pipelines), 3)
 
     def test_explicit_key_still_wins(self):
-        cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50.py'))
+        cfg = load_config(osp.join(ROOT, 'configs', 'oaml',
+                                   'ir50-oaml_4xb128_ms1mv2.py'))
         merge_cfg_options(cfg, {
             'data_root': '/a',
             'train_dataloader.dataset.data_root': '/b',

@@ -20,12 +20,24 @@ from mmengine.config import Config
 
 from oaml_mm.errors import ConfigError
 
-__all__ = ['load_config']
+__all__ = ['load_config', 'register_config_package']
 
 _MMENGINE_DIR = osp.dirname(osp.abspath(mmengine.__file__))
 _SYNTAX_MSG = re.compile(
     r'There are syntax errors in config file (?P<file>.+?): (?P<detail>.*)$',
     re.S)
+
+
+def register_config_package() -> None:
+    """Let mmengine resolve ``oaml_mm::`` config paths (``import oaml_mm`` calls it).
+
+    mmengine resolves ``_base_ = ['oaml_mm::oaml/ir50-oaml_4xb128_ms1mv2.py']`` in the
+    installed package's ``oaml_mm/.mim/configs/`` (which a wheel carries, setup.py),
+    but only for packages listed in its ``MODULE2PACKAGE`` table; this adds oaml_mm
+    there. Idempotent.
+    """
+    from mmengine.config.utils import MODULE2PACKAGE
+    MODULE2PACKAGE.setdefault('oaml_mm', 'oaml_mm')
 
 
 def _where(path: str, line: Optional[int], col: Optional[int] = None) -> str:
