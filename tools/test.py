@@ -59,7 +59,11 @@ def main(argv=None):
     import oaml_mm  # noqa: F401  (registers the components)
     from oaml_mm.errors import OAMLError
     from oaml_mm.registry import RUNNERS
-    from oaml_mm.utils import load_config, merge_cfg_options
+    from oaml_mm.utils import (exit_with_launcher, load_config,
+                               merge_cfg_options)
+    if args.launcher == 'pytorch':
+        # A kill -9 of torchrun (tools/dist_test.sh) must not leave ranks running.
+        exit_with_launcher()
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
     if args.out:

@@ -146,7 +146,10 @@ def main(argv=None):
     from oaml_mm.engine.runner.work_dir_lock import launcher_rank
     from oaml_mm.errors import OAMLError
     from oaml_mm.registry import RUNNERS
-    from oaml_mm.utils import load_config
+    from oaml_mm.utils import exit_with_launcher, load_config
+    if args.launcher == 'pytorch':
+        # A kill -9 of torchrun (tools/dist_train.sh) must not leave ranks running.
+        exit_with_launcher()
     lock = None
     try:
         cfg = load_config(args.config)

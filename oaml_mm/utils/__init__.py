@@ -3,7 +3,7 @@ from .cfg_options import ROOT_SCOPES, merge_cfg_options
 from .checkpoint import (TYPE_KEY, atomic_save, from_weights_only,
                          safe_load_checkpoint, to_weights_only)
 from .config import load_config, register_config_package
-from .dist import close_process_group
+from .dist import close_process_group, exit_with_launcher
 from .output_path import check_output_file
 from .setup_env import check_dependencies
 
@@ -11,5 +11,6 @@ __all__ = [
     'check_dependencies', 'to_weights_only', 'from_weights_only',
     'safe_load_checkpoint', 'atomic_save', 'TYPE_KEY', 'load_config',
     'register_config_package',
-    'merge_cfg_options', 'ROOT_SCOPES', 'check_output_file', 'close_process_group'
+    'merge_cfg_options', 'ROOT_SCOPES', 'check_output_file', 'close_process_group',
+    'exit_with_launcher'
 ]
