@@ -7,6 +7,7 @@ config is built once.
 import copy
 import glob
 import os.path as osp
+import tempfile
 import unittest
 
 import torch
@@ -216,6 +217,26 @@ class TestShippedConfigs(unittest.TestCase):
                     self.assertEqual(cfg.model.qaconv_head.type, 'QAConvHead')
                 else:
                     self.assertIsNone(cfg.model.qaconv_head)
+
+    def test_synthface_configs_checkpoint_periodically(self):
+        # A killed run of a SynthFace config, or of one derived from it with a
+        # longer budget, resumes from a checkpoint at most 100 iterations old.
+        base = osp.join(ROOT, 'configs', 'synthface', 'oaml_ir18_synthface.py')
+        paths = [p for p in CONFIGS if _name(p).startswith('synthface/')]
+        with tempfile.TemporaryDirectory() as tmp:
+            derived = osp.join(tmp, 'my_longer_run.py')
+            with open(derived, 'w') as f:
+                f.write(f"_base_ = [{base!r}]\ntrain_cfg = dict(max_iters=1500)\n")
+            for path in paths + [derived]:
+                cfg = load_config(path)
+                if cfg.get('train_cfg') is None:
+                    continue
+                with self.subTest(config=osp.basename(path)):
+                    ckpt = cfg.default_hooks.checkpoint
+                    self.assertFalse(ckpt.by_epoch)
+                    self.assertLessEqual(ckpt.interval, 100)
+                    self.assertLess(ckpt.interval, cfg.train_cfg.max_iters)
+                    self.assertTrue(ckpt.save_last)
 
     def test_backbone_parameter_counts(self):
         # Once per architecture (docs/models.md counts).
