@@ -238,6 +238,28 @@ class TestShippedConfigs(unittest.TestCase):
                     self.assertLess(ckpt.interval, cfg.train_cfg.max_iters)
                     self.assertTrue(ckpt.save_last)
 
+    def test_documented_head_swap_builds(self):
+        # docs/models.md, "Swapping the margin head": the config shown there.
+        with open(osp.join(ROOT, 'docs', 'models.md')) as f:
+            doc = f.read()
+        block = doc.split('<!-- head-swap-example')[1].split('```python\n')[1]
+        block = block.split('```')[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'my_ir50-arcface_4xb128_ms1mv2.py')
+            with open(path, 'w') as f:
+                f.write(block.replace("'./oaml/", repr(
+                    osp.join(ROOT, 'configs', 'oaml', ''))[:-1]))
+            cfg = load_config(path)
+        head = cfg.model.head
+        self.assertEqual(head.type, 'ArcFaceHead')
+        self.assertEqual(head.num_classes, 85742)
+        self.assertNotIn('h', head)
+        model = MODELS.build(copy.deepcopy(cfg.model))
+        self.assertEqual(model.head.branch_name, 'arcface')
+        self.assertEqual(tuple(model.head.kernel.shape), (512, 85742))
+        self.assertEqual(cfg.default_hooks.checkpoint.save_best,
+                         'lfw/fused/accuracy')
+
     def test_backbone_parameter_counts(self):
         # Once per architecture (docs/models.md counts).
         for name in ('oaml/ir50-oaml_4xb128_ms1mv2.py',
