@@ -5,8 +5,8 @@
 # (docs/synthface_sweep.md). P x K batches: QAConv's in-batch losses need positives.
 #
 # Visibility: vis_mode='gate', maps stretched by vis_range=(0.3, 0.7), occlusion-loss
-# weight 1.0 (docs/synthface.md, "Which visibility weighting"): the seed's
-# multiply-before-max rule stays available with qaconv_head.vis_mode='seed'.
+# weight 1.0 (docs/synthface.md, "Which visibility weighting"): the original
+# multiply-before-max rule stays available with qaconv_head.vis_mode='multiply'.
 #   python tools/train.py configs/synthface/oaml_ir18_synthface.py
 #   python tools/test.py configs/synthface/oaml_ir18_synthface.py \
 #       work_dirs/oaml_ir18_synthface/iter_500.pth --out oaml.json
@@ -26,8 +26,8 @@ model = dict(
     # and cells <= 0.3 not at all (docs/synthface.md, "Which visibility weighting").
     qaconv_head=dict(in_channels=128, vis_mode='gate', vis_range=(0.3, 0.7),
                      half_test=False),
-    # AdaFace : QAConv 0.1 : 0.9 (the seed's): the best split of the loss-weight
-    # sweep at the demo's 500 iterations. Occlusion weight 1.0.
+    # AdaFace : QAConv 0.1 : 0.9 (the original recipe's), the best split of the
+    # loss-weight sweep at the demo's 500 iterations. Occlusion weight 1.0.
     loss_weights=dict(adaface=0.1, qaconv=0.9, occlusion=1.0),
     # QAConv learns on the main batch's true masks (medical-mask augmentation); the
     # occlusion head also learns from them, next to the occlusion stream.

@@ -1,7 +1,7 @@
-# SynthFace (docs/synthface.md) for the CPU demo: the seed's training recipe (P x K
-# batches, AdaFace augmenter, medical masks on half of the faces, flip), the niqab-style
-# occlusion stream, and the three verification sets read with their true-visibility
-# side files. Both demo models inherit this file, so they see the same data and the
+# SynthFace (docs/synthface.md) for the CPU demo: the original OAML training recipe
+# (P x K batches, AdaFace augmenter, medical masks on half of the faces, flip), the
+# niqab-style occlusion stream, and the three verification sets read with their
+# true-visibility side files. Both demo models inherit this file, so they see the same data and the
 # same occlusion augmentation.
 # One folder holds every part, but each root variable moves only its own sections with
 # --cfg-options (oaml_mm.utils.merge_cfg_options; docs/data_layout.md): data_root the
@@ -24,7 +24,7 @@ train_pipeline = [
 ]
 # Recognition trains on the clean .rec set *and* the labelled occluded set (its people
 # are training identities, labels.txt): 6,400 + 1,600 images. Both models see them;
-# with the occluded set only in the occlusion head's stream (the seed's recipe for a
+# with the occluded set only in the occlusion head's stream (the original recipe for a
 # niqab set without identities) neither recognizer ever sees a niqab and the two end
 # level on occluded pairs (docs/synthface.md, "What moved the result").
 train_dataloader = dict(
