@@ -1,8 +1,8 @@
 # SynthFace (docs/synthface.md) for the CPU demo: the original OAML training recipe
 # (P x K batches, AdaFace augmenter, medical masks on half of the faces, flip), the
 # niqab-style occlusion stream, and the three verification sets read with their
-# true-visibility side files. Both demo models inherit this file, so they see the same data and the
-# same occlusion augmentation.
+# true-visibility side files. Both demo models inherit this file, so they see the
+# same data and the same occlusion augmentation.
 # One folder holds every part, but each root variable moves only its own sections with
 # --cfg-options (oaml_mm.utils.merge_cfg_options; docs/data_layout.md): data_root the
 # main training stream (train/, occluded/), occlusion_data_root the occlusion stream
