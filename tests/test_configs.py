@@ -260,6 +260,48 @@ class TestShippedConfigs(unittest.TestCase):
         self.assertEqual(cfg.default_hooks.checkpoint.save_best,
                          'lfw/fused/accuracy')
 
+    def test_test_configs_compose_model_and_shipped_test_set(self):
+        # A test config = a model config without a test set + a shipped test set
+        # as the second base (docs/data_layout.md, "Test configs"); the SynthFace
+        # mini IJB-C configs reuse configs/_base_/datasets/ijbc.py that way.
+        from mmengine.config import Config
+        ijbc = load_config(osp.join(ROOT, 'configs', '_base_', 'datasets',
+                                    'ijbc.py'))
+        for name, model in (('oaml_ir18_synthface_ijbc.py', 'oaml'),
+                            ('adaface_ir18_synthface_ijbc.py', 'adaface')):
+            with self.subTest(config=name):
+                path = osp.join(ROOT, 'configs', 'synthface', name)
+                self.assertEqual(Config._get_base_files(path), [
+                    f'./_base_/{model}_ir18_synthface_train.py',
+                    '../_base_/datasets/ijbc.py'])
+                cfg = merge_cfg_options(load_config(path),
+                                        {'test_data_root': '/mnt/sf'})
+                ds, ev = cfg.test_dataloader.dataset, cfg.test_evaluator
+                self.assertEqual((ds.data_root, ev.data_root),
+                                 ('/mnt/sf/ijbc', '/mnt/sf/ijbc'))
+                self.assertEqual(ds.pipeline, ijbc.test_dataloader.dataset.pipeline)
+                self.assertEqual(ev.gallery_files, ijbc.test_evaluator.gallery_files)
+                self.assertEqual(cfg.test_cfg.type, 'FaceTestLoop')
+                # Same model and training as the demo config it tests.
+                demo = load_config(path.replace('_ijbc.py', '.py'))
+                self.assertEqual(cfg.model.to_dict(), demo.model.to_dict())
+                self.assertEqual(cfg.train_dataloader.to_dict(),
+                                 demo.train_dataloader.to_dict())
+        # Any test set composes with a training part: TinyFace and IJB-B too.
+        with tempfile.TemporaryDirectory() as tmp:
+            for test_set in ('ijbb.py', 'tinyface.py'):
+                mine = osp.join(tmp, f'my_{test_set}')
+                with open(mine, 'w') as f:
+                    f.write('_base_ = [%r, %r]\n' % (
+                        osp.join(ROOT, 'configs', 'synthface', '_base_',
+                                 'oaml_ir18_synthface_train.py'),
+                        osp.join(ROOT, 'configs', '_base_', 'datasets',
+                                 test_set)))
+                cfg = load_config(mine)
+                self.assertIn(cfg.test_evaluator.type,
+                              ('IJBMetric', 'TinyFaceMetric'))
+                self.assertEqual(cfg.model.qaconv_head.vis_mode, 'gate')
+
     def test_backbone_parameter_counts(self):
         # Once per architecture (docs/models.md counts).
         for name in ('oaml/ir50-oaml_4xb128_ms1mv2.py',

@@ -7,11 +7,10 @@
 # --cfg-options (oaml_mm.utils.merge_cfg_options; docs/data_layout.md): data_root the
 # main training stream (train/, occluded/), occlusion_data_root the occlusion stream
 # (its occluded/ and its clean train/ part), val_data_root validation, test_data_root
-# tools/test.py. A folder elsewhere needs all four: data_root=DIR
+# tools/test.py (synthface_test_bins.py). A folder elsewhere needs all four: data_root=DIR
 # occlusion_data_root=DIR val_data_root=DIR test_data_root=DIR.
 data_root = 'data/synthface'
 occlusion_data_root = data_root
-test_data_root = data_root
 train_num_classes = 400
 train_batch_size = 32
 
@@ -48,26 +47,9 @@ train_dataloader = dict(
                  pipeline=train_pipeline),
         ]))
 
-# Verification sets: clean-clean, clean vs medical-mask/niqab probe, occluded-occluded,
-# then the same three held out (style-B faces, occluder families training never sees;
-# docs/synthface.md, "Held-out occluders and faces").
-# One ConcatDataset, one metric per set (each keeps the samples carrying its name).
-val_names = ['clean', 'masked', 'occluded']
-heldout_names = ['heldout_clean', 'heldout_masked', 'heldout_occluded']
+# The test sets of tools/test.py are in synthface_test_bins.py, so that a test config
+# can pair a model with any shipped test set (docs/data_layout.md, "Test configs").
 bin_pipeline = [dict(type='PackFaceInputs')]
-bin_dataloader = dict(
-    batch_size=128,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='ConcatDataset',
-        ignore_keys=['dataset_name', 'num_pairs'],
-        datasets=[
-            dict(type='VerificationBinDataset', data_root=f'{test_data_root}/val',
-                 ann_file=f'{name}.bin', name=name, side_files=True,
-                 pipeline=bin_pipeline) for name in val_names + heldout_names
-        ]))
 
 # Validation at the end of training (synthface_schedule.py validates only at the
 # last iteration) on the calibration split val/calib.bin (3,000 pairs of identities
