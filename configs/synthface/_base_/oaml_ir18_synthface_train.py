@@ -1,6 +1,6 @@
-# The training part of oaml_ir18_synthface.py (everything but its test sets, which are
-# in synthface_test_bins.py): a test config pairs it with any shipped test set,
-# as oaml_ir18_synthface_ijbc.py does with IJB-C.
+# The training part of oaml_ir18_synthface.py: everything but its test sets
+# (synthface_test_bins.py). A test config pairs it with any shipped test set, as
+# oaml_ir18_synthface_ijbc.py does with IJB-C (docs/data_layout.md, "Test configs").
 _base_ = [
     '../../_base_/models/oaml_ir18.py',
     './synthface_data.py',

@@ -7,8 +7,8 @@
 # --cfg-options (oaml_mm.utils.merge_cfg_options; docs/data_layout.md): data_root the
 # main training stream (train/, occluded/), occlusion_data_root the occlusion stream
 # (its occluded/ and its clean train/ part), val_data_root validation, test_data_root
-# tools/test.py (synthface_test_bins.py). A folder elsewhere needs all four: data_root=DIR
-# occlusion_data_root=DIR val_data_root=DIR test_data_root=DIR.
+# tools/test.py (synthface_test_bins.py). A folder elsewhere needs all four:
+# data_root=DIR occlusion_data_root=DIR val_data_root=DIR test_data_root=DIR.
 data_root = 'data/synthface'
 occlusion_data_root = data_root
 train_num_classes = 400
