@@ -20,9 +20,9 @@ if __name__ == '__main__':
     # package's oaml_mm/.mim/tools/ (mim train, docs/get_started.md).
     _spec = importlib.util.find_spec('oaml_mm')
     if _spec is not None and _spec.submodule_search_locations:
-        runpy.run_path(osp.join(list(_spec.submodule_search_locations)[0],
-                                'utils', 'malloc_tuning.py'))[
-                                    'reexec_with_malloc_env']()
+        _tuning = osp.join(list(_spec.submodule_search_locations)[0], 'utils',
+                           'malloc_tuning.py')
+        runpy.run_path(_tuning)['reexec_with_malloc_env']()
 
 import torch
 from mmengine.config import Config, DictAction
