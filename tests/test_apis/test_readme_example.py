@@ -18,10 +18,11 @@ from .helpers import write_checkpoint, write_config, write_face
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def readme_example() -> str:
+def readme_example(marker: str = 'readme-python-example') -> str:
+    """The first ``python`` code block after ``<!-- marker`` in README.md."""
     with open(osp.join(ROOT, 'README.md')) as f:
         text = f.read()
-    block = text.split('<!-- readme-python-example')[1]
+    block = text.split(f'<!-- {marker}')[1]
     return block.split('```python\n', 1)[1].split('```', 1)[0]
 
 
@@ -56,6 +57,27 @@ class TestReadmeExample(unittest.TestCase):
         self.assertIsInstance(out['same'], bool)
         self.assertEqual([h['name'] for h in hits], ['alice', 'bob'])
         self.assertIn('alice', buf.getvalue().splitlines()[-1])
+
+
+    def test_mmpretrain_config_builds_with_mmpretrain_registry(self):
+        # README, "From your own MMPretrain config": what MMPretrain's own
+        # tools/train.py does with it (custom_imports, its default scope).
+        from mmengine.config import Config
+        from mmengine.registry import DefaultScope
+        from mmpretrain.registry import MODELS
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'my_face_config.py')
+            with open(path, 'w') as f:
+                f.write(readme_example('readme-mmpretrain-config'))
+            cfg = Config.fromfile(path)
+        self.assertEqual(cfg.default_scope, 'oaml_mm')
+        # MMPretrain's runtime base, its hooks kept in MMPretrain's scope.
+        self.assertEqual(cfg.default_hooks.logger._scope_, 'mmpretrain')
+        with DefaultScope.overwrite_default_scope(cfg.default_scope):
+            model = MODELS.build(cfg.model)
+        self.assertEqual(type(model).__name__, 'OAMLRecognizer')
+        self.assertEqual(type(model.head).__name__, 'AdaFaceHead')
+        self.assertIsNone(model.qaconv_head)
 
 
 if __name__ == '__main__':
