@@ -58,7 +58,6 @@ class TestReadmeExample(unittest.TestCase):
         self.assertEqual([h['name'] for h in hits], ['alice', 'bob'])
         self.assertIn('alice', buf.getvalue().splitlines()[-1])
 
-
     def test_mmpretrain_config_builds_with_mmpretrain_registry(self):
         # README, "From your own MMPretrain config": what MMPretrain's own
         # tools/train.py does with it (custom_imports, its default scope).
