@@ -17,10 +17,12 @@ export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt requirements/constraints.txt
+$(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt requirements/mim.txt requirements/constraints.txt
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) "pip>=23" "setuptools<82" wheel
 	$(PIP) -r requirements/runtime.txt -r requirements/tests.txt
+	@# openmim without its declared requirements (requirements/mim.txt says why).
+	$(PIP) --no-deps -r requirements/mim.txt
 	@# Keep a full mmcv the user installed; otherwise the compiled-ops-free mmcv-lite.
 	@$(VPY) -c "import importlib.metadata as m; m.version('mmcv')" 2>/dev/null \
 	  || $(PIP) -r requirements/mmcv.txt
@@ -49,4 +51,4 @@ bench: install
 	$(VPY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache oaml_mm/.mim

@@ -1,4 +1,4 @@
-# Short alias of adaface_ir50_4xb128_ms1mv2.py (the full name follows MMPretrain's
-# {algorithm}_{backbone}_{N}xb{B}_{dataset}: 4 GPUs x 128 images each).
-# Commands, work_dirs/ names and configs inheriting 'adaface_ir50.py' keep working.
-_base_ = ['./adaface_ir50_4xb128_ms1mv2.py']
+# Alias kept for old commands: the config is adaface/ir50-adaface_4xb128_ms1mv2.py
+# (docs/get_started.md, "Config names"). work_dirs/adaface_ir50/ and configs inheriting
+# 'adaface_ir50.py' keep working; new configs should inherit the full name.
+_base_ = ['./adaface/ir50-adaface_4xb128_ms1mv2.py']

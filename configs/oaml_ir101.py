@@ -1,4 +1,4 @@
-# Short alias of oaml_ir101_4xb128_ms1mv2.py (the full name follows MMPretrain's
-# {algorithm}_{backbone}_{N}xb{B}_{dataset}: 4 GPUs x 128 images each).
-# Commands, work_dirs/ names and configs inheriting 'oaml_ir101.py' keep working.
-_base_ = ['./oaml_ir101_4xb128_ms1mv2.py']
+# Alias kept for old commands: the config is oaml/ir101-oaml_4xb128_ms1mv2.py
+# (docs/get_started.md, "Config names"). work_dirs/oaml_ir101/ and configs inheriting
+# 'oaml_ir101.py' keep working; new configs should inherit the full name.
+_base_ = ['./oaml/ir101-oaml_4xb128_ms1mv2.py']

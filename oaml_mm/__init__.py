@@ -16,11 +16,14 @@ check_dependencies()
 import warnings  # noqa: E402
 
 from .setup_env import register_all_modules  # noqa: E402
+from .utils.config import register_config_package  # noqa: E402
 
 with warnings.catch_warnings():
     # mmcv-lite has no compiled ops; oaml_mm never uses the deformable
     # attention mmpretrain's import chain warns about.
     warnings.filterwarnings('ignore', message='Fail to import ``MultiScale')
     register_all_modules(init_default_scope=False)
+# `oaml_mm::` config bases (mmengine looks them up in oaml_mm/.mim/configs).
+register_config_package()
 
 __all__ = ['__version__', 'version_info', 'register_all_modules']

@@ -7,6 +7,7 @@ config is built once.
 import copy
 import glob
 import os.path as osp
+import tempfile
 import unittest
 
 import torch
@@ -28,6 +29,23 @@ STUDY_CONFIGS = osp.join(ROOT, 'projects', 'occlusion_study', 'configs')
 VAL_SETS = ['lfw', 'cfp_fp', 'agedb_30', 'calfw', 'cplfw']
 BACKBONE_PARAMS = {50: 43_585_600, 101: 65_150_912}
 GPUS = 4  # the documented launch: tools/dist_train.sh CONFIG 4
+# {backbone}-{algorithm}_{gpus}xb{batch}_{data}.py, per algorithm folder.
+NEW_NAMES = (
+    'oaml/ir50-oaml_4xb128_ms1mv2.py', 'oaml/ir101-oaml_4xb128_ms1mv2.py',
+    'oaml/ir50-oaml_4xb128_casia.py', 'oaml/ir50-oaml-pfc_8xb128_webface42m.py',
+    'adaface/ir50-adaface_4xb128_ms1mv2.py',
+    'adaface/ir101-adaface_4xb128_ms1mv2.py', 'oaml/ir50-oaml_test-ijbc.py',
+    'oaml/ir50-oaml_test-ijbb.py', 'oaml/ir101-oaml_test-ijbc.py',
+    'oaml/ir101-oaml_test-ijbb.py', 'oaml/ir50-oaml_test-tinyface.py',
+    'adaface/ir50-adaface_test-ijbc.py', 'adaface/ir50-adaface_test-ijbb.py')
+#: Old top-level names that keep working (docs/get_started.md, "Config names").
+ALIASES = {
+    'oaml_ir50.py': 'oaml/ir50-oaml_4xb128_ms1mv2.py',
+    'oaml_ir101.py': 'oaml/ir101-oaml_4xb128_ms1mv2.py',
+    'oaml_ir50_casia.py': 'oaml/ir50-oaml_4xb128_casia.py',
+    'adaface_ir50.py': 'adaface/ir50-adaface_4xb128_ms1mv2.py',
+    'adaface_ir101.py': 'adaface/ir101-adaface_4xb128_ms1mv2.py',
+}
 
 
 def _name(path):
@@ -91,18 +109,55 @@ class TestShippedConfigs(unittest.TestCase):
 
     def test_expected_configs_ship(self):
         names = {_name(p) for p in CONFIGS}
-        for n in ('oaml_ir50.py', 'oaml_ir101.py', 'adaface_ir50.py',
-                  'adaface_ir101.py', 'oaml_ir50_ijbc.py', 'oaml_ir50_ijbb.py',
-                  'oaml_ir101_ijbc.py', 'oaml_ir101_ijbb.py',
-                  'oaml_ir50_casia.py'):
+        for n in NEW_NAMES:
             self.assertIn(n, names)
+        for n in ALIASES:
+            self.assertIn(n, names)
+
+    def test_aliases_are_documented_and_only_inherit(self):
+        # docs/get_started.md, "Config names": old names kept working, each a
+        # one-base file pointing at the full name, and nothing else at the top.
+        with open(osp.join(ROOT, 'docs', 'get_started.md')) as f:
+            doc = f.read()
+        top = {osp.basename(p) for p in CONFIGS
+               if osp.dirname(p) == osp.join(ROOT, 'configs')}
+        self.assertEqual(top, set(ALIASES))
+        for old, new in ALIASES.items():
+            with self.subTest(alias=old):
+                cfg = load_config(osp.join(ROOT, 'configs', old))
+                ref = load_config(osp.join(ROOT, 'configs', new))
+                a, b = cfg.to_dict(), ref.to_dict()
+                a.pop('filename', None), b.pop('filename', None)
+                self.assertEqual(a, b)
+                self.assertIn(f'| `configs/{old}` | `configs/{new}` |', doc)
+
+    def test_metafiles_name_existing_configs(self):
+        # `mim search oaml_mm` and the config READMEs read these.
+        import yaml
+        with open(osp.join(ROOT, 'model-index.yml')) as f:
+            index = yaml.safe_load(f)
+        listed = set()
+        for meta in index['Import']:
+            with open(osp.join(ROOT, meta)) as f:
+                models = yaml.safe_load(f)['Models']
+            with open(osp.join(ROOT, osp.dirname(meta), 'README.md')) as f:
+                readme = f.read()
+            for m in models:
+                self.assertTrue(osp.isfile(osp.join(ROOT, m['Config'])),
+                                m['Config'])
+                listed.add(osp.relpath(m['Config'], 'configs'))
+                self.assertIn(osp.basename(m['Config']), readme)
+        # Every training config of the algorithm folders is in a metafile.
+        for n in NEW_NAMES:
+            if '_test-' not in n:
+                self.assertIn(n, listed)
 
     def test_every_config_builds(self):
         for path in CONFIGS:
             with self.subTest(config=_name(path)):
                 self._check_builds(load_config(path),
-                                   user=osp.dirname(path) == osp.join(
-                                       ROOT, 'configs'))
+                                   user=_name(path).split('/')[0] in (
+                                       'oaml', 'adaface') or '/' not in _name(path))
 
     def _check_builds(self, cfg, user):
         # mmengine's Runner demands all-or-nothing for these triples.
@@ -135,11 +190,12 @@ class TestShippedConfigs(unittest.TestCase):
             self.assertEqual(train.sampler.batch_size, train.batch_size)
 
     def test_user_training_configs(self):
-        for name, depth, oaml in (('oaml_ir50.py', 50, True),
-                                  ('oaml_ir101.py', 101, True),
-                                  ('adaface_ir50.py', 50, False),
-                                  ('adaface_ir101.py', 101, False),
-                                  ('oaml_ir50_casia.py', 50, True)):
+        for name, depth, oaml in (
+                ('oaml/ir50-oaml_4xb128_ms1mv2.py', 50, True),
+                ('oaml/ir101-oaml_4xb128_ms1mv2.py', 101, True),
+                ('adaface/ir50-adaface_4xb128_ms1mv2.py', 50, False),
+                ('adaface/ir101-adaface_4xb128_ms1mv2.py', 101, False),
+                ('oaml/ir50-oaml_4xb128_casia.py', 50, True)):
             with self.subTest(config=name):
                 cfg = load_config(osp.join(ROOT, 'configs', name))
                 self.assertEqual(cfg.model.backbone.depth, depth)
@@ -178,7 +234,8 @@ class TestShippedConfigs(unittest.TestCase):
 
     def test_partial_fc_configs(self):
         for name, classes, per_rank in (
-                ('oaml_ir50_8xb128_webface42m_pfc.py', 2059906, 128),
+                (osp.join('oaml', 'ir50-oaml-pfc_8xb128_webface42m.py'), 2059906,
+                 128),
                 (osp.join('synthface', 'adaface_ir18_pfc_2xb16_synthface.py'),
                  400, 16)):
             with self.subTest(config=name):
@@ -193,9 +250,94 @@ class TestShippedConfigs(unittest.TestCase):
                 if 'num_classes' in dataset:
                     self.assertEqual(dataset.num_classes, classes)
 
+    def test_synthface_configs_checkpoint_periodically(self):
+        # A killed run of a SynthFace config, or of one derived from it with a
+        # longer budget, resumes from a checkpoint at most 100 iterations old.
+        base = osp.join(ROOT, 'configs', 'synthface', 'oaml_ir18_synthface.py')
+        paths = [p for p in CONFIGS if _name(p).startswith('synthface/')]
+        with tempfile.TemporaryDirectory() as tmp:
+            derived = osp.join(tmp, 'my_longer_run.py')
+            with open(derived, 'w') as f:
+                f.write(f"_base_ = [{base!r}]\ntrain_cfg = dict(max_iters=1500)\n")
+            for path in paths + [derived]:
+                cfg = load_config(path)
+                if cfg.get('train_cfg') is None:
+                    continue
+                with self.subTest(config=osp.basename(path)):
+                    ckpt = cfg.default_hooks.checkpoint
+                    self.assertFalse(ckpt.by_epoch)
+                    self.assertLessEqual(ckpt.interval, 100)
+                    self.assertLess(ckpt.interval, cfg.train_cfg.max_iters)
+                    self.assertTrue(ckpt.save_last)
+
+    def test_documented_head_swap_builds(self):
+        # docs/models.md, "Swapping the margin head": the config shown there.
+        with open(osp.join(ROOT, 'docs', 'models.md')) as f:
+            doc = f.read()
+        block = doc.split('<!-- head-swap-example')[1].split('```python\n')[1]
+        block = block.split('```')[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'my_ir50-arcface_4xb128_ms1mv2.py')
+            with open(path, 'w') as f:
+                f.write(block.replace("'./oaml/", repr(
+                    osp.join(ROOT, 'configs', 'oaml', ''))[:-1]))
+            cfg = load_config(path)
+        head = cfg.model.head
+        self.assertEqual(head.type, 'ArcFaceHead')
+        self.assertEqual(head.num_classes, 85742)
+        self.assertNotIn('h', head)
+        model = MODELS.build(copy.deepcopy(cfg.model))
+        self.assertEqual(model.head.branch_name, 'arcface')
+        self.assertEqual(tuple(model.head.kernel.shape), (512, 85742))
+        self.assertEqual(cfg.default_hooks.checkpoint.save_best,
+                         'lfw/fused/accuracy')
+
+    def test_test_configs_compose_model_and_shipped_test_set(self):
+        # A test config = a model config without a test set + a shipped test set
+        # as the second base (docs/data_layout.md, "Test configs"); the SynthFace
+        # mini IJB-C configs reuse configs/_base_/datasets/ijbc.py that way.
+        from mmengine.config import Config
+        ijbc = load_config(osp.join(ROOT, 'configs', '_base_', 'datasets',
+                                    'ijbc.py'))
+        for name, model in (('oaml_ir18_synthface_ijbc.py', 'oaml'),
+                            ('adaface_ir18_synthface_ijbc.py', 'adaface')):
+            with self.subTest(config=name):
+                path = osp.join(ROOT, 'configs', 'synthface', name)
+                self.assertEqual(Config._get_base_files(path), [
+                    f'./_base_/{model}_ir18_synthface_train.py',
+                    '../_base_/datasets/ijbc.py'])
+                cfg = merge_cfg_options(load_config(path),
+                                        {'test_data_root': '/mnt/sf'})
+                ds, ev = cfg.test_dataloader.dataset, cfg.test_evaluator
+                self.assertEqual((ds.data_root, ev.data_root),
+                                 ('/mnt/sf/ijbc', '/mnt/sf/ijbc'))
+                self.assertEqual(ds.pipeline, ijbc.test_dataloader.dataset.pipeline)
+                self.assertEqual(ev.gallery_files, ijbc.test_evaluator.gallery_files)
+                self.assertEqual(cfg.test_cfg.type, 'FaceTestLoop')
+                # Same model and training as the demo config it tests.
+                demo = load_config(path.replace('_ijbc.py', '.py'))
+                self.assertEqual(cfg.model.to_dict(), demo.model.to_dict())
+                self.assertEqual(cfg.train_dataloader.to_dict(),
+                                 demo.train_dataloader.to_dict())
+        # Any test set composes with a training part: TinyFace and IJB-B too.
+        with tempfile.TemporaryDirectory() as tmp:
+            for test_set in ('ijbb.py', 'tinyface.py'):
+                mine = osp.join(tmp, f'my_{test_set}')
+                with open(mine, 'w') as f:
+                    f.write('_base_ = [%r, %r]\n' % (
+                        osp.join(ROOT, 'configs', 'synthface', '_base_',
+                                 'oaml_ir18_synthface_train.py'),
+                        osp.join(ROOT, 'configs', '_base_', 'datasets',
+                                 test_set)))
+                cfg = load_config(mine)
+                self.assertIn(cfg.test_evaluator.type,
+                              ('IJBMetric', 'TinyFaceMetric'))
+                self.assertEqual(cfg.model.qaconv_head.vis_mode, 'gate')
+
     def test_backbone_parameter_counts(self):
         # Once per architecture (docs/models.md counts).
-        for name in ('oaml_ir50.py', 'oaml_ir101.py'):
+        for name in ('oaml/ir50-oaml_4xb128_ms1mv2.py',
+                     'oaml/ir101-oaml_4xb128_ms1mv2.py'):
             cfg = load_config(osp.join(ROOT, 'configs', name))
             model = self._model(cfg.model)
             n = sum(p.numel() for p in model.backbone.parameters())
@@ -207,10 +349,10 @@ class TestShippedConfigs(unittest.TestCase):
             self.assertEqual(tuple(emb.shape), (1, 512))
 
     def test_ijb_test_configs(self):
-        for name, subset in (('oaml_ir50_ijbc.py', 'IJBC'),
-                             ('oaml_ir50_ijbb.py', 'IJBB'),
-                             ('oaml_ir101_ijbc.py', 'IJBC'),
-                             ('oaml_ir101_ijbb.py', 'IJBB')):
+        for name, subset in (('oaml/ir50-oaml_test-ijbc.py', 'IJBC'),
+                             ('oaml/ir50-oaml_test-ijbb.py', 'IJBB'),
+                             ('oaml/ir101-oaml_test-ijbc.py', 'IJBC'),
+                             ('oaml/ir101-oaml_test-ijbb.py', 'IJBB')):
             with self.subTest(config=name):
                 cfg = load_config(osp.join(ROOT, 'configs', name))
                 ds, ev = cfg.test_dataloader.dataset, cfg.test_evaluator
@@ -236,7 +378,8 @@ class TestDataRootOverrides(unittest.TestCase):
     """One ``--cfg-options`` key per data root moves every copy of it."""
 
     def test_one_option_per_root(self):
-        cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50_ijbc.py'))
+        cfg = load_config(osp.join(ROOT, 'configs', 'oaml',
+                                   'ir50-oaml_test-ijbc.py'))
         before = copy.deepcopy(cfg._cfg_dict.to_dict())
         merge_cfg_options(cfg, {
             'data_root': '/mnt/ms1m',
@@ -267,7 +410,8 @@ class TestDataRootOverrides(unittest.TestCase):
     def test_shared_default_folder_stays_apart(self):
         # train.rec and the .bin sets share data/faces_emore by default: moving
         # the training set must not move the validation sets.
-        cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50.py'))
+        cfg = load_config(osp.join(ROOT, 'configs', 'oaml',
+                                   'ir50-oaml_4xb128_ms1mv2.py'))
         self.assertEqual(cfg.data_root, cfg.val_data_root)
         merge_cfg_options(cfg, {'data_root': '/mnt/ms1m'})
         self.assertEqual(cfg.train_dataloader.dataset.data_root, '/mnt/ms1m')
@@ -355,7 +499,8 @@ class TestDataRootOverrides(unittest.TestCase):
         self.assertEqual(sum('RandomOcclusion' in p for p in pipelines), 3)
 
     def test_explicit_key_still_wins(self):
-        cfg = load_config(osp.join(ROOT, 'configs', 'oaml_ir50.py'))
+        cfg = load_config(osp.join(ROOT, 'configs', 'oaml',
+                                   'ir50-oaml_4xb128_ms1mv2.py'))
         merge_cfg_options(cfg, {
             'data_root': '/a',
             'train_dataloader.dataset.data_root': '/b',

@@ -13,7 +13,9 @@ def import_graph() -> Dict[str, Set[str]]:
     """Module -> oaml_mm modules it imports (module level and inside functions)."""
     edges: Dict[str, Set[str]] = defaultdict(set)
     base = osp.dirname(ROOT)
-    for dirpath, _, files in os.walk(ROOT):
+    for dirpath, dirs, files in os.walk(ROOT):
+        # Not the package: oaml_mm/.mim holds copies of configs/ and tools/.
+        dirs[:] = [d for d in dirs if not d.startswith('.')]
         for f in files:
             if not f.endswith('.py'):
                 continue

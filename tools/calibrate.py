@@ -20,14 +20,20 @@ Examples:
         --cfg-options default_hooks.threshold_calibration.far=1e-4
 """
 import argparse
+import importlib.util
 import os.path as osp
 import pickle
 import runpy
 
 if __name__ == '__main__':
     # glibc reads its malloc thresholds at start-up only (tools/test.py).
-    runpy.run_path(osp.join(osp.dirname(osp.abspath(__file__)), '..', 'oaml_mm',
-                            'utils', 'malloc_tuning.py'))['reexec_with_malloc_env']()
+    # Found without importing oaml_mm, so it also works from an installed
+    # package's oaml_mm/.mim/tools/ (mim train, docs/get_started.md).
+    _spec = importlib.util.find_spec('oaml_mm')
+    if _spec is not None and _spec.submodule_search_locations:
+        _tuning = osp.join(list(_spec.submodule_search_locations)[0], 'utils',
+                           'malloc_tuning.py')
+        runpy.run_path(_tuning)['reexec_with_malloc_env']()
 
 from mmengine.config import DictAction
 from mmengine.runner import Runner

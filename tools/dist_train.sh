@@ -18,7 +18,17 @@ if [ "${OAML_MALLOC_TUNING:-1}" != 0 ]; then
     export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-1073741824}
     export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1073741824}
 fi
-PYTHON=${PYTHON:-python}
+# The interpreter: $PYTHON if set, else the repository's .venv (make install), else
+# python3; no activated venv needed. Killing this script (even with kill -9) stops the
+# ranks: torchrun replaces this shell (exec) and each rank asks the kernel to end it
+# when torchrun dies (oaml_mm.utils.exit_with_launcher).
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$DIR/../.venv/bin/python" ]; then
+        PYTHON="$DIR/../.venv/bin/python"
+    else
+        PYTHON=python3
+    fi
+fi
 PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

@@ -19,8 +19,18 @@ if [ "${OAML_MALLOC_TUNING:-1}" != 0 ]; then
     export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-1073741824}
     export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1073741824}
 fi
+# The interpreter: $PYTHON if set, else the repository's .venv (make install), else
+# python3; no activated venv needed. srun replaces this shell (exec), so killing the
+# script is killing srun, which ends the job's tasks.
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$DIR/../.venv/bin/python" ]; then
+        PYTHON="$DIR/../.venv/bin/python"
+    else
+        PYTHON=python3
+    fi
+fi
 PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
-srun -p "$PARTITION" \
+exec srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     --gres=gpu:"$GPUS_PER_NODE" \
     --ntasks="$GPUS" \
@@ -28,4 +38,4 @@ srun -p "$PARTITION" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
-    python -u "$DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm "$@"
+    "$PYTHON" -u "$DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm "$@"

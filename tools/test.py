@@ -1,11 +1,12 @@
 """Evaluate a trained face model.
 
 Examples:
-    python tools/test.py configs/oaml_ir50_ijbc.py work_dirs/oaml_ir50/epoch_26.pth \
-        --out metrics.json
+    python tools/test.py configs/oaml/ir50-oaml_test-ijbc.py \
+        work_dirs/ir50-oaml_4xb128_ms1mv2/epoch_26.pth --out metrics.json
     tools/dist_test.sh CONFIG CHECKPOINT 4
 """
 import argparse
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -16,8 +17,13 @@ import sys
 if __name__ == '__main__':
     # glibc reads its malloc thresholds at start-up only: restart once with them,
     # before the heavy imports (oaml_mm/utils/malloc_tuning.py, standard library).
-    runpy.run_path(osp.join(osp.dirname(osp.abspath(__file__)), '..', 'oaml_mm',
-                            'utils', 'malloc_tuning.py'))['reexec_with_malloc_env']()
+    # Found without importing oaml_mm, so it also works from an installed
+    # package's oaml_mm/.mim/tools/ (mim train, docs/get_started.md).
+    _spec = importlib.util.find_spec('oaml_mm')
+    if _spec is not None and _spec.submodule_search_locations:
+        _tuning = osp.join(list(_spec.submodule_search_locations)[0], 'utils',
+                           'malloc_tuning.py')
+        runpy.run_path(_tuning)['reexec_with_malloc_env']()
 
 from mmengine.config import DictAction
 from mmengine.runner import Runner
@@ -53,7 +59,11 @@ def main(argv=None):
     import oaml_mm  # noqa: F401  (registers the components)
     from oaml_mm.errors import OAMLError
     from oaml_mm.registry import RUNNERS
-    from oaml_mm.utils import load_config, merge_cfg_options
+    from oaml_mm.utils import (exit_with_launcher, load_config,
+                               merge_cfg_options)
+    if args.launcher == 'pytorch':
+        # A kill -9 of torchrun (tools/dist_test.sh) must not leave ranks running.
+        exit_with_launcher()
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
     if args.out:

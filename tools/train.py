@@ -7,6 +7,7 @@ Examples:
     tools/train.py CONFIG --launcher pytorch
 """
 import argparse
+import importlib.util
 import os
 import os.path as osp
 import runpy
@@ -15,8 +16,13 @@ import sys
 if __name__ == '__main__':
     # glibc reads its malloc thresholds at start-up only: restart once with them,
     # before the heavy imports (oaml_mm/utils/malloc_tuning.py, standard library).
-    runpy.run_path(osp.join(osp.dirname(osp.abspath(__file__)), '..', 'oaml_mm',
-                            'utils', 'malloc_tuning.py'))['reexec_with_malloc_env']()
+    # Found without importing oaml_mm, so it also works from an installed
+    # package's oaml_mm/.mim/tools/ (mim train, docs/get_started.md).
+    _spec = importlib.util.find_spec('oaml_mm')
+    if _spec is not None and _spec.submodule_search_locations:
+        _tuning = osp.join(list(_spec.submodule_search_locations)[0], 'utils',
+                           'malloc_tuning.py')
+        runpy.run_path(_tuning)['reexec_with_malloc_env']()
 
 import torch
 from mmengine.config import Config, DictAction
@@ -140,7 +146,10 @@ def main(argv=None):
     from oaml_mm.engine.runner.work_dir_lock import launcher_rank
     from oaml_mm.errors import OAMLError
     from oaml_mm.registry import RUNNERS
-    from oaml_mm.utils import load_config
+    from oaml_mm.utils import exit_with_launcher, load_config
+    if args.launcher == 'pytorch':
+        # A kill -9 of torchrun (tools/dist_train.sh) must not leave ranks running.
+        exit_with_launcher()
     lock = None
     try:
         cfg = load_config(args.config)

@@ -116,20 +116,25 @@ def _series(scalars: Dict[int, dict], name: str) -> np.ndarray:
 
 def check_classifier_at_chance(scalars: Dict[int, dict], num_classes: int,
                                window: float = 0.1) -> Finding:
-    """Flag when the last ``window`` of ``acc_adaface`` is below ``2 / classes``
-    and ``loss_adaface`` fell by less than 3% from the first window."""
-    acc = _series(scalars, 'acc_adaface')
-    loss = _series(scalars, 'loss_adaface')
+    """Flag when the last ``window`` of ``acc_<head>`` is below ``2 / classes``
+    and ``loss_<head>`` fell by less than 3% from the first window (``<head>``: the
+    margin head's name, ``adaface`` by default)."""
+    # The keys carry the margin head's name (acc_adaface, acc_arcface, ...).
+    name = next((k[4:] for r in scalars.values() for k in r
+                 if k.startswith('acc_') and not k.startswith('acc_qaconv')
+                 and f'loss_{k[4:]}' in r), 'adaface')
+    acc = _series(scalars, f'acc_{name}')
+    loss = _series(scalars, f'loss_{name}')
     if len(acc) < 4 or len(loss) < 4:
         return Finding('classifier_at_chance', 'skipped',
-                       'fewer than 4 logged acc_adaface / loss_adaface values')
+                       f'fewer than 4 logged acc_{name} / loss_{name} values')
     w = max(1, int(len(acc) * window))
     last_acc = float(acc[-w:, 1].mean())
     first_loss, last_loss = loss[:w, 1].mean(), loss[-w:, 1].mean()
     chance = 1.0 / num_classes
     stuck = last_acc <= 2 * chance and last_loss >= 0.97 * first_loss
-    msg = (f'last {w} logs: acc_adaface {last_acc:.4f} (chance {chance:.4f}), '
-           f'loss_adaface {first_loss:.3f} -> {last_loss:.3f}')
+    msg = (f'last {w} logs: acc_{name} {last_acc:.4f} (chance {chance:.4f}), '
+           f'loss_{name} {first_loss:.3f} -> {last_loss:.3f}')
     return Finding('classifier_at_chance', 'flag' if stuck else 'ok', msg)
 
 

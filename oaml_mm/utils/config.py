@@ -21,12 +21,40 @@ from mmengine.config import Config
 from oaml_mm.errors import ConfigError
 from .cfg_options import merge_cfg_options
 
-__all__ = ['load_config']
+__all__ = ['load_config', 'register_config_package']
 
 _MMENGINE_DIR = osp.dirname(osp.abspath(mmengine.__file__))
 _SYNTAX_MSG = re.compile(
     r'There are syntax errors in config file (?P<file>.+?): (?P<detail>.*)$',
     re.S)
+
+
+def register_config_package() -> None:
+    """Let mmengine resolve ``oaml_mm::`` config paths (``import oaml_mm`` calls it).
+
+    mmengine resolves ``_base_ = ['oaml_mm::oaml/ir50-oaml_4xb128_ms1mv2.py']`` in the
+    installed package's ``oaml_mm/.mim/configs/`` (which a wheel carries, setup.py),
+    but only for packages listed in its ``MODULE2PACKAGE`` table; this adds oaml_mm
+    there, and makes the lookup find the folder of the oaml_mm that is imported,
+    also for an editable install (where ``.mim`` links to the checkout's
+    ``configs/``). Idempotent.
+    """
+    import mmengine.config.config as mm_config
+    from mmengine.config.utils import MODULE2PACKAGE
+    MODULE2PACKAGE.setdefault('oaml_mm', 'oaml_mm')
+    # mmengine finds the package folder through its distribution's location,
+    # which for an editable install (pip install -e .) is site-packages, where
+    # there is no oaml_mm/ folder: answer with the imported package's folder.
+    lookup = mm_config.get_installed_path
+    if getattr(lookup, 'oaml_mm_aware', False):
+        return
+    here = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+    def get_installed_path(package: str) -> str:
+        return here if package == 'oaml_mm' else lookup(package)
+
+    get_installed_path.oaml_mm_aware = True
+    mm_config.get_installed_path = get_installed_path
 
 
 def _where(path: str, line: Optional[int], col: Optional[int] = None) -> str:

@@ -1,10 +1,49 @@
 """Distributed helpers: ending a job cleanly, and tensors sharded over the ranks."""
+import ctypes
+import os
+import signal
+import sys
 from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
-__all__ = ['close_process_group', 'dist_info', 'shard_range', 'gather_shards']
+__all__ = [
+    'close_process_group', 'exit_with_launcher', 'dist_info', 'shard_range',
+    'gather_shards'
+]
+
+#: prctl(2) option: the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_launcher(sig: int = signal.SIGKILL) -> bool:
+    """Have Linux end this process when its launcher (the parent process) dies.
+
+    ``torchrun`` (``tools/dist_train.sh``) starts one process per rank. When the
+    launcher is killed with a signal it cannot catch (``kill -9``, an out-of-memory
+    kill), nothing tells the ranks, and they train on. ``tools/train.py`` and
+    ``tools/test.py`` call this under ``--launcher pytorch``: the kernel then sends
+    ``sig`` to the rank as soon as its parent exits (``prctl(PR_SET_PDEATHSIG)``), and
+    a rank whose launcher is already gone exits at once. Checkpoints are written
+    atomically, so a killed rank leaves the last complete one (docs/reliability.md).
+
+    Args:
+        sig (int): Signal to receive. Defaults to ``SIGKILL`` (a rank inside a
+            collective would not act on a catchable one).
+
+    Returns:
+        bool: True if the request was made (Linux), False elsewhere.
+    """
+    if not sys.platform.startswith('linux'):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        return False
+    if os.getppid() == 1:
+        # The launcher died before the request: init adopted this process.
+        os.kill(os.getpid(), sig)
+    return True
 
 
 def close_process_group() -> None:

@@ -1,12 +1,13 @@
 """The shipped configs end to end on tiny files in the real formats.
 
-A tiny-width IR-18 config inherits ``configs/oaml_ir50_ijbc.py`` (so the real data,
-validation, occlusion-stream and test sections are exercised) and shrinks the model and
-batch. Data roots are moved with one ``--cfg-options`` key each, as docs/data_layout.md
-tells users. Then: ``tools/train.py`` (one epoch, validation on the five ``.bin`` sets)
--> ``tools/test.py --out`` on IJB-C-format files -> ``tools/dist_test.sh ... 2`` on CPU,
-which must give the same numbers (docs/evaluation.md: agreement to 1e-4, the fp16 map
-storage rounds differently when per-rank accumulators are merged).
+A tiny-width IR-18 config inherits ``configs/oaml/ir50-oaml_test-ijbc.py`` (so the
+real data, validation, occlusion-stream and test sections are exercised) and shrinks
+the model and batch. Data roots are moved with one ``--cfg-options`` key each, as
+docs/data_layout.md tells users. Then: ``tools/train.py`` (one epoch, validation on
+the five ``.bin`` sets) -> ``tools/test.py --out`` on IJB-C-format files ->
+``tools/dist_test.sh ... 2`` on CPU, which must give the same numbers
+(docs/evaluation.md: agreement to 1e-4, the fp16 map storage rounds differently when
+per-rank accumulators are merged).
 """
 import csv
 import json
@@ -147,7 +148,7 @@ class TestTrainValTestEndToEnd(unittest.TestCase):
         cls.cfg = osp.join(cls.tmp.name, 'tiny_oaml_ijbc.py')
         with open(cls.cfg, 'w') as f:
             f.write(TINY_CONFIG.format(
-                base=osp.join(ROOT, 'configs', 'oaml_ir50_ijbc.py'),
+                base=osp.join(ROOT, 'configs', 'oaml', 'ir50-oaml_test-ijbc.py'),
                 num_ids=NUM_IDS))
         cls.work = osp.join(cls.tmp.name, 'work')
         # One key per data root, plus worker counts of the list entries.

@@ -168,3 +168,14 @@ class TestDiagnostics(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class TestClassifierAtChanceKeys(unittest.TestCase):
+
+    def test_reads_the_keys_of_the_margin_head_in_use(self):
+        stuck = {s: dict(loss_arcface=2.0, acc_arcface=0.01,
+                         loss_qaconv=1.0, acc_qaconv_pairwise=0.9)
+                 for s in range(1, 41)}
+        found = check_classifier_at_chance(stuck, num_classes=10)
+        self.assertEqual(found.status, 'flag')
+        self.assertIn('acc_arcface', found.message)

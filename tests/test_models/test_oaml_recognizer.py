@@ -82,6 +82,20 @@ class TestOAMLRecognizer(unittest.TestCase):
         self.assertEqual(sorted(summed),
                          ['loss_adaface', 'loss_occlusion', 'loss_qaconv'])
 
+    def test_loss_keys_name_the_margin_head(self):
+        # docs/models.md, "Swapping the margin head": an ArcFace head logs
+        # loss_arcface / acc_arcface, and nothing says adaface.
+        model = build(head=dict(type='ArcFaceHead', in_channels=16,
+                                num_classes=4))
+        data = model.data_preprocessor(batch(), True)
+        losses = model(**data, mode='loss')
+        self.assertIn('loss_arcface', losses)
+        self.assertIn('acc_arcface', losses)
+        self.assertFalse([k for k in losses if 'adaface' in k])
+        summed = [k for k in losses if 'loss' in k]
+        self.assertEqual(sorted(summed),
+                         ['loss_arcface', 'loss_occlusion', 'loss_qaconv'])
+
     def test_gradient_isolation(self):
         model = build()
         data = model.data_preprocessor(batch(), True)

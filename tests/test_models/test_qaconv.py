@@ -146,6 +146,19 @@ class TestQAConvHead(unittest.TestCase):
         torch.manual_seed(0)
         return MODELS.build(dict(type='QAConvHead', in_channels=6, **kw))
 
+    def test_vis_mode_old_name_still_accepted(self):
+        # 'multiply' was called 'seed'; configs and checkpoints' dumped configs
+        # with the old name build the same head and give the same scores.
+        new, old = self.build(vis_mode='multiply'), self.build(vis_mode='seed')
+        self.assertEqual((new.vis_mode, old.vis_mode), ('multiply', 'multiply'))
+        self.assertEqual(self.build().vis_mode, 'multiply')
+        x = torch.randn(3, 6, 7, 7)
+        v = torch.rand(3, 1, 7, 7)
+        torch.testing.assert_close(new.eval().match(x, x, v, v),
+                                   old.eval().match(x, x, v, v))
+        with self.assertRaisesRegex(ConfigError, "'multiply', 'gate', 'none'"):
+            self.build(vis_mode='product')
+
     def test_submodules_and_init(self):
         head = self.build()
         self.assertIsInstance(head.bn, nn.BatchNorm1d)

@@ -1,10 +1,13 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh, run as a user runs them."""
+import glob
 import json
 import os
 import os.path as osp
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from unittest import TestCase
 
 import torch
@@ -123,3 +126,71 @@ class TestTrainAndTestTools(TestCase):
         ckpt = torch.load(osp.join(self.work, 'epoch_2.pth'),
                           weights_only=True)
         self.assertEqual(ckpt['meta']['epoch'], 2)
+
+
+def _children(pid):
+    """Pids of the live child processes of ``pid`` (Linux /proc)."""
+    out = set()
+    for path in glob.glob(f'/proc/{pid}/task/*/children'):
+        try:
+            with open(path) as f:
+                out.update(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid):
+    """True while ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            state = f.read().rsplit(')', 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ('Z', 'X')
+
+
+class TestLaunchers(TestCase):
+    """tools/dist_train.sh as a user starts it from a plain shell, and stops it."""
+
+    def test_runs_without_an_activated_venv_and_dies_with_its_launcher(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            work = osp.join(tmp, 'work')
+            cfg = write_toy_config_file(osp.join(tmp, 'toy.py'), work,
+                                        max_epochs=10**6)
+            # No venv on PATH and no $PYTHON: the script finds the interpreter.
+            env = {'PATH': '/usr/bin:/bin', 'HOME': os.environ.get('HOME', tmp),
+                   'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': '1',
+                   'PORT': str(free_port())}
+            proc = subprocess.Popen(
+                ['bash', 'tools/dist_train.sh', cfg, '2'], cwd=ROOT, env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                start_new_session=True)
+            ranks = set()
+            try:
+                deadline = time.time() + 180
+                started = [osp.join(work, f'losses-rank{r}.jsonl') for r in (0, 1)]
+                while not all(osp.isfile(f) and os.path.getsize(f) for f in started):
+                    if proc.poll() is not None:
+                        self.fail('the launcher ended before training: '
+                                  + proc.stderr.read()[-3000:])
+                    self.assertLess(time.time(), deadline, 'no rank trained')
+                    time.sleep(0.5)
+                ranks = _children(proc.pid)
+                self.assertEqual(len(ranks), 2, ranks)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                deadline = time.time() + 30
+                while any(_alive(r) for r in ranks) and time.time() < deadline:
+                    time.sleep(0.2)
+                survivors = [r for r in ranks if _alive(r)]
+                self.assertEqual(survivors, [], 'ranks still running after '
+                                 'kill -9 of the launcher')
+            finally:
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                for r in ranks:
+                    if _alive(r):
+                        os.kill(r, signal.SIGKILL)
+                proc.stderr.close()

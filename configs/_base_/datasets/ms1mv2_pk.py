@@ -1,6 +1,6 @@
 # MS1MV2 (insightface `faces_emore`: train.rec / train.idx / property) with P x K
-# batches and the training augmentation of the seed: AdaFace's augmenter, medical masks
-# on half of the faces, flip. Layout and overrides: docs/data_layout.md.
+# batches and the original OAML training augmentation: AdaFace's augmenter, medical
+# masks on half of the faces, flip. Layout and overrides: docs/data_layout.md.
 data_root = 'data/faces_emore'
 train_num_classes = 85742
 # Per GPU; 4 GPUs x 128 = 512, the AdaFace recipe's total batch.

@@ -10,7 +10,7 @@ custom_hooks = [
     dict(
         type='DualLoaderHook',
         occluded_ratio=0.8,
-        # None: the main DataLoader's batch size (the seed's "second batch").
+        # None: the main DataLoader's batch size (the original recipe's "second batch").
         batch_size=None,
         occluded_dataloader=dict(
             num_workers=2,

@@ -1,4 +1,4 @@
-# OAML on IR-50 (seed report): AdaFace embedding + QAConv matching weighted by a
+# OAML on IR-50, the reference recipe: AdaFace embedding + QAConv matching weighted by a
 # predicted 7x7 visibility map. Loss = 0.1 AdaFace + 0.9 QAConv + 0.1 occlusion.
 # num_classes is CASIA-WebFace's; data set configs override it.
 model = dict(
@@ -14,7 +14,7 @@ model = dict(
         type='QAConvHead',
         in_channels=512,
         feat_size=7,
-        vis_mode='seed',  # 'gate' is the better scheme of docs/models.md
+        vis_mode='multiply',  # 'gate' is the better scheme of docs/models.md
         half_test=True,
         losses=dict(
             pairwise=dict(type='PairwiseMatchingLoss', loss_weight=1.0),

@@ -1,17 +1,16 @@
-# SynthFace (docs/synthface.md) for the CPU demo: the seed's training recipe (P x K
-# batches, AdaFace augmenter, medical masks on half of the faces, flip), the niqab-style
-# occlusion stream, and the three verification sets read with their true-visibility
-# side files. Both demo models inherit this file, so they see the same data and the
-# same occlusion augmentation.
+# SynthFace (docs/synthface.md) for the CPU demo: the original OAML training recipe
+# (P x K batches, AdaFace augmenter, medical masks on half of the faces, flip), the
+# niqab-style occlusion stream, and the three verification sets read with their
+# true-visibility side files. Both demo models inherit this file, so they see the
+# same data and the same occlusion augmentation.
 # One folder holds every part, but each root variable moves only its own sections with
 # --cfg-options (oaml_mm.utils.merge_cfg_options; docs/data_layout.md): data_root the
 # main training stream (train/, occluded/), occlusion_data_root the occlusion stream
 # (its occluded/ and its clean train/ part), val_data_root validation, test_data_root
-# tools/test.py. A folder elsewhere needs all four: data_root=DIR
-# occlusion_data_root=DIR val_data_root=DIR test_data_root=DIR.
+# tools/test.py (synthface_test_bins.py). A folder elsewhere needs all four:
+# data_root=DIR occlusion_data_root=DIR val_data_root=DIR test_data_root=DIR.
 data_root = 'data/synthface'
 occlusion_data_root = data_root
-test_data_root = data_root
 train_num_classes = 400
 train_batch_size = 32
 
@@ -24,7 +23,7 @@ train_pipeline = [
 ]
 # Recognition trains on the clean .rec set *and* the labelled occluded set (its people
 # are training identities, labels.txt): 6,400 + 1,600 images. Both models see them;
-# with the occluded set only in the occlusion head's stream (the seed's recipe for a
+# with the occluded set only in the occlusion head's stream (the original recipe for a
 # niqab set without identities) neither recognizer ever sees a niqab and the two end
 # level on occluded pairs (docs/synthface.md, "What moved the result").
 train_dataloader = dict(
@@ -48,26 +47,9 @@ train_dataloader = dict(
                  pipeline=train_pipeline),
         ]))
 
-# Verification sets: clean-clean, clean vs medical-mask/niqab probe, occluded-occluded,
-# then the same three held out (style-B faces, occluder families training never sees;
-# docs/synthface.md, "Held-out occluders and faces").
-# One ConcatDataset, one metric per set (each keeps the samples carrying its name).
-val_names = ['clean', 'masked', 'occluded']
-heldout_names = ['heldout_clean', 'heldout_masked', 'heldout_occluded']
+# The test sets of tools/test.py are in synthface_test_bins.py, so that a test config
+# can pair a model with any shipped test set (docs/data_layout.md, "Test configs").
 bin_pipeline = [dict(type='PackFaceInputs')]
-bin_dataloader = dict(
-    batch_size=128,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='ConcatDataset',
-        ignore_keys=['dataset_name', 'num_pairs'],
-        datasets=[
-            dict(type='VerificationBinDataset', data_root=f'{test_data_root}/val',
-                 ann_file=f'{name}.bin', name=name, side_files=True,
-                 pipeline=bin_pipeline) for name in val_names + heldout_names
-        ]))
 
 # Validation at the end of training (synthface_schedule.py validates only at the
 # last iteration) on the calibration split val/calib.bin (3,000 pairs of identities

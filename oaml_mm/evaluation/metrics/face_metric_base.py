@@ -111,6 +111,30 @@ class FaceMetricBase(BaseMetric):
         """Give the metric the (unwrapped) model whose ``match_pairs`` scores QAConv."""
         self.model = model
 
+    def global_branch_name(self) -> str:
+        """Name of the global (embedding) branch in the keys: the bound model's
+        margin head's ``branch_name`` (``'arcface'`` for an ``ArcFaceHead``), else
+        ``'adaface'``."""
+        head = getattr(self.model, 'head', None)
+        return getattr(head, 'branch_name', 'adaface')
+
+    def _name_global_branch(self, metrics: Dict[str, float]) -> Dict[str, float]:
+        """The metrics with every ``{dataset}/adaface*/...`` key also under the
+        margin head's name (``lfw/arcface/accuracy``); the ``adaface`` keys stay as
+        aliases, so ``save_best`` and scripts written for them keep working."""
+        name = self.global_branch_name()
+        if name == 'adaface':
+            return metrics
+        out = {}
+        for k, v in metrics.items():
+            parts = k.split('/')
+            if len(parts) >= 3 and (parts[1] == 'adaface'
+                                    or parts[1].startswith('adaface_')):
+                parts[1] = name + parts[1][len('adaface'):]
+                out['/'.join(parts)] = v
+        out.update(metrics)
+        return out
+
     def set_fusion_params(self, params: Optional[dict],
                           from_checkpoint: bool = False) -> None:
         """Use a visibility-aware fusion for the ``fused_vis`` keys.

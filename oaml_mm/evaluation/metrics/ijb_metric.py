@@ -261,7 +261,7 @@ class IJBMetric(FaceMetricBase):
                 scores.update({b + sfx: s for b, s in self.scores.items()})
                 curves.update({b + sfx: c for b, c in self.roc_curves.items()})
             self.scores, self.roc_curves = scores, curves
-            return out
+            return self._name_global_branch(out)
         finally:
             self.acc = None
             self.accs = {}

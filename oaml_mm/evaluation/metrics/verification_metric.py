@@ -212,7 +212,7 @@ class VerificationMetric(FaceMetricBase):
         nonfinite = self._screen_nonfinite(self.acc)
         metrics = self._mask_nonfinite(self._compute(issame), nonfinite)
         self.reset()
-        return metrics
+        return self._name_global_branch(metrics)
 
     def _reduce_ablation(self) -> None:
         """Every image sits on one rank: a sum (visibility) and a max (type code)

@@ -11,18 +11,17 @@ directions) -> sum -> ``BatchNorm1d(1)``.
 OAML (docs/models.md) adds a 7x7 visibility map per image. ``vis_mode`` chooses how it
 enters:
 
-* ``'seed'`` (default, exactly the seed): ``s[p, g, r, t] * vis_p[r] * vis_g[t]`` before
-  the max pooling. All-ones visibility gives the unweighted score bit for bit; a cell
-  with
-  zero visibility contributes the constant 0 to every max, so its features cannot change
-  the score.
+* ``'multiply'`` (default, the original OAML rule; ``'seed'`` is its old name and still
+  accepted): ``s[p, g, r, t] * vis_p[r] * vis_g[t]`` before the max pooling. All-ones
+  visibility gives the unweighted score bit for bit; a cell with zero visibility
+  contributes the constant 0 to every max, so its features cannot change the score.
 * ``'gate'``: in each direction the *other* image's visibility gates the max
   (``max_t vis_g[t] * s + (1 - vis_g[t]) * (-1)``: an invisible cell can never be the
   best match) and the image's own visibility weights each cell's evidence after the BN,
   divided by its mean visibility (``vis_p[r] / mean(vis_p)``), so evidence from occluded
   cells is dropped instead of being counted as a poor match. Probe and gallery are
   treated symmetrically. The CPU feasibility study (docs/synthface.md) found this scheme
-  far better than the seed's on occluded pairs.
+  far better than ``'multiply'`` on occluded pairs.
 * ``'none'``: visibility is ignored.
 
 Memory: the correlation of P x G pairs is hw*hw values per pair. It is computed in
@@ -37,7 +36,7 @@ is one plain matrix product ``[pc*hw, C] x [C, hw*gc]`` whose output is laid out
 ``[pc, r, t, gc]`` (gallery index innermost), so both max reductions run over an outer
 dimension and vectorise along the contiguous gallery axis; a max over the innermost
 49 cells is several times slower, and ``einsum`` misses the AMX bf16 kernel on CPU.
-The seed weighting ``s * vis_p[r] * vis_g[t]`` equals the correlation of maps
+The ``'multiply'`` weighting ``s * vis_p[r] * vis_g[t]`` equals the correlation of maps
 pre-scaled by their visibility, so it costs one pass over the inputs instead of two
 over the correlation. Chunks are also kept near ``_CHUNK_TARGET_ELEMS`` values,
 which measured faster than both smaller and larger blocks on a 2 MiB L2 cache.
@@ -52,10 +51,12 @@ from oaml_mm.errors import ConfigError
 
 __all__ = [
     'qaconv_match', 'qaconv_match_pairs', 'normalize_maps', 'VIS_MODES',
-    'DEFAULT_MAX_CHUNK_ELEMS'
+    'VIS_MODE_ALIASES', 'canonical_vis_mode', 'DEFAULT_MAX_CHUNK_ELEMS'
 ]
 
-VIS_MODES = ('seed', 'gate', 'none')
+VIS_MODES = ('multiply', 'gate', 'none')
+#: Old names still accepted in configs and calls -> the mode they mean.
+VIS_MODE_ALIASES = {'seed': 'multiply'}
 #: 2**25 values = 128 MiB in fp32 per correlation chunk.
 DEFAULT_MAX_CHUNK_ELEMS = 2**25
 # Lowest correlation of unit vectors: a gated-out cell takes this value.
@@ -100,10 +101,18 @@ def _flat_vis(vis: Optional[torch.Tensor], n: int, hw: int,
     return vis.reshape(n, hw)
 
 
-def _check_mode(vis_mode: str) -> None:
+def canonical_vis_mode(vis_mode: str) -> str:
+    """The mode ``vis_mode`` names: one of :data:`VIS_MODES` (old names mapped).
+
+    Raises:
+        ConfigError: Neither a mode nor an old name of one.
+    """
+    vis_mode = VIS_MODE_ALIASES.get(vis_mode, vis_mode)
     if vis_mode not in VIS_MODES:
         raise ConfigError(
-            f'QAConv: vis_mode {vis_mode!r} is not one of {VIS_MODES}')
+            f'QAConv: vis_mode {vis_mode!r} is not one of {VIS_MODES} (or the '
+            f'old names {tuple(VIS_MODE_ALIASES)})')
+    return vis_mode
 
 
 def _pool(corr: torch.Tensor, vp: Optional[torch.Tensor],
@@ -176,7 +185,7 @@ def _cell_rows(maps: torch.Tensor, vis: Optional[torch.Tensor], vis_mode: str,
         # Cast first: the transposing copy then moves half the bytes.
         rows = rows.to(_half_dtype(maps.device))
     rows = rows.contiguous()
-    if vis_mode == 'seed' and vis is not None:
+    if vis_mode == 'multiply' and vis is not None:
         rows = rows * vis.to(rows.dtype).unsqueeze(-1)
     return rows
 
@@ -197,7 +206,7 @@ def qaconv_match(probe: torch.Tensor,
                  logit_bn: nn.Module,
                  probe_vis: Optional[torch.Tensor] = None,
                  gallery_vis: Optional[torch.Tensor] = None,
-                 vis_mode: str = 'seed',
+                 vis_mode: str = 'multiply',
                  max_chunk_elems: int = DEFAULT_MAX_CHUNK_ELEMS,
                  half: bool = False) -> torch.Tensor:
     """QAConv scores of every probe against every gallery map.
@@ -210,7 +219,8 @@ def qaconv_match(probe: torch.Tensor,
         logit_bn (nn.Module): ``BatchNorm1d(1)`` on the summed score.
         probe_vis (Tensor, optional): Probe visibility [P, 1, h, w] in [0, 1].
         gallery_vis (Tensor, optional): Gallery visibility [G, 1, h, w].
-        vis_mode (str): ``'seed'``, ``'gate'`` or ``'none'`` (see module doc).
+        vis_mode (str): ``'multiply'`` (old name ``'seed'``), ``'gate'`` or
+            ``'none'`` (see module doc).
         max_chunk_elems (int): Most correlation values computed at once.
         half (bool): Correlate in fp16 (CUDA) / bf16 (CPU); the BN/FC stay fp32.
 
@@ -224,7 +234,7 @@ def qaconv_match(probe: torch.Tensor,
         >>> qaconv_match(p, p[:2], bn, fc, lbn).shape
         torch.Size([3, 2])
     """
-    _check_mode(vis_mode)
+    vis_mode = canonical_vis_mode(vis_mode)
     probe = _flat_maps(probe, 'probe maps')
     gallery = _flat_maps(gallery, 'gallery maps')
     if probe.shape[1:] != gallery.shape[1:]:
@@ -290,7 +300,7 @@ def qaconv_match_pairs(maps_a: torch.Tensor,
                        logit_bn: nn.Module,
                        vis_a: Optional[torch.Tensor] = None,
                        vis_b: Optional[torch.Tensor] = None,
-                       vis_mode: str = 'seed',
+                       vis_mode: str = 'multiply',
                        max_chunk_elems: int = DEFAULT_MAX_CHUNK_ELEMS,
                        half: bool = False) -> torch.Tensor:
     """QAConv scores of listed pairs ``(a[i], b[i])``, never the full matrix.
@@ -304,7 +314,8 @@ def qaconv_match_pairs(maps_a: torch.Tensor,
         bn, fc, logit_bn (nn.Module): As in :func:`qaconv_match`.
         vis_a (Tensor, optional): Visibility of ``maps_a`` [N, 1, h, w].
         vis_b (Tensor, optional): Visibility of ``maps_b`` [N, 1, h, w].
-        vis_mode (str): ``'seed'``, ``'gate'`` or ``'none'``.
+        vis_mode (str): ``'multiply'`` (old name ``'seed'``), ``'gate'`` or
+            ``'none'``.
         max_chunk_elems (int): Most correlation values computed at once.
         half (bool): Correlate in half precision.
 
@@ -312,7 +323,7 @@ def qaconv_match_pairs(maps_a: torch.Tensor,
         Tensor: Scores [N] (fp32); equal to the diagonal of
         ``qaconv_match(maps_a, maps_b, ...)``.
     """
-    _check_mode(vis_mode)
+    vis_mode = canonical_vis_mode(vis_mode)
     a = _flat_maps(maps_a, 'maps_a')
     b = _flat_maps(maps_b, 'maps_b')
     if a.shape != b.shape:

@@ -44,7 +44,15 @@ class BaseMarginHead(BaseModule):
         eps (float): Cosine/angle clamp margin.
         loss (dict): Loss config built from the registry.
         init_cfg (dict, optional): mmengine initialisation config.
+
+    Attributes:
+        branch_name (str): Name of the global branch this head trains, used in the
+            loss and metric keys (``loss_arcface``, ``lfw/arcface/accuracy``);
+            ``'adaface'`` for :class:`AdaFaceHead` (docs/models.md, "Swapping
+            the margin head").
     """
+
+    branch_name = 'margin'
 
     def __init__(self,
                  in_channels: int,
@@ -156,6 +164,8 @@ class ArcFaceHead(BaseMarginHead):
         loss (dict): Loss config. Defaults to CrossEntropyLoss.
     """
 
+    branch_name = 'arcface'
+
     def __init__(self,
                  in_channels: int = 512,
                  num_classes: int = 10572,
@@ -186,6 +196,8 @@ class CosFaceHead(BaseMarginHead):
         eps (float): Clamp margin. Defaults to 1e-3.
         loss (dict): Loss config. Defaults to CrossEntropyLoss.
     """
+
+    branch_name = 'cosface'
 
     def __init__(self,
                  in_channels: int = 512,
@@ -228,6 +240,8 @@ class AdaFaceHead(BaseMarginHead):
         eps (float): Clamp margin. Defaults to 1e-3.
         loss (dict): Loss config. Defaults to CrossEntropyLoss.
     """
+
+    branch_name = 'adaface'
 
     def __init__(self,
                  in_channels: int = 512,

@@ -15,9 +15,9 @@ from mmengine.model import BaseModule
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import MODELS
-from ..functional.qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODES,
-                                 normalize_maps, qaconv_match,
-                                 qaconv_match_pairs)
+from ..functional.qaconv import (DEFAULT_MAX_CHUNK_ELEMS, VIS_MODE_ALIASES,
+                                 VIS_MODES, canonical_vis_mode, normalize_maps,
+                                 qaconv_match, qaconv_match_pairs)
 from ..functional.visibility import (calibrate_visibility, check_vis_range,
                                      resize_visibility)
 
@@ -41,7 +41,8 @@ class QAConvHead(BaseModule):
     Args:
         in_channels (int): Channels of the feature maps. Defaults to 512.
         feat_size (int): Side of the feature maps (7 for 112x112). Defaults to 7.
-        vis_mode (str): How visibility enters: ``'seed'`` (default), ``'gate'`` or
+        vis_mode (str): How visibility enters: ``'multiply'`` (default; old name
+            ``'seed'``, still accepted and stored as ``'multiply'``), ``'gate'`` or
             ``'none'``; see :mod:`oaml_mm.models.functional.qaconv`.
         vis_range (Sequence[float], optional): ``(low, high)``: at evaluation and
             inference (eval mode) every visibility map is stretched by
@@ -50,7 +51,7 @@ class QAConvHead(BaseModule):
             not at all. Training matches with the maps as given (the true masks
             with ``qaconv_train_vis='gt'``): stretching those too trained a weaker
             backbone on SynthFace (docs/synthface.md). None (default) uses the maps
-            as they are, as the seed does.
+            as they are, as the original OAML recipe does.
         max_chunk_elems (int): Most correlation values computed at once.
         half_test (bool): Correlate in fp16 (CUDA) / bf16 (CPU) when not training.
             Defaults to False.
@@ -66,7 +67,7 @@ class QAConvHead(BaseModule):
     def __init__(self,
                  in_channels: int = 512,
                  feat_size: int = 7,
-                 vis_mode: str = 'seed',
+                 vis_mode: str = 'multiply',
                  vis_range: Optional[Sequence[float]] = None,
                  max_chunk_elems: int = DEFAULT_MAX_CHUNK_ELEMS,
                  half_test: bool = False,
@@ -74,9 +75,11 @@ class QAConvHead(BaseModule):
                  losses: Optional[Dict[str, dict]] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if vis_mode not in VIS_MODES:
+        if VIS_MODE_ALIASES.get(vis_mode, vis_mode) not in VIS_MODES:
             raise ConfigError(
-                f'QAConvHead: vis_mode {vis_mode!r} is not one of {VIS_MODES}')
+                f'QAConvHead: vis_mode {vis_mode!r} is not one of {VIS_MODES} '
+                f'(or the old names {tuple(VIS_MODE_ALIASES)})')
+        vis_mode = canonical_vis_mode(vis_mode)
         self.in_channels = in_channels
         self.feat_size = feat_size
         self.vis_mode = vis_mode

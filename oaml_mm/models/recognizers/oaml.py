@@ -257,8 +257,10 @@ class OAMLRecognizer(BaseModel):
                 last, self._global_vis_train(vis_main, data_samples))
 
         margin = self.head.loss(emb, norm, labels)
-        losses['loss_adaface'] = w['adaface'] * margin['loss']
-        losses['acc_adaface'] = margin['accuracy']
+        # Named after the margin head: loss_adaface, loss_arcface, ...
+        name = getattr(self.head, 'branch_name', 'adaface')
+        losses[f'loss_{name}'] = w['adaface'] * margin['loss']
+        losses[f'acc_{name}'] = margin['accuracy']
 
         if self.qaconv_head is not None:
             qa = self.qaconv_head.loss(maps, labels,

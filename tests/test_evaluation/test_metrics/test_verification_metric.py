@@ -10,7 +10,7 @@ from oaml_mm.evaluation.functional import (VIS_FUSION_FEATURES,
                                            verification_10fold,
                                            verification_10fold_scores)
 from oaml_mm.evaluation.metrics import VerificationMetric
-from oaml_mm.registry import METRICS
+from oaml_mm.registry import METRICS, MODELS
 from ..fakes import (FakeMatcherModel, feed, toy_pair_score,
                      verification_samples)
 
@@ -73,6 +73,31 @@ class TestVerificationMetric(unittest.TestCase):
         self.assertEqual(r['cfp_fp/fused/threshold_fused'], reff['threshold'])
         self.assertFalse([k for k in r if k.endswith('/threshold')])
         self.assertEqual(set(m.roc_curves), {'adaface', 'qaconv', 'fused'})
+
+    def test_keys_name_the_margin_head_in_use(self):
+        # With an ArcFace head the global branch's keys say arcface; the adaface
+        # keys stay as aliases with the same values (save_best, scripts).
+        samples = verification_samples(num_pairs=30, wrong=(1, 4, 7))
+        model = FakeMatcherModel()
+        model.head = MODELS.build(dict(type='ArcFaceHead', in_channels=8,
+                                       num_classes=3))
+        m = VerificationMetric('lfw', fars=(0.1, ), progress=False)
+        m.bind_model(model)
+        feed(m, samples)
+        r = m.evaluate(len(samples))
+        ada = {k.split('/', 2)[2]: v for k, v in r.items()
+               if k.startswith('lfw/adaface/')}
+        arc = {k.split('/', 2)[2]: v for k, v in r.items()
+               if k.startswith('lfw/arcface/')}
+        self.assertIn('accuracy', arc)
+        self.assertEqual(arc, ada)
+        self.assertIn('lfw/qaconv/accuracy', r)
+        self.assertFalse([k for k in r if k.startswith('lfw/arcface_')])
+        # An AdaFace head (or none) keeps the keys as they were.
+        model.head = MODELS.build(dict(type='AdaFaceHead', in_channels=8,
+                                       num_classes=3))
+        feed(m, samples)
+        self.assertFalse([k for k in m.evaluate(len(samples)) if 'arcface' in k])
 
     def test_skips_qaconv_without_model(self):
         m = VerificationMetric('lfw', progress=False)

@@ -4,16 +4,16 @@
 # of 4.2 GB) and scores 10% of its shard per step, plus every identity of the global
 # batch. When to use it and what sample_rate trades: docs/partial_fc.md.
 #
-#   tools/dist_train.sh configs/oaml_ir50_8xb128_webface42m_pfc.py 8 --amp
+#   tools/dist_train.sh configs/oaml/ir50-oaml-pfc_8xb128_webface42m.py 8 --amp
 #
 # Data layout (.rec or image folders) and overrides: docs/data_layout.md.
 _base_ = [
-    './_base_/models/oaml_ir50.py',
-    './_base_/datasets/webface42m_pk.py',
-    './_base_/datasets/niqab_occlusion_stream.py',
-    './_base_/datasets/face_val_bins.py',
-    './_base_/schedules/sgd_adaface.py',
-    './_base_/default_runtime.py',
+    '../_base_/models/oaml_ir50.py',
+    '../_base_/datasets/webface42m_pk.py',
+    '../_base_/datasets/niqab_occlusion_stream.py',
+    '../_base_/datasets/face_val_bins.py',
+    '../_base_/schedules/sgd_adaface.py',
+    '../_base_/default_runtime.py',
 ]
 
 model = dict(

@@ -1,13 +1,14 @@
 # AdaFace-only baseline on IR-50, MS1MV2: the OAML recipe without QAConv, the
 # occlusion head and the occlusion stream. Same data, augmentation (medical masks
-# included), sampler and schedule as oaml_ir50.py, so the two compare fairly.
-#   tools/dist_train.sh configs/adaface_ir50.py 4 --amp   # 4 GPUs x 128 = batch 512
+# included), sampler and schedule as configs/oaml/ir50-oaml_4xb128_ms1mv2.py, so the
+# two compare fairly (configs/adaface/README.md).
+#   tools/dist_train.sh configs/adaface/ir50-adaface_4xb128_ms1mv2.py 4 --amp
 _base_ = [
-    './_base_/models/adaface_ir50.py',
-    './_base_/datasets/ms1mv2_pk.py',
-    './_base_/datasets/face_val_bins.py',
-    './_base_/schedules/sgd_adaface.py',
-    './_base_/default_runtime.py',
+    '../_base_/models/adaface_ir50.py',
+    '../_base_/datasets/ms1mv2_pk.py',
+    '../_base_/datasets/face_val_bins.py',
+    '../_base_/schedules/sgd_adaface.py',
+    '../_base_/default_runtime.py',
 ]
 
 model = dict(head=dict(num_classes={{_base_.train_num_classes}}))

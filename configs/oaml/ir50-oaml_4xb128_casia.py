@@ -1,8 +1,8 @@
 # OAML on IR-50 trained on CASIA-WebFace (10,572 identities) instead of MS1MV2:
-# oaml_ir50.py with the CASIA training set; validation, occlusion stream and schedule
-# unchanged.
-#   tools/dist_train.sh configs/oaml_ir50_casia.py 4 --amp  # 4 GPUs x 128 = 512
-_base_ = ['./oaml_ir50_4xb128_ms1mv2.py']
+# ir50-oaml_4xb128_ms1mv2.py with the CASIA training set; validation, occlusion stream
+# and schedule unchanged.
+#   tools/dist_train.sh configs/oaml/ir50-oaml_4xb128_casia.py 4 --amp  # 4 x 128
+_base_ = ['./ir50-oaml_4xb128_ms1mv2.py']
 data_root = 'data/faces_webface_112x112'
 train_num_classes = 10572
 train_dataloader = dict(
