@@ -102,9 +102,21 @@ class TestPhotoOptions(unittest.TestCase):
         res.update(same=None)
         self.assertIn('decision unknown: no threshold for the fused branch',
                       format_verdict(res))
-        self.assertEqual(format_hits([dict(name='al', score=0.75, adaface=0.5)]),
-                         [' 1. al                       score 0.7500  '
-                          '(adaface 0.5000)'])
+        # FaceGallery.search's hits carry the decision of the ranking branch.
+        hit = dict(name='al', score=0.75, adaface=0.5, branch='fused',
+                   unit='z-score', threshold=None, threshold_source=None,
+                   same=None)
+        self.assertEqual(format_hits([hit]), [
+            ' 1. al                       score 0.7500  no threshold  '
+            '(adaface 0.5000)',
+            '    decision unknown: no threshold for the fused branch (the '
+            'checkpoint is not calibrated): the nearest names are not matches'])
+        hit.update(same=False, threshold=1.0, threshold_source='calibrated')
+        self.assertEqual(format_hits([hit]), [
+            ' 1. al                       score 0.7500  different (fused < '
+            '1.0000)  (adaface 0.5000)',
+            '    threshold calibrated (z-score)'])
+        self.assertEqual(format_hits([]), [])
 
 
 if __name__ == '__main__':
