@@ -67,8 +67,9 @@ def template_settings(recognizer: FaceRecognizer) -> dict:
 
     A template made under one of these settings does not fit a probe made under
     another (an image enrolled in BGR and searched in RGB no longer scores
-    near 1 against itself), so a gallery records them and :meth:`FaceGallery.load` refuses a
-    recognizer whose settings differ, naming each difference.
+    near 1 against itself), so a gallery records them and
+    :meth:`FaceGallery.load` refuses a recognizer whose settings differ, naming
+    each difference.
 
     Returns:
         dict: ``model`` (class), ``absent_parts`` (parts the checkpoint lacked),
