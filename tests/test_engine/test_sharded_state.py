@@ -18,17 +18,23 @@ from mmengine.config import Config
 from oaml_mm.engine.runner.sharded_state import (ddp_ignored_names,
                                                  shard_optimizer_state)
 from oaml_mm.models.heads import PartialFCHead
-from oaml_mm.utils import safe_load_checkpoint, shard_range
+from oaml_mm.synthface import SynthFaceConfig, generate_synthface
+from oaml_mm.utils import merge_cfg_options, safe_load_checkpoint, shard_range
 from tests.reliability._util import ROOT, free_port, run_tool, tool_env
 from tests.toy_components import read_losses
 
 CONFIG = osp.join(ROOT, 'configs', 'synthface',
                   'adaface_ir18_pfc_2xb16_synthface.py')
 ITERS, KILL_AFTER = 6, 5
+# A tiny SynthFace of its own: a fresh clone has no data/ folder.
+TINY = SynthFaceConfig(identities=8, images_per_id=4, test_identities=6,
+                       occluded_per_id=2, val_images_per_id=4, val_pairs=40,
+                       ijbc_subjects=3, ijbc_probe_templates=1)
 
 
-def _write_config(path: str, work_dir: str, kill: bool) -> str:
+def _write_config(path: str, work_dir: str, kill: bool, data: str) -> str:
     cfg = Config.fromfile(CONFIG)
+    merge_cfg_options(cfg, dict(data_root=data, occlusion_data_root=data))
     cfg.work_dir = work_dir
     cfg.custom_imports = dict(imports=['tests.toy_components'],
                               allow_failed_imports=False)
@@ -112,9 +118,11 @@ class TestPartialFCKillResume(TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         t = cls.tmp.name
+        cls.data = osp.join(t, 'synthface')
+        generate_synthface(cls.data, TINY, workers=1, log=None)
         cls.ref_work = osp.join(t, 'ref')
         proc = _dist_train(_write_config(osp.join(t, 'ref.py'), cls.ref_work,
-                                         kill=False))
+                                         kill=False, data=cls.data))
         assert proc.returncode == 0, proc.stderr[-4000:]
 
     @classmethod
@@ -125,12 +133,13 @@ class TestPartialFCKillResume(TestCase):
         t = self.tmp.name
         work = osp.join(t, 'killed')
         killed = _dist_train(_write_config(osp.join(t, 'kill.py'), work,
-                                           kill=True))
+                                           kill=True, data=self.data))
         self.assertNotEqual(killed.returncode, 0)
         self.assertTrue(osp.isfile(osp.join(work, 'iter_4.pth')))
         self.assertFalse(osp.isfile(osp.join(work, 'iter_6.pth')))
         resumed = _dist_train(
-            _write_config(osp.join(t, 'resume.py'), work, kill=False),
+            _write_config(osp.join(t, 'resume.py'), work, kill=False,
+                          data=self.data),
             '--resume')
         self.assertEqual(resumed.returncode, 0, resumed.stderr[-4000:])
         ref = read_losses(self.ref_work)
