@@ -128,6 +128,45 @@ def errors(model, sets: Dict[str, dict]) -> Dict[str, dict]:
     return out
 
 
+def damage_stats(model, sets: Dict[str, dict]) -> Dict[str, dict]:
+    """``1 - feature damage`` of the rendered clean/occluded pairs, by coverage.
+
+    The ``test`` and ``heldout`` sets hold each face clean and occluded (same
+    render): :func:`damage_visibility` of the backbone's maps of the two, averaged
+    over the cells the occluder leaves visible (true visibility 1), covers partly
+    and covers fully (<= 0.05).
+    """
+    import torch
+
+    from oaml_mm.datasets.transforms import visibility_to_grid
+    from oaml_mm.models.functional import damage_visibility
+    out = {}
+    model.eval()
+    for name in ('test', 'heldout'):
+        s = sets[name]
+        types = np.asarray(s['types'])
+        clean = s['images'][types == 'none']
+        occ = s['images'][types != 'none']
+        masks = s['masks'][types != 'none']
+        maps = []
+        with torch.no_grad():
+            for imgs in (clean, occ):
+                x = torch.from_numpy(imgs).permute(0, 3, 1, 2)
+                inputs = model.data_preprocessor(dict(inputs=list(x)),
+                                                 False)['inputs']
+                maps.append(model.backbone(inputs)[0].float())
+        g = maps[0].shape[-1]
+        true = torch.from_numpy(np.stack(
+            [visibility_to_grid(m, (g, g)) for m in masks]))[:, None]
+        vis = damage_visibility(maps[0], maps[1], true)
+        bins = dict(visible=true >= 0.999, partial=(true > 0.05) & (true < 0.999),
+                    covered=true <= 0.05)
+        out[name] = {k: float(vis[m].mean()) if bool(m.any()) else None
+                     for k, m in bins.items()}
+        out[name]['cells'] = {k: int(m.sum()) for k, m in bins.items()}
+    return out
+
+
 def table(results: Dict[str, dict]) -> List[str]:
     """Markdown rows: model, set, level, then all / per family."""
     lines = []
@@ -149,6 +188,8 @@ def main(argv=None) -> int:
     p.add_argument('--identities', type=int, default=40,
                    help='identities per set (default %(default)s)')
     p.add_argument('--out', default=None, help='JSON file for the numbers')
+    p.add_argument('--damage', action='store_true',
+                   help='also the feature-damage target of each backbone')
     args = p.parse_args(argv)
 
     import torch
@@ -159,16 +200,21 @@ def main(argv=None) -> int:
     init_default_scope('oaml_mm')
     sets = render_sets(args.data_root, args.identities)
     results = {}
+    damage = {}
     for spec in args.model:
         name, rest = spec.split('=', 1)
         config, ckpt = rest.rsplit(':', 1)
         model = FaceRecognizer(config, ckpt).model
         results[name] = errors(model, sets)
+        if args.damage:
+            damage[name] = damage_stats(model, sets)
     for line in table(results):
         print(line)
+    for name, d in damage.items():
+        print(f'damage target ({name} backbone): {json.dumps(d)}')
     if args.out:
         with open(args.out, 'w') as f:
-            json.dump(results, f, indent=1)
+            json.dump(dict(errors=results, damage=damage), f, indent=1)
     return 0
 
 
