@@ -21,7 +21,7 @@ Example::
 
     python projects/occlusion_study/multiscale_head.py \\
         --model seed=configs/synthface/oaml_ir18_synthface.py:A/iter_500.pth \\
-        --model multiscale=configs/synthface/oaml_ir18_synthface_msocc.py:B/iter_500.pth \\
+        --model ms=configs/synthface/oaml_ir18_synthface_msocc.py:B/iter_500.pth \\
         --identities 40 --out work_dirs/msocc/vis_error.json
 """
 import argparse
@@ -38,14 +38,14 @@ PIXEL_GRID = 28
 
 def render_sets(data_root: str, identities: int) -> Dict[str, dict]:
     """Images (RGB uint8 [N,112,112,3]), pixel masks and types of the three sets."""
-    from oaml_mm.synthface.generator import (HELDOUT_OCCLUSION_MIX, S_HELDOUT,
+    from oaml_mm.synthface.generator import (_OCC_OFFSET,
+                                             HELDOUT_OCCLUSION_MIX, S_HELDOUT,
                                              S_VAL, VAL_OCCLUSION_MIX,
                                              SynthFaceConfig, _jpeg_roundtrip,
                                              _pick, render_occluded)
     from oaml_mm.synthface.identity import stream_rng
     from oaml_mm.synthface.render import (identity_texture, render_face,
                                           sample_nuisance)
-    from oaml_mm.synthface.generator import _OCC_OFFSET
     with open(osp.join(data_root, 'synthface.json')) as f:
         cfg = SynthFaceConfig(**json.load(f)['config'])
     splits = cfg.identity_splits()

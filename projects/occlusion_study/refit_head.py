@@ -4,8 +4,8 @@ Separates the head's design from its training inside OAML (SGD at the recognizer
 learning rate, 500 iterations in the demo): the backbone of CHECKPOINT is frozen
 (eval mode, no gradient; its outputs computed once, without flips), a *fresh* head
 of the config's type learns with AdamW (one-cycle) on the occluded training set's
-pixel masks plus clean training faces labelled all visible, and the recognizer with the refitted head is saved, for
-``multiscale_head.py`` to measure.
+pixel masks plus clean training faces labelled all visible, and the recognizer
+with the refitted head is saved, for ``multiscale_head.py`` to measure.
 
 Example::
 
@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
 
-    from oaml_mm.models.functional import resize_visibility, stack_gt_visibility
+    from oaml_mm.models.functional import (resize_visibility,
+                                           stack_gt_visibility)
     from oaml_mm.registry import DATASETS, MODELS
     from oaml_mm.utils import atomic_save, load_config
     torch.set_num_threads(1)
