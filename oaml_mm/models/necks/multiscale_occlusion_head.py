@@ -164,7 +164,15 @@ class MultiScaleOcclusionHead(BaseModule):
             probabilities.
         """
         grid = feats[-1].shape[-1] if grid_size is None else int(grid_size)
-        return resize_visibility(torch.sigmoid(self.forward_logits(feats)), grid)
+        return self._pool(torch.sigmoid(self.forward_logits(feats)), grid)
+
+    def _pool(self, prob: torch.Tensor, grid: int) -> torch.Tensor:
+        """Area average onto ``grid x grid`` cells (a fixed-kernel average pool
+        when the grid divides ``out_size``: exportable to ONNX)."""
+        if self.out_size % grid == 0:
+            k = self.out_size // grid
+            return F.avg_pool2d(prob, k, k) if k > 1 else prob
+        return resize_visibility(prob, grid)
 
     def loss(self, batches: Sequence[Sequence[torch.Tensor]],
              targets: Sequence[Optional[torch.Tensor]],
@@ -188,7 +196,7 @@ class MultiScaleOcclusionHead(BaseModule):
                  for k in range(len(self.stages))]
         logits = self.forward_logits(feats)
         grid = feats[-1].shape[-1] if grid_size is None else int(grid_size)
-        vis = resize_visibility(torch.sigmoid(logits.detach()), grid)
+        vis = self._pool(torch.sigmoid(logits.detach()), grid)
         sizes = [b[0].shape[0] for b in batches]
         labelled = [(lg, t) for lg, t in zip(logits.split(sizes), targets)
                     if t is not None]
