@@ -419,6 +419,25 @@ class TestOAMLRecognizerMultiScaleHead(unittest.TestCase):
             for name in untouched:
                 self.assertFalse(grads_of(getattr(model, name)), key)
 
+    def test_backbone_trains_as_with_the_last_stage_head(self):
+        # The neck only reads detached stages: with QAConv on the true masks
+        # (the SynthFace configs) the backbone's gradient and BatchNorm
+        # statistics are those of the model with OcclusionHead.
+        out = []
+        for neck in (TINY['neck'], MS_NECK):
+            model = build(neck=neck, train_cfg=dict(occ_on_main=True,
+                                                    qaconv_train_vis='gt'))
+            data = model.data_preprocessor(batch(), True)
+            losses = model(**data, mode='loss')
+            (losses['loss_adaface'] + losses['loss_qaconv']
+             + losses['loss_occlusion']).backward()
+            out.append((torch.cat([p.grad.flatten()
+                                   for p in model.backbone.parameters()]),
+                        torch.cat([b.float().flatten()
+                                   for b in model.backbone.buffers()])))
+        torch.testing.assert_close(out[1][0], out[0][0], atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(out[1][1], out[0][1])
+
     def test_grid_follows_the_maps(self):
         model = build(neck=MS_NECK,
                       backbone=dict(type='IResNet', depth=18, width_mult=0.125,
