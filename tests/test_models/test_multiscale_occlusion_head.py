@@ -110,9 +110,21 @@ class TestPixelVisibilityLoss(unittest.TestCase):
         clean = dice(torch.full((1, 1, 2, 2), 20.0), torch.ones(1, 1, 2, 2))
         self.assertLess(float(clean), 1e-6)
 
+    def test_batch_dice(self):
+        # One occluded image (2 of 4 pixels), one clean image, all predicted
+        # 0.5: per image, the clean one scores 1 - 1 / (2 + 1); over the batch,
+        # 1 - (2 * 1 + 1) / (8 * 0.5 + 2 + 1) = 4 / 7.
+        logits = torch.zeros(2, 1, 2, 2)
+        target = torch.tensor([[[[1., 1.], [0., 0.]]], [[[1., 1.], [1., 1.]]]])
+        image = PixelVisibilityLoss(bce_weight=0.0)
+        batch = PixelVisibilityLoss(bce_weight=0.0, dice_reduction='batch')
+        self.assertAlmostEqual(float(image(logits, target)),
+                               (0.4 + 2 / 3) / 2, 6)
+        self.assertAlmostEqual(float(batch(logits, target)), 4 / 7, 6)
+
     def test_errors(self):
         for kw in (dict(bce_weight=-1.0), dict(bce_weight=0.0, dice_weight=0.0),
-                   dict(smooth=0.0)):
+                   dict(smooth=0.0), dict(dice_reduction='pixel')):
             with self.assertRaises(ConfigError, msg=str(kw)):
                 PixelVisibilityLoss(**kw)
         with self.assertRaises(ConfigError):

@@ -33,14 +33,21 @@ class PixelVisibilityLoss(nn.Module):
             ``1 - (2 sum(o_p o_t) + smooth) / (sum(o_p) + sum(o_t) + smooth)`` per
             image, averaged over images. Defaults to 1.0.
         smooth (float): Smoothing of the Dice ratio, in pixels. Defaults to 1.0.
+        dice_reduction (str): ``'image'``: the Dice ratio of each image, averaged
+            (a clean face then scores about 1 unless nearly every pixel is
+            predicted visible, so clean faces weigh heavily); ``'batch'``: one
+            ratio over all pixels of the batch (clean faces count only through
+            the pixels they call occluded). Defaults to ``'image'``.
         loss_weight (float): Multiplier of the sum. Defaults to 1.0.
 
     Raises:
-        ConfigError: A negative weight, both weights 0, or ``smooth <= 0``.
+        ConfigError: A negative weight, both weights 0, ``smooth <= 0`` or an
+            unknown ``dice_reduction``.
     """
 
     def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0,
-                 smooth: float = 1.0, loss_weight: float = 1.0) -> None:
+                 smooth: float = 1.0, loss_weight: float = 1.0,
+                 dice_reduction: str = 'image') -> None:
         super().__init__()
         if bce_weight < 0 or dice_weight < 0 or bce_weight + dice_weight == 0:
             raise ConfigError(
@@ -49,6 +56,11 @@ class PixelVisibilityLoss(nn.Module):
         if smooth <= 0:
             raise ConfigError(
                 f'PixelVisibilityLoss: smooth must be > 0, got {smooth}')
+        if dice_reduction not in ('image', 'batch'):
+            raise ConfigError(
+                "PixelVisibilityLoss: dice_reduction must be 'image' or 'batch', "
+                f'got {dice_reduction!r}')
+        self.dice_reduction = dice_reduction
         self.bce_weight = float(bce_weight)
         self.dice_weight = float(dice_weight)
         self.smooth = float(smooth)
@@ -80,6 +92,8 @@ class PixelVisibilityLoss(nn.Module):
         if self.dice_weight:
             occ_p = torch.sigmoid(-logits).flatten(1)  # 1 - sigmoid(logits)
             occ_t = (1.0 - target).flatten(1)
+            if self.dice_reduction == 'batch':
+                occ_p, occ_t = occ_p.reshape(1, -1), occ_t.reshape(1, -1)
             dice = (2 * (occ_p * occ_t).sum(1) + self.smooth) / (
                 occ_p.sum(1) + occ_t.sum(1) + self.smooth)
             loss = loss + self.dice_weight * (1.0 - dice).mean()
