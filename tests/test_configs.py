@@ -424,7 +424,9 @@ class TestDataRootOverrides(unittest.TestCase):
         # part (X/train) too, data_root moves the main stream only.
         for path in (osp.join(ROOT, 'configs', 'synthface',
                               'oaml_ir18_synthface.py'),
-                     osp.join(STUDY_CONFIGS, 'oaml_ir18_synthface_randocc.py')):
+                     osp.join(STUDY_CONFIGS, 'oaml_ir18_synthface_randocc.py'),
+                     osp.join(STUDY_CONFIGS, 'oaml_ir18_synthface_msocc.py'),
+                     osp.join(STUDY_CONFIGS, 'oaml_ir18_synthface_adasched.py')):
             with self.subTest(config=path):
                 self._check_synthface_roots(path)
 
@@ -497,6 +499,47 @@ class TestDataRootOverrides(unittest.TestCase):
                       [t['type'] for t in hook.clean_dataloader.dataset.pipeline])
         # main (twice: clean and occluded part) + the stream's clean part
         self.assertEqual(sum('RandomOcclusion' in p for p in pipelines), 3)
+
+    def test_synthface_msocc_and_adasched_differ_only_as_documented(self):
+        # The multi-scale occlusion head: its neck and 112x112 masks (PackFaceInputs
+        # grid) in the main pipelines and the stream's occluded part; the loss-split
+        # schedule: one more hook. Nothing else changes.
+        def plain(name):
+            folder = osp.join(ROOT, 'configs', 'synthface') if name == \
+                'oaml_ir18_synthface.py' else STUDY_CONFIGS
+            cfg = copy.deepcopy(load_config(osp.join(folder, name)).to_dict())
+            cfg.pop('filename', None)
+            return cfg
+
+        def strip_grid(x):
+            if isinstance(x, dict):
+                if x.get('type') == 'PackFaceInputs':
+                    self.assertEqual(tuple(x.pop('grid', (112, 112))), (112, 112))
+                for v in x.values():
+                    strip_grid(v)
+            elif isinstance(x, (list, tuple)):
+                for v in x:
+                    strip_grid(v)
+
+        base = plain('oaml_ir18_synthface.py')
+        ms = plain('oaml_ir18_synthface_msocc.py')
+        self.assertEqual(ms['model'].pop('neck')['type'], 'MultiScaleOcclusionHead')
+        self.assertEqual(ms.pop('pixel_grid'), (112, 112))
+        ms.pop('train_pipeline')
+        strip_grid(ms)
+        base_ms = copy.deepcopy(base)
+        base_ms['model'].pop('neck')
+        base_ms.pop('train_pipeline')
+        strip_grid(base_ms)
+        for key in set(base_ms) | set(ms):
+            self.assertEqual(ms.get(key), base_ms.get(key), key)
+        sched = plain('oaml_ir18_synthface_adasched.py')
+        hooks = [h for h in sched['custom_hooks']
+                 if h['type'] != 'LossWeightScheduleHook']
+        self.assertEqual(len(hooks), len(sched['custom_hooks']) - 1)
+        sched['custom_hooks'] = hooks
+        for key in set(base) | set(sched):
+            self.assertEqual(sched.get(key), base.get(key), key)
 
     def test_explicit_key_still_wins(self):
         cfg = load_config(osp.join(ROOT, 'configs', 'oaml',

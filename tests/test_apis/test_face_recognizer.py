@@ -420,6 +420,28 @@ class TestShardedHeadConfig(unittest.TestCase):
                 rec.model.loss(torch.zeros(1, 3, 112, 112), [])
 
 
+class TestFaceRecognizerMultiScaleHead(unittest.TestCase):
+    """A checkpoint with MultiScaleOcclusionHead loads and extracts (folded path)."""
+
+    def test_extract_agrees_with_the_model(self):
+        model = dict(TINY_MODEL, neck=dict(
+            type='MultiScaleOcclusionHead', in_channels=(16, 32, 64), channels=4,
+            out_size=28))
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = write_config(osp.join(tmp, 'ms.py'), model)
+            ckpt = osp.join(tmp, 'ms.pth')
+            write_checkpoint(ckpt, model=model)
+            rec = FaceRecognizer(cfg, ckpt)
+        imgs = [face(i) for i in range(2)]
+        out = rec.extract(imgs, channel_order='rgb')
+        self.assertEqual(out['visibility'].shape, (2, 1, 7, 7))
+        x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            ref = rec.model.extract(rec.model.data_preprocessor.normalize(x))
+        for key in ('embedding', 'visibility'):
+            torch.testing.assert_close(out[key], ref[key], atol=1e-4, rtol=1e-4)
+
+
 if __name__ == '__main__':
     unittest.main()
 

@@ -12,9 +12,11 @@ from tests.test_apis.helpers import TINY_MODEL
 
 class TestOnnxRuntimeBackend(unittest.TestCase):
 
-    def _pair(self, flip, **test_cfg):
+    def _pair(self, flip, neck=None, **test_cfg):
         model = copy.deepcopy(TINY_MODEL)
         model['test_cfg'] = dict(flip_test=flip, **test_cfg)
+        if neck is not None:
+            model['neck'] = neck
         torch.manual_seed(0)
         ref = FaceRecognizer(model)
         ort = FaceRecognizer(model, backend='onnxruntime')
@@ -56,6 +58,17 @@ class TestOnnxRuntimeBackend(unittest.TestCase):
             if not flip:
                 self.assertGreater(
                     float((a['embedding'] - plain).abs().max()), 1e-3)
+
+    def test_multiscale_occlusion_head_exports(self):
+        # The stage-reading neck and its pooling to the grid are in the graph.
+        crops = torch.from_numpy(np.random.default_rng(3).integers(
+            0, 256, (3, 3, 112, 112), dtype=np.uint8))
+        ref, ort = self._pair(False, neck=dict(
+            type='MultiScaleOcclusionHead', in_channels=(16, 32, 64),
+            channels=4, out_size=28))
+        a, b = ref.extract(crops), ort.extract(crops)
+        for k in ('embedding', 'visibility'):
+            torch.testing.assert_close(b[k], a[k], atol=2e-4, rtol=1e-3, msg=k)
 
     def test_flip_changes_the_embedding(self):
         # The flip branch is really applied (not a no-op on this input).

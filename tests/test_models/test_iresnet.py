@@ -202,6 +202,25 @@ class TestIResNetMapStage(unittest.TestCase):
         # The stage-3 maps are what the last stage starts from.
         torch.testing.assert_close(b.body[b._map_units:](maps3), maps4)
 
+    def test_forward_stages(self):
+        m = IResNet(18, width_mult=0.125, embedding_size=8, map_stage=3).eval()
+        keys = list(IResNet(18, width_mult=0.125, embedding_size=8).state_dict())
+        self.assertEqual(list(m.state_dict()), keys)  # no new parameters
+        self.assertEqual(m.stage_channels, (8, 16, 32, 64))
+        x = torch.randn(2, 3, 112, 112)
+        stages = m.forward_stages(x)
+        self.assertEqual([tuple(s.shape) for s in stages],
+                         [(2, 8, 56, 56), (2, 16, 28, 28), (2, 32, 14, 14),
+                          (2, 64, 7, 7)])
+        maps, last = m.forward_maps(x)
+        torch.testing.assert_close(stages[2], maps)
+        torch.testing.assert_close(stages[3], last)
+        # The default outputs are unchanged: forward is forward_maps + embed.
+        out = m(x)
+        torch.testing.assert_close(out[1], m.embed(stages[3])[0])
+        with self.assertRaises(InputSizeError):
+            m.forward_stages(torch.randn(1, 3, 96, 96))
+
     def test_stage1_and_bad_stage(self):
         m = IResNet(18, width_mult=0.125, embedding_size=8, map_stage=1).eval()
         self.assertEqual(tuple(m(torch.randn(1, 3, 112, 112))[0].shape),

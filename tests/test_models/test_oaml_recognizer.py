@@ -387,5 +387,127 @@ class TestOAMLRecognizer(unittest.TestCase):
             build(loss_weights=dict(adaface=1.0, bogus=1.0))
 
 
+MS_NECK = dict(type='MultiScaleOcclusionHead', in_channels=(16, 32, 64),
+               channels=4, out_size=28)
+
+
+class TestOAMLRecognizerMultiScaleHead(unittest.TestCase):
+    """OAMLRecognizer with a neck that reads backbone stages (reads='stages')."""
+
+    def test_trains_a_step_and_predicts(self):
+        model = build(neck=MS_NECK, train_cfg=dict(occ_on_main=True))
+        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.05))
+        before = copy.deepcopy(model.neck.state_dict())
+        model.train()
+        losses = model.train_step(batch(), optim)
+        self.assertTrue(torch.isfinite(losses['loss_occlusion']))
+        self.assertFalse(torch.equal(before['out.weight'],
+                                     model.neck.out.weight))
+        model.eval()
+        data = model.data_preprocessor(batch(n=2, n_occ=0), False)
+        out = model(data['inputs'], data['data_samples'], mode='predict')
+        self.assertEqual(tuple(out[0].visibility.shape), (1, 7, 7))
+        with torch.no_grad():
+            stages = model.backbone.forward_stages(data['inputs'])
+            ref = model.neck(stages[1:], grid_size=7)
+        torch.testing.assert_close(out[1].visibility, ref[1])
+        # The BatchNorm-folded copy (FaceRecognizer's CPU path) agrees.
+        from oaml_mm.models.utils import fold_batchnorm
+        with torch.no_grad():
+            a = model.extract(data['inputs'])
+            b = fold_batchnorm(model).extract(data['inputs'])
+        for key in ('embedding', 'visibility'):
+            torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-4)
+
+    def test_gradient_does_not_reach_the_backbone(self):
+        model = build(neck=MS_NECK)
+        data = model.data_preprocessor(batch(), True)
+        for key, receives, untouched in (
+                ('loss_occlusion', ['neck'],
+                 ['backbone', 'head', 'qaconv_head']),
+                ('loss_qaconv', ['backbone'], ['neck']),
+                ('loss_adaface', ['backbone'], ['neck'])):
+            model.zero_grad(set_to_none=True)
+            model(**data, mode='loss')[key].backward()
+            for name in receives:
+                self.assertTrue(grads_of(getattr(model, name)), key)
+            for name in untouched:
+                self.assertFalse(grads_of(getattr(model, name)), key)
+
+    def test_backbone_trains_as_with_the_last_stage_head(self):
+        # The neck only reads detached stages: with QAConv on the true masks
+        # (the SynthFace configs) the backbone's gradient and BatchNorm
+        # statistics are those of the model with OcclusionHead.
+        out = []
+        for neck in (TINY['neck'], MS_NECK):
+            model = build(neck=neck, train_cfg=dict(occ_on_main=True,
+                                                    qaconv_train_vis='gt'))
+            data = model.data_preprocessor(batch(), True)
+            losses = model(**data, mode='loss')
+            (losses['loss_adaface'] + losses['loss_qaconv']
+             + losses['loss_occlusion']).backward()
+            out.append((torch.cat([p.grad.flatten()
+                                   for p in model.backbone.parameters()]),
+                        torch.cat([b.float().flatten()
+                                   for b in model.backbone.buffers()])))
+        torch.testing.assert_close(out[1][0], out[0][0], atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(out[1][1], out[0][1])
+
+    def test_grid_follows_the_maps(self):
+        model = build(neck=MS_NECK,
+                      backbone=dict(type='IResNet', depth=18, width_mult=0.125,
+                                    embedding_size=16, dropout=0.0,
+                                    map_stage=3),
+                      qaconv_head=dict(type='QAConvHead', in_channels=32,
+                                       feat_size=14)).eval()
+        data = model.data_preprocessor(batch(n=2, n_occ=0), False)
+        with torch.no_grad():
+            vis = model.extract(data['inputs'])['visibility']
+        self.assertEqual(tuple(vis.shape), (2, 1, 14, 14))
+
+    def test_config_errors(self):
+        with self.assertRaisesRegex(ConfigError, 'stages'):
+            build(neck=dict(MS_NECK, in_channels=(16, 32, 32)))
+        with self.assertRaisesRegex(ConfigError, 'occ_target'):
+            build(train_cfg=dict(occ_target='pixels'))
+        with self.assertRaisesRegex(ConfigError, 'occ_target'):
+            build(neck=None, train_cfg=dict(occ_target='damage'))
+
+
+class TestOAMLRecognizerDamageTarget(unittest.TestCase):
+    """train_cfg.occ_target: the feature damage of pasted occluders."""
+
+    def _targets(self, neck, mode):
+        model = build(neck=neck, train_cfg=dict(occ_target=mode))
+        data = model.data_preprocessor(batch(), True)
+        occ = data['occlusion']
+        # The stream's images are the main batch's first ones (batch()): other
+        # faces' occluders, so that pasting changes something.
+        occ['inputs'] = occ['inputs'].roll(1, 0)
+        size = getattr(model.neck, 'target_size', 7)
+        _, target = model._damage_batch(data['inputs'], occ['inputs'],
+                                        occ['data_samples'], size)
+        losses = model(**data, mode='loss')
+        self.assertTrue(torch.isfinite(losses['loss_occlusion']))
+        return target
+
+    def test_targets(self):
+        # Stream samples 0 and 2 cover rows 4-6, samples 1 and 3 cover nothing.
+        for neck, size in ((None, 7), (MS_NECK, 28)):
+            kw = {} if neck is None else dict(neck=neck)
+            damage = self._targets(kw.get('neck', TINY['neck']), 'damage')
+            both = self._targets(kw.get('neck', TINY['neck']), 'mask*damage')
+            self.assertEqual(tuple(damage.shape), (4, 1, size, size))
+            # Nothing pasted: the features do not move, all visible.
+            torch.testing.assert_close(damage[1::2], torch.ones_like(damage[1::2]))
+            # Pasted: damaged somewhere, in [0, 1], and the product is below
+            # the mask (0 on covered rows).
+            self.assertLess(float(damage[0::2].min()), 0.5)
+            self.assertTrue(bool(((damage >= 0) & (damage <= 1)).all()))
+            rows = size * 4 // 7
+            self.assertEqual(float(both[0::2, :, rows:].abs().max()), 0.0)
+            self.assertTrue(bool((both <= damage + 1e-6).all()))
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -15,6 +15,7 @@ Two options exist only to load insightface ``iresnet`` weights exactly
 whenever the unit has a stride (AdaFace pools when the width is unchanged, i.e. in the
 first unit of stage 1) and an affine final BatchNorm1d.
 """
+import itertools
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -201,6 +202,8 @@ class IResNet(BaseModule):
         widths = [max(1, int(round(w * width_mult))) for w in widths]
         #: Channels of the returned feature maps.
         self.out_channels = widths[map_stage - 1]
+        #: Channels of each stage's output (:meth:`forward_stages`).
+        self.stage_channels = tuple(widths)
         self.embedding_size = embedding_size
 
         self.input_layer = nn.Sequential(
@@ -281,6 +284,28 @@ class IResNet(BaseModule):
             InputSizeError: ``x`` is not a batch of 3-channel
                 ``input_size x input_size`` images.
         """
+        stages = self.forward_stages(x)
+        return stages[self.map_stage - 1], stages[-1]
+
+    def forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Run the convolutional trunk and keep the output of every stage.
+
+        What :meth:`forward_maps` computes, with the earlier stages kept: a
+        neck that reads several stages (``MultiScaleOcclusionHead``) gets them
+        from the same forward pass as the maps and the embedding.
+
+        Args:
+            x (Tensor): Images [B, 3, H, W], normalised.
+
+        Returns:
+            tuple[Tensor, ...]: The four stage outputs, stage s of side
+            H/2^s (56, 28, 14, 7 at 112) and width ``stage_channels[s - 1]``;
+            the last is what :meth:`embed` turns into the embedding.
+
+        Raises:
+            InputSizeError: ``x`` is not a batch of 3-channel
+                ``input_size x input_size`` images.
+        """
         checking = not (torch.jit.is_tracing() or torch.jit.is_scripting())
         if checking and (x.dim() != 4 or x.shape[1] != 3):
             raise InputSizeError(
@@ -304,12 +329,13 @@ class IResNet(BaseModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.input_layer(x)
-        maps = None
+        stages = []
+        ends = set(itertools.accumulate(self.units))
         for i, unit in enumerate(self.body):
             x = unit(x)
-            if i + 1 == self._map_units:
-                maps = x
-        return maps, x
+            if i + 1 in ends:
+                stages.append(x)
+        return tuple(stages)
 
     def embed(
         self,

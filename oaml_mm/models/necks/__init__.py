@@ -1,4 +1,5 @@
-"""Necks: the occlusion (visibility) head."""
+"""Necks: the occlusion (visibility) heads."""
+from .multiscale_occlusion_head import MultiScaleOcclusionHead
 from .occlusion_head import OcclusionHead
 
-__all__ = ['OcclusionHead']
+__all__ = ['OcclusionHead', 'MultiScaleOcclusionHead']

@@ -21,20 +21,27 @@ from mmpretrain.structures import DataSample
 
 from oaml_mm.errors import ConfigError, DataFormatError
 from oaml_mm.registry import MODELS
+from ..functional.damage import damage_visibility, paste_occluders
 from ..functional.qaconv import normalize_maps
 from ..functional.visibility import (calibrate_visibility, check_vis_range,
-                                     stack_gt_visibility)
+                                     resize_visibility, stack_gt_visibility)
 
 __all__ = ['OAMLRecognizer']
 
 _DEFAULT_WEIGHTS = dict(adaface=0.1, qaconv=0.9, occlusion=0.1)
 _DEFAULT_TRAIN_CFG = dict(
-    qaconv_train_vis='pred', occ_on_main=False, global_vis='none')
+    qaconv_train_vis='pred', occ_on_main=False, global_vis='none',
+    occ_target='mask')
 _DEFAULT_TEST_CFG = dict(
     flip_test=False, return_feature_maps=False, half_maps=False,
     global_vis=False, global_vis_range=None)
 #: train_cfg.global_vis: the visibility that weights the embedding in training.
 _GLOBAL_VIS_MODES = ('none', 'gt', 'pred', 'gt_or_pred')
+#: train_cfg.occ_target: what the occlusion head learns on the occlusion stream.
+_OCC_TARGETS = ('mask', 'damage', 'mask*damage')
+#: What a neck reads (its class attribute ``reads``): the feature maps QAConv
+#: matches, or the outputs of the backbone stages it names (``neck.stages``).
+_NECK_INPUTS = ('maps', 'stages')
 
 
 @MODELS.register_module()
@@ -71,8 +78,11 @@ class OAMLRecognizer(BaseModel):
             CosFaceHead, PartialFCHead). It serves the training loss only: an
             inference config may leave it out (None); training such a model
             raises :class:`ConfigError`.
-        neck (dict, optional): OcclusionHead config. None: no visibility branch
-            (predicted visibility is all ones).
+        neck (dict, optional): Occlusion head config: ``OcclusionHead`` (reads
+            the feature maps) or ``MultiScaleOcclusionHead`` (reads the outputs
+            of several backbone stages; the neck's class attribute ``reads``
+            says which). None: no visibility branch (predicted visibility is
+            all ones).
         qaconv_head (dict, optional): QAConvHead config. None: no QAConv branch.
         loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
             ``occlusion`` (0.1); missing keys take these defaults.
@@ -85,7 +95,13 @@ class OAMLRecognizer(BaseModel):
             branch"): ``'gt'`` the main batch's true masks (none in the batch:
             unweighted), ``'pred'`` the occlusion head's prediction on the
             detached maps, ``'gt_or_pred'`` the true masks when the batch
-            carries them, else the prediction; None means ``'none'``.
+            carries them, else the prediction; None means ``'none'``;
+            ``occ_target`` (``'mask'``): the occlusion head's target on the
+            occlusion stream: ``'mask'`` the true visibility, ``'damage'``
+            ``1 - feature damage`` of each cell when the stream's occluders are
+            pasted on the main batch's faces (:func:`damage_visibility`; the
+            head then learns on those composites), ``'mask*damage'`` the
+            product of the two (docs/models.md, "Feature-damage target").
         test_cfg (dict, optional): ``flip_test`` (False), ``return_feature_maps``
             (False), ``half_maps`` (False: fp16 feature maps in predictions),
             ``global_vis`` (False: weight the embedding by the predicted
@@ -143,6 +159,15 @@ class OAMLRecognizer(BaseModel):
                 "OAMLRecognizer: train_cfg.qaconv_train_vis must be 'pred', "
                 f"'gt' or 'none', got {self.train_cfg['qaconv_train_vis']!r}")
         self._check_global_vis()
+        if self.train_cfg['occ_target'] not in _OCC_TARGETS:
+            raise ConfigError(
+                f'OAMLRecognizer: train_cfg.occ_target must be one of '
+                f"{_OCC_TARGETS}, got {self.train_cfg['occ_target']!r}")
+        if self.train_cfg['occ_target'] != 'mask' and self.neck is None:
+            raise ConfigError(
+                f"OAMLRecognizer: train_cfg.occ_target="
+                f"{self.train_cfg['occ_target']!r} is a target of the occlusion "
+                'head, and this model has none (neck=None)')
         if 'max_nonfinite_skips' in self.train_cfg:
             # The non-finite guard is the optimizer wrapper's (one for every
             # model, single-process and DDP alike).
@@ -157,13 +182,17 @@ class OAMLRecognizer(BaseModel):
                 f'OAMLRecognizer: head.in_channels={self.head.in_channels} but '
                 f'the backbone embeds into {emb} dimensions')
         width = getattr(self.backbone, 'out_channels', None)
-        for name, part in (('neck', self.neck), ('qaconv_head',
-                                                 self.qaconv_head)):
+        parts = [('qaconv_head', self.qaconv_head)]
+        if self._neck_reads == 'maps':
+            parts.append(('neck', self.neck))
+        for name, part in parts:
             if part is not None and width is not None and \
                     part.in_channels != width:
                 raise ConfigError(
                     f'OAMLRecognizer: {name}.in_channels={part.in_channels} but '
                     f'the backbone maps have {width} channels')
+        if self._neck_reads == 'stages':
+            self._check_stage_neck()
         size = getattr(self.backbone, 'map_size', None)
         if self.qaconv_head is not None and size is not None and \
                 self.qaconv_head.feat_size != size:
@@ -171,6 +200,32 @@ class OAMLRecognizer(BaseModel):
                 f'OAMLRecognizer: qaconv_head.feat_size='
                 f'{self.qaconv_head.feat_size} but the backbone maps are '
                 f'{size}x{size} (backbone.map_stage)')
+
+    @property
+    def _neck_reads(self) -> Optional[str]:
+        """What the neck reads (``'maps'`` or ``'stages'``); None without one."""
+        if self.neck is None:
+            return None
+        reads = getattr(self.neck, 'reads', 'maps')
+        if reads not in _NECK_INPUTS:
+            raise ConfigError(
+                f'OAMLRecognizer: neck {type(self.neck).__name__} reads '
+                f'{reads!r}; this recognizer feeds one of {_NECK_INPUTS}')
+        return reads
+
+    def _check_stage_neck(self) -> None:
+        widths = getattr(self.backbone, 'stage_channels', None)
+        if widths is None or not hasattr(self.backbone, 'forward_stages'):
+            raise ConfigError(
+                f'OAMLRecognizer: neck {type(self.neck).__name__} reads backbone '
+                f'stages, which {type(self.backbone).__name__} does not return '
+                '(IResNet.forward_stages)')
+        want = tuple(widths[s - 1] for s in self.neck.stages)
+        if tuple(self.neck.in_channels) != want:
+            raise ConfigError(
+                f'OAMLRecognizer: neck.in_channels={tuple(self.neck.in_channels)} '
+                f'but backbone stages {tuple(self.neck.stages)} have {want} '
+                'channels')
 
     def _check_global_vis(self) -> None:
         mode = self.train_cfg['global_vis']
@@ -237,19 +292,22 @@ class OAMLRecognizer(BaseModel):
         labels = self._labels(data_samples, inputs.device)
         w = self.loss_weights
         gv = self.train_cfg['global_vis']
-        if gv == 'none':
+        if gv == 'none' and self._neck_reads != 'stages':
             maps, emb, norm = self.backbone(inputs)
+            neck_in = maps
         else:
             # Trunk first: the occlusion head predicts before the embedding.
-            maps, last = self.backbone.forward_maps(inputs)
+            maps, last, neck_in = self._trunk(inputs)
+            if gv == 'none':
+                emb, norm = self.backbone.embed(last)
         losses = {}
 
         # The occlusion head sees detached maps: its loss never reaches the backbone.
         vis_main, occ = None, {}
         if self.neck is not None:
-            batches, targets = self._occlusion_batches(maps, data_samples,
-                                                       occlusion)
-            vis_preds, occ = self.neck.loss(batches, targets)
+            batches, targets = self._occlusion_batches(
+                maps, neck_in, inputs, data_samples, occlusion)
+            vis_preds, occ = self._neck_loss(batches, targets, maps.shape[-1])
             vis_main = vis_preds[0]
 
         if gv != 'none':
@@ -290,27 +348,80 @@ class OAMLRecognizer(BaseModel):
             labels.append(s.gt_label.reshape(-1)[:1])
         return torch.cat(labels).to(device).long()
 
+    def _trunk(self, inputs: torch.Tensor):
+        """One pass of the convolutional trunk: the maps QAConv matches, the
+        last stage's maps (for :meth:`IResNet.embed`) and the neck's input
+        (the maps, or the tuple of the stages it reads)."""
+        if self._neck_reads == 'stages':
+            stages = self.backbone.forward_stages(inputs)
+            maps = stages[self.backbone.map_stage - 1]
+            return maps, stages[-1], tuple(stages[s - 1]
+                                           for s in self.neck.stages)
+        maps, last = self.backbone.forward_maps(inputs)
+        return maps, last, maps
+
+    def _neck_loss(self, batches, targets, grid: int):
+        if self._neck_reads == 'stages':
+            return self.neck.loss(batches, targets, grid_size=grid)
+        return self.neck.loss(batches, targets)
+
+    def _neck_predict(self, neck_in, grid: int) -> torch.Tensor:
+        """Visibility [B, 1, grid, grid] of the neck's input."""
+        if self._neck_reads == 'stages':
+            return self.neck(neck_in, grid_size=grid)
+        return self.neck(neck_in)
+
     def _occlusion_batches(
-        self, maps: torch.Tensor, data_samples: List[DataSample],
-        occlusion: Optional[dict]
-    ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
-        """The occlusion head's inputs and targets: the main batch's detached maps
-        (targets with ``occ_on_main``) and the occlusion stream's maps and masks."""
-        size = maps.shape[-1]
-        batches = [maps.detach()]
+        self, maps: torch.Tensor, neck_in, inputs: torch.Tensor,
+        data_samples: List[DataSample], occlusion: Optional[dict]
+    ) -> Tuple[list, List[Optional[torch.Tensor]]]:
+        """The occlusion head's inputs and targets: the main batch's detached
+        neck input (targets with ``occ_on_main``) and the occlusion stream's
+        (its masks, or with ``occ_target`` the feature damage of its occluders
+        pasted on the main batch's faces)."""
+        # True masks on the grid the neck learns on: its own (pixel-level heads)
+        # or the maps'.
+        size = getattr(self.neck, 'target_size', None) or maps.shape[-1]
+        batches = [_detach(neck_in)]
         targets = [stack_gt_visibility(data_samples, size)
                    if self.train_cfg['occ_on_main'] else None]
         if occlusion is not None and occlusion.get('inputs') is not None:
-            gt = stack_gt_visibility(occlusion.get('data_samples'), size)
-            if gt is None:
+            samples = occlusion.get('data_samples')
+            if not samples or not any('gt_visibility' in s for s in samples):
                 raise DataFormatError(
                     '<occlusion batch>', 'no sample carries gt_visibility',
                     field='gt_visibility')
-            # No backbone gradient is wanted from this batch: skip the graph.
-            with torch.no_grad():
-                batches.append(self.backbone(occlusion['inputs'])[0])
-            targets.append(gt)
+            if self.train_cfg['occ_target'] == 'mask':
+                # No backbone gradient is wanted from this batch: skip the graph.
+                with torch.no_grad():
+                    batches.append(self._trunk(occlusion['inputs'])[2])
+                targets.append(stack_gt_visibility(samples, size))
+            else:
+                occ_in, target = self._damage_batch(inputs, occlusion['inputs'],
+                                                    samples, size)
+                batches.append(occ_in)
+                targets.append(target)
         return batches, targets
+
+    @torch.no_grad()
+    def _damage_batch(self, faces: torch.Tensor, occluded: torch.Tensor,
+                      samples: List[DataSample], size: int):
+        """The stream's occluders pasted on main-batch faces: the neck's input
+        for the composites and their ``occ_target`` (``'damage'`` or
+        ``'mask*damage'``) on a ``size`` grid."""
+        n = occluded.shape[0]
+        base = faces[torch.arange(n, device=faces.device) % faces.shape[0]]
+        pixels = stack_gt_visibility(samples, occluded.shape[-1]).to(
+            occluded.device)
+        composite = paste_occluders(base, occluded, pixels)
+        # One forward of both: the same BatchNorm statistics for clean and pasted.
+        maps, _, neck_in = self._trunk(torch.cat([base, composite]))
+        clean, pasted = maps.split(n)
+        damage = damage_visibility(clean, pasted, pixels)
+        target = resize_visibility(damage, size)
+        if self.train_cfg['occ_target'] == 'mask*damage':
+            target = target * resize_visibility(pixels, size)
+        return _detach(neck_in, start=n), target
 
     def _global_vis_train(self, vis_pred: Optional[torch.Tensor],
                           data_samples: List[DataSample]
@@ -332,15 +443,17 @@ class OAMLRecognizer(BaseModel):
         return calibrate_visibility(vis_pred.detach(),
                                     self.test_cfg['global_vis_range'])
 
-    def _global_vis_test(self, maps: torch.Tensor
+    def _global_vis_test(self, maps: torch.Tensor, neck_in=None
                          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Predicted visibility [B, 1, h, w] of maps, and the embedding's weight
-        (None when ``test_cfg.global_vis`` is off or there is no occlusion head)."""
+        """Predicted visibility [B, 1, h, w] on the grid of maps, and the
+        embedding's weight (None when ``test_cfg.global_vis`` is off or there is
+        no occlusion head). ``neck_in``: the neck's input (None: the maps)."""
         if self.neck is None:
             # No occlusion head (e.g. removed by FaceRecognizer for a checkpoint
             # without one): all visible, the plain embedding.
             return maps.new_ones(maps.shape[0], 1, *maps.shape[-2:]), None
-        vis = self.neck(maps)
+        vis = self._neck_predict(maps if neck_in is None else neck_in,
+                                 maps.shape[-1])
         if not self.test_cfg['global_vis']:
             return vis, None
         return vis, calibrate_visibility(vis, self.test_cfg['global_vis_range'])
@@ -399,12 +512,14 @@ class OAMLRecognizer(BaseModel):
     def _embed_view(self, inputs: torch.Tensor, with_vis: bool = True):
         """maps, embedding, norm and predicted visibility (None unless
         ``with_vis`` or needed for the embedding) of one view."""
-        if not self.test_cfg['global_vis']:
+        needs_vis = with_vis or self.test_cfg['global_vis']
+        if self._neck_reads != 'stages' and not self.test_cfg['global_vis'] \
+                or self.neck is None or not needs_vis:
             maps, emb, norm = self.backbone(inputs)
             vis = self._global_vis_test(maps)[0] if with_vis else None
             return maps, emb, norm, vis
-        maps, last = self.backbone.forward_maps(inputs)
-        vis, weight = self._global_vis_test(maps)
+        maps, last, neck_in = self._trunk(inputs)
+        vis, weight = self._global_vis_test(maps, neck_in)
         emb, norm = self.backbone.embed(last, weight)
         return maps, emb, norm, vis
 
@@ -445,3 +560,10 @@ class OAMLRecognizer(BaseModel):
                     vis_b: Optional[torch.Tensor] = None) -> torch.Tensor:
         """QAConv scores of row-wise pairs [N]; see :meth:`QAConvHead.match_pairs`."""
         return self._require_qaconv().match_pairs(maps_a, maps_b, vis_a, vis_b)
+
+
+def _detach(x, start: int = 0):
+    """A tensor, or a tuple of tensors, detached (rows from ``start`` on)."""
+    if isinstance(x, torch.Tensor):
+        return x[start:].detach()
+    return tuple(t[start:].detach() for t in x)
