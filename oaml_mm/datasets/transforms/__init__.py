@@ -1,4 +1,5 @@
 from .align import ARCFACE_REF_POINTS, AlignFace5Points, similarity_transform
+from .appearance import AppearanceJitter
 from .augmenter import FaceAugmenter
 from .flip import FaceRandomFlip
 from .formatting import PackFaceInputs, visibility_to_grid
@@ -7,6 +8,7 @@ from .random_occlusion import RandomOcclusion
 
 __all__ = [
     'AlignFace5Points', 'ARCFACE_REF_POINTS', 'similarity_transform',
+    'AppearanceJitter',
     'FaceAugmenter', 'FaceRandomFlip', 'PackFaceInputs', 'visibility_to_grid',
     'MedicalMaskOcclusion', 'RandomOcclusion', 'draw_medical_mask_template'
 ]

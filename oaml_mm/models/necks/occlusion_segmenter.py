@@ -1,4 +1,4 @@
-"""OcclusionSegmenter: visibility segmented from the aligned image, not from identity maps.
+"""OcclusionSegmenter: visibility segmented from the aligned image, not identity maps.
 
 The occlusion head (occlusion_head.py) reads the backbone's last-stage maps, which
 were trained for identity and keep little of what makes a region an occluder. This
