@@ -252,7 +252,9 @@ def check_occlusion_constant(model, num_images: int = 8,
     x = torch.rand(num_images, 3, 112, 112, generator=g) * 2 - 1
     x[num_images // 2:] = x[num_images // 2:].mean(dim=(1, 2, 3), keepdim=True)
     model.eval()
-    vis = model.neck(model.backbone(x)[0]).float()
+    maps = model.backbone(x)[0]
+    vis = (model.predict_visibility(maps, x) if hasattr(
+        model, 'predict_visibility') else model.neck(maps)).float()
     std, mean = float(vis.std()), float(vis.mean())
     msg = f'visibility mean {mean:.3f}, std {std:.2e} over {vis.numel()} cells'
     return Finding('occlusion_constant', 'flag' if std < min_std else 'ok', msg)

@@ -43,6 +43,9 @@ class OcclusionHead(BaseModule):
         Tensor: Visibility [B, 1, h, w] in [0, 1] (1 = visible).
     """
 
+    #: The input this neck reads: the backbone's (detached) feature maps.
+    reads = 'maps'
+
     def __init__(self,
                  in_channels: int = 512,
                  hidden_channels: int = 128,

@@ -6,7 +6,9 @@ OAML (docs/models.md) trains one IR backbone with three branches:
 * the feature maps -> QAConv in-batch matching losses (Liao & Shao, ECCV 2020 / CVPR
   2022), with the correlations weighted by a visibility map;
 * the *detached* feature maps of a separate occlusion batch -> OcclusionHead -> MSE
-  against ground-truth visibility.
+  against ground-truth visibility; or, with an image-reading neck
+  (``OcclusionSegmenter``, whose ``reads`` is ``'image'``), the preprocessed images
+  themselves, the prediction pooled onto the maps' grid.
 
 Gradient isolation (docs/models.md): AdaFace -> backbone + margin head; QAConv ->
 backbone + QAConv head (its visibility input is detached); occlusion -> OcclusionHead
@@ -68,7 +70,11 @@ class OAMLRecognizer(BaseModel):
     Args:
         backbone (dict): IResNet config.
         head (dict): Margin head config (AdaFaceHead, ArcFaceHead, CosFaceHead).
-        neck (dict, optional): OcclusionHead config. None: no visibility branch
+        neck (dict, optional): Visibility predictor: ``OcclusionHead`` (reads the
+            detached feature maps) or ``OcclusionSegmenter`` (reads the image;
+            frozen or fine-tuned, e.g. from its own checkpoint). The neck's
+            ``reads`` attribute (``'maps'`` or ``'image'``) says which input it
+            gets; its prediction is on the maps' grid. None: no visibility branch
             (predicted visibility is all ones).
         qaconv_head (dict, optional): QAConvHead config. None: no QAConv branch.
         loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
@@ -153,7 +159,13 @@ class OAMLRecognizer(BaseModel):
                 f'OAMLRecognizer: head.in_channels={self.head.in_channels} but '
                 f'the backbone embeds into {emb} dimensions')
         width = getattr(self.backbone, 'out_channels', None)
-        for name, part in (('neck', self.neck), ('qaconv_head',
+        reads = self._neck_reads()
+        if self.neck is not None and reads not in ('maps', 'image'):
+            raise ConfigError(
+                f'OAMLRecognizer: neck {type(self.neck).__name__} reads '
+                f"{reads!r}; a neck reads 'maps' or 'image'")
+        maps_neck = self.neck if reads == 'maps' else None
+        for name, part in (('neck', maps_neck), ('qaconv_head',
                                                  self.qaconv_head)):
             if part is not None and width is not None and \
                     part.in_channels != width:
@@ -167,6 +179,11 @@ class OAMLRecognizer(BaseModel):
                 f'OAMLRecognizer: qaconv_head.feat_size='
                 f'{self.qaconv_head.feat_size} but the backbone maps are '
                 f'{size}x{size} (backbone.map_stage)')
+
+    def _neck_reads(self) -> Optional[str]:
+        """What the visibility neck reads (``'maps'``, ``'image'``; None: no neck)."""
+        return None if self.neck is None else getattr(self.neck, 'reads',
+                                                      'maps')
 
     def _check_global_vis(self) -> None:
         mode = self.train_cfg['global_vis']
@@ -239,8 +256,12 @@ class OAMLRecognizer(BaseModel):
         vis_main, occ = None, {}
         if self.neck is not None:
             batches, targets = self._occlusion_batches(maps, data_samples,
-                                                       occlusion)
-            vis_preds, occ = self.neck.loss(batches, targets)
+                                                       occlusion, inputs)
+            if self._neck_reads() == 'image':
+                vis_preds, occ = self.neck.loss(batches, targets,
+                                                out_size=int(maps.shape[-1]))
+            else:
+                vis_preds, occ = self.neck.loss(batches, targets)
             vis_main = vis_preds[0]
 
         if gv != 'none':
@@ -281,12 +302,17 @@ class OAMLRecognizer(BaseModel):
 
     def _occlusion_batches(
         self, maps: torch.Tensor, data_samples: List[DataSample],
-        occlusion: Optional[dict]
+        occlusion: Optional[dict], inputs: Optional[torch.Tensor] = None
     ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
-        """The occlusion head's inputs and targets: the main batch's detached maps
-        (targets with ``occ_on_main``) and the occlusion stream's maps and masks."""
-        size = maps.shape[-1]
-        batches = [maps.detach()]
+        """The neck's inputs and targets: the main batch's detached maps, or its
+        images for a neck that reads images (targets with ``occ_on_main``), and the
+        occlusion stream's maps (or images) and masks.
+
+        A maps reader's targets are on the maps' grid; an image reader's keep the
+        grid they were packed on (a finer one is a pixel-level target)."""
+        reads_image = self._neck_reads() == 'image'
+        size = None if reads_image else maps.shape[-1]
+        batches = [inputs if reads_image else maps.detach()]
         targets = [stack_gt_visibility(data_samples, size)
                    if self.train_cfg['occ_on_main'] else None]
         if occlusion is not None and occlusion.get('inputs') is not None:
@@ -295,9 +321,12 @@ class OAMLRecognizer(BaseModel):
                 raise DataFormatError(
                     '<occlusion batch>', 'no sample carries gt_visibility',
                     field='gt_visibility')
-            # No backbone gradient is wanted from this batch: skip the graph.
-            with torch.no_grad():
-                batches.append(self.backbone(occlusion['inputs'])[0])
+            if reads_image:
+                batches.append(occlusion['inputs'])
+            else:
+                # No backbone gradient is wanted from this batch: skip the graph.
+                with torch.no_grad():
+                    batches.append(self.backbone(occlusion['inputs'])[0])
             targets.append(gt)
         return batches, targets
 
@@ -321,7 +350,27 @@ class OAMLRecognizer(BaseModel):
         return calibrate_visibility(vis_pred.detach(),
                                     self.test_cfg['global_vis_range'])
 
-    def _global_vis_test(self, maps: torch.Tensor
+    def predict_visibility(self, maps: torch.Tensor,
+                           inputs: torch.Tensor) -> torch.Tensor:
+        """The neck's visibility [B, 1, h, w] on the grid of ``maps``.
+
+        Args:
+            maps (Tensor): Backbone maps [B, C, h, w] (read by an ``OcclusionHead``).
+            inputs (Tensor): The preprocessed images [B, 3, H, W] they came from
+                (read by an ``OcclusionSegmenter``).
+
+        Returns:
+            Tensor: [B, 1, h, w] in [0, 1]; all ones without a neck.
+        """
+        if self.neck is None:
+            return maps.new_ones(maps.shape[0], 1, *maps.shape[-2:])
+        if self._neck_reads() == 'image':
+            # int(): a traced (ONNX) shape is a tensor.
+            side = int(maps.shape[-1])
+            return self.neck(inputs, out_size=side).to(maps.dtype)
+        return self.neck(maps)
+
+    def _global_vis_test(self, maps: torch.Tensor, inputs: torch.Tensor
                          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Predicted visibility [B, 1, h, w] of maps, and the embedding's weight
         (None when ``test_cfg.global_vis`` is off or there is no occlusion head)."""
@@ -329,7 +378,7 @@ class OAMLRecognizer(BaseModel):
             # No occlusion head (e.g. removed by FaceRecognizer for a checkpoint
             # without one): all visible, the plain embedding.
             return maps.new_ones(maps.shape[0], 1, *maps.shape[-2:]), None
-        vis = self.neck(maps)
+        vis = self.predict_visibility(maps, inputs)
         if not self.test_cfg['global_vis']:
             return vis, None
         return vis, calibrate_visibility(vis, self.test_cfg['global_vis_range'])
@@ -390,10 +439,10 @@ class OAMLRecognizer(BaseModel):
         ``with_vis`` or needed for the embedding) of one view."""
         if not self.test_cfg['global_vis']:
             maps, emb, norm = self.backbone(inputs)
-            vis = self._global_vis_test(maps)[0] if with_vis else None
+            vis = self._global_vis_test(maps, inputs)[0] if with_vis else None
             return maps, emb, norm, vis
         maps, last = self.backbone.forward_maps(inputs)
-        vis, weight = self._global_vis_test(maps)
+        vis, weight = self._global_vis_test(maps, inputs)
         emb, norm = self.backbone.embed(last, weight)
         return maps, emb, norm, vis
 
