@@ -13,7 +13,9 @@ Subcommands:
 * ``swap``: an OAML checkpoint whose occlusion head is replaced by a segmenter
   checkpoint (frozen), for ``tools/calibrate.py`` and ``tools/test.py`` with
   ``configs/synthface/oaml_ir18_synthface_segmenter.py``;
-* ``cost``: inference time per image of each predictor (one thread).
+* ``cost``: inference time per image of each predictor (one thread);
+* ``table``: the recognition table of tools/test.py metrics files against the
+  baseline's.
 
 Examples:
     python projects/occlusion_study/visibility_predictors.py errors \\
@@ -302,6 +304,35 @@ def cmd_cost(args) -> None:
               'backbone + head)')
 
 
+SETS = ('clean', 'masked', 'occluded', 'heldout_clean', 'heldout_masked',
+        'heldout_occluded')
+
+
+def cmd_table(args) -> None:
+    """Markdown: the baseline's accuracy and, per model, the deciding scores
+    (fused, fused_vis) minus the baseline, QAConv with predicted / true / no
+    visibility and the 7x7 visibility error, from tools/test.py metrics files."""
+    base = json.load(open(args.baseline))
+    models = [(n, json.load(open(p))) for n, p in
+              (m.partition('=')[::2] for m in args.model)]
+    head = ['pairs', 'baseline']
+    for n, _ in models:
+        head += [f'{n} fused (Δ)', f'{n} fused_vis (Δ)',
+                 f'{n} QAConv pred / true / none', f'{n} vis MAE']
+    print('| ' + ' | '.join(head) + ' |')
+    print('|' + '---|' * len(head))
+    for k in SETS:
+        b = base[f'{k}/adaface/accuracy']
+        row = [k, f'{b:.1f}']
+        for _, m in models:
+            f, fv = m[f'{k}/fused/accuracy'], m[f'{k}/fused_vis/accuracy']
+            row += [f'{f:.1f} ({f - b:+.1f})', f'{fv:.1f} ({fv - b:+.1f})',
+                    ' / '.join(f"{m[f'{k}/{br}/accuracy']:.1f}" for br in (
+                        'qaconv', 'qaconv_gt_vis', 'qaconv_no_vis')),
+                    f"{m.get(f'{k}/visibility/MAE', float('nan')):.3f}"]
+        print('| ' + ' | '.join(row) + ' |')
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     sub = p.add_subparsers(dest='cmd', required=True)
@@ -320,8 +351,13 @@ def main(argv=None) -> None:
     c = sub.add_parser('cost')
     c.add_argument('--head', nargs=2, required=True)
     c.add_argument('--segmenter', required=True)
+    t = sub.add_parser('table')
+    t.add_argument('--baseline', required=True)
+    t.add_argument('--model', action='append', required=True,
+                   metavar='NAME=METRICS_JSON')
     args = p.parse_args(argv)
-    dict(errors=cmd_errors, swap=cmd_swap, cost=cmd_cost)[args.cmd](args)
+    dict(errors=cmd_errors, swap=cmd_swap, cost=cmd_cost,
+         table=cmd_table)[args.cmd](args)
 
 
 if __name__ == '__main__':
