@@ -17,7 +17,8 @@ Subcommands:
 * ``table``: the recognition table of tools/test.py metrics files against the
   baseline's.
 
-Examples:
+Run from the repository root with oaml_mm importable (installed, or
+``PYTHONPATH=.``). Examples:
     python projects/occlusion_study/visibility_predictors.py errors \\
         --head CONFIG CKPT --segmenter seg0=SEG_CKPT0 --segmenter seg1=SEG_CKPT1 \\
         --out errors.json
@@ -27,7 +28,6 @@ Examples:
 import argparse
 import json
 import os.path as osp
-import sys
 import time
 from collections import defaultdict
 from typing import Callable, Dict, List, Tuple
@@ -36,19 +36,16 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-from oaml_mm.apis import FaceRecognizer  # noqa: E402
-from oaml_mm.apis.face_finder import prepare_photos  # noqa: E402
-from oaml_mm.datasets.occlusion_mask_dataset import \
-    mask_to_visibility  # noqa: E402
-from oaml_mm.datasets.transforms import (MedicalMaskOcclusion,  # noqa: E402
-                                         RandomOcclusion, visibility_to_grid)
-from oaml_mm.registry import MODELS  # noqa: E402
-from oaml_mm.synthface import generator as G  # noqa: E402
-from oaml_mm.synthface.render import (encode_jpeg,  # noqa: E402
-                                      identity_texture, render_face,
-                                      sample_nuisance)
-from oaml_mm.utils import atomic_save, load_config  # noqa: E402
+from oaml_mm.apis import FaceRecognizer
+from oaml_mm.apis.face_finder import prepare_photos
+from oaml_mm.datasets.occlusion_mask_dataset import mask_to_visibility
+from oaml_mm.datasets.transforms import (MedicalMaskOcclusion, RandomOcclusion,
+                                         visibility_to_grid)
+from oaml_mm.registry import MODELS
+from oaml_mm.synthface import generator as G
+from oaml_mm.synthface.render import (encode_jpeg, identity_texture,
+                                      render_face, sample_nuisance)
+from oaml_mm.utils import atomic_save, load_config
 
 Predictor = Callable[[torch.Tensor], Tuple[np.ndarray, np.ndarray]]
 SEG_CONFIG = 'configs/synthface/occlusion_segmenter_synthface.py'
