@@ -166,7 +166,8 @@ class TestShippedConfigs(unittest.TestCase):
                      cfg.get(f'{stage}_evaluator')]
             self.assertIn(sum(p is None for p in parts), (0, 3), stage)
         model = self._model(cfg.model)
-        self.assertTrue(hasattr(model, 'backbone'))
+        # A recognizer, or a model that trains a visibility segmenter on its own.
+        self.assertTrue(hasattr(model, 'backbone') or hasattr(model, 'segmenter'))
         for where, ds_cfg in _datasets(cfg):
             ds = DATASETS.build(_lazy(ds_cfg))
             self.assertFalse(ds._fully_initialized, where)
@@ -188,6 +189,31 @@ class TestShippedConfigs(unittest.TestCase):
         if train is not None and train.get('sampler', {}).get(
                 'type') == 'PKSampler':
             self.assertEqual(train.sampler.batch_size, train.batch_size)
+
+    def test_segmenter_configs(self):
+        # The segmenter trains on training data only; the OAML config with it
+        # is the demo model with only the neck (and its stream) changed.
+        seg = load_config(osp.join(ROOT, 'configs', 'synthface',
+                                   'occlusion_segmenter_synthface.py'))
+        text = repr(seg.train_dataloader.to_dict())
+        for held_out in ('heldout', 'calib', '/val', 'ijbc'):
+            self.assertNotIn(held_out, text)
+        self.assertEqual(seg.train_cfg.max_iters,
+                         seg.param_scheduler[0].total_steps)
+        demo = load_config(osp.join(ROOT, 'configs', 'synthface',
+                                    'oaml_ir18_synthface.py'))
+        oaml = load_config(osp.join(ROOT, 'configs', 'synthface',
+                                    'oaml_ir18_synthface_segmenter.py'))
+        self.assertEqual(oaml.model.neck.type, 'OcclusionSegmenter')
+        self.assertTrue(oaml.model.neck.frozen)
+        self.assertEqual(oaml.model.neck.init_cfg.prefix, 'segmenter.')
+        for key in ('backbone', 'head', 'qaconv_head', 'loss_weights',
+                    'test_cfg'):
+            self.assertEqual(oaml.model[key], demo.model[key], key)
+        self.assertEqual(oaml.model.train_cfg.qaconv_train_vis, 'gt')
+        self.assertEqual(oaml.train_dataloader, demo.train_dataloader)
+        self.assertEqual([h.type for h in oaml.custom_hooks],
+                         ['MarginWarmupHook'])
 
     def test_user_training_configs(self):
         for name, depth, oaml in (

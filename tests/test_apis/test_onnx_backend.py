@@ -70,6 +70,32 @@ class TestOnnxRuntimeBackend(unittest.TestCase):
         for k in ('embedding', 'visibility'):
             torch.testing.assert_close(b[k], a[k], atol=2e-4, rtol=1e-3, msg=k)
 
+    def test_segmenter_neck_exports_and_loads_from_a_checkpoint(self):
+        # An image-reading neck (OcclusionSegmenter) is in the graph too, and
+        # FaceRecognizer restores it from the recognizer's checkpoint.
+        import os.path as osp
+        import tempfile
+
+        from tests.test_apis.helpers import write_checkpoint, write_config
+        model = copy.deepcopy(TINY_MODEL)
+        model['neck'] = dict(type='OcclusionSegmenter', channels=(4, 8, 8, 8),
+                             frozen=True)
+        crops = torch.from_numpy(np.random.default_rng(3).integers(
+            0, 256, (3, 3, 112, 112), dtype=np.uint8))
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = write_config(osp.join(tmp, 'seg.py'), model)
+            ckpt = osp.join(tmp, 'seg.pth')
+            saved = write_checkpoint(ckpt, seed=4, model=model)
+            ref = FaceRecognizer(cfg, ckpt)
+            ort = FaceRecognizer(cfg, ckpt, backend='onnxruntime')
+        a, b = ref.extract(crops), ort.extract(crops)
+        self.assertEqual(tuple(a['visibility'].shape), (3, 1, 7, 7))
+        torch.testing.assert_close(
+            a['visibility'], saved.extract(crops)['visibility'])
+        torch.testing.assert_close(b['visibility'], a['visibility'],
+                                   atol=2e-4, rtol=1e-3)
+        self.assertEqual(ref.absent_parts, [])
+
     def test_flip_changes_the_embedding(self):
         # The flip branch is really applied (not a no-op on this input).
         crops = torch.from_numpy(np.random.default_rng(1).integers(

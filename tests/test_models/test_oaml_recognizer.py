@@ -509,5 +509,113 @@ class TestOAMLRecognizerDamageTarget(unittest.TestCase):
             self.assertTrue(bool((both <= damage + 1e-6).all()))
 
 
+SEGMENTER = dict(type='OcclusionSegmenter', channels=(4, 8, 8, 8))
+
+
+class TestOAMLRecognizerWithSegmenter(unittest.TestCase):
+    """OAMLRecognizer with an image-reading neck (OcclusionSegmenter)."""
+
+    def test_trains_a_step_and_the_segmenter_reads_the_image(self):
+        model = build(neck=dict(SEGMENTER),
+                      train_cfg=dict(occ_on_main=True))
+        data = model.data_preprocessor(batch(), True)
+        seen = {}
+        forward = model.neck.forward_logits
+
+        def spy(images):
+            seen.setdefault('shapes', []).append(tuple(images.shape))
+            return forward(images)
+
+        model.neck.forward_logits = spy
+        losses = model(**data, mode='loss')
+        # One forward over the main batch's and the occlusion stream's images.
+        self.assertEqual(seen['shapes'], [(12, 3, 112, 112)])
+        for key, receives, untouched in (
+                ('loss_occlusion', ['neck'],
+                 ['backbone', 'head', 'qaconv_head']),
+                ('loss_qaconv', ['backbone', 'qaconv_head'], ['neck', 'head'])):
+            model.zero_grad(set_to_none=True)
+            model(**data, mode='loss')[key].backward()
+            for name in receives:
+                self.assertTrue(grads_of(getattr(model, name)), key + name)
+            for name in untouched:
+                self.assertFalse(grads_of(getattr(model, name)), key + name)
+        self.assertTrue(torch.isfinite(losses['loss_occlusion']))
+
+    def test_frozen_segmenter_gets_no_loss_and_no_grad(self):
+        model = build(neck=dict(SEGMENTER, frozen=True))
+        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.02))
+        before = {k: v.clone() for k, v in model.neck.state_dict().items()}
+        conv = model.backbone.state_dict()
+        conv_key = next(k for k in conv if k.endswith('weight'))
+        conv_before = conv[conv_key].clone()
+        model.train()
+        self.assertFalse(model.neck.training)
+        out = model.train_step(batch(), optim)
+        self.assertNotIn('loss_occlusion', out)
+        self.assertFalse(torch.equal(model.backbone.state_dict()[conv_key],
+                                     conv_before))
+        self.assertTrue(all(p.grad is None for p in model.neck.parameters()))
+        # Weights and BN statistics alike.
+        for k, v in model.neck.state_dict().items():
+            torch.testing.assert_close(v, before[k])
+
+    def test_predict_on_the_maps_grid(self):
+        for stage, side, width in ((4, 7, 64), (3, 14, 32)):
+            model = build(
+                backbone=dict(TINY['backbone'], map_stage=stage),
+                neck=dict(SEGMENTER),
+                qaconv_head=dict(type='QAConvHead', in_channels=width,
+                                 feat_size=side)).eval()
+            x = model.data_preprocessor(batch(2, 0), False)['inputs']
+            feats = model.extract(x, return_feature_maps=True)
+            self.assertEqual(tuple(feats['visibility'].shape),
+                             (2, 1, side, side))
+            torch.testing.assert_close(feats['visibility'],
+                                       model.neck(x, out_size=side))
+            samples = model.predict(x)
+            self.assertEqual(tuple(samples[0].visibility.shape),
+                             (1, side, side))
+
+    def test_batchnorm_folding_keeps_the_prediction(self):
+        from oaml_mm.models.utils import fold_batchnorm
+        model = build(neck=dict(SEGMENTER))
+        model.train()
+        model(**model.data_preprocessor(batch(), True), mode='loss')
+        model.eval()
+        x = model.data_preprocessor(batch(2, 0), False)['inputs']
+        ref = model.extract(x)['visibility']
+        folded = fold_batchnorm(model)
+        self.assertFalse(any(isinstance(m, torch.nn.BatchNorm2d)
+                             for m in folded.neck.modules()))
+        torch.testing.assert_close(folded.extract(x)['visibility'], ref,
+                                   atol=1e-4, rtol=1e-4)
+
+    def test_loads_a_segmenter_checkpoint_by_config(self):
+        import tempfile
+        torch.manual_seed(1)
+        seg = MODELS.build(dict(type='VisibilitySegmentor',
+                                segmenter=SEGMENTER)).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'seg.pth')
+            torch.save(dict(state_dict=seg.state_dict()), path)
+            model = build(neck=dict(SEGMENTER, frozen=True, init_cfg=dict(
+                type='Pretrained', checkpoint=path, prefix='segmenter.')))
+            model.init_weights()
+        model.eval()
+        x = model.data_preprocessor(batch(2, 0), False)['inputs']
+        torch.testing.assert_close(model.extract(x)['visibility'],
+                                   seg(x).reshape(2, 1, 7, 4, 7, 4).mean(
+                                       (3, 5)))
+
+    def test_neck_reading_something_else_is_refused(self):
+        from unittest import mock
+
+        from oaml_mm.models.necks import OcclusionSegmenter
+        with mock.patch.object(OcclusionSegmenter, 'reads', 'audio'):
+            with self.assertRaisesRegex(ConfigError, "reads 'audio'"):
+                build(neck=dict(SEGMENTER))
+
+
 if __name__ == '__main__':
     unittest.main()

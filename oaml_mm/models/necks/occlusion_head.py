@@ -43,7 +43,7 @@ class OcclusionHead(BaseModule):
         Tensor: Visibility [B, 1, h, w] in [0, 1] (1 = visible).
     """
 
-    #: What the recognizer passes to this neck: the feature maps QAConv matches.
+    #: The input this neck reads: the backbone's (detached) feature maps.
     reads = 'maps'
 
     def __init__(self,

@@ -41,7 +41,7 @@ _GLOBAL_VIS_MODES = ('none', 'gt', 'pred', 'gt_or_pred')
 _OCC_TARGETS = ('mask', 'damage', 'mask*damage')
 #: What a neck reads (its class attribute ``reads``): the feature maps QAConv
 #: matches, or the outputs of the backbone stages it names (``neck.stages``).
-_NECK_INPUTS = ('maps', 'stages')
+_NECK_INPUTS = ('maps', 'stages', 'image')
 
 
 @MODELS.register_module()
@@ -78,11 +78,14 @@ class OAMLRecognizer(BaseModel):
             CosFaceHead, PartialFCHead). It serves the training loss only: an
             inference config may leave it out (None); training such a model
             raises :class:`ConfigError`.
-        neck (dict, optional): Occlusion head config: ``OcclusionHead`` (reads
-            the feature maps) or ``MultiScaleOcclusionHead`` (reads the outputs
-            of several backbone stages; the neck's class attribute ``reads``
-            says which). None: no visibility branch (predicted visibility is
-            all ones).
+        neck (dict, optional): Visibility predictor: ``OcclusionHead`` (reads
+            the detached feature maps), ``MultiScaleOcclusionHead`` (reads the
+            detached outputs of several backbone stages) or
+            ``OcclusionSegmenter`` (reads the image; frozen or fine-tuned, e.g.
+            from its own checkpoint). The neck's class attribute ``reads``
+            (``'maps'``, ``'stages'`` or ``'image'``) says which input it gets;
+            its prediction is on the maps' grid. None: no visibility branch
+            (predicted visibility is all ones).
         qaconv_head (dict, optional): QAConvHead config. None: no QAConv branch.
         loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
             ``occlusion`` (0.1); missing keys take these defaults.
@@ -203,7 +206,8 @@ class OAMLRecognizer(BaseModel):
 
     @property
     def _neck_reads(self) -> Optional[str]:
-        """What the neck reads (``'maps'`` or ``'stages'``); None without one."""
+        """What the neck reads (``'maps'``, ``'stages'`` or ``'image'``); None
+        without one."""
         if self.neck is None:
             return None
         reads = getattr(self.neck, 'reads', 'maps')
@@ -294,7 +298,7 @@ class OAMLRecognizer(BaseModel):
         gv = self.train_cfg['global_vis']
         if gv == 'none' and self._neck_reads != 'stages':
             maps, emb, norm = self.backbone(inputs)
-            neck_in = maps
+            neck_in = inputs if self._neck_reads == 'image' else maps
         else:
             # Trunk first: the occlusion head predicts before the embedding.
             maps, last, neck_in = self._trunk(inputs)
@@ -351,25 +355,54 @@ class OAMLRecognizer(BaseModel):
     def _trunk(self, inputs: torch.Tensor):
         """One pass of the convolutional trunk: the maps QAConv matches, the
         last stage's maps (for :meth:`IResNet.embed`) and the neck's input
-        (the maps, or the tuple of the stages it reads)."""
+        (the maps, the tuple of the stages it reads, or the image)."""
         if self._neck_reads == 'stages':
             stages = self.backbone.forward_stages(inputs)
             maps = stages[self.backbone.map_stage - 1]
             return maps, stages[-1], tuple(stages[s - 1]
                                            for s in self.neck.stages)
         maps, last = self.backbone.forward_maps(inputs)
-        return maps, last, maps
+        return maps, last, inputs if self._neck_reads == 'image' else maps
 
     def _neck_loss(self, batches, targets, grid: int):
         if self._neck_reads == 'stages':
             return self.neck.loss(batches, targets, grid_size=grid)
+        if self._neck_reads == 'image':
+            return self.neck.loss(batches, targets, out_size=int(grid))
         return self.neck.loss(batches, targets)
 
     def _neck_predict(self, neck_in, grid: int) -> torch.Tensor:
         """Visibility [B, 1, grid, grid] of the neck's input."""
         if self._neck_reads == 'stages':
             return self.neck(neck_in, grid_size=grid)
+        if self._neck_reads == 'image':
+            # int(): a traced (ONNX) shape is a tensor.
+            return self.neck(neck_in, out_size=int(grid))
         return self.neck(neck_in)
+
+    def predict_visibility(self, maps: torch.Tensor,
+                           inputs: torch.Tensor) -> torch.Tensor:
+        """The neck's visibility [B, 1, h, w] on the grid of ``maps``.
+
+        Args:
+            maps (Tensor): Backbone maps [B, C, h, w] (read by an
+                ``OcclusionHead``).
+            inputs (Tensor): The preprocessed images [B, 3, H, W] they came
+                from (read by an ``OcclusionSegmenter``; a
+                ``MultiScaleOcclusionHead`` reads the stages computed from them).
+
+        Returns:
+            Tensor: [B, 1, h, w] in [0, 1]; all ones without a neck.
+        """
+        return self._global_vis_test(maps, self._neck_input(maps, inputs))[0]
+
+    def _neck_input(self, maps: torch.Tensor, inputs: torch.Tensor):
+        """The neck's input for images whose QAConv maps are ``maps``."""
+        if self._neck_reads == 'image':
+            return inputs
+        if self._neck_reads == 'stages':
+            return self._trunk(inputs)[2]
+        return maps
 
     def _occlusion_batches(
         self, maps: torch.Tensor, neck_in, inputs: torch.Tensor,
@@ -379,9 +412,10 @@ class OAMLRecognizer(BaseModel):
         neck input (targets with ``occ_on_main``) and the occlusion stream's
         (its masks, or with ``occ_target`` the feature damage of its occluders
         pasted on the main batch's faces)."""
-        # True masks on the grid the neck learns on: its own (pixel-level heads)
-        # or the maps'.
-        size = getattr(self.neck, 'target_size', None) or maps.shape[-1]
+        # True masks on the grid the neck learns on: its own (pixel-level heads),
+        # the grid they were packed on (an image reader), or the maps'.
+        size = getattr(self.neck, 'target_size', None) or (
+            None if self._neck_reads == 'image' else maps.shape[-1])
         batches = [_detach(neck_in)]
         targets = [stack_gt_visibility(data_samples, size)
                    if self.train_cfg['occ_on_main'] else None]
@@ -393,12 +427,15 @@ class OAMLRecognizer(BaseModel):
                     field='gt_visibility')
             if self.train_cfg['occ_target'] == 'mask':
                 # No backbone gradient is wanted from this batch: skip the graph.
-                with torch.no_grad():
-                    batches.append(self._trunk(occlusion['inputs'])[2])
+                if self._neck_reads == 'image':
+                    batches.append(occlusion['inputs'])
+                else:
+                    with torch.no_grad():
+                        batches.append(self._trunk(occlusion['inputs'])[2])
                 targets.append(stack_gt_visibility(samples, size))
             else:
-                occ_in, target = self._damage_batch(inputs, occlusion['inputs'],
-                                                    samples, size)
+                occ_in, target = self._damage_batch(
+                    inputs, occlusion['inputs'], samples, size or maps.shape[-1])
                 batches.append(occ_in)
                 targets.append(target)
         return batches, targets
@@ -516,7 +553,9 @@ class OAMLRecognizer(BaseModel):
         if self._neck_reads != 'stages' and not self.test_cfg['global_vis'] \
                 or self.neck is None or not needs_vis:
             maps, emb, norm = self.backbone(inputs)
-            vis = self._global_vis_test(maps)[0] if with_vis else None
+            vis = self._global_vis_test(
+                maps, inputs if self._neck_reads == 'image' else None
+            )[0] if with_vis else None
             return maps, emb, norm, vis
         maps, last, neck_in = self._trunk(inputs)
         vis, weight = self._global_vis_test(maps, neck_in)
