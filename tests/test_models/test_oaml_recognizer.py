@@ -386,6 +386,20 @@ class TestOAMLRecognizer(unittest.TestCase):
         with self.assertRaises(ConfigError):
             build(loss_weights=dict(adaface=1.0, bogus=1.0))
 
+    def test_misspelt_train_and_test_cfg_keys_refused(self):
+        # flip_tset=True would be kept and never read: a test run without the
+        # flip test the user asked for.
+        with self.assertRaisesRegex(
+                ConfigError, r"unknown test_cfg key\(s\) 'flip_tset' \(did you "
+                r"mean 'flip_test'\?\)"):
+            build(test_cfg=dict(flip_tset=True))
+        with self.assertRaisesRegex(
+                ConfigError, r"unknown train_cfg key\(s\) 'occ_on_mian' \(did "
+                r"you mean 'occ_on_main'\?\)"):
+            build(train_cfg=dict(occ_on_mian=True))
+        self.assertTrue(build(test_cfg=dict(flip_test=True)).test_cfg[
+            'flip_test'])
+
 
 MS_NECK = dict(type='MultiScaleOcclusionHead', in_channels=(16, 32, 64),
                channels=4, out_size=28)
