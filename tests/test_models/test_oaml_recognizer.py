@@ -400,6 +400,19 @@ class TestOAMLRecognizer(unittest.TestCase):
         self.assertTrue(build(test_cfg=dict(flip_test=True)).test_cfg[
             'flip_test'])
 
+    def test_switches_that_are_not_booleans_refused(self):
+        # The string 'no' (--cfg-options model.test_cfg.flip_test=no) is
+        # truthy: the flip test would run while the user switched it off.
+        for section, key in (('test_cfg', 'flip_test'),
+                             ('test_cfg', 'half_maps'),
+                             ('test_cfg', 'return_feature_maps'),
+                             ('train_cfg', 'occ_on_main')):
+            with self.subTest(key=key):
+                with self.assertRaisesRegex(
+                        ConfigError, rf"{section}\.{key} must be True or "
+                        r"False, got 'no'"):
+                    build(**{section: {key: 'no'}})
+
 
 MS_NECK = dict(type='MultiScaleOcclusionHead', in_channels=(16, 32, 64),
                channels=4, out_size=28)

@@ -163,6 +163,15 @@ class OAMLRecognizer(BaseModel):
                 raise ConfigError(
                     f'OAMLRecognizer: unknown {section} key(s) '
                     f'{", ".join(hints)}; the keys are {sorted(known)}')
+        for section, key in (('test_cfg', 'flip_test'),
+                             ('test_cfg', 'return_feature_maps'),
+                             ('test_cfg', 'half_maps'),
+                             ('train_cfg', 'occ_on_main')):
+            # 'no' or 'False' (a string) would switch the setting on.
+            value = getattr(self, section)[key]
+            if not isinstance(value, bool):
+                raise ConfigError(f'OAMLRecognizer: {section}.{key} must be '
+                                  f'True or False, got {value!r}')
         unknown = set(self.loss_weights) - set(_DEFAULT_WEIGHTS)
         if unknown:
             raise ConfigError(
