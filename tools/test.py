@@ -101,6 +101,15 @@ def main(argv=None):
             runner = RUNNERS.build(cfg)
         else:
             runner = Runner.from_cfg(cfg)
+        # mmengine's load_from loads what matches and leaves the rest at its
+        # initial values (a warning in the log): the figures would be those
+        # of partly random weights.
+        from oaml_mm.utils.checkpoint import (check_checkpoint_fits,
+                                              safe_load_checkpoint)
+        check_checkpoint_fits(args.checkpoint,
+                              safe_load_checkpoint(args.checkpoint,
+                                                   decode=False),
+                              getattr(runner.model, 'module', runner.model))
         metrics = runner.test()
     except OAMLError as e:
         raise SystemExit(f'{type(e).__name__}: {e}')

@@ -34,6 +34,7 @@ from mmengine.logging import print_log
 from oaml_mm.errors import (CheckpointError, ConfigError, GalleryError,
                             ImageInputError)
 from oaml_mm.evaluation.functional import POOLINGS, TemplateAccumulator
+from oaml_mm.models.utils import embedding_settings
 from oaml_mm.utils import atomic_save, safe_load_checkpoint
 from .face_recognizer import BRANCH_UNITS, FaceRecognizer
 from .inputs import ImageLike
@@ -76,25 +77,11 @@ def template_settings(recognizer: FaceRecognizer) -> dict:
         ``input_size``, ``channel_order``, ``mean``, ``std`` (per channel,
         6 decimals), ``flip_test``, ``global_vis``, ``global_vis_range``.
     """
-    model = recognizer.model
-    pre = model.data_preprocessor
-    test_cfg = getattr(model, 'test_cfg', None) or {}
-
-    def values(t) -> list:
-        return [round(float(v), 6) for v in torch.as_tensor(t).reshape(-1)]
-
-    vis_range = test_cfg.get('global_vis_range')
-    return dict(
-        model=type(model).__name__,
-        absent_parts=sorted(getattr(recognizer, 'absent_parts', []) or []),
-        input_size=int(recognizer.input_size),
-        channel_order=str(getattr(pre, 'channel_order', 'rgb')),
-        mean=values(getattr(pre, 'mean', 0.0)),
-        std=values(getattr(pre, 'std', 1.0)),
-        flip_test=bool(test_cfg.get('flip_test', False)),
-        global_vis=bool(test_cfg.get('global_vis', False)),
-        global_vis_range=None if vis_range is None else
-        [float(v) for v in vis_range])
+    settings = embedding_settings(recognizer.model)
+    settings['absent_parts'] = sorted(
+        getattr(recognizer, 'absent_parts', []) or [])
+    settings['input_size'] = int(recognizer.input_size)
+    return settings
 
 
 def _faiss():
@@ -597,6 +584,9 @@ class FaceGallery:
                            threshold_source=source,
                            same=None if thr is None else
                            bool(row['score'] >= thr))
+                if thr is None and self.recognizer.calibration_problem:
+                    row['no_threshold_reason'] = \
+                        self.recognizer.calibration_problem
             rows.sort(key=lambda r: -r['score'])
             results.append(rows[:top_k])
         return results

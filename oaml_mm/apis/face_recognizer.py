@@ -33,7 +33,7 @@ from oaml_mm.evaluation.functional import (BRANCHES, DECISION_BRANCHES,
                                            check_visibility_fusion,
                                            fuse_scores, mean_visibility)
 from oaml_mm.models.heads import without_sharded_head
-from oaml_mm.models.utils import inference_model
+from oaml_mm.models.utils import embedding_settings, inference_model
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import load_config, safe_load_checkpoint
 from oaml_mm.utils.checkpoint import (fill_batchnorm_counters,
@@ -199,11 +199,13 @@ class FaceRecognizer:
                 raise CheckpointError(str(e)) from e
         self.has_qaconv = getattr(self.model, 'qaconv_head', None) is not None
         available = self.available_branches()
-        self.thresholds: Dict[str, float] = {
-            b: float(v['threshold'])
-            for b, v in self.calibration.get('branches', {}).items()
-            if b in available
-        }
+        #: Why the calibrated thresholds are not used (None when they are).
+        self.calibration_problem: Optional[str] = self._calibration_problem(
+            checkpoint)
+        self.thresholds: Dict[str, float] = {} if self.calibration_problem \
+            else {b: float(v['threshold'])
+                  for b, v in self.calibration.get('branches', {}).items()
+                  if b in available}
         for b, v in (thresholds or {}).items():
             self._check_branch(b, 'thresholds')
             if not math.isfinite(float(v)):
@@ -560,9 +562,38 @@ class FaceRecognizer:
                    threshold=None if thr is None else float(thr),
                    threshold_source=None if thr is None else source,
                    same=None if thr is None else bool(scores[branch] >= thr))
+        if thr is None and self.calibration_problem:
+            out['no_threshold_reason'] = self.calibration_problem
         if return_features:
             out['features'] = (fa, fb)
         return out
+
+    def _calibration_problem(self, checkpoint: Optional[str]) -> Optional[str]:
+        """Why the calibration does not hold for this model's settings, or None.
+
+        A calibration records the :func:`~oaml_mm.models.utils.embedding_settings`
+        it was made under; its thresholds say nothing about scores made under
+        others (another channel order moves the cosines of the demo model by
+        0.3), so they are not used and a warning names each difference.
+        Calibrations that recorded no settings are used as they are.
+        """
+        stored = self.calibration.get('settings')
+        if not self.calibration.get('branches') or stored is None:
+            return None
+        now = embedding_settings(self.model)
+        if not isinstance(stored, dict):
+            diff = [f'settings {stored!r}']
+        else:
+            diff = [f'{k} {stored.get(k)!r} at calibration vs {v!r} now'
+                    for k, v in now.items() if stored.get(k) != v]
+        if not diff:
+            return None
+        problem = (f'{checkpoint}: its thresholds were calibrated under other '
+                   f'settings than this config\'s: {"; ".join(diff)}; they are '
+                   'not used. Use the config it was calibrated with, calibrate '
+                   'again (tools/calibrate.py) or pass a threshold')
+        print_log(problem, logger='current', level=30)
+        return problem
 
     def _source(self, branch: str) -> str:
         """Where the stored threshold of ``branch`` comes from, for messages."""

@@ -182,8 +182,9 @@ def format_verdict(result: dict) -> str:
     scores = '  '.join(f'{k} {v:.4f}' for k, v in result['scores'].items())
     if result['same'] is None:
         verdict = (f'decision unknown: no threshold for the {result["branch"]} '
-                   f'branch ({result["unit"]}); the checkpoint is not '
-                   'calibrated, pass --threshold')
+                   f'branch ({result["unit"]}); ' + result.get(
+                       'no_threshold_reason',
+                       'the checkpoint is not calibrated, pass --threshold'))
     else:
         verdict = (f'{"SAME" if result["same"] else "DIFFERENT"} person '
                    f'({result["branch"]} '
@@ -212,9 +213,11 @@ def format_hits(hits: Sequence[dict]) -> List[str]:
         lines.append(f'    threshold {hits[0]["threshold_source"]} '
                      f'({hits[0]["unit"]})')
     elif hits:
+        why = hits[0].get('no_threshold_reason',
+                          'the checkpoint is not calibrated')
         lines.append(f'    decision unknown: no threshold for the '
-                     f'{hits[0].get("branch")} branch (the checkpoint is not '
-                     'calibrated): the nearest names are not matches')
+                     f'{hits[0].get("branch")} branch ({why}): the nearest '
+                     'names are not matches')
     return lines
 
 

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from oaml_mm.errors import DataFormatError, MissingFileError
+from oaml_mm.errors import CheckpointError, DataFormatError, MissingFileError
 
 __all__ = [
     'Finding', 'read_scalars', 'find_config', 'list_checkpoints',
@@ -284,7 +284,8 @@ def diagnose_run(work_dir: str, checkpoint_limit: int = 3,
     """
     if not osp.isdir(work_dir):
         raise MissingFileError(work_dir, 'the run\'s work folder')
-    from oaml_mm.utils.checkpoint import safe_load_checkpoint
+    from oaml_mm.utils.checkpoint import (check_checkpoint_fits,
+                                          safe_load_checkpoint)
     from oaml_mm.utils.config import load_config
     ckpts = list_checkpoints(work_dir)
     if not ckpts and not glob.glob(
@@ -321,8 +322,16 @@ def diagnose_run(work_dir: str, checkpoint_limit: int = 3,
         from oaml_mm.registry import MODELS
         init_default_scope('oaml_mm')
         model = MODELS.build(cfg.model)
-        model.load_state_dict(states[-1], strict=False)
-        findings.append(check_occlusion_constant(model))
+        try:
+            # A checkpoint that does not fill the config's model would leave
+            # parts at random values, and the check would judge those.
+            check_checkpoint_fits(ckpts[-1], states[-1], model)
+        except CheckpointError as e:
+            findings.append(Finding('occlusion_constant', 'skipped',
+                                    f'the config does not fit: {e}'))
+        else:
+            model.load_state_dict(states[-1], strict=False)
+            findings.append(check_occlusion_constant(model))
     else:
         findings.append(Finding('occlusion_constant', 'skipped',
                                 'needs a config and a checkpoint'))

@@ -35,15 +35,29 @@ def main(argv=None) -> int:
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
 
+    from oaml_mm.errors import OAMLError
     from oaml_mm.models.functional import (resize_visibility,
                                            stack_gt_visibility)
     from oaml_mm.registry import DATASETS, MODELS
     from oaml_mm.utils import atomic_save, load_config
+    from oaml_mm.utils.checkpoint import (check_checkpoint_fits,
+                                          safe_load_checkpoint)
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     init_default_scope('oaml_mm')
-    cfg = load_config(args.config)
-    model = MODELS.build(cfg.model)
+    try:
+        cfg = load_config(args.config)
+        model = MODELS.build(cfg.model)
+        # Verified, and refused unless it fills the whole model: mmengine's
+        # loader keeps what does not match at random values, and the refit
+        # would then measure a head on a random backbone. The occlusion head
+        # is replaced below, so the checkpoint need not hold one.
+        check_checkpoint_fits(args.checkpoint,
+                              safe_load_checkpoint(args.checkpoint, decode=False),
+                              model, ignore=('head', 'neck'))
+    except OAMLError as e:
+        print(f'refit_head: {type(e).__name__}: {e}', file=sys.stderr)
+        return 2
     load_checkpoint(model, args.checkpoint, map_location='cpu', logger='silent')
     model.neck = MODELS.build(cfg.model.neck)  # fresh head, same design
     model.eval()

@@ -401,6 +401,25 @@ class TestGalleryTrust(unittest.TestCase):
         g.save(path)
         return path
 
+    def test_calibration_under_other_settings_gives_no_verdict(self):
+        # A gallery searched under a config other than the calibration's
+        # (RGB vs BGR input) carries no same/different, and says why.
+        from oaml_mm.apis.photos import format_hits
+        from oaml_mm.models.utils import embedding_settings
+        from tests.test_apis.helpers import CALIBRATION
+        path = osp.join(self.tmp.name, 'bgr_cal.pth')
+        write_checkpoint(path, calibration=dict(
+            CALIBRATION, settings=embedding_settings(self.rec.model)))
+        rgb = write_config(osp.join(self.tmp.name, 'rgb.py'), dict(
+            TINY_MODEL, data_preprocessor=dict(type='FaceDataPreprocessor',
+                                               channel_order='rgb')))
+        g = FaceGallery(FaceRecognizer(rgb, path))
+        g.enrol('a', self.faces[0], channel_order='rgb')
+        hits = g.search(self.faces[0], channel_order='rgb')
+        self.assertIsNone(hits[0]['same'])
+        self.assertRegex(format_hits(hits)[-1], r"decision unknown: .*"
+                         r"calibrated under other settings .*channel_order")
+
     def _bytes(self, path):
         with open(path, 'rb') as f:
             return f.read()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from oaml_mm.apis import FaceRecognizer
+from oaml_mm.apis.photos import format_verdict
 from oaml_mm.errors import CheckpointError, ConfigError, ImageInputError
 from oaml_mm.evaluation.functional import (VIS_FUSION_FEATURES,
                                            apply_visibility_fusion,
@@ -539,3 +540,33 @@ class TestCheckpointTrust(unittest.TestCase):
                             r'available on this machine .*--device cpu'):
                         FaceRecognizer(self.cfg, self.ckpt, device='cuda',
                                        backend=backend)
+
+    def test_calibration_under_other_settings_is_not_used(self):
+        # Thresholds calibrated with BGR input and flip test say nothing about
+        # scores made with RGB input: the decision is withheld, naming why.
+        from oaml_mm.models.utils import embedding_settings
+        settings = embedding_settings(self.ref.model)
+        self.assertEqual(settings['channel_order'], 'bgr')
+        path = osp.join(self.tmp.name, 'settings.pth')
+        write_checkpoint(path, calibration=dict(CALIBRATION, settings=settings))
+        same = FaceRecognizer(self.cfg, path)
+        self.assertEqual(same.thresholds['fused'], 1.5)
+        rgb = write_config(osp.join(self.tmp.name, 'rgb.py'), dict(
+            TINY_MODEL, data_preprocessor=dict(type='FaceDataPreprocessor',
+                                               channel_order='rgb')))
+        rec = FaceRecognizer(rgb, path)
+        self.assertEqual(rec.thresholds, {})
+        self.assertIsNone(same.calibration_problem)
+        self.assertRegex(rec.calibration_problem,
+                         r"channel_order 'bgr' at calibration vs 'rgb' now")
+        res = rec.compare(*self.imgs, channel_order='rgb')
+        self.assertIsNone(res['same'])
+        self.assertRegex(format_verdict(res), r"decision unknown: .*calibrated "
+                         r"under other settings .*channel_order 'bgr'")
+        # A given threshold still decides.
+        self.assertIsNotNone(FaceRecognizer(
+            rgb, path, thresholds={'fused': 0.0}).compare(
+                *self.imgs, channel_order='rgb')['same'])
+        # Calibrations that recorded no settings are used as before.
+        self.assertEqual(FaceRecognizer(rgb, self.ckpt).thresholds['fused'],
+                         1.5)

@@ -16,7 +16,7 @@ from oaml_mm.engine.diagnostics import (check_classifier_at_chance,
                                         expected_lrs, read_scalars)
 from oaml_mm.errors import DataFormatError, MissingFileError
 from oaml_mm.registry import MODELS
-from oaml_mm.utils import atomic_save
+from oaml_mm.utils import atomic_save, safe_load_checkpoint
 from oaml_mm.utils.config import load_config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -103,6 +103,20 @@ class TestDiagnostics(unittest.TestCase):
                 self.assertEqual(flagged, {check})
                 self.assertEqual(code, 1)
                 self.assertIn(f'| {check} | **FLAG** |', out)
+
+    def test_checkpoint_that_does_not_fit_the_config_is_not_judged(self):
+        # A checkpoint without the config's occlusion head (another model's):
+        # a non-strict load judged the random head as healthy ('ok').
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_run(tmp, flat_occ=True)
+            path = osp.join(tmp, 'iter_40.pth')
+            state = safe_load_checkpoint(path)['state_dict']
+            atomic_save({'state_dict': {k: v for k, v in state.items()
+                                        if not k.startswith('neck.')}}, path)
+            found = {f.check: f for f in diagnose_run(tmp)}
+        self.assertEqual(found['occlusion_constant'].status, 'skipped')
+        self.assertRegex(found['occlusion_constant'].message,
+                         r'the config does not fit: .*iter_40\.pth.*neck\.')
 
     def test_lr_message_names_step(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -124,6 +124,25 @@ class TestThresholdCalibrationHook(unittest.TestCase):
             message_hub=MessageHub.get_instance(name), iter=1, epoch=0,
             work_dir='/nonexistent', hooks=[])
 
+    def test_records_the_settings_it_calibrated_under(self):
+        # Thresholds hold only for scores made under the same preprocessing;
+        # FaceRecognizer compares these with its own config's.
+        from oaml_mm.apis import FaceRecognizer
+        from tests.test_apis.helpers import TINY_MODEL
+        rng = np.random.default_rng(3)
+        y = np.r_[np.ones(50, bool), np.zeros(200, bool)]
+        a = np.r_[rng.normal(.5, .1, 50), rng.normal(0, .1, 200)]
+        runner = self._runner([_Metric('clean', {'adaface': a}, y)],
+                              'calib_settings')
+        runner.model = FaceRecognizer(TINY_MODEL).model
+        hook = ThresholdCalibrationHook(far=0.01)
+        hook.after_val_epoch(runner, {})
+        settings = hook.calibration['settings']
+        self.assertEqual(settings['channel_order'], 'bgr')
+        self.assertTrue(settings['flip_test'])
+        self.assertEqual(settings['input_size'], 112)
+        self.assertEqual(settings['model'], 'OAMLRecognizer')
+
     def test_nonfinite_scores_are_not_calibrated(self):
         rng = np.random.default_rng(2)
         y = np.r_[np.ones(50, bool), np.zeros(200, bool)]

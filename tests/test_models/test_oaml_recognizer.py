@@ -386,6 +386,33 @@ class TestOAMLRecognizer(unittest.TestCase):
         with self.assertRaises(ConfigError):
             build(loss_weights=dict(adaface=1.0, bogus=1.0))
 
+    def test_misspelt_train_and_test_cfg_keys_refused(self):
+        # flip_tset=True would be kept and never read: a test run without the
+        # flip test the user asked for.
+        with self.assertRaisesRegex(
+                ConfigError, r"unknown test_cfg key\(s\) 'flip_tset' \(did you "
+                r"mean 'flip_test'\?\)"):
+            build(test_cfg=dict(flip_tset=True))
+        with self.assertRaisesRegex(
+                ConfigError, r"unknown train_cfg key\(s\) 'occ_on_mian' \(did "
+                r"you mean 'occ_on_main'\?\)"):
+            build(train_cfg=dict(occ_on_mian=True))
+        self.assertTrue(build(test_cfg=dict(flip_test=True)).test_cfg[
+            'flip_test'])
+
+    def test_switches_that_are_not_booleans_refused(self):
+        # The string 'no' (--cfg-options model.test_cfg.flip_test=no) is
+        # truthy: the flip test would run while the user switched it off.
+        for section, key in (('test_cfg', 'flip_test'),
+                             ('test_cfg', 'half_maps'),
+                             ('test_cfg', 'return_feature_maps'),
+                             ('train_cfg', 'occ_on_main')):
+            with self.subTest(key=key):
+                with self.assertRaisesRegex(
+                        ConfigError, rf"{section}\.{key} must be True or "
+                        r"False, got 'no'"):
+                    build(**{section: {key: 'no'}})
+
 
 MS_NECK = dict(type='MultiScaleOcclusionHead', in_channels=(16, 32, 64),
                channels=4, out_size=28)

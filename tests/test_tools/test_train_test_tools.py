@@ -75,6 +75,24 @@ class TestTrainAndTestTools(TestCase):
             metrics = json.load(f)
         self.assertIn('accuracy', metrics)
 
+    def test_checkpoint_that_loads_only_partly_is_refused(self):
+        # mmengine's load_from kept fc2 at its initial values (a log warning)
+        # and the figures were those of a half-random model.
+        from oaml_mm.utils import atomic_save
+        from tests.toy_components import ToyClassifier
+        torch.manual_seed(0)
+        state = {k: v for k, v in ToyClassifier().state_dict().items()
+                 if not k.startswith('fc2.')}
+        ckpt = osp.join(self.tmp.name, 'part.pth')
+        atomic_save({'state_dict': state}, ckpt)
+        out = osp.join(self.tmp.name, 'metrics.json')
+        proc = _run([sys.executable, 'tools/test.py', self.cfg, ckpt,
+                     '--out', out], timeout=120)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertRegex(proc.stderr.strip().splitlines()[-1],
+                         r'^CheckpointError: .*part\.pth: .*fc2\.')
+        self.assertFalse(osp.exists(out))
+
     def test_missing_resume_file_is_a_clear_error(self):
         proc = _run([
             sys.executable, 'tools/train.py', self.cfg, '--resume',

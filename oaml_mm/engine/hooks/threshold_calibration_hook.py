@@ -27,12 +27,14 @@ import numpy as np
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 
 from oaml_mm.errors import CheckpointError, ConfigError, DataFormatError
 from oaml_mm.evaluation.functional import (DECISION_BRANCHES,
                                            THRESHOLDS_META_KEY, VIS_FUSION_KEY,
                                            calibrate_thresholds,
                                            check_visibility_fusion)
+from oaml_mm.models.utils import embedding_settings
 from oaml_mm.registry import HOOKS
 from oaml_mm.utils.checkpoint import (atomic_save, resolve_last_checkpoint,
                                       safe_load_checkpoint)
@@ -233,6 +235,12 @@ class ThresholdCalibrationHook(Hook):
             cal = calibrate_thresholds(
                 scores, labels, self.far, found[0].fuse_weights,
                 self.decision_branch, source)
+        # What the thresholds hold for: scores made under other preprocessing
+        # are on another scale (FaceRecognizer then does not use them).
+        model = getattr(runner, 'model', None)
+        if model is not None:
+            cal['settings'] = embedding_settings(
+                model.module if is_model_wrapper(model) else model)
         cal['iter'] = int(runner.iter)
         cal['epoch'] = int(runner.epoch)
         self.calibration = cal

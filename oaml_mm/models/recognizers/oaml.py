@@ -13,6 +13,7 @@ backbone + QAConv head (its visibility input is detached); occlusion -> Occlusio
 only. With ``qaconv_head=None`` and ``neck=None`` the same class is the AdaFace-only
 baseline.
 """
+import difflib
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -152,6 +153,28 @@ class OAMLRecognizer(BaseModel):
                 f'OAMLRecognizer: test_cfg.global_vis_range: {e}') from e
 
     def _check_config(self) -> None:
+        # A misspelt key (flip_tset=True) would be kept and never read: the
+        # run would silently go without the setting the user asked for.
+        for section, known in (('train_cfg', _DEFAULT_TRAIN_CFG),
+                               ('test_cfg', _DEFAULT_TEST_CFG)):
+            unknown = sorted(set(getattr(self, section)) - set(known)
+                             - {'max_nonfinite_skips'})
+            if unknown:
+                hints = [f'{k!r} (did you mean {close[0]!r}?)' if close else
+                         repr(k) for k in unknown
+                         for close in [difflib.get_close_matches(k, known, 1)]]
+                raise ConfigError(
+                    f'OAMLRecognizer: unknown {section} key(s) '
+                    f'{", ".join(hints)}; the keys are {sorted(known)}')
+        for section, key in (('test_cfg', 'flip_test'),
+                             ('test_cfg', 'return_feature_maps'),
+                             ('test_cfg', 'half_maps'),
+                             ('train_cfg', 'occ_on_main')):
+            # 'no' or 'False' (a string) would switch the setting on.
+            value = getattr(self, section)[key]
+            if not isinstance(value, bool):
+                raise ConfigError(f'OAMLRecognizer: {section}.{key} must be '
+                                  f'True or False, got {value!r}')
         unknown = set(self.loss_weights) - set(_DEFAULT_WEIGHTS)
         if unknown:
             raise ConfigError(
