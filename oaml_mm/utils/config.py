@@ -66,10 +66,26 @@ def _where(path: str, line: Optional[int], col: Optional[int] = None) -> str:
     return out
 
 
-def _check_python_source(path: str) -> None:
-    """Decode and parse a ``.py`` config; raise ConfigError with the position."""
+_BOM = b'\xef\xbb\xbf'
+
+
+def _check_python_source(path: str, child: Optional[str] = None,
+                         depth: int = 0) -> None:
+    """Decode and parse a ``.py`` config; raise ConfigError with the position.
+
+    Its local ``_base_`` files are checked too (a byte-order mark there would
+    otherwise reach the user as mmengine's ``<unknown>, line 1``).
+    """
     with open(path, 'rb') as f:
         raw = f.read()
+    if raw.startswith(_BOM):
+        # mmengine reads configs as plain UTF-8 (several readers, one of them
+        # exec), so the mark cannot be stripped on the way in: say what it is.
+        base = f' (base of {child})' if child else ''
+        raise ConfigError(
+            f'{path}{base}, line 1: starts with a UTF-8 byte-order mark (BOM, '
+            'bytes EF BB BF, as some Windows editors save); save it as UTF-8 '
+            'without BOM')
     try:
         text = raw.decode('utf-8')
     except UnicodeDecodeError as e:
@@ -88,6 +104,26 @@ def _check_python_source(path: str) -> None:
         # for absurdly nested expressions.
         raise ConfigError(
             f'{path}: not a Python config: {type(e).__name__}: {e}') from None
+    if depth < 16:
+        for base in _local_bases(text, path):
+            if osp.isfile(base):
+                _check_python_source(base, child or path, depth + 1)
+
+
+def _local_bases(text: str, path: str) -> list:
+    """The ``_base_`` files a config names as literal relative or absolute paths."""
+    names = []
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == '_base_'
+                for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            names = [value] if isinstance(value, str) else list(value)
+    return [osp.join(osp.dirname(path), n) for n in names
+            if isinstance(n, str) and n.endswith('.py') and '::' not in n]
 
 
 def _config_frame(exc: BaseException) -> Optional[traceback.FrameSummary]:

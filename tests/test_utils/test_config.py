@@ -39,5 +39,22 @@ class TestLoadConfig(unittest.TestCase):
                 load_config(bad)
 
 
+    def test_byte_order_mark_is_named(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            base = osp.join(tmp, 'base.py')
+            with open(base, 'wb') as f:
+                f.write(b'\xef\xbb\xbfa = 1\n')
+            child = osp.join(tmp, 'child.py')
+            with open(child, 'w') as f:
+                f.write("_base_ = ['./base.py']\nb = 2\n")
+            for path, where in ((base, base), (child, f'(base of {child})')):
+                with self.assertRaises(ConfigError) as cm:
+                    load_config(path)
+                msg = str(cm.exception)
+                self.assertIn('byte-order mark', msg)
+                self.assertIn(where, msg)
+                self.assertEqual(len(msg.splitlines()), 1)
+
+
 if __name__ == '__main__':
     unittest.main()
