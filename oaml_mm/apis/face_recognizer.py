@@ -35,7 +35,7 @@ from oaml_mm.evaluation.functional import (BRANCHES, DECISION_BRANCHES,
 from oaml_mm.models.heads import without_sharded_head
 from oaml_mm.models.utils import embedding_settings, inference_model
 from oaml_mm.registry import MODELS
-from oaml_mm.utils import load_config, safe_load_checkpoint
+from oaml_mm.utils import find_run_config, load_config, safe_load_checkpoint
 from oaml_mm.utils.checkpoint import (fill_batchnorm_counters,
                                       resolve_last_checkpoint,
                                       state_dict_mismatch)
@@ -237,9 +237,15 @@ class FaceRecognizer:
         at the original place now
         (:func:`~oaml_mm.utils.checkpoint.resolve_last_checkpoint`).
 
+        The config is the one the training run dumped, as the checkpoint's
+        meta names it (:func:`~oaml_mm.utils.find_run_config`), not the newest
+        ``*.py``: a later ``tools/test.py`` dumps its own config beside it.
+
         Raises:
             CheckpointError: No ``last_checkpoint``, or it names a file outside
                 the work dir that has no copy in it.
+            ConfigError: No ``*.py`` in the work dir, or several building
+                different models and none named by the checkpoint.
         """
         work_dir = str(work_dir)
         if checkpoint is None:
@@ -253,13 +259,9 @@ class FaceRecognizer:
                 raise CheckpointError(
                     (note or f'{work_dir}: last_checkpoint is empty')
                     + '; pass --checkpoint (checkpoint=) to choose one')
-        configs = sorted(f for f in os.listdir(work_dir) if f.endswith('.py'))
-        if not configs:
-            raise ConfigError(f'{work_dir}: no dumped config (*.py) found')
-        if len(configs) > 1:
-            # The Runner dumps <config name>.py; prefer the newest one.
-            configs.sort(key=lambda f: os.path.getmtime(osp.join(work_dir, f)))
-        return cls(osp.join(work_dir, configs[-1]), checkpoint, **kwargs)
+        # The config the run dumped, which the checkpoint's meta names; not
+        # the newest *.py (a later tools/test.py dumps its own beside it).
+        return cls(find_run_config(work_dir, checkpoint), checkpoint, **kwargs)
 
     def _load(self, path: str) -> None:
         ckpt = safe_load_checkpoint(path)

@@ -90,12 +90,26 @@ def read_scalars(work_dir: str,
     return dict(sorted(out.items()))
 
 
-def find_config(work_dir: str) -> Optional[str]:
-    """The config mmengine dumped: newest ``*/vis_data/config.py``, else ``*.py``."""
+_JUDGED_KEYS = ('model', 'param_scheduler', 'optim_wrapper', 'train_cfg')
+
+
+def find_config(work_dir: str, checkpoint: Optional[str] = None) -> Optional[str]:
+    """The config the training run dumped, or None when the folder holds none.
+
+    The work dir's ``*.py`` chosen by :func:`~oaml_mm.utils.find_run_config`
+    (the one ``checkpoint``'s meta names, never merely the newest: a later
+    ``tools/test.py`` dumps its own beside it); without any, the newest session's
+    ``*/vis_data/config.py``.
+
+    Raises:
+        ConfigError: Several ``*.py`` that differ in the model or the schedule,
+            none named by the checkpoint.
+    """
+    from oaml_mm.utils.config import find_run_config
+    if glob.glob(osp.join(work_dir, '*.py')):
+        # The checks read the schedule as well as the model.
+        return find_run_config(work_dir, checkpoint, _JUDGED_KEYS)
     found = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'config.py')))
-    if found:
-        return found[-1]
-    found = sorted(glob.glob(osp.join(work_dir, '*.py')))
     return found[-1] if found else None
 
 
@@ -296,7 +310,7 @@ def diagnose_run(work_dir: str, checkpoint_limit: int = 3,
             'no training run in this folder: neither a log nor a *.pth '
             'checkpoint; give the work_dir tools/train.py wrote to')
     scalars = read_scalars(work_dir, notes)
-    cfg_path = find_config(work_dir)
+    cfg_path = find_config(work_dir, ckpts[-1] if ckpts else None)
     cfg = load_config(cfg_path) if cfg_path else None
     if len(ckpts) > checkpoint_limit:
         ckpts = ckpts[:1] + ckpts[-(checkpoint_limit - 1):]

@@ -10,10 +10,11 @@ can jump to the fault. The error-reporting convention follows the project's
 ``oaml_mm.errors`` contract (``docs/architecture.md``).
 """
 import ast
+import os
 import os.path as osp
 import re
 import traceback
-from typing import Optional
+from typing import Optional, Sequence
 
 import mmengine
 from mmengine.config import Config
@@ -21,7 +22,7 @@ from mmengine.config import Config
 from oaml_mm.errors import ConfigError
 from .cfg_options import merge_cfg_options
 
-__all__ = ['load_config', 'register_config_package']
+__all__ = ['load_config', 'register_config_package', 'find_run_config']
 
 _MMENGINE_DIR = osp.dirname(osp.abspath(mmengine.__file__))
 _SYNTAX_MSG = re.compile(
@@ -220,3 +221,82 @@ def _load(path: str) -> Config:
         from .cfg_options import follow_bases
         follow_bases(cfg, path)
     return cfg
+
+
+_RUN_STAMP = re.compile(r'_\d{8}_\d{6}$')
+
+
+def find_run_config(work_dir: str, checkpoint: Optional[str] = None,
+                    keys: Sequence[str] = ('model', )) -> str:
+    """The config a training run dumped into its work dir, chosen deterministically.
+
+    mmengine's ``Runner`` dumps ``<work_dir>/<config name>.py``, but a later
+    ``tools/test.py`` run on the same work dir dumps its own config beside it,
+    and ``cp -r`` rewrites modification times, so "the newest ``*.py``" is not
+    the training config. The choice, in order:
+
+    1. the ``*.py`` named by the checkpoint's ``meta['experiment_name']``
+       (``<config name>_<YYYYMMDD_HHMMSS>``);
+    2. the ``*.py`` whose text is the checkpoint's ``meta['cfg']`` (what the
+       runner dumped);
+    3. the only ``*.py``, or the first by name when every candidate has the
+       same ``keys`` (by default: builds the same ``model``).
+
+    Args:
+        work_dir (str): The ``--work-dir`` of ``tools/train.py``.
+        checkpoint (str, optional): The run's checkpoint whose ``meta`` names
+            the config (read memory-mapped, not verified: its reader checks it).
+        keys (Sequence[str]): The settings that must agree for unnamed
+            candidates to be interchangeable.
+
+    Returns:
+        str: Path of the chosen config.
+
+    Raises:
+        ConfigError: No ``*.py`` in the work dir, or several whose ``keys``
+            differ and the checkpoint names none of them (the message lists
+            the candidates).
+    """
+    work_dir = str(work_dir)
+    names = sorted(f for f in os.listdir(work_dir) if f.endswith('.py')
+                   and osp.isfile(osp.join(work_dir, f)))
+    if not names:
+        raise ConfigError(f'{work_dir}: no dumped config (*.py) found')
+    if len(names) == 1:
+        return osp.join(work_dir, names[0])
+    meta = _checkpoint_meta(checkpoint)
+    exp = meta.get('experiment_name')
+    if isinstance(exp, str) and _RUN_STAMP.sub('', exp) + '.py' in names:
+        return osp.join(work_dir, _RUN_STAMP.sub('', exp) + '.py')
+    dumped = meta.get('cfg')
+    if isinstance(dumped, str):
+        same = [n for n in names
+                if _read_text(osp.join(work_dir, n)) == dumped.strip()]
+        if len(same) == 1:
+            return osp.join(work_dir, same[0])
+    loaded = [_load(osp.join(work_dir, n)) for n in names]
+    parts = [[c.get(k) for k in keys] for c in loaded]
+    if all(p == parts[0] for p in parts[1:]):
+        return osp.join(work_dir, names[0])
+    raise ConfigError(
+        f'{work_dir}: {len(names)} configs that differ in '
+        f'{"/".join(keys)} '
+        f'({", ".join(names)}) and the checkpoint names none of them; pass '
+        'the training config explicitly')
+
+
+def _read_text(path: str) -> str:
+    with open(path, 'rb') as f:
+        return f.read().decode('utf-8', 'replace').strip()
+
+
+def _checkpoint_meta(checkpoint: Optional[str]) -> dict:
+    if not checkpoint or not osp.isfile(checkpoint):
+        return {}
+    from .checkpoint import safe_load_checkpoint
+    try:
+        ckpt = safe_load_checkpoint(checkpoint, mmap=True, verify=False)
+    except Exception:  # noqa: BLE001  (its reader reports the damage)
+        return {}
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    return meta if isinstance(meta, dict) else {}

@@ -510,6 +510,48 @@ class TestCheckpointTrust(unittest.TestCase):
                 r'iter_4\.pth.* pass --checkpoint'):
             FaceRecognizer.from_work_dir(copy)
 
+    def test_from_work_dir_uses_the_config_the_run_dumped(self):
+        # A later tools/test.py dumps its own config beside the run's (here:
+        # another channel order, which the weights fit silently); cp -r makes
+        # it the newest file. The checkpoint's meta names the run's config.
+        work = osp.join(self.tmp.name, 'dumped')
+        os.makedirs(work)
+        train_cfg = write_config(osp.join(work, 'tiny.py'))
+        rgb = dict(TINY_MODEL, data_preprocessor=dict(
+            type='FaceDataPreprocessor', channel_order='rgb'))
+        later = write_config(osp.join(work, 'a_test_run.py'), rgb)
+        os.utime(train_cfg, (1e9, 1e9))
+        os.utime(later, (2e9, 2e9))
+        ckpt = osp.join(work, 'iter_4.pth')
+        write_checkpoint(ckpt)
+        with open(osp.join(work, 'last_checkpoint'), 'w') as f:
+            f.write(ckpt)
+
+        def with_meta(**meta):
+            state = torch.load(ckpt, weights_only=True)
+            state['meta'] = {'oaml_thresholds': CALIBRATION, **meta}
+            atomic_save(state, ckpt)
+
+        with open(train_cfg) as f:
+            dumped = f.read()
+        for meta in ({'experiment_name': 'tiny_20261205_115547'},
+                     {'cfg': dumped}):
+            with_meta(**meta)
+            rec = FaceRecognizer.from_work_dir(work)
+            self.assertEqual(
+                rec.model.data_preprocessor.channel_order, 'bgr', meta)
+        # Named by nothing and building different models: refused, naming both.
+        with_meta()
+        with self.assertRaisesRegex(
+                ConfigError, r'2 configs that differ in model '
+                r'\(a_test_run\.py, tiny\.py\)'):
+            FaceRecognizer.from_work_dir(work)
+        # Same model in both: either will do, chosen by name, not by time.
+        write_config(later)
+        os.utime(later, (2e9, 2e9))
+        rec = FaceRecognizer.from_work_dir(work)
+        self.assertEqual(rec.model.data_preprocessor.channel_order, 'bgr')
+
     def test_inference_config_without_margin_head(self):
         model = {k: v for k, v in TINY_MODEL.items() if k != 'head'}
         cfg = write_config(osp.join(self.tmp.name, 'nohead.py'), model)

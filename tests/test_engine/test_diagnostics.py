@@ -13,8 +13,9 @@ import torch
 
 from oaml_mm.engine.diagnostics import (check_classifier_at_chance,
                                         check_lr_schedule, diagnose_run,
-                                        expected_lrs, read_scalars)
-from oaml_mm.errors import DataFormatError, MissingFileError
+                                        expected_lrs, find_config,
+                                        read_scalars)
+from oaml_mm.errors import ConfigError, DataFormatError, MissingFileError
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import atomic_save, safe_load_checkpoint
 from oaml_mm.utils.config import load_config
@@ -117,6 +118,34 @@ class TestDiagnostics(unittest.TestCase):
         self.assertEqual(found['occlusion_constant'].status, 'skipped')
         self.assertRegex(found['occlusion_constant'].message,
                          r'the config does not fit: .*iter_40\.pth.*neck\.')
+
+    def test_judges_with_the_config_the_run_dumped(self):
+        # A later tools/test.py on the same work dir dumps its own config (here
+        # another schedule) at the top and in a newer session's vis_data; the
+        # checkpoint's meta names the run's config, which is the one used.
+        other = CONFIG.replace('milestones=[20]', 'milestones=[10]')
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_run(tmp)
+            for name, text in (('run.py', CONFIG), ('test_run.py', other)):
+                with open(osp.join(tmp, name), 'w') as f:
+                    f.write(text)
+            later = osp.join(tmp, '20260201_000000', 'vis_data')
+            os.makedirs(later)
+            with open(osp.join(later, 'config.py'), 'w') as f:
+                f.write(other)
+            path = osp.join(tmp, 'iter_40.pth')
+            state = safe_load_checkpoint(path)
+            state['meta'] = {'experiment_name': 'run_20260101_000000'}
+            atomic_save(state, path)
+            self.assertEqual(find_config(tmp, path), osp.join(tmp, 'run.py'))
+            found = {f.check: f for f in diagnose_run(tmp)}
+            self.assertEqual(found['lr_schedule'].status, 'ok')
+            # Named by nothing: refused, naming both, not judged by either.
+            del state['meta']
+            atomic_save(state, path)
+            with self.assertRaisesRegex(
+                    ConfigError, r'run\.py, test_run\.py'):
+                diagnose_run(tmp)
 
     def test_lr_message_names_step(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -38,7 +38,6 @@ class TestLoadConfig(unittest.TestCase):
             with self.assertRaisesRegex(ConfigError, 'bad.py'):
                 load_config(bad)
 
-
     def test_byte_order_mark_is_named(self):
         with tempfile.TemporaryDirectory() as tmp:
             base = osp.join(tmp, 'base.py')
