@@ -401,6 +401,37 @@ class TestGalleryTrust(unittest.TestCase):
         g.save(path)
         return path
 
+    def test_weights_changed_beyond_the_sampled_values_refused(self):
+        # Two weights swapped deep inside a tensor keep its shape, its sum and
+        # its first 16 values: the old sampled hash saw the same model.
+        path = self._saved('swapped.pt')
+        other = FaceRecognizer(self.cfg, self.ckpt)
+        with torch.no_grad():
+            w = other.model.backbone.state_dict()['body.0.res_layer.1.weight']
+            flat = w.view(-1)
+            a, b = flat[100].clone(), flat[200].clone()
+            self.assertNotEqual(float(a), float(b))
+            flat[100], flat[200] = b, a
+        with self.assertRaisesRegex(GalleryError,
+                                    'made with other model weights'):
+            FaceGallery.load(path, other)
+        self.assertEqual(FaceGallery.load(path, self.rec).names,
+                         [f'id{i}' for i in range(4)])
+        self.assertRegex(fg.model_fingerprint(self.rec.model),
+                         r'^b2:[0-9a-f]{32}$')
+        # A version 2 file (sampled hash) still loads, checked with its hash.
+        state = torch.load(path, weights_only=True)
+        state['version'] = 2
+        state['model_fingerprint'] = fg._sampled_fingerprint(self.rec.model)
+        old = osp.join(self.tmp.name, 'v2.pt')
+        torch.save(state, old)
+        self.assertEqual(len(FaceGallery.load(old, self.rec).names), 4)
+        state['model_fingerprint'] = '0' * 16
+        torch.save(state, old)
+        with self.assertRaisesRegex(GalleryError,
+                                    'made with other model weights'):
+            FaceGallery.load(old, self.rec)
+
     def test_calibration_under_other_settings_gives_no_verdict(self):
         # A gallery searched under a config other than the calibration's
         # (RGB vs BGR input) carries no same/different, and says why.
