@@ -184,3 +184,11 @@ def run_demo(data: str = 'data/synthface',
     print(f'[demo] done in {(time.time() - t0) / 60:.1f} min; table in '
           f'{osp.join(work_dir, "results.md")}', flush=True)
     return table
+
+
+if __name__ == '__main__':
+    # ``python -m projects.occlusion_study.demo [options]`` is tools/demo.py
+    # (same options, malloc tuning included), not a silent no-op.
+    import runpy
+    runpy.run_path(osp.join(osp.dirname(osp.dirname(osp.dirname(
+        osp.abspath(__file__)))), 'tools', 'demo.py'), run_name='__main__')

@@ -283,3 +283,12 @@ def last_checkpoint(work_dir: str) -> str:
 def read_metrics(path: str) -> Dict[str, float]:
     with open(path) as f:
         return json.load(f)
+
+
+if __name__ == '__main__':
+    # A library module: running it would do nothing and exit 0.
+    print('projects.occlusion_study.synthface_runs is a library module with no '
+          'command line; run tools/demo.py (the demo) or '
+          'projects/occlusion_study/sweep_synthface.py / occlusion_study.py',
+          file=sys.stderr)
+    sys.exit(2)
