@@ -465,7 +465,7 @@ class FaceGallery:
     @contextlib.contextmanager
     def updating(cls, path: str, recognizer: FaceRecognizer,
                  timeout: float = -1,
-                 pooling: str = 'mean') -> Iterator['FaceGallery']:
+                 pooling: Optional[str] = None) -> Iterator['FaceGallery']:
         """Load (or start) the gallery at ``path``, yield it, save it on exit.
 
         The whole load -> change -> save runs under an OS file lock on
@@ -485,8 +485,9 @@ class FaceGallery:
             path (str): Gallery file (created if missing).
             recognizer (FaceRecognizer): The model.
             timeout (float): Seconds to wait for the lock (-1: forever).
-            pooling (str): Rule of a new gallery (an existing file keeps its
-                own). Defaults to 'mean'.
+            pooling (str, optional): Rule of a new gallery (None: 'mean'). An
+                existing file keeps its own; naming another rule for it is a
+                ``GalleryError`` (its templates were pooled by its rule).
 
         Raises:
             GalleryError: As :meth:`load`, the lock was not had in time, or
@@ -511,7 +512,12 @@ class FaceGallery:
             # this gallery are what a killed save left behind.
             _remove_stale_tmp(path)
             gallery = cls.load(path, recognizer) if osp.exists(path) else \
-                cls(recognizer, pooling=pooling)
+                cls(recognizer, pooling=pooling or 'mean')
+            if pooling is not None and gallery.pooling != pooling:
+                raise GalleryError(
+                    f'{path}: the gallery pools templates by {gallery.pooling!r}, '
+                    f'not {pooling!r} as asked; enrol with pooling='
+                    f'{gallery.pooling!r} or into a new gallery file')
             yield gallery
             gallery.save(path)
         finally:

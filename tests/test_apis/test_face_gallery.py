@@ -359,6 +359,30 @@ class TestFaceGalleryPooling(unittest.TestCase):
         torch.save(state, path)
         self.assertEqual(FaceGallery.load(path, self.rec).pooling, 'mean')
 
+    def test_updating_with_another_rule_refused(self):
+        # An existing 'mean' gallery silently kept its rule when enrolment
+        # asked for 'visibility', and mixed nothing but said nothing either.
+        path = osp.join(self.tmp.name, 'mean.pt')
+        with FaceGallery.updating(path, self.rec) as g:
+            g.enrol('a', self.faces[0], channel_order='rgb')
+        with open(path, 'rb') as f:
+            before = f.read()
+        with self.assertRaisesRegex(
+                GalleryError, r"mean\.pt: the gallery pools templates by "
+                r"'mean', not 'visibility'"):
+            with FaceGallery.updating(path, self.rec,
+                                      pooling='visibility') as g:
+                g.enrol('b', self.faces[1], channel_order='rgb')
+        with open(path, 'rb') as f:
+            self.assertEqual(f.read(), before)
+        with FaceGallery.updating(path, self.rec, pooling='mean') as g:
+            g.enrol('b', self.faces[1], channel_order='rgb')
+        self.assertEqual(FaceGallery.load(path, self.rec).names, ['a', 'b'])
+        new = osp.join(self.tmp.name, 'new_vis.pt')
+        with FaceGallery.updating(new, self.rec, pooling='visibility') as g:
+            g.enrol('a', self.faces[0], channel_order='rgb')
+        self.assertEqual(FaceGallery.load(new, self.rec).pooling, 'visibility')
+
     def test_bad_rule(self):
         with self.assertRaises(ConfigError):
             FaceGallery(self.rec, pooling='max')
