@@ -265,19 +265,22 @@ def print_progress(jobs: List[dict]) -> None:
 def last_checkpoint(work_dir: str) -> str:
     """The checkpoint ``tools/train.py`` wrote last in ``work_dir``.
 
-    ``last_checkpoint`` is read as it applies to this folder (a copied or moved
-    work dir: its own file, never the original place's;
-    :func:`oaml_mm.utils.checkpoint.resolve_last_checkpoint`).
+    As ``--resume`` finds it
+    (:func:`oaml_mm.engine.runner.oaml_runner.find_resumable_checkpoint`): the
+    file ``last_checkpoint`` names as it applies to this folder, if it verifies,
+    else the verified ``iter_N``/``epoch_N`` saved at the latest training
+    iteration; never the newest file by time (after ``cp -r`` that is copy
+    order, and ``nonfinite_iter_N.pth`` is written after the last good one).
     """
-    from oaml_mm.utils.checkpoint import resolve_last_checkpoint
-    path, _ = resolve_last_checkpoint(work_dir)
-    if path is not None and osp.isfile(path):
-        return path
-    ckpts = sorted((p for p in os.listdir(work_dir) if p.endswith('.pth')),
-                   key=lambda p: osp.getmtime(osp.join(work_dir, p)))
-    if not ckpts:
+    from oaml_mm.engine.runner.oaml_runner import find_resumable_checkpoint
+    from oaml_mm.errors import OAMLError
+    try:
+        path, _ = find_resumable_checkpoint(work_dir)
+    except OAMLError as e:  # none verifies: the demo's one-line failure
+        raise JobError(str(e)) from None
+    if path is None:
         raise JobError(f'{work_dir}: training wrote no checkpoint')
-    return osp.join(work_dir, ckpts[-1])
+    return path
 
 
 def read_metrics(path: str) -> Dict[str, float]:

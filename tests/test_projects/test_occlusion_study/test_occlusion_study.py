@@ -241,5 +241,30 @@ class TestStudyReport(unittest.TestCase):
             study_report.study_table(self.tmp, ['adaface'], [50], [0])
 
 
+class TestLastCheckpoint(unittest.TestCase):
+
+    def test_latest_iteration_not_newest_file(self):
+        # Without last_checkpoint the newest *.pth by time was evaluated:
+        # after cp -r that is copy order, and a nonfinite_iter_N.pth is newer.
+        import torch
+
+        from oaml_mm.utils import atomic_save
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, (name, it) in enumerate((('iter_8.pth', 8),
+                                            ('iter_4.pth', 4),
+                                            ('nonfinite_iter_9.pth', 9))):
+                path = osp.join(tmp, name)
+                atomic_save({'state_dict': {'w': torch.zeros(2)},
+                             'meta': {'iter': it}}, path)
+                os.utime(path, (1e9 + i, 1e9 + i))
+            self.assertEqual(synthface_runs.last_checkpoint(tmp),
+                             osp.join(tmp, 'iter_8.pth'))
+            for name in os.listdir(tmp):
+                os.remove(osp.join(tmp, name))
+            with self.assertRaisesRegex(synthface_runs.JobError,
+                                        'wrote no checkpoint'):
+                synthface_runs.last_checkpoint(tmp)
+
+
 if __name__ == '__main__':
     unittest.main()
