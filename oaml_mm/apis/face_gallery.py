@@ -55,7 +55,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
     BLAKE2b (16 bytes) over every ``state_dict`` entry's name, dtype, shape and
     bytes, in ``state_dict`` order, so any change to any weight changes it
-    (about 1 s for IR-101 on one CPU core, once per gallery load).
+    (0.3 s for the 260 MiB of an IR-101 measured on one CPU core; once per
+    gallery load).
 
     Returns:
         str: ``'b2:'`` followed by 32 hex digits.
