@@ -53,6 +53,25 @@ class TestExportOnnx(unittest.TestCase):
             self.assertEqual(fmap.shape, (3, 64, 7, 7))
             self.assertEqual(norm.shape, (3, 1))
 
+    def test_checkpoint_without_occlusion_head_is_flagged(self):
+        # A backbone-only file exports (visibility all ones), and the report
+        # says so instead of a plain "wrote".
+        from oaml_mm.utils import atomic_save, safe_load_checkpoint
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = write_config(osp.join(tmp, 'tiny.py'))
+            path = osp.join(tmp, 'tiny.pth')
+            write_checkpoint(path)
+            ckpt = safe_load_checkpoint(path)
+            ckpt['state_dict'] = {k: v for k, v in ckpt['state_dict'].items()
+                                  if not k.startswith('neck.')}
+            atomic_save(ckpt, path)
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                code = export_onnx.main([cfg, path, osp.join(tmp, 'm.onnx')])
+            self.assertEqual(code, 0)
+            self.assertIn("has no occlusion head: the exported 'visibility' "
+                          'output is all ones', buf.getvalue())
+
     def test_bad_checkpoint_exit_2(self):
         with tempfile.TemporaryDirectory() as tmp:
             cfg = write_config(osp.join(tmp, 'tiny.py'))

@@ -88,6 +88,11 @@ def main(argv=None) -> int:
     print(f'wrote {args.out} (inputs: images [batch, 3, {rec.input_size}, '
           f'{rec.input_size}] RGB 0..255; outputs: {", ".join(OUTPUT_NAMES)})')
     print(f'largest |onnxruntime - pytorch| difference: {diff:.3g}')
+    if 'neck' in rec.absent_parts:
+        # Loaded without its occlusion head (logged at load time): say so where
+        # the export is reported, since the graph's visibility is then constant.
+        print(f'warning: {args.checkpoint} has no occlusion head: the exported '
+              "'visibility' output is all ones (every cell visible)")
     if diff > args.tol:
         print(f'error: difference above --tol {args.tol}', file=sys.stderr)
         return 1
