@@ -5,9 +5,10 @@ Builds the wheel from a copy of the repository (``pip wheel --no-deps
 ``pip install --no-deps --target`` and runs everything from another folder with only
 that folder on ``PYTHONPATH``: the checkout is on no path, so every config and tool
 comes from ``oaml_mm/.mim/`` (setup.py, ``add_mim_extension``). Then ``oaml_mm::``
-bases resolve, ``mim list`` / ``mim search oaml_mm`` see the package and ``mim train
+bases resolve, ``mim list`` / ``mim search oaml_mm`` see the package, ``mim train
 oaml_mm oaml_ir18_synthface.py`` trains the shipped demo config for two iterations on
-generated tiny SynthFace data (shrunk with ``--cfg-options``).
+generated tiny SynthFace data (shrunk with ``--cfg-options``) and ``mim test`` evaluates
+that checkpoint on the config's six test sets.
 """
 import importlib.util
 import json
@@ -150,7 +151,7 @@ class TestWheel(unittest.TestCase):
                          ('IJBMetric', 'IJBC'))
         self.assertEqual(out['demo_qaconv_vis_mode'], 'gate')
 
-    def test_mim_lists_searches_and_trains_a_shipped_config(self):
+    def test_mim_lists_searches_trains_and_tests_a_shipped_config(self):
         mim_dir = _mim_dir()
         if mim_dir is None:
             self.skipTest('openmim is not installed (make install installs '
@@ -184,6 +185,33 @@ class TestWheel(unittest.TestCase):
         # The shipped config ran, found by name inside the installed package.
         with open(osp.join(work, 'oaml_ir18_synthface.py')) as f:
             self.assertIn("vis_mode='gate'", f.read())
+
+        # mim test runs the package's tools/test.py on that checkpoint, from
+        # this folder, with the same shrunk data.
+        tested = self._run(
+            mim + ['test', 'oaml_mm', 'oaml_ir18_synthface.py', '--checkpoint',
+                   osp.join('work', 'iter_2.pth'), '--work-dir', 'test_work',
+                   '--out', 'metrics.json', '--cfg-options',
+                   f'test_data_root={d}', 'test_dataloader.batch_size=32'],
+            extra).stdout
+        self.assertIn('metrics written to metrics.json', tested)
+        with open(osp.join(self.run_dir, 'metrics.json')) as f:
+            metrics = json.load(f)
+        # Every set of the config's test_evaluator, every branch, in percent;
+        # the printed table (one row per set and branch) shows the same AUC.
+        rows = {tuple(line.split()[:2]): line.split()[2:]
+                for line in tested.splitlines() if len(line.split()) > 2}
+        for name in ('clean', 'masked', 'occluded', 'heldout_clean',
+                     'heldout_masked', 'heldout_occluded'):
+            for branch in ('adaface', 'qaconv', 'fused'):
+                auc = metrics[f'{name}/{branch}/AUC']
+                self.assertTrue(0.0 <= auc <= 100.0, (name, branch, auc))
+                self.assertIn(f'{auc:.4f}', rows[(name, branch)])
+            self.assertIn(f'{name}/qaconv_no_vis/accuracy', metrics)
+        # The CSV goes next to --out, the ROC plots into the work dir.
+        self.assertTrue(osp.isfile(osp.join(self.run_dir, 'metrics.csv')))
+        self.assertTrue(osp.isfile(osp.join(self.run_dir, 'test_work',
+                                            'roc_clean.png')))
 
 
 if __name__ == '__main__':
