@@ -7,10 +7,8 @@ Examples:
 """
 import argparse
 import importlib.util
-import json
 import os
 import os.path as osp
-import pickle
 import runpy
 import sys
 
@@ -26,7 +24,6 @@ if __name__ == '__main__':
         runpy.run_path(_tuning)['reexec_with_malloc_env']()
 
 from mmengine.config import DictAction
-from mmengine.runner import Runner
 
 
 def parse_args(argv=None):
@@ -57,80 +54,24 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import oaml_mm  # noqa: F401  (registers the components)
+    from oaml_mm.apis.evaluate import check_metric_outputs, evaluate_checkpoint
+    from oaml_mm.apis.runner_setup import exit_on_error, prepare_config
     from oaml_mm.errors import OAMLError
-    from oaml_mm.registry import RUNNERS
-    from oaml_mm.utils import (exit_with_launcher, load_config,
-                               merge_cfg_options)
+    from oaml_mm.utils import close_process_group, exit_with_launcher
     if args.launcher == 'pytorch':
         # A kill -9 of torchrun (tools/dist_test.sh) must not leave ranks running.
         exit_with_launcher()
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
-    if args.out:
-        # Checked before the evaluation, whose results a late write error loses.
-        from oaml_mm.utils import check_output_file
-        try:
-            check_output_file(args.out, '--out')
-            check_output_file(osp.splitext(args.out)[0] + '.csv',
-                              'the CSV next to --out')
-        except OAMLError as e:
-            print(f'error: {e}', file=sys.stderr)
-            raise SystemExit(2)
     try:
-        cfg = load_config(args.config)
-        if args.cfg_options is not None:
-            # data_root=... also moves the copies the data set configs made
-            # of it; a type outside the registries is refused.
-            merge_cfg_options(cfg, args.cfg_options)
+        check_metric_outputs(args.out)
     except OAMLError as e:
-        raise SystemExit(f'{type(e).__name__}: {e}')
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
-    cfg.resume = False
-    # Testing never uses the margin head; a sharded one (PartialFCHead) would
-    # hold every class centre in each process: not built.
-    from oaml_mm.models.heads import without_sharded_head
-    cfg.model = without_sharded_head(cfg.model)
-    try:
-        if 'runner_type' in cfg:
-            runner = RUNNERS.build(cfg)
-        else:
-            runner = Runner.from_cfg(cfg)
-        # mmengine's load_from loads what matches and leaves the rest at its
-        # initial values (a warning in the log): the figures would be those
-        # of partly random weights.
-        from oaml_mm.utils.checkpoint import (check_checkpoint_fits,
-                                              safe_load_checkpoint)
-        check_checkpoint_fits(args.checkpoint,
-                              safe_load_checkpoint(args.checkpoint,
-                                                   decode=False),
-                              getattr(runner.model, 'module', runner.model))
-        metrics = runner.test()
-    except OAMLError as e:
-        raise SystemExit(f'{type(e).__name__}: {e}')
-    except pickle.UnpicklingError as e:
-        raise SystemExit('refused to load a checkpoint that holds objects '
-                         'other than weights (it could run code): '
-                         f'{str(e).splitlines()[0]}')
-    if runner.rank == 0:
-        # Table on stdout, CSV, ROC PNGs (work dir + visualizer backends).
-        from oaml_mm.evaluation import report_test_results
-        report_test_results(metrics, runner.work_dir,
-                            runner.test_loop.evaluator.metrics,
-                            runner.visualizer, args.out)
-    if args.out and runner.rank == 0:
-        out = {k: (float(v) if isinstance(v, (int, float)) else v)
-               for k, v in metrics.items()}
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(out, f, indent=2, sort_keys=True)
-        print(f'metrics written to {args.out}')
-    from oaml_mm.utils import close_process_group
+        print(f'error: {e}', file=sys.stderr)
+        raise SystemExit(2)
+    with exit_on_error():
+        cfg = prepare_config(args.config, args.cfg_options, args.work_dir,
+                             args.launcher)
+        metrics = evaluate_checkpoint(cfg, args.checkpoint, args.out)
     close_process_group()
     return metrics
 

@@ -1,0 +1,134 @@
+"""The steps ``tools/train.py``, ``tools/test.py`` and ``tools/calibrate.py`` share.
+
+Each tool loads a config, applies its command line, builds MMEngine's runner and
+loads a checkpoint into it; these functions are those steps, callable from a script
+too: :func:`prepare_config`, :func:`build_runner`, :func:`check_loaded_checkpoint`
+and :func:`exit_on_error`, which turns the errors a user can fix into one line
+instead of a traceback (docs/reliability.md).
+"""
+import contextlib
+import os.path as osp
+import pickle
+from typing import Iterator, Optional
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from oaml_mm.errors import OAMLError
+from oaml_mm.registry import RUNNERS
+from oaml_mm.utils import load_config
+from oaml_mm.utils.checkpoint import check_checkpoint_fits, safe_load_checkpoint
+
+__all__ = ['default_work_dir', 'prepare_config', 'build_runner',
+           'check_loaded_checkpoint', 'exit_on_error']
+
+
+def default_work_dir(cfg: Config, config: str,
+                     work_dir: Optional[str] = None) -> str:
+    """Set ``cfg.work_dir`` as the tools do and return it.
+
+    Args:
+        cfg (Config): The loaded config; changed in place.
+        config (str): Its file path, which names the default folder.
+        work_dir (str, optional): ``--work-dir``; wins over the config's.
+
+    Returns:
+        str: ``work_dir``, else the config's ``work_dir``, else
+        ``./work_dirs/<config file name without extension>``.
+    """
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    return cfg.work_dir
+
+
+def prepare_config(config: str,
+                   cfg_options: Optional[dict] = None,
+                   work_dir: Optional[str] = None,
+                   launcher: Optional[str] = None) -> Config:
+    """Load ``config`` with the ``--cfg-options``, work dir and launcher of a tool.
+
+    Args:
+        config (str): Config file path.
+        cfg_options (dict, optional): ``--cfg-options`` as mmengine's
+            ``DictAction`` parses them; ``data_root=...`` also moves the copies
+            the data set configs made of it
+            (:func:`~oaml_mm.utils.merge_cfg_options`).
+        work_dir (str, optional): ``--work-dir`` (:func:`default_work_dir`).
+        launcher (str, optional): ``'none'``, ``'pytorch'``, ``'slurm'`` or
+            ``'mpi'``; None keeps the config's.
+
+    Returns:
+        Config: The config, overrides applied.
+
+    Raises:
+        ConfigError: The file cannot be read, or an override names a type
+            outside the registries (the message names file and line or key).
+    """
+    cfg = load_config(config, cfg_options)
+    if launcher is not None:
+        cfg.launcher = launcher
+    default_work_dir(cfg, config, work_dir)
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's runner: ``RUNNERS.build`` with ``runner_type``, else ``Runner``.
+
+    Args:
+        cfg (Config): A complete MMEngine config.
+
+    Returns:
+        mmengine.runner.Runner: The runner (``OAMLRunner`` for the shipped
+        configs), not yet started.
+    """
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def check_loaded_checkpoint(runner: Runner, checkpoint: str) -> None:
+    """Refuse a checkpoint that loads only partly into the runner's model.
+
+    mmengine's ``load_from`` loads what matches and leaves the rest at its
+    initial values (a warning in the log): figures or thresholds computed then
+    would be those of partly random weights.
+
+    Args:
+        runner (Runner): Built with ``load_from=checkpoint``.
+        checkpoint (str): The checkpoint file.
+
+    Raises:
+        CheckpointError: Missing or unexpected keys or shape mismatches, named
+            (:func:`~oaml_mm.utils.checkpoint.check_checkpoint_fits`); the file
+            is not a checkpoint or fails its CRC check.
+        pickle.UnpicklingError: It holds objects other than weights.
+    """
+    model = getattr(runner.model, 'module', runner.model)
+    check_checkpoint_fits(checkpoint,
+                          safe_load_checkpoint(checkpoint, decode=False), model)
+
+
+@contextlib.contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Turn an :class:`~oaml_mm.errors.OAMLError` into a one-line ``SystemExit``.
+
+    Bad input, an unusable work dir, a checkpoint that does not fit or diverged
+    training: the message says what and where; a traceback would only bury it.
+
+    Raises:
+        SystemExit: ``'<ErrorType>: <message>'`` for an ``OAMLError``;
+            ``'refused to load a checkpoint that holds objects other than
+            weights (it could run code): ...'`` for a
+            ``pickle.UnpicklingError`` (the weights-only loader's refusal).
+    """
+    try:
+        yield
+    except OAMLError as e:
+        raise SystemExit(f'{type(e).__name__}: {e}')
+    except pickle.UnpicklingError as e:
+        raise SystemExit('refused to load a checkpoint that holds objects '
+                         'other than weights (it could run code): '
+                         f'{str(e).splitlines()[0]}')
