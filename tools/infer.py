@@ -28,8 +28,8 @@ import os.path as osp
 import sys
 
 import oaml_mm  # noqa: F401
-from oaml_mm.apis.photos import (format_hits, format_reports, format_verdict,
-                                 photo_crops, read_landmarks)
+from oaml_mm.apis.photos import (format_reports, format_verdict, photo_crops,
+                                 read_landmarks)
 from oaml_mm.errors import OAMLError
 
 
@@ -120,14 +120,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _recognizer(args, **kwargs):
     from oaml_mm.apis import FaceRecognizer
-    from oaml_mm.errors import ConfigError
-    if args.work_dir:
-        return FaceRecognizer.from_work_dir(args.work_dir, args.checkpoint,
-                                            device=args.device, **kwargs)
-    if not args.config or not args.checkpoint:
-        raise ConfigError('give --config and --checkpoint, or --work-dir')
-    return FaceRecognizer(args.config, args.checkpoint, device=args.device,
-                          **kwargs)
+    return FaceRecognizer.load(args.config, args.checkpoint, args.work_dir,
+                               device=args.device, **kwargs)
 
 
 def _crops(args, rec, images):
@@ -199,19 +193,14 @@ def cmd_enrol(args) -> int:
 
 def cmd_search(args) -> int:
     from oaml_mm.apis import FaceGallery
+    from oaml_mm.apis.photos import search_photo_faces
     rec = _recognizer(args)
     gallery = FaceGallery.load(args.gallery, rec)
     crops, reports = _crops(args, rec, [args.probe])
-    results, lines = [], [format_reports(reports)]
-    for face, report in enumerate(reports):
-        hits = gallery.search(crops[face], args.top_k, not args.no_rerank,
-                              args.rerank_k)
-        results.append(dict(face=report, hits=hits))
-        if len(reports) > 1:
-            lines.append(f'face {face}:')
-        lines += format_hits(hits)
-    _print(args, results[0]['hits'] if len(results) == 1 and
-           args.faces == 'largest' else results, _join(*lines))
+    result, text = search_photo_faces(gallery, crops, reports, args.top_k,
+                                      not args.no_rerank, args.rerank_k,
+                                      args.faces)
+    _print(args, result, text)
     if args.show:
         from oaml_mm.apis.photos import show_photo_faces
         from oaml_mm.visualization import write_picture

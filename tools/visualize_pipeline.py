@@ -10,11 +10,9 @@ Examples:
     python tools/visualize_pipeline.py CONFIG --stream occlusion --num 16 --out occ.png
 """
 import argparse
-import math
 import sys
 
 import cv2
-import numpy as np
 from mmengine.config import DictAction
 
 
@@ -32,53 +30,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def tile(inputs, data_sample, size: int = 112) -> np.ndarray:
-    """One tile: the image with occluded cells tinted, and the 7x7 target beside it."""
-    img = inputs.numpy().transpose(1, 2, 0).astype(np.float32)
-    img = cv2.resize(img, (size, size))
-    if 'gt_visibility' in data_sample:
-        vis = data_sample.gt_visibility[0].numpy()
-    else:
-        vis = np.ones((7, 7), np.float32)
-    up = cv2.resize(vis, (size, size), interpolation=cv2.INTER_NEAREST)
-    tinted = img.copy()
-    tinted[..., 0] = img[..., 0] * up + 255 * (1 - up)
-    tinted[..., 1:] = img[..., 1:] * (0.4 + 0.6 * up[..., None])
-    cell = size // 7
-    grid = np.kron(vis, np.ones((cell, cell)))
-    grid = cv2.resize(grid, (size, size), interpolation=cv2.INTER_NEAREST)
-    grid_rgb = np.repeat(grid[..., None] * 255, 3, axis=2)
-    for k in range(1, 7):
-        grid_rgb[:, k * size // 7] = (80, 80, 80)
-        grid_rgb[k * size // 7, :] = (80, 80, 80)
-    return np.concatenate([img, tinted, grid_rgb],
-                          axis=1).clip(0, 255).astype(np.uint8)
-
-
-def collect(cfg, stream: str, num: int, seed: int):
-    """Draw ``num`` packed samples from the chosen stream."""
-    from oaml_mm.registry import DATASETS, HOOKS
-    np.random.seed(seed)
-    if stream == 'main':
-        ds = DATASETS.build(cfg.train_dataloader.dataset)
-        idx = np.random.choice(len(ds), min(num, len(ds)), replace=False)
-        items = [ds[int(i)] for i in idx]
-        return [(x['inputs'], x['data_samples']) for x in items]
-    hook_cfg = [h for h in cfg.get('custom_hooks', [])
-                if h.get('type') == 'DualLoaderHook']
-    if not hook_cfg:
-        raise SystemExit('the config has no DualLoaderHook in custom_hooks')
-    hook = HOOKS.build(hook_cfg[0])
-    hook.build_streams(num, cfg.train_dataloader.get('dataset'), seed=seed)
-    batch = hook.next_batch(0, 0)
-    return list(zip(batch['inputs'], batch['data_samples']))
-
-
 def main(argv=None) -> str:
     args = parse_args(argv)
     from oaml_mm import register_all_modules
-    from oaml_mm.errors import OAMLError
+    from oaml_mm.errors import ConfigError, OAMLError
     from oaml_mm.utils import check_output_file, load_config
+    from oaml_mm.visualization import pipeline_grid, pipeline_samples
     try:
         check_output_file(args.out, '--out', image=True)
         # data_root=... also moves the copies the data set configs made of it.
@@ -87,20 +44,16 @@ def main(argv=None) -> str:
         print(f'error: {e}', file=sys.stderr)
         raise SystemExit(2)
     register_all_modules()
-    pairs = collect(cfg, args.stream, args.num, args.seed)
-    tiles = [tile(x, d) for x, d in pairs]
-    cols = max(1, int(math.ceil(math.sqrt(len(tiles) / 3))))
-    rows = int(math.ceil(len(tiles) / cols))
-    th, tw = tiles[0].shape[:2]
-    canvas = np.full((rows * (th + 4), cols * (tw + 4), 3), 255, np.uint8)
-    for k, t in enumerate(tiles):
-        r, c = divmod(k, cols)
-        canvas[r * (th + 4):r * (th + 4) + th, c * (tw + 4):c * (tw + 4) + tw] = t
+    try:
+        pairs = pipeline_samples(cfg, args.stream, args.num, args.seed)
+    except ConfigError as e:
+        raise SystemExit(str(e))
+    canvas = pipeline_grid(pairs)
     if not cv2.imwrite(args.out, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
         print(f'error: --out {args.out!r}: OpenCV could not write the picture',
               file=sys.stderr)
         raise SystemExit(2)
-    print(f'wrote {args.out}: {len(tiles)} samples of the {args.stream} stream '
+    print(f'wrote {args.out}: {len(pairs)} samples of the {args.stream} stream '
           '(image | occluded cells tinted red | 7x7 visibility target)')
     return args.out
 

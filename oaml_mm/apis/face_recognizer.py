@@ -221,6 +221,40 @@ class FaceRecognizer:
         self.decision_branch = decision_branch
 
     @classmethod
+    def load(cls,
+             config: Optional[str] = None,
+             checkpoint: Optional[str] = None,
+             work_dir: Optional[str] = None,
+             **kwargs) -> 'FaceRecognizer':
+        """Build from a config and checkpoint, or from a training work dir.
+
+        What ``tools/infer.py``'s ``--config`` / ``--checkpoint`` /
+        ``--work-dir`` mean: with ``work_dir``, :meth:`from_work_dir` (a given
+        ``checkpoint`` replaces the run's last one; ``config`` is not used);
+        else both ``config`` and ``checkpoint`` are needed.
+
+        Args:
+            config (str, optional): Model config file.
+            checkpoint (str, optional): Checkpoint file.
+            work_dir (str, optional): A ``tools/train.py`` work dir.
+            **kwargs: Passed to the constructor (``device``, ``thresholds``,
+                ``decision_branch`` ...).
+
+        Returns:
+            FaceRecognizer: The loaded recognizer.
+
+        Raises:
+            ConfigError: Neither ``work_dir`` nor both ``config`` and
+                ``checkpoint``; and as the constructor and
+                :meth:`from_work_dir`.
+        """
+        if work_dir:
+            return cls.from_work_dir(work_dir, checkpoint, **kwargs)
+        if not config or not checkpoint:
+            raise ConfigError('give --config and --checkpoint, or --work-dir')
+        return cls(config, checkpoint, **kwargs)
+
+    @classmethod
     def from_work_dir(cls, work_dir: str, checkpoint: Optional[str] = None,
                       **kwargs) -> 'FaceRecognizer':
         """Build from a training work dir: its dumped config and last checkpoint.

@@ -19,7 +19,7 @@ from .face_finder import FaceFinder, prepare_photos, read_photo
 
 __all__ = ['finder_for', 'read_boxes', 'read_landmarks', 'photo_crops',
            'format_reports', 'format_verdict', 'format_hits',
-           'show_photo_faces', 'show_compare']
+           'search_photo_faces', 'show_photo_faces', 'show_compare']
 
 _FINDERS = {}
 
@@ -219,6 +219,47 @@ def format_hits(hits: Sequence[dict]) -> List[str]:
                      f'{hits[0].get("branch")} branch ({why}): the nearest '
                      'names are not matches')
     return lines
+
+
+def search_photo_faces(gallery,
+                       crops: torch.Tensor,
+                       reports: Sequence[dict],
+                       top_k: int = 5,
+                       rerank: bool = True,
+                       rerank_k: int = 20,
+                       faces: str = 'largest') -> Tuple[list, str]:
+    """Search the gallery for every face of a probe photo; what ``search`` prints.
+
+    Args:
+        gallery: A :class:`~oaml_mm.apis.FaceGallery`.
+        crops (torch.Tensor): uint8 [N, 3, S, S] aligned crops, one per face
+            (:func:`photo_crops`).
+        reports (Sequence[dict]): Their reports, in the same order.
+        top_k, rerank, rerank_k: As :meth:`FaceGallery.search` (each face is
+            searched on its own).
+        faces (str): ``'largest'`` or ``'all'``, as the crops were found.
+
+    Returns:
+        tuple: ``(result, text)``. ``result`` is the one face's hit list when
+        ``faces='largest'`` found one face, else one ``dict(face=report,
+        hits=[...])`` per face; ``text`` is the face report lines, then for
+        each face (headed ``face <i>:`` when there are several) its hit lines
+        (:func:`format_reports`, :func:`format_hits`).
+
+    Raises:
+        GalleryError: The gallery is empty. ImageInputError: ``top_k`` or
+            ``rerank_k`` is not a positive integer.
+    """
+    results, lines = [], [format_reports(reports)]
+    for face, report in enumerate(reports):
+        hits = gallery.search(crops[face], top_k, rerank, rerank_k)
+        results.append(dict(face=report, hits=hits))
+        if len(reports) > 1:
+            lines.append(f'face {face}:')
+        lines += format_hits(hits)
+    result = results[0]['hits'] if len(results) == 1 and \
+        faces == 'largest' else results
+    return result, '\n'.join(line for line in lines if line)
 
 
 def show_photo_faces(images: Sequence[str], reports: Sequence[dict],

@@ -292,6 +292,31 @@ class TestFaceRecognizer(unittest.TestCase):
             self.rec.compare('/nonexistent/a.jpg', face(0), channel_order='rgb')
 
 
+class TestFaceRecognizerLoad(unittest.TestCase):
+    """FaceRecognizer.load: config + checkpoint, or a work dir (tools/infer.py)."""
+
+    def test_needs_both_files_or_a_work_dir(self):
+        for config, ckpt in ((None, None), ('c.py', None), (None, 'c.pth')):
+            with self.subTest(config=config, checkpoint=ckpt), \
+                    self.assertRaisesRegex(
+                        ConfigError, '^give --config and --checkpoint, or '
+                        '--work-dir$'):
+                FaceRecognizer.load(config, ckpt)
+
+    def test_routes(self):
+        with mock.patch.object(FaceRecognizer, 'from_work_dir',
+                               return_value='from_work_dir') as wd:
+            self.assertEqual(FaceRecognizer.load('ignored.py', 'c.pth', 'run',
+                                                 device='cpu'),
+                             'from_work_dir')
+        wd.assert_called_once_with('run', 'c.pth', device='cpu')
+        with mock.patch.object(FaceRecognizer, '__init__',
+                               return_value=None) as init:
+            rec = FaceRecognizer.load('c.py', 'c.pth', decision_branch='fused')
+        self.assertIsInstance(rec, FaceRecognizer)
+        init.assert_called_once_with('c.py', 'c.pth', decision_branch='fused')
+
+
 class TestPartialCheckpoints(unittest.TestCase):
     """Checkpoints holding only the parts inference uses (converted backbones)."""
 

@@ -5,9 +5,11 @@ import tempfile
 import unittest
 
 import numpy as np
+import torch
 
 from oaml_mm.apis.photos import (format_hits, format_reports, format_verdict,
-                                 read_boxes, read_landmarks)
+                                 read_boxes, read_landmarks,
+                                 search_photo_faces)
 from oaml_mm.errors import ImageInputError
 from oaml_mm.visualization import draw_detections, stack_pictures
 
@@ -117,6 +119,47 @@ class TestPhotoOptions(unittest.TestCase):
             '1.0000)  (adaface 0.5000)',
             '    threshold calibrated (z-score)'])
         self.assertEqual(format_hits([]), [])
+
+    def test_search_photo_faces(self):
+        hit = dict(name='al', score=0.75, adaface=0.75, branch='adaface',
+                   unit='cosine', threshold=0.5, threshold_source='calibrated',
+                   same=True)
+
+        class Gallery:
+            calls = []
+
+            def search(self, crop, top_k, rerank, rerank_k):
+                self.calls.append((int(crop[0, 0, 0]), top_k, rerank,
+                                   rerank_k))
+                return [dict(hit, score=float(crop[0, 0, 0]) / 100)]
+
+        crops = torch.from_numpy(np.stack(
+            [np.full((3, 4, 4), v, np.uint8) for v in (75, 60)]))
+        reps = [dict(image='/x/p.jpg', path='detected-5pt', score=0.9),
+                dict(image='/x/p.jpg', path='detected-eyes', score=0.8)]
+        gallery = Gallery()
+        # One face of the largest: the hit list alone, as before photos.
+        result, text = search_photo_faces(gallery, crops[:1], reps[:1], 3,
+                                          False, 7)
+        self.assertEqual(Gallery.calls, [(75, 3, False, 7)])
+        self.assertEqual(result, [dict(hit, score=0.75)])
+        self.assertEqual(text.splitlines(), [
+            'face: p.jpg: detected-5pt, detector score 0.900',
+            *format_hits(result)])
+        # All faces: one entry per face, each headed in the text.
+        result, text = search_photo_faces(gallery, crops, reps, faces='all')
+        self.assertEqual([r['face'] for r in result], reps)
+        self.assertEqual([r['hits'][0]['score'] for r in result], [0.75, 0.6])
+        self.assertEqual(Gallery.calls[1:], [(75, 5, True, 20),
+                                             (60, 5, True, 20)])
+        lines = text.splitlines()
+        self.assertEqual(lines[2], 'face 0:')
+        self.assertEqual(lines[5], 'face 1:')
+        self.assertEqual(len(lines), 8)
+        # One face found with --faces all still gives the per-face form.
+        result, _ = search_photo_faces(gallery, crops[:1], reps[:1],
+                                       faces='all')
+        self.assertEqual(result[0]['face'], reps[0])
 
 
 if __name__ == '__main__':
