@@ -13,7 +13,7 @@ import io
 import os
 import os.path as osp
 import tempfile
-from typing import Dict, Union
+from typing import Dict, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,7 +21,8 @@ import torch.nn as nn
 
 from oaml_mm.errors import ConfigError
 
-__all__ = ['OUTPUT_NAMES', 'ExportWrapper', 'export_onnx', 'OnnxRuntimeExtractor']
+__all__ = ['OUTPUT_NAMES', 'ExportWrapper', 'export_onnx', 'onnx_max_difference',
+           'OnnxRuntimeExtractor']
 
 OUTPUT_NAMES = ('embedding', 'norm', 'feature_map', 'visibility')
 
@@ -89,6 +90,49 @@ def export_onnx(model: nn.Module, out: Union[str, io.BytesIO],
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+
+
+def onnx_max_difference(model: nn.Module, onnx_file: str, input_size: int = 112,
+                        batch_sizes: Sequence[int] = (1, 5),
+                        seed: int = 0) -> float:
+    """Largest absolute difference between onnxruntime and PyTorch outputs.
+
+    Runs the exported file (:func:`export_onnx`) and :class:`ExportWrapper` on
+    the same random faces (pixel values 0..255) at each batch size and compares
+    every output of :data:`OUTPUT_NAMES`.
+
+    Args:
+        model (OAMLRecognizer): The PyTorch model (eval mode).
+        onnx_file (str): The exported file.
+        input_size (int): Side of the input crops.
+        batch_sizes (Sequence[int]): Batches to try (two sizes exercise the
+            dynamic axis).
+        seed (int): Seed of the random inputs.
+
+    Returns:
+        float: Max over batches and outputs of ``|onnx - torch|``.
+
+    Raises:
+        RuntimeError: An output's shape differs between the two (named, with
+            the batch size).
+    """
+    import onnxruntime as ort
+    sess = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
+    wrapper = ExportWrapper(model).eval()
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for bs in batch_sizes:
+        x = torch.randint(0, 256, (bs, 3, input_size, input_size),
+                          generator=gen).float()
+        with torch.no_grad():
+            ref = wrapper(x)
+        got = sess.run(list(OUTPUT_NAMES), {'images': x.numpy()})
+        for name, r, g in zip(OUTPUT_NAMES, ref, got):
+            if tuple(g.shape) != tuple(r.shape):
+                raise RuntimeError(f'{name}: onnx shape {g.shape} vs torch '
+                                   f'{tuple(r.shape)} at batch {bs}')
+            worst = max(worst, float(np.abs(g - r.numpy()).max()))
+    return worst
 
 
 class OnnxRuntimeExtractor:

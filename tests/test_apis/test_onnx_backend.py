@@ -1,5 +1,7 @@
 """FaceRecognizer(backend='onnxruntime'): the same features as the PyTorch path."""
 import copy
+import os.path as osp
+import tempfile
 import unittest
 
 import numpy as np
@@ -8,6 +10,25 @@ import torch
 from oaml_mm.apis import FaceRecognizer
 from oaml_mm.errors import ConfigError
 from tests.test_apis.helpers import TINY_MODEL
+
+
+class TestOnnxMaxDifference(unittest.TestCase):
+    """onnx_max_difference: tools/deployment/export_onnx.py's agreement check."""
+
+    def test_small_for_the_exported_model_large_for_another(self):
+        from oaml_mm.apis.onnx_backend import export_onnx, onnx_max_difference
+        torch.manual_seed(0)
+        model = FaceRecognizer(copy.deepcopy(TINY_MODEL)).model.eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'm.onnx')
+            export_onnx(model, path, 112)
+            self.assertLess(onnx_max_difference(model, path, 112), 1e-3)
+            # The same file against changed weights: the check sees it.
+            with torch.no_grad():
+                for p in model.backbone.parameters():
+                    p.add_(0.5)
+            self.assertGreater(onnx_max_difference(model, path, 112, (2, )),
+                               1e-2)
 
 
 class TestOnnxRuntimeBackend(unittest.TestCase):

@@ -15,54 +15,10 @@ products on the exported maps).
 import argparse
 import sys
 
-import numpy as np
-import torch
-import torch.nn as nn
-
 import oaml_mm  # noqa: F401
-from oaml_mm.apis.onnx_backend import OUTPUT_NAMES, ExportWrapper, export_onnx
+from oaml_mm.apis.onnx_backend import (OUTPUT_NAMES, export_onnx,
+                                       onnx_max_difference)
 from oaml_mm.errors import OAMLError
-
-
-def export(model: nn.Module, out_file: str, input_size: int = 112,
-           opset: int = 17) -> None:
-    """Write ``model`` as ONNX with a dynamic batch axis (atomically): see
-    :func:`oaml_mm.apis.onnx_backend.export_onnx`."""
-    export_onnx(model, out_file, input_size, opset)
-
-
-def check(model: nn.Module, onnx_file: str, input_size: int = 112,
-          batch_sizes=(1, 5), seed: int = 0) -> float:
-    """Largest absolute difference between onnxruntime and PyTorch outputs.
-
-    Args:
-        model (OAMLRecognizer): The PyTorch model (eval mode).
-        onnx_file (str): The exported file.
-        input_size (int): Side of the input crops.
-        batch_sizes (Sequence[int]): Batches to try (two sizes exercise the
-            dynamic axis).
-        seed (int): Seed of the random inputs.
-
-    Returns:
-        float: Max over batches and outputs of ``|onnx - torch|``.
-    """
-    import onnxruntime as ort
-    sess = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
-    wrapper = ExportWrapper(model).eval()
-    gen = torch.Generator().manual_seed(seed)
-    worst = 0.0
-    for bs in batch_sizes:
-        x = torch.randint(0, 256, (bs, 3, input_size, input_size),
-                          generator=gen).float()
-        with torch.no_grad():
-            ref = wrapper(x)
-        got = sess.run(list(OUTPUT_NAMES), {'images': x.numpy()})
-        for name, r, g in zip(OUTPUT_NAMES, ref, got):
-            if tuple(g.shape) != tuple(r.shape):
-                raise RuntimeError(f'{name}: onnx shape {g.shape} vs torch '
-                                   f'{tuple(r.shape)} at batch {bs}')
-            worst = max(worst, float(np.abs(g - r.numpy()).max()))
-    return worst
 
 
 def main(argv=None) -> int:
@@ -83,8 +39,8 @@ def main(argv=None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     model = rec.model.eval()
-    export(model, args.out, rec.input_size, args.opset)
-    diff = check(model, args.out, rec.input_size)
+    export_onnx(model, args.out, rec.input_size, args.opset)
+    diff = onnx_max_difference(model, args.out, rec.input_size)
     print(f'wrote {args.out} (inputs: images [batch, 3, {rec.input_size}, '
           f'{rec.input_size}] RGB 0..255; outputs: {", ".join(OUTPUT_NAMES)})')
     print(f'largest |onnxruntime - pytorch| difference: {diff:.3g}')
