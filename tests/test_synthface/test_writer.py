@@ -206,6 +206,33 @@ class TestPairsAndPreview(unittest.TestCase):
             self.assertIn('use 40 or 60', err.getvalue())
             self.assertFalse(osp.exists(osp.join(tmp, 'sf')))
 
+    def test_cli_refuses_a_preview_it_cannot_write(self):
+        # Before: cv2.imwrite failed silently on .txt and "preview written" was
+        # printed with exit code 0.
+        import contextlib
+        import io
+        import runpy
+
+        import cv2
+        tool = osp.join(osp.dirname(osp.dirname(osp.dirname(
+            osp.abspath(__file__)))), 'tools', 'dataset_converters',
+            'make_synthface.py')
+        main = runpy.run_path(tool)['main']
+        with tempfile.TemporaryDirectory() as tmp:
+            err, out = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stderr(err), \
+                    contextlib.redirect_stdout(out):
+                code = main(['--preview', osp.join(tmp, 'p.txt')])
+            self.assertEqual(code, 2)
+            self.assertIn("--preview '", err.getvalue())
+            self.assertIn('OpenCV cannot write .txt pictures', err.getvalue())
+            self.assertEqual(out.getvalue(), '')
+            png = osp.join(tmp, 'sub', 'p.png')
+            with contextlib.redirect_stdout(out):
+                code = main(['--heldout-preview', png, '--preview-rows', '1'])
+            self.assertEqual(code, 0)
+            self.assertEqual(cv2.imread(png).shape[0], 112)
+
     def test_contact_sheet(self):
         sheet = contact_sheet(identities=2, clean_per_id=1)
         # per row: 1 clean + 5 occluded, each with a mask-tinted copy

@@ -3,6 +3,10 @@
 A tool parses its arguments and calls the package (or ``benchmarks/``,
 ``projects/``): shared code lives there, importable from an installed
 ``oaml_mm``, never in a tool that others import through a hand-made path.
+A measurable part of "thin": a tool defines no class, and no top-level function
+besides ``parse_args`` and ``main`` is longer than :data:`HELPER_LINES` lines
+(the option mapping and output of one command; a loop over inputs, a file format
+or a result's assembly is longer and belongs in the package).
 """
 import ast
 import os
@@ -15,6 +19,9 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 _PATH_EDITS = ('insert', 'append', 'extend', 'remove', 'pop', 'clear')
 _LOADERS = ('run_path', 'spec_from_file_location', 'import_module',
             'SourceFileLoader', 'load_source')
+#: Longest top-level helper function a tool may define (lines, decorators
+#: excluded); parse_args and main are exempt.
+HELPER_LINES = 30
 
 
 def _tool_files(tools_dir: str) -> List[str]:
@@ -81,10 +88,62 @@ def tool_violations(tools_dir: str) -> List[str]:
     return found
 
 
+def long_definitions(tools_dir: str,
+                     limit: int = HELPER_LINES) -> List[str]:
+    """``'<file>:<line>: <what>'`` for every class and over-long helper in a tool.
+
+    Args:
+        tools_dir (str): The ``tools/`` folder to scan (``*.py``, recursively).
+        limit (int): Longest top-level function allowed besides ``parse_args``
+            and ``main``, in lines.
+
+    Returns:
+        list[str]: Empty when every tool keeps to the rule.
+    """
+    found = []
+    for path in _tool_files(tools_dir):
+        rel = osp.relpath(path, osp.dirname(tools_dir))
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), path)
+        for node in tree.body:
+            where = f'{rel}:{node.lineno}'
+            if isinstance(node, ast.ClassDef):
+                found.append(f'{where}: defines class {node.name}')
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                    and node.name not in ('parse_args', 'main'):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    found.append(f'{where}: {node.name}() is {lines} lines '
+                                 f'(at most {limit})')
+    return found
+
+
 class TestThinTools(unittest.TestCase):
 
     def test_no_tool_edits_sys_path_or_imports_a_tool(self):
         self.assertEqual(tool_violations(osp.join(ROOT, 'tools')), [])
+
+    def test_no_tool_holds_a_class_or_a_long_helper(self):
+        self.assertEqual(long_definitions(osp.join(ROOT, 'tools')), [])
+
+    def test_the_length_check(self):
+        helper = 'def helper(x):\n' + '    x += 1\n' * 30 + '    return x\n'
+        files = {
+            'a.py': 'class Tool:\n    pass\n',
+            'b.py': helper,
+            'sub/c.py': helper.replace('helper', 'main') + helper.replace(
+                'helper', 'parse_args'),
+            'd.py': 'def short(x):\n' + '    x += 1\n' * 28 + '    return x\n',
+        }
+        with tempfile.TemporaryDirectory() as d:
+            tools = osp.join(d, 'tools')
+            for rel, text in files.items():
+                os.makedirs(osp.dirname(osp.join(tools, rel)), exist_ok=True)
+                with open(osp.join(tools, rel), 'w') as f:
+                    f.write(text)
+            self.assertEqual(long_definitions(tools), [
+                'tools/a.py:1: defines class Tool',
+                'tools/b.py:1: helper() is 32 lines (at most 30)'])
 
     def test_the_check_finds_each_kind(self):
         bad = {

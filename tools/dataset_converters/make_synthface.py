@@ -11,9 +11,13 @@ import os
 import sys
 import time
 
-import cv2
-
 from oaml_mm.errors import OAMLError
+
+#: The SynthFaceConfig fields set from the options of the same name.
+CONFIG_ARGS = ('identities', 'images_per_id', 'seed', 'nuisance',
+               'test_identities', 'occluded_per_id', 'val_images_per_id',
+               'val_pairs', 'ijbc_subjects', 'heldout_identities',
+               'calib_identities')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,31 +81,21 @@ def main(argv=None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from oaml_mm.synthface import (SynthFaceConfig, contact_sheet,
                                    generate_synthface, heldout_contact_sheet)
-    sheets = []
-    if args.preview:
-        sheets.append((args.preview, contact_sheet))
-    if args.heldout_preview:
-        sheets.append((args.heldout_preview, heldout_contact_sheet))
-    for path, draw in sheets:
-        sheet = draw(seed=args.seed, nuisance=args.nuisance,
-                     identities=args.preview_rows)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    from oaml_mm.utils import check_output_file
+    from oaml_mm.visualization import write_picture
+    sheets = [(opt, path, draw) for opt, path, draw in (
+        ('--preview', args.preview, contact_sheet),
+        ('--heldout-preview', args.heldout_preview, heldout_contact_sheet))
+        if path]
+    for opt, path, _ in sheets:  # before drawing anything
+        check_output_file(path, opt, image=True)
+    for _, path, draw in sheets:
+        write_picture(draw(seed=args.seed, nuisance=args.nuisance,
+                           identities=args.preview_rows), path)
         print(f'preview written to {path}')
     if sheets and not args.out:
         return 0
-    cfg = SynthFaceConfig(
-        identities=args.identities,
-        images_per_id=args.images_per_id,
-        seed=args.seed,
-        nuisance=args.nuisance,
-        test_identities=args.test_identities,
-        occluded_per_id=args.occluded_per_id,
-        val_images_per_id=args.val_images_per_id,
-        val_pairs=args.val_pairs,
-        ijbc_subjects=args.ijbc_subjects,
-        heldout_identities=args.heldout_identities,
-        calib_identities=args.calib_identities)
+    cfg = SynthFaceConfig(**{k: getattr(args, k) for k in CONFIG_ARGS})
     t0 = time.time()
     man = generate_synthface(args.out, cfg, workers=args.workers, force=args.force)
     print(f'{man["counts"]} ({time.time() - t0:.1f} s)')
