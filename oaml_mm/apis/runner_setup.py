@@ -17,7 +17,8 @@ from mmengine.runner import Runner
 from oaml_mm.errors import OAMLError
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import load_config
-from oaml_mm.utils.checkpoint import check_checkpoint_fits, safe_load_checkpoint
+from oaml_mm.utils.checkpoint import (check_checkpoint_fits,
+                                      safe_load_checkpoint)
 
 __all__ = ['default_work_dir', 'prepare_config', 'build_runner',
            'check_loaded_checkpoint', 'exit_on_error']

@@ -146,7 +146,8 @@ def train_model(cfg: Config) -> Runner:
     check_train_config(cfg.get('train_dataloader'), cfg.get('train_cfg'))
     lock = None
     try:
-        if launcher_rank(cfg.get('launcher', 'none')) == 0 and '://' not in str(cfg.work_dir):
+        rank = launcher_rank(cfg.get('launcher', 'none'))
+        if rank == 0 and '://' not in str(cfg.work_dir):
             check_work_dir(osp.abspath(cfg.work_dir))
             lock = WorkDirLock(cfg.work_dir)
             lock.acquire()
