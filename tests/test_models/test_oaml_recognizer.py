@@ -363,6 +363,71 @@ class TestOAMLRecognizer(unittest.TestCase):
         self.assertEqual(model.train_cfg['global_vis'], 'none')
         build(train_cfg=dict(global_vis='gt'), test_cfg=dict(global_vis=False))
 
+    def test_one_vis_range_for_qaconv_and_the_global_branch(self):
+        # test_cfg.vis_range is the one calibration; the older keys set it too.
+        x = self._inputs()
+        ref = build(qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
+                    test_cfg=dict(global_vis=True,
+                                  global_vis_range=(0.3, 0.7))).eval()
+        for name, kw in (
+                ('test_cfg.vis_range',
+                 dict(test_cfg=dict(global_vis=True, vis_range=(0.3, 0.7)))),
+                ('qaconv_head.vis_range',
+                 dict(qaconv_head=dict(TINY['qaconv_head'],
+                                       vis_range=(0.3, 0.7)),
+                      test_cfg=dict(global_vis=True))),
+                ('test_cfg.global_vis_range',
+                 dict(test_cfg=dict(global_vis=True,
+                                    global_vis_range=[0.3, 0.7])))):
+            model = build(**kw).eval()
+            with self.subTest(key=name), torch.no_grad():
+                self.assertEqual(model.vis_range, (0.3, 0.7))
+                self.assertEqual(model.qaconv_head.vis_range, (0.3, 0.7))
+                self.assertEqual(model.test_cfg['global_vis_range'], (0.3, 0.7))
+                out, want = model.extract(x), ref.extract(x)
+                torch.testing.assert_close(out['embedding'], want['embedding'],
+                                           atol=0, rtol=0)
+                maps = out['feature_map'] if 'feature_map' in out else \
+                    model.backbone(x)[0]
+                torch.testing.assert_close(
+                    model.match(maps, maps, out['visibility'],
+                                out['visibility']),
+                    ref.match(maps, maps, out['visibility'], out['visibility']),
+                    atol=0, rtol=0)
+                torch.testing.assert_close(
+                    model.calibrate_visibility(out['visibility']),
+                    ((out['visibility'] - 0.3) / 0.4).clamp(0, 1))
+        # The stretch really changes QAConv's scores and the embedding.
+        raw = build(test_cfg=dict(global_vis=True)).eval()
+        self.assertIsNone(raw.vis_range)
+        with torch.no_grad():
+            self.assertGreater(float((raw.extract(x)['embedding'] -
+                                      ref.extract(x)['embedding']).abs().max()),
+                               1e-4)
+
+    def test_vis_range_set_twice_differently_is_refused(self):
+        with self.assertRaisesRegex(
+                ConfigError, r'test_cfg\.vis_range=\(0\.2, 0\.8\).*'
+                r'qaconv_head\.vis_range=\(0\.3, 0\.7\)'):
+            build(qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
+                  test_cfg=dict(vis_range=(0.2, 0.8)))
+        with self.assertRaisesRegex(
+                ConfigError, r'global_vis_range=\(0\.2, 0\.8\).*'
+                r'qaconv_head\.vis_range'):
+            build(qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
+                  test_cfg=dict(global_vis_range=(0.2, 0.8)))
+        with self.assertRaisesRegex(ConfigError,
+                                    r'test_cfg\.vis_range: .*low < high'):
+            build(test_cfg=dict(vis_range=(0.7, 0.3)))
+        # Equal values under several keys are one setting.
+        model = build(qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
+                      test_cfg=dict(vis_range=(0.3, 0.7),
+                                    global_vis_range=(0.3, 0.7)))
+        self.assertEqual(model.vis_range, (0.3, 0.7))
+
+    def _inputs(self):
+        return build().data_preprocessor(batch(n=4, n_occ=0), False)['inputs']
+
     def test_visemb_config_is_the_demo_with_global_vis(self):
         root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
         base = load_config(osp.join(root, 'configs', 'synthface',

@@ -51,7 +51,10 @@ class QAConvHead(BaseModule):
             not at all. Training matches with the maps as given (the true masks
             with ``qaconv_train_vis='gt'``): stretching those too trained a weaker
             backbone on SynthFace (docs/synthface.md). None (default) uses the maps
-            as they are, as the original OAML recipe does.
+            as they are, as the original OAML recipe does. Inside an
+            ``OAMLRecognizer`` this is the model's one calibration
+            (``test_cfg.vis_range``; this key is its older name and must agree
+            with it), which the global branch reads too.
         max_chunk_elems (int): Most correlation values computed at once.
         half_test (bool): Correlate in fp16 (CUDA) / bf16 (CPU) when not training.
             Defaults to False.
