@@ -87,7 +87,10 @@ class OAMLRecognizer(BaseModel):
             (``'maps'``, ``'stages'`` or ``'image'``) says which input it gets;
             its prediction is on the maps' grid. None: no visibility branch
             (predicted visibility is all ones).
-        qaconv_head (dict, optional): QAConvHead config. None: no QAConv branch.
+        qaconv_head (dict, optional): QAConvHead config; without
+            ``feat_size`` it takes the backbone's map side (``map_size``: 7 for
+            112x112 faces, 4 for 64x64, 14 with ``map_stage=3``). None: no
+            QAConv branch.
         loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
             ``occlusion`` (0.1); missing keys take these defaults.
         train_cfg (dict, optional): ``qaconv_train_vis`` (``'pred'``,
@@ -144,6 +147,12 @@ class OAMLRecognizer(BaseModel):
         self.backbone = MODELS.build(backbone)
         self.head = MODELS.build(head) if head is not None else None
         self.neck = MODELS.build(neck) if neck is not None else None
+        if isinstance(qaconv_head, dict) and 'feat_size' not in qaconv_head \
+                and getattr(self.backbone, 'map_size', None) is not None:
+            # The grid side follows the backbone's maps (input_size and
+            # map_stage), never an assumed 7.
+            qaconv_head = dict(qaconv_head,
+                               feat_size=int(self.backbone.map_size))
         self.qaconv_head = MODELS.build(
             qaconv_head) if qaconv_head is not None else None
         self.loss_weights = {**_DEFAULT_WEIGHTS, **(loss_weights or {})}
