@@ -23,8 +23,8 @@ from mmengine.dist import all_gather_object, all_reduce
 
 from oaml_mm.errors import DataFormatError
 from oaml_mm.evaluation.functional import (FUSED_VIS, TemplateAccumulator,
-                                           fuse_scores,
-                                           impostor_stats, mean_visibility,
+                                           fuse_scores, impostor_stats,
+                                           mean_visibility,
                                            verification_10fold,
                                            verification_10fold_scores,
                                            visibility_mae)
