@@ -51,6 +51,12 @@ class VerificationMetric(FaceMetricBase):
     unit (``adaface/threshold_cos``: cosine; ``qaconv/threshold_qaconv``: QAConv
     score; ``fused/threshold_fused``: fused z-score), ``/AUC``, ``/EER`` and
     ``/TAR@FAR=..`` for ``fars``.
+    After :meth:`evaluate` with ``visibility_ablation``, ``ablation_records``
+    holds what the ablation measured: ``pred`` / ``true`` [2P, h, w] (the
+    predicted map on the true masks' grid, and the true one; image ``2p + s`` is
+    slot ``s`` of pair ``p``), ``types`` (per image), ``issame`` [P] and
+    ``scores`` (``qaconv``, ``qaconv_gt_vis``, ``qaconv_no_vis``: [P] each); the
+    occlusion report (``tools/analysis/occlusion_report.py``) is built on it.
     With ``visibility_ablation`` also ``{dataset}/qaconv_gt_vis/accuracy`` (QAConv
     with the true visibility), ``{dataset}/qaconv_no_vis/accuracy`` (with none; both
     with ``/std`` and ``/threshold_qaconv``) and ``{dataset}/visibility/MAE`` plus
@@ -105,6 +111,7 @@ class VerificationMetric(FaceMetricBase):
         self.fars = tuple(fars)
         self.select_by_name = bool(select_by_name)
         self.visibility_ablation = bool(visibility_ablation)
+        self.ablation_records: Optional[dict] = None
         self._new_state()
 
     def _new_state(self) -> None:
@@ -333,6 +340,13 @@ class VerificationMetric(FaceMetricBase):
         # stage) is averaged onto it.
         pred = resize_visibility(pred.reshape(n, 1, *pred.shape[-2:]), side)
         mae = visibility_mae(pred.numpy(), true.numpy(), types)
+        #: What the ablation measured, per image and per pair, for reports
+        #: built on it (``oaml_mm.visualization.occlusion_report``).
+        self.ablation_records = dict(
+            pred=pred[:, 0].float().numpy(), true=true[:, 0].numpy(),
+            types=types, issame=np.asarray(issame, bool),
+            scores={k: scores[k] for k in ('qaconv', 'qaconv_gt_vis',
+                                           'qaconv_no_vis') if k in scores})
         p = f'{self.dataset_name}/visibility/'
         out[p + 'MAE'] = mae.pop('all')
         out.update({p + f'MAE_{t}': v for t, v in mae.items()})
