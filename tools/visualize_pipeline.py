@@ -33,24 +33,25 @@ def parse_args(argv=None):
 
 
 def tile(inputs, data_sample, size: int = 112) -> np.ndarray:
-    """One tile: the image with occluded cells tinted, and the 7x7 target beside it."""
+    """One tile: the image with occluded cells tinted, and the visibility target
+    beside it on its own grid (the model's: 7x7 for 112x112 faces)."""
+    from oaml_mm.datasets.transforms.formatting import DEFAULT_GRID
     img = inputs.numpy().transpose(1, 2, 0).astype(np.float32)
     img = cv2.resize(img, (size, size))
     if 'gt_visibility' in data_sample:
         vis = data_sample.gt_visibility[0].numpy()
     else:
-        vis = np.ones((7, 7), np.float32)
+        vis = np.ones((DEFAULT_GRID, DEFAULT_GRID), np.float32)
     up = cv2.resize(vis, (size, size), interpolation=cv2.INTER_NEAREST)
     tinted = img.copy()
     tinted[..., 0] = img[..., 0] * up + 255 * (1 - up)
     tinted[..., 1:] = img[..., 1:] * (0.4 + 0.6 * up[..., None])
-    cell = size // 7
-    grid = np.kron(vis, np.ones((cell, cell)))
-    grid = cv2.resize(grid, (size, size), interpolation=cv2.INTER_NEAREST)
-    grid_rgb = np.repeat(grid[..., None] * 255, 3, axis=2)
-    for k in range(1, 7):
-        grid_rgb[:, k * size // 7] = (80, 80, 80)
-        grid_rgb[k * size // 7, :] = (80, 80, 80)
+    rows, cols = vis.shape
+    grid_rgb = np.repeat(up[..., None] * 255, 3, axis=2)
+    for k in range(1, cols):
+        grid_rgb[:, k * size // cols] = (80, 80, 80)
+    for k in range(1, rows):
+        grid_rgb[k * size // rows, :] = (80, 80, 80)
     return np.concatenate([img, tinted, grid_rgb],
                           axis=1).clip(0, 255).astype(np.uint8)
 
