@@ -241,10 +241,16 @@ class TestOAMLRecognizer(unittest.TestCase):
                               ['inputs'], return_feature_maps=True)
         self.assertEqual(tuple(feats['feature_map'].shape), (2, 32, 14, 14))
         self.assertEqual(tuple(feats['visibility'].shape), (2, 1, 14, 14))
+        # Without feat_size the head takes the maps' side; a stated one that
+        # differs is refused.
+        model = build(backbone=dict(TINY['backbone'], map_stage=3), neck=None,
+                      qaconv_head=dict(type='QAConvHead', in_channels=32))
+        self.assertEqual(model.qaconv_head.feat_size, 14)
         with self.assertRaisesRegex(ConfigError, 'map_stage'):
             build(backbone=dict(TINY['backbone'], map_stage=3),
                   neck=None,
-                  qaconv_head=dict(type='QAConvHead', in_channels=32))
+                  qaconv_head=dict(type='QAConvHead', in_channels=32,
+                                   feat_size=7))
 
     def _spy_embed(self, model):
         seen = {}
