@@ -34,7 +34,7 @@ from mmengine.logging import print_log
 from oaml_mm.errors import (CheckpointError, ConfigError, GalleryError,
                             ImageInputError)
 from oaml_mm.evaluation.functional import POOLINGS, TemplateAccumulator
-from oaml_mm.models.utils import embedding_settings
+from oaml_mm.models.utils import embedding_settings, settings_differences
 from oaml_mm.utils import atomic_save, safe_load_checkpoint
 from .face_recognizer import BRANCH_UNITS, FaceRecognizer
 from .inputs import ImageLike
@@ -97,7 +97,9 @@ def template_settings(recognizer: FaceRecognizer) -> dict:
     Returns:
         dict: ``model`` (class), ``absent_parts`` (parts the checkpoint lacked),
         ``input_size``, ``channel_order``, ``mean``, ``std`` (per channel,
-        6 decimals), ``flip_test``, ``global_vis``, ``global_vis_range``.
+        6 decimals), ``flip_test``, ``global_vis``, ``global_vis_range``,
+        ``vis_range`` (a gallery written before it was recorded is compared on
+        the others).
     """
     settings = embedding_settings(recognizer.model)
     settings['absent_parts'] = sorted(
@@ -238,8 +240,8 @@ def _check_settings(path: str, state: dict, now: dict) -> None:
     if not isinstance(stored, dict):
         raise GalleryError(f'{path}: field template_settings is '
                            f'{type(stored).__name__}; expected a dict')
-    diff = [f'{k} {stored.get(k)!r} in the gallery vs {v!r} now'
-            for k, v in now.items() if stored.get(k) != v]
+    diff = [f'{k} {old!r} in the gallery vs {v!r} now'
+            for k, old, v in settings_differences(stored, now)]
     if diff:
         raise GalleryError(
             f'{path}: the gallery\'s templates were made under other settings '

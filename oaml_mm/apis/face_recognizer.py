@@ -33,7 +33,8 @@ from oaml_mm.evaluation.functional import (BRANCHES, DECISION_BRANCHES,
                                            check_visibility_fusion,
                                            fuse_scores, mean_visibility)
 from oaml_mm.models.heads import without_sharded_head
-from oaml_mm.models.utils import embedding_settings, inference_model
+from oaml_mm.models.utils import (embedding_settings, inference_model,
+                                  settings_differences)
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import find_run_config, load_config, safe_load_checkpoint
 from oaml_mm.utils.checkpoint import (fill_batchnorm_counters,
@@ -620,8 +621,8 @@ class FaceRecognizer:
         if not isinstance(stored, dict):
             diff = [f'settings {stored!r}']
         else:
-            diff = [f'{k} {stored.get(k)!r} at calibration vs {v!r} now'
-                    for k, v in now.items() if stored.get(k) != v]
+            diff = [f'{k} {old!r} at calibration vs {v!r} now'
+                    for k, old, v in settings_differences(stored, now)]
         if not diff:
             return None
         problem = (f'{checkpoint}: its thresholds were calibrated under other '

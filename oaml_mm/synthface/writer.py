@@ -167,14 +167,15 @@ def _write_pair_set(out: str, name: str, flat: List[ValImage], labels: np.ndarra
     """One verification ``.bin`` and its side files; ``versions[i]`` says which
     version (``'clean'`` or ``'occluded'``) of each image pair ``i`` shows."""
     from oaml_mm.datasets.verification_bin import write_verification_bin
-    ones = np.ones((7, 7), np.float32)
     jpegs, vis, types, labs = [], [], [], []
     for (a, b), (v0, v1) in zip(pairs, versions):
         for idx, version in ((a, v0), (b, v1)):
             im = flat[idx]
             occluded = version == 'occluded'
             jpegs.append(im.occluded if occluded else im.clean)
-            vis.append(im.visibility if occluded else ones)
+            # A clean face's map on the grid the generator wrote the others on.
+            vis.append(im.visibility if occluded else
+                       np.ones(np.shape(im.visibility), np.float32))
             types.append(im.occlusion if occluded else 'none')
             labs.append(labels[idx])
     write_verification_bin(osp.join(out, f'{name}.bin'), jpegs, issame)

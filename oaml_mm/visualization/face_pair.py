@@ -2,7 +2,8 @@
 
 QAConv's correlation of every probe cell with every gallery cell is itself an
 explanation (Liao & Shao, ECCV 2020, show the best-matching locations as lines between
-the two images); OAML's predicted 7x7 visibility map says which cells the model trusts.
+the two images); OAML's predicted visibility map (on the model's grid: 7x7 for
+112x112 faces) says which cells the model trusts.
 These helpers draw both with OpenCV: each face with its visibility tinted over it (red
 = predicted occluded, green = visible), the strongest mutual best-matching cell pairs
 as lines between the faces, and a header with the scores and the decision.

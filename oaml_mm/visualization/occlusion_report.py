@@ -2,17 +2,19 @@
 
 For a verification set whose images carry true visibility maps and occlusion types
 (SynthFace's ``.bin`` files with their side files, ``VerificationBinDataset(
-side_files=True)``), this runs the model once over the images and writes one Markdown
-report with its pictures:
+side_files=True)``), this evaluates the model once through
+:class:`~oaml_mm.evaluation.metrics.VerificationMetric`'s visibility ablation (the
+same predictions, matching and error the test metrics report) and writes one
+Markdown report with its pictures from the metric's results
+(``ablation_records``):
 
-* a picture sheet per occlusion type: image | true 7x7 map | predicted map;
-* the visibility error (mean absolute error over the cells) per type, through
-  :func:`oaml_mm.evaluation.metrics.verification_metric.visibility_mae`;
+* a picture sheet per occlusion type: image | true map | predicted map (on the
+  true masks' grid);
+* the visibility error (mean absolute error over the cells) per type;
 * the histogram of the mean predicted visibility of clean against occluded faces;
-* QAConv's 10-fold verification accuracy per type with the predicted visibility
-  weighting and without any (all-ones maps), through the model's own matcher
-  (``match_pairs``) and
-  :func:`~oaml_mm.evaluation.functional.verification_10fold_scores`.
+* QAConv's 10-fold verification accuracy per type with the predicted visibility,
+  with the true one and without any, from the metric's pair scores
+  (:func:`~oaml_mm.evaluation.functional.verification_10fold_scores`).
 
 A pair belongs to every occlusion type of its two images (``none`` when both are
 clean).
@@ -85,11 +87,16 @@ def stratified_pairs(dataset, max_images: int) -> List[int]:
 
 @torch.no_grad()
 def collect_predictions(model, dataset, batch_size: int = 64,
-                        max_images: Optional[int] = None) -> Dict[str, object]:
-    """Run ``model.extract`` over ``dataset``; keep what the report needs.
+                        max_images: Optional[int] = None,
+                        per_type: int = 6) -> Dict[str, object]:
+    """Evaluate ``model`` on ``dataset`` through the metric's visibility ablation.
+
+    One :class:`~oaml_mm.evaluation.metrics.VerificationMetric` per set
+    (``dataset_name``) with ``visibility_ablation=True`` scores the images; the
+    report takes its ``ablation_records``, so its numbers are the metric's.
 
     Args:
-        model: An ``OAMLRecognizer`` (eval mode is set here).
+        model: An ``OAMLRecognizer`` with a QAConv head (eval mode is set here).
         dataset: Samples with ``gt_visibility``, ``occlusion_type``, ``pair_index``,
             ``pair_slot``, ``issame`` and ``dataset_name`` (``VerificationBinDataset``
             with ``side_files=True``, alone or in a ``ConcatDataset``).
@@ -97,107 +104,148 @@ def collect_predictions(model, dataset, batch_size: int = 64,
         max_images (int, optional): Only ``max_images`` images: whole pairs
             from every set and occlusion type in turn
             (:func:`stratified_pairs`).
+        per_type (int): Images of each type kept for the picture sheets.
 
     Returns:
-        dict: ``images`` uint8 [N, H, W, 3] (RGB), ``pred`` / ``true`` float32
-        [N, h, w], ``maps`` [N, C, h, w], ``types``, ``pairs`` (``(set, index,
-        slot, issame)`` per image).
+        dict: ``pred`` / ``true`` float32 [N, h, w] (the predicted map on the
+        true masks' grid), ``types`` and ``pairs`` (``(set, index, slot,
+        issame)``) per image, ``pair_rows`` [P, 2] (the images of each pair),
+        ``issame`` [P], ``scores`` (``qaconv``, ``qaconv_gt_vis``,
+        ``qaconv_no_vis``: [P] each), ``images`` (image row -> uint8
+        [H, W, 3] RGB, ``per_type`` of each type) and ``metrics`` (the
+        metric's keys).
 
     Raises:
         DataFormatError: A sample carries no ``gt_visibility`` or
-            ``occlusion_type``.
+            ``occlusion_type``, or a set has fewer than 2 pairs.
     """
+    from oaml_mm.evaluation.metrics import VerificationMetric
     model.eval()
     index = range(len(dataset)) if max_images is None or \
         max_images >= len(dataset) else stratified_pairs(dataset, max_images)
     loader = DataLoader(Subset(dataset, index), batch_size=batch_size,
                         shuffle=False, collate_fn=pseudo_collate)
+    metrics: Dict[str, VerificationMetric] = {}
+    dense: Dict[tuple, int] = {}  # (set, pair_index) -> pair of the metric
+    kept: Dict[str, list] = defaultdict(list)  # type -> [(set, row, image)]
+    wanted = model.test_cfg['return_feature_maps']
+    model.test_cfg['return_feature_maps'] = True
+    try:
+        for data in loader:
+            for s in data['data_samples']:
+                if 'gt_visibility' not in s or 'occlusion_type' not in s:
+                    raise DataFormatError(
+                        str(s.get('img_path', '<dataset>')),
+                        'the occlusion report needs true visibility and '
+                        'occlusion types (VerificationBinDataset '
+                        'side_files=True)', record=s.get('key'),
+                        field='gt_visibility')
+            # PackFaceInputs keeps the decoded RGB order.
+            images = [x.permute(1, 2, 0).numpy() for x in data['inputs']]
+            by_set = defaultdict(list)
+            for s, img in zip(model.test_step(data), images):
+                name = str(s.get('dataset_name', ''))
+                # A sample of pairs is numbered densely: the metric wants
+                # every pair from 0 up.
+                key = (name, int(s.pair_index))
+                if key not in dense:
+                    dense[key] = sum(k[0] == name for k in dense)
+                s.set_metainfo(dict(pair_index=dense[key]))
+                by_set[name].append(s)
+                t = str(s.occlusion_type)
+                if len(kept[t]) < per_type:
+                    kept[t].append((name, 2 * dense[key] + int(s.pair_slot),
+                                    img.astype(np.uint8)))
+            for name, samples in by_set.items():
+                if name not in metrics:
+                    metrics[name] = VerificationMetric(
+                        name or 'set', progress=False,
+                        visibility_ablation=True)
+                    metrics[name].bind_model(model)
+                metrics[name].process(data, samples)
+    finally:
+        model.test_cfg['return_feature_maps'] = wanted
     out = defaultdict(list)
-    for data in loader:
-        for s in data['data_samples']:
-            if 'gt_visibility' not in s or 'occlusion_type' not in s:
-                raise DataFormatError(
-                    str(s.get('img_path', '<dataset>')),
-                    'the occlusion report needs true visibility and occlusion '
-                    'types (VerificationBinDataset side_files=True)',
-                    record=s.get('key'), field='gt_visibility')
-            out['true'].append(s.gt_visibility.float().reshape(
-                s.gt_visibility.shape[-2:]).numpy())
-            out['types'].append(str(s.occlusion_type))
-            out['pairs'].append((str(s.get('dataset_name', '')),
-                                 int(s.pair_index), int(s.pair_slot),
-                                 bool(s.issame)))
-        # PackFaceInputs keeps the decoded RGB order.
-        out['images'].extend(x.permute(1, 2, 0).numpy() for x in data['inputs'])
-        batch = model.data_preprocessor(data, False)
-        feats = model.extract(batch['inputs'], flip_test=False,
-                              return_feature_maps=True, half_maps=False)
-        out['pred'].append(feats['visibility'][:, 0].float().numpy())
-        out['maps'].append(feats['feature_map'].float())
-    return dict(images=np.stack(out['images']).astype(np.uint8),
-                pred=np.concatenate(out['pred']), true=np.stack(out['true']),
-                maps=torch.cat(out['maps']), types=out['types'],
-                pairs=out['pairs'])
+    scores = defaultdict(list)
+    offset, at = 0, {}
+    results = {}
+    for name in sorted(metrics):
+        m = metrics[name]
+        pairs = sum(k[0] == name for k in dense)
+        if pairs < 2:
+            raise DataFormatError(name or '<dataset>', f'{pairs} pair(s): the '
+                                  'report needs at least 2 per set')
+        m.nrof_folds = min(10, pairs)
+        try:
+            results.update(m.evaluate(2 * pairs))
+        except ValueError as e:  # e.g. only genuine pairs in a small sample
+            raise DataFormatError(name or '<dataset>', f'the metric cannot '
+                                  f'score these {pairs} pairs: {e}') from e
+        r = m.ablation_records
+        at[name] = offset
+        out['pred'].append(r['pred'])
+        out['true'].append(r['true'])
+        out['types'].extend(r['types'])
+        out['issame'].append(r['issame'])
+        out['pairs'].extend((name, j // 2, j % 2, bool(r['issame'][j // 2]))
+                            for j in range(len(r['types'])))
+        out['pair_rows'].append(offset + np.arange(2 * pairs).reshape(-1, 2))
+        for k, v in r['scores'].items():
+            scores[k].append(v)
+        offset += 2 * pairs
+    return dict(pred=np.concatenate(out['pred']),
+                true=np.concatenate(out['true']), types=out['types'],
+                pairs=out['pairs'], pair_rows=np.concatenate(out['pair_rows']),
+                issame=np.concatenate(out['issame']),
+                scores={k: np.concatenate(v) for k, v in scores.items()},
+                images={at[n] + row: img for per in kept.values()
+                        for n, row, img in per},
+                metrics=results)
 
 
-def _resize_like(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    if pred.shape[1:] == true.shape[1:]:
-        return pred
-    return np.stack([cv2.resize(p, true.shape[1:][::-1],
-                                interpolation=cv2.INTER_AREA) for p in pred])
-
-
-@torch.no_grad()
-def occlusion_tables(model, rec: Dict[str, object],
+def occlusion_tables(rec: Dict[str, object],
                      bins: int = 10) -> Dict[str, object]:
     """Per-type error, clean / occluded histograms and QAConv accuracy per type.
+
+    Args:
+        rec (dict): What :func:`collect_predictions` returned (the metric's
+            ablation records).
+        bins (int): Histogram bins over [0, 1].
 
     Returns:
         dict: ``mae`` (type -> MAE), ``hist`` (``edges``, ``clean``, ``occluded``
         counts of mean predicted visibility), ``qaconv`` (type -> ``(pairs,
-        accuracy weighted, accuracy unweighted)``, accuracies in percent or NaN
-        below 10 pairs).
+        accuracy with predicted visibility, without any, with the true one)``,
+        accuracies in percent or NaN below 10 pairs).
     """
-    pred = _resize_like(rec['pred'], rec['true'])
     types = rec['types']
-    mae = visibility_mae(pred, rec['true'], types)
+    mae = visibility_mae(rec['pred'], rec['true'], types)
     mean_vis = rec['pred'].reshape(len(types), -1).mean(1)
     clean = np.asarray([t == 'none' for t in types])
     edges = np.linspace(0, 1, bins + 1)
     hist = dict(edges=edges,
                 clean=np.histogram(mean_vis[clean], edges)[0],
                 occluded=np.histogram(mean_vis[~clean], edges)[0])
-    by_pair: Dict[tuple, Dict[int, int]] = defaultdict(dict)
-    issame = {}
-    for i, (name, idx, slot, same) in enumerate(rec['pairs']):
-        by_pair[(name, idx)][slot] = i
-        issame[(name, idx)] = same
-    pairs = [(v[0], v[1], issame[k]) for k, v in by_pair.items() if len(v) == 2]
-    if not pairs:
-        raise DataFormatError('<dataset>', 'no complete pair among the images')
-    a = torch.as_tensor([p[0] for p in pairs])
-    b = torch.as_tensor([p[1] for p in pairs])
-    maps = rec['maps']
-    vis = torch.as_tensor(rec['pred'])[:, None]
-    weighted = model.match_pairs(maps[a], maps[b], vis[a], vis[b]).numpy()
-    ones = torch.ones_like(vis)
-    plain = model.match_pairs(maps[a], maps[b], ones[a], ones[b]).numpy()
-    same = np.asarray([p[2] for p in pairs])
+    same = np.asarray(rec['issame'], bool)
     groups = defaultdict(list)
-    for j, (ia, ib, _) in enumerate(pairs):
+    for j, (ia, ib) in enumerate(rec['pair_rows']):
         kinds = {types[ia], types[ib]} - {'none'} or {'none'}
         for t in kinds:
             groups[t].append(j)
         groups['all'].append(j)
+    nan = np.full(len(same), np.nan)
+    sc = rec['scores']
 
     def acc(scores, idx):
-        if len(idx) < 10 or same[idx].all() or not same[idx].any():
+        if len(idx) < 10 or same[idx].all() or not same[idx].any() or \
+                np.isnan(scores[idx]).any():
             return float('nan')
         return 100.0 * verification_10fold_scores(scores[idx], same[idx])[
             'accuracy']
 
-    qaconv = {t: (len(idx), acc(weighted, np.asarray(idx)),
-                  acc(plain, np.asarray(idx)))
+    qaconv = {t: (len(idx), acc(sc.get('qaconv', nan), np.asarray(idx)),
+                  acc(sc.get('qaconv_no_vis', nan), np.asarray(idx)),
+                  acc(sc.get('qaconv_gt_vis', nan), np.asarray(idx)))
               for t, idx in sorted(groups.items())}
     return dict(mae=mae, hist=hist, qaconv=qaconv)
 
@@ -241,9 +289,10 @@ def write_occlusion_report(out_dir: str, rec: Dict[str, object],
         lines.append(f"| {t} | {counts.get(t, len(types))} | {v:.3f} |")
     lines += ['', '## QAConv accuracy per type (10-fold, %)', '',
               '| pairs of type | pairs | with predicted visibility | '
-              'without weighting |', '|---|---|---|---|']
-    for t, (n, w, p) in tables['qaconv'].items():
-        lines.append(f'| {t} | {n} | {_fmt(w)} | {_fmt(p)} |')
+              'without weighting | with true visibility |',
+              '|---|---|---|---|---|']
+    for t, (n, w, p, g) in tables['qaconv'].items():
+        lines.append(f'| {t} | {n} | {_fmt(w)} | {_fmt(p)} | {_fmt(g)} |')
     h = tables['hist']
     lines += ['', '## Mean predicted visibility: clean against occluded faces', '',
               '![histogram](visibility_hist.png)', '',
@@ -267,7 +316,8 @@ def write_occlusion_report(out_dir: str, rec: Dict[str, object],
     plt.close(fig)
     lines += ['', '## Picture sheets (image | true map | predicted map)', '']
     for t in sorted(counts):
-        idx = [i for i, x in enumerate(types) if x == t][:per_type]
+        idx = [i for i, x in enumerate(types)
+               if x == t and i in rec['images']][:per_type]
         name = f'sheet_{t}.png'
         cv2.imwrite(osp.join(out_dir, name),
                     cv2.cvtColor(_sheet(rec, idx), cv2.COLOR_RGB2BGR))

@@ -13,6 +13,7 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
+from oaml_mm.datasets.transforms.formatting import DEFAULT_GRID
 from oaml_mm.errors import ConfigError
 
 __all__ = ['pipeline_samples', 'pipeline_tile', 'pipeline_grid']
@@ -61,7 +62,7 @@ def pipeline_tile(inputs, data_sample, size: int = 112) -> np.ndarray:
     Args:
         inputs (torch.Tensor): [3, H, W] RGB image before normalisation.
         data_sample: Its packed sample; ``gt_visibility`` [1, g, g] in [0, 1]
-            (1 = visible) when it has one, else all visible (7x7).
+            (1 = visible) when it has one, else all visible on ``DEFAULT_GRID``.
         size (int): Side of each of the three panels in pixels.
 
     Returns:
@@ -73,7 +74,7 @@ def pipeline_tile(inputs, data_sample, size: int = 112) -> np.ndarray:
     if 'gt_visibility' in data_sample:
         vis = data_sample.gt_visibility[0].numpy()
     else:
-        vis = np.ones((7, 7), np.float32)
+        vis = np.ones((DEFAULT_GRID, DEFAULT_GRID), np.float32)
     side = vis.shape[0]
     up = cv2.resize(vis, (size, size), interpolation=cv2.INTER_NEAREST)
     tinted = img.copy()

@@ -158,16 +158,17 @@ def study_table(work_dir: str, models: Sequence[str], iters: Sequence[int],
 
 
 #: Occluder families and the set whose images carry them: the training families
-#: on SynthFace's occluded pairs, the held-out ones on the held-out pairs.
-MAE_COLUMNS = (('occluded', ('niqab', 'medical_mask', 'scarf', 'hand',
-                             'sunglasses')),
-               ('heldout_occluded', ('object', 'texture_patch', 'eye_band',
-                                     'scarf_alt', 'hand_alt')))
+#: on SynthFace's occluded pairs, the held-out ones on the held-out pairs (the
+#: generator's lists; a type the data names beyond them gets a column too).
+MAE_COLUMNS = (('occluded', report.OCC_TYPES),
+               ('heldout_occluded', report.HELDOUT_OCC_TYPES))
 
 
 def _mae_table(data: Dict[str, list]) -> List[str]:
     """The occlusion head's visibility error per family, for each OAML model."""
-    cols = [(s, t) for s, types in MAE_COLUMNS for t in types]
+    every = [r for runs_ in data.values() for r in runs_]
+    cols = [(s, t) for s, types in MAE_COLUMNS
+            for t in report.occlusion_types(every, s, types)]
     rows = []
     for m, runs_ in data.items():
         if not any(r and 'occluded/visibility/MAE' in r for r in runs_):

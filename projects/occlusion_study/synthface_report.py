@@ -15,6 +15,8 @@ import json
 import math
 from typing import Dict, List, Optional, Sequence
 
+from oaml_mm.synthface import HELDOUT_OCCLUSION_TYPES, OCCLUSION_TYPES
+
 SETS = (('clean', 'clean-clean'), ('masked', 'clean-masked'),
         ('occluded', 'occluded-occluded'))
 # Held-out sets (docs/synthface.md, "Held-out occluders and faces"): style-B faces,
@@ -23,8 +25,34 @@ HELDOUT_SETS = (('heldout_clean', 'held-out clean-clean'),
                 ('heldout_masked', 'held-out clean-heldout-occluded'),
                 ('heldout_occluded', 'held-out occluded-occluded'))
 IJBC_FARS = ('1e-03', '1e-02', '1e-01')
-OCC_TYPES = ('niqab', 'medical_mask', 'scarf', 'hand', 'sunglasses')
-HELDOUT_OCC_TYPES = ('object', 'texture_patch', 'eye_band', 'scarf_alt', 'hand_alt')
+#: Column order of the per-type error tables: the generator's own lists (one
+#: home, ``oaml_mm.synthface``); types the data names beyond them follow
+#: (:func:`occlusion_types`).
+OCC_TYPES = tuple(OCCLUSION_TYPES[1:])
+HELDOUT_OCC_TYPES = tuple(HELDOUT_OCCLUSION_TYPES)
+
+
+def occlusion_types(runs: Sequence[Optional[Dict[str, float]]], set_name: str,
+                    order: Sequence[str] = ()) -> List[str]:
+    """The occluder types of ``set_name`` the metrics report an error for.
+
+    The metric names a ``{set}/visibility/MAE_{type}`` key after each type the
+    data's side files (``<set>.types.txt``) name, so a new type appears here
+    without a code edit.
+
+    Args:
+        runs (Sequence[dict]): Merged metrics per run (None entries skipped).
+        set_name (str): Key prefix of the set, e.g. ``'occluded'``.
+        order (Sequence[str]): Known types, first and in this order (a
+            missing one's cells then say ``n/a``); the others follow sorted.
+
+    Returns:
+        list[str]: Types other than ``'none'``.
+    """
+    prefix = f'{set_name}/visibility/MAE_'
+    seen = {k[len(prefix):] for r in runs if r for k in r
+            if k.startswith(prefix)} - {'none'}
+    return list(order) + sorted(seen - set(order))
 
 
 def _stat(values: Sequence[Optional[float]], digits: int = 1) -> str:
@@ -108,26 +136,28 @@ def comparison_table(adaface: List[Dict[str, float]],
                 _stat(_diff(oaml, f'{key}/qaconv/accuracy', oaml,
                             f'{key}/qaconv_no_vis/accuracy')),
             ]) + ' |')
+    occ_types = occlusion_types(oaml, 'occluded', OCC_TYPES)
+    heldout_types = occlusion_types(oaml, 'heldout_occluded', HELDOUT_OCC_TYPES)
     lines += [
         '', '**Occlusion head: mean absolute error of the 7×7 visibility map '
         '(occluded-occluded set per type; clean faces from the clean set)**',
         '',
-        '| ' + ' | '.join(OCC_TYPES) + ' | all occluded | clean |',
-        '|' + '---|' * (len(OCC_TYPES) + 2),
+        '| ' + ' | '.join(occ_types) + ' | all occluded | clean |',
+        '|' + '---|' * (len(occ_types) + 2),
         '| ' + ' | '.join(
             _stat(_get(oaml, f'occluded/visibility/MAE_{t}'), 3)
-            for t in OCC_TYPES) + ' | ' +
+            for t in occ_types) + ' | ' +
         _stat(_get(oaml, 'occluded/visibility/MAE'), 3) + ' | ' +
         _stat(_get(oaml, 'clean/visibility/MAE'), 3) + ' |',
         '', '**Occlusion head on held-out occluders and style-B faces: mean '
         'absolute error of the 7×7 visibility map (held-out occluded-occluded set '
         'per family; clean faces from the held-out clean set)**', '',
-        '| ' + ' | '.join(HELDOUT_OCC_TYPES) + ' | all held-out occluded | '
+        '| ' + ' | '.join(heldout_types) + ' | all held-out occluded | '
         'held-out clean |',
-        '|' + '---|' * (len(HELDOUT_OCC_TYPES) + 2),
+        '|' + '---|' * (len(heldout_types) + 2),
         '| ' + ' | '.join(
             _stat(_get(oaml, f'heldout_occluded/visibility/MAE_{t}'), 3)
-            for t in HELDOUT_OCC_TYPES) + ' | ' +
+            for t in heldout_types) + ' | ' +
         _stat(_get(oaml, 'heldout_occluded/visibility/MAE'), 3) + ' | ' +
         _stat(_get(oaml, 'heldout_clean/visibility/MAE'), 3) + ' |',
     ]

@@ -510,6 +510,22 @@ class TestGalleryTrust(unittest.TestCase):
                     FaceGallery.load(path, FaceRecognizer(cfg, self.ckpt))
         self.assertEqual(len(FaceGallery.load(path, self.rec)), 4)
 
+    def test_gallery_before_vis_range_was_recorded_still_loads(self):
+        now = fg.template_settings(self.rec)
+        self.assertIn('vis_range', now)
+        old = {k: v for k, v in now.items() if k != 'vis_range'}
+        fg._check_settings('g.pt', dict(version=2, template_settings=old), now)
+        with self.assertRaisesRegex(GalleryError, r'vis_range \[0\.3, 0\.7\] '
+                                    r'in the gallery vs None now'):
+            fg._check_settings('g.pt', dict(version=2, template_settings=dict(
+                now, vis_range=[0.3, 0.7])), now)
+        # Only the later keys may be missing.
+        del old['flip_test']
+        with self.assertRaisesRegex(GalleryError, 'flip_test None in the '
+                                    'gallery'):
+            fg._check_settings('g.pt', dict(version=2, template_settings=old),
+                               now)
+
     def test_search_hits_carry_the_decision(self):
         path = self._saved('verdict.pt')
         g = FaceGallery.load(path, self.rec)

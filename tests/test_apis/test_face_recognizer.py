@@ -598,6 +598,34 @@ class TestCheckpointTrust(unittest.TestCase):
             rec.extract(self.imgs, channel_order='rgb')['embedding'],
             self.ref.extract(self.imgs, channel_order='rgb')['embedding'])
 
+    def test_calibration_records_the_one_vis_range(self):
+        # QAConv's scores depend on the visibility calibration: a calibration
+        # records it, one recorded before the key existed is still used, and
+        # one made under another calibration is not.
+        from oaml_mm.models.utils import embedding_settings
+        stretched = write_config(osp.join(self.tmp.name, 'vr.py'), dict(
+            TINY_MODEL, qaconv_head=dict(TINY_MODEL['qaconv_head'],
+                                         vis_range=(0.3, 0.7))))
+        settings = embedding_settings(FaceRecognizer(stretched, self.ckpt).model)
+        self.assertEqual(settings['vis_range'], [0.3, 0.7])
+        # global_vis is off: the old key records what the config gave there.
+        self.assertIsNone(settings['global_vis_range'])
+        old = {k: v for k, v in settings.items() if k != 'vis_range'}
+        for name, stored, used in (('recorded', settings, True),
+                                   ('before the key', old, True),
+                                   ('other', dict(settings,
+                                                  vis_range=[0.2, 0.8]), False)):
+            path = osp.join(self.tmp.name, f'vr_{len(name)}.pth')
+            write_checkpoint(path, calibration=dict(CALIBRATION,
+                                                    settings=stored))
+            rec = FaceRecognizer(stretched, path)
+            with self.subTest(name=name):
+                self.assertEqual('fused' in rec.thresholds, used)
+                if not used:
+                    self.assertRegex(rec.calibration_problem,
+                                     r'vis_range \[0\.2, 0\.8\] at '
+                                     r'calibration vs \[0\.3, 0\.7\] now')
+
     def test_cuda_without_cuda_is_one_line(self):
         with mock.patch('torch.cuda.is_available', return_value=False):
             for backend in ('onnxruntime', 'pytorch'):

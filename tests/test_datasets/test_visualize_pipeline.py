@@ -51,6 +51,23 @@ class TestVisualizePipeline(unittest.TestCase):
             tinted = grid[:112, 112:224].astype(int)
             self.assertGreater(tinted[100, 10, 0] - tinted[100, 10, 1], 100)
 
+    def test_tile_draws_the_targets_own_grid(self):
+        # A 4x4 target (64x64 faces' maps) is drawn as 4x4 cells, not 7x7.
+        import torch
+        from mmpretrain.structures import DataSample
+
+        from oaml_mm.visualization.pipeline_grid import pipeline_tile
+        vis = torch.ones(1, 4, 4)
+        vis[0, :, 3] = 0.0
+        img = torch.full((3, 64, 64), 128, dtype=torch.uint8)
+        sample = DataSample()
+        sample.set_field(vis, 'gt_visibility')
+        target = pipeline_tile(img, sample, size=112)[:, 224:].astype(int)
+        lines = [x for x in range(1, 112) if (target[5, x] == 80).all()]
+        self.assertEqual(lines, [28, 56, 84])
+        self.assertLess(target[5, 100].mean(), 60)   # last column occluded
+        self.assertGreater(target[5, 70].mean(), 200)
+
     def test_cfg_options_move_the_data_roots(self):
         # data_root / occlusion_data_root reach the copies the config made of
         # them, as in tools/train.py (a plain merge changed the top-level keys

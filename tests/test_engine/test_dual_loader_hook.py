@@ -75,6 +75,27 @@ class TestDualLoaderHook(unittest.TestCase):
         with self.assertRaises(ConfigError):
             DualLoaderHook({}, occluded_ratio=1.5)
 
+    def test_clean_mask_follows_the_models_grid(self):
+        # A clean sample gets an all-ones mask on the model's grid (4x4 maps
+        # of 64x64 faces), not on an assumed 7x7 (nor its 7x7 packed one).
+        occ = dict(dataset=dict(type='OcclusionMaskDataset', data_root=self.occ,
+                                pipeline=[dict(type='PackFaceInputs')]))
+        clean = dict(dataset=dict(
+            type='OcclusionMaskDataset', data_root=self.clean,
+            pipeline=[dict(type='PackFaceInputs', default_visibility=None)]))
+        hook = DualLoaderHook(occ, clean, occluded_ratio=0.5, batch_size=4,
+                              seed=1)
+        self.assertIsNone(hook.grid)  # no model yet
+        model = SimpleNamespace(backbone=SimpleNamespace(map_size=4))
+        hook.before_train(SimpleNamespace(
+            model=SimpleNamespace(module=model), cfg=None, seed=1,
+            train_dataloader=SimpleNamespace(batch_size=4)))
+        self.assertEqual(hook.grid, 4)
+        samples = hook.next_batch(0, 0)['data_samples']
+        for ds in samples[2:]:
+            self.assertEqual(ds.occlusion_type, 'none')
+            self.assertTrue(torch.equal(ds.gt_visibility, torch.ones(1, 4, 4)))
+
     def test_clean_occluders_keep_their_masks(self):
         occ = dict(dataset=dict(
             type='OcclusionMaskDataset', data_root=self.occ,

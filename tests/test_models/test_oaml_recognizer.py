@@ -3,6 +3,7 @@ import copy
 import os.path as osp
 import unittest
 
+import numpy as np
 import torch
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
@@ -240,10 +241,16 @@ class TestOAMLRecognizer(unittest.TestCase):
                               ['inputs'], return_feature_maps=True)
         self.assertEqual(tuple(feats['feature_map'].shape), (2, 32, 14, 14))
         self.assertEqual(tuple(feats['visibility'].shape), (2, 1, 14, 14))
+        # Without feat_size the head takes the maps' side; a stated one that
+        # differs is refused.
+        model = build(backbone=dict(TINY['backbone'], map_stage=3), neck=None,
+                      qaconv_head=dict(type='QAConvHead', in_channels=32))
+        self.assertEqual(model.qaconv_head.feat_size, 14)
         with self.assertRaisesRegex(ConfigError, 'map_stage'):
             build(backbone=dict(TINY['backbone'], map_stage=3),
                   neck=None,
-                  qaconv_head=dict(type='QAConvHead', in_channels=32))
+                  qaconv_head=dict(type='QAConvHead', in_channels=32,
+                                   feat_size=7))
 
     def _spy_embed(self, model):
         seen = {}
@@ -363,6 +370,71 @@ class TestOAMLRecognizer(unittest.TestCase):
         self.assertEqual(model.train_cfg['global_vis'], 'none')
         build(train_cfg=dict(global_vis='gt'), test_cfg=dict(global_vis=False))
 
+    def test_one_vis_range_for_qaconv_and_the_global_branch(self):
+        # test_cfg.vis_range is the one calibration; the older keys set it too.
+        x = self._inputs()
+        ref = build(qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
+                    test_cfg=dict(global_vis=True,
+                                  global_vis_range=(0.3, 0.7))).eval()
+        for name, kw in (
+                ('test_cfg.vis_range',
+                 dict(test_cfg=dict(global_vis=True, vis_range=(0.3, 0.7)))),
+                ('qaconv_head.vis_range',
+                 dict(qaconv_head=dict(TINY['qaconv_head'],
+                                       vis_range=(0.3, 0.7)),
+                      test_cfg=dict(global_vis=True))),
+                ('test_cfg.global_vis_range',
+                 dict(test_cfg=dict(global_vis=True,
+                                    global_vis_range=[0.3, 0.7])))):
+            model = build(**kw).eval()
+            with self.subTest(key=name), torch.no_grad():
+                self.assertEqual(model.vis_range, (0.3, 0.7))
+                self.assertEqual(model.qaconv_head.vis_range, (0.3, 0.7))
+                self.assertEqual(model.test_cfg['global_vis_range'], (0.3, 0.7))
+                out, want = model.extract(x), ref.extract(x)
+                torch.testing.assert_close(out['embedding'], want['embedding'],
+                                           atol=0, rtol=0)
+                maps = out['feature_map'] if 'feature_map' in out else \
+                    model.backbone(x)[0]
+                torch.testing.assert_close(
+                    model.match(maps, maps, out['visibility'],
+                                out['visibility']),
+                    ref.match(maps, maps, out['visibility'], out['visibility']),
+                    atol=0, rtol=0)
+                torch.testing.assert_close(
+                    model.calibrate_visibility(out['visibility']),
+                    ((out['visibility'] - 0.3) / 0.4).clamp(0, 1))
+        # The stretch really changes QAConv's scores and the embedding.
+        raw = build(test_cfg=dict(global_vis=True)).eval()
+        self.assertIsNone(raw.vis_range)
+        with torch.no_grad():
+            self.assertGreater(float((raw.extract(x)['embedding'] -
+                                      ref.extract(x)['embedding']).abs().max()),
+                               1e-4)
+
+    def test_vis_range_set_twice_differently_is_refused(self):
+        with self.assertRaisesRegex(
+                ConfigError, r'test_cfg\.vis_range=\(0\.2, 0\.8\).*'
+                r'qaconv_head\.vis_range=\(0\.3, 0\.7\)'):
+            build(qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
+                  test_cfg=dict(vis_range=(0.2, 0.8)))
+        with self.assertRaisesRegex(
+                ConfigError, r'global_vis_range=\(0\.2, 0\.8\).*'
+                r'qaconv_head\.vis_range'):
+            build(qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
+                  test_cfg=dict(global_vis_range=(0.2, 0.8)))
+        with self.assertRaisesRegex(ConfigError,
+                                    r'test_cfg\.vis_range: .*low < high'):
+            build(test_cfg=dict(vis_range=(0.7, 0.3)))
+        # Equal values under several keys are one setting.
+        model = build(qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
+                      test_cfg=dict(vis_range=(0.3, 0.7),
+                                    global_vis_range=(0.3, 0.7)))
+        self.assertEqual(model.vis_range, (0.3, 0.7))
+
+    def _inputs(self):
+        return build().data_preprocessor(batch(n=4, n_occ=0), False)['inputs']
+
     def test_visemb_config_is_the_demo_with_global_vis(self):
         root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
         base = load_config(osp.join(root, 'configs', 'synthface',
@@ -416,6 +488,69 @@ class TestOAMLRecognizer(unittest.TestCase):
 
 MS_NECK = dict(type='MultiScaleOcclusionHead', in_channels=(16, 32, 64),
                channels=4, out_size=28)
+
+
+class TestOAMLRecognizerOtherGrid(unittest.TestCase):
+    """64x64 faces: 4x4 maps. The grid side comes from the model end to end."""
+
+    def test_train_step_predict_and_metric_on_a_4x4_grid(self):
+        from mmpretrain.structures import DataSample as Sample
+
+        from oaml_mm.datasets.transforms import PackFaceInputs
+        from oaml_mm.evaluation.metrics import VerificationMetric
+        model = build(backbone=dict(TINY['backbone'], input_size=64))
+        self.assertEqual(model.backbone.map_size, 4)
+        self.assertEqual(model.qaconv_head.feat_size, 4)  # not the default 7
+        # Training: the occlusion stream's masks packed on the model's grid.
+        pack = PackFaceInputs(grid=(model.backbone.map_size, ) * 2)
+        data = batch(size=64)
+        mask = torch.ones(64, 64).numpy()
+        mask[40:] = 0.0
+        data['occlusion']['data_samples'] = [
+            pack(dict(img=torch.zeros(64, 64, 3, dtype=torch.uint8).numpy(),
+                      visibility_mask=mask))['data_samples'] for _ in range(4)]
+        self.assertEqual(tuple(data['occlusion']['data_samples'][0]
+                               .gt_visibility.shape), (1, 4, 4))
+        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+        losses = model.train_step(data, optim)
+        for key in ('loss_adaface', 'loss_qaconv', 'loss_occlusion'):
+            self.assertTrue(torch.isfinite(losses[key]), key)
+        # Prediction on the 4x4 grid.
+        model.eval()
+        model.test_cfg['return_feature_maps'] = True
+        x = model.data_preprocessor(batch(n=8, n_occ=0, size=64),
+                                    False)['inputs']
+        with torch.no_grad():
+            preds = model.predict(x)
+        self.assertEqual(tuple(preds[0].visibility.shape), (1, 4, 4))
+        self.assertEqual(tuple(preds[0].feature_map.shape)[-2:], (4, 4))
+        # The metric's ablation: QAConv with predicted / true / no visibility,
+        # the head's error per type, all on the model's grid.
+        metric = VerificationMetric('g4', progress=False, nrof_folds=2,
+                                    visibility_ablation=True)
+        metric.bind_model(model)
+        samples = []
+        for i, p in enumerate(preds):
+            s = Sample(metainfo=dict(pair_index=i // 2, pair_slot=i % 2,
+                                     issame=i % 4 < 2,
+                                     occlusion_type=('none', 'hand')[i % 2]))
+            for key in ('embedding', 'feature_map', 'visibility'):
+                s.set_field(p.get(key), key)
+            s.set_field(torch.ones(1, 4, 4) if i % 2 == 0 else
+                        pack(dict(img=mask[..., None].repeat(3, 2),
+                                  visibility_mask=mask))[
+                                      'data_samples'].gt_visibility,
+                        'gt_visibility')
+            samples.append(s.to_dict())
+        metric.process({}, samples)
+        out = metric.evaluate(len(samples))
+        for key in ('qaconv/accuracy', 'qaconv_gt_vis/accuracy',
+                    'qaconv_no_vis/accuracy', 'visibility/MAE',
+                    'visibility/MAE_hand'):
+            self.assertTrue(np.isfinite(out[f'g4/{key}']), key)
+        pred = torch.stack([p.visibility for p in preds]).half().float()
+        self.assertAlmostEqual(out['g4/visibility/MAE_none'],
+                               float((1 - pred[0::2]).abs().mean()), places=3)
 
 
 class TestOAMLRecognizerMultiScaleHead(unittest.TestCase):

@@ -192,6 +192,14 @@ class TestQAConvHead(unittest.TestCase):
         self.assertIsNotNone(head.fc.weight.grad)
         self.assertIsNotNone(head.losses['memory'].memory.grad)
 
+    def test_class_memory_loss_takes_the_heads_grid(self):
+        head = QAConvHead(in_channels=6, feat_size=4, losses=dict(
+            memory=dict(type='ClassMemorySoftmaxTripletLoss', num_classes=3,
+                        in_channels=6)))
+        self.assertEqual(tuple(head.losses['memory'].memory.shape), (3, 6, 4, 4))
+        out = head.loss(torch.randn(6, 6, 4, 4), torch.tensor([0, 0, 1, 1, 2, 2]))
+        self.assertTrue(torch.isfinite(out['loss_memory']))
+
     def test_training_lowers_pairwise_loss(self):
         torch.manual_seed(0)
         head = self.build(losses=dict(pairwise=dict(

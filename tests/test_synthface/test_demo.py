@@ -118,6 +118,19 @@ class TestReport(unittest.TestCase):
         self.assertEqual(len(mae), 1)
         self.assertIn('| n/a | n/a | 0.125 | n/a | n/a | 0.100 | n/a |', table)
 
+    def test_a_new_occluder_type_gets_a_column(self):
+        # The per-type columns are the generator's types, then any other the
+        # data's side files named (the metric keys them by name).
+        run = {'occluded/visibility/MAE_niqab': 0.25,
+               'occluded/visibility/MAE_visor': 0.5,
+               'heldout_occluded/visibility/MAE_cap': 0.125}
+        table = synthface_report.comparison_table([run], [run])
+        self.assertIn('| niqab | medical_mask | scarf | hand | sunglasses | '
+                      'visor | all occluded | clean |', table)
+        self.assertIn('| 0.250 | n/a | n/a | n/a | n/a | 0.500 | n/a | n/a |',
+                      table)
+        self.assertIn('| hand_alt | cap | all held-out occluded |', table)
+
     def test_progress_parser(self):
         log = osp.join(tempfile.mkdtemp(), 'train.log')
         with open(log, 'w') as f:

@@ -46,9 +46,10 @@ class TestOcclusionReport(unittest.TestCase):
                                         pipeline=[dict(type='PackFaceInputs')])
             torch.manual_seed(0)
             model = MODELS.build(TINY_MODEL)
-            rec = collect_predictions(model, ds, batch_size=7)
-            tables = occlusion_tables(model, rec)
-        self.assertEqual(rec['images'].shape, (24, 112, 112, 3))
+            rec = collect_predictions(model, ds, batch_size=7, per_type=2)
+            tables = occlusion_tables(rec)
+        self.assertEqual(len(rec['images']), 6)  # 2 per type, for the sheets
+        self.assertEqual(rec['images'][0].shape, (112, 112, 3))
         self.assertEqual(rec['pred'].shape, (24, 7, 7))
         # the MAE of the clean images is 1 - mean prediction, by construction
         clean = np.asarray(TYPES) == 'none'
@@ -61,8 +62,36 @@ class TestOcclusionReport(unittest.TestCase):
         q = tables['qaconv']
         self.assertEqual({t: v[0] for t, v in q.items()},
                          {'all': 12, 'niqab': 6, 'hand': 6})
-        self.assertTrue(0 <= q['all'][1] <= 100 and 0 <= q['all'][2] <= 100)
+        self.assertTrue(all(0 <= a <= 100 for a in q['all'][1:]))
         self.assertTrue(np.isnan(q['niqab'][1]))  # under 10 pairs
+        # The numbers are the test metric's own ablation: same MAE per type,
+        # and its per-set QAConv accuracies are the report's 'all' row.
+        name = rec['pairs'][0][0] or 'set'
+        self.assertEqual(rec['metrics'][f'{name}/visibility/MAE_niqab'],
+                         tables['mae']['niqab'])
+        for k, key in ((1, 'qaconv'), (2, 'qaconv_no_vis'),
+                       (3, 'qaconv_gt_vis')):
+            self.assertAlmostEqual(q['all'][k],
+                                   rec['metrics'][f'{name}/{key}/accuracy'],
+                                   places=9, msg=key)
+
+    def test_built_on_the_metric_not_its_own_inference(self):
+        # The report calls neither extract nor match_pairs itself: the metric
+        # scores (through the model's test_step), the report reads its records.
+        with tempfile.TemporaryDirectory() as tmp:
+            ds = VerificationBinDataset(ann_file=_write_bin(tmp), side_files=True,
+                                        pipeline=[dict(type='PackFaceInputs')])
+            torch.manual_seed(0)
+            model = MODELS.build(TINY_MODEL)
+            calls = []
+            match = model.match_pairs
+            model.match_pairs = lambda *a: calls.append(a) or match(*a)
+            rec = collect_predictions(model, ds, batch_size=7)
+            n = len(calls)
+            occlusion_tables(rec)
+        self.assertEqual(len(calls), n)  # tables score nothing again
+        self.assertEqual(set(rec['scores']),
+                         {'qaconv', 'qaconv_gt_vis', 'qaconv_no_vis'})
 
     def test_max_images_samples_every_group(self):
         # The first N images of a set are clean pairs: --max-images once
@@ -80,13 +109,14 @@ class TestOcclusionReport(unittest.TestCase):
                                         pipeline=[dict(type='PackFaceInputs')])
             torch.manual_seed(0)
             model = MODELS.build(TINY_MODEL)
-            rec = collect_predictions(model, ds, batch_size=8, max_images=6)
+            rec = collect_predictions(model, ds, batch_size=8, max_images=12)
+        # two pairs of each group (a genuine and an impostor one)
         self.assertEqual(sorted(rec['types']),
-                         ['hand', 'niqab', 'none', 'none', 'none', 'none'])
+                         ['hand'] * 2 + ['niqab'] * 2 + ['none'] * 8)
         slots = {}
         for _, idx, slot, _ in rec['pairs']:
             slots.setdefault(idx, set()).add(slot)
-        self.assertEqual(list(slots.values()), [{0, 1}] * 3)  # whole pairs
+        self.assertEqual(list(slots.values()), [{0, 1}] * 6)  # whole pairs
 
     def test_cli_writes_report(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,8 @@
 """Occlusion report of a checkpoint: picture sheets, error and QAConv accuracy per type.
 
-Runs CONFIG's model with CHECKPOINT over a verification set with true visibility maps
+Evaluates CONFIG's model with CHECKPOINT through ``VerificationMetric``'s visibility
+ablation (the test metric's own predictions, QAConv scores with predicted, true and no
+visibility, and visibility error) over a verification set with true visibility maps
 and occlusion types (by default the config's ``test_dataloader`` data set, e.g. the
 SynthFace ``.bin`` files with their side files) and writes ``OUT/report.md`` with
 ``sheet_<type>.png`` and ``visibility_hist.png`` beside it
@@ -47,9 +49,11 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, args.cfg_options)
         model = FaceRecognizer(cfg, args.checkpoint).model
         dataset = build_split_dataset(cfg, args.split)  # test-time pipeline
+        # One pass through the test metric's visibility ablation: the
+        # report's numbers are the metric's.
         rec = collect_predictions(model, dataset, args.batch_size,
-                                  args.max_images)
-        tables = occlusion_tables(model, rec)
+                                  args.max_images, args.per_type)
+        tables = occlusion_tables(rec)
         path = write_occlusion_report(args.out, rec, tables, args.per_type,
                                       title=f'Occlusion report: {args.checkpoint}')
     except OAMLError as e:

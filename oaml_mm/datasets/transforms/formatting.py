@@ -15,7 +15,7 @@ from mmpretrain.structures import DataSample
 
 from oaml_mm.registry import TRANSFORMS
 
-__all__ = ['PackFaceInputs', 'visibility_to_grid']
+__all__ = ['PackFaceInputs', 'visibility_to_grid', 'DEFAULT_GRID']
 
 DEFAULT_META_KEYS = ('sample_idx', 'img_path', 'key', 'dataset_name',
                      'pair_index', 'pair_slot', 'issame', 'template_id',
@@ -23,8 +23,14 @@ DEFAULT_META_KEYS = ('sample_idx', 'img_path', 'key', 'dataset_name',
                      'ori_shape', 'img_shape')
 
 
+#: Side of the visibility grid where no model gives it: the IR backbone's maps
+#: of a 112x112 face (112 / 16). Models take theirs from ``backbone.map_size``.
+DEFAULT_GRID = 7
+
+
 def visibility_to_grid(mask: np.ndarray,
-                       grid: Tuple[int, int] = (7, 7)) -> np.ndarray:
+                       grid: Tuple[int, int] = (DEFAULT_GRID, DEFAULT_GRID)
+                       ) -> np.ndarray:
     """Area-average a full-resolution visibility mask onto the feature-map grid.
 
     Each cell gets the visible fraction of the pixels it covers, which is what the
@@ -32,7 +38,8 @@ def visibility_to_grid(mask: np.ndarray,
 
     Args:
         mask (np.ndarray): [H,W] in [0,1], 1 = visible.
-        grid (tuple[int, int]): ``(rows, cols)``. Defaults to (7, 7).
+        grid (tuple[int, int]): ``(rows, cols)``. Defaults to
+            (:data:`DEFAULT_GRID`, :data:`DEFAULT_GRID`).
 
     Returns:
         np.ndarray: float32 [rows, cols] in [0,1].
@@ -63,13 +70,18 @@ class PackFaceInputs(BaseTransform):
         default_visibility (float, optional): Value of ``gt_visibility`` when the
             sample has no mask (clean faces are fully visible). ``None`` leaves the
             field unset. Defaults to 1.0.
-        grid (Sequence[int]): Visibility grid ``(rows, cols)``. Defaults to (7, 7).
+        grid (Sequence[int]): Visibility grid ``(rows, cols)``. Defaults to
+            (7, 7) (:data:`DEFAULT_GRID`: a pipeline has no model); set it to
+            the model's map side (``backbone.map_size``: 4 for 64x64 faces) so
+            the true masks are exact area averages on its grid. A mask on
+            another grid still works: the model resizes it
+            (``resize_visibility``).
         meta_keys (Sequence[str]): Results keys copied into the metainfo.
     """
 
     def __init__(self,
                  default_visibility: Optional[float] = 1.0,
-                 grid: Sequence[int] = (7, 7),
+                 grid: Sequence[int] = (DEFAULT_GRID, DEFAULT_GRID),
                  meta_keys: Sequence[str] = DEFAULT_META_KEYS) -> None:
         self.default_visibility = default_visibility
         self.grid = (int(grid[0]), int(grid[1]))

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from oaml_mm.datasets.samplers import (PositionSeededDataset, StreamSampler,
                                        mix_seeds)
+from oaml_mm.datasets.transforms.formatting import DEFAULT_GRID
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import DATASETS, HOOKS
 
@@ -115,6 +116,10 @@ class DualLoaderHook(Hook):
         self.streams: List[dict] = []
         self._iters: Optional[List[Iterator]] = None
         self._expected: Optional[Tuple[int, int]] = None
+        #: Side of the all-ones mask of a clean sample: the model's map side
+        #: (``backbone.map_size``) once ``before_train`` saw it; None before
+        #: (the sample's own mask's grid, :data:`DEFAULT_GRID` without one).
+        self.grid: Optional[int] = None
 
     # building ----------------------------------------------------------------------
     def _stripped(self, name: str) -> bool:
@@ -208,8 +213,11 @@ class DualLoaderHook(Hook):
                     kinds = str(ds.get('occlusion_type') or '').split('+')
                     if self._kept_kinds.intersection(kinds):
                         continue  # a kept occluder's exact mask
-                    shape = ds.gt_visibility.shape if 'gt_visibility' in ds \
-                        else (1, 7, 7)
+                    # On the model's grid; before a model was seen, the
+                    # sample's own (or the default 7x7 without one).
+                    shape = (1, self.grid, self.grid) if self.grid else \
+                        ds.gt_visibility.shape if 'gt_visibility' in ds else \
+                        (1, DEFAULT_GRID, DEFAULT_GRID)
                     ds.set_field(torch.ones(shape), 'gt_visibility')
                     ds.set_metainfo(dict(occlusion_type='none'))
             inputs.extend(batch['inputs'])
@@ -219,6 +227,11 @@ class DualLoaderHook(Hook):
 
     # hook interface ----------------------------------------------------------------
     def before_train(self, runner) -> None:
+        model = getattr(runner, 'model', None)
+        model = getattr(model, 'module', model)  # DDP
+        size = getattr(getattr(model, 'backbone', None), 'map_size', None)
+        if size is not None:
+            self.grid = int(size)
         loader = runner.train_dataloader
         default_bs = getattr(loader, 'batch_size', None)
         main_cfg = None

@@ -1,10 +1,11 @@
 """Log the predicted visibility maps of a fixed validation batch while training.
 
 The occlusion head is trained on a separate stream and its loss alone says little
-about *what* it predicts. Drawing its 7x7 map over the same validation faces every few
-epochs (mmengine's visualizer, so TensorBoard shows a slider over the steps) lets a
-user see it learn to mark masks, scarves and niqabs. The batch is taken once, before
-training, so every logged picture shows the same faces.
+about *what* it predicts. Drawing its map (on the model's grid) over the same
+validation faces every few epochs (mmengine's visualizer, so TensorBoard shows a
+slider over the steps) lets a user see it learn to mark masks, scarves and niqabs.
+The batch is taken once, before training, so every logged picture shows the same
+faces.
 """
 from typing import Optional
 

@@ -20,11 +20,11 @@ from .thresholds import (BRANCHES, DECISION_BRANCHES, FUSED_VIS,
                          calibrate_thresholds, threshold_at_far)
 from .verification import (kfold_split, score_thresholds, verification_10fold,
                            verification_10fold_scores)
-from .visibility import OCCLUSION_TYPES, visibility_mae
+from .visibility import visibility_mae
 
 __all__ = [
     'BRANCHES', 'THRESHOLDS_META_KEY', 'threshold_at_far', 'calibrate_thresholds',
-    'OCCLUSION_TYPES', 'visibility_mae', 'verification_10fold',
+    'visibility_mae', 'verification_10fold',
     'verification_10fold_scores', 'kfold_split', 'score_thresholds', 'roc_curve',
     'tar_at_far', 'auc', 'eer', 'DEFAULT_FARS', 'pool_templates',
     'TemplateAccumulator', 'POOLINGS', 'POOL_SUFFIX', 'VIS_FLOOR',

@@ -3,14 +3,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-__all__ = ['OCCLUSION_TYPES', 'visibility_mae']
-
-#: Occlusion types of SynthFace (``<name>.types.txt``): the training families, then
-#: the held-out ones of ``val/heldout_*.bin`` (docs/synthface.md, "Held-out
-#: occluders and faces"); anything else is ``other`` (always last).
-OCCLUSION_TYPES = ('none', 'niqab', 'medical_mask', 'scarf', 'hand',
-                   'sunglasses', 'object', 'texture_patch', 'eye_band',
-                   'scarf_alt', 'hand_alt', 'other')
+__all__ = ['visibility_mae']
 
 
 def visibility_mae(pred: np.ndarray, true: np.ndarray,
@@ -20,7 +13,8 @@ def visibility_mae(pred: np.ndarray, true: np.ndarray,
     Args:
         pred (np.ndarray): Predicted visibility [N, ...] in [0, 1].
         true (np.ndarray): True visibility, same shape.
-        types (Sequence[str]): Occlusion type of every image.
+        types (Sequence[str]): Occlusion type of every image, as the data names
+            it (SynthFace's ``<name>.types.txt``): any name, no fixed list.
 
     Returns:
         dict: ``'all'`` and one entry per type present: the mean over those images

@@ -9,19 +9,22 @@ The visibility ablation (``visibility_ablation=True``) answers the question the 
 feasibility study (docs/synthface.md) left open, whether OAML's visibility map earns
 its place: it re-scores the
 QAConv branch with the true visibility and with none, and measures the occlusion
-head's mean absolute error on the 7x7 grid per occlusion type (SynthFace's side files,
-``VerificationBinDataset(side_files=True)``).
+head's mean absolute error on the true masks' grid per occlusion type, the types
+being whatever the data's side files name (SynthFace's ``<name>.types.txt``,
+``VerificationBinDataset(side_files=True)``): no list of types lives in the code,
+so a new type in the data gets its own ``MAE_{type}`` key.
 """
+import zlib
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
-from mmengine.dist import all_reduce
+from mmengine.dist import all_gather_object, all_reduce
 
 from oaml_mm.errors import DataFormatError
-from oaml_mm.evaluation.functional import (FUSED_VIS, OCCLUSION_TYPES,
-                                           TemplateAccumulator, fuse_scores,
-                                           impostor_stats, mean_visibility,
+from oaml_mm.evaluation.functional import (FUSED_VIS, TemplateAccumulator,
+                                           fuse_scores, impostor_stats,
+                                           mean_visibility,
                                            verification_10fold,
                                            verification_10fold_scores,
                                            visibility_mae)
@@ -48,6 +51,12 @@ class VerificationMetric(FaceMetricBase):
     unit (``adaface/threshold_cos``: cosine; ``qaconv/threshold_qaconv``: QAConv
     score; ``fused/threshold_fused``: fused z-score), ``/AUC``, ``/EER`` and
     ``/TAR@FAR=..`` for ``fars``.
+    After :meth:`evaluate` with ``visibility_ablation``, ``ablation_records``
+    holds what the ablation measured: ``pred`` / ``true`` [2P, h, w] (the
+    predicted map on the true masks' grid, and the true one; image ``2p + s`` is
+    slot ``s`` of pair ``p``), ``types`` (per image), ``issame`` [P] and
+    ``scores`` (``qaconv``, ``qaconv_gt_vis``, ``qaconv_no_vis``: [P] each); the
+    occlusion report (``tools/analysis/occlusion_report.py``) is built on it.
     With ``visibility_ablation`` also ``{dataset}/qaconv_gt_vis/accuracy`` (QAConv
     with the true visibility), ``{dataset}/qaconv_no_vis/accuracy`` (with none; both
     with ``/std`` and ``/threshold_qaconv``) and ``{dataset}/visibility/MAE`` plus
@@ -102,14 +111,17 @@ class VerificationMetric(FaceMetricBase):
         self.fars = tuple(fars)
         self.select_by_name = bool(select_by_name)
         self.visibility_ablation = bool(visibility_ablation)
+        self.ablation_records: Optional[dict] = None
         self._new_state()
 
     def _new_state(self) -> None:
         self.acc: Optional[TemplateAccumulator] = None
         self.issame = torch.full((0, ), -1, dtype=torch.int8)
-        # Ablation store, one row per image: true visibility and type code.
+        # Ablation store, one row per image: true visibility and type code
+        # (the CRC-32 of the type's name, reducible over ranks by a max).
         self.gt_vis = torch.zeros(0, 0)
         self.type_code = torch.full((0, ), -1, dtype=torch.int64)
+        self.type_names: Dict[int, str] = {}
         self._saw_vis = False
 
     def reset(self) -> None:
@@ -176,8 +188,11 @@ class VerificationMetric(FaceMetricBase):
                 'VerificationBinDataset(side_files=True))',
                 record=s.get('pair_index'), field='occlusion_type')
         t = str(s['occlusion_type'])
-        code = OCCLUSION_TYPES.index(t) if t in OCCLUSION_TYPES else \
-            len(OCCLUSION_TYPES) - 1
+        code = zlib.crc32(t.encode('utf-8'))
+        if self.type_names.setdefault(code, t) != t:
+            raise DataFormatError(
+                where, f'occlusion types {t!r} and {self.type_names[code]!r} '
+                'share a CRC-32 code; rename one', field='occlusion_type')
         return torch.as_tensor(s['gt_visibility']).float().reshape(-1), code
 
     def _store_ablation(self, rows: torch.Tensor, gt: torch.Tensor,
@@ -227,6 +242,10 @@ class VerificationMetric(FaceMetricBase):
         all_reduce(vis)
         all_reduce(code, op='max')
         self.gt_vis, self.type_code = vis, code
+        names: Dict[int, str] = {}
+        for part in all_gather_object(self.type_names):
+            names.update(part)
+        self.type_names = names
 
     def _compute(self, issame_t: torch.Tensor) -> Dict[str, float]:
         count = self.acc.count
@@ -316,11 +335,18 @@ class VerificationMetric(FaceMetricBase):
             scores[name] = q
             out.update(self._acc_keys(
                 name, verification_10fold_scores(q, issame, self.nrof_folds)))
-        types = [OCCLUSION_TYPES[int(c)] for c in code]
+        types = [self.type_names[int(c)] for c in code]
         # Scored on the true masks' grid: a finer prediction (maps of an earlier
         # stage) is averaged onto it.
         pred = resize_visibility(pred.reshape(n, 1, *pred.shape[-2:]), side)
         mae = visibility_mae(pred.numpy(), true.numpy(), types)
+        #: What the ablation measured, per image and per pair, for reports
+        #: built on it (``oaml_mm.visualization.occlusion_report``).
+        self.ablation_records = dict(
+            pred=pred[:, 0].float().numpy(), true=true[:, 0].numpy(),
+            types=types, issame=np.asarray(issame, bool),
+            scores={k: scores[k] for k in ('qaconv', 'qaconv_gt_vis',
+                                           'qaconv_no_vis') if k in scores})
         p = f'{self.dataset_name}/visibility/'
         out[p + 'MAE'] = mae.pop('all')
         out.update({p + f'MAE_{t}': v for t, v in mae.items()})

@@ -7,6 +7,7 @@ public v2.1 code. All scoring goes through
 :func:`oaml_mm.models.functional.qaconv_match`; this module only owns the parameters,
 the input normalisation and the losses.
 """
+import inspect
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -51,13 +52,17 @@ class QAConvHead(BaseModule):
             not at all. Training matches with the maps as given (the true masks
             with ``qaconv_train_vis='gt'``): stretching those too trained a weaker
             backbone on SynthFace (docs/synthface.md). None (default) uses the maps
-            as they are, as the original OAML recipe does.
+            as they are, as the original OAML recipe does. Inside an
+            ``OAMLRecognizer`` this is the model's one calibration
+            (``test_cfg.vis_range``; this key is its older name and must agree
+            with it), which the global branch reads too.
         max_chunk_elems (int): Most correlation values computed at once.
         half_test (bool): Correlate in fp16 (CUDA) / bf16 (CPU) when not training.
             Defaults to False.
         normalize (bool): L2-normalise maps over channels before matching (QAConv's
             convention). Defaults to True.
-        losses (dict): Name -> loss config. Each loss is called as
+        losses (dict): Name -> loss config (a loss taking ``feat_size`` gets
+            this head's unless its config names one). Each loss is called as
             ``loss(scores, labels, maps=..., vis=..., matcher=...)`` and returns
             ``(loss, accuracy)``. Defaults to the pairwise matching loss and a
             batch-hard triplet loss (margin 16, weight 0.5).
@@ -100,8 +105,17 @@ class QAConvHead(BaseModule):
         if not losses:
             raise ConfigError('QAConvHead: losses must name at least one loss')
         self.losses = nn.ModuleDict(
-            {name: MODELS.build(cfg)
+            {name: MODELS.build(self._on_our_grid(cfg))
              for name, cfg in losses.items()})
+
+    def _on_our_grid(self, cfg: dict) -> dict:
+        """A loss config whose class takes ``feat_size`` (a class memory of
+        maps) gets ours unless it names one."""
+        cls = MODELS.get(cfg.get('type')) if isinstance(cfg, dict) else None
+        if cls is not None and 'feat_size' not in cfg and \
+                'feat_size' in inspect.signature(cls).parameters:
+            return dict(cfg, feat_size=self.feat_size)
+        return cfg
 
     def reset_parameters(self) -> None:
         """QAConv's initialisation: unit BNs and an averaging FC (weight 1/hw)."""

@@ -35,7 +35,7 @@ _DEFAULT_TRAIN_CFG = dict(
     occ_target='mask')
 _DEFAULT_TEST_CFG = dict(
     flip_test=False, return_feature_maps=False, half_maps=False,
-    global_vis=False, global_vis_range=None)
+    global_vis=False, vis_range=None, global_vis_range=None)
 #: train_cfg.global_vis: the visibility that weights the embedding in training.
 _GLOBAL_VIS_MODES = ('none', 'gt', 'pred', 'gt_or_pred')
 #: train_cfg.occ_target: what the occlusion head learns on the occlusion stream.
@@ -87,7 +87,10 @@ class OAMLRecognizer(BaseModel):
             (``'maps'``, ``'stages'`` or ``'image'``) says which input it gets;
             its prediction is on the maps' grid. None: no visibility branch
             (predicted visibility is all ones).
-        qaconv_head (dict, optional): QAConvHead config. None: no QAConv branch.
+        qaconv_head (dict, optional): QAConvHead config; without
+            ``feat_size`` it takes the backbone's map side (``map_size``: 7 for
+            112x112 faces, 4 for 64x64, 14 with ``map_stage=3``). None: no
+            QAConv branch.
         loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
             ``occlusion`` (0.1); missing keys take these defaults.
         train_cfg (dict, optional): ``qaconv_train_vis`` (``'pred'``,
@@ -109,10 +112,17 @@ class OAMLRecognizer(BaseModel):
         test_cfg (dict, optional): ``flip_test`` (False), ``return_feature_maps``
             (False), ``half_maps`` (False: fp16 feature maps in predictions),
             ``global_vis`` (False: weight the embedding by the predicted
-            visibility, each flip-test view by its own), ``global_vis_range``
-            (None: ``(low, high)`` stretch of the predicted visibility before it
-            weights the embedding, :func:`calibrate_visibility`; also applied to
-            the prediction in training with ``global_vis='pred'``).
+            visibility, each flip-test view by its own), ``vis_range`` (None:
+            the one calibration of the predicted visibility,
+            :meth:`calibrate_visibility`: a ``(low, high)`` stretch applied
+            wherever the map weighs something, QAConv's matching and the
+            embedding (and the prediction in training with
+            ``global_vis='pred'``); recorded by
+            :func:`~oaml_mm.models.utils.embedding_settings`). Its older names
+            ``qaconv_head.vis_range`` and ``test_cfg.global_vis_range`` are
+            aliases: any of the three sets it for all, and two that differ
+            raise :class:`ConfigError` naming both (docs/models.md,
+            "Stretching the maps").
         data_preprocessor (dict, optional): Defaults to
             ``FaceDataPreprocessor(channel_order='bgr')``.
         init_cfg (dict, optional): mmengine initialisation config.
@@ -137,6 +147,12 @@ class OAMLRecognizer(BaseModel):
         self.backbone = MODELS.build(backbone)
         self.head = MODELS.build(head) if head is not None else None
         self.neck = MODELS.build(neck) if neck is not None else None
+        if isinstance(qaconv_head, dict) and 'feat_size' not in qaconv_head \
+                and getattr(self.backbone, 'map_size', None) is not None:
+            # The grid side follows the backbone's maps (input_size and
+            # map_stage), never an assumed 7.
+            qaconv_head = dict(qaconv_head,
+                               feat_size=int(self.backbone.map_size))
         self.qaconv_head = MODELS.build(
             qaconv_head) if qaconv_head is not None else None
         self.loss_weights = {**_DEFAULT_WEIGHTS, **(loss_weights or {})}
@@ -145,12 +161,58 @@ class OAMLRecognizer(BaseModel):
             self.train_cfg['global_vis'] = 'none'
         self.test_cfg = {**_DEFAULT_TEST_CFG, **(test_cfg or {})}
         self._check_config()
-        try:
-            self.test_cfg['global_vis_range'] = check_vis_range(
-                self.test_cfg['global_vis_range'])
-        except ConfigError as e:
+        self._resolve_vis_range()
+
+    def _resolve_vis_range(self) -> None:
+        """One calibration of the predicted map from ``test_cfg.vis_range`` and
+        its aliases; the QAConv head and the global branch both read it."""
+        given = {'test_cfg.vis_range': self.test_cfg['vis_range'],
+                 'test_cfg.global_vis_range': self.test_cfg['global_vis_range']}
+        if self.qaconv_head is not None:
+            given['qaconv_head.vis_range'] = getattr(self.qaconv_head,
+                                                     'vis_range', None)
+        ranges = {}
+        for key, value in given.items():
+            try:
+                value = check_vis_range(value)
+            except ConfigError as e:
+                raise ConfigError(f'OAMLRecognizer: {key}: {e}') from e
+            if value is not None:
+                ranges[key] = value
+        #: What the config gave under the embedding's old key (recorded as such
+        #: by embedding_settings, so that older galleries still compare).
+        self._global_vis_range_given = ranges.get('test_cfg.global_vis_range')
+        if len(set(ranges.values())) > 1:
             raise ConfigError(
-                f'OAMLRecognizer: test_cfg.global_vis_range: {e}') from e
+                'OAMLRecognizer: the visibility calibration is set twice with '
+                'different values: ' + ', '.join(
+                    f'{k}={v}' for k, v in ranges.items()) + '; QAConv and the '
+                'global branch read one calibrated map: set test_cfg.vis_range '
+                'only (the other keys are its older names)')
+        vis_range = next(iter(ranges.values()), None)
+        self.test_cfg['vis_range'] = vis_range
+        self.test_cfg['global_vis_range'] = vis_range
+        if self.qaconv_head is not None:
+            self.qaconv_head.vis_range = vis_range
+
+    @property
+    def vis_range(self) -> Optional[Tuple[float, float]]:
+        """The one calibration of the predicted visibility (None: the raw map)."""
+        return self.test_cfg['vis_range']
+
+    def calibrate_visibility(self, vis: Optional[torch.Tensor]
+                             ) -> Optional[torch.Tensor]:
+        """The map as QAConv and the global branch read it: ``vis`` stretched
+        by :attr:`vis_range` (:func:`~oaml_mm.models.functional.visibility.
+        calibrate_visibility`); unchanged when it is None.
+
+        Args:
+            vis (Tensor, optional): Visibility in [0, 1], any shape.
+
+        Returns:
+            Tensor or None: Same shape and dtype.
+        """
+        return calibrate_visibility(vis, self.vis_range)
 
     def _check_config(self) -> None:
         # A misspelt key (flip_tset=True) would be kept and never read: the
@@ -500,8 +562,7 @@ class OAMLRecognizer(BaseModel):
                 return None  # no masks: every face counts as fully visible
         if vis_pred is None:
             return None
-        return calibrate_visibility(vis_pred.detach(),
-                                    self.test_cfg['global_vis_range'])
+        return self.calibrate_visibility(vis_pred.detach())
 
     def _global_vis_test(self, maps: torch.Tensor, neck_in=None
                          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -516,7 +577,7 @@ class OAMLRecognizer(BaseModel):
                                  maps.shape[-1])
         if not self.test_cfg['global_vis']:
             return vis, None
-        return vis, calibrate_visibility(vis, self.test_cfg['global_vis_range'])
+        return vis, self.calibrate_visibility(vis)
 
     def _qaconv_vis(self, vis_pred: Optional[torch.Tensor],
                     data_samples: List[DataSample]) -> Optional[torch.Tensor]:

@@ -68,6 +68,24 @@ class TestAblation(unittest.TestCase):
         self.assertNotEqual(out['occluded/qaconv_gt_vis/threshold_qaconv'],
                             out['occluded/qaconv_no_vis/threshold_qaconv'])
 
+    def test_types_are_the_datas_own(self):
+        # A type no code lists gets its own key (it used to count as 'other').
+        samples = _with_truth(verification_samples(num_pairs=20))
+        for s in samples[::3]:
+            s['occlusion_type'] = 'visor'
+        out = self._run(samples)
+        types = [s['occlusion_type'] for s in samples]
+        pred = torch.stack([s['visibility'] for s in samples]).half().float()
+        gt = torch.stack([s['gt_visibility'] for s in samples])
+        mae = visibility_mae(pred.numpy(), gt.numpy(), types)
+        self.assertAlmostEqual(out['occluded/visibility/MAE_visor'],
+                               mae['visor'], places=3)
+        self.assertNotIn('occluded/visibility/MAE_other', out)
+        self.assertEqual(
+            sorted(k.rsplit('_', 1)[-1] for k in out
+                   if k.startswith('occluded/visibility/MAE_')),
+            sorted(set(types)))
+
     def test_finer_maps_than_true_masks(self):
         # Maps and predicted visibility on 4x4 (backbone map_stage=3), true masks
         # on 2x2 (the side files' grid).
