@@ -193,13 +193,24 @@ class TestShippedConfigs(unittest.TestCase):
     def test_segmenter_configs(self):
         # The segmenter trains on training data only; the OAML config with it
         # is the demo model with only the neck (and its stream) changed.
-        seg = load_config(osp.join(ROOT, 'configs', 'synthface',
-                                   'occlusion_segmenter_synthface.py'))
-        text = repr(seg.train_dataloader.to_dict())
-        for held_out in ('heldout', 'calib', '/val', 'ijbc'):
-            self.assertNotIn(held_out, text)
-        self.assertEqual(seg.train_cfg.max_iters,
-                         seg.param_scheduler[0].total_steps)
+        for path in (osp.join(ROOT, 'configs', 'synthface',
+                              'occlusion_segmenter_synthface.py'),
+                     osp.join(STUDY_CONFIGS,
+                              'occlusion_segmenter_synthface_real.py')):
+            seg = load_config(path)
+            text = repr(seg.train_dataloader.to_dict())
+            # Real faces: only the training part of real_faces.py's split (the
+            # test part and the portraits are what the real-photo aims are
+            # judged on).
+            for held_out in ('heldout', 'calib', '/val', 'ijbc', 'test.txt',
+                             'portraits'):
+                self.assertNotIn(held_out, text, path)
+            self.assertEqual(seg.train_cfg.max_iters,
+                             seg.param_scheduler[0].total_steps, path)
+        real = [d.dataset for d in seg.train_dataloader.dataset.datasets
+                if d.get('dataset', {}).get('type') == 'FaceImageFolder']
+        self.assertEqual([(d.data_root, d.ann_file) for d in real],
+                         [('data/real_faces', 'train.txt')])
         demo = load_config(osp.join(ROOT, 'configs', 'synthface',
                                     'oaml_ir18_synthface.py'))
         oaml = load_config(osp.join(ROOT, 'configs', 'synthface',

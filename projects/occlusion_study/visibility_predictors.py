@@ -8,8 +8,11 @@ Subcommands:
   re-rendered with their full-resolution masks (the test identities with training
   occluders, style A; the held-out identities with held-out occluders, style B;
   clean versions of both, all visible), on the training occluded set, and on real
-  photos shipped inside installed packages (aligned with the package's MTCNN path),
-  clean and with occluders pasted on them;
+  photos shipped inside installed packages (real_faces.py, same folder: aligned
+  with the package's MTCNN path, split by image into train / test / portraits),
+  clean and with occluders pasted on them, reported per part (``real_train``,
+  ``real_test``, ``real_portraits`` and ``real_heldout`` = test + portraits, the
+  part any aim is judged on);
 * ``swap``: an OAML checkpoint whose occlusion head is replaced by a segmenter
   checkpoint (frozen), for ``tools/calibrate.py`` and ``tools/test.py`` with
   ``configs/synthface/oaml_ir18_synthface_segmenter.py``;
@@ -37,7 +40,6 @@ import numpy as np
 import torch
 
 from oaml_mm.apis import FaceRecognizer
-from oaml_mm.apis.face_finder import prepare_photos
 from oaml_mm.datasets.occlusion_mask_dataset import mask_to_visibility
 from oaml_mm.datasets.transforms import (MedicalMaskOcclusion, RandomOcclusion,
                                          visibility_to_grid)
@@ -46,6 +48,7 @@ from oaml_mm.synthface import generator as G
 from oaml_mm.synthface.render import (encode_jpeg, identity_texture,
                                       render_face, sample_nuisance)
 from oaml_mm.utils import atomic_save, load_config
+from projects.occlusion_study.real_faces import align_photos, package_photos
 
 Predictor = Callable[[torch.Tensor], Tuple[np.ndarray, np.ndarray]]
 SEG_CONFIG = 'configs/synthface/occlusion_segmenter_synthface.py'
@@ -157,46 +160,6 @@ def occluded_train_set(data_root: str, num: int) -> List[dict]:
     return out
 
 
-def real_photos() -> List[Tuple[str, np.ndarray]]:
-    """Real portraits shipped inside installed packages, as RGB arrays."""
-    import matplotlib
-    import skimage
-    skd = osp.join(osp.dirname(skimage.__file__), 'data')
-    mpd = osp.join(osp.dirname(matplotlib.__file__), 'mpl-data', 'sample_data')
-    photos = []
-    for name, path in (('astronaut', osp.join(skd, 'astronaut.png')),
-                       ('grace_hopper', osp.join(mpd, 'grace_hopper.jpg')),
-                       ('cameraman', osp.join(skd, 'camera.png'))):
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is not None:
-            photos.append((name, cv2.cvtColor(img, cv2.COLOR_BGR2RGB)))
-    lfw = osp.join(skd, 'lfw_subset.npy')
-    if osp.isfile(lfw):
-        # scikit-image's LFW subset: 100 faces (25x25 grey) then 100 non-faces.
-        faces = np.load(lfw)[:100]
-        for i, f in enumerate(faces):
-            g = np.clip(f * 255 if f.max() <= 1 else f, 0, 255).astype(np.uint8)
-            g = cv2.resize(g, (150, 150), interpolation=cv2.INTER_CUBIC)
-            g = cv2.copyMakeBorder(g, 60, 60, 60, 60, cv2.BORDER_REFLECT)
-            photos.append((f'lfw_{i:03d}', np.repeat(g[..., None], 3, 2)))
-    return photos
-
-
-def aligned_real(photos) -> Tuple[np.ndarray, List[str], List[str]]:
-    """MTCNN-align each photo (the package's path); drop the ones without a face."""
-    crops, names, how = [], [], []
-    for name, img in photos:
-        try:
-            c, rep = prepare_photos(img, channel_order='rgb')
-        except Exception:  # no face found: skipped, counted in the report
-            continue
-        crops.append(c[0].permute(1, 2, 0).numpy())
-        names.append(name)
-        how.append(rep[0].get('path', rep[0].get('method', '')))
-    return np.stack(crops) if crops else np.zeros((0, 112, 112, 3),
-                                                  np.uint8), names, how
-
-
 def paste_occluders(crops: np.ndarray, seed: int = 0) -> List[dict]:
     """Each real crop with a medical mask, and with random occluders (solid,
     texture or face-patch fills; 15-35 % of the image), with exact masks."""
@@ -249,12 +212,27 @@ def cmd_errors(args) -> None:
         'heldout': render_split(args.data, 'heldout', args.identities),
         'train_occluded': occluded_train_set(args.data, args.train_images),
     }
-    crops, names, how = aligned_real(real_photos())
-    real_clean = [dict(img=c, mask=np.ones((112, 112), np.float32),
-                       family='real_clean') for c in crops]
-    sets['real'] = real_clean + paste_occluders(crops)
-    result = dict(real_photos=dict(names=names, paths=how),
-                  identities=args.identities, sets={})
+    crops, names, groups, how = align_photos(
+        package_photos(args.extra_photos))
+    real = []
+    for c, g in zip(crops, groups):
+        real.append(dict(img=c, mask=np.ones((112, 112), np.float32),
+                         family='real_clean', group=g))
+    for i, s in enumerate(paste_occluders(crops)):
+        real.append(dict(s, group=groups[i // 2]))  # two per crop
+    for part, keep in (('real_train', ('train', )), ('real_test', ('test', )),
+                       ('real_portraits', ('portraits', )),
+                       ('real_heldout', ('test', 'portraits'))):
+        sel = [s for s in real if s['group'] in keep]
+        if sel:
+            sets[part] = sel
+    result = dict(real_photos=dict(names=names, groups=groups, paths=how),
+                  identities=args.identities, sets={}, real_clean_visible={})
+    # Each real face's clean visible fraction (the portraits' are reported).
+    for pname, pred in predictors.items():
+        v7, _ = predict(pred, crops)
+        result['real_clean_visible'][pname] = {
+            n: float(v.mean()) for n, v in zip(names, v7)}
     for sname, samples in sets.items():
         imgs = np.stack([s['img'] for s in samples])
         preds = {}
@@ -270,6 +248,11 @@ def cmd_errors(args) -> None:
         for pname, fams in by_pred.items():
             line = ', '.join(f"{k} {v['mae7']:.3f}/{v['mae28']:.3f}"
                              for k, v in fams.items())
+            if sname.startswith('real'):
+                line = ', '.join(
+                    f"{k} visible {v['visible']:.3f}" + (
+                        f" covered {v['covered']:.3f}" if v['covered']
+                        is not None else '') for k, v in fams.items())
             print(f'{sname:15s} {pname:6s} {line}')
 
 
@@ -339,6 +322,8 @@ def main(argv=None) -> None:
     e.add_argument('--segmenter', action='append', metavar='NAME=CKPT')
     e.add_argument('--identities', type=int, default=40)
     e.add_argument('--train-images', type=int, default=400)
+    e.add_argument('--extra-photos', metavar='DIR',
+                   help="insightface's sample images (real_faces.py)")
     e.add_argument('--threads', type=int, default=1)
     e.add_argument('--out', required=True)
     s = sub.add_parser('swap')

@@ -3,11 +3,12 @@
 A visibility predictor trained on one face style reads any unfamiliar appearance as
 occlusion (docs/models.md, "Occlusion segmenter"). ``AppearanceJitter`` draws a new
 look for the whole image -- colour cast, hue, saturation or grey, gamma and contrast,
-directional lighting, blur, sensor noise -- and leaves ``visibility_mask`` as it is,
+directional lighting, blur, sensor noise, and optionally the real photos' greyscale,
+low resolution and JPEG artefacts -- and leaves ``visibility_mask`` as it is,
 so the predictor learns that appearance alone is never occlusion. Used before
 :class:`RandomOcclusion` it varies the face; after it, face and occluders together.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ from mmcv.transforms import BaseTransform
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import TRANSFORMS
+from .augmenter import _INTERPOLATIONS, low_res
 
 __all__ = ['AppearanceJitter']
 
@@ -34,7 +36,16 @@ class AppearanceJitter(BaseTransform):
     * directional lighting: the image times ``1 + s t`` where ``t`` runs linearly
       from -1 to 1 across the image in a random direction, ``s ~ U(0, lighting)``;
     * Gaussian blur of sigma ``U(0.3, blur_sigma)``;
-    * Gaussian noise of s.d. ``U(0, noise_std)`` grey levels.
+    * Gaussian noise of s.d. ``U(0, noise_std)`` grey levels;
+    * with probability ``grey_prob`` (not ``op_prob``): grey (a grey-scale
+      photo);
+    * when ``low_res_range`` is set: down to a side ratio ``U(*low_res_range)``
+      and back up, random interpolations (a small face upsampled);
+    * when ``jpeg_quality`` is set: a JPEG round trip at quality
+      ``U(*jpeg_quality)``.
+
+    The last three are off by default and draw no random numbers then, so a
+    pipeline without them is unchanged.
 
     Only ``results['img']`` (uint8 [H,W,3] RGB or [H,W] grey) changes; the
     visibility mask and every other key stay. Randomness comes from ``np.random``.
@@ -58,6 +69,14 @@ class AppearanceJitter(BaseTransform):
             Defaults to 12.
         recolour (bool): Include the hue / saturation / grey operation.
             Defaults to True.
+        grey_prob (float): Probability in [0, 1] of a grey image (besides the
+            recolour operation's). Defaults to 0.
+        low_res_range (tuple, optional): Side-ratio range ``(low, high)`` with
+            ``0 < low <= high <= 1`` of the low-resolution operation (run with
+            ``op_prob``). Defaults to None (off).
+        jpeg_quality (tuple, optional): JPEG quality range ``(low, high)``,
+            integers with ``1 <= low <= high <= 100`` (run with ``op_prob``).
+            Defaults to None (off).
 
     Raises:
         ConfigError: An argument out of its range.
@@ -72,9 +91,13 @@ class AppearanceJitter(BaseTransform):
                  lighting: float = 0.6,
                  blur_sigma: float = 2.0,
                  noise_std: float = 12.0,
-                 recolour: bool = True) -> None:
+                 recolour: bool = True,
+                 grey_prob: float = 0.0,
+                 low_res_range: Optional[Tuple[float, float]] = None,
+                 jpeg_quality: Optional[Tuple[int, int]] = None) -> None:
         checks: Tuple[tuple, ...] = (
             ('prob', prob, 0.0, 1.0, True), ('op_prob', op_prob, 0.0, 1.0, True),
+            ('grey_prob', grey_prob, 0.0, 1.0, True),
             ('colour', colour, 0.0, 1.0, False),
             ('contrast', contrast, 0.0, 1.0, False),
             ('lighting', lighting, 0.0, 1.0, False),
@@ -97,6 +120,34 @@ class AppearanceJitter(BaseTransform):
         self.blur_sigma = float(blur_sigma)
         self.noise_std = float(noise_std)
         self.recolour = bool(recolour)
+        self.grey_prob = float(grey_prob)
+        self.low_res_range = self._range('low_res_range', low_res_range, 0.0,
+                                         1.0, float)
+        self.jpeg_quality = self._range('jpeg_quality', jpeg_quality, 1, 100,
+                                        int)
+
+    @staticmethod
+    def _range(name: str, value, low, high, kind) -> Optional[tuple]:
+        """``value`` as a ``(lo, hi)`` tuple with ``low <(=) lo <= hi <= high``
+        (the float range excludes ``low``), or None."""
+        if value is None:
+            return None
+        try:
+            lo, hi = value
+            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                     for v in (lo, hi))
+            if kind is int:
+                ok = ok and float(lo).is_integer() and float(hi).is_integer()
+            ok = ok and (low <= lo if kind is int else low < lo) and \
+                lo <= hi <= high
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f'AppearanceJitter: {name} must be None or (low, high) with '
+                f'{low} {"<=" if kind is int else "<"} low <= high <= {high}'
+                f'{" (integers)" if kind is int else ""}, got {value!r}')
+        return kind(lo), kind(hi)
 
     def transform(self, results: dict) -> dict:
         rng = np.random
@@ -143,6 +194,19 @@ class AppearanceJitter(BaseTransform):
             x = x + rng.normal(0, rng.uniform(0, self.noise_std),
                                x.shape).astype(np.float32)
         out = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        if self.grey_prob and rng.rand() < self.grey_prob:
+            out = np.repeat(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[..., None],
+                            3, 2)
+        if self.low_res_range and rng.rand() < p:
+            n = len(_INTERPOLATIONS)
+            out = low_res(out, rng.uniform(*self.low_res_range),
+                          _INTERPOLATIONS[rng.randint(n)],
+                          _INTERPOLATIONS[rng.randint(n)])
+        if self.jpeg_quality and rng.rand() < p:
+            q = int(rng.randint(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+            ok, buf = cv2.imencode('.jpg', out, [cv2.IMWRITE_JPEG_QUALITY, q])
+            if ok:  # channel order is irrelevant to a round trip
+                out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         results['img'] = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY) if gray else out
         return results
 
@@ -151,4 +215,6 @@ class AppearanceJitter(BaseTransform):
                 f'op_prob={self.op_prob}, colour={self.colour}, '
                 f'gamma={self.gamma}, contrast={self.contrast}, '
                 f'lighting={self.lighting}, blur_sigma={self.blur_sigma}, '
-                f'noise_std={self.noise_std})')
+                f'noise_std={self.noise_std}, grey_prob={self.grey_prob}, '
+                f'low_res_range={self.low_res_range}, '
+                f'jpeg_quality={self.jpeg_quality})')
