@@ -11,7 +11,11 @@ summed, feature maps averaged per cell weighted by visibility), each image count
 its own media. Enrolling a name again adds its images to the same template.
 ``FaceGallery(recognizer, pooling='visibility')`` pools by the visibility rule instead
 (embeddings weighted by each image's mean visibility, see docs/evaluation.md); the
-rule is stored in the file.
+rule is stored in the file. Templates pool the map the matcher reads, each image's
+prediction calibrated by the model's ``vis_range`` (docs/models.md, "Stretching the
+maps"), and the file records that calibration (``pooled_vis_range``); a file written
+before (version 3 or older) pooled the raw maps and is searched and extended as it
+was made.
 
 The file is a weights-only torch file (tensors, strings, numbers, lists, dicts) with a
 format name and version; it is written atomically and read with the weights-only
@@ -34,6 +38,7 @@ from mmengine.logging import print_log
 from oaml_mm.errors import (CheckpointError, ConfigError, GalleryError,
                             ImageInputError)
 from oaml_mm.evaluation.functional import POOLINGS, TemplateAccumulator
+from oaml_mm.models.functional import calibrate_visibility, check_vis_range
 from oaml_mm.models.utils import embedding_settings, settings_differences
 from oaml_mm.utils import atomic_save, safe_load_checkpoint
 from .face_recognizer import BRANCH_UNITS, FaceRecognizer
@@ -47,7 +52,9 @@ GALLERY_FORMAT = 'oaml_mm.FaceGallery'
 #: 3: ``model_fingerprint`` is a BLAKE2b digest of every weight byte
 #: (:func:`model_fingerprint`); versions 1 and 2 hold the older sampled hash
 #: and are checked with it.
-GALLERY_VERSION = 3
+#: 4: templates pool the calibrated map, whose calibration the file records
+#: (``pooled_vis_range``); versions 1 to 3 pooled the raw map.
+GALLERY_VERSION = 4
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -249,6 +256,36 @@ def _check_settings(path: str, state: dict, now: dict) -> None:
             'were enrolled with, or enrol the identities again')
 
 
+def _stored_pooled_range(path: str, state: dict, gallery: 'FaceGallery'):
+    """The calibration a loaded gallery's templates were pooled with.
+
+    Files before version 4 pooled the raw maps: they are searched (the matcher
+    calibrates template and probe, as when they were written) and extended
+    (new images pooled raw too) as they were made, with a log line when the
+    model now calibrates its maps.
+
+    Raises:
+        GalleryError: A malformed ``pooled_vis_range`` field.
+    """
+    if state.get('version', 0) < 4:
+        if gallery.pooled_vis_range is not None:
+            print_log(f'{path}: gallery version {state.get("version")}: its '
+                      'templates pool the raw visibility maps (written before '
+                      'galleries pooled the calibrated map, vis_range '
+                      f'{list(gallery.pooled_vis_range)}); searched and '
+                      'extended as they were made. Enrol the identities into '
+                      'a new gallery to pool the calibrated map',
+                      logger='current', level=30)
+        return None
+    value = state.get('pooled_vis_range')
+    try:
+        return check_vis_range(value)
+    except ConfigError:
+        raise GalleryError(f'{path}: field pooled_vis_range is {value!r}; '
+                           'expected None or [low, high] with 0 <= low < '
+                           'high <= 1') from None
+
+
 def _remove_stale_tmp(path: str) -> None:
     """Remove what a save of ``path`` killed mid-write left (``path.*.tmp``)."""
     target = osp.realpath(path) if osp.islink(path) else path
@@ -298,6 +335,10 @@ class FaceGallery:
         self.acc: Optional[TemplateAccumulator] = None
         self.fingerprint = model_fingerprint(recognizer.model)
         self.settings = template_settings(recognizer)
+        #: The calibration each image's visibility went through before it
+        #: was pooled: the model's ``vis_range`` (None: the raw map, also
+        #: what galleries written before version 4 pooled).
+        self.pooled_vis_range = getattr(recognizer.model, 'vis_range', None)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -347,9 +388,12 @@ class FaceGallery:
             self.names.append(name)
             self.acc.grow(len(self.names))
         row = self._index[name]
+        # The map the matcher reads weighs the cells (and, by the visibility
+        # rule, the embeddings).
         self.acc.add(torch.full((n, ), row, dtype=torch.int64),
                      feats['embedding'] * feats['norm'], feats['feature_map'],
-                     feats['visibility'])
+                     calibrate_visibility(feats['visibility'],
+                                          self.pooled_vis_range))
         return self.images_of(name)
 
     # ------------------------------------------------------------------ files
@@ -360,6 +404,8 @@ class FaceGallery:
             format=GALLERY_FORMAT, version=GALLERY_VERSION,
             model_fingerprint=self.fingerprint, names=list(self.names),
             pooling=self.pooling, template_settings=dict(self.settings),
+            pooled_vis_range=None if self.pooled_vis_range is None else
+            [float(v) for v in self.pooled_vis_range],
             emb_dim=None if acc is None else int(acc.emb_dim),
             map_shape=None if acc is None else list(acc.map_shape),
             weight=None if acc is None else acc.weight.clone(),
@@ -422,7 +468,7 @@ class FaceGallery:
                 type(state).__name__
             raise GalleryError(
                 f'{path}: not an oaml_mm gallery file (format {found!r})')
-        if state.get('version') not in (1, 2, GALLERY_VERSION):
+        if state.get('version') not in range(1, GALLERY_VERSION + 1):
             raise GalleryError(
                 f'{path}: gallery version {state.get("version")!r}; this oaml_mm '
                 f'reads versions 1 to {GALLERY_VERSION} (re-enrol the identities)')
@@ -432,8 +478,9 @@ class FaceGallery:
             raise GalleryError(f'{path}: field pooling is {pooling!r}; '
                                f'expected one of {POOLINGS}')
         gallery = cls(recognizer, pooling=pooling)
+        gallery.pooled_vis_range = _stored_pooled_range(path, state, gallery)
         # Versions 1 and 2 stored the older sampled hash: check with it.
-        mine = (gallery.fingerprint if state.get('version') == GALLERY_VERSION
+        mine = (gallery.fingerprint if state.get('version') >= 3
                 else _sampled_fingerprint(recognizer.model))
         if check_model and state.get('model_fingerprint') != mine:
             raise GalleryError(
@@ -594,11 +641,19 @@ class FaceGallery:
             rows = [dict(name=self.names[int(c)], adaface=float(s))
                     for c, s in zip(cand, cos)]
             if rerank:
+                probe_vis = feats['visibility'][p:p + 1]
+                pooled = self.pooled_vis_range is not None
+                if pooled:
+                    # Templates hold calibrated maps: the probe's is
+                    # calibrated the same way and neither is stretched again.
+                    probe_vis = calibrate_visibility(probe_vis,
+                                                     self.pooled_vis_range)
                 q = self.recognizer.model.match(
                     feats['feature_map'][p:p + 1].to(self.recognizer.device),
                     self.acc.maps(cand).float().to(self.recognizer.device),
-                    feats['visibility'][p:p + 1].to(self.recognizer.device),
-                    self.acc.visibility(cand).to(self.recognizer.device))
+                    probe_vis.to(self.recognizer.device),
+                    self.acc.visibility(cand).to(self.recognizer.device),
+                    calibrated=pooled)
                 q = q.reshape(-1).double().cpu().numpy()
                 fused = self.recognizer.fuse(cos, q)
                 for i, row in enumerate(rows):

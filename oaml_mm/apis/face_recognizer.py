@@ -31,7 +31,8 @@ from oaml_mm.evaluation.functional import (BRANCHES, DECISION_BRANCHES,
                                            VIS_FUSION_KEY,
                                            apply_visibility_fusion,
                                            check_visibility_fusion,
-                                           fuse_scores, mean_visibility)
+                                           fuse_scores,
+                                           fusion_mean_visibility)
 from oaml_mm.models.heads import without_sharded_head
 from oaml_mm.models.utils import (embedding_settings, inference_model,
                                   settings_differences)
@@ -509,7 +510,10 @@ class FaceRecognizer:
             dict: ``adaface`` (cosine) and, when the model has QAConv and the maps
             are there, ``qaconv``, (with a calibration) ``fused`` and (with a
             fitted visibility fusion, :data:`BRANCH_UNITS`) ``fused_vis``, from
-            both faces' mean predicted visibility; ``[N]`` each.
+            both faces' mean visibility on the map the fusion was fitted on
+            (the prediction calibrated by its recorded ``vis_range``: the
+            model's, or the raw map for a calibration written before it was
+            recorded); ``[N]`` each.
         """
         cos = (feats_a['embedding'] * feats_b['embedding']).sum(1)
         out = {'adaface': cos.double().numpy()}
@@ -528,8 +532,10 @@ class FaceRecognizer:
             if self.vis_fusion is not None:
                 out[FUSED_VIS] = apply_visibility_fusion(
                     self.vis_fusion, out['adaface'], out['qaconv'],
-                    mean_visibility(feats_a['visibility']),
-                    mean_visibility(feats_b['visibility']))
+                    fusion_mean_visibility(self.vis_fusion,
+                                           feats_a['visibility']),
+                    fusion_mean_visibility(self.vis_fusion,
+                                           feats_b['visibility']))
         return out
 
     def fuse(self, adaface: np.ndarray,

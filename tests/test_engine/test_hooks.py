@@ -232,6 +232,15 @@ class TestThresholdCalibrationHook(unittest.TestCase):
             atomic_save(ckpt, path)
             loaded = safe_load_checkpoint(path)
         self.assertEqual(loaded['meta']['oaml_thresholds']['vis_fusion'], ref)
+        self.assertIsNone(ref['vis_range'])
+        # The metrics' visibility is of the calibrated map: the fit records
+        # which one.
+        m.pair_visibility_range = (0.3, 0.7)
+        hook2 = ThresholdCalibrationHook(far=0.05)
+        hook2.after_val_epoch(self._runner([m], 'calib_vis2'), {})
+        self.assertEqual(hook2.calibration['vis_fusion']['vis_range'],
+                         [0.3, 0.7])
+        self.assertEqual(hook2.calibration['vis_fusion']['coef'], ref['coef'])
         # tools/test.py: the loaded checkpoint's fusion reaches the metrics
         # that take one, unless they were given their own.
 

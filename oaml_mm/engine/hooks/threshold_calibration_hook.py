@@ -10,9 +10,10 @@ pairs does not exceed the target (the "strict" reading of a ROC, see
 :mod:`oaml_mm.evaluation.functional.roc`), and stores the result under
 ``checkpoint['meta']['oaml_thresholds']``. The fused branch also needs the impostor
 statistics used to standardise the two branches, so they are stored with it.
-When the metrics also kept each pair's mean predicted visibility
-(``VerificationMetric.pair_visibility``), the visibility-aware fusion is fitted on
-the same pairs (:func:`~oaml_mm.evaluation.functional.fit_visibility_fusion`) and
+When the metrics also kept each pair's mean visibility
+(``VerificationMetric.pair_visibility``: of the map the model's matcher reads, the
+prediction calibrated by ``test_cfg.vis_range``, which the fitted parameters
+record), the visibility-aware fusion is fitted on the same pairs (:func:`~oaml_mm.evaluation.functional.fit_visibility_fusion`) and
 stored with its own threshold (``vis_fusion``, ``branches['fused_vis']``);
 :class:`oaml_mm.apis.FaceRecognizer` reads all of it back, and ``tools/test.py``
 hands the fusion to the test metrics (:meth:`ThresholdCalibrationHook.before_test`).
@@ -215,9 +216,13 @@ class ThresholdCalibrationHook(Hook):
         if 'adaface' not in scores or not labels.size:
             return
         vis = [getattr(m, 'pair_visibility', None) for m in found]
+        # The map the metrics' pair visibility is the mean of (the model's
+        # calibration): recorded in the fusion's parameters.
+        ranges = {tuple(getattr(m, 'pair_visibility_range', None) or ())
+                  for m in found}
         visibility = None
         if self.vis_fusion and 'qaconv' in scores and all(
-                v is not None for v in vis):
+                v is not None for v in vis) and len(ranges) == 1:
             v = np.concatenate([np.asarray(x, np.float64) for x in vis])
             if v.shape == (labels.size, 2) and np.isfinite(v).all():
                 visibility = (v[:, 0], v[:, 1])
@@ -228,7 +233,8 @@ class ThresholdCalibrationHook(Hook):
         try:
             cal = calibrate_thresholds(
                 scores, labels, self.far, found[0].fuse_weights,
-                self.decision_branch, source, visibility, self.fusion_C)
+                self.decision_branch, source, visibility, self.fusion_C,
+                next(iter(ranges)) or None)
         except ConfigError as e:
             print_log(f'ThresholdCalibrationHook: visibility fusion not '
                       f'fitted ({e})', logger='current', level=30)

@@ -3,6 +3,7 @@ tools and benchmarks."""
 from .fusion import (VIS_FUSION_FEATURES, VIS_FUSION_VERSION,
                      apply_visibility_fusion, check_visibility_fusion,
                      fit_visibility_fusion, fuse_scores, impostor_stats,
+                     fusion_mean_visibility, fusion_vis_range,
                      mean_visibility, visibility_fusion_features)
 from .identification import identification_1n
 from .pair_scoring import (COSINE_MIN_FILL, COSINE_TILE, DEFAULT_TILE,
@@ -35,5 +36,6 @@ __all__ = [
     'DEFAULT_TILE', 'COSINE_TILE', 'COSINE_MIN_FILL', 'QACONV_MIN_FILL',
     'DECISION_BRANCHES', 'FUSED_VIS', 'VIS_FUSION_KEY', 'VIS_FUSION_FEATURES',
     'VIS_FUSION_VERSION', 'visibility_fusion_features', 'fit_visibility_fusion',
-    'check_visibility_fusion', 'apply_visibility_fusion', 'mean_visibility'
+    'check_visibility_fusion', 'apply_visibility_fusion', 'mean_visibility',
+    'fusion_vis_range', 'fusion_mean_visibility'
 ]

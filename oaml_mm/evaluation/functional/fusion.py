@@ -10,18 +10,26 @@ single-branch metric.
 
 The visibility-aware fusion (:func:`fit_visibility_fusion`) learns, on a held-out
 calibration split, how much each branch should count given how visible the two
-faces are (docs/evaluation.md, "Visibility-aware fusion").
+faces are (docs/evaluation.md, "Visibility-aware fusion"). Its visibility is the
+mean of the map the model's matcher reads, the predicted map calibrated by the
+model's ``vis_range`` (docs/models.md, "Stretching the maps"); the parameters record
+that calibration (``vis_range``; absent in parameters fitted before it was recorded:
+the raw map), and applying them reads the same map
+(:func:`fusion_mean_visibility`).
 """
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 from oaml_mm.errors import ConfigError
+from oaml_mm.models.functional.visibility import (calibrate_visibility,
+                                                  check_vis_range)
 
 __all__ = ['impostor_stats', 'fuse_scores', 'VIS_FUSION_VERSION',
            'VIS_FUSION_FEATURES', 'visibility_fusion_features',
            'fit_visibility_fusion', 'check_visibility_fusion',
-           'apply_visibility_fusion', 'mean_visibility']
+           'apply_visibility_fusion', 'mean_visibility', 'fusion_vis_range',
+           'fusion_mean_visibility']
 
 
 def impostor_stats(scores: np.ndarray,
@@ -121,7 +129,8 @@ def fit_visibility_fusion(cos: np.ndarray,
                           vis_b: np.ndarray,
                           labels: np.ndarray,
                           C: float = 1.0,
-                          source: str = '') -> dict:
+                          source: str = '',
+                          vis_range: Optional[Sequence[float]] = None) -> dict:
     """Fit visibility-dependent weights of the AdaFace and QAConv scores.
 
     A logistic regression (scikit-learn, L2 penalty ``C``, lbfgs, balanced
@@ -142,20 +151,28 @@ def fit_visibility_fusion(cos: np.ndarray,
     Args:
         cos (np.ndarray): ``[N]`` AdaFace cosines.
         qaconv (np.ndarray): ``[N]`` QAConv scores.
-        vis_a (np.ndarray): ``[N]`` mean predicted visibility of the first faces.
+        vis_a (np.ndarray): ``[N]`` mean visibility of the first faces, of
+            the map calibrated by ``vis_range``
+            (:func:`fusion_mean_visibility`).
         vis_b (np.ndarray): ``[N]`` of the second faces.
         labels (np.ndarray): ``[N]`` bool, True for genuine pairs.
         C (float): Inverse L2 regularisation strength. Defaults to 1.0.
         source (str): Where the pairs came from (kept for the record).
+        vis_range (Sequence[float], optional): The calibration of the map
+            ``vis_a`` / ``vis_b`` are means of (the model's
+            ``test_cfg.vis_range``); None: the raw predicted map. Recorded, so
+            that applying the parameters reads the same map.
 
     Returns:
         dict: JSON-able (floats, ints, strings, lists): ``version``,
         ``features`` (names), ``z_stats`` ({'adaface': [mean, std],
         'qaconv': [...]}), ``coef`` (one per feature), ``intercept``, ``C``,
-        ``num_pairs``, ``source``. Goes into checkpoint meta as is.
+        ``num_pairs``, ``source``, ``vis_range`` (None or ``[low, high]``).
+        Goes into checkpoint meta as is.
 
     Raises:
-        ConfigError: Non-finite inputs, mismatched sizes, or one class only.
+        ConfigError: Non-finite inputs, mismatched sizes, one class only, or
+            a malformed ``vis_range``.
     """
     from sklearn.linear_model import LogisticRegression
     labels = np.asarray(labels).astype(bool).reshape(-1)
@@ -169,6 +186,7 @@ def fit_visibility_fusion(cos: np.ndarray,
                           'genuine and impostor pairs')
     if not 0 < C < np.inf:
         raise ConfigError(f'visibility fusion: C must be positive, got {C}')
+    vis_range = check_vis_range(vis_range)
     stats = [impostor_stats(cos, labels), impostor_stats(qaconv, labels)]
     x = visibility_fusion_features((cos - stats[0][0]) / stats[0][1],
                                    (qaconv - stats[1][0]) / stats[1][1],
@@ -185,7 +203,9 @@ def fit_visibility_fusion(cos: np.ndarray,
                          'qaconv': [float(v) for v in stats[1]]},
                 coef=[float(c) for c in clf.coef_.reshape(-1)],
                 intercept=float(clf.intercept_.reshape(-1)[0]),
-                C=float(C), num_pairs=int(labels.size), source=str(source))
+                C=float(C), num_pairs=int(labels.size), source=str(source),
+                vis_range=None if vis_range is None else
+                [float(v) for v in vis_range])
 
 
 def check_visibility_fusion(params: dict,
@@ -233,6 +253,11 @@ def check_visibility_fusion(params: dict,
         raise bad('coef', f'{len(VIS_FUSION_FEATURES)} finite numbers')
     if not finite(params.get('intercept')):
         raise bad('intercept', 'a finite number')
+    try:
+        check_vis_range(params.get('vis_range'))
+    except ConfigError:
+        raise bad('vis_range', 'absent, None or [low, high] with '
+                  '0 <= low < high <= 1') from None
     return params
 
 
@@ -245,7 +270,8 @@ def apply_visibility_fusion(params: dict, cos: np.ndarray, qaconv: np.ndarray,
         params (dict): What :func:`fit_visibility_fusion` returned.
         cos (np.ndarray): ``[N]`` AdaFace cosines.
         qaconv (np.ndarray): ``[N]`` QAConv scores.
-        vis_a (np.ndarray): ``[N]`` mean predicted visibility of the first faces.
+        vis_a (np.ndarray): ``[N]`` mean visibility of the first faces, of the
+            map the parameters were fitted on (:func:`fusion_mean_visibility`).
         vis_b (np.ndarray): ``[N]`` of the second faces.
 
     Returns:
@@ -279,3 +305,55 @@ def mean_visibility(vis) -> np.ndarray:
     v = vis.detach().double().cpu().numpy() if hasattr(vis, 'detach') else \
         np.asarray(vis, np.float64)
     return v.reshape(v.shape[0], -1).mean(1)
+
+
+def fusion_vis_range(params: Optional[dict]) -> Optional[Tuple[float, float]]:
+    """The calibration of the map a visibility fusion was fitted on.
+
+    Args:
+        params (dict, optional): What :func:`fit_visibility_fusion` returned.
+
+    Returns:
+        tuple or None: ``(low, high)``; None for the raw predicted map, which
+        is also what parameters without the field (fitted before it was
+        recorded) were fitted on.
+
+    Raises:
+        ConfigError: A malformed ``vis_range`` field.
+    """
+    if not params:
+        return None
+    return check_vis_range(params.get('vis_range'))
+
+
+def fusion_mean_visibility(params: Optional[dict], vis) -> np.ndarray:
+    """Mean visibility per face of the map ``params`` were fitted on.
+
+    The raw predicted map stretched by the recorded calibration
+    (:func:`fusion_vis_range`, then
+    :func:`~oaml_mm.models.functional.visibility.calibrate_visibility`), so
+    that parameters are applied to the quantity they were fitted on, whatever
+    the model's calibration is now.
+
+    Args:
+        params (dict, optional): A visibility fusion (None: the raw map).
+        vis (torch.Tensor | np.ndarray): ``[N, 1, h, w]`` (or ``[N, ...]``)
+            raw predicted visibility in [0, 1].
+
+    Returns:
+        np.ndarray: ``[N]`` float64.
+
+    Examples:
+        >>> v = np.array([[0.2, 0.6, 0.9]])
+        >>> fusion_mean_visibility({'vis_range': [0.3, 0.7]}, v).round(4)
+        array([0.5833])
+        >>> fusion_mean_visibility({}, v).round(4)     # fitted on the raw map
+        array([0.5667])
+    """
+    import torch
+    vr = fusion_vis_range(params)
+    if vr is None:
+        return mean_visibility(vis)
+    t = vis.detach().double().cpu() if hasattr(vis, 'detach') else \
+        torch.as_tensor(np.asarray(vis, np.float64))
+    return mean_visibility(calibrate_visibility(t, vr))

@@ -75,7 +75,8 @@ def calibrate_thresholds(scores: Dict[str, np.ndarray],
                          source: str = '',
                          visibility: Optional[Tuple[np.ndarray,
                                                     np.ndarray]] = None,
-                         fusion_C: float = 1.0) -> dict:
+                         fusion_C: float = 1.0,
+                         vis_range: Optional[Sequence[float]] = None) -> dict:
     """Per-branch thresholds at ``far`` and the fusion statistics, as stored in meta.
 
     With ``visibility`` (and both branches) the visibility-aware fusion is
@@ -92,9 +93,13 @@ def calibrate_thresholds(scores: Dict[str, np.ndarray],
         decision_branch (str): Branch whose threshold decides same/different
             (a missing one falls back to ``fused``, then ``adaface``).
         source (str): Where the pairs came from (kept for the record).
-        visibility (tuple, optional): ``([N], [N])`` mean predicted visibility
-            of the first and second face of each pair.
+        visibility (tuple, optional): ``([N], [N])`` mean visibility of the
+            first and second face of each pair, of the map calibrated by
+            ``vis_range``.
         fusion_C (float): Inverse regularisation of the visibility fusion.
+        vis_range (Sequence[float], optional): The calibration of that map
+            (the model's ``test_cfg.vis_range``; None: the raw map), recorded
+            in the fusion's parameters.
 
     Returns:
         dict: ``far``, ``source``, ``num_pairs``, ``decision_branch``,
@@ -115,7 +120,8 @@ def calibrate_thresholds(scores: Dict[str, np.ndarray],
         if visibility is not None:
             va, vb = visibility
             params = fit_visibility_fusion(scores['adaface'], scores['qaconv'],
-                                           va, vb, labels, fusion_C, source)
+                                           va, vb, labels, fusion_C, source,
+                                           vis_range)
             out[VIS_FUSION_KEY] = params
             scores[FUSED_VIS] = apply_visibility_fusion(
                 params, scores['adaface'], scores['qaconv'], va, vb)

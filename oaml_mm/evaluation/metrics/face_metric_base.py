@@ -10,8 +10,9 @@ numbers, so single- and multi-process runs agree.
 The matcher comes from the model: :class:`~oaml_mm.engine.runner.FaceValLoop` /
 ``FaceTestLoop`` call :meth:`FaceMetricBase.bind_model` before evaluating.
 """
+import functools
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,7 +25,8 @@ from oaml_mm.evaluation.functional import (BRANCHES, FUSED_VIS,
                                            TemplateAccumulator,
                                            apply_visibility_fusion, auc,
                                            check_visibility_fusion, eer,
-                                           roc_curve, tar_at_far)
+                                           fusion_vis_range, roc_curve,
+                                           tar_at_far)
 
 __all__ = ['FaceMetricBase', 'BRANCHES']
 
@@ -99,10 +101,14 @@ class FaceMetricBase(BaseMetric):
             self.fusion_params = check_visibility_fusion(
                 dict(fusion_params),
                 f'{type(self).__name__}({dataset_name!r}).fusion_params')
-        #: ``[N, 2]`` mean predicted visibility of both faces (images or
-        #: templates) of each scored pair, kept after ``evaluate`` like
-        #: ``scores``; None when the predictions carried no visibility.
+        #: ``[N, 2]`` mean visibility of both faces (images or templates) of
+        #: each scored pair, of the map the matcher reads (the prediction
+        #: calibrated by the bound model's ``vis_range``), kept after
+        #: ``evaluate`` like ``scores``; None when the predictions carried no
+        #: visibility.
         self.pair_visibility: Optional[np.ndarray] = None
+        #: The calibration ``pair_visibility`` is the mean of (None: raw map).
+        self.pair_visibility_range: Optional[Tuple[float, float]] = None
         self._seen = 0
         self._warned = set()
 
@@ -153,14 +159,41 @@ class FaceMetricBase(BaseMetric):
             check_visibility_fusion(dict(params), f'{self.dataset_name}: '
                                     'visibility fusion params')
 
+    def model_vis_range(self) -> Optional[Tuple[float, float]]:
+        """The bound model's one calibration of its predicted map
+        (``OAMLRecognizer.vis_range``; None: none, or no model)."""
+        return getattr(self.model, 'vis_range', None)
+
+    def _calibrate(self, vis: Optional[torch.Tensor],
+                   vis_range: Optional[Tuple[float, float]] = None
+                   ) -> Optional[torch.Tensor]:
+        """``vis`` stretched by ``vis_range`` (None: unchanged)."""
+        from oaml_mm.models.functional import calibrate_visibility
+        return calibrate_visibility(vis, vis_range)
+
+    def _matcher(self, name: str, calibrated: bool) -> Callable:
+        """The bound model's ``match`` / ``match_pairs``; with ``calibrated``
+        told that the maps are calibrated already (pooled templates)."""
+        fn = getattr(self.model, name)
+        return functools.partial(fn, calibrated=True) if calibrated else fn
+
     def _fused_vis(self, scores: Dict[str, np.ndarray],
-                   vis: Optional[np.ndarray]) -> Optional[np.ndarray]:
+                   pair_means: Callable[[Optional[Tuple[float, float]]],
+                                        Optional[np.ndarray]]
+                   ) -> Optional[np.ndarray]:
         """The visibility-aware fused scores of the pairs, when its params are
-        known (None otherwise); faces without predicted visibility count as
-        fully visible, as the QAConv matcher treats them."""
+        known (None otherwise).
+
+        ``pair_means(vis_range)`` gives the ``[N, 2]`` mean visibility of the
+        pairs' faces on the map calibrated by ``vis_range``; it is asked for
+        the map the params were fitted on (their ``vis_range``; raw for
+        params fitted before it was recorded), so old calibrations score as
+        before. Faces without predicted visibility count as fully visible, as
+        the QAConv matcher treats them."""
         if self.fusion_params is None or 'qaconv' not in scores:
             return None
         n = scores['adaface'].shape[0]
+        vis = pair_means(fusion_vis_range(self.fusion_params))
         vis = np.ones((n, 2)) if vis is None else vis
         return apply_visibility_fusion(self.fusion_params, scores['adaface'],
                                        scores['qaconv'], vis[:, 0], vis[:, 1])
@@ -293,11 +326,13 @@ class FaceMetricBase(BaseMetric):
     def _match_pairs_distributed(self, maps: torch.Tensor,
                                  vis: Optional[torch.Tensor],
                                  idx_a: torch.Tensor,
-                                 idx_b: torch.Tensor) -> torch.Tensor:
+                                 idx_b: torch.Tensor,
+                                 calibrated: bool = False) -> torch.Tensor:
         """QAConv scores of the listed pairs, the pairs split over the ranks.
 
         Ranks take whole ``pair_chunk`` calls, so each call holds the same pairs
-        whatever the world size.
+        whatever the world size. ``calibrated``: ``vis`` is calibrated already
+        (pooled templates), the matcher does not stretch it again.
         """
         from oaml_mm.evaluation.functional import match_listed_pairs
         n = idx_a.numel()
@@ -306,7 +341,8 @@ class FaceMetricBase(BaseMetric):
         bar = self._bar(hi - lo, f'{self.dataset_name} QAConv pairs')
         with torch.no_grad():
             local = match_listed_pairs(
-                self.model.match_pairs, maps, vis, idx_a[lo:hi], idx_b[lo:hi],
+                self._matcher('match_pairs', calibrated), maps, vis,
+                idx_a[lo:hi], idx_b[lo:hi],
                 chunk=self.pair_chunk, device=device,
                 progress=None if bar is None else bar.update)
         if bar is not None:

@@ -135,6 +135,11 @@ class IJBMetric(FaceMetricBase):
         self.acc: Optional[TemplateAccumulator] = None
         # One accumulator per pooling rule, filled by process().
         self.accs: Dict[str, TemplateAccumulator] = {}
+        # With a calibrated model, the raw maps' template visibility too (per
+        # rule, visibility only: h*w values per template), read only by a
+        # visibility fusion fitted on another map than the matcher's.
+        self.raw_accs: Dict[str, TemplateAccumulator] = {}
+        self._raw_acc: Optional[TemplateAccumulator] = None
 
     # -- meta -----------------------------------------------------------------
     def _load_meta(self) -> None:
@@ -225,6 +230,12 @@ class IJBMetric(FaceMetricBase):
         if len(vis) != len(rows):
             # Without a visibility map per image, every image counts fully.
             vis = []
+        raw = torch.stack(vis) if vis else None
+        # Templates pool the map the matcher reads: each image's prediction
+        # calibrated by the model's vis_range weights its cells (and, by the
+        # visibility rule, its embedding); the pooled map is calibrated.
+        calibrated = self._calibrate(raw, self.model_vis_range())
+        keep_raw = self._keeps_raw_visibility()
         for mode in self.pooling:
             acc = self.accs.get(mode)
             if acc is None:
@@ -233,10 +244,23 @@ class IJBMetric(FaceMetricBase):
                     tuple(maps[0].shape) if maps else None, mode)
             acc.add(torch.tensor(rows), torch.stack(feats),
                     torch.stack(maps) if maps and acc.has_maps else None,
-                    torch.stack(vis) if vis else None,
-                    torch.tensor(w, dtype=torch.float64))
+                    calibrated, torch.tensor(w, dtype=torch.float64))
+            if keep_raw and raw is not None and acc.has_maps:
+                racc = self.raw_accs.get(mode)
+                if racc is None:
+                    racc = self.raw_accs[mode] = self._new_accumulator(
+                        len(self.templates), None, (1, ) + tuple(
+                            maps[0].shape[-2:]), mode)
+                racc.add(torch.tensor(rows), None,
+                         torch.ones(len(rows), 1, *maps[0].shape[-2:]), raw,
+                         torch.tensor(w, dtype=torch.float64))
         # ``acc`` stays the (first) rule's accumulator, as with one rule.
         self.acc = self.accs[self.pooling[0]]
+
+    def _keeps_raw_visibility(self) -> bool:
+        """Whether the raw maps' template visibility is pooled as well (a
+        calibrated model scoring QAConv: the same on every rank)."""
+        return self.model_vis_range() is not None and self.needs_maps
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self, size: int) -> Dict[str, float]:
@@ -254,6 +278,9 @@ class IJBMetric(FaceMetricBase):
                 sfx = POOL_SUFFIX[mode]
                 self.acc = self._allreduce_accumulator(self.accs.get(mode),
                                                        pooling=mode)
+                self._raw_acc = self._allreduce_accumulator(
+                    self.raw_accs.get(mode), pooling=mode) \
+                    if self._keeps_raw_visibility() else None
                 self.roc_curves = {}
                 nonfinite = self._screen_nonfinite(self.acc)
                 res = self._mask_nonfinite(self._compute(), nonfinite)
@@ -263,8 +290,8 @@ class IJBMetric(FaceMetricBase):
             self.scores, self.roc_curves = scores, curves
             return self._name_global_branch(out)
         finally:
-            self.acc = None
-            self.accs = {}
+            self.acc = self._raw_acc = None
+            self.accs, self.raw_accs = {}, {}
             self.reset()
 
     def _suffixed(self, key: str, suffix: str) -> str:
@@ -309,10 +336,10 @@ class IJBMetric(FaceMetricBase):
             scores['fused'] = fuse_scores(
                 [scores['adaface'], scores['qaconv']], self.fuse_weights,
                 [stats['adaface'], stats['qaconv']])
-            tv = mean_visibility(vis)
-            self.pair_visibility = np.stack(
-                [tv[self.pair_a.numpy()], tv[self.pair_b.numpy()]], 1)
-            fv = self._fused_vis(scores, self.pair_visibility)
+            pair_means = self._pair_means(vis)
+            self.pair_visibility_range = self.model_vis_range()
+            self.pair_visibility = pair_means(self.pair_visibility_range)
+            fv = self._fused_vis(scores, pair_means)
             if fv is not None:
                 scores[FUSED_VIS] = fv
         out: Dict[str, float] = {}
@@ -324,6 +351,27 @@ class IJBMetric(FaceMetricBase):
             out.update(self._identification(emb, maps, vis, stats))
         self.scores, self.labels = scores, labels
         return out
+
+    def _pair_means(self, vis: torch.Tensor):
+        """``vis_range -> [N, 2]`` mean visibility of both templates of each
+        listed pair: of the pooled map (``vis``, calibrated by the model's
+        ``vis_range``) when asked for that calibration, else of the raw
+        maps' pooled visibility calibrated by the one asked for (None: raw,
+        as pooled before the calibration was pooled)."""
+        pooled_range = self.model_vis_range()
+        a, b = self.pair_a.numpy(), self.pair_b.numpy()
+
+        def means(vis_range):
+            if vis_range == pooled_range:
+                t = vis
+            else:
+                raw = vis if self._raw_acc is None else \
+                    self._raw_acc.visibility()
+                t = self._calibrate(raw.double(), vis_range)
+            tv = mean_visibility(t)
+            return np.stack([tv[a], tv[b]], 1)
+
+        return means
 
     def _listed_scores(self, feats: torch.Tensor, vis: Optional[torch.Tensor],
                        qaconv: bool = False) -> torch.Tensor:
@@ -339,15 +387,19 @@ class IJBMetric(FaceMetricBase):
                           for m in self.model.modules()):
             # Batch-statistics BNs couple the pairs of one call: a dense tile would
             # not equal row-wise scoring, so keep the row-wise path.
-            return self._match_pairs_distributed(feats, vis, self.pair_a,
-                                                 self.pair_b)
+            return self._match_pairs_distributed(
+                feats, vis, self.pair_a, self.pair_b,
+                calibrated=self.model_vis_range() is not None)
         n = self.pair_a.numel()
         # Cosine tiles are at least COSINE_TILE: its dense product is too cheap
         # for small tiles to pay for their bookkeeping.
         if qaconv:
             plan = plan_pair_units(self.pair_a, self.pair_b, self.pair_tile,
                                    QACONV_MIN_FILL, self.pair_chunk)
-            dense, rowwise = self.model.match, self.model.match_pairs
+            # The pooled maps are calibrated already.
+            cal = self.model_vis_range() is not None
+            dense = self._matcher('match', cal)
+            rowwise = self._matcher('match_pairs', cal)
             device = next(self.model.parameters()).device
         else:
             feats = F.normalize(feats.float(), dim=1)
@@ -385,7 +437,8 @@ class IJBMetric(FaceMetricBase):
         empty = torch.empty(0, dtype=torch.int64)
         with torch.no_grad():
             local = match_all_then_pick(
-                self.model.match, maps, vis, probe_rows[lo:hi], gallery_rows,
+                self._matcher('match', self.model_vis_range() is not None),
+                maps, vis, probe_rows[lo:hi], gallery_rows,
                 empty, empty, block=128,
                 device=next(self.model.parameters()).device)[0]
         return self._gather_ranges(local, p_n, 128).double().numpy()

@@ -267,6 +267,7 @@ class VerificationMetric(FaceMetricBase):
         cos = np.sum(emb[0::2] * emb[1::2], 1)
         scores = {'adaface': cos}
         self.pair_visibility = None
+        self.pair_visibility_range = None
         if 'adaface' in self.branches:
             res = verification_10fold(emb, issame, self.nrof_folds)
             out.update(self._acc_keys('adaface', res))
@@ -298,10 +299,10 @@ class VerificationMetric(FaceMetricBase):
                 out.update(self._acc_keys('fused', res))
                 out.update(self._roc_metrics('fused', f, issame, self.fars,
                                              'closest'))
-            if self._saw_vis:
-                v = mean_visibility(self.acc.visibility()[:2 * num_pairs])
-                self.pair_visibility = np.stack([v[0::2], v[1::2]], 1)
-            fv = self._fused_vis(scores, self.pair_visibility)
+            pair_means = self._pair_means(num_pairs)
+            self.pair_visibility_range = self.model_vis_range()
+            self.pair_visibility = pair_means(self.pair_visibility_range)
+            fv = self._fused_vis(scores, pair_means)
             if fv is not None:
                 scores[FUSED_VIS] = fv
                 res = verification_10fold_scores(fv, issame, self.nrof_folds)
@@ -313,6 +314,22 @@ class VerificationMetric(FaceMetricBase):
         self.scores = scores
         self.labels = issame
         return out
+
+    def _pair_means(self, num_pairs: int):
+        """``vis_range -> [P, 2]`` mean visibility of both images of each pair
+        on their map calibrated by ``vis_range`` (None when no prediction
+        carried visibility). The store keeps each image's raw map (one image
+        per row: nothing is pooled), which the matcher calibrates itself and
+        the visibility error scores."""
+        raw = self.acc.visibility()[:2 * num_pairs] if self._saw_vis else None
+
+        def means(vis_range):
+            if raw is None:
+                return None
+            v = mean_visibility(self._calibrate(raw.double(), vis_range))
+            return np.stack([v[0::2], v[1::2]], 1)
+
+        return means
 
     def _ablation(self, num_pairs: int, issame: np.ndarray,
                   scores: Dict[str, np.ndarray]) -> Dict[str, float]:

@@ -137,10 +137,11 @@ class QAConvHead(BaseModule):
                 f'{self.feat_size}, {self.feat_size}], got {tuple(maps.shape)}')
         return normalize_maps(maps) if self.normalize else maps
 
-    def _vis(self, vis: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    def _vis(self, vis: Optional[torch.Tensor],
+             calibrated: bool = False) -> Optional[torch.Tensor]:
         # A map on another grid (7x7 true masks, 14x14 maps) is brought onto ours.
         vis = resize_visibility(vis, self.feat_size)
-        if self.training:
+        if self.training or calibrated:
             return vis
         return calibrate_visibility(vis, self.vis_range)
 
@@ -158,7 +159,8 @@ class QAConvHead(BaseModule):
               probe_maps: torch.Tensor,
               gallery_maps: torch.Tensor,
               probe_vis: Optional[torch.Tensor] = None,
-              gallery_vis: Optional[torch.Tensor] = None) -> torch.Tensor:
+              gallery_vis: Optional[torch.Tensor] = None,
+              calibrated: bool = False) -> torch.Tensor:
         """Scores of every probe against every gallery image.
 
         Args:
@@ -168,23 +170,30 @@ class QAConvHead(BaseModule):
                 a grid other than the maps' is resized to theirs
                 (:func:`~oaml_mm.models.functional.visibility.resize_visibility`).
             gallery_vis (Tensor, optional): [G, 1, h', w'].
+            calibrated (bool): Both maps are calibrated already (templates
+                pooled from calibrated maps, with a probe calibrated by
+                ``vis_range``): not stretched again. Defaults to False.
 
         Returns:
             Tensor: [P, G] scores (higher = more similar).
         """
         return self._match_prepared(
             self._prep(probe_maps), self._prep(gallery_maps),
-            self._vis(probe_vis), self._vis(gallery_vis))
+            self._vis(probe_vis, calibrated),
+            self._vis(gallery_vis, calibrated))
 
     def match_pairs(self,
                     maps_a: torch.Tensor,
                     maps_b: torch.Tensor,
                     vis_a: Optional[torch.Tensor] = None,
-                    vis_b: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Scores of the pairs ``(maps_a[i], maps_b[i])`` [N], row-wise."""
+                    vis_b: Optional[torch.Tensor] = None,
+                    calibrated: bool = False) -> torch.Tensor:
+        """Scores of the pairs ``(maps_a[i], maps_b[i])`` [N], row-wise
+        (``calibrated`` as in :meth:`match`)."""
         return qaconv_match_pairs(self._prep(maps_a), self._prep(maps_b),
                                   self.bn, self.fc, self.logit_bn,
-                                  self._vis(vis_a), self._vis(vis_b),
+                                  self._vis(vis_a, calibrated),
+                                  self._vis(vis_b, calibrated),
                                   self.vis_mode, self.max_chunk_elems,
                                   self._half())
 

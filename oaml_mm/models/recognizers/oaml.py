@@ -671,18 +671,25 @@ class OAMLRecognizer(BaseModel):
               probe_maps: torch.Tensor,
               gallery_maps: torch.Tensor,
               probe_vis: Optional[torch.Tensor] = None,
-              gallery_vis: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """QAConv scores [P, G]; see :meth:`QAConvHead.match`."""
+              gallery_vis: Optional[torch.Tensor] = None,
+              calibrated: bool = False) -> torch.Tensor:
+        """QAConv scores [P, G]; see :meth:`QAConvHead.match`
+        (``calibrated``: the maps went through :meth:`calibrate_visibility`
+        already, e.g. templates pooled from calibrated maps)."""
         return self._require_qaconv().match(probe_maps, gallery_maps,
-                                            probe_vis, gallery_vis)
+                                            probe_vis, gallery_vis,
+                                            calibrated=calibrated)
 
     def match_pairs(self,
                     maps_a: torch.Tensor,
                     maps_b: torch.Tensor,
                     vis_a: Optional[torch.Tensor] = None,
-                    vis_b: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """QAConv scores of row-wise pairs [N]; see :meth:`QAConvHead.match_pairs`."""
-        return self._require_qaconv().match_pairs(maps_a, maps_b, vis_a, vis_b)
+                    vis_b: Optional[torch.Tensor] = None,
+                    calibrated: bool = False) -> torch.Tensor:
+        """QAConv scores of row-wise pairs [N]; see :meth:`QAConvHead.match_pairs`
+        (``calibrated`` as in :meth:`match`)."""
+        return self._require_qaconv().match_pairs(maps_a, maps_b, vis_a, vis_b,
+                                                  calibrated=calibrated)
 
 
 def _detach(x, start: int = 0):

@@ -12,7 +12,9 @@ from oaml_mm.evaluation.functional import (VIS_FUSION_FEATURES,
                                            calibrate_thresholds,
                                            check_visibility_fusion,
                                            fit_visibility_fusion, fuse_scores,
-                                           impostor_stats, mean_visibility,
+                                           fusion_mean_visibility,
+                                           fusion_vis_range, impostor_stats,
+                                           mean_visibility,
                                            tar_at_far, threshold_at_far,
                                            visibility_fusion_features)
 
@@ -166,3 +168,47 @@ class TestVisibilityFusion(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class TestFusionMap(unittest.TestCase):
+    """The fusion's parameters record the map they were fitted on."""
+
+    def test_fit_records_the_calibration(self):
+        cos, q, va, vb, y = visibility_problem(400, 1)
+        raw = fit_visibility_fusion(cos, q, va, vb, y)
+        cal = fit_visibility_fusion(cos, q, va, vb, y, vis_range=(0.3, 0.7))
+        self.assertIsNone(raw['vis_range'])
+        self.assertEqual(cal['vis_range'], [0.3, 0.7])
+        # The record changes nothing else; it survives JSON and the check.
+        self.assertEqual(dict(cal, vis_range=None), raw)
+        self.assertEqual(check_visibility_fusion(json.loads(json.dumps(cal))),
+                         json.loads(json.dumps(cal)))
+        self.assertEqual(fusion_vis_range(cal), (0.3, 0.7))
+        with self.assertRaises(ConfigError):
+            fit_visibility_fusion(cos, q, va, vb, y, vis_range=(0.7, 0.3))
+        out = calibrate_thresholds({'adaface': cos, 'qaconv': q}, y, 0.05,
+                                   visibility=(va, vb), vis_range=(0.3, 0.7))
+        self.assertEqual(out['vis_fusion']['vis_range'], [0.3, 0.7])
+
+    def test_params_without_the_record_read_the_raw_map(self):
+        old = {k: v for k, v in TestVisibilityFusion.params.items()
+               if k != 'vis_range'}
+        self.assertIsNone(fusion_vis_range(old))
+        self.assertIs(check_visibility_fusion(old), old)
+        with self.assertRaisesRegex(ConfigError, "'vis_range'"):
+            check_visibility_fusion(dict(old, vis_range=[0.5, 0.2]))
+
+    def test_fusion_mean_visibility(self):
+        vis = torch.tensor([[0.2, 0.6, 0.9, 1.0], [0.5, 0.5, 0.3, 0.7]])
+        vis = vis.reshape(2, 1, 2, 2)
+        # Stretched by (0.3, 0.7): [0, .75, 1, 1] and [.5, .5, 0, 1].
+        np.testing.assert_allclose(
+            fusion_mean_visibility({'vis_range': [0.3, 0.7]}, vis),
+            [0.6875, 0.5], rtol=1e-6)
+        np.testing.assert_allclose(fusion_mean_visibility({}, vis),
+                                   [0.675, 0.5], rtol=1e-6)
+        np.testing.assert_array_equal(fusion_mean_visibility(None, vis),
+                                      mean_visibility(vis))
+        np.testing.assert_allclose(
+            fusion_mean_visibility({'vis_range': [0.3, 0.7]}, vis.numpy()),
+            [0.6875, 0.5], rtol=1e-6)

@@ -21,6 +21,31 @@ FUSION_PARAMS = dict(version=1, features=list(VIS_FUSION_FEATURES),
                      C=1.0, num_pairs=100, source='calib')
 
 
+#: A visibility fusion as a calibration stored it before fusions recorded the
+#: map they were fitted on (tools/calibrate.py on the SynthFace demo's OAML
+#: model, seed 1, copied from its checkpoint's meta): no ``vis_range``, fitted
+#: on the raw predicted map.
+LEGACY_FUSION = {
+    'version': 1, 'features': list(VIS_FUSION_FEATURES),
+    'z_stats': {'adaface': [0.009811657381554444, 0.356237681355679],
+                'qaconv': [-2.8292375652560344, 1.555620400948708]},
+    'coef': [-0.2829642344053565, -0.09094050998356261, -3.73494353942986,
+             1.322156382399423, 1.1325970215391274, 2.237932154814628],
+    'intercept': -0.4490766322948834, 'C': 1.0, 'num_pairs': 3000,
+    'source': 'calib'}
+#: Its fused_vis scores of ``verification_samples(12, wrong=(1, 4, 7))``
+#: with a model calibrating by (0.3, 0.7), as the code before computed them.
+LEGACY_FUSED_VIS = [
+    -0.0893121272, -0.6754275839, 0.5269079358, -0.1670853356, 0.3639395753,
+    -0.4999227189, 0.8058943208, -0.0969490917, 0.4538827365, 0.022242098,
+    1.8100750308, -0.2800698828]
+
+
+class _CalibratedModel(FakeMatcherModel):
+    """A matcher whose model calibrates its maps by (0.3, 0.7)."""
+    vis_range = (0.3, 0.7)
+
+
 class TestVerificationMetric(unittest.TestCase):
 
     def test_adaface_hand_computed(self):
@@ -175,6 +200,47 @@ class TestVerificationMetric(unittest.TestCase):
         self.assertEqual(m2.fusion_params, FUSION_PARAMS)
         m.set_fusion_params(FUSION_PARAMS, from_checkpoint=True)
         self.assertEqual(m.fusion_params, FUSION_PARAMS)
+
+    def test_fused_vis_reads_the_calibrated_map(self):
+        samples = verification_samples(num_pairs=12, wrong=(1, 4, 7))
+        raw = torch.stack([s['visibility'] for s in samples]).double()
+        cal = ((raw - 0.3) / 0.4).clamp(0, 1).flatten(1).mean(1).numpy()
+        m = VerificationMetric('calib', progress=False)
+        m.bind_model(_CalibratedModel())
+        feed(m, samples)
+        m.evaluate(len(samples))
+        # The pairs' visibility (what a calibration fits on) is the mean of
+        # the calibrated map, and says so.
+        self.assertEqual(m.pair_visibility_range, (0.3, 0.7))
+        np.testing.assert_allclose(m.pair_visibility,
+                                   np.stack([cal[0::2], cal[1::2]], 1),
+                                   rtol=1e-6)
+        rm = raw.flatten(1).mean(1).numpy()
+        self.assertGreater(np.abs(m.pair_visibility - np.stack(
+            [rm[0::2], rm[1::2]], 1)).max(), 0.05)
+        # Params fitted on it are applied to it.
+        params = dict(FUSION_PARAMS, vis_range=[0.3, 0.7])
+        m2 = VerificationMetric('calib', progress=False, fusion_params=params)
+        m2.bind_model(_CalibratedModel())
+        feed(m2, samples)
+        m2.evaluate(len(samples))
+        ref = apply_visibility_fusion(params, m.scores['adaface'],
+                                      m.scores['qaconv'],
+                                      m.pair_visibility[:, 0],
+                                      m.pair_visibility[:, 1])
+        np.testing.assert_allclose(m2.scores['fused_vis'], ref, rtol=1e-12)
+
+    def test_stored_legacy_fusion_scores_as_before(self):
+        # A checkpoint calibrated before the record: its fusion reads the raw
+        # map, whatever the model's calibration, and scores as it did.
+        samples = verification_samples(num_pairs=12, wrong=(1, 4, 7))
+        m = VerificationMetric('calib', progress=False,
+                               fusion_params=LEGACY_FUSION)
+        m.bind_model(_CalibratedModel())
+        feed(m, samples)
+        m.evaluate(len(samples))
+        np.testing.assert_allclose(m.scores['fused_vis'], LEGACY_FUSED_VIS,
+                                   rtol=0, atol=1e-9)
 
     def test_bad_fusion_params(self):
         with self.assertRaisesRegex(ConfigError, "fusion_params.*'coef'"):
