@@ -6,13 +6,14 @@ import numpy as np
 import torch
 
 from oaml_mm.errors import ConfigError, DataFormatError
-from oaml_mm.evaluation.functional import (TemplateAccumulator,
+from oaml_mm.evaluation.functional import (POOL_SUFFIX, TemplateAccumulator,
                                            apply_visibility_fusion,
                                            identification_1n, pool_templates,
                                            tar_at_far)
 from oaml_mm.evaluation.metrics import IJBMetric
+from oaml_mm.models.functional import calibrate_visibility
 from ..fakes import FakeMatcherModel, feed, toy_pair_score, write_ijb
-from .test_verification_metric import FUSION_PARAMS
+from .test_verification_metric import FUSION_PARAMS, LEGACY_FUSION
 
 
 class TestIJBMetric(unittest.TestCase):
@@ -236,3 +237,113 @@ class TestIJBMetricPooling(unittest.TestCase):
         for bad in ('max', (), ('mean', 'mean'), ('mean', 'vis')):
             with self.assertRaisesRegex(ConfigError, 'pooling'):
                 IJBMetric('ijbc', data_root=self.root, pooling=bad)
+
+
+class _CalibratingModel(FakeMatcherModel):
+    """Calibrates visibility by (0.3, 0.7) before matching, as QAConvHead does,
+    unless told the maps are calibrated already; records what it was told."""
+    vis_range = (0.3, 0.7)
+
+    def __init__(self):
+        super().__init__()
+        self.told = []
+
+    def match_pairs(self, a, b, va=None, vb=None, calibrated=False):
+        self.told.append(calibrated)
+        if not calibrated:
+            va, vb = (calibrate_visibility(v, self.vis_range) for v in (va, vb))
+        return super().match_pairs(a, b, va, vb)
+
+    def match(self, p, g, pv=None, gv=None, calibrated=False):
+        self.told.append(calibrated)
+        if not calibrated:
+            pv, gv = (calibrate_visibility(v, self.vis_range) for v in (pv, gv))
+        return super().match(p, g, pv, gv)
+
+
+class TestIJBMetricCalibratedPooling(unittest.TestCase):
+    """Templates pool the map the matcher reads (the calibrated one)."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = self.tmp.name
+        self.samples = write_ijb(self.root)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def _pool(self, pooling, calibrate):
+        acc = TemplateAccumulator(5, map_shape=(4, 2, 2), exact=True,
+                                  pooling=pooling)
+        for s in self.samples:
+            n = sum(1 for o in self.samples if (o['template_id'], o['media_id'])
+                    == (s['template_id'], s['media_id']))
+            v = s['visibility'][None]
+            acc.add(torch.tensor([s['template_id'] - 1]), None,
+                    s['feature_map'][None],
+                    calibrate_visibility(v, (0.3, 0.7)) if calibrate else v,
+                    torch.tensor([1.0 / n], dtype=torch.float64))
+        return acc
+
+    def _run(self, pooling, **kw):
+        m = IJBMetric('ijbc', data_root=self.root, fars=(0.2, 0.5),
+                      progress=False, pooling=pooling,
+                      gallery_files=('meta/g1.csv', 'meta/g2.csv'),
+                      probe_file='meta/probe.csv', **kw)
+        model = _CalibratingModel()
+        m.bind_model(model)
+        feed(m, self.samples)
+        m.evaluate(len(self.samples))
+        return m, model
+
+    def test_templates_pool_the_calibrated_map(self):
+        a = torch.tensor([0, 0, 1, 2, 3, 1, 0, 2])
+        b = torch.tensor([1, 2, 2, 3, 4, 3, 4, 4])
+        for pooling in ('mean', 'visibility'):
+            sfx = POOL_SUFFIX[pooling]
+            with self.subTest(pooling=pooling):
+                m, model = self._run(pooling)
+                # Every QAConv call (listed pairs and 1:N) is told the pooled
+                # maps are calibrated: they are not stretched twice.
+                self.assertTrue(model.told and all(model.told))
+                acc = self._pool(pooling, calibrate=True)
+                maps, vis = acc.maps().float(), acc.visibility()
+                ref = toy_pair_score(maps[a], maps[b], vis[a], vis[b])
+                np.testing.assert_allclose(m.scores['qaconv' + sfx], ref.numpy(),
+                                           atol=1e-5)
+                # The raw maps pooled, then calibrated (before): other scores.
+                old = self._pool(pooling, calibrate=False)
+                ov = calibrate_visibility(old.visibility(), (0.3, 0.7))
+                om = old.maps().float()
+                before = toy_pair_score(om[a], om[b], ov[a], ov[b]).numpy()
+                self.assertGreater(np.abs(before - ref.numpy()).max(), 1e-3)
+                # The fusion's visibility is that map's mean, and says so.
+                tv = vis.flatten(1).mean(1).double().numpy()
+                self.assertEqual(m.pair_visibility_range, (0.3, 0.7))
+                np.testing.assert_allclose(
+                    m.pair_visibility, np.stack([tv[a], tv[b]], 1), rtol=1e-6)
+
+    def test_legacy_fusion_reads_the_raw_pooled_map(self):
+        a = np.array([0, 0, 1, 2, 3, 1, 0, 2])
+        b = np.array([1, 2, 2, 3, 4, 3, 4, 4])
+        for pooling in ('mean', 'visibility'):
+            sfx = POOL_SUFFIX[pooling]
+            with self.subTest(pooling=pooling):
+                m, _ = self._run(pooling, fusion_params=LEGACY_FUSION)
+                # The template visibility the code before fed the fusion: the
+                # raw maps pooled by the same rule.
+                raw = self._pool(pooling, calibrate=False).visibility()
+                tv = raw.flatten(1).double().mean(1).numpy()
+                ref = apply_visibility_fusion(
+                    LEGACY_FUSION, m.scores['adaface' + sfx], m.scores['qaconv' + sfx],
+                    tv[a], tv[b])
+                np.testing.assert_allclose(m.scores['fused_vis' + sfx], ref,
+                                           rtol=1e-9)
+                cal = dict(LEGACY_FUSION, vis_range=[0.3, 0.7])
+                m2, _ = self._run(pooling, fusion_params=cal)
+                ref2 = apply_visibility_fusion(
+                    cal, m.scores['adaface' + sfx], m.scores['qaconv' + sfx],
+                    m.pair_visibility[:, 0], m.pair_visibility[:, 1])
+                np.testing.assert_allclose(m2.scores['fused_vis' + sfx], ref2,
+                                           rtol=1e-6)
+                self.assertGreater(np.abs(ref2 - ref).max(), 1e-3)
