@@ -13,6 +13,7 @@ from oaml_mm.apis import GALLERY_VERSION, FaceGallery, FaceRecognizer
 from oaml_mm.apis import face_gallery as fg
 from oaml_mm.errors import ConfigError, GalleryError, ImageInputError
 from oaml_mm.evaluation.functional import TemplateAccumulator
+from oaml_mm.models.functional import calibrate_visibility
 from tests.test_apis.helpers import (TINY_MODEL, face, flip_tensor_byte,
                                      write_checkpoint, write_config)
 
@@ -612,3 +613,94 @@ class TestGalleryTrust(unittest.TestCase):
                 r'lock file .*expected a regular file'):
             with FaceGallery.updating(path, self.rec):
                 pass
+
+
+class TestGalleryCalibratedPooling(unittest.TestCase):
+    """Templates pool the map the matcher reads; older files as they were made."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        model = dict(TINY_MODEL, test_cfg=dict(TINY_MODEL['test_cfg'],
+                                               vis_range=(0.45, 0.55)))
+        cls.cfg = write_config(osp.join(cls.tmp.name, 'cal.py'), model)
+        cls.ckpt = osp.join(cls.tmp.name, 'cal.pth')
+        write_checkpoint(cls.ckpt, model=model)
+        cls.rec = FaceRecognizer(cls.cfg, cls.ckpt)
+        cls.faces = [face(i) for i in range(4)]
+        cls.feats = cls.rec.extract(cls.faces[:3], channel_order='rgb',
+                                    return_feature_maps=True)
+        cls.probe = cls.rec.extract(cls.faces[3], channel_order='rgb',
+                                    return_feature_maps=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _template(self, vis):
+        acc = TemplateAccumulator(1, 32, (64, 7, 7))
+        f = self.feats
+        acc.add(torch.zeros(3, dtype=torch.long), f['embedding'] * f['norm'],
+                f['feature_map'], vis)
+        return acc
+
+    def _qaconv(self, acc, probe_vis, calibrated):
+        return float(self.rec.model.match(
+            self.probe['feature_map'].float(), acc.maps().float(), probe_vis,
+            acc.visibility(), calibrated=calibrated))
+
+    def test_templates_pool_the_calibrated_map(self):
+        raw = self.feats['visibility']
+        cal = calibrate_visibility(raw, (0.45, 0.55))
+        g = FaceGallery(self.rec)
+        g.enrol_features('a', self.feats)
+        ref = self._template(cal)
+        torch.testing.assert_close(g.acc.visibility(), ref.visibility())
+        before = self._template(raw)
+        self.assertGreater(float((g.acc.visibility() -
+                                  before.visibility()).abs().max()), 0.05)
+        state = g.state()
+        self.assertEqual((state['version'], state['pooled_vis_range']),
+                         (4, [0.45, 0.55]))
+        # Search: the probe calibrated like the templates, neither twice.
+        hit = g.search_features(self.probe)[0][0]
+        want = self._qaconv(
+            ref, calibrate_visibility(self.probe['visibility'], (0.45, 0.55)),
+            True)
+        self.assertAlmostEqual(hit['qaconv'], want, places=4)
+        self.assertNotAlmostEqual(
+            hit['qaconv'], self._qaconv(ref, self.probe['visibility'], False),
+            places=3)
+        path = osp.join(self.tmp.name, 'new.pt')
+        g.save(path)
+        self.assertEqual(FaceGallery.load(path, self.rec).pooled_vis_range,
+                         (0.45, 0.55))
+
+    def test_older_gallery_is_read_as_it_was_made(self):
+        # A version 3 file: raw maps pooled, the matcher calibrating both.
+        g = FaceGallery(self.rec)
+        g.pooled_vis_range = None
+        g.enrol_features('a', self.feats)
+        state = g.state()
+        state['version'] = 3
+        del state['pooled_vis_range']
+        path = osp.join(self.tmp.name, 'v3.pt')
+        fg.atomic_save(state, path, encode=False)
+        old = FaceGallery.load(path, self.rec)
+        self.assertIsNone(old.pooled_vis_range)
+        raw = self._template(self.feats['visibility'])
+        torch.testing.assert_close(old.acc.visibility(), raw.visibility())
+        hit = old.search_features(self.probe)[0][0]
+        self.assertAlmostEqual(
+            hit['qaconv'], self._qaconv(raw, self.probe['visibility'], False),
+            places=4)
+        # Extended the same way, and saved saying so.
+        old.enrol_features('a', self.feats)
+        self.assertEqual(old.images_of('a'), 6)
+        torch.testing.assert_close(old.acc.visibility(), raw.visibility())
+        old.save(path)
+        self.assertIsNone(FaceGallery.load(path, self.rec).pooled_vis_range)
+        with self.assertRaisesRegex(GalleryError, 'pooled_vis_range'):
+            fg.atomic_save(dict(state, version=4, pooled_vis_range=[0.9, 0.1]),
+                           path, encode=False)
+            FaceGallery.load(path, self.rec)
