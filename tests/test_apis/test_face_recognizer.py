@@ -244,6 +244,19 @@ class TestFaceRecognizer(unittest.TestCase):
                           'log-odds of the visibility-aware fusion'))
         self.assertEqual(res['same'], s['fused_vis'] >= 0.7)
         self.assertTrue(res['threshold_source'].startswith('calibrated'))
+        # Params that record the calibrated map they were fitted on read it
+        # (the stored ones above, without the record, read the raw map).
+        cal_params = dict(params, vis_range=[0.45, 0.55])
+        path2 = osp.join(self.tmp.name, 'visfusion_cal.pth')
+        write_checkpoint(path2, calibration=dict(cal, vis_fusion=cal_params))
+        s2 = FaceRecognizer(self.cfg, path2).compare(
+            face(1), face(2), channel_order='rgb')['scores']
+        va, vb = (((f['visibility'].double() - 0.45) / 0.1).clamp(0, 1)
+                  .mean().reshape(1).numpy() for f in (fa, fb))
+        ref2 = apply_visibility_fusion(cal_params, np.array([s['adaface']]),
+                                       np.array([s['qaconv']]), va, vb)[0]
+        self.assertAlmostEqual(s2['fused_vis'], ref2, places=5)
+        self.assertGreater(abs(ref2 - ref), 1e-3)
         # Symmetric in the two faces.
         back = rec.compare(face(2), face(1), channel_order='rgb')
         self.assertAlmostEqual(back['scores']['fused_vis'], s['fused_vis'],
