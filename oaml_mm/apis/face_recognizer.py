@@ -31,8 +31,7 @@ from oaml_mm.evaluation.functional import (BRANCHES, DECISION_BRANCHES,
                                            VIS_FUSION_KEY,
                                            apply_visibility_fusion,
                                            check_visibility_fusion,
-                                           fuse_scores,
-                                           fusion_mean_visibility)
+                                           fuse_scores, fusion_mean_visibility)
 from oaml_mm.models.heads import without_sharded_head
 from oaml_mm.models.utils import (embedding_settings, inference_model,
                                   settings_differences)

@@ -2,8 +2,8 @@
 tools and benchmarks."""
 from .fusion import (VIS_FUSION_FEATURES, VIS_FUSION_VERSION,
                      apply_visibility_fusion, check_visibility_fusion,
-                     fit_visibility_fusion, fuse_scores, impostor_stats,
-                     fusion_mean_visibility, fusion_vis_range,
+                     fit_visibility_fusion, fuse_scores,
+                     fusion_mean_visibility, fusion_vis_range, impostor_stats,
                      mean_visibility, visibility_fusion_features)
 from .identification import identification_1n
 from .pair_scoring import (COSINE_MIN_FILL, COSINE_TILE, DEFAULT_TILE,

@@ -14,8 +14,8 @@ from oaml_mm.evaluation.functional import (VIS_FUSION_FEATURES,
                                            fit_visibility_fusion, fuse_scores,
                                            fusion_mean_visibility,
                                            fusion_vis_range, impostor_stats,
-                                           mean_visibility,
-                                           tar_at_far, threshold_at_far,
+                                           mean_visibility, tar_at_far,
+                                           threshold_at_far,
                                            visibility_fusion_features)
 
 
