@@ -14,7 +14,8 @@ When the metrics also kept each pair's mean visibility
 (``VerificationMetric.pair_visibility``: of the map the model's matcher reads, the
 prediction calibrated by ``test_cfg.vis_range``, which the fitted parameters
 record), the visibility-aware fusion is fitted on the same pairs
-(:func:`~oaml_mm.evaluation.functional.fit_visibility_fusion`) and stored with its own threshold (``vis_fusion``, ``branches['fused_vis']``);
+(:func:`~oaml_mm.evaluation.functional.fit_visibility_fusion`) and stored with
+its own threshold (``vis_fusion``, ``branches['fused_vis']``);
 :class:`oaml_mm.apis.FaceRecognizer` reads all of it back, and ``tools/test.py``
 hands the fusion to the test metrics (:meth:`ThresholdCalibrationHook.before_test`).
 
