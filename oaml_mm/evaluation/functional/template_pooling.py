@@ -304,7 +304,10 @@ class TemplateAccumulator:
             maps (torch.Tensor, optional): ``[B, C, h, w]`` channel-normalised maps.
             visibility (torch.Tensor, optional): ``[B, 1, h, w]`` (or ``[B, h, w]``)
                 in [0, 1]; all ones when None. Under ``pooling='visibility'`` it
-                also weights the embeddings (by its mean), maps or not.
+                also weights the embeddings (by its mean), maps or not. Pass the
+                map the matcher reads (``IJBMetric`` and ``FaceGallery`` pass the
+                prediction calibrated by the model's ``vis_range``): the pooled
+                visibility is then that map, matched as it is.
             weights (torch.Tensor, optional): ``[B]`` media weights
                 (``1 / images in the media``); ones when None.
         """

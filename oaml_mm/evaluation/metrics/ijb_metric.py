@@ -58,7 +58,13 @@ class IJBMetric(FaceMetricBase):
     instead (:meth:`FaceMetricBase._mask_nonfinite`). With a visibility-aware
     fusion (``fusion_params`` or the tested checkpoint's) also
     ``{dataset}/fused_vis/TAR@FAR=..``, ``/AUC``, ``/EER`` (1:1 only), a
-    template's visibility being the mean of its pooled visibility map.
+    template's visibility being the mean of its pooled visibility map (the map
+    the params were fitted on: their ``vis_range``, raw without one).
+
+    Templates pool the map the matcher reads: each image's prediction calibrated
+    by the bound model's ``vis_range`` (``OAMLRecognizer.calibrate_visibility``)
+    weighs its cells (and, by the visibility rule, its embedding); QAConv then
+    matches the pooled maps without stretching them again.
 
     Args:
         dataset_name (str): Key prefix. Defaults to 'ijbc'.
