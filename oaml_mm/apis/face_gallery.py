@@ -11,11 +11,11 @@ summed, feature maps averaged per cell weighted by visibility), each image count
 its own media. Enrolling a name again adds its images to the same template.
 ``FaceGallery(recognizer, pooling='visibility')`` pools by the visibility rule instead
 (embeddings weighted by each image's mean visibility, see docs/evaluation.md); the
-rule is stored in the file. Templates pool the map the matcher reads, each image's
-prediction calibrated by the model's ``vis_range`` (docs/models.md, "Stretching the
-maps"), and the file records that calibration (``pooled_vis_range``); a file written
-before (version 3 or older) pooled the raw maps and is searched and extended as it
-was made.
+rule is stored in the file. Templates pool the raw predicted maps (the matcher
+calibrates them with the model's ``vis_range``), or, with the model's
+``test_cfg.pool_vis='calibrated'``, each image's calibrated map (docs/models.md,
+"Stretching the maps"); the file records which (``pooled_vis_range``, None: raw), and
+is searched and extended as it was made (files before version 4 pooled the raw maps).
 
 The file is a weights-only torch file (tensors, strings, numbers, lists, dicts) with a
 format name and version; it is written atomically and read with the weights-only
@@ -269,13 +269,14 @@ def _stored_pooled_range(path: str, state: dict, gallery: 'FaceGallery'):
     """
     if state.get('version', 0) < 4:
         if gallery.pooled_vis_range is not None:
+            # Only with test_cfg.pool_vis='calibrated'.
             print_log(f'{path}: gallery version {state.get("version")}: its '
-                      'templates pool the raw visibility maps (written before '
-                      'galleries pooled the calibrated map, vis_range '
-                      f'{list(gallery.pooled_vis_range)}); searched and '
-                      'extended as they were made. Enrol the identities into '
-                      'a new gallery to pool the calibrated map',
-                      logger='current', level=30)
+                      'templates pool the raw visibility maps, where this '
+                      "model's test_cfg.pool_vis='calibrated' pools them "
+                      f'calibrated by {list(gallery.pooled_vis_range)}; '
+                      'searched and extended as they were made. Enrol the '
+                      'identities into a new gallery to pool the calibrated '
+                      'map', logger='current', level=30)
         return None
     value = state.get('pooled_vis_range')
     try:
@@ -336,9 +337,12 @@ class FaceGallery:
         self.fingerprint = model_fingerprint(recognizer.model)
         self.settings = template_settings(recognizer)
         #: The calibration each image's visibility went through before it
-        #: was pooled: the model's ``vis_range`` (None: the raw map, also
-        #: what galleries written before version 4 pooled).
-        self.pooled_vis_range = getattr(recognizer.model, 'vis_range', None)
+        #: was pooled: the model's ``vis_range`` with
+        #: ``test_cfg.pool_vis='calibrated'`` (``pool_vis_range``), else None
+        #: (the raw map, as galleries written before version 4 pooled; the
+        #: matcher calibrates template and probe maps).
+        self.pooled_vis_range = getattr(recognizer.model, 'pool_vis_range',
+                                        None)
 
     def __len__(self) -> int:
         return len(self.names)

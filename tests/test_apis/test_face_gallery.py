@@ -616,17 +616,25 @@ class TestGalleryTrust(unittest.TestCase):
 
 
 class TestGalleryCalibratedPooling(unittest.TestCase):
-    """Templates pool the map the matcher reads; older files as they were made."""
+    """Templates pool the raw maps (default) or the calibrated ones
+    (``test_cfg.pool_vis='calibrated'``); files are read as they were made."""
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         model = dict(TINY_MODEL, test_cfg=dict(TINY_MODEL['test_cfg'],
-                                               vis_range=(0.45, 0.55)))
+                                               vis_range=(0.45, 0.55),
+                                               pool_vis='calibrated'))
         cls.cfg = write_config(osp.join(cls.tmp.name, 'cal.py'), model)
         cls.ckpt = osp.join(cls.tmp.name, 'cal.pth')
         write_checkpoint(cls.ckpt, model=model)
         cls.rec = FaceRecognizer(cls.cfg, cls.ckpt)
+        # The default: the raw maps pooled, the matcher calibrating them.
+        raw_model = dict(model, test_cfg=dict(model['test_cfg'],
+                                              pool_vis='raw'))
+        cls.raw_rec = FaceRecognizer(
+            write_config(osp.join(cls.tmp.name, 'raw.py'), raw_model),
+            cls.ckpt)
         cls.faces = [face(i) for i in range(4)]
         cls.feats = cls.rec.extract(cls.faces[:3], channel_order='rgb',
                                     return_feature_maps=True)
@@ -704,3 +712,16 @@ class TestGalleryCalibratedPooling(unittest.TestCase):
             fg.atomic_save(dict(state, version=4, pooled_vis_range=[0.9, 0.1]),
                            path, encode=False)
             FaceGallery.load(path, self.rec)
+
+    def test_default_pools_the_raw_map(self):
+        g = FaceGallery(self.raw_rec)
+        self.assertIsNone(g.pooled_vis_range)
+        g.enrol_features('a', self.feats)
+        raw = self._template(self.feats['visibility'])
+        torch.testing.assert_close(g.acc.visibility(), raw.visibility())
+        self.assertEqual((g.state()['version'], g.state()['pooled_vis_range']),
+                         (4, None))
+        hit = g.search_features(self.probe)[0][0]
+        self.assertAlmostEqual(
+            hit['qaconv'], self._qaconv(raw, self.probe['visibility'], False),
+            places=4)

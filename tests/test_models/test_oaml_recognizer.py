@@ -10,6 +10,7 @@ from mmengine.optim import OptimWrapper
 from mmpretrain.structures import DataSample
 
 from oaml_mm.errors import ConfigError, DataFormatError, NonFiniteLossError
+from oaml_mm.models.functional import calibrate_visibility
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import load_config
 from tests.toy_components import tiny_oaml
@@ -369,6 +370,33 @@ class TestOAMLRecognizer(unittest.TestCase):
         model = build(train_cfg=dict(global_vis=None))
         self.assertEqual(model.train_cfg['global_vis'], 'none')
         build(train_cfg=dict(global_vis='gt'), test_cfg=dict(global_vis=False))
+
+    def test_pool_vis_chooses_the_map_templates_pool(self):
+        self.assertIsNone(build(test_cfg=dict(vis_range=(0.3, 0.7)))
+                          .pool_vis_range)
+        self.assertEqual(build(test_cfg=dict(vis_range=(0.3, 0.7),
+                                             pool_vis='calibrated'))
+                         .pool_vis_range, (0.3, 0.7))
+        self.assertIsNone(build(test_cfg=dict(pool_vis='calibrated'))
+                          .pool_vis_range)
+        with self.assertRaisesRegex(ConfigError, "pool_vis must be one of"):
+            build(test_cfg=dict(pool_vis='stretched'))
+        # The matcher stretches a map unless told it is calibrated already.
+        model = build(test_cfg=dict(vis_range=(0.3, 0.7))).eval()
+        c, side = model.qaconv_head.in_channels, model.qaconv_head.feat_size
+        maps = torch.nn.functional.normalize(torch.randn(2, c, side, side),
+                                             dim=1)
+        vis = torch.rand(2, 1, side, side)
+        cal = calibrate_visibility(vis, (0.3, 0.7))
+        with torch.no_grad():
+            torch.testing.assert_close(
+                model.match_pairs(maps[:1], maps[1:], vis[:1], vis[1:]),
+                model.match_pairs(maps[:1], maps[1:], cal[:1], cal[1:],
+                                  calibrated=True))
+            torch.testing.assert_close(
+                model.match(maps[:1], maps[1:], vis[:1], vis[1:]),
+                model.match(maps[:1], maps[1:], cal[:1], cal[1:],
+                            calibrated=True))
 
     def test_one_vis_range_for_qaconv_and_the_global_branch(self):
         # test_cfg.vis_range is the one calibration; the older keys set it too.

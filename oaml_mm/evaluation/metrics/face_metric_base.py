@@ -164,6 +164,12 @@ class FaceMetricBase(BaseMetric):
         (``OAMLRecognizer.vis_range``; None: none, or no model)."""
         return getattr(self.model, 'vis_range', None)
 
+    def pool_vis_range(self) -> Optional[Tuple[float, float]]:
+        """The calibration each image's map goes through before templates
+        pool it (``OAMLRecognizer.pool_vis_range``; None: the raw maps are
+        pooled and the matcher calibrates the pooled map)."""
+        return getattr(self.model, 'pool_vis_range', None)
+
     def _calibrate(self, vis: Optional[torch.Tensor],
                    vis_range: Optional[Tuple[float, float]] = None
                    ) -> Optional[torch.Tensor]:

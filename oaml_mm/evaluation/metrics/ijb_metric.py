@@ -61,10 +61,11 @@ class IJBMetric(FaceMetricBase):
     template's visibility being the mean of its pooled visibility map (the map
     the params were fitted on: their ``vis_range``, raw without one).
 
-    Templates pool the map the matcher reads: each image's prediction calibrated
-    by the bound model's ``vis_range`` (``OAMLRecognizer.calibrate_visibility``)
-    weighs its cells (and, by the visibility rule, its embedding); QAConv then
-    matches the pooled maps without stretching them again.
+    Templates pool the raw predicted maps and QAConv calibrates the pooled map
+    (the bound model's ``vis_range``); with the model's
+    ``test_cfg.pool_vis='calibrated'`` each image's calibrated map weighs its
+    cells (and, by the visibility rule, its embedding) and QAConv matches the
+    pooled maps without stretching them again.
 
     Args:
         dataset_name (str): Key prefix. Defaults to 'ijbc'.
@@ -237,10 +238,11 @@ class IJBMetric(FaceMetricBase):
             # Without a visibility map per image, every image counts fully.
             vis = []
         raw = torch.stack(vis) if vis else None
-        # Templates pool the map the matcher reads: each image's prediction
-        # calibrated by the model's vis_range weights its cells (and, by the
-        # visibility rule, its embedding); the pooled map is calibrated.
-        calibrated = self._calibrate(raw, self.model_vis_range())
+        # With test_cfg.pool_vis='calibrated', each image's prediction
+        # calibrated by the model's vis_range weighs its cells (and, by the
+        # visibility rule, its embedding) and the pooled map is calibrated;
+        # by default the raw maps are pooled and the matcher calibrates them.
+        calibrated = self._calibrate(raw, self.pool_vis_range())
         keep_raw = self._keeps_raw_visibility()
         for mode in self.pooling:
             acc = self.accs.get(mode)
@@ -266,7 +268,7 @@ class IJBMetric(FaceMetricBase):
     def _keeps_raw_visibility(self) -> bool:
         """Whether the raw maps' template visibility is pooled as well (a
         calibrated model scoring QAConv: the same on every rank)."""
-        return self.model_vis_range() is not None and self.needs_maps
+        return self.pool_vis_range() is not None and self.needs_maps
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self, size: int) -> Dict[str, float]:
@@ -360,11 +362,12 @@ class IJBMetric(FaceMetricBase):
 
     def _pair_means(self, vis: torch.Tensor):
         """``vis_range -> [N, 2]`` mean visibility of both templates of each
-        listed pair: of the pooled map (``vis``, calibrated by the model's
-        ``vis_range``) when asked for that calibration, else of the raw
-        maps' pooled visibility calibrated by the one asked for (None: raw,
-        as pooled before the calibration was pooled)."""
-        pooled_range = self.model_vis_range()
+        listed pair: of the pooled map (``vis``) when asked for the
+        calibration it was pooled with, else of the raw maps' pooled
+        visibility calibrated by the one asked for (None: raw). With the
+        default raw pooling and the model's ``vis_range`` that is the map
+        QAConv reads, the pooled map calibrated."""
+        pooled_range = self.pool_vis_range()
         a, b = self.pair_a.numpy(), self.pair_b.numpy()
 
         def means(vis_range):
@@ -395,7 +398,7 @@ class IJBMetric(FaceMetricBase):
             # not equal row-wise scoring, so keep the row-wise path.
             return self._match_pairs_distributed(
                 feats, vis, self.pair_a, self.pair_b,
-                calibrated=self.model_vis_range() is not None)
+                calibrated=self.pool_vis_range() is not None)
         n = self.pair_a.numel()
         # Cosine tiles are at least COSINE_TILE: its dense product is too cheap
         # for small tiles to pay for their bookkeeping.
@@ -403,7 +406,7 @@ class IJBMetric(FaceMetricBase):
             plan = plan_pair_units(self.pair_a, self.pair_b, self.pair_tile,
                                    QACONV_MIN_FILL, self.pair_chunk)
             # The pooled maps are calibrated already.
-            cal = self.model_vis_range() is not None
+            cal = self.pool_vis_range() is not None
             dense = self._matcher('match', cal)
             rowwise = self._matcher('match_pairs', cal)
             device = next(self.model.parameters()).device
@@ -443,7 +446,7 @@ class IJBMetric(FaceMetricBase):
         empty = torch.empty(0, dtype=torch.int64)
         with torch.no_grad():
             local = match_all_then_pick(
-                self._matcher('match', self.model_vis_range() is not None),
+                self._matcher('match', self.pool_vis_range() is not None),
                 maps, vis, probe_rows[lo:hi], gallery_rows,
                 empty, empty, block=128,
                 device=next(self.model.parameters()).device)[0]

@@ -35,7 +35,9 @@ _DEFAULT_TRAIN_CFG = dict(
     occ_target='mask')
 _DEFAULT_TEST_CFG = dict(
     flip_test=False, return_feature_maps=False, half_maps=False,
-    global_vis=False, vis_range=None, global_vis_range=None)
+    global_vis=False, vis_range=None, global_vis_range=None, pool_vis='raw')
+#: test_cfg.pool_vis: the visibility map that templates (IJB, galleries) pool.
+POOL_VIS = ('raw', 'calibrated')
 #: train_cfg.global_vis: the visibility that weights the embedding in training.
 _GLOBAL_VIS_MODES = ('none', 'gt', 'pred', 'gt_or_pred')
 #: train_cfg.occ_target: what the occlusion head learns on the occlusion stream.
@@ -122,7 +124,11 @@ class OAMLRecognizer(BaseModel):
             ``qaconv_head.vis_range`` and ``test_cfg.global_vis_range`` are
             aliases: any of the three sets it for all, and two that differ
             raise :class:`ConfigError` naming both (docs/models.md,
-            "Stretching the maps").
+            "Stretching the maps"); ``pool_vis`` (``'raw'``): the map a
+            template (IJB, gallery) pools, ``'raw'`` the predictions (the
+            pooled map is then calibrated where it is matched) or
+            ``'calibrated'`` each image's calibrated map (:attr:`pool_vis_range`;
+            measured worse on the SynthFace demo's mini IJB-C, docs/models.md).
         data_preprocessor (dict, optional): Defaults to
             ``FaceDataPreprocessor(channel_order='bgr')``.
         init_cfg (dict, optional): mmengine initialisation config.
@@ -200,6 +206,15 @@ class OAMLRecognizer(BaseModel):
         """The one calibration of the predicted visibility (None: the raw map)."""
         return self.test_cfg['vis_range']
 
+    @property
+    def pool_vis_range(self) -> Optional[Tuple[float, float]]:
+        """The calibration each image's map goes through before a template
+        pools it: :attr:`vis_range` with ``test_cfg.pool_vis='calibrated'``,
+        None with ``'raw'`` (the default: the raw maps are pooled and the
+        matcher calibrates the pooled map)."""
+        return self.vis_range if self.test_cfg['pool_vis'] == 'calibrated' \
+            else None
+
     def calibrate_visibility(self, vis: Optional[torch.Tensor]
                              ) -> Optional[torch.Tensor]:
         """The map as QAConv and the global branch read it: ``vis`` stretched
@@ -237,6 +252,10 @@ class OAMLRecognizer(BaseModel):
             if not isinstance(value, bool):
                 raise ConfigError(f'OAMLRecognizer: {section}.{key} must be '
                                   f'True or False, got {value!r}')
+        if self.test_cfg['pool_vis'] not in POOL_VIS:
+            raise ConfigError(f'OAMLRecognizer: test_cfg.pool_vis must be one '
+                              f'of {POOL_VIS}, got '
+                              f'{self.test_cfg["pool_vis"]!r}')
         unknown = set(self.loss_weights) - set(_DEFAULT_WEIGHTS)
         if unknown:
             raise ConfigError(

@@ -241,12 +241,15 @@ class TestIJBMetricPooling(unittest.TestCase):
 
 class _CalibratingModel(FakeMatcherModel):
     """Calibrates visibility by (0.3, 0.7) before matching, as QAConvHead does,
-    unless told the maps are calibrated already; records what it was told."""
+    unless told the maps are calibrated already; records what it was told.
+    ``pool_calibrated``: its templates pool the calibrated maps
+    (``test_cfg.pool_vis='calibrated'``)."""
     vis_range = (0.3, 0.7)
 
-    def __init__(self):
+    def __init__(self, pool_calibrated=True):
         super().__init__()
         self.told = []
+        self.pool_vis_range = self.vis_range if pool_calibrated else None
 
     def match_pairs(self, a, b, va=None, vb=None, calibrated=False):
         self.told.append(calibrated)
@@ -262,7 +265,8 @@ class _CalibratingModel(FakeMatcherModel):
 
 
 class TestIJBMetricCalibratedPooling(unittest.TestCase):
-    """Templates pool the map the matcher reads (the calibrated one)."""
+    """Templates pool the raw maps (default) or, with ``pool_vis='calibrated'``,
+    the calibrated ones; the fusion reads the map it was fitted on."""
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -285,12 +289,12 @@ class TestIJBMetricCalibratedPooling(unittest.TestCase):
                     torch.tensor([1.0 / n], dtype=torch.float64))
         return acc
 
-    def _run(self, pooling, **kw):
+    def _run(self, pooling, pool_calibrated=True, **kw):
         m = IJBMetric('ijbc', data_root=self.root, fars=(0.2, 0.5),
                       progress=False, pooling=pooling,
                       gallery_files=('meta/g1.csv', 'meta/g2.csv'),
                       probe_file='meta/probe.csv', **kw)
-        model = _CalibratingModel()
+        model = _CalibratingModel(pool_calibrated)
         m.bind_model(model)
         feed(m, self.samples)
         m.evaluate(len(self.samples))
@@ -347,3 +351,30 @@ class TestIJBMetricCalibratedPooling(unittest.TestCase):
                 np.testing.assert_allclose(m2.scores['fused_vis' + sfx], ref2,
                                            rtol=1e-6)
                 self.assertGreater(np.abs(ref2 - ref).max(), 1e-3)
+
+    def test_raw_pooling_is_the_default_and_scores_as_before(self):
+        a = torch.tensor([0, 0, 1, 2, 3, 1, 0, 2])
+        b = torch.tensor([1, 2, 2, 3, 4, 3, 4, 4])
+        cal = dict(LEGACY_FUSION, vis_range=[0.3, 0.7])
+        for pooling in ('mean', 'visibility'):
+            sfx = POOL_SUFFIX[pooling]
+            with self.subTest(pooling=pooling):
+                m, model = self._run(pooling, pool_calibrated=False,
+                                     fusion_params=cal)
+                # The raw maps pooled; the matcher calibrates the pooled map.
+                self.assertTrue(model.told and not any(model.told))
+                raw = self._pool(pooling, calibrate=False)
+                rv = calibrate_visibility(raw.visibility(), (0.3, 0.7))
+                rm = raw.maps().float()
+                ref = toy_pair_score(rm[a], rm[b], rv[a], rv[b]).numpy()
+                np.testing.assert_allclose(m.scores['qaconv' + sfx], ref,
+                                           atol=1e-5)
+                # The fusion reads that same map: the pooled map calibrated.
+                tv = rv.flatten(1).double().mean(1).numpy()
+                np.testing.assert_allclose(
+                    m.pair_visibility, np.stack([tv[a], tv[b]], 1), rtol=1e-6)
+                ref2 = apply_visibility_fusion(
+                    cal, m.scores['adaface' + sfx], m.scores['qaconv' + sfx],
+                    tv[a], tv[b])
+                np.testing.assert_allclose(m.scores['fused_vis' + sfx], ref2,
+                                           rtol=1e-6)
