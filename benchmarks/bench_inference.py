@@ -17,27 +17,21 @@ Usage:
     python benchmarks/bench_inference.py --device cuda             # PyTorch fp16 only
 """
 import argparse
-import importlib.util
 import os.path as osp
 import tempfile
 from typing import List, Optional
 
 import torch
 
+from oaml_mm.apis.onnx_backend import (ExportWrapper, export_onnx,
+                                       onnx_max_difference)
+
 try:
-    from benchmarks.common import (ROOT, add_common_args, make_row, print_rows,
+    from benchmarks.common import (add_common_args, make_row, print_rows,
                                    setup_threads, time_interleaved)
 except ImportError:  # run as a script
-    from common import (ROOT, add_common_args, make_row, print_rows,
-                        setup_threads, time_interleaved)
-
-
-def _export_tool():
-    path = osp.join(ROOT, 'tools', 'deployment', 'export_onnx.py')
-    spec = importlib.util.spec_from_file_location('oaml_export_onnx', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from common import (add_common_args, make_row, print_rows, setup_threads,
+                        time_interleaved)
 
 
 def build_model(depth: int, width: float):
@@ -75,9 +69,8 @@ def run(quick: bool = False, device: str = 'cpu', depth: Optional[int] = None,
     width = width or (0.5 if quick else 1.0)
     repeats = repeats or (3 if quick else 5)
     dev = torch.device(device)
-    tool = _export_tool()
     model = build_model(depth, width)
-    wrapper = tool.ExportWrapper(model).eval()
+    wrapper = ExportWrapper(model).eval()
     rows = []
     tag = f'IR-{depth} width {width}'
     sess, diff, tmp = None, None, None
@@ -85,19 +78,19 @@ def run(quick: bool = False, device: str = 'cpu', depth: Optional[int] = None,
         import onnxruntime as ort
         tmp = tempfile.TemporaryDirectory()
         path = osp.join(tmp.name, 'model.onnx')
-        tool.export(model, path)
+        export_onnx(model, path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(path, opts,
                                     providers=['CPUExecutionProvider'])
-        diff = tool.check(model, path, batch_sizes=(2, ))
+        diff = onnx_max_difference(model, path, batch_sizes=(2, ))
     wrapper = wrapper.to(dev)
     fast = None
     if dev.type == 'cpu':
         # FaceRecognizer.extract's path: BatchNorms folded, channels-last.
         from oaml_mm.models.utils import inference_model
-        fast = tool.ExportWrapper(inference_model(model)).eval()
+        fast = ExportWrapper(inference_model(model)).eval()
     fast_rows = []
     for bs in batch_sizes:
         g = torch.Generator().manual_seed(bs)
