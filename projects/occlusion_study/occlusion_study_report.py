@@ -54,6 +54,7 @@ CONTROL = {
     'oaml_randocc': 'oaml_novis',
     'oaml_randocc_visemb': 'oaml_novis',
     'oaml_ada05': 'oaml_novis_ada05',
+    'oaml_seg': 'oaml_novis',
 }
 NAMES = {
     'adaface': 'fair AdaFace baseline',
@@ -63,6 +64,7 @@ NAMES = {
     'oaml_ada05': 'oaml AdaFace 0.5',
     'oaml_novis_ada05': 'no-awareness control AdaFace 0.5',
     'oaml_ada03_visemb': 'oaml AdaFace 0.3 visemb',
+    'oaml_seg': 'oaml segmenter',
 }
 
 
