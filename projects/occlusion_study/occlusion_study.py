@@ -25,7 +25,8 @@ Examples:
     # occlusion_segmenter_synthface.py), beside its baseline and control
     python -m projects.occlusion_study.occlusion_study --iters 500 --seeds 0 1 \\
         --models adaface oaml_novis oaml_seg \\
-        --segmenter 0=work_dirs/seg/seed0/iter_800.pth 1=work_dirs/seg/seed1/iter_800.pth
+        --segmenter 0=work_dirs/seg/seed0/iter_800.pth \\
+                    1=work_dirs/seg/seed1/iter_800.pth
     # or one pattern for every seed
     ... --segmenter 'work_dirs/seg/seed{seed}/iter_800.pth'
 """
