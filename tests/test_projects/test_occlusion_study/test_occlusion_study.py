@@ -260,6 +260,57 @@ class TestStudyReport(unittest.TestCase):
         self.assertIn('| held-out occluded–occluded | n/a | 61.0 ± 1.4 | n/a | '
                       '68.0 |', head)
 
+    def _write_all(self, model, seed, values):
+        """Every row's metrics: ``values`` maps a branch to its accuracy."""
+        wd = osp.join(self.tmp, 'it50', f'seed{seed}', model)
+        os.makedirs(wd)
+        m = {}
+        for prefix, _, _ in study_report.ROWS:
+            for branch, v in values.items():
+                key = (f'{prefix}/visibility/MAE' if branch == 'mae' else
+                       f'{prefix}/{branch}/accuracy')
+                m[key] = v + (0 if branch == 'mae' else 10 * (prefix == 'clean'))
+        with open(osp.join(wd, 'test_bins.json'), 'w') as f:
+            json.dump(m, f)
+
+    def test_predictor_table(self):
+        for seed in (0, 1):
+            self._write_all('adaface', seed, dict(adaface=70.0 + 2 * seed))
+            self._write_all('oaml_novis', seed,
+                            dict(fused=71.0, fused_vis=72.0 + seed, qaconv=70.0))
+            self._write_all('oaml_seg', seed, dict(
+                fused=74.0, fused_vis=75.0 + 3 * seed, qaconv=73.0 + seed,
+                qaconv_gt_vis=74.0, qaconv_no_vis=71.0, mae=0.1 + 0.02 * seed))
+        # The reference OAML model exists for seed 0 only.
+        self._write_all('oaml', 0, dict(fused=73.0, fused_vis=73.5))
+        with contextlib.redirect_stderr(io.StringIO()):
+            table = study_report.predictor_table(self.tmp, 'oaml_seg', 50, [0, 1])
+        rows = {line.split(' | ')[0]: [c.strip(' |') for c in
+                                       line.split(' | ')[1:]]
+                for line in table.splitlines() if line.startswith('| ')}
+        self.assertEqual(len(rows['| pairs']), 13)
+        self.assertEqual(rows['| pairs'][2], 'oaml fused_vis')
+        self.assertEqual(rows['| held-out occluded–occluded'], [
+            '71.0 ± 1.4',  # baseline 70, 72
+            '72.5 ± 0.7',  # control fused_vis 72, 73
+            '73.5',  # reference, one seed
+            '74.0 ± 0.0', '76.5 ± 2.1',  # fused; fused_vis 75, 78
+            '+5.5 ± 0.7',  # fused_vis - baseline within a seed: +5, +6
+            '+4.0 ± 1.4',  # - control: +3, +5
+            '73.5 ± 0.7', '74.0 ± 0.0', '71.0 ± 0.0',  # QAConv pred / true / none
+            '-0.5 ± 0.7', '+2.5 ± 0.7',  # pred - true, pred - none
+            '0.110 ± 0.014'])
+        self.assertEqual(rows['| SynthFace clean–clean'][0], '81.0 ± 1.4')
+        # Without runs of the reference model its column is left out.
+        with contextlib.redirect_stderr(io.StringIO()):
+            table = study_report.predictor_table(self.tmp, 'oaml_seg', 50, [0, 1],
+                                                 reference='oaml_visemb')
+        self.assertNotIn('oaml_visemb', table)
+        self.assertIn('| pairs | fair AdaFace baseline (cosine) | control fused_vis '
+                      '| oaml segmenter fused |', table)
+        with self.assertRaisesRegex(ValueError, 'no-awareness control'):
+            study_report.predictor_table(self.tmp, 'adaface', 50, [0, 1])
+
     def test_control_at_the_same_loss_split(self):
         base = dict(clean=90.0, occluded=70.0, heldout_clean=85.0,
                     heldout_occluded=60.0)
