@@ -21,13 +21,22 @@ Examples:
     # the ablation of the capabilities at the demo budget
     python -m projects.occlusion_study.occlusion_study --iters 500 --seeds 0 1 \\
         --models oaml oaml_novis oaml_randocc oaml_visemb
+    # OAML with a trained OcclusionSegmenter per seed (configs/synthface/
+    # occlusion_segmenter_synthface.py), beside its baseline and control
+    python -m projects.occlusion_study.occlusion_study --iters 500 --seeds 0 1 \\
+        --models adaface oaml_novis oaml_seg \\
+        --segmenter 0=work_dirs/seg/seed0/iter_800.pth \\
+                    1=work_dirs/seg/seed1/iter_800.pth
+    # or one pattern for every seed
+    ... --segmenter 'work_dirs/seg/seed{seed}/iter_800.pth'
 """
 import argparse
 import os
 import os.path as osp
 import sys
-from typing import List
+from typing import Dict, List, Optional, Sequence
 
+from oaml_mm.errors import OAMLError
 from projects.occlusion_study import synthface_runs as runs
 
 DEFAULT_MODELS = ('adaface', 'adaface_cleanonly', 'oaml', 'oaml_novis')
@@ -51,7 +60,66 @@ def parse_args(argv=None):
                    choices=['train', 'test', 'report'])
     p.add_argument('--out', default=None,
                    help='markdown table (default: WORK_DIR/results.md)')
-    return p.parse_args(argv)
+    p.add_argument('--segmenter', nargs='+', default=[], metavar='SEED=PATH',
+                   help='trained OcclusionSegmenter checkpoint of each seed for '
+                   'the models that load one (oaml_seg): SEED=PATH items, or one '
+                   'PATH with {seed} in it')
+    args = p.parse_args(argv)
+    args.segmenters = segmenter_checkpoints(args.segmenter, args.seeds)
+    return args
+
+
+def segmenter_checkpoints(specs: Sequence[str],
+                          seeds: Sequence[int]) -> Dict[int, str]:
+    """The segmenter checkpoint of each seed from ``--segmenter``.
+
+    Args:
+        specs (Sequence[str]): ``'SEED=PATH'`` items, or a single path pattern
+            with ``{seed}`` in it (filled in for every seed of ``seeds``).
+        seeds (Sequence[int]): The study's seeds.
+
+    Returns:
+        dict: seed -> absolute checkpoint path (empty without ``specs``).
+
+    Raises:
+        ConfigError: An item is neither form, or a seed is named twice.
+    """
+    from oaml_mm.errors import ConfigError
+    if len(specs) == 1 and '{seed}' in specs[0]:
+        return {int(s): osp.abspath(specs[0].format(seed=s)) for s in seeds}
+    out: Dict[int, str] = {}
+    for spec in specs:
+        seed, sep, path = spec.partition('=')
+        if not sep or not seed.strip().isdigit() or not path:
+            raise ConfigError(f'--segmenter {spec!r}: expected SEED=PATH (e.g. '
+                              f'0=work_dirs/seg/seed0/iter_800.pth) or one PATH '
+                              f'with {{seed}} in it')
+        if int(seed) in out:
+            raise ConfigError(f'--segmenter: seed {int(seed)} is given twice '
+                              f'({out[int(seed)]} and {path})')
+        out[int(seed)] = osp.abspath(path)
+    return out
+
+
+def _segmenter(args, model: str, seed: int) -> Optional[str]:
+    """The checkpoint ``model`` loads in ``seed``'s run (None: it loads none).
+
+    Raises:
+        ConfigError: ``model`` loads a segmenter and ``--segmenter`` names none
+            for ``seed``.
+        MissingFileError: The named checkpoint does not exist.
+    """
+    from oaml_mm.errors import ConfigError, MissingFileError
+    if not runs.reads_segmenter(model):
+        return None
+    path = getattr(args, 'segmenters', {}).get(seed)
+    if path is None:
+        raise ConfigError(f'{model} (seed {seed}) loads a trained '
+                          f'OcclusionSegmenter: give its checkpoint with '
+                          f'--segmenter {seed}=PATH')
+    if not osp.isfile(path):
+        raise MissingFileError(path, f'the --segmenter checkpoint of seed {seed}')
+    return path
 
 
 def run_dir(work_dir: str, iters: int, seed: int, model: str) -> str:
@@ -85,8 +153,9 @@ def train_jobs(args) -> List[dict]:
                 wd = run_dir(args.work_dir, iters, seed, model)
                 if _trained(wd, iters) or _training_elsewhere(wd):
                     continue
-                cfg = runs.write_run_config(model, wd, args.data, iters,
-                                            seed=seed)
+                cfg = runs.write_run_config(
+                    model, wd, args.data, iters, seed=seed,
+                    segmenter=_segmenter(args, model, seed))
                 jobs.append(dict(name=f'{model} it{iters} s{seed}',
                                  cmd=runs.train_command(cfg, wd),
                                  log=osp.join(wd, 'train.log')))
@@ -110,8 +179,9 @@ def calibrate_jobs(args) -> List[dict]:
                         osp.isfile(_calibrated(wd)):
                     continue
                 cd = osp.join(wd, 'calibrate')
-                cfg = runs.write_run_config(model, cd, args.test_data, iters,
-                                            seed=seed)
+                cfg = runs.write_run_config(
+                    model, cd, args.test_data, iters, seed=seed,
+                    segmenter=_segmenter(args, model, seed))
                 jobs.append(dict(
                     name=f'calibrate {model} it{iters} s{seed}',
                     cmd=[sys.executable, osp.join(runs.ROOT, 'tools',
@@ -144,7 +214,8 @@ def test_jobs(args) -> List[dict]:
                     td = osp.join(wd, f'test_{part}')
                     cfg = runs.write_run_config(
                         model, td, args.data, iters, seed=seed,
-                        test_data_root=args.test_data, ijbc=ijbc)
+                        test_data_root=args.test_data, ijbc=ijbc,
+                        segmenter=_segmenter(args, model, seed))
                     jobs.append(dict(
                         name=f'test {model} {part} it{iters} s{seed}',
                         cmd=runs.test_command(cfg, ckpt, td, out),
@@ -191,3 +262,5 @@ if __name__ == '__main__':
         main()
     except runs.JobError as e:
         raise SystemExit(f'[study] failed: {e}')
+    except OAMLError as e:  # a missing or malformed --segmenter
+        raise SystemExit(f'[study] {e}')

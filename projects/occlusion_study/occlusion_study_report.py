@@ -16,6 +16,9 @@ Examples:
     python -m projects.occlusion_study.occlusion_study_report \\
         work_dirs/occlusion_study \\
         --models adaface adaface_cleanonly oaml oaml_novis --iters 500 --seeds 0 1
+    # what OAML with a segmenter earns over the baseline and its control
+    python -m projects.occlusion_study.occlusion_study_report \\
+        work_dirs/occlusion_study --predictor oaml_seg --iters 500 1500
 """
 import argparse
 import os.path as osp
@@ -54,6 +57,7 @@ CONTROL = {
     'oaml_randocc': 'oaml_novis',
     'oaml_randocc_visemb': 'oaml_novis',
     'oaml_ada05': 'oaml_novis_ada05',
+    'oaml_seg': 'oaml_novis',
 }
 NAMES = {
     'adaface': 'fair AdaFace baseline',
@@ -63,6 +67,7 @@ NAMES = {
     'oaml_ada05': 'oaml AdaFace 0.5',
     'oaml_novis_ada05': 'no-awareness control AdaFace 0.5',
     'oaml_ada03_visemb': 'oaml AdaFace 0.3 visemb',
+    'oaml_seg': 'oaml segmenter',
 }
 
 
@@ -243,6 +248,95 @@ def _aims_table(data: Dict[str, list], cols: List[Tuple[str, str]]) -> List[str]
     return lines
 
 
+def _paired(a: List[Optional[Dict[str, float]]], ka: str,
+            b: List[Optional[Dict[str, float]]], kb: str) -> List[Optional[float]]:
+    """Per-seed differences ``a[ka] - b[kb]`` (None where either is missing)."""
+    out = []
+    for ra, rb in zip(a, b):
+        va, vb = _value(ra, ka), _value(rb, kb)
+        out.append(None if va is None or vb is None else va - vb)
+    return out
+
+
+def _lead(values: List[Optional[float]]) -> str:
+    """Mean ± s.d. of differences, signed (``+2.5 ± 0.7``)."""
+    text = report._stat(values)
+    return text if text == 'n/a' or text.startswith('-') else '+' + text
+
+
+def predictor_table(work_dir: str, model: str, iters: int,
+                    seeds: Sequence[int], baseline: str = 'adaface',
+                    reference: Optional[str] = 'oaml') -> str:
+    """Markdown: what one OAML model's visibility predictor buys, per pair group.
+
+    Every cell is the mean ± s.d. over ``seeds``; differences are taken within a
+    seed (the model's run against the baseline's and the control's of the same
+    seed) before they are averaged. Columns: the fair baseline's cosine, the
+    control's ``fused_vis``, the reference OAML model's ``fused_vis`` (where its
+    runs exist), the model's ``fused`` and ``fused_vis``, ``fused_vis`` minus the
+    baseline and minus the control, QAConv with the predicted / true / no
+    visibility (``visibility_ablation``), predicted minus true and minus none,
+    and the 7×7 visibility map's mean absolute error.
+
+    Args:
+        work_dir (str): The study folder (``it{iters}/seed{seed}/{model}/``).
+        model (str): An OAML model of :data:`synthface_runs.CONFIGS` with a
+            control in :data:`CONTROL`.
+        iters (int): The budget.
+        seeds (Sequence[int]): The seeds averaged over.
+        baseline (str): The AdaFace model the lead is measured against.
+        reference (str, optional): Another OAML model shown beside (its
+            ``fused_vis``); None or no runs: no column.
+
+    Returns:
+        str: The table (missing runs give ``n/a`` cells).
+
+    Raises:
+        ValueError: ``model`` is not an OAML model with a control.
+    """
+    if runs.FAMILY.get(model) != 'oaml' or model not in CONTROL:
+        raise ValueError(f'{model!r}: not an OAML model with a no-awareness '
+                         f'control (one of {sorted(CONTROL)})')
+    control = CONTROL[model]
+    m = load_runs(work_dir, model, iters, seeds)
+    base = load_runs(work_dir, baseline, iters, seeds)
+    ctrl = load_runs(work_dir, control, iters, seeds)
+    ref = (load_runs(work_dir, reference, iters, seeds)
+           if reference and reference != model else [])
+    if not any(ref):
+        ref = []
+    name = NAMES.get(model, model)
+    head = ['pairs', f'{NAMES[baseline]} (cosine)', 'control fused_vis'] + (
+        [f'{NAMES.get(reference, reference)} fused_vis'] if ref else []) + [
+        f'{name} fused', f'{name} fused_vis', 'fused_vis − baseline',
+        'fused_vis − control', 'QAConv predicted', 'QAConv true',
+        'QAConv none', 'predicted − true', 'predicted − none', 'vis MAE']
+    lines = [f'**{name}, {iters} iterations, seeds {list(seeds)} (mean ± s.d.; '
+             'differences within a seed)**', '',
+             '| ' + ' | '.join(head) + ' |', '|---' * len(head) + '|']
+    bkey = runs.MAIN_BRANCH[runs.FAMILY[baseline]]
+    for prefix, label, _ in ROWS:
+        def k(branch):
+            return f'{prefix}/{branch}/accuracy'
+
+        cells = [report._stat([_value(r, k(bkey)) for r in base]),
+                 report._stat([_value(r, k('fused_vis')) for r in ctrl])]
+        if ref:
+            cells.append(report._stat([_value(r, k('fused_vis')) for r in ref]))
+        cells += [report._stat([_value(r, k(b)) for r in m])
+                  for b in ('fused', 'fused_vis')]
+        cells += [_lead(_paired(m, k('fused_vis'), base, k(bkey))),
+                  _lead(_paired(m, k('fused_vis'), ctrl, k('fused_vis')))]
+        cells += [report._stat([_value(r, k(b)) for r in m])
+                  for b in ('qaconv', 'qaconv_gt_vis', 'qaconv_no_vis')]
+        cells += [_lead(_paired(m, k('qaconv'), m, k(b)))
+                  for b in ('qaconv_gt_vis', 'qaconv_no_vis')]
+        cells.append(report._stat(
+            [_value(r, f'{prefix}/visibility/MAE') for r in m], digits=3))
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 #: Columns of the README table: (model, branch, label).
 HEADLINE = (('adaface_cleanonly', 'adaface', 'seed-style AdaFace'),
             ('adaface', 'adaface', 'fair AdaFace'),
@@ -275,11 +369,20 @@ def main(argv=None):
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
     p.add_argument('--headline', action='store_true',
                    help="print the README's four-model table instead")
+    p.add_argument('--predictor', default=None, choices=sorted(CONTROL),
+                   help='print, per budget, what this OAML model earns over the '
+                   'baseline and its control, with QAConv under predicted / true / '
+                   'no visibility and the visibility error, instead')
     args = p.parse_args(argv)
     if not osp.isdir(args.work_dir):
         raise SystemExit(f'{args.work_dir}: no such study folder')
     if args.headline:
         print(headline_table(args.work_dir, args.iters, args.seeds))
+        return
+    if args.predictor:
+        print('\n\n'.join(
+            predictor_table(args.work_dir, args.predictor, it, args.seeds)
+            for it in args.iters))
         return
     # A model named twice is one column.
     print(study_table(args.work_dir, list(dict.fromkeys(args.models)),

@@ -43,6 +43,10 @@ CONFIGS = {
     'oaml_ada03_visemb': osp.join(_STUDY, 'oaml_ir18_synthface_ada03_visemb.py'),
     # The control at 0.5 : 0.5: what awareness earns at that split.
     'oaml_novis_ada05': osp.join(_STUDY, 'oaml_ir18_synthface_novis_ada05.py'),
+    # OAML with the image-reading OcclusionSegmenter (trained on its own, frozen
+    # here) as its visibility predictor; each run names its segmenter checkpoint
+    # (write_run_config(segmenter=...), occlusion_study.py --segmenter).
+    'oaml_seg': osp.join(_SF, 'oaml_ir18_synthface_segmenter.py'),
 }
 #: The family of each model: ``'adaface'`` (one cosine branch) or ``'oaml'``.
 FAMILY = {name: 'adaface' if name.startswith('adaface') else 'oaml'
@@ -73,7 +77,8 @@ def write_run_config(model: str,
                      ijbc: bool = False,
                      scale: Optional[float] = None,
                      sampler: Optional[str] = None,
-                     adaface_weight: Optional[float] = None) -> str:
+                     adaface_weight: Optional[float] = None,
+                     segmenter: Optional[str] = None) -> str:
     """Resolve a SynthFace config for one run and write it into ``work_dir``.
 
     The schedule keeps the shape of ``configs/synthface/_base_/synthface_schedule.py``
@@ -101,9 +106,18 @@ def write_run_config(model: str,
         adaface_weight (float, optional): OAML only: loss weights become
             ``adaface=w, qaconv=1-w`` (the demo's split is ``w=0.1``); the
             occlusion weight is kept. None keeps the config's.
+        segmenter (str, optional): Models whose visibility predictor is an
+            ``OcclusionSegmenter`` (:func:`reads_segmenter`) only: the trained
+            segmenter checkpoint it loads (``model.neck.init_cfg.checkpoint``,
+            made absolute). None keeps the config's.
 
     Returns:
         str: Path of the written config.
+
+    Raises:
+        ValueError: ``model`` is unknown, or a setting does not apply to it
+            (``adaface_weight`` to an AdaFace model, ``segmenter`` to a model
+            without a segmenter).
     """
     from oaml_mm.utils import load_config, merge_cfg_options
     if model not in CONFIGS:
@@ -135,6 +149,13 @@ def write_run_config(model: str,
         if not 0.0 < w < 1.0:
             raise ValueError(f'adaface_weight must lie in (0, 1), got {w}')
         cfg.model.loss_weights.update(adaface=w, qaconv=1.0 - w)
+    if segmenter is not None:
+        if not _has_segmenter(cfg):
+            raise ValueError(f'segmenter is a setting of a model whose neck is an '
+                             f'OcclusionSegmenter; {model!r} has none')
+        cfg.model.neck.init_cfg.checkpoint = osp.abspath(segmenter)
+        if 'segmenter_checkpoint' in cfg:  # the base config's variable, too
+            cfg.segmenter_checkpoint = osp.abspath(segmenter)
     if sampler is not None:
         cfg.train_dataloader.sampler = SAMPLERS[sampler](
             cfg.train_dataloader.batch_size)
@@ -148,6 +169,26 @@ def write_run_config(model: str,
     path = osp.join(work_dir, f'{name}_run.py')
     cfg.dump(path)
     return path
+
+
+def _has_segmenter(cfg) -> bool:
+    neck = cfg.model.get('neck')
+    return bool(neck) and neck.get('type') == 'OcclusionSegmenter'
+
+
+def reads_segmenter(model: str) -> bool:
+    """Whether ``model``'s visibility predictor is a separately trained
+    ``OcclusionSegmenter``, whose checkpoint each run must name
+    (``write_run_config(segmenter=...)``).
+
+    Raises:
+        ValueError: ``model`` is not a key of :data:`CONFIGS`.
+    """
+    from oaml_mm.utils import load_config
+    if model not in CONFIGS:
+        raise ValueError(f'unknown SynthFace model {model!r}; one of '
+                         f'{sorted(CONFIGS)}')
+    return _has_segmenter(load_config(CONFIGS[model]))
 
 
 def thread_env() -> Dict[str, str]:

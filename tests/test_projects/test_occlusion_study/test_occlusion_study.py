@@ -94,6 +94,93 @@ class TestStudyModels(unittest.TestCase):
                          ['test oaml bins it40 s1', 'test oaml ijbc it40 s1'])
         self.assertIn(osp.join(wd, 'calibrated.pth'), tests[0]['cmd'])
 
+    def _segmenters(self):
+        paths = []
+        for seed in (0, 1):
+            paths.append(osp.join(self.tmp, f'seg{seed}.pth'))
+            open(paths[-1], 'wb').close()
+        return paths
+
+    def _neck_checkpoint(self, config):
+        return load_config(config).model.neck.init_cfg.checkpoint
+
+    def test_segmenter_of_each_seed_reaches_its_runs(self):
+        seg = self._segmenters()
+        for spec in ([f'0={seg[0]}', f'1={seg[1]}'],
+                     [osp.join(self.tmp, 'seg{seed}.pth')]):
+            work = tempfile.mkdtemp(dir=self.tmp)
+            args = occlusion_study.parse_args(
+                ['--data', '/data/sf', '--work-dir', work, '--iters', '40',
+                 '--seeds', '0', '1', '--models', 'oaml_seg', 'oaml',
+                 '--segmenter'] + spec)
+            jobs = occlusion_study.train_jobs(args)
+            self.assertEqual([j['name'] for j in jobs],
+                             ['oaml_seg it40 s0', 'oaml it40 s0',
+                              'oaml_seg it40 s1', 'oaml it40 s1'])
+            self.assertEqual(self._neck_checkpoint(jobs[0]['cmd'][2]), seg[0])
+            self.assertEqual(self._neck_checkpoint(jobs[2]['cmd'][2]), seg[1])
+            # The head model is untouched.
+            self.assertEqual(load_config(jobs[3]['cmd'][2]).model.neck.type,
+                             'OcclusionHead')
+            # Calibration and tests of a trained run load the same segmenter.
+            wd = occlusion_study.run_dir(work, 40, 1, 'oaml_seg')
+            open(osp.join(wd, 'iter_40.pth'), 'wb').close()
+            cal = occlusion_study.calibrate_jobs(args)
+            self.assertEqual([j['name'] for j in cal],
+                             ['calibrate oaml_seg it40 s1'])
+            self.assertEqual(self._neck_checkpoint(cal[0]['cmd'][2]), seg[1])
+            open(osp.join(wd, 'calibrated.pth'), 'wb').close()
+            tests = occlusion_study.test_jobs(args)
+            self.assertEqual(len(tests), 2)
+            for job in tests:
+                self.assertEqual(self._neck_checkpoint(job['cmd'][2]), seg[1])
+
+    def test_segmenter_must_be_given(self):
+        from oaml_mm.errors import ConfigError, MissingFileError
+        seg = self._segmenters()
+        base = ['--data', '/data/sf', '--work-dir', self.tmp, '--iters', '40',
+                '--models', 'oaml_seg', 'adaface']
+        args = occlusion_study.parse_args(
+            base + ['--seeds', '0', '1', '--segmenter', f'0={seg[0]}'])
+        with self.assertRaisesRegex(ConfigError, r'seed 1\).*--segmenter 1='):
+            occlusion_study.train_jobs(args)
+        args = occlusion_study.parse_args(
+            base + ['--seeds', '0', '--segmenter', f'0={seg[0]}.missing'])
+        with self.assertRaises(MissingFileError):
+            occlusion_study.train_jobs(args)
+        for bad in (['0'], [seg[0]], ['x=' + seg[0]],
+                    [f'0={seg[0]}', f'0={seg[1]}']):
+            with self.assertRaises(ConfigError, msg=str(bad)):
+                occlusion_study.segmenter_checkpoints(bad, [0])
+        # A model without a segmenter takes none.
+        with self.assertRaisesRegex(ValueError, 'OcclusionSegmenter'):
+            synthface_runs.write_run_config('oaml', self.tmp, '/data/sf',
+                                            segmenter=seg[0])
+        self.assertTrue(synthface_runs.reads_segmenter('oaml_seg'))
+        self.assertFalse(synthface_runs.reads_segmenter('oaml'))
+
+    def test_segmenter_model_is_evaluated_as_oaml(self):
+        seg = self._segmenters()[0]
+        cfg = self._cfg('oaml_seg', segmenter=seg)
+        full = self._cfg('oaml')
+        self.assertEqual(synthface_runs.FAMILY['oaml_seg'], 'oaml')
+        self.assertEqual(cfg.model.neck.type, 'OcclusionSegmenter')
+        self.assertTrue(cfg.model.neck.frozen)
+        self.assertEqual(cfg.model.neck.init_cfg.checkpoint, seg)
+        self.assertEqual(cfg.segmenter_checkpoint, seg)
+        # Trained as OAML (QAConv on true masks), evaluated on the same sets by
+        # the same metrics: fused_vis, the QAConv visibility ablation, the MAE.
+        self.assertEqual(cfg.model.train_cfg.qaconv_train_vis, 'gt')
+        for key in ('backbone', 'head', 'qaconv_head', 'loss_weights'):
+            self.assertEqual(cfg.model[key], full.model[key], key)
+        self.assertEqual(cfg.train_dataloader, full.train_dataloader)
+        self.assertEqual(cfg.test_evaluator, full.test_evaluator)
+        self.assertTrue(all(e.visibility_ablation for e in cfg.test_evaluator))
+        self.assertEqual(cfg.test_dataloader, full.test_dataloader)
+        ijbc = self._cfg('oaml_seg', segmenter=seg, ijbc=True)
+        self.assertEqual(ijbc.test_evaluator,
+                         self._cfg('oaml', ijbc=True).test_evaluator)
+
 
 class TestStudyReport(unittest.TestCase):
 
@@ -172,6 +259,57 @@ class TestStudyReport(unittest.TestCase):
         # OAML by its fused_vis (seed 0 only), the fair baseline by its cosine.
         self.assertIn('| held-out occluded–occluded | n/a | 61.0 ± 1.4 | n/a | '
                       '68.0 |', head)
+
+    def _write_all(self, model, seed, values):
+        """Every row's metrics: ``values`` maps a branch to its accuracy."""
+        wd = osp.join(self.tmp, 'it50', f'seed{seed}', model)
+        os.makedirs(wd)
+        m = {}
+        for prefix, _, _ in study_report.ROWS:
+            for branch, v in values.items():
+                key = (f'{prefix}/visibility/MAE' if branch == 'mae' else
+                       f'{prefix}/{branch}/accuracy')
+                m[key] = v + (0 if branch == 'mae' else 10 * (prefix == 'clean'))
+        with open(osp.join(wd, 'test_bins.json'), 'w') as f:
+            json.dump(m, f)
+
+    def test_predictor_table(self):
+        for seed in (0, 1):
+            self._write_all('adaface', seed, dict(adaface=70.0 + 2 * seed))
+            self._write_all('oaml_novis', seed,
+                            dict(fused=71.0, fused_vis=72.0 + seed, qaconv=70.0))
+            self._write_all('oaml_seg', seed, dict(
+                fused=74.0, fused_vis=75.0 + 3 * seed, qaconv=73.0 + seed,
+                qaconv_gt_vis=74.0, qaconv_no_vis=71.0, mae=0.1 + 0.02 * seed))
+        # The reference OAML model exists for seed 0 only.
+        self._write_all('oaml', 0, dict(fused=73.0, fused_vis=73.5))
+        with contextlib.redirect_stderr(io.StringIO()):
+            table = study_report.predictor_table(self.tmp, 'oaml_seg', 50, [0, 1])
+        rows = {line.split(' | ')[0]: [c.strip(' |') for c in
+                                       line.split(' | ')[1:]]
+                for line in table.splitlines() if line.startswith('| ')}
+        self.assertEqual(len(rows['| pairs']), 13)
+        self.assertEqual(rows['| pairs'][2], 'oaml fused_vis')
+        self.assertEqual(rows['| held-out occluded–occluded'], [
+            '71.0 ± 1.4',  # baseline 70, 72
+            '72.5 ± 0.7',  # control fused_vis 72, 73
+            '73.5',  # reference, one seed
+            '74.0 ± 0.0', '76.5 ± 2.1',  # fused; fused_vis 75, 78
+            '+5.5 ± 0.7',  # fused_vis - baseline within a seed: +5, +6
+            '+4.0 ± 1.4',  # - control: +3, +5
+            '73.5 ± 0.7', '74.0 ± 0.0', '71.0 ± 0.0',  # QAConv pred / true / none
+            '-0.5 ± 0.7', '+2.5 ± 0.7',  # pred - true, pred - none
+            '0.110 ± 0.014'])
+        self.assertEqual(rows['| SynthFace clean–clean'][0], '81.0 ± 1.4')
+        # Without runs of the reference model its column is left out.
+        with contextlib.redirect_stderr(io.StringIO()):
+            table = study_report.predictor_table(self.tmp, 'oaml_seg', 50, [0, 1],
+                                                 reference='oaml_visemb')
+        self.assertNotIn('oaml_visemb', table)
+        self.assertIn('| pairs | fair AdaFace baseline (cosine) | control fused_vis '
+                      '| oaml segmenter fused |', table)
+        with self.assertRaisesRegex(ValueError, 'no-awareness control'):
+            study_report.predictor_table(self.tmp, 'adaface', 50, [0, 1])
 
     def test_control_at_the_same_loss_split(self):
         base = dict(clean=90.0, occluded=70.0, heldout_clean=85.0,
