@@ -58,6 +58,7 @@ CONTROL = {
     'oaml_randocc_visemb': 'oaml_novis',
     'oaml_ada05': 'oaml_novis_ada05',
     'oaml_seg': 'oaml_novis',
+    'oaml_seg_sched': 'oaml_novis',
 }
 NAMES = {
     'adaface': 'fair AdaFace baseline',
@@ -68,6 +69,7 @@ NAMES = {
     'oaml_novis_ada05': 'no-awareness control AdaFace 0.5',
     'oaml_ada03_visemb': 'oaml AdaFace 0.3 visemb',
     'oaml_seg': 'oaml segmenter',
+    'oaml_seg_sched': 'oaml segmenter, split schedule',
 }
 
 

@@ -47,6 +47,8 @@ CONFIGS = {
     # here) as its visibility predictor; each run names its segmenter checkpoint
     # (write_run_config(segmenter=...), occlusion_study.py --segmenter).
     'oaml_seg': osp.join(_SF, 'oaml_ir18_synthface_segmenter.py'),
+    'oaml_seg_sched': osp.join(_STUDY,
+                               'oaml_ir18_synthface_segmenter_adasched.py'),
 }
 #: The family of each model: ``'adaface'`` (one cosine branch) or ``'oaml'``.
 FAMILY = {name: 'adaface' if name.startswith('adaface') else 'oaml'
