@@ -1,5 +1,6 @@
-# OAML with the frozen OcclusionSegmenter (configs/synthface/oaml_ir18_synthface_segmenter.py)
-# and a loss-split schedule (docs/models.md, "Loss-split schedule"): AdaFace : QAConv
+# OAML with the frozen OcclusionSegmenter
+# (configs/synthface/oaml_ir18_synthface_segmenter.py) and a loss-split schedule
+# (docs/models.md, "Loss-split schedule"): AdaFace : QAConv
 # ramps from the demo's 0.1 : 0.9 (chosen on the sweep folder at 500 iterations) to
 # 0.5 : 0.5 over the run (LossWeightScheduleHook; the ramp follows the run's length),
 # so that the AdaFace branch does not starve at longer budgets. A probe: the end point
