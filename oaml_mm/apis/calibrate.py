@@ -44,7 +44,8 @@ def check_calibration_inputs(checkpoint: str, out: str) -> None:
     safe_load_checkpoint(checkpoint, decode=False)
 
 
-def calibrate_checkpoint(cfg: Config, checkpoint: str, out: str,
+def calibrate_checkpoint(cfg: Config, checkpoint: str,
+                         out: Optional[str] = None,
                          config_name: Optional[str] = None) -> Optional[dict]:
     """Calibrate ``checkpoint`` on ``cfg``'s validation pairs, write it to ``out``.
 
@@ -56,8 +57,9 @@ def calibrate_checkpoint(cfg: Config, checkpoint: str, out: str,
             ``val_evaluator`` and ``work_dir``; its ``load_from`` and ``resume``
             are set here.
         checkpoint (str): The trained checkpoint.
-        out (str): The checkpoint to write (may be ``checkpoint``: rewritten
-            atomically; a symbolic link's target is rewritten).
+        out (str, optional): The checkpoint to write. Defaults to
+            ``checkpoint`` itself, as ``tools/calibrate.py`` without ``--out``:
+            rewritten atomically (a symbolic link's target is rewritten).
         config_name (str, optional): Names the config in messages when the
             validation data names no file. Defaults to ``cfg.filename``.
 
@@ -74,6 +76,7 @@ def calibrate_checkpoint(cfg: Config, checkpoint: str, out: str,
             skipped calibrating (the message names the files and why).
         pickle.UnpicklingError: It holds objects other than weights.
     """
+    out = checkpoint if out is None else out
     cfg.load_from = checkpoint
     cfg.resume = False
     # ``runner.iter`` (asked by the calibration hook and MMPretrain's
