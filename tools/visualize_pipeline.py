@@ -33,7 +33,8 @@ def parse_args(argv=None):
 def main(argv=None) -> str:
     args = parse_args(argv)
     from oaml_mm import register_all_modules
-    from oaml_mm.errors import ConfigError, OAMLError
+    from oaml_mm.apis.runner_setup import exit_on_error
+    from oaml_mm.errors import OAMLError
     from oaml_mm.utils import check_output_file, load_config
     from oaml_mm.visualization import pipeline_grid, pipeline_samples
     try:
@@ -44,11 +45,10 @@ def main(argv=None) -> str:
         print(f'error: {e}', file=sys.stderr)
         raise SystemExit(2)
     register_all_modules()
-    try:
+    # A missing data root or a bad --num: one line, no traceback.
+    with exit_on_error():
         pairs = pipeline_samples(cfg, args.stream, args.num, args.seed)
-    except ConfigError as e:
-        raise SystemExit(str(e))
-    canvas = pipeline_grid(pairs)
+        canvas = pipeline_grid(pairs)
     if not cv2.imwrite(args.out, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
         print(f'error: --out {args.out!r}: OpenCV could not write the picture',
               file=sys.stderr)

@@ -20,7 +20,11 @@ from oaml_mm.utils.checkpoint import atomic_save, safe_load_checkpoint
 from .runner_setup import build_runner, check_loaded_checkpoint
 
 __all__ = ['check_calibration_inputs', 'calibrate_checkpoint',
-           'format_calibration']
+           'format_calibration', 'TRAINING_KEYS']
+
+#: The config's training setup, unused by calibration.
+TRAINING_KEYS = ('train_dataloader', 'train_cfg', 'optim_wrapper',
+                 'param_scheduler')
 
 
 def check_calibration_inputs(checkpoint: str, out: str) -> None:
@@ -40,17 +44,22 @@ def check_calibration_inputs(checkpoint: str, out: str) -> None:
     safe_load_checkpoint(checkpoint, decode=False)
 
 
-def calibrate_checkpoint(cfg: Config, checkpoint: str, out: str,
+def calibrate_checkpoint(cfg: Config, checkpoint: str,
+                         out: Optional[str] = None,
                          config_name: Optional[str] = None) -> Optional[dict]:
     """Calibrate ``checkpoint`` on ``cfg``'s validation pairs, write it to ``out``.
+
+    Only the validation data is read: the training set need not exist (the
+    config's :data:`TRAINING_KEYS` are set to None here).
 
     Args:
         cfg (Config): A config with ``val_dataloader`` (the calibration pairs),
             ``val_evaluator`` and ``work_dir``; its ``load_from`` and ``resume``
             are set here.
         checkpoint (str): The trained checkpoint.
-        out (str): The checkpoint to write (may be ``checkpoint``: rewritten
-            atomically; a symbolic link's target is rewritten).
+        out (str, optional): The checkpoint to write. Defaults to
+            ``checkpoint`` itself, as ``tools/calibrate.py`` without ``--out``:
+            rewritten atomically (a symbolic link's target is rewritten).
         config_name (str, optional): Names the config in messages when the
             validation data names no file. Defaults to ``cfg.filename``.
 
@@ -67,8 +76,14 @@ def calibrate_checkpoint(cfg: Config, checkpoint: str, out: str,
             skipped calibrating (the message names the files and why).
         pickle.UnpicklingError: It holds objects other than weights.
     """
+    out = checkpoint if out is None else out
     cfg.load_from = checkpoint
     cfg.resume = False
+    # ``runner.iter`` (asked by the calibration hook and MMPretrain's
+    # VisualizationHook) builds the training loop, hence the training set:
+    # without a training setup the runner answers 0 and reads no training data.
+    for key in TRAINING_KEYS:
+        cfg[key] = None
     runner = build_runner(cfg)
     # Thresholds of a partly loaded model would be those of random weights.
     check_loaded_checkpoint(runner, checkpoint)

@@ -9,18 +9,18 @@ instead of a traceback (docs/reliability.md).
 import contextlib
 import os.path as osp
 import pickle
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence, Union
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from oaml_mm.errors import OAMLError
+from oaml_mm.errors import ConfigError, OAMLError
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import load_config
 from oaml_mm.utils.checkpoint import (check_checkpoint_fits,
                                       safe_load_checkpoint)
 
-__all__ = ['default_work_dir', 'prepare_config', 'build_runner',
+__all__ = ['default_work_dir', 'parse_cfg_options', 'prepare_config', 'build_runner',
            'check_loaded_checkpoint', 'exit_on_error']
 
 
@@ -45,18 +45,55 @@ def default_work_dir(cfg: Config, config: str,
     return cfg.work_dir
 
 
+def parse_cfg_options(
+        cfg_options: Union[None, dict, Sequence[str]]) -> Optional[dict]:
+    """``--cfg-options`` as a dict, from a dict or from ``'key=value'`` strings.
+
+    Strings are parsed as mmengine's ``DictAction`` parses the command line
+    (``'a=1,2'`` -> ``[1, 2]``, ``'k=[1,(2,3)]'`` -> ``[1, (2, 3)]``).
+
+    Args:
+        cfg_options: None, a ``{key: value}`` dict (returned as it is), or a
+            sequence of ``'key=value'`` strings (e.g. ``['val_data_root=D']``).
+
+    Returns:
+        dict or None: The options.
+
+    Raises:
+        ConfigError: An item is not a ``'key=value'`` string, or
+            ``cfg_options`` is of another type.
+    """
+    if cfg_options is None or isinstance(cfg_options, dict):
+        return cfg_options
+    if isinstance(cfg_options, str) or not isinstance(cfg_options,
+                                                      (list, tuple)):
+        raise ConfigError(
+            f'cfg_options {cfg_options!r}: expected a dict or a list of '
+            "'key=value' strings (e.g. ['val_data_root=data/sf'])")
+    parsed = {}
+    for item in cfg_options:
+        key, sep, value = item.partition('=') if isinstance(item, str) \
+            else ('', '', '')
+        if not sep or not key:
+            raise ConfigError(f'cfg_options item {item!r}: expected a '
+                              "'key=value' string (e.g. 'val_data_root=D')")
+        parsed[key] = DictAction._parse_iterable(value)
+    return parsed
+
+
 def prepare_config(config: str,
-                   cfg_options: Optional[dict] = None,
+                   cfg_options: Union[None, dict, Sequence[str]] = None,
                    work_dir: Optional[str] = None,
                    launcher: Optional[str] = None) -> Config:
     """Load ``config`` with the ``--cfg-options``, work dir and launcher of a tool.
 
     Args:
         config (str): Config file path.
-        cfg_options (dict, optional): ``--cfg-options`` as mmengine's
-            ``DictAction`` parses them; ``data_root=...`` also moves the copies
-            the data set configs made of it
-            (:func:`~oaml_mm.utils.merge_cfg_options`).
+        cfg_options (dict or list[str], optional): ``--cfg-options``: a dict
+            as mmengine's ``DictAction`` parses them, or the ``'key=value'``
+            strings of the command line (:func:`parse_cfg_options`);
+            ``data_root=...`` also moves the copies the data set configs made
+            of it (:func:`~oaml_mm.utils.merge_cfg_options`).
         work_dir (str, optional): ``--work-dir`` (:func:`default_work_dir`).
         launcher (str, optional): ``'none'``, ``'pytorch'``, ``'slurm'`` or
             ``'mpi'``; None keeps the config's.
@@ -65,10 +102,11 @@ def prepare_config(config: str,
         Config: The config, overrides applied.
 
     Raises:
-        ConfigError: The file cannot be read, or an override names a type
-            outside the registries (the message names file and line or key).
+        ConfigError: The file cannot be read, an option is not ``key=value``,
+            or an override names a type outside the registries (the message
+            names file and line or key).
     """
-    cfg = load_config(config, cfg_options)
+    cfg = load_config(config, parse_cfg_options(cfg_options))
     if launcher is not None:
         cfg.launcher = launcher
     default_work_dir(cfg, config, work_dir)

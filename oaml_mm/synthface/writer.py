@@ -51,6 +51,9 @@ __all__ = ['SYNTHFACE_VERSION', 'MANIFEST', 'generate_synthface', 'read_manifest
 #: Bumped whenever the same arguments would produce different files.
 SYNTHFACE_VERSION = '1.0'
 MANIFEST = 'synthface.json'
+#: Written first by :func:`generate_synthface`, removed after the manifest:
+#: a folder holding it was started by the generator and may be rebuilt.
+PARTIAL_MARKER = '.synthface-partial'
 _SUBDIRS = ('train', 'occluded', 'val', 'ijbc')
 _IJBC_CSV_HEADER = ('TEMPLATE_ID,SUBJECT_ID,FILENAME,SIGHTING_ID,FACE_X,FACE_Y,'
                     'FACE_WIDTH,FACE_HEIGHT')
@@ -140,9 +143,11 @@ def build_pairs(labels: np.ndarray, slot0_ok: np.ndarray, slot1_ok: np.ndarray,
             if key not in seen:
                 seen.add(key)
                 return key
-        raise ConfigError('SynthFace: too few test images for the requested number '
-                          'of distinct pairs; raise --test-identities or lower '
-                          'val_pairs')
+        raise ConfigError(
+            f'SynthFace: too few images to draw {num_pairs} distinct pairs '
+            f'({len(idx0)} images of {len(by_label)} identities); lower '
+            '--val-pairs (val_pairs) or raise --val-images-per-id '
+            '(val_images_per_id) or --test-identities (test_identities)')
 
     pairs, issame = [], []
     for _ in range(folds):
@@ -197,21 +202,38 @@ def _write_val(out: str, cfg: SynthFaceConfig, test_ids: Sequence[FaceIdentity],
     held-out sets are the same three with ``prefix='heldout_'``, their own pair
     stream and every held-out type as a probe.
     """
+    sets = _val_pairs(cfg, test_ids, results, pair_stream, probe_types)
     os.makedirs(out, exist_ok=True)
     flat, labels = _flatten(test_ids, results)
+    files = []
+    for name, v0, v1, pairs, issame in sets:
+        files += _write_pair_set(out, prefix + name, flat, labels, pairs, issame,
+                                 [(v0, v1)] * len(pairs))
+    return files
+
+
+def _val_pairs(cfg: SynthFaceConfig, ids: Sequence[FaceIdentity],
+               results: List[List[ValImage]], pair_stream: int = S_PAIRS,
+               probe_types: Sequence[str] = MASKED_PROBE_TYPES) -> list:
+    """The pairs of :func:`_write_val`'s three sets, drawn without writing:
+    ``(name, slot-0 version, slot-1 version, pairs, issame)`` each.
+
+    Raises:
+        ConfigError: Too few images for ``cfg.val_pairs`` distinct pairs.
+    """
+    flat, labels = _flatten(ids, results)
     masked_ok = np.asarray([im.occlusion in probe_types for im in flat])
     everything = np.ones(len(flat), bool)
-    files = []
     # (name, slot-0 version, slot-1 version, slot-1 allowed images)
     specs = [('clean', 'clean', 'clean', everything),
              ('masked', 'clean', 'occluded', masked_ok),
              ('occluded', 'occluded', 'occluded', everything)]
+    out = []
     for k, (name, v0, v1, ok1) in enumerate(specs):
         pairs, issame = build_pairs(labels, everything, ok1, cfg.val_pairs,
                                     stream_rng(cfg.seed, pair_stream, k))
-        files += _write_pair_set(out, prefix + name, flat, labels, pairs, issame,
-                                 [(v0, v1)] * len(pairs))
-    return files
+        out.append((name, v0, v1, pairs, issame))
+    return out
 
 
 #: Pair kinds of ``calib.bin``, dealt in turn: clean-clean, clean vs occluded,
@@ -226,11 +248,18 @@ def _write_calib(out: str, cfg: SynthFaceConfig, ids: Sequence[FaceIdentity],
     ``CALIB_PAIR_KINDS[i % 3]``."""
     os.makedirs(out, exist_ok=True)
     flat, labels = _flatten(ids, results)
-    everything = np.ones(len(flat), bool)
-    pairs, issame = build_pairs(labels, everything, everything, cfg.val_pairs,
-                                stream_rng(cfg.seed, S_HELDOUT_PAIRS, 3))
+    pairs, issame = _calib_pairs(cfg, ids, results)
     versions = [CALIB_PAIR_KINDS[i % 3] for i in range(len(pairs))]
     return _write_pair_set(out, 'calib', flat, labels, pairs, issame, versions)
+
+
+def _calib_pairs(cfg: SynthFaceConfig, ids: Sequence[FaceIdentity],
+                 results: List[List[ValImage]]) -> Tuple[np.ndarray, np.ndarray]:
+    """The pairs of ``calib.bin``, drawn without writing."""
+    flat, labels = _flatten(ids, results)
+    everything = np.ones(len(flat), bool)
+    return build_pairs(labels, everything, everything, cfg.val_pairs,
+                       stream_rng(cfg.seed, S_HELDOUT_PAIRS, 3))
 
 
 def _type_counts(results: List[List[ValImage]]) -> Dict[str, int]:
@@ -333,11 +362,17 @@ def generate_synthface(out_dir: str,
         say(f'SynthFace already in {out_dir} (manifest matches); nothing to do')
         return read_manifest(out_dir)
     existing = [d for d in _SUBDIRS if osp.exists(osp.join(out_dir, d))]
-    if existing and read_manifest(out_dir) is None:
+    marker = osp.join(out_dir, PARTIAL_MARKER)
+    if existing and read_manifest(out_dir) is None and not osp.isfile(marker):
         raise ConfigError(
             f'{out_dir} holds {existing} but no {MANIFEST}: not a SynthFace folder '
             'this tool wrote; choose another --out or remove them')
     os.makedirs(out_dir, exist_ok=True)
+    # Written before anything else: a run that stops half-way leaves a folder
+    # the next run knows to be its own and rebuilds.
+    with open(marker, 'w') as f:
+        f.write('SynthFace generation started; incomplete until '
+                f'{MANIFEST} exists\n')
     if osp.exists(osp.join(out_dir, MANIFEST)):
         os.remove(osp.join(out_dir, MANIFEST))
     for d in existing:
@@ -373,6 +408,15 @@ def generate_synthface(out_dir: str,
     start += len(ijbc_ids)
     heldout_res = results[start:start + len(heldout_ids)]
     calib_res = results[start + len(heldout_ids):]
+
+    # Every pair set is drawn before the first file is written, so an
+    # impossible --val-pairs leaves nothing half-written.
+    _val_pairs(cfg, test_ids, val_res)
+    if heldout_ids:
+        _val_pairs(cfg, heldout_ids, heldout_res, S_HELDOUT_PAIRS,
+                   HELDOUT_OCCLUSION_TYPES)
+    if calib_ids:
+        _calib_pairs(cfg, calib_ids, calib_res)
 
     say('SynthFace: writing files')
     samples = [(jpeg, label) for label, jpegs in enumerate(train_res)
@@ -434,5 +478,6 @@ def generate_synthface(out_dir: str,
     with open(tmp, 'w') as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
     os.replace(tmp, osp.join(out_dir, MANIFEST))
+    os.remove(marker)
     say(f'SynthFace: done in {time.time() - t0:.1f} s -> {out_dir}')
     return manifest

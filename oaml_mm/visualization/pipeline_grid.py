@@ -29,17 +29,20 @@ def pipeline_samples(cfg, stream: str = 'main', num: int = 16,
         stream (str): ``'main'`` (``train_dataloader.dataset``, samples drawn
             without replacement, at most its length) or ``'occlusion'`` (one
             batch of the first ``DualLoaderHook`` in ``custom_hooks``).
-        num (int): Samples to draw.
+        num (int): Samples to draw, at least 1; the occlusion stream draws
+            exactly ``num`` (the hook's own ``batch_size`` is overridden).
         seed (int): Seeds numpy's global generator and the occlusion stream.
 
     Returns:
         list[tuple]: ``(inputs [3, H, W] uint8 tensor, data sample)`` pairs.
 
     Raises:
-        ConfigError: ``stream='occlusion'`` and the config has no
-            ``DualLoaderHook``.
+        ConfigError: ``num`` is below 1; ``stream='occlusion'`` and the config
+            has no ``DualLoaderHook``.
     """
     from oaml_mm.registry import DATASETS, HOOKS
+    if int(num) < 1:
+        raise ConfigError(f'--num {num}: expected at least 1 sample')
     np.random.seed(seed)
     if stream == 'main':
         ds = DATASETS.build(cfg.train_dataloader.dataset)
@@ -50,7 +53,9 @@ def pipeline_samples(cfg, stream: str = 'main', num: int = 16,
                 if h.get('type') == 'DualLoaderHook']
     if not hook_cfg:
         raise ConfigError('the config has no DualLoaderHook in custom_hooks')
-    hook = HOOKS.build(hook_cfg[0])
+    # The hook's own batch_size (e.g. 16 in the demo configs) would otherwise
+    # override ``num``.
+    hook = HOOKS.build(dict(hook_cfg[0], batch_size=int(num)))
     hook.build_streams(num, cfg.train_dataloader.get('dataset'), seed=seed)
     batch = hook.next_batch(0, 0)
     return list(zip(batch['inputs'], batch['data_samples']))

@@ -31,6 +31,7 @@ Examples:
     ... --segmenter 'work_dirs/seg/seed{seed}/iter_800.pth'
 """
 import argparse
+import functools
 import os
 import os.path as osp
 import sys
@@ -82,11 +83,18 @@ def segmenter_checkpoints(specs: Sequence[str],
         dict: seed -> absolute checkpoint path (empty without ``specs``).
 
     Raises:
-        ConfigError: An item is neither form, or a seed is named twice.
+        ConfigError: An item is neither form, a seed is named twice, or the
+            pattern has a placeholder other than ``{seed}``.
     """
     from oaml_mm.errors import ConfigError
     if len(specs) == 1 and '{seed}' in specs[0]:
-        return {int(s): osp.abspath(specs[0].format(seed=s)) for s in seeds}
+        try:
+            return {int(s): osp.abspath(specs[0].format(seed=s))
+                    for s in seeds}
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(
+                f'--segmenter {specs[0]!r}: {{seed}} is the only placeholder '
+                f'a path pattern may hold (cannot fill in: {e})') from None
     out: Dict[int, str] = {}
     for spec in specs:
         seed, sep, path = spec.partition('=')
@@ -108,6 +116,8 @@ def _segmenter(args, model: str, seed: int) -> Optional[str]:
         ConfigError: ``model`` loads a segmenter and ``--segmenter`` names none
             for ``seed``.
         MissingFileError: The named checkpoint does not exist.
+        DataFormatError: It is a directory, not a checkpoint, or holds no
+            ``segmenter.`` weights (e.g. a recognizer's checkpoint).
     """
     from oaml_mm.errors import ConfigError, MissingFileError
     if not runs.reads_segmenter(model):
@@ -117,9 +127,48 @@ def _segmenter(args, model: str, seed: int) -> Optional[str]:
         raise ConfigError(f'{model} (seed {seed}) loads a trained '
                           f'OcclusionSegmenter: give its checkpoint with '
                           f'--segmenter {seed}=PATH')
-    if not osp.isfile(path):
+    if not osp.isfile(path) and not osp.isdir(path):
         raise MissingFileError(path, f'the --segmenter checkpoint of seed {seed}')
+    check_segmenter_checkpoint(path, seed)
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def check_segmenter_checkpoint(path: str, seed: int) -> None:
+    """Check before any run starts that ``path`` holds a trained segmenter.
+
+    The ``oaml_seg`` model loads the ``segmenter.``-prefixed weights of the
+    checkpoint; without them its training fails minutes later inside
+    ``train.log``. Only the state dict's keys are read (memory-mapped).
+
+    Args:
+        path (str): The ``--segmenter`` checkpoint of ``seed``.
+        seed (int): Its seed (named in the message).
+
+    Raises:
+        DataFormatError: ``path`` is a directory, not a readable checkpoint, or
+            has no ``segmenter.`` weights.
+    """
+    import pickle
+
+    from oaml_mm.errors import DataFormatError, OAMLError
+    from oaml_mm.utils.checkpoint import safe_load_checkpoint
+    what = f'--segmenter checkpoint of seed {seed}'
+    if osp.isdir(path):
+        raise DataFormatError(path, f'the {what} is a directory; expected '
+                              f'a checkpoint file (e.g. iter_800.pth)')
+    try:
+        ckpt = safe_load_checkpoint(path, decode=False, mmap=True)
+    except (OAMLError, pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise DataFormatError(path, f'the {what} is not a readable '
+                              f'checkpoint ({str(e).splitlines()[0]})') from None
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+    if not any(str(k).startswith('segmenter.') for k in state):
+        raise DataFormatError(
+            path, f'the {what} holds no "segmenter." weights; expected the '
+            f'checkpoint of a trained OcclusionSegmenter '
+            f'(configs/synthface/occlusion_segmenter_synthface.py), not of a '
+            f'recognizer')
 
 
 def run_dir(work_dir: str, iters: int, seed: int, model: str) -> str:

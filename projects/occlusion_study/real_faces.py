@@ -94,7 +94,8 @@ def package_photos(extra: Optional[str] = None
             photos.append((f'lfw_{i:03d}', np.repeat(g[..., None], 3, 2),
                            'train' if i < LFW_TRAIN else 'test', False))
     for fname, name, group, every in EXTRA if extra else ():
-        img = _read_rgb(osp.join(extra, fname))
+        path = osp.join(extra, fname)
+        img = _read_rgb(path) if osp.isfile(path) else None
         if img is not None:
             photos.append((name, img, group, every))
     return photos
@@ -168,6 +169,34 @@ def write_real_faces(out: str, crops: np.ndarray, names: List[str],
     return {g: len(ls) for g, ls in lines.items()}
 
 
+def check_prepare_args(out: str, extra: Optional[str] = None) -> None:
+    """Check ``prepare``'s arguments before any photo is read or written.
+
+    Args:
+        out (str): Output folder (created when missing).
+        extra (str, optional): ``--extra`` folder.
+
+    Raises:
+        OutputPathError: ``out`` is an existing file or cannot be written.
+        ConfigError: ``extra`` is not a folder or holds none of the files
+            of :data:`EXTRA`.
+    """
+    from oaml_mm.errors import ConfigError, OutputPathError
+    from oaml_mm.utils import check_output_file
+    if osp.exists(out) and not osp.isdir(out):
+        raise OutputPathError(f'OUT {out!r} is a file; expected a folder '
+                              '(created when missing)')
+    if extra is not None:
+        wanted = ' and '.join(f for f, *_ in EXTRA)
+        if not osp.isdir(extra):
+            raise ConfigError(f'--extra {extra!r}: no such folder; expected '
+                              f'the folder holding {wanted}')
+        if not any(osp.isfile(osp.join(extra, f)) for f, *_ in EXTRA):
+            raise ConfigError(f'--extra {extra!r}: the folder holds none of '
+                              f'{wanted}')
+    check_output_file(osp.join(out, 'train.txt'), 'OUT')
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     sub = p.add_subparsers(dest='cmd', required=True)
@@ -175,6 +204,9 @@ def main(argv=None) -> None:
     w.add_argument('out')
     w.add_argument('--extra', help="folder with insightface's sample images")
     args = p.parse_args(argv)
+    from oaml_mm.apis.runner_setup import exit_on_error
+    with exit_on_error():
+        check_prepare_args(args.out, args.extra)
     photos = package_photos(args.extra)
     crops, names, groups, how = align_photos(photos)
     counts = write_real_faces(args.out, crops, names, groups)

@@ -1,6 +1,7 @@
 """oaml_mm.apis.runner_setup: the config, runner and error steps the tools share."""
 import os.path as osp
 import pickle
+import re
 import tempfile
 import unittest
 
@@ -9,7 +10,7 @@ from mmengine.config import Config
 
 from oaml_mm.apis.runner_setup import (check_loaded_checkpoint,
                                        default_work_dir, exit_on_error,
-                                       prepare_config)
+                                       parse_cfg_options, prepare_config)
 from oaml_mm.errors import CheckpointError, ConfigError, DataFormatError
 
 
@@ -55,6 +56,30 @@ class TestRunnerSetup(unittest.TestCase):
         self.assertEqual((cfg.work_dir, cfg.launcher), ('w', 'pytorch'))
         with self.assertRaisesRegex(ConfigError, 'missing.py'):
             prepare_config(osp.join(self.tmp.name, 'missing.py'))
+
+    def test_prepare_config_takes_the_command_lines_strings(self):
+        # Before: a list as the tools pass on the command line raised
+        # AttributeError ('list' object has no attribute 'items').
+        path = osp.join(self.tmp.name, 'my_exp.py')
+        with open(path, 'w') as f:
+            f.write("data_root = 'd'\nsizes = [1]\n"
+                    "train_dataloader = dict(dataset=dict(data_root=data_root))"
+                    "\n")
+        cfg = prepare_config(path, ['data_root=elsewhere', 'sizes=2,3',
+                                    'x.y=a=b'])
+        self.assertEqual(cfg.train_dataloader.dataset.data_root, 'elsewhere')
+        self.assertEqual(cfg.sizes, [2, 3])
+        self.assertEqual(cfg.x.y, 'a=b')
+        self.assertEqual(parse_cfg_options(('k=1',)), {'k': 1})
+        self.assertEqual(parse_cfg_options({'k': '1'}), {'k': '1'})
+        for bad, msg in ((['data_root'], "cfg_options item 'data_root': expected a "
+                          "'key=value' string"),
+                         ([3], 'cfg_options item 3: expected'),
+                         ('data_root=x', "cfg_options 'data_root=x': "
+                          'expected a dict or a list')):
+            with self.subTest(bad=bad), self.assertRaisesRegex(
+                    ConfigError, '^' + re.escape(msg)):
+                prepare_config(path, bad)
 
     def test_check_loaded_checkpoint(self):
         model = torch.nn.Sequential(torch.nn.Linear(3, 2))

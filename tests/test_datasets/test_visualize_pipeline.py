@@ -98,6 +98,63 @@ class TestVisualizePipeline(unittest.TestCase):
                        f'occlusion_data_root={occ}'])
             self.assertEqual(cv2.imread(out).shape[1] % (3 * 112 + 4), 0)
 
+    def _occ_config(self, tmp, root, hook_batch=None, n=4):
+        for i in range(n):
+            write_occlusion_mask_sample(osp.join(tmp, 'occ'), f'a{i}',
+                                        make_face(i, size=112),
+                                        np.ones((112, 112), np.float32))
+        cfg = osp.join(tmp, 'cfg.py')
+        bs = '' if hook_batch is None else f'batch_size={hook_batch}, '
+        with open(cfg, 'w') as f:
+            f.write(
+                "train_dataloader = dict(batch_size=4, dataset=dict("
+                f"type='OcclusionMaskDataset', data_root={root!r}, "
+                "pipeline=[dict(type='PackFaceInputs')]))\n"
+                f"custom_hooks = [dict(type='DualLoaderHook', {bs}"
+                "occluded_ratio=1.0, occluded_dataloader=dict(dataset=dict("
+                f"type='OcclusionMaskDataset', data_root={root!r}, "
+                "pipeline=[dict(type='PackFaceInputs')])))]\n")
+        return cfg
+
+    def test_occlusion_stream_draws_num_not_the_hooks_batch(self):
+        # Before: the hook's batch_size=16 won and --num 4 drew 16 tiles.
+        tool = _load_tool()
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = self._occ_config(tmp, osp.join(tmp, 'occ'), hook_batch=16)
+            out = osp.join(tmp, 'grid.png')
+            tool.main([cfg, '--stream', 'occlusion', '--num', '4',
+                       '--out', out])
+            # 4 tiles: ceil(sqrt(4 / 3)) = 2 per row, 2 rows (16: 3 x 6).
+            self.assertEqual(cv2.imread(out).shape[:2],
+                             (2 * 116, 2 * (3 * 112 + 4)))
+
+    def test_bad_num_and_missing_data_give_one_line(self):
+        # Before: --num 0 raised IndexError; a missing data root printed a
+        # MissingFileError traceback.
+        tool = _load_tool()
+        with tempfile.TemporaryDirectory() as tmp:
+            out = osp.join(tmp, 'grid.png')
+            cfg = self._occ_config(tmp, osp.join(tmp, 'occ'))
+            for stream in ('main', 'occlusion'):
+                with self.subTest(stream=stream), \
+                        self.assertRaises(SystemExit) as cm:
+                    tool.main([cfg, '--stream', stream, '--num', '0',
+                               '--out', out])
+                self.assertEqual(cm.exception.code,
+                                 'ConfigError: --num 0: expected at least '
+                                 '1 sample')
+            missing = osp.join(tmp, 'nothere')
+            cfg = self._occ_config(tmp, missing)
+            for stream in ('main', 'occlusion'):
+                with self.subTest(stream=stream), \
+                        self.assertRaises(SystemExit) as cm:
+                    tool.main([cfg, '--stream', stream, '--out', out])
+                msg = cm.exception.code
+                self.assertIsInstance(msg, str)
+                self.assertIn(missing, msg)
+                self.assertEqual(len(msg.splitlines()), 1)
+            self.assertFalse(osp.exists(out))
+
     def test_bad_out_refused_before_loading(self):
         # Before: cv2.imwrite failed silently and "wrote x.txt" was printed.
         tool = _load_tool()

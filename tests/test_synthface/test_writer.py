@@ -206,6 +206,44 @@ class TestPairsAndPreview(unittest.TestCase):
             self.assertIn('use 40 or 60', err.getvalue())
             self.assertFalse(osp.exists(osp.join(tmp, 'sf')))
 
+    def test_cli_checks_pairs_before_writing_and_reclaims_its_folder(self):
+        # Before: too few validation images for --val-pairs failed after
+        # train/, occluded/ and val/ were written, and --force then refused
+        # the folder as "not a SynthFace folder".
+        import contextlib
+        import io
+        import runpy
+        tool = osp.join(osp.dirname(osp.dirname(osp.dirname(
+            osp.abspath(__file__)))), 'tools', 'dataset_converters',
+            'make_synthface.py')
+        main = runpy.run_path(tool)['main']
+        argv = ['--identities', '2', '--images-per-id', '1',
+                '--test-identities', '6', '--val-images-per-id', '2',
+                '--val-pairs', '20', '--workers', '1', '--heldout-identities',
+                '0', '--calib-identities', '0', '--ijbc-subjects', '1']
+        with tempfile.TemporaryDirectory() as tmp:
+            out = osp.join(tmp, 'sf')
+            for extra in ([], ['--force']):
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), \
+                        contextlib.redirect_stdout(io.StringIO()):
+                    code = main(['--out', out] + argv + extra)
+                self.assertEqual(code, 2)
+                self.assertRegex(err.getvalue(),
+                                 r'^make_synthface: SynthFace: too few images '
+                                 r'to draw 20 distinct pairs.*--val-pairs.*'
+                                 r'--val-images-per-id')
+                self.assertEqual(os.listdir(out), ['.synthface-partial'])
+                os.makedirs(osp.join(out, 'train'))  # a half-written run
+            # A folder the tool did not start is still refused.
+            foreign = osp.join(tmp, 'foreign')
+            os.makedirs(osp.join(foreign, 'train'))
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                self.assertEqual(main(['--out', foreign, '--force'] + argv), 2)
+            self.assertIn('not a SynthFace folder', err.getvalue())
+            self.assertEqual(os.listdir(foreign), ['train'])
+
     def test_cli_refuses_a_preview_it_cannot_write(self):
         # Before: cv2.imwrite failed silently on .txt and "preview written" was
         # printed with exit code 0.

@@ -198,6 +198,36 @@ class TestCalibrateTool(_Trained):
             self.assertLessEqual(v['far'], 0.1)
         self._assert_same_weights(runs.last_checkpoint(self.work), path)
 
+    def test_needs_no_training_data(self):
+        # Before: the calibration hook's runner.iter built the training loop,
+        # and "data/synthface/train/train.rec: no such file" stopped it.
+        path = self._copy('notrain.pth')
+        missing = osp.join(self.tmp.name, 'no_training_data')
+        printed = self._run(
+            self.config, path, '--work-dir',
+            osp.join(self.tmp.name, 'cal_notrain'), '--cfg-options',
+            f'data_root={missing}', f'occlusion_data_root={missing}',
+            f'val_data_root={self.data}')
+        self.assertIn('calibrated on calib', printed)
+        self.assertFalse(osp.exists(missing))
+        cal = safe_load_checkpoint(path)['meta']['oaml_thresholds']
+        self.assertEqual((cal['source'], cal['iter']), ('calib', 2))
+
+    def test_api_defaults_match_the_tool(self):
+        # Before: calibrate_checkpoint required ``out`` (the tool rewrites the
+        # checkpoint in place) and prepare_config refused the tool's
+        # 'key=value' strings with an AttributeError.
+        from oaml_mm.apis import prepare_config
+        from oaml_mm.apis.calibrate import calibrate_checkpoint
+        path = self._copy('api_inplace.pth', drop_calibration=True)
+        cfg = prepare_config(self.config,
+                             ['default_hooks.threshold_calibration.far=0.1'],
+                             osp.join(self.tmp.name, 'cal_api'))
+        cal = calibrate_checkpoint(cfg, path)
+        self.assertEqual(safe_load_checkpoint(path)['meta']['oaml_thresholds'],
+                         cal)
+        self.assertEqual((cal['source'], cal['far']), ('calib', 0.1))
+
     def test_config_without_validation_is_refused(self):
         cfg = osp.join(self.tmp.name, 'noval.py')
         with open(cfg, 'w') as f:

@@ -95,11 +95,43 @@ class TestStudyModels(unittest.TestCase):
         self.assertIn(osp.join(wd, 'calibrated.pth'), tests[0]['cmd'])
 
     def _segmenters(self):
+        import torch
         paths = []
         for seed in (0, 1):
             paths.append(osp.join(self.tmp, f'seg{seed}.pth'))
-            open(paths[-1], 'wb').close()
+            torch.save({'state_dict': {'segmenter.w': torch.zeros(1)}},
+                       paths[-1])
         return paths
+
+    def test_segmenter_is_checked_before_any_run(self):
+        # Before: a pattern with another placeholder raised KeyError; a
+        # recognizer checkpoint was accepted and training failed later in
+        # train.log; a directory was "no such file".
+        import torch
+
+        from oaml_mm.errors import ConfigError, DataFormatError
+        with self.assertRaisesRegex(
+                ConfigError, r"^--segmenter '/tmp/seg_\{seed\}_\{x\}.pth': "
+                r'\{seed\} is the only placeholder'):
+            occlusion_study.segmenter_checkpoints(
+                ['/tmp/seg_{seed}_{x}.pth'], [0])
+        recognizer = osp.join(self.tmp, 'iter_4.pth')
+        torch.save({'state_dict': {'backbone.w': torch.zeros(1)}}, recognizer)
+        junk = osp.join(self.tmp, 'junk.pth')
+        with open(junk, 'w') as f:
+            f.write('not a checkpoint')
+        base = ['--data', '/data/sf', '--work-dir', self.tmp, '--iters', '40',
+                '--seeds', '0', '--models', 'oaml_seg']
+        for path, msg in (
+                (recognizer, 'holds no "segmenter." weights'),
+                (self.tmp, 'is a directory; expected a checkpoint file'),
+                (junk, 'is not a readable checkpoint')):
+            args = occlusion_study.parse_args(
+                base + ['--segmenter', f'0={path}'])
+            with self.subTest(path=path), self.assertRaisesRegex(
+                    DataFormatError, f'^{path}: the --segmenter checkpoint of '
+                    f'seed 0 {msg}'):
+                occlusion_study.train_jobs(args)
 
     def _neck_checkpoint(self, config):
         return load_config(config).model.neck.init_cfg.checkpoint

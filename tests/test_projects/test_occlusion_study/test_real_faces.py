@@ -1,4 +1,5 @@
 """real_faces: the split by image, and the folder a segmenter config reads."""
+import os
 import os.path as osp
 import tempfile
 import unittest
@@ -29,6 +30,35 @@ class TestRealFaces(unittest.TestCase):
             self.assertEqual(len(package_photos(extra=d)), len(photos))
         img = photos[-1][1]
         self.assertEqual((img.dtype, img.ndim, img.shape[2]), (np.uint8, 3, 3))
+
+    def test_prepare_refuses_bad_paths_before_any_work(self):
+        # Before: OUT an existing file raised NotADirectoryError after the
+        # alignment; a missing --extra printed OpenCV warnings and the set was
+        # written anyway.
+        from projects.occlusion_study import real_faces
+        with tempfile.TemporaryDirectory() as d:
+            afile = osp.join(d, 'afile')
+            open(afile, 'w').close()
+            missing = osp.join(d, 'nonexist')
+            empty = osp.join(d, 'empty')
+            os.mkdir(empty)
+            out = osp.join(d, 'out')
+            for argv, msg in (
+                    ([afile], f"OutputPathError: OUT '{afile}' is a file; "
+                     'expected a folder'),
+                    ([out, '--extra', missing],
+                     f"ConfigError: --extra '{missing}': no such folder; "
+                     'expected the folder holding t1.jpg and '
+                     'Tom_Hanks_54745.png'),
+                    ([out, '--extra', empty],
+                     f"ConfigError: --extra '{empty}': the folder holds "
+                     'none of t1.jpg and Tom_Hanks_54745.png')):
+                with self.subTest(argv=argv), \
+                        self.assertRaises(SystemExit) as cm:
+                    real_faces.main(['prepare'] + argv)
+                self.assertTrue(str(cm.exception.code).startswith(msg),
+                                cm.exception.code)
+            self.assertFalse(osp.exists(out))
 
     def test_written_folder_reads_as_face_image_folder(self):
         crops = np.random.RandomState(0).randint(
