@@ -92,8 +92,9 @@ class OAMLRecognizer(BaseModel):
             its prediction is on the maps' grid. None: no visibility branch
             (predicted visibility is all ones).
         qaconv_head (dict, optional): QAConvHead config; without
-            ``feat_size`` (or with None) it takes the backbone's map side (``map_size``: 7 for
-            112x112 faces, 4 for 64x64, 14 with ``map_stage=3``). None: no
+            ``feat_size`` (or with None) it takes the backbone's map side
+            (``map_size``: 7 for 112x112 faces, 4 for 64x64, 14 with
+            ``map_stage=3``). None: no
             QAConv branch.
         loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
             ``occlusion`` (0.1); missing keys take these defaults.
