@@ -34,7 +34,7 @@ if __name__ == '__main__':
                            'malloc_tuning.py')
         runpy.run_path(_tuning)['reexec_with_malloc_env']()
 
-from mmengine.config import DictAction
+from oaml_mm.utils import CfgOptionsAction
 
 
 def parse_args(argv=None):
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument('--out', help='checkpoint to write (default: rewrite '
                    'CHECKPOINT in place)')
     p.add_argument('--work-dir', help='folder for the logs')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+    p.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                    help='override settings in the config, key=value')
     return p.parse_args(argv)
 

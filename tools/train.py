@@ -24,7 +24,9 @@ if __name__ == '__main__':
                            'malloc_tuning.py')
         runpy.run_path(_tuning)['reexec_with_malloc_env']()
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from oaml_mm.utils import CfgOptionsAction
 
 
 def parse_args(argv=None):
@@ -53,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         help='override settings in the config, key=value (xxx=yyy format)')
     parser.add_argument(
         '--launcher',

@@ -5,9 +5,10 @@
 # projects/occlusion_study/sweep_synthface.py (its docs/synthface_sweep.md). P x K
 # batches: QAConv's in-batch losses need positives.
 #
-# Visibility: vis_mode='gate', maps stretched by vis_range=(0.3, 0.7), occlusion-loss
-# weight 1.0 (docs/synthface.md, "Which visibility weighting"): the original
-# multiply-before-max rule stays available with qaconv_head.vis_mode='multiply'.
+# Visibility: vis_mode='gate', maps stretched by test_cfg.vis_range=(0.3, 0.7),
+# occlusion-loss weight 1.0 (docs/synthface.md, "Which visibility weighting"): the
+# original multiply-before-max rule stays available with
+# qaconv_head.vis_mode='multiply'.
 #   python tools/train.py configs/synthface/oaml_ir18_synthface.py
 #   python tools/test.py configs/synthface/oaml_ir18_synthface.py \
 #       work_dirs/oaml_ir18_synthface/iter_500.pth --out oaml.json

@@ -1,5 +1,6 @@
 """Utilities: dependency check, weights-only checkpoints, configs."""
-from .cfg_options import (ROOT_SCOPES, SIZE_SCOPES, check_option_types,
+from .cfg_options import (ROOT_SCOPES, SIZE_SCOPES, CfgOptionsAction,
+                          check_option_keys, check_option_types,
                           follow_variables, merge_cfg_options,
                           rescale_schedule)
 from .checkpoint import (TYPE_KEY, atomic_save, from_weights_only,
@@ -17,5 +18,6 @@ __all__ = [
     'register_config_package',
     'merge_cfg_options', 'ROOT_SCOPES', 'check_output_file', 'close_process_group',
     'SIZE_SCOPES', 'check_option_types', 'follow_variables', 'rescale_schedule',
-    'shard_range', 'gather_shards', 'exit_with_launcher'
+    'shard_range', 'gather_shards', 'exit_with_launcher', 'check_option_keys',
+    'CfgOptionsAction'
 ]

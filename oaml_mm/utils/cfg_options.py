@@ -23,19 +23,23 @@ call the same function).
 
 A command-line option is not a config file: :func:`check_option_types` refuses a
 ``type`` that is not a registered component name (``os.system`` would otherwise be
-imported and called by the registry).
+imported and called by the registry), :func:`check_option_keys` a new key the
+component it configures does not take (a typo such as ``train_cfg.max_iter``), and
+:class:`CfgOptionsAction` an item without ``=``, each in one line.
 """
+import argparse
 import json
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from oaml_mm.errors import ConfigError
 
 __all__ = [
     'ROOT_SCOPES', 'SIZE_SCOPES', 'merge_cfg_options', 'follow_variables',
-    'rescale_schedule', 'check_option_types', 'follow_bases', 'follow_length'
+    'rescale_schedule', 'check_option_types', 'check_option_keys',
+    'follow_bases', 'follow_length', 'CfgOptionsAction'
 ]
 
 #: Top-level root variable -> the config sections that hold copies of it.
@@ -215,14 +219,13 @@ def follow_length(cfg: Config, before: Tuple[Optional[int], Optional[int]],
 
 
 # -- command-line types ------------------------------------------------------
-def _registered_names() -> Tuple[Set[str], Set[str]]:
-    """Every name registered in the mmengine registry tree, and its scopes."""
+def _registries() -> list:
+    """Every registry of the mmengine registry tree, its modules imported."""
     import mmengine.registry as root_module
     from mmengine.registry import Registry
 
     import oaml_mm.registry  # noqa: F401  (creates the child registries)
-    names: Set[str] = set()
-    scopes: Set[str] = set()
+    out = []
     seen = set()
     stack = [r for r in vars(root_module).values() if isinstance(r, Registry)]
     while stack:
@@ -234,10 +237,112 @@ def _registered_names() -> Tuple[Set[str], Set[str]]:
             reg.import_from_location()
         except Exception:  # noqa: BLE001  (an optional scope not installed)
             pass
+        out.append(reg)
+        stack.extend(reg._children.values())
+    return out
+
+
+def _registered_names() -> Tuple[Set[str], Set[str]]:
+    """Every name registered in the mmengine registry tree, and its scopes."""
+    names: Set[str] = set()
+    scopes: Set[str] = set()
+    for reg in _registries():
         names.update(reg.module_dict)
         scopes.add(reg.scope)
-        stack.extend(reg._children.values())
     return names, scopes
+
+
+# -- command-line keys -------------------------------------------------------
+#: Keys a builder takes off a component's config before calling its class
+#: (mmengine's optimizer-wrapper constructor, schedulers, scopes).
+_BUILDER_KEYS = frozenset(('type', '_scope_', 'constructor', 'paramwise_cfg',
+                           'convert_to_iter_based'))
+
+
+def _walk(cfg: Any, parts: List[str]) -> Tuple[bool, Any]:
+    """``(found, value)`` at the dotted path ``parts`` (list items by index)."""
+    node = cfg
+    for part in parts:
+        if isinstance(node, (dict, Config)) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and \
+                int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False, None
+    return True, node
+
+
+def _accepted_keywords(type_name: Any) -> Optional[Tuple[str, Set[str]]]:
+    """``(name, keywords)`` a registered ``type`` takes; None: any or unknown."""
+    import inspect
+    if isinstance(type_name, str):
+        scope, _, bare = type_name.rpartition('.')
+        found = [reg.module_dict[bare] for reg in _registries()
+                 if bare in reg.module_dict and (not scope or
+                                                 reg.scope == scope)]
+        name = type_name
+    elif callable(type_name):
+        found, name = [type_name], getattr(type_name, '__name__', '?')
+    else:
+        return None
+    if not found:
+        return None
+    keywords: Set[str] = set()
+    for obj in found:
+        try:
+            params = inspect.signature(
+                obj.__init__ if inspect.isclass(obj) else obj).parameters
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+        keywords.update(k for k, p in params.items()
+                        if k != 'self' and p.kind is not p.VAR_POSITIONAL)
+    return name, keywords
+
+
+def check_option_keys(cfg: Config, options: Optional[dict],
+                      existed: Optional[Set[str]] = None) -> None:
+    """Refuse a ``--cfg-options`` key the component it configures does not take.
+
+    A new key (one the config did not have, ``existed``) directly below a
+    config dict with a ``type`` must be a keyword of that registered class's
+    constructor (:func:`inspect.signature`; a class taking ``**kwargs`` takes
+    any), so that ``train_cfg.max_iter=2`` or ``model.qaconv_head.vis_rnage=...``
+    stop here, before a runner is built, rather than as a ``TypeError`` from
+    the class. Keys of untyped dicts (dataloaders, ``test_cfg``) are not
+    checked. Cheap: one signature per option.
+
+    Args:
+        cfg (Config): The config with the options merged.
+        options (dict, optional): The parsed ``--cfg-options``.
+        existed (set, optional): The option keys the config had before the
+            merge (not checked). None: check every key.
+
+    Raises:
+        ConfigError: Names the option, the class, a close accepted keyword
+            (did you mean) and the accepted keywords.
+    """
+    import difflib
+    for key in options or {}:
+        if existed is not None and key in existed:
+            continue
+        parts = str(key).split('.')
+        found, parent = _walk(cfg, parts[:-1])
+        if not found or not isinstance(parent, dict) or 'type' not in parent \
+                or parts[-1] in _BUILDER_KEYS:
+            continue
+        accepted = _accepted_keywords(parent['type'])
+        if accepted is None or parts[-1] in accepted[1]:
+            continue
+        name, keywords = accepted
+        close = difflib.get_close_matches(parts[-1], sorted(keywords), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ''
+        raise ConfigError(
+            f'--cfg-options {key}: {name} takes no keyword '
+            f'{parts[-1]!r}{hint}; it accepts: '
+            + ', '.join(sorted(keywords)))
 
 
 def _types_in(key: str, value: Any):
@@ -316,8 +421,9 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> Config:
         Config: ``cfg``.
 
     Raises:
-        ConfigError: A type outside the registries, or a length the schedule
-            does not fit.
+        ConfigError: A type outside the registries, a key the configured
+            class does not take (:func:`check_option_keys`), or a length the
+            schedule does not fit.
 
     Examples:
         >>> cfg = Config(dict(data_root='data/a', train_dataloader=dict(
@@ -329,11 +435,13 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> Config:
     if not options:
         return cfg
     check_option_types(options)
+    existed = {key for key in options if _walk(cfg, str(key).split('.'))[0]}
     before = _length(cfg)
     follow_variables(cfg, {name: (cfg.get(name, None), new)
                            for name, new in options.items()
                            if name in ROOT_SCOPES or name in SIZE_SCOPES})
     cfg.merge_from_dict(options)
+    check_option_keys(cfg, options, existed)
     if not any(str(k).split('.')[0] == 'param_scheduler' for k in options):
         follow_length(cfg, before, '--cfg-options')
     else:
@@ -401,3 +509,28 @@ def _collect_bases(path: str, out: list, seen: set) -> None:
             continue
         _collect_bases(base, out, seen)
         out.append(Config.fromfile(base))
+
+
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` that names an item without ``=`` in one line.
+
+    ``--cfg-options train_cfg.max_iters 2`` would otherwise stop argparse with
+    mmengine's ``ValueError`` traceback; here it is argparse's one-line usage
+    error naming the item and the ``KEY=VALUE`` it should be.
+
+    Raises:
+        argparse.ArgumentError: An item without ``=`` (argparse prints it and
+            exits with status 2).
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = [values] if isinstance(values, str) else list(values)
+        for i, item in enumerate(items):
+            if '=' not in item:
+                nxt = items[i + 1] if i + 1 < len(items) else None
+                fix = f'{item}={nxt}' if nxt is not None and '=' not in nxt \
+                    else f'{item}=VALUE'
+                raise argparse.ArgumentError(
+                    self, f'item {item!r} has no "=": each item is '
+                    f'KEY=VALUE (did you mean {fix}?)')
+        super().__call__(parser, namespace, values, option_string)

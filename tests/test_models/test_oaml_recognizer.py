@@ -441,11 +441,14 @@ class TestOAMLRecognizer(unittest.TestCase):
                                1e-4)
 
     def test_vis_range_set_twice_differently_is_refused(self):
+        # The two older names differing, without test_cfg.vis_range: refused.
         with self.assertRaisesRegex(
-                ConfigError, r'test_cfg\.vis_range=\(0\.2, 0\.8\).*'
-                r'qaconv_head\.vis_range=\(0\.3, 0\.7\)'):
+                ConfigError, r'global_vis_range=\(0\.2, 0\.8\).*'
+                r'qaconv_head\.vis_range=\(0\.3, 0\.7\)|'
+                r'qaconv_head\.vis_range=\(0\.3, 0\.7\).*'
+                r'global_vis_range=\(0\.2, 0\.8\)'):
             build(qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
-                  test_cfg=dict(vis_range=(0.2, 0.8)))
+                  test_cfg=dict(global_vis_range=(0.2, 0.8)))
         with self.assertRaisesRegex(
                 ConfigError, r'global_vis_range=\(0\.2, 0\.8\).*'
                 r'qaconv_head\.vis_range'):
@@ -459,6 +462,38 @@ class TestOAMLRecognizer(unittest.TestCase):
                       test_cfg=dict(vis_range=(0.3, 0.7),
                                     global_vis_range=(0.3, 0.7)))
         self.assertEqual(model.vis_range, (0.3, 0.7))
+
+    def test_explicit_vis_range_wins_over_older_names(self):
+        # test_cfg.vis_range given (None included) overrides what an older
+        # config set under qaconv_head.vis_range / test_cfg.global_vis_range.
+        for value in ((0.2, 0.8), None):
+            with self.subTest(value=value):
+                model = build(
+                    qaconv_head=dict(TINY['qaconv_head'], vis_range=(0.3, 0.7)),
+                    test_cfg=dict(vis_range=value,
+                                  global_vis_range=(0.3, 0.7)))
+                self.assertEqual(model.vis_range, value)
+                self.assertEqual(model.qaconv_head.vis_range, value)
+                self.assertEqual(model.test_cfg['global_vis_range'], value)
+
+    def test_shipped_configs_take_vis_range_from_the_command_line(self):
+        # --cfg-options model.test_cfg.vis_range=... on a shipped config: the
+        # documented override, None switching the stretch off.
+        root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+        for path in (
+                ('configs', 'synthface', 'oaml_ir18_synthface.py'),
+                ('projects', 'occlusion_study', 'configs',
+                 'oaml_ir18_synthface_visemb.py')):
+            cfg = load_config(osp.join(root, *path))
+            self.assertEqual(MODELS.build(copy.deepcopy(cfg.model)).vis_range,
+                             (0.3, 0.7))
+            for value in ((0.2, 0.8), None):
+                with self.subTest(config=path[-1], value=value):
+                    over = copy.deepcopy(cfg)
+                    over.merge_from_dict({'model.test_cfg.vis_range': value})
+                    model = MODELS.build(over.model)
+                    self.assertEqual(model.vis_range, value)
+                    self.assertEqual(model.qaconv_head.vis_range, value)
 
     def _inputs(self):
         return build().data_preprocessor(batch(n=4, n_occ=0), False)['inputs']
@@ -520,6 +555,26 @@ MS_NECK = dict(type='MultiScaleOcclusionHead', in_channels=(16, 32, 64),
 
 class TestOAMLRecognizerOtherGrid(unittest.TestCase):
     """64x64 faces: 4x4 maps. The grid side comes from the model end to end."""
+
+    def test_feat_size_none_takes_the_backbone_grid(self):
+        # --cfg-options model.qaconv_head.feat_size=None on a shipped config
+        # means the same as leaving it out: the backbone's map side.
+        root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+        for name in ('oaml_ir18_synthface.py', 'oaml_ir18_synthface_stage3.py'):
+            cfg = load_config(osp.join(root, 'configs', 'synthface', name))
+            cfg.merge_from_dict({'model.backbone.input_size': 64,
+                                 'model.qaconv_head.feat_size': None})
+            with self.subTest(config=name):
+                model = MODELS.build(cfg.model)
+                self.assertEqual(model.qaconv_head.feat_size,
+                                 model.backbone.map_size)
+                self.assertEqual(model.qaconv_head.fc.in_features,
+                                 model.backbone.map_size ** 2)
+        self.assertEqual(model.backbone.map_size, 8)  # stage 3 of 64x64
+        for bad in (None, 0, 7.5, '7'):
+            with self.subTest(feat_size=bad), self.assertRaisesRegex(
+                    ConfigError, r'QAConvHead: feat_size .*positive int'):
+                MODELS.build(dict(TINY['qaconv_head'], feat_size=bad))
 
     def test_train_step_predict_and_metric_on_a_4x4_grid(self):
         from mmpretrain.structures import DataSample as Sample

@@ -8,7 +8,8 @@ from mmengine.config import Config
 from mmengine.registry import PARAM_SCHEDULERS
 
 from oaml_mm.errors import ConfigError
-from oaml_mm.utils import (check_option_types, load_config, merge_cfg_options,
+from oaml_mm.utils import (CfgOptionsAction, check_option_keys,
+                           check_option_types, load_config, merge_cfg_options,
                            rescale_schedule)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -185,6 +186,70 @@ class TestOptionTypes(unittest.TestCase):
                               'component name', proc.stderr.strip()
                               .splitlines()[-1], tool)
                 self.assertFalse(osp.exists(flag), tool)
+
+
+class TestOptionKeys(unittest.TestCase):
+
+    def test_a_key_the_component_does_not_take_is_one_config_error(self):
+        for key, value, want in (
+                ('train_cfg.max_iter', 2,
+                 r"^--cfg-options train_cfg\.max_iter: IterBasedTrainLoop takes "
+                 r"no keyword 'max_iter' \(did you mean 'max_iters'\?\); it "
+                 r"accepts: .*max_iters"),
+                ('model.qaconv_head.vis_rnage', (0.2, 0.8),
+                 r"^--cfg-options model\.qaconv_head\.vis_rnage: QAConvHead "
+                 r"takes no keyword 'vis_rnage' \(did you mean 'vis_range'\?\)"),
+                ('model.backbone.imput_size', 64,
+                 r"IResNet takes no keyword 'imput_size' \(did you mean "
+                 r"'input_size'\?\)")):
+            with self.subTest(key=key), self.assertRaisesRegex(ConfigError,
+                                                               want):
+                load_config(SYNTHFACE, {key: value})
+
+    def test_accepted_keys_pass(self):
+        # New keys the class takes, keys the config already has, keys of
+        # untyped dicts (dataloaders, test_cfg) and of **kwargs classes.
+        cfg = load_config(SYNTHFACE, {
+            'train_cfg.max_iters': 4, 'model.backbone.input_size': 64,
+            'model.qaconv_head.feat_size': None,
+            'model.test_cfg.vis_range': None,
+            'train_dataloader.batch_size': 8,
+            'default_hooks.checkpoint.max_keep_ckpts': 1,
+            'param_scheduler.0.convert_to_iter_based': True})
+        self.assertEqual(cfg.train_cfg.max_iters, 4)
+        self.assertIsNone(cfg.model.qaconv_head.feat_size)
+        cfg = Config(dict(model=dict(type='QAConvHead', vis_rnage=1)))
+        check_option_keys(cfg, {'model.vis_rnage': 1},
+                          existed={'model.vis_rnage'})
+        with self.assertRaisesRegex(ConfigError, 'vis_rnage'):
+            check_option_keys(cfg, {'model.vis_rnage': 1})
+
+    def test_an_item_without_equals_is_one_usage_error(self):
+        import argparse
+        parser = argparse.ArgumentParser(exit_on_error=False)
+        parser.add_argument('--cfg-options', nargs='+',
+                            action=CfgOptionsAction)
+        with self.assertRaisesRegex(
+                argparse.ArgumentError, r"item 'train_cfg\.max_iters' has no "
+                r'"=".*did you mean train_cfg\.max_iters=2\?'):
+            parser.parse_args(['--cfg-options', 'train_cfg.max_iters', '2'])
+        args = parser.parse_args(['--cfg-options', 'train_cfg.max_iters=2',
+                                  'model.test_cfg.vis_range=None'])
+        self.assertEqual(args.cfg_options, {'train_cfg.max_iters': 2,
+                                            'model.test_cfg.vis_range': None})
+
+    def test_tools_refuse_in_one_line(self):
+        import sys
+
+        from tests.reliability._util import run_tool
+        for opts in (['train_cfg.max_iter=2'], ['train_cfg.max_iters', '2']):
+            proc = run_tool([sys.executable, 'tools/train.py', SYNTHFACE,
+                             '--cfg-options', *opts], timeout=120)
+            self.assertNotEqual(proc.returncode, 0, opts)
+            self.assertNotIn('Traceback', proc.stderr, opts)
+            self.assertIn("did you mean 'max_iters'" if len(opts) == 1 else
+                          'did you mean train_cfg.max_iters=2',
+                          proc.stderr.strip().splitlines()[-1], opts)
 
 
 if __name__ == '__main__':

@@ -13,7 +13,6 @@ model = dict(
     qaconv_head=dict(
         type='QAConvHead',
         in_channels=512,
-        feat_size=7,
         vis_mode='multiply',  # 'gate' is the better scheme of docs/models.md
         half_test=True,
         losses=dict(

@@ -8,6 +8,7 @@ public v2.1 code. All scoring goes through
 the input normalisation and the losses.
 """
 import inspect
+import numbers
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -41,7 +42,9 @@ class QAConvHead(BaseModule):
 
     Args:
         in_channels (int): Channels of the feature maps. Defaults to 512.
-        feat_size (int): Side of the feature maps (7 for 112x112). Defaults to 7.
+        feat_size (int): Side of the feature maps (7 for 112x112). Defaults to 7
+            (``OAMLRecognizer`` passes its backbone's ``map_size`` when its
+            config leaves it out or None).
         vis_mode (str): How visibility enters: ``'multiply'`` (default; old name
             ``'seed'``, still accepted and stored as ``'multiply'``), ``'gate'`` or
             ``'none'``; see :mod:`oaml_mm.models.functional.qaconv`.
@@ -85,7 +88,14 @@ class QAConvHead(BaseModule):
                 f'QAConvHead: vis_mode {vis_mode!r} is not one of {VIS_MODES} '
                 f'(or the old names {tuple(VIS_MODE_ALIASES)})')
         vis_mode = canonical_vis_mode(vis_mode)
+        if isinstance(feat_size, bool) or \
+                not isinstance(feat_size, numbers.Integral) or feat_size < 1:
+            raise ConfigError(
+                f'QAConvHead: feat_size must be a positive int (the side of '
+                f'the feature maps), got {feat_size!r}; in OAMLRecognizer leave '
+                f'it out (or None) to take the backbone\'s map_size')
         self.in_channels = in_channels
+        feat_size = int(feat_size)
         self.feat_size = feat_size
         self.vis_mode = vis_mode
         self.vis_range = check_vis_range(vis_range)
@@ -112,7 +122,7 @@ class QAConvHead(BaseModule):
         """A loss config whose class takes ``feat_size`` (a class memory of
         maps) gets ours unless it names one."""
         cls = MODELS.get(cfg.get('type')) if isinstance(cfg, dict) else None
-        if cls is not None and 'feat_size' not in cfg and \
+        if cls is not None and cfg.get('feat_size') is None and \
                 'feat_size' in inspect.signature(cls).parameters:
             return dict(cfg, feat_size=self.feat_size)
         return cfg

@@ -14,9 +14,11 @@ only. With ``qaconv_head=None`` and ``neck=None`` the same class is the AdaFace-
 baseline.
 """
 import difflib
+import logging
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmpretrain.structures import DataSample
 
@@ -90,8 +92,9 @@ class OAMLRecognizer(BaseModel):
             its prediction is on the maps' grid. None: no visibility branch
             (predicted visibility is all ones).
         qaconv_head (dict, optional): QAConvHead config; without
-            ``feat_size`` it takes the backbone's map side (``map_size``: 7 for
-            112x112 faces, 4 for 64x64, 14 with ``map_stage=3``). None: no
+            ``feat_size`` (or with None) it takes the backbone's map side
+            (``map_size``: 7 for 112x112 faces, 4 for 64x64, 14 with
+            ``map_stage=3``). None: no
             QAConv branch.
         loss_weights (dict, optional): ``adaface`` (0.1), ``qaconv`` (0.9) and
             ``occlusion`` (0.1); missing keys take these defaults.
@@ -122,8 +125,10 @@ class OAMLRecognizer(BaseModel):
             ``global_vis='pred'``); recorded by
             :func:`~oaml_mm.models.utils.embedding_settings`). Its older names
             ``qaconv_head.vis_range`` and ``test_cfg.global_vis_range`` are
-            aliases: any of the three sets it for all, and two that differ
-            raise :class:`ConfigError` naming both (docs/models.md,
+            aliases: any of the three sets it for all; ``test_cfg.vis_range``
+            given (None included) wins over the aliases (a differing alias is
+            logged), and the two aliases differing without it raise
+            :class:`ConfigError` naming both (docs/models.md,
             "Stretching the maps"); ``pool_vis`` (``'raw'``): the map a
             template (IJB, gallery) pools, ``'raw'`` the predictions (the
             pooled map is then calibrated where it is matched) or
@@ -153,10 +158,12 @@ class OAMLRecognizer(BaseModel):
         self.backbone = MODELS.build(backbone)
         self.head = MODELS.build(head) if head is not None else None
         self.neck = MODELS.build(neck) if neck is not None else None
-        if isinstance(qaconv_head, dict) and 'feat_size' not in qaconv_head \
+        if isinstance(qaconv_head, dict) \
+                and qaconv_head.get('feat_size') is None \
                 and getattr(self.backbone, 'map_size', None) is not None:
             # The grid side follows the backbone's maps (input_size and
-            # map_stage), never an assumed 7.
+            # map_stage), never an assumed 7; None (e.g. from --cfg-options
+            # model.qaconv_head.feat_size=None) means the same as absent.
             qaconv_head = dict(qaconv_head,
                                feat_size=int(self.backbone.map_size))
         self.qaconv_head = MODELS.build(
@@ -167,11 +174,17 @@ class OAMLRecognizer(BaseModel):
             self.train_cfg['global_vis'] = 'none'
         self.test_cfg = {**_DEFAULT_TEST_CFG, **(test_cfg or {})}
         self._check_config()
-        self._resolve_vis_range()
+        self._resolve_vis_range(explicit='vis_range' in (test_cfg or {}))
 
-    def _resolve_vis_range(self) -> None:
+    def _resolve_vis_range(self, explicit: bool = False) -> None:
         """One calibration of the predicted map from ``test_cfg.vis_range`` and
-        its aliases; the QAConv head and the global branch both read it."""
+        its aliases; the QAConv head and the global branch both read it.
+
+        ``explicit``: ``test_cfg`` names ``vis_range`` (None included); it then
+        wins over the aliases (an older base config's value, which a
+        ``--cfg-options model.test_cfg.vis_range=...`` overrides), and an alias
+        that differs is logged. Two aliases that differ are refused.
+        """
         given = {'test_cfg.vis_range': self.test_cfg['vis_range'],
                  'test_cfg.global_vis_range': self.test_cfg['global_vis_range']}
         if self.qaconv_head is not None:
@@ -188,13 +201,24 @@ class OAMLRecognizer(BaseModel):
         #: What the config gave under the embedding's old key (recorded as such
         #: by embedding_settings, so that older galleries still compare).
         self._global_vis_range_given = ranges.get('test_cfg.global_vis_range')
+        if explicit:
+            new = ranges.pop('test_cfg.vis_range', None)
+            overridden = {k: v for k, v in ranges.items() if v != new}
+            if overridden:
+                print_log(
+                    'OAMLRecognizer: test_cfg.vis_range=' + str(new) +
+                    ' overrides ' + ', '.join(
+                        f'{k}={v}' for k, v in overridden.items()) +
+                    ' (older names of the same calibration)',
+                    logger='current', level=logging.WARNING)
+            ranges = {} if new is None else {'test_cfg.vis_range': new}
         if len(set(ranges.values())) > 1:
             raise ConfigError(
                 'OAMLRecognizer: the visibility calibration is set twice with '
                 'different values: ' + ', '.join(
                     f'{k}={v}' for k, v in ranges.items()) + '; QAConv and the '
                 'global branch read one calibrated map: set test_cfg.vis_range '
-                'only (the other keys are its older names)')
+                'only (the other keys are its older names, which it overrides)')
         vis_range = next(iter(ranges.values()), None)
         self.test_cfg['vis_range'] = vis_range
         self.test_cfg['global_vis_range'] = vis_range

@@ -7,4 +7,4 @@
 _base_ = ['./oaml_ir18_synthface_randocc.py']
 model = dict(
     train_cfg=dict(global_vis='gt_or_pred'),
-    test_cfg=dict(global_vis=True, global_vis_range=(0.3, 0.7)))
+    test_cfg=dict(global_vis=True, vis_range=(0.3, 0.7)))

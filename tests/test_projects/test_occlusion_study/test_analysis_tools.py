@@ -43,7 +43,7 @@ class TestRunConfig(unittest.TestCase):
         shipped = load_config(synthface_runs.CONFIGS['oaml'])
         self.assertEqual(cfg.model.head.s, shipped.model.head.s)
         self.assertEqual(cfg.train_dataloader.sampler.type, 'PKSampler')
-        self.assertEqual(tuple(cfg.model.qaconv_head.vis_range), (0.3, 0.7))
+        self.assertEqual(tuple(cfg.model.test_cfg.vis_range), (0.3, 0.7))
         base = load_config(synthface_runs.CONFIGS['adaface'])
         self.assertEqual(base.train_dataloader.sampler.type, 'DefaultSampler')
         self.assertEqual(cfg.model.loss_weights.adaface,
