@@ -473,6 +473,9 @@ class TestGalleryTrust(unittest.TestCase):
         g.enrol('a', self.faces[0], channel_order='rgb')
         hits = g.search(self.faces[0], channel_order='rgb')
         self.assertIsNone(hits[0]['same'])
+        # Its fuse_stats went with it: ranked as without a calibration.
+        self.assertEqual(hits[0]['branch'], 'qaconv')
+        self.assertNotIn('fused', hits[0])
         self.assertRegex(format_hits(hits)[-1], r"decision unknown: .*"
                          r"calibrated under other settings .*channel_order")
 
