@@ -2,8 +2,7 @@
 from .checkpoint_convert import (adaface_to_oaml, infer_iresnet_config,
                                  insightface_to_oaml, load_foreign_checkpoint,
                                  oaml_to_insightface)
-from .embedding_settings import (LATER_SETTINGS,
-                                 calibration_settings_problem,
+from .embedding_settings import (LATER_SETTINGS, calibration_settings_problem,
                                  embedding_settings, settings_differences)
 from .fold_batchnorm import fold_batchnorm, inference_model
 
