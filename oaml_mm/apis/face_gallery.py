@@ -280,11 +280,25 @@ def _stored_pooled_range(path: str, state: dict, gallery: 'FaceGallery'):
         return None
     value = state.get('pooled_vis_range')
     try:
-        return check_vis_range(value)
+        pooled = check_vis_range(value)
     except ConfigError:
         raise GalleryError(f'{path}: field pooled_vis_range is {value!r}; '
                            'expected None or [low, high] with 0 <= low < '
                            'high <= 1') from None
+    # Templates pool either the raw map (None) or the map calibrated by the
+    # model's vis_range, which template_settings records.
+    recorded = state.get('template_settings')
+    recorded = recorded.get('vis_range', pooled) if isinstance(
+        recorded, dict) else pooled
+    if pooled is not None and (recorded is None or [
+            round(float(v), 6) for v in pooled] != [
+                round(float(v), 6) for v in recorded]):
+        raise GalleryError(
+            f'{path}: the file contradicts itself: its templates pool maps '
+            f'calibrated by pooled_vis_range {list(pooled)!r}, but its '
+            f'template_settings record vis_range {recorded!r}. Enrol the '
+            'identities into a new gallery')
+    return pooled
 
 
 def _remove_stale_tmp(path: str) -> None:

@@ -687,6 +687,26 @@ class TestGalleryCalibratedPooling(unittest.TestCase):
         self.assertEqual(FaceGallery.load(path, self.rec).pooled_vis_range,
                          (0.45, 0.55))
 
+    def test_pooled_range_contradicting_its_settings_is_refused(self):
+        # A version 4 file whose templates say they pooled maps calibrated
+        # by another range than the vis_range its settings record.
+        g = FaceGallery(self.rec)
+        g.enrol_features('a', self.feats)
+        state = g.state()
+        self.assertEqual(state['template_settings']['vis_range'], [0.45, 0.55])
+        path = osp.join(self.tmp.name, 'contra.pt')
+        fg.atomic_save(dict(state, pooled_vis_range=[0.2, 0.8]), path,
+                       encode=False)
+        with self.assertRaisesRegex(
+                GalleryError, r'contra\.pt: the file contradicts itself: .*'
+                r'pooled_vis_range \[0\.2, 0\.8\].*vis_range \[0\.45, '
+                r'0\.55\]'):
+            FaceGallery.load(path, self.rec)
+        # Consistent records load.
+        fg.atomic_save(state, path, encode=False)
+        self.assertEqual(FaceGallery.load(path, self.rec).pooled_vis_range,
+                         (0.45, 0.55))
+
     def test_older_gallery_is_read_as_it_was_made(self):
         # A version 3 file: raw maps pooled, the matcher calibrating both.
         g = FaceGallery(self.rec)
