@@ -220,6 +220,8 @@ class FaceRecognizer:
                 raise ConfigError(f'thresholds[{b!r}] must be a finite number, '
                                   f'got {v!r}')
             self.thresholds[b] = float(v)
+        #: Whether the deciding branch was asked for (``decision_branch``).
+        self.decision_branch_given = decision_branch is not None
         if decision_branch is None:
             calibrated = self.calibration.get('decision_branch')
             # Uncalibrated: the cosine, whose scale users know.
