@@ -681,9 +681,10 @@ class FaceGallery:
         ``adaface`` (``qaconv`` when that ``fused`` is not available either).
         An ``adaface`` branch that was neither asked for
         (``decision_branch``) nor has a threshold (an uncalibrated model)
-        leaves the re-ranking to ``qaconv``, which then has no threshold
-        either. Without re-ranking it is the cosine (``adaface``). Each hit's ``same`` compares that
-        score with the recognizer's threshold of the same branch.
+        ranks by ``qaconv`` (deciding only with a given ``qaconv``
+        threshold). Without re-ranking it is the cosine (``adaface``). Each
+        hit's ``same`` compares that score with the recognizer's threshold
+        of the same branch.
         """
         for key, value in (('top_k', top_k), ('rerank_k', rerank_k)):
             if not _int_in(value, 1, 1 << 31):
