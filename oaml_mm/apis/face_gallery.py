@@ -37,7 +37,11 @@ from mmengine.logging import print_log
 
 from oaml_mm.errors import (CheckpointError, ConfigError, GalleryError,
                             ImageInputError)
-from oaml_mm.evaluation.functional import POOLINGS, TemplateAccumulator
+from oaml_mm.evaluation.functional import (FUSED_VIS, POOLINGS,
+                                           TemplateAccumulator,
+                                           apply_visibility_fusion,
+                                           fusion_mean_visibility,
+                                           fusion_vis_range, mean_visibility)
 from oaml_mm.models.functional import calibrate_visibility, check_vis_range
 from oaml_mm.models.utils import embedding_settings, settings_differences
 from oaml_mm.utils import atomic_save, safe_load_checkpoint
@@ -280,11 +284,25 @@ def _stored_pooled_range(path: str, state: dict, gallery: 'FaceGallery'):
         return None
     value = state.get('pooled_vis_range')
     try:
-        return check_vis_range(value)
+        pooled = check_vis_range(value)
     except ConfigError:
         raise GalleryError(f'{path}: field pooled_vis_range is {value!r}; '
                            'expected None or [low, high] with 0 <= low < '
                            'high <= 1') from None
+    # Templates pool either the raw map (None) or the map calibrated by the
+    # model's vis_range, which template_settings records.
+    recorded = state.get('template_settings')
+    recorded = recorded.get('vis_range', pooled) if isinstance(
+        recorded, dict) else pooled
+    if pooled is not None and (recorded is None or [
+            round(float(v), 6) for v in pooled] != [
+                round(float(v), 6) for v in recorded]):
+        raise GalleryError(
+            f'{path}: the file contradicts itself: its templates pool maps '
+            f'calibrated by pooled_vis_range {list(pooled)!r}, but its '
+            f'template_settings record vis_range {recorded!r}. Enrol the '
+            'identities into a new gallery')
+    return pooled
 
 
 def _remove_stale_tmp(path: str) -> None:
@@ -618,16 +636,55 @@ class FaceGallery:
             return_feature_maps=True)
         return self.search_features(feats, top_k, rerank, rerank_k)[0]
 
+    def _fused_vis(self, cos: np.ndarray, q: np.ndarray,
+                   probe_vis: torch.Tensor,
+                   cand: torch.Tensor) -> Optional[np.ndarray]:
+        """The visibility-aware fused scores of one probe against candidate
+        templates, or None when the templates' visibility on the map the
+        fusion was fitted on is unknown.
+
+        A template's visibility is the mean of its pooled visibility map, as
+        for IJB templates (``IJBMetric``): the pooled map itself when it was
+        pooled calibrated by the fusion's ``vis_range``, the pooled raw map
+        calibrated by it otherwise (one image: exactly the face's visibility
+        as :meth:`FaceRecognizer.compare` reads it). Templates pooled
+        calibrated under another range than the fusion's (a fusion fitted on
+        the raw map before the range was recorded) give None.
+        """
+        params = self.recognizer.vis_fusion
+        if params is None:
+            return None
+        fitted = fusion_vis_range(params)
+        pooled = self.acc.visibility(cand)
+        if self.pooled_vis_range is None:
+            tv = fusion_mean_visibility(params, pooled)
+        elif fitted is not None and tuple(fitted) == tuple(
+                self.pooled_vis_range):
+            tv = mean_visibility(pooled)
+        else:
+            return None
+        pv = fusion_mean_visibility(params, probe_vis)
+        return apply_visibility_fusion(params, cos, q,
+                                       np.full(len(cos), float(pv[0])), tv)
+
     @torch.no_grad()
     def search_features(self, feats: Dict[str, torch.Tensor], top_k: int = 5,
                         rerank: bool = True,
                         rerank_k: int = 20) -> List[List[dict]]:
         """:meth:`search` for a batch of extracted probes (one list per probe).
 
-        The re-ranking score is the fused score when the recognizer has a
-        calibration (it knows the branches' scales), else the QAConv score;
-        without re-ranking the cosine. Each hit's ``same`` compares that score
-        with the recognizer's threshold of the same branch.
+        Hits are ranked and decided on the recognizer's
+        :attr:`~FaceRecognizer.decision_branch`, as
+        :meth:`FaceRecognizer.compare` decides: ``fused_vis`` (the templates'
+        visibility as :meth:`_fused_vis` reads it; where it is unknown, the
+        ``fused`` branch compare falls back to), ``fused``, ``qaconv`` or
+        ``adaface`` (``qaconv`` when that ``fused`` is not available either).
+        An ``adaface`` branch that was neither asked for
+        (``decision_branch``) nor has a threshold (an uncalibrated model)
+        ranks by ``qaconv`` (deciding only with a given ``qaconv``
+        threshold). Without re-ranking it is the cosine (``adaface``). Each
+        hit's ``same`` compares that score with the recognizer's threshold
+        of the same branch.
         """
         for key, value in (('top_k', top_k), ('rerank_k', rerank_k)):
             if not _int_in(value, 1, 1 << 31):
@@ -659,12 +716,23 @@ class FaceGallery:
                     self.acc.visibility(cand).to(self.recognizer.device),
                     calibrated=pooled)
                 q = q.reshape(-1).double().cpu().numpy()
-                fused = self.recognizer.fuse(cos, q)
+                scored = dict(qaconv=q, fused=self.recognizer.fuse(cos, q))
+                if self.recognizer.decision_branch == FUSED_VIS:
+                    scored[FUSED_VIS] = self._fused_vis(
+                        cos, q, feats['visibility'][p:p + 1], cand)
+                scored = {b: v for b, v in scored.items() if v is not None}
                 for i, row in enumerate(rows):
-                    row['qaconv'] = float(q[i])
-                    if fused is not None:
-                        row['fused'] = float(fused[i])
-                key = 'fused' if fused is not None else 'qaconv'
+                    row.update({b: float(v[i]) for b, v in scored.items()})
+                # compare's deciding branch; fused_vis without the template
+                # visibility it reads: the branch compare falls back to.
+                key = self.recognizer.decision_branch
+                if key == 'adaface' and not (
+                        self.recognizer.decision_branch_given
+                        or 'adaface' in self.recognizer.thresholds):
+                    # Uncalibrated, nothing asked: re-ranked by QAConv.
+                    key = 'qaconv'
+                elif key not in scored and key != 'adaface':
+                    key = 'fused' if 'fused' in scored else 'qaconv'
             else:
                 key = 'adaface'
             thr = self.recognizer.thresholds.get(key)

@@ -33,8 +33,8 @@ from oaml_mm.evaluation.functional import (BRANCHES, DECISION_BRANCHES,
                                            check_visibility_fusion,
                                            fuse_scores, fusion_mean_visibility)
 from oaml_mm.models.heads import without_sharded_head
-from oaml_mm.models.utils import (embedding_settings, inference_model,
-                                  settings_differences)
+from oaml_mm.models.utils import (calibration_settings_problem,
+                                  embedding_settings, inference_model)
 from oaml_mm.registry import MODELS
 from oaml_mm.utils import find_run_config, load_config, safe_load_checkpoint
 from oaml_mm.utils.checkpoint import (fill_batchnorm_counters,
@@ -189,30 +189,39 @@ class FaceRecognizer:
         self.backend = backend
         self._ort = None
         self.calibration: dict = dict(self.meta.get(THRESHOLDS_META_KEY) or {})
-        #: The visibility-aware fusion of the calibration (None without one).
-        self.vis_fusion: Optional[dict] = self.calibration.get(VIS_FUSION_KEY)
-        if self.vis_fusion is not None:
+        if self.calibration.get(VIS_FUSION_KEY) is not None:
             try:
                 check_visibility_fusion(
-                    self.vis_fusion, f"{checkpoint}: meta['{THRESHOLDS_META_KEY}']"
+                    self.calibration[VIS_FUSION_KEY],
+                    f"{checkpoint}: meta['{THRESHOLDS_META_KEY}']"
                     f"['{VIS_FUSION_KEY}']")
             except ConfigError as e:
                 raise CheckpointError(str(e)) from e
-        self.has_qaconv = getattr(self.model, 'qaconv_head', None) is not None
-        available = self.available_branches()
-        #: Why the calibrated thresholds are not used (None when they are).
+        #: Why the stored calibration is not used (None when it is): made
+        #: under other settings, it is dropped whole (thresholds, fuse_stats,
+        #: vis_fusion) and the model scores as an uncalibrated one.
         self.calibration_problem: Optional[str] = self._calibration_problem(
             checkpoint)
-        self.thresholds: Dict[str, float] = {} if self.calibration_problem \
-            else {b: float(v['threshold'])
-                  for b, v in self.calibration.get('branches', {}).items()
-                  if b in available}
+        #: The stored calibration that was dropped ({} when none was).
+        self.rejected_calibration: dict = {}
+        if self.calibration_problem:
+            self.rejected_calibration, self.calibration = self.calibration, {}
+        #: The visibility-aware fusion of the calibration (None without one).
+        self.vis_fusion: Optional[dict] = self.calibration.get(VIS_FUSION_KEY)
+        self.has_qaconv = getattr(self.model, 'qaconv_head', None) is not None
+        available = self.available_branches()
+        self.thresholds: Dict[str, float] = {
+            b: float(v['threshold'])
+            for b, v in self.calibration.get('branches', {}).items()
+            if b in available}
         for b, v in (thresholds or {}).items():
             self._check_branch(b, 'thresholds')
             if not math.isfinite(float(v)):
                 raise ConfigError(f'thresholds[{b!r}] must be a finite number, '
                                   f'got {v!r}')
             self.thresholds[b] = float(v)
+        #: Whether the deciding branch was asked for (``decision_branch``).
+        self.decision_branch_given = decision_branch is not None
         if decision_branch is None:
             calibrated = self.calibration.get('decision_branch')
             # Uncalibrated: the cosine, whose scale users know.
@@ -402,6 +411,8 @@ class FaceRecognizer:
                             'visibility-aware fusion (no occlusion head, or '
                             'calibrated before it existed)'),
             }[branch]
+            if branch in ('fused', FUSED_VIS) and self.calibration_problem:
+                why = self.calibration_problem
             raise ConfigError(
                 f'the {branch} branch ({what}) is one this model cannot give: '
                 f'{why}; available: {", ".join(self.available_branches())}')
@@ -613,28 +624,16 @@ class FaceRecognizer:
     def _calibration_problem(self, checkpoint: Optional[str]) -> Optional[str]:
         """Why the calibration does not hold for this model's settings, or None.
 
-        A calibration records the :func:`~oaml_mm.models.utils.embedding_settings`
-        it was made under; its thresholds say nothing about scores made under
-        others (another channel order moves the cosines of the demo model by
-        0.3), so they are not used and a warning names each difference.
-        Calibrations that recorded no settings are used as they are.
+        See :func:`~oaml_mm.models.utils.calibration_settings_problem`; the
+        reason is also logged as a warning.
+
+        Raises:
+            CheckpointError: The calibration contradicts itself.
         """
-        stored = self.calibration.get('settings')
-        if not self.calibration.get('branches') or stored is None:
-            return None
-        now = embedding_settings(self.model)
-        if not isinstance(stored, dict):
-            diff = [f'settings {stored!r}']
-        else:
-            diff = [f'{k} {old!r} at calibration vs {v!r} now'
-                    for k, old, v in settings_differences(stored, now)]
-        if not diff:
-            return None
-        problem = (f'{checkpoint}: its thresholds were calibrated under other '
-                   f'settings than this config\'s: {"; ".join(diff)}; they are '
-                   'not used. Use the config it was calibrated with, calibrate '
-                   'again (tools/calibrate.py) or pass a threshold')
-        print_log(problem, logger='current', level=30)
+        problem = calibration_settings_problem(
+            self.calibration, embedding_settings(self.model), str(checkpoint))
+        if problem:
+            print_log(problem, logger='current', level=30)
         return problem
 
     def _source(self, branch: str) -> str:

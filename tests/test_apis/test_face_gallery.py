@@ -473,6 +473,9 @@ class TestGalleryTrust(unittest.TestCase):
         g.enrol('a', self.faces[0], channel_order='rgb')
         hits = g.search(self.faces[0], channel_order='rgb')
         self.assertIsNone(hits[0]['same'])
+        # Its fuse_stats went with it: ranked as without a calibration.
+        self.assertEqual(hits[0]['branch'], 'qaconv')
+        self.assertNotIn('fused', hits[0])
         self.assertRegex(format_hits(hits)[-1], r"decision unknown: .*"
                          r"calibrated under other settings .*channel_order")
 
@@ -632,9 +635,9 @@ class TestGalleryCalibratedPooling(unittest.TestCase):
         # The default: the raw maps pooled, the matcher calibrating them.
         raw_model = dict(model, test_cfg=dict(model['test_cfg'],
                                               pool_vis='raw'))
-        cls.raw_rec = FaceRecognizer(
-            write_config(osp.join(cls.tmp.name, 'raw.py'), raw_model),
-            cls.ckpt)
+        cls.model = model
+        cls.raw_cfg = write_config(osp.join(cls.tmp.name, 'raw.py'), raw_model)
+        cls.raw_rec = FaceRecognizer(cls.raw_cfg, cls.ckpt)
         cls.faces = [face(i) for i in range(4)]
         cls.feats = cls.rec.extract(cls.faces[:3], channel_order='rgb',
                                     return_feature_maps=True)
@@ -681,6 +684,84 @@ class TestGalleryCalibratedPooling(unittest.TestCase):
             places=3)
         path = osp.join(self.tmp.name, 'new.pt')
         g.save(path)
+        self.assertEqual(FaceGallery.load(path, self.rec).pooled_vis_range,
+                         (0.45, 0.55))
+
+    def test_search_decides_on_compares_branch(self):
+        # search ranks and decides with the branch and threshold compare
+        # uses: fused_vis from the templates' pooled visibility (one image:
+        # that face's, as compare reads it), or the cosine when asked.
+        import numpy as np
+
+        from oaml_mm.evaluation.functional import (VIS_FUSION_FEATURES,
+                                                   apply_visibility_fusion,
+                                                   fusion_mean_visibility)
+        from tests.test_apis.helpers import CALIBRATION
+        params = dict(version=1, features=list(VIS_FUSION_FEATURES),
+                      z_stats={'adaface': [0.1, 0.2], 'qaconv': [-1.0, 2.0]},
+                      coef=[1.0, 0.5, 0.2, -0.1, 2.0, -0.5], intercept=-0.3,
+                      C=1.0, num_pairs=100, source='calib',
+                      vis_range=[0.45, 0.55])
+        path = osp.join(self.tmp.name, 'fv.pth')
+        write_checkpoint(path, calibration=dict(
+            CALIBRATION, decision_branch='fused_vis', vis_fusion=params,
+            branches=dict(CALIBRATION['branches'], fused_vis=dict(
+                threshold=0.7, tar=0.96, far=1e-3))),
+            model=self.model)
+        for rec in (FaceRecognizer(self.cfg, path),
+                    FaceRecognizer(self.raw_cfg, path)):
+            g = FaceGallery(rec)
+            for i in range(3):
+                g.enrol(f'id{i}', self.faces[i], channel_order='rgb')
+            hits = g.search(self.faces[3], top_k=3, channel_order='rgb')
+            with self.subTest(pooled=g.pooled_vis_range):
+                self.assertEqual([h['branch'] for h in hits], ['fused_vis'] * 3)
+                self.assertEqual([h['score'] for h in hits],
+                                 sorted((h['fused_vis'] for h in hits),
+                                        reverse=True))
+                for h in hits:
+                    i = int(h['name'][2:])
+                    ref = rec.compare(self.faces[i], self.faces[3],
+                                      channel_order='rgb',
+                                      return_features=True)
+                    fa, fb = ref['features']
+                    want = apply_visibility_fusion(
+                        params, np.array([h['adaface']]),
+                        np.array([h['qaconv']]),
+                        fusion_mean_visibility(params, fa['visibility']),
+                        fusion_mean_visibility(params, fb['visibility']))[0]
+                    self.assertAlmostEqual(h['fused_vis'], want, places=4)
+                    self.assertEqual((h['threshold'], h['same']),
+                                     (0.7, h['fused_vis'] >= 0.7))
+                    self.assertEqual(ref['branch'], 'fused_vis')
+        # A recognizer deciding on the cosine ranks and decides by it.
+        cos = FaceGallery(FaceRecognizer(self.cfg, path,
+                                         decision_branch='adaface'))
+        for i in range(3):
+            cos.enrol(f'id{i}', self.faces[i], channel_order='rgb')
+        hits = cos.search(self.faces[3], top_k=3, channel_order='rgb')
+        self.assertEqual([h['branch'] for h in hits], ['adaface'] * 3)
+        self.assertEqual([h['score'] for h in hits],
+                         sorted((h['adaface'] for h in hits), reverse=True))
+        self.assertEqual(hits[0]['threshold'], 0.5)
+
+    def test_pooled_range_contradicting_its_settings_is_refused(self):
+        # A version 4 file whose templates say they pooled maps calibrated
+        # by another range than the vis_range its settings record.
+        g = FaceGallery(self.rec)
+        g.enrol_features('a', self.feats)
+        state = g.state()
+        self.assertEqual(state['template_settings']['vis_range'], [0.45, 0.55])
+        path = osp.join(self.tmp.name, 'contra.pt')
+        fg.atomic_save(dict(state, pooled_vis_range=[0.2, 0.8]), path,
+                       encode=False)
+        with self.assertRaisesRegex(
+                GalleryError, r'contra\.pt: the file contradicts itself: .*'
+                r'pooled_vis_range \[0\.2, 0\.8\].*vis_range \[0\.45, '
+                r'0\.55\]'):
+            FaceGallery.load(path, self.rec)
+        # Consistent records load.
+        fg.atomic_save(state, path, encode=False)
         self.assertEqual(FaceGallery.load(path, self.rec).pooled_vis_range,
                          (0.45, 0.55))
 

@@ -639,6 +639,67 @@ class TestCheckpointTrust(unittest.TestCase):
                                      r'vis_range \[0\.2, 0\.8\] at '
                                      r'calibration vs \[0\.3, 0\.7\] now')
 
+    def test_calibration_under_other_vis_range_is_dropped_whole(self):
+        # A calibration made under another vis_range: not only its thresholds
+        # but its fuse_stats and visibility fusion are dropped (they were
+        # fitted on other scores), with one warning; the model then scores
+        # exactly as with no calibration, and a fused branch asked for by
+        # name is refused saying why.
+        from oaml_mm.models.utils import embedding_settings
+        stretched = write_config(osp.join(self.tmp.name, 'vr_drop.py'), dict(
+            TINY_MODEL, qaconv_head=dict(TINY_MODEL['qaconv_head'],
+                                         vis_range=(0.3, 0.7))))
+        settings = dict(embedding_settings(
+            FaceRecognizer(stretched, self.ckpt).model), vis_range=[0.2, 0.8])
+        params = dict(version=1, features=list(VIS_FUSION_FEATURES),
+                      z_stats={'adaface': [0.1, 0.2], 'qaconv': [-1.0, 2.0]},
+                      coef=[1.0, 0.5, 0.2, -0.1, 2.0, -0.5], intercept=-0.3,
+                      C=1.0, num_pairs=100, source='calib',
+                      vis_range=[0.2, 0.8])
+        cal = dict(CALIBRATION, decision_branch='fused_vis', vis_fusion=params,
+                   settings=settings, branches=dict(
+                       CALIBRATION['branches'], fused_vis=dict(
+                           threshold=0.7, tar=0.96, far=1e-3)))
+        path = osp.join(self.tmp.name, 'vr_drop.pth')
+        write_checkpoint(path, calibration=cal)
+        bare = osp.join(self.tmp.name, 'vr_bare.pth')
+        write_checkpoint(bare, calibration=None)
+        with mock.patch('oaml_mm.apis.face_recognizer.print_log') as log:
+            rec = FaceRecognizer(stretched, path)
+        warnings = [c[0][0] for c in log.call_args_list
+                    if c.kwargs.get('level') == 30]
+        self.assertEqual(len(warnings), 1)
+        self.assertRegex(warnings[0], r'vr_drop\.pth: .*vis_range \[0\.2, '
+                         r'0\.8\] at calibration vs \[0\.3, 0\.7\] now.*'
+                         r'thresholds, fuse_stats, vis_fusion')
+        ref = FaceRecognizer(stretched, bare)
+        self.assertEqual(rec.available_branches(), ('adaface', 'qaconv'))
+        self.assertEqual(rec.available_branches(), ref.available_branches())
+        self.assertEqual((rec.decision_branch, rec.thresholds, rec.vis_fusion),
+                         (ref.decision_branch, {}, None))
+        self.assertIsNone(rec.fuse(np.zeros(2), np.zeros(2)))
+        got = rec.compare(face(1), face(2), channel_order='rgb')['scores']
+        want = ref.compare(face(1), face(2), channel_order='rgb')['scores']
+        self.assertEqual(sorted(got), ['adaface', 'qaconv'])
+        for k in want:
+            self.assertAlmostEqual(got[k], want[k], places=6)
+        for branch in ('fused', 'fused_vis'):
+            with self.subTest(branch=branch), self.assertRaisesRegex(
+                    ConfigError, rf'{branch} branch .*vr_drop\.pth: it was '
+                    r'calibrated under other settings.*calibrate again'):
+                rec.compare(face(1), face(2), channel_order='rgb',
+                            branch=branch, threshold=0.0)
+        # A record whose fusion names another vis_range than its settings
+        # contradicts itself: refused, naming the file and both values.
+        bad = osp.join(self.tmp.name, 'vr_contra.pth')
+        write_checkpoint(bad, calibration=dict(
+            cal, vis_fusion=dict(params, vis_range=[0.3, 0.7])))
+        with self.assertRaisesRegex(
+                CheckpointError, r'vr_contra\.pth.*contradicts itself.*'
+                r'vis_fusion\.vis_range is \[0\.3, 0\.7\].*'
+                r'settings\.vis_range is \[0\.2, 0\.8\]'):
+            FaceRecognizer(stretched, bad)
+
     def test_cuda_without_cuda_is_one_line(self):
         with mock.patch('torch.cuda.is_available', return_value=False):
             for backend in ('onnxruntime', 'pytorch'):
@@ -671,9 +732,10 @@ class TestCheckpointTrust(unittest.TestCase):
         self.assertIsNone(res['same'])
         self.assertRegex(format_verdict(res), r"decision unknown: .*calibrated "
                          r"under other settings .*channel_order 'bgr'")
-        # A given threshold still decides.
+        # A given threshold still decides (on a branch that needs no
+        # calibration: the fused one went with it).
         self.assertIsNotNone(FaceRecognizer(
-            rgb, path, thresholds={'fused': 0.0}).compare(
+            rgb, path, thresholds={'adaface': 0.0}).compare(
                 *self.imgs, channel_order='rgb')['same'])
         # Calibrations that recorded no settings are used as before.
         self.assertEqual(FaceRecognizer(rgb, self.ckpt).thresholds['fused'],

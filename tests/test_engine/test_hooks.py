@@ -281,6 +281,63 @@ class TestThresholdCalibrationHook(unittest.TestCase):
         with self.assertRaisesRegex(CheckpointError, "vis_fusion.*'coef'"):
             tester.after_load_checkpoint(test_runner, bad)
 
+    def test_loaded_fusion_under_other_settings_is_not_applied(self):
+        # tools/test.py: a checkpoint calibrated under another vis_range
+        # holds a fusion fitted on other scores; it is not handed over (as
+        # FaceRecognizer drops it), with one warning naming the setting. A
+        # record that contradicts itself is refused.
+        rng = np.random.default_rng(5)
+        y = np.arange(200) % 2 == 0
+        vis = rng.uniform(0, 1, (200, 2))
+        params = fit_visibility_fusion(
+            rng.standard_normal(200) + y, rng.standard_normal(200) + y,
+            vis[:, 0], vis[:, 1], y, source='calib', vis_range=(0.2, 0.8))
+        settings = dict(model='OAMLRecognizer', vis_range=[0.2, 0.8])
+        loaded = {'meta': {'oaml_thresholds': dict(
+            vis_fusion=params, settings=settings,
+            branches={'fused_vis': dict(threshold=0.5)})}}
+
+        class _TestMetric:
+            dataset_name = 'test'
+            got = None
+
+            def set_fusion_params(self, params, from_checkpoint=False):
+                self.got = params
+
+        mod = 'oaml_mm.engine.hooks.threshold_calibration_hook.'
+        for now, applied in ((settings, True),
+                             (dict(settings, vis_range=[0.3, 0.7]), False)):
+            metric = _TestMetric()
+            tester = ThresholdCalibrationHook()
+            runner = SimpleNamespace(
+                hooks=[tester], model=torch.nn.Linear(1, 1),
+                _load_from='work/iter_4.pth', test_loop=SimpleNamespace(
+                    evaluator=SimpleNamespace(metrics=[metric])))
+            tester.before_run(runner)
+            with self.subTest(now=now['vis_range']), \
+                    mock.patch(mod + 'embedding_settings', return_value=now), \
+                    mock.patch(mod + 'print_log') as log:
+                tester.after_load_checkpoint(runner, loaded)
+                tester.before_test(runner)
+                self.assertEqual(metric.got, params if applied else None)
+                warnings = [c for c in log.call_args_list
+                            if c.kwargs.get('level') == 30]
+                self.assertEqual(len(warnings), 0 if applied else 1)
+                if not applied:
+                    self.assertRegex(
+                        warnings[0][0][0], r'work/iter_4\.pth: it was '
+                        r'calibrated under other settings .*vis_range '
+                        r'\[0\.2, 0\.8\] at calibration vs \[0\.3, 0\.7\] now')
+        bad = {'meta': {'oaml_thresholds': dict(
+            loaded['meta']['oaml_thresholds'],
+            settings=dict(settings, vis_range=[0.3, 0.7]))}}
+        with mock.patch(mod + 'embedding_settings', return_value=settings), \
+                self.assertRaisesRegex(
+                    CheckpointError, r'iter_4\.pth.*contradicts itself.*'
+                    r'vis_fusion\.vis_range is \[0\.2, 0\.8\].*'
+                    r'settings\.vis_range is \[0\.3, 0\.7\]'):
+            tester.after_load_checkpoint(runner, bad)
+
     def test_no_visibility_no_fusion(self):
         rng = np.random.default_rng(4)
         y = np.arange(100) % 2 == 0

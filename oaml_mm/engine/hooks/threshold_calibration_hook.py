@@ -36,7 +36,8 @@ from oaml_mm.evaluation.functional import (DECISION_BRANCHES,
                                            THRESHOLDS_META_KEY, VIS_FUSION_KEY,
                                            calibrate_thresholds,
                                            check_visibility_fusion)
-from oaml_mm.models.utils import embedding_settings
+from oaml_mm.models.utils import (calibration_settings_problem,
+                                  embedding_settings)
 from oaml_mm.registry import HOOKS
 from oaml_mm.utils.checkpoint import (atomic_save, resolve_last_checkpoint,
                                       safe_load_checkpoint)
@@ -156,6 +157,8 @@ class ThresholdCalibrationHook(Hook):
         self.skipped: Optional[str] = None
         #: The visibility fusion of the checkpoint loaded for testing.
         self.loaded_fusion: Optional[dict] = None
+        #: Why the loaded checkpoint's visibility fusion is not applied.
+        self.loaded_fusion_problem: Optional[str] = None
         self._active = True
 
     def before_run(self, runner) -> None:
@@ -262,14 +265,27 @@ class ThresholdCalibrationHook(Hook):
         meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
         cal = meta.get(META_KEY) if isinstance(meta, dict) else None
         params = cal.get(VIS_FUSION_KEY) if isinstance(cal, dict) else None
+        self.loaded_fusion_problem = None
         if params is None:
             self.loaded_fusion = None
             return
+        where = f"checkpoint {getattr(runner, '_load_from', None) or ''}".strip()
         try:
             check_visibility_fusion(
-                params, f"checkpoint meta['{META_KEY}']['{VIS_FUSION_KEY}']")
+                params, f"{where} meta['{META_KEY}']['{VIS_FUSION_KEY}']")
         except ConfigError as e:
             raise CheckpointError(str(e)) from e
+        # Fitted on scores made under other settings (another vis_range):
+        # not applied, as FaceRecognizer drops such a calibration.
+        model = getattr(runner, 'model', None)
+        problem = None if model is None else calibration_settings_problem(
+            cal, embedding_settings(
+                model.module if is_model_wrapper(model) else model), where)
+        if problem:
+            print_log(f'ThresholdCalibrationHook: {problem}', logger='current',
+                      level=30)
+            self.loaded_fusion, self.loaded_fusion_problem = None, problem
+            return
         thr = (cal.get('branches') or {}).get('fused_vis') or {}
         self.loaded_fusion = dict(params=params,
                                   threshold=thr.get('threshold'),
@@ -285,8 +301,11 @@ class ThresholdCalibrationHook(Hook):
         if not metrics:
             return
         if self.loaded_fusion is None:
-            print_log('ThresholdCalibrationHook: the checkpoint holds no '
-                      'visibility fusion; no fused_vis keys', logger='current')
+            why = ('its visibility fusion does not hold for this config'
+                   if self.loaded_fusion_problem else
+                   'the checkpoint holds no visibility fusion')
+            print_log(f'ThresholdCalibrationHook: {why}; no fused_vis keys',
+                      logger='current')
             return
         params = self.loaded_fusion['params']
         fitted_on = set(str(params.get('source', '')).split('+')) - {''}

@@ -1,8 +1,13 @@
 """The settings besides the weights that shape a model's embeddings and scores."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
-__all__ = ['embedding_settings', 'LATER_SETTINGS', 'settings_differences']
+from oaml_mm.errors import CheckpointError
+
+__all__ = ['embedding_settings', 'LATER_SETTINGS', 'settings_differences',
+           'calibration_settings_problem']
 
 #: Settings recorded only since a later release: a gallery or calibration
 #: written before lacks them, and is compared on the others.
@@ -75,3 +80,61 @@ def settings_differences(stored: dict, now: dict) -> list:
     return [(k, stored.get(k), v) for k, v in now.items()
             if not (k in LATER_SETTINGS and k not in stored)
             and stored.get(k) != v]
+
+
+def _same_range(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return [round(float(v), 6) for v in a] == [round(float(v), 6) for v in b]
+
+
+def calibration_settings_problem(calibration: dict, now: dict,
+                                 where: str) -> Optional[str]:
+    """Why a stored calibration does not hold for a model's settings, or None.
+
+    A calibration (``checkpoint['meta']['oaml_thresholds']``) is fitted on
+    scores made under the :func:`embedding_settings` it records: its
+    thresholds, impostor statistics (``fuse_stats``) and visibility fusion
+    (``vis_fusion``) all say nothing about scores made under other settings
+    (another ``vis_range`` changes QAConv's scores and the visibility the
+    fusion reads), so callers drop the whole calibration when this returns a
+    reason. Calibrations that recorded no settings are used as they are.
+
+    Args:
+        calibration (dict): The stored calibration.
+        now (dict): :func:`embedding_settings` of the model now.
+        where (str): The file it was read from, for messages.
+
+    Returns:
+        str or None: One sentence naming each differing setting with both
+        values, or None when the calibration holds.
+
+    Raises:
+        CheckpointError: The calibration contradicts itself: its visibility
+            fusion records another ``vis_range`` than its ``settings``.
+    """
+    stored = calibration.get('settings')
+    fusion = calibration.get('vis_fusion')
+    if isinstance(stored, dict) and 'vis_range' in stored and \
+            isinstance(fusion, dict) and 'vis_range' in fusion and \
+            not _same_range(stored['vis_range'], fusion['vis_range']):
+        raise CheckpointError(
+            f"{where}: meta['oaml_thresholds'] contradicts itself: its "
+            f"vis_fusion.vis_range is {fusion['vis_range']!r} but its "
+            f"settings.vis_range is {stored['vis_range']!r}; calibrate again "
+            '(tools/calibrate.py)')
+    if stored is None:
+        return None
+    if not isinstance(stored, dict):
+        diff = [f'settings {stored!r}']
+    else:
+        diff = [f'{k} {old!r} at calibration vs {v!r} now'
+                for k, old, v in settings_differences(stored, now)]
+    if not diff:
+        return None
+    return (f'{where}: it was calibrated under other settings than this '
+            f'config\'s: {"; ".join(diff)}; none of its calibration '
+            '(thresholds, fuse_stats, vis_fusion) is used: it scores as an '
+            'uncalibrated model, without the fused and fused_vis branches. '
+            'Use the config it was calibrated with, calibrate again '
+            '(tools/calibrate.py) or pass a threshold')
