@@ -29,6 +29,10 @@ Examples:
                     1=work_dirs/seg/seed1/iter_800.pth
     # or one pattern for every seed
     ... --segmenter 'work_dirs/seg/seed{seed}/iter_800.pth'
+    # every OAML model of the run with another AdaFace : QAConv split schedule
+    # (here a ramp 0.1 : 0.9 -> 0.5 : 0.5), e.g. a control matched to a schedule
+    python -m projects.occlusion_study.occlusion_study --work-dir work_dirs/sched \
+        --models oaml_novis --adaface-schedule 0.1:0.5
 """
 import argparse
 import functools
@@ -61,12 +65,21 @@ def parse_args(argv=None):
                    choices=['train', 'test', 'report'])
     p.add_argument('--out', default=None,
                    help='markdown table (default: WORK_DIR/results.md)')
+    p.add_argument('--adaface-schedule', default=None, metavar='W[:W1]',
+                   help='AdaFace : QAConv split schedule of every OAML model: W '
+                   '(fixed W : 1-W) or W0:W1 (a ramp over the run); default: '
+                   'each config\'s')
     p.add_argument('--segmenter', nargs='+', default=[], metavar='SEED=PATH',
                    help='trained OcclusionSegmenter checkpoint of each seed for '
                    'the models that load one (oaml_seg): SEED=PATH items, or one '
                    'PATH with {seed} in it')
     args = p.parse_args(argv)
     args.segmenters = segmenter_checkpoints(args.segmenter, args.seeds)
+    if args.adaface_schedule is not None:
+        try:
+            runs.parse_split_schedule(args.adaface_schedule)
+        except ValueError as e:
+            p.error(f'--adaface-schedule: {e}')
     return args
 
 
@@ -204,11 +217,19 @@ def train_jobs(args) -> List[dict]:
                     continue
                 cfg = runs.write_run_config(
                     model, wd, args.data, iters, seed=seed,
-                    segmenter=_segmenter(args, model, seed))
+                    segmenter=_segmenter(args, model, seed),
+                    adaface_schedule=_split(args, model))
                 jobs.append(dict(name=f'{model} it{iters} s{seed}',
                                  cmd=runs.train_command(cfg, wd),
                                  log=osp.join(wd, 'train.log')))
     return jobs
+
+
+def _split(args, model: str) -> Optional[str]:
+    """``--adaface-schedule`` for OAML models; None (the config's) otherwise."""
+    if runs.FAMILY[model] != 'oaml':
+        return None
+    return getattr(args, 'adaface_schedule', None)
 
 
 def _calibrated(wd: str) -> str:

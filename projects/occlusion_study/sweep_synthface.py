@@ -22,6 +22,12 @@ Examples:
         --iters 500 \
         --models oaml --samplers pk --scales 16 --lrs 0.1 --warmups 0.3 \
         --adaface-weights 0.1 0.3 0.5 0.7
+    # split schedules (fixed, or ramps of the AdaFace weight over the run) of the
+    # segmenter OAML, at the demo's budget and 3x it (visibility_predictors.md §12)
+    python -m projects.occlusion_study.sweep_synthface --data data/synthface \
+        --iters 500 --models oaml_seg --segmenter work_dirs/seg/seed0/iter_800.pth \
+        --samplers pk --scales 16 --lrs 0.1 --warmups 0.3 \
+        --adaface-schedules 0.1 0.1:0.3 0.1:0.5 0.1:0.7
     # smaller, e.g. for a smoke test
     python -m projects.occlusion_study.sweep_synthface --data /tmp/sf \
         --val-data /tmp/sf_val \
@@ -66,13 +72,29 @@ def parse_args(argv=None):
     p.add_argument('--adaface-weights', type=float, nargs='+', default=[None],
                    help='OAML only: AdaFace loss weight w, QAConv weight 1-w '
                    '(default: the config\'s 0.1 / 0.9)')
+    p.add_argument('--adaface-schedules', nargs='+', default=None,
+                   metavar='W[:W1]',
+                   help='OAML only, instead of --adaface-weights: AdaFace : QAConv '
+                   'split schedules, W (fixed W : 1-W) or W0:W1 (the AdaFace '
+                   'weight ramps from W0 to W1 over the run)')
+    p.add_argument('--segmenter', default=None,
+                   help='segmenter checkpoint of models that read one '
+                   '(oaml_seg, oaml_seg_sched)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--jobs', type=int, default=2, help='processes at once')
     p.add_argument('--skip-train', action='store_true',
                    help='evaluate the checkpoints already in the work dir')
     p.add_argument('--out', default='work_dirs/synthface_sweep.md',
                    help='Markdown table (a .json with every metric beside it)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.adaface_schedules and args.adaface_weights != [None]:
+        p.error('--adaface-schedules and --adaface-weights exclude each other')
+    for spec in args.adaface_schedules or []:
+        try:
+            runs.parse_split_schedule(spec)
+        except ValueError as e:
+            p.error(f'--adaface-schedules: {e}')
+    return args
 
 
 def ensure_data(data: str, val_data: str) -> None:
@@ -96,38 +118,50 @@ def _tag(r: dict) -> str:
         tag += f" {r['sampler']}"
     if r.get('adaface_weight') is not None:
         tag += f" aw={r['adaface_weight']:g}"
+    if r.get('adaface_schedule') is not None:
+        tag += f" as={r['adaface_schedule']}"
     return tag
 
 
 def make_grid(args) -> list:
-    """``(model, sampler, scale, lr, warmup, adaface_weight)`` of every run.
+    """``(model, sampler, scale, lr, warmup, adaface_weight, adaface_schedule)``
+    of every run.
 
-    OAML runs only with P x K batches. The loss-weight axis is OAML's alone (the
-    baseline has one loss): baseline runs keep the config's (None).
+    OAML models run only with P x K batches. The loss-split axis (weights or
+    schedules) is OAML's alone (the baseline has one loss): baseline runs keep
+    the config's (None).
     """
-    weights = args.adaface_weights
+    splits = ([(None, s) for s in args.adaface_schedules]
+              if getattr(args, 'adaface_schedules', None) else
+              [(w, None) for w in args.adaface_weights])
     grid = []
     for g in itertools.product(args.models, args.samplers, args.scales,
                                args.lrs, args.warmups):
-        if g[0] == 'oaml' and g[1] == 'random':
+        oaml = runs.FAMILY[g[0]] == 'oaml'
+        if oaml and g[1] == 'random':
             continue
-        for w in (weights if g[0] == 'oaml' else [None]):
-            grid.append(g + (w, ))
+        for split in (splits if oaml else [(None, None)]):
+            grid.append(g + split)
     return grid
 
 
 def sweep(args) -> list:
     grid = make_grid(args)
     results = []
-    for model, sampler, scale, lr, wu, aw in grid:
+    for model, sampler, scale, lr, wu, aw, sched in grid:
         r = dict(model=model, lr=lr, warmup=wu, scale=scale, sampler=sampler,
-                 adaface_weight=aw)
+                 adaface_weight=aw, adaface_schedule=sched)
+        segmenter = args.segmenter if runs.reads_segmenter(model) else None
+        if runs.reads_segmenter(model) and not segmenter:
+            raise SystemExit(f'sweep: {model} reads a segmenter; name its '
+                             f'checkpoint with --segmenter')
         wd = osp.join(args.work_dir,
                       model + '_' + _tag(r).replace('=', '').replace(' ', '_'))
         cfg = runs.write_run_config(model, wd, args.data, args.iters, lr, wu,
                                     args.seed, test_data_root=args.val_data,
                                     scale=scale, sampler=sampler,
-                                    adaface_weight=aw)
+                                    adaface_weight=aw, segmenter=segmenter,
+                                    adaface_schedule=sched)
         results.append(dict(r, work_dir=wd, config=cfg))
     print(f'sweep: {len(results)} runs of {args.iters} iterations, '
           f'{args.jobs} at a time', flush=True)
@@ -165,17 +199,28 @@ def best_settings(results: list) -> dict:
 
 def _weights(r: dict) -> str:
     w = r.get('adaface_weight')
-    if r['model'] != 'oaml':
+    if runs.FAMILY[r['model']] != 'oaml':
         return '-'
+    if r.get('adaface_schedule') is not None:
+        return runs.split_schedule_tag(r['adaface_schedule'])
     return 'config' if w is None else f'{w:g} : {1 - w:g}'
+
+
+def _adaface_branch(r: dict) -> str:
+    """Mean accuracy of the cosine (AdaFace) branch: for OAML models it shows
+    whether the branch starves under the split."""
+    m = r['metrics']
+    mean = sum(m[f'{s}/adaface/accuracy'] for s in VAL_SETS) / len(VAL_SETS)
+    return f'{mean:.1f}'
 
 
 def write_report(args, results: list, path: str) -> None:
     best = best_settings(results)
     lines = [
         '| model | sampler | s | peak lr | margin warm-up | AdaFace : QAConv '
-        '| branch | clean | masked | occluded | mean | chosen |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|',
+        '| branch | clean | masked | occluded | mean | AdaFace branch mean '
+        '| chosen |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for r in results:
         b = runs.MAIN_BRANCH[runs.FAMILY[r["model"]]]
@@ -194,6 +239,7 @@ def write_report(args, results: list, path: str) -> None:
                        warmups=args.warmups, scales=args.scales,
                        samplers=args.samplers,
                        adaface_weights=args.adaface_weights,
+                       adaface_schedules=args.adaface_schedules,
                        runs=[{k: v for k, v in r.items() if k != 'config'}
                              for r in results]), f, indent=1, sort_keys=True)
     with open(path, 'w') as f:

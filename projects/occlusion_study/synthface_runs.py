@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 _SF = osp.join(ROOT, 'configs', 'synthface')
@@ -80,7 +80,8 @@ def write_run_config(model: str,
                      scale: Optional[float] = None,
                      sampler: Optional[str] = None,
                      adaface_weight: Optional[float] = None,
-                     segmenter: Optional[str] = None) -> str:
+                     segmenter: Optional[str] = None,
+                     adaface_schedule: Optional[str] = None) -> str:
     """Resolve a SynthFace config for one run and write it into ``work_dir``.
 
     The schedule keeps the shape of ``configs/synthface/_base_/synthface_schedule.py``
@@ -112,6 +113,12 @@ def write_run_config(model: str,
             ``OcclusionSegmenter`` (:func:`reads_segmenter`) only: the trained
             segmenter checkpoint it loads (``model.neck.init_cfg.checkpoint``,
             made absolute). None keeps the config's.
+        adaface_schedule (str, optional): OAML only: the AdaFace : QAConv split as
+            ``'W'`` (fixed ``W : 1-W``) or ``'W0:W1'`` (a linear ramp of the
+            AdaFace weight from ``W0`` to ``W1`` over the run, QAConv taking the
+            rest: ``LossWeightScheduleHook``, so it follows ``max_iters``).
+            Replaces any split or schedule of the config; excludes
+            ``adaface_weight``. None keeps the config's.
 
     Returns:
         str: Path of the written config.
@@ -119,7 +126,8 @@ def write_run_config(model: str,
     Raises:
         ValueError: ``model`` is unknown, or a setting does not apply to it
             (``adaface_weight`` to an AdaFace model, ``segmenter`` to a model
-            without a segmenter).
+            without a segmenter), or ``adaface_schedule`` is malformed or given
+            with ``adaface_weight``.
     """
     from oaml_mm.utils import load_config, merge_cfg_options
     if model not in CONFIGS:
@@ -151,6 +159,20 @@ def write_run_config(model: str,
         if not 0.0 < w < 1.0:
             raise ValueError(f'adaface_weight must lie in (0, 1), got {w}')
         cfg.model.loss_weights.update(adaface=w, qaconv=1.0 - w)
+    if adaface_schedule is not None:
+        if FAMILY[model] != 'oaml' or adaface_weight is not None:
+            raise ValueError(
+                f'adaface_schedule is an OAML setting and excludes adaface_weight; '
+                f'got model {model!r}, adaface_weight={adaface_weight!r}')
+        start, end = parse_split_schedule(adaface_schedule)
+        cfg.model.loss_weights.update(adaface=start, qaconv=1.0 - start)
+        hooks = [h for h in cfg.get('custom_hooks', [])
+                 if h['type'] != 'LossWeightScheduleHook']
+        if end != start:
+            hooks.append(dict(type='LossWeightScheduleHook', key='adaface',
+                              start=start, end=end, complement='qaconv',
+                              total=1.0))
+        cfg.custom_hooks = hooks
     if segmenter is not None:
         if not _has_segmenter(cfg):
             raise ValueError(f'segmenter is a setting of a model whose neck is an '
@@ -171,6 +193,38 @@ def write_run_config(model: str,
     path = osp.join(work_dir, f'{name}_run.py')
     cfg.dump(path)
     return path
+
+
+def parse_split_schedule(spec: str) -> Tuple[float, float]:
+    """``(start, end)`` AdaFace weights of a split schedule ``'W'`` or ``'W0:W1'``.
+
+    Examples:
+        >>> parse_split_schedule('0.1'), parse_split_schedule('0.1:0.5')
+        ((0.1, 0.1), (0.1, 0.5))
+
+    Raises:
+        ValueError: Not one or two numbers separated by ``:``, or a weight outside
+            (0, 1).
+    """
+    parts = str(spec).split(':')
+    try:
+        if len(parts) not in (1, 2):
+            raise ValueError
+        weights = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f'AdaFace split schedule {spec!r}: expected W or W0:W1 '
+                         f'(AdaFace loss weights in (0, 1), e.g. 0.1:0.5)') from None
+    if not all(0.0 < w < 1.0 for w in weights):
+        raise ValueError(f'AdaFace split schedule {spec!r}: weights must lie in '
+                         f'(0, 1)')
+    return weights[0], weights[-1]
+
+
+def split_schedule_tag(spec: str) -> str:
+    """Human form of a split schedule: ``'0.1 : 0.9'``, ``'0.1 : 0.9 -> 0.5 : 0.5'``."""
+    start, end = parse_split_schedule(spec)
+    fixed = f'{start:g} : {1 - start:g}'
+    return fixed if end == start else f'{fixed} -> {end:g} : {1 - end:g}'
 
 
 def _has_segmenter(cfg) -> bool:
