@@ -64,6 +64,51 @@ class TestRunConfig(unittest.TestCase):
             synthface_runs.write_run_config(
                 'oaml', osp.join(self.tmp, 'w3'), '/data/sf', adaface_weight=1.0)
 
+    def test_adaface_schedule(self):
+        seg = 'configs/synthface/oaml_ir18_synthface_segmenter.py'
+        self.assertEqual(synthface_runs.CONFIGS['oaml_seg'].split(osp.sep)[-3:],
+                         seg.split('/'))
+        cfg = load_config(synthface_runs.write_run_config(
+            'oaml_seg_sched', osp.join(self.tmp, 's'), '/data/sf', max_iters=900,
+            adaface_schedule='0.2:0.7'))
+        hooks = [h for h in cfg.custom_hooks
+                 if h.type == 'LossWeightScheduleHook']
+        # The config's own ramp (0.1 -> 0.5) is replaced, not stacked.
+        self.assertEqual(len(hooks), 1)
+        self.assertEqual((hooks[0].start, hooks[0].end, hooks[0].total),
+                         (0.2, 0.7, 1.0))
+        self.assertAlmostEqual(cfg.model.loss_weights.adaface, 0.2)
+        self.assertAlmostEqual(cfg.model.loss_weights.qaconv, 0.8)
+        self.assertIn('MarginWarmupHook', [h.type for h in cfg.custom_hooks])
+        # A fixed split removes the config's ramp.
+        cfg = load_config(synthface_runs.write_run_config(
+            'oaml_seg_sched', osp.join(self.tmp, 'f'), '/data/sf',
+            adaface_schedule='0.3'))
+        self.assertNotIn('LossWeightScheduleHook',
+                         [h.type for h in cfg.custom_hooks])
+        self.assertAlmostEqual(cfg.model.loss_weights.qaconv, 0.7)
+        for kwargs, msg in ((dict(model='adaface'), 'OAML setting'),
+                            (dict(adaface_weight=0.3), 'excludes'),
+                            (dict(adaface_schedule='0.1:1.5'), r'\(0, 1\)'),
+                            (dict(adaface_schedule='0.1-0.5'), 'W0:W1')):
+            with self.subTest(**kwargs):
+                kw = {'model': 'oaml', 'adaface_schedule': '0.1:0.5', **kwargs}
+                with self.assertRaisesRegex(ValueError, msg):
+                    synthface_runs.write_run_config(
+                        kw.pop('model'), osp.join(self.tmp, 'x'), '/data/sf',
+                        **kw)
+
+    def test_split_schedule_parsing(self):
+        self.assertEqual(synthface_runs.parse_split_schedule('0.3'), (0.3, 0.3))
+        self.assertEqual(synthface_runs.parse_split_schedule('0.1:0.5'),
+                         (0.1, 0.5))
+        self.assertEqual(synthface_runs.split_schedule_tag('0.1:0.5'),
+                         '0.1 : 0.9 -> 0.5 : 0.5')
+        self.assertEqual(synthface_runs.split_schedule_tag('0.3'), '0.3 : 0.7')
+        for bad in ('', '0', '1', '0.1:0.2:0.3', 'a:b'):
+            with self.subTest(bad=bad), self.assertRaises(ValueError):
+                synthface_runs.parse_split_schedule(bad)
+
     def test_loss_split_ablations(self):
         # The study's loss-split models keep their split through a run config and
         # differ from the model they vary in nothing else.
@@ -115,6 +160,22 @@ class TestSweepGrid(unittest.TestCase):
                  adaface_weight=0.5)
         self.assertEqual(sweep_synthface._tag(r), 'lr=0.1 wu=0.3 pk aw=0.5')
         self.assertEqual(sweep_synthface._weights(r), '0.5 : 0.5')
+
+    def test_split_schedule_axis(self):
+        args = sweep_synthface.parse_args(
+            ['--models', 'adaface', 'oaml_seg', '--lrs', '0.1', '--warmups', '0.3',
+             '--adaface-schedules', '0.1', '0.1:0.5', '--segmenter', 'seg.pth'])
+        grid = sweep_synthface.make_grid(args)
+        self.assertEqual([g[5:] for g in grid],
+                         [(None, None), (None, '0.1'), (None, '0.1:0.5')])
+        r = dict(model='oaml_seg', lr=0.1, warmup=0.3, scale=None, sampler=None,
+                 adaface_weight=None, adaface_schedule='0.1:0.5')
+        self.assertEqual(sweep_synthface._tag(r), 'lr=0.1 wu=0.3 as=0.1:0.5')
+        self.assertEqual(sweep_synthface._weights(r), '0.1 : 0.9 -> 0.5 : 0.5')
+        for argv in (['--adaface-schedules', '0.1', '--adaface-weights', '0.1'],
+                     ['--adaface-schedules', '0.1:2']):
+            with self.subTest(argv=argv), self.assertRaises(SystemExit):
+                sweep_synthface.parse_args(argv)
 
 
 class TestPixelBaseline(unittest.TestCase):

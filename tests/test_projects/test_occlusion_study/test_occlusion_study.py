@@ -167,6 +167,21 @@ class TestStudyModels(unittest.TestCase):
             for job in tests:
                 self.assertEqual(self._neck_checkpoint(job['cmd'][2]), seg[1])
 
+    def test_adaface_schedule_reaches_oaml_runs_only(self):
+        args = occlusion_study.parse_args(
+            ['--data', '/data/sf', '--work-dir', self.tmp, '--iters', '40',
+             '--seeds', '0', '--models', 'adaface', 'oaml_novis',
+             '--adaface-schedule', '0.1:0.5'])
+        jobs = occlusion_study.train_jobs(args)
+        base, control = (load_config(j['cmd'][2]) for j in jobs)
+        ramp = [h for h in control.custom_hooks
+                if h.type == 'LossWeightScheduleHook']
+        self.assertEqual([(h.start, h.end) for h in ramp], [(0.1, 0.5)])
+        self.assertNotIn('LossWeightScheduleHook',
+                         [h.type for h in base.custom_hooks])
+        with self.assertRaises(SystemExit):
+            occlusion_study.parse_args(['--adaface-schedule', '0.5:x'])
+
     def test_segmenter_must_be_given(self):
         from oaml_mm.errors import ConfigError, MissingFileError
         seg = self._segmenters()
