@@ -377,8 +377,15 @@ class TestOAMLRecognizer(unittest.TestCase):
         self.assertEqual(build(test_cfg=dict(vis_range=(0.3, 0.7),
                                              pool_vis='calibrated'))
                          .pool_vis_range, (0.3, 0.7))
-        self.assertIsNone(build(test_cfg=dict(pool_vis='calibrated'))
-                          .pool_vis_range)
+        # Asked for calibrated pooling without a calibration: raw maps, said
+        # once in the log (it was silent).
+        uncalibrated = build(test_cfg=dict(pool_vis='calibrated'))
+        from unittest import mock
+        with mock.patch('oaml_mm.models.recognizers.oaml.print_log') as log:
+            self.assertIsNone(uncalibrated.pool_vis_range)
+            self.assertIsNone(uncalibrated.pool_vis_range)
+        self.assertEqual(log.call_count, 1)
+        self.assertIn('no test_cfg.vis_range', log.call_args[0][0])
         with self.assertRaisesRegex(ConfigError, "pool_vis must be one of"):
             build(test_cfg=dict(pool_vis='stretched'))
         # The matcher stretches a map unless told it is calibrated already.

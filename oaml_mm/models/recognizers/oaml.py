@@ -235,9 +235,20 @@ class OAMLRecognizer(BaseModel):
         """The calibration each image's map goes through before a template
         pools it: :attr:`vis_range` with ``test_cfg.pool_vis='calibrated'``,
         None with ``'raw'`` (the default: the raw maps are pooled and the
-        matcher calibrates the pooled map)."""
-        return self.vis_range if self.test_cfg['pool_vis'] == 'calibrated' \
-            else None
+        matcher calibrates the pooled map). A model asked for ``'calibrated'``
+        that has no calibration yet pools the raw maps and logs a warning once."""
+        if self.test_cfg['pool_vis'] != 'calibrated':
+            return None
+        if self.vis_range is None and not getattr(self, '_warned_pool', False):
+            # Not an error: a model is built (and validated while training)
+            # before tools/calibrate.py gives it a calibration.
+            self._warned_pool = True
+            print_log(
+                "OAMLRecognizer: test_cfg.pool_vis='calibrated' but the model "
+                'has no test_cfg.vis_range (not calibrated): templates pool the '
+                'raw maps; run tools/calibrate.py or set test_cfg.vis_range',
+                logger='current', level=logging.WARNING)
+        return self.vis_range
 
     def calibrate_visibility(self, vis: Optional[torch.Tensor]
                              ) -> Optional[torch.Tensor]:
