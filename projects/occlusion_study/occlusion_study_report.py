@@ -59,6 +59,8 @@ CONTROL = {
     'oaml_ada05': 'oaml_novis_ada05',
     'oaml_seg': 'oaml_novis',
     'oaml_seg_sched': 'oaml_novis',
+    'oaml_seg_qpred': 'oaml_novis',
+    'oaml_seg_qnone': 'oaml_novis',
 }
 NAMES = {
     'adaface': 'fair AdaFace baseline',
@@ -70,6 +72,8 @@ NAMES = {
     'oaml_ada03_visemb': 'oaml AdaFace 0.3 visemb',
     'oaml_seg': 'oaml segmenter',
     'oaml_seg_sched': 'oaml segmenter, split schedule',
+    'oaml_seg_qpred': 'oaml segmenter, QAConv trained on its prediction',
+    'oaml_seg_qnone': 'oaml segmenter, QAConv trained without visibility',
 }
 
 

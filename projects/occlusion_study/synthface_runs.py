@@ -49,6 +49,10 @@ CONFIGS = {
     'oaml_seg': osp.join(_SF, 'oaml_ir18_synthface_segmenter.py'),
     'oaml_seg_sched': osp.join(_STUDY,
                                'oaml_ir18_synthface_segmenter_adasched.py'),
+    # The same with QAConv trained on the segmenter's prediction or on no
+    # visibility, instead of the gated true masks.
+    'oaml_seg_qpred': osp.join(_STUDY, 'oaml_ir18_synthface_segmenter_qpred.py'),
+    'oaml_seg_qnone': osp.join(_STUDY, 'oaml_ir18_synthface_segmenter_qnone.py'),
 }
 #: The family of each model: ``'adaface'`` (one cosine branch) or ``'oaml'``.
 FAMILY = {name: 'adaface' if name.startswith('adaface') else 'oaml'
