@@ -1,4 +1,4 @@
-"""projects/occlusion_study/visibility_predictors.py: checkpoints read as the tools do."""
+"""visibility_predictors.py: checkpoints are read as the tools read them."""
 import os.path as osp
 import tempfile
 import unittest
