@@ -13,7 +13,8 @@ import argparse
 import sys
 
 import cv2
-from mmengine.config import DictAction
+
+from oaml_mm.utils import CfgOptionsAction
 
 
 def parse_args(argv=None):
@@ -25,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument('--out', default='pipeline_grid.png')
     parser.add_argument('--num', type=int, default=16)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config keys, key=value')
     return parser.parse_args(argv)
 

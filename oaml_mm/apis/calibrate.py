@@ -16,7 +16,8 @@ from oaml_mm.engine.hooks.threshold_calibration_hook import (
     META_KEY, check_calibration_pairs, val_files)
 from oaml_mm.errors import DataFormatError
 from oaml_mm.utils import check_output_file
-from oaml_mm.utils.checkpoint import atomic_save, safe_load_checkpoint
+from oaml_mm.utils.checkpoint import (atomic_save, check_checkpoint_file,
+                                      safe_load_checkpoint)
 from .runner_setup import build_runner, check_loaded_checkpoint
 
 __all__ = ['check_calibration_inputs', 'calibrate_checkpoint',
@@ -41,7 +42,9 @@ def check_calibration_inputs(checkpoint: str, out: str) -> None:
         pickle.UnpicklingError: It holds objects other than weights.
     """
     check_output_file(out, '--out')
-    safe_load_checkpoint(checkpoint, decode=False)
+    # CRC-32 and a weights-only unpickling with the tensors memory-mapped:
+    # the file is read, not loaded (the runner loads it next).
+    check_checkpoint_file(checkpoint, unpickle=True)
 
 
 def calibrate_checkpoint(cfg: Config, checkpoint: str,

@@ -14,14 +14,16 @@ from typing import Iterator, Optional, Sequence, Union
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from oaml_mm.engine.runner.oaml_runner import find_resumable_checkpoint
 from oaml_mm.errors import ConfigError, OAMLError
 from oaml_mm.registry import RUNNERS
 from oaml_mm.utils import load_config
-from oaml_mm.utils.checkpoint import (check_checkpoint_fits,
+from oaml_mm.utils.checkpoint import (check_checkpoint_file,
+                                      check_checkpoint_fits,
                                       safe_load_checkpoint)
 
 __all__ = ['default_work_dir', 'parse_cfg_options', 'prepare_config', 'build_runner',
-           'check_loaded_checkpoint', 'exit_on_error']
+           'check_runner_checkpoint', 'check_loaded_checkpoint', 'exit_on_error']
 
 
 def default_work_dir(cfg: Config, config: str,
@@ -113,8 +115,49 @@ def prepare_config(config: str,
     return cfg
 
 
+def check_runner_checkpoint(cfg: Config) -> None:
+    """Refuse, before a runner is built, a checkpoint it could not load.
+
+    The runner loads ``load_from`` (``tools/test.py``, ``tools/calibrate.py``,
+    ``--resume PATH``) or, with ``resume=True`` alone (``--resume``), the work
+    dir's latest checkpoint only after it has built the model, the data sets
+    and the hooks and logged all of it; a truncated or damaged file would
+    fail there. Checked here: the zip's central directory, every member's
+    CRC-32 and the weights-only unpickling of ``data.pkl`` with the tensor
+    data memory-mapped
+    (:func:`~oaml_mm.utils.checkpoint.check_checkpoint_file` with
+    ``unpickle=True``). That reads the file's bytes once but builds no
+    tensor, so a multi-GB checkpoint is not loaded twice; the runner verifies
+    it again when it loads it. Remote paths (``scheme://``) are not checked.
+
+    Args:
+        cfg (Config): The config the runner is built from.
+
+    Raises:
+        CheckpointError: ``load_from`` is missing, truncated or damaged (the
+            message names the file and that a readable PyTorch checkpoint was
+            expected); with ``resume=True`` and no ``load_from``, checkpoints
+            exist in the work dir but none verifies.
+        UnsafeCheckpointError: ``load_from`` names a global that is not data.
+    """
+    load_from = cfg.get('load_from', None)
+    if load_from is not None:
+        if '://' not in str(load_from):
+            check_checkpoint_file(str(load_from), unpickle=True)
+        return
+    work_dir = cfg.get('work_dir', None)
+    if cfg.get('resume', False) is True and work_dir is not None and \
+            '://' not in str(work_dir) and osp.isdir(work_dir):
+        # Only whether one verifies: the runner picks it again and logs the
+        # files it passed over in its own log.
+        find_resumable_checkpoint(work_dir)
+
+
 def build_runner(cfg: Config) -> Runner:
     """The config's runner: ``RUNNERS.build`` with ``runner_type``, else ``Runner``.
+
+    The checkpoint the runner will load is checked first
+    (:func:`check_runner_checkpoint`), so a damaged one stops here in one line.
 
     Args:
         cfg (Config): A complete MMEngine config.
@@ -122,7 +165,12 @@ def build_runner(cfg: Config) -> Runner:
     Returns:
         mmengine.runner.Runner: The runner (``OAMLRunner`` for the shipped
         configs), not yet started.
+
+    Raises:
+        CheckpointError: The checkpoint to load or resume from is missing,
+            truncated or damaged (:func:`check_runner_checkpoint`).
     """
+    check_runner_checkpoint(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

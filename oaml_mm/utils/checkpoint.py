@@ -427,7 +427,8 @@ def _check_legacy_header(path: str) -> None:
             'another kind')
 
 
-def check_checkpoint_file(path: str, read_legacy: bool = True) -> None:
+def check_checkpoint_file(path: str, read_legacy: bool = True,
+                          unpickle: bool = False) -> None:
     """Verify that ``path`` is a complete, undamaged checkpoint (or gallery) file.
 
     torch's zip checkpoints are checked for their central directory (missing when a
@@ -438,16 +439,24 @@ def check_checkpoint_file(path: str, read_legacy: bool = True) -> None:
     tensor data is complete. ``--resume``, ``load_from``, ``tools/test.py``,
     ``tools/calibrate.py``, ``tools/infer.py``, ``FaceRecognizer``, ``FaceGallery``,
     ``tools/deployment/export_onnx.py`` and the model converters all verify through
-    here (:func:`safe_load_checkpoint` calls it).
+    here (:func:`safe_load_checkpoint` calls it), ``--resume``, ``load_from``,
+    ``tools/test.py`` and ``tools/calibrate.py`` before their runner is built
+    (:func:`~oaml_mm.apis.runner_setup.build_runner`).
 
     Args:
         path (str): The checkpoint.
         read_legacy (bool): Read a legacy-format file once to see its data is
             complete (False: only its header; the caller reads it next).
+        unpickle (bool): Also unpickle a zip checkpoint with the weights-only
+            loader, its tensor data memory-mapped (not read), so a file that
+            names a non-data global is refused too, at the cost of reading
+            ``data.pkl`` only. A legacy file is unpickled when
+            ``read_legacy`` is set.
 
     Raises:
         CheckpointError: The file is missing, empty, truncated or damaged.
-        UnsafeCheckpointError: A legacy file names a global that is not data.
+        UnsafeCheckpointError: A legacy file (or with ``unpickle``, any file)
+            names a global that is not data.
     """
     path = str(path)
     if not osp.isfile(path):
@@ -480,11 +489,14 @@ def check_checkpoint_file(path: str, read_legacy: bool = True) -> None:
         raise
     except Exception as e:  # noqa: BLE001  (zipfile raises many types)
         raise CheckpointError(
-            f'{path}: incomplete or damaged checkpoint (truncated write?): '
+            f'{path}: incomplete or damaged checkpoint (truncated write?); '
+            'expected a readable PyTorch checkpoint (torch.save zip): '
             f'{type(e).__name__}: {e}') from None
     if bad is not None:
         raise CheckpointError(f'{path}: member {bad!r} fails its CRC check; '
                               'the file is damaged')
+    if unpickle:
+        safe_load_checkpoint(path, decode=False, verify=False, mmap=True)
 
 
 def resolve_last_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from oaml_mm.apis import FaceRecognizer
+from oaml_mm.apis.runner_setup import exit_on_error
 from oaml_mm.datasets.occlusion_mask_dataset import mask_to_visibility
 from oaml_mm.datasets.transforms import (MedicalMaskOcclusion, RandomOcclusion,
                                          visibility_to_grid)
@@ -48,6 +49,7 @@ from oaml_mm.synthface import generator as G
 from oaml_mm.synthface.render import (encode_jpeg, identity_texture,
                                       render_face, sample_nuisance)
 from oaml_mm.utils import atomic_save, load_config
+from oaml_mm.utils.checkpoint import safe_load_checkpoint
 from projects.occlusion_study.real_faces import align_photos, package_photos
 
 Predictor = Callable[[torch.Tensor], Tuple[np.ndarray, np.ndarray]]
@@ -73,7 +75,7 @@ def head_predictor(config: str, checkpoint: str) -> Predictor:
 def segmenter_predictor(checkpoint: str, config: str = SEG_CONFIG) -> Predictor:
     cfg = load_config(config)
     model = MODELS.build(cfg.model)
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = safe_load_checkpoint(checkpoint, decode=False)
     model.load_state_dict(state.get('state_dict', state))
     model.eval()
 
@@ -258,8 +260,8 @@ def cmd_errors(args) -> None:
 
 def cmd_swap(args) -> None:
     """OAML checkpoint with its neck replaced by a segmenter's weights."""
-    oaml = torch.load(args.oaml, map_location='cpu', weights_only=True)
-    seg = torch.load(args.segmenter, map_location='cpu', weights_only=True)
+    oaml = safe_load_checkpoint(args.oaml, decode=False)
+    seg = safe_load_checkpoint(args.segmenter, decode=False)
     state = {k: v for k, v in oaml['state_dict'].items()
              if not k.startswith('neck.')}
     for k, v in seg['state_dict'].items():
@@ -338,8 +340,10 @@ def main(argv=None) -> None:
     t.add_argument('--model', action='append', required=True,
                    metavar='NAME=METRICS_JSON')
     args = p.parse_args(argv)
-    dict(errors=cmd_errors, swap=cmd_swap, cost=cmd_cost,
-         table=cmd_table)[args.cmd](args)
+    # A damaged checkpoint (or other bad input): one line naming the file.
+    with exit_on_error():
+        dict(errors=cmd_errors, swap=cmd_swap, cost=cmd_cost,
+             table=cmd_table)[args.cmd](args)
 
 
 if __name__ == '__main__':

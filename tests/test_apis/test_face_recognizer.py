@@ -700,6 +700,50 @@ class TestCheckpointTrust(unittest.TestCase):
                 r'settings\.vis_range is \[0\.2, 0\.8\]'):
             FaceRecognizer(stretched, bad)
 
+    def test_fusion_without_vis_range_under_recorded_settings_is_raw(self):
+        # settings.vis_range recorded, vis_fusion without the field: what
+        # calibrations wrote after settings recorded vis_range and before the
+        # fusion did, when the fusion was fitted on the raw map whatever the
+        # model's vis_range. Not a contradiction: read as fitted on the raw
+        # map, applied to the raw map's mean visibility.
+        from oaml_mm.models.utils import (calibration_settings_problem,
+                                          embedding_settings)
+        stretched = write_config(osp.join(self.tmp.name, 'vr_old.py'), dict(
+            TINY_MODEL, qaconv_head=dict(TINY_MODEL['qaconv_head'],
+                                         vis_range=(0.3, 0.7))))
+        settings = embedding_settings(FaceRecognizer(stretched,
+                                                     self.ckpt).model)
+        self.assertEqual(settings['vis_range'], [0.3, 0.7])
+        params = dict(version=1, features=list(VIS_FUSION_FEATURES),
+                      z_stats={'adaface': [0.1, 0.2], 'qaconv': [-1.0, 2.0]},
+                      coef=[1.0, 0.5, 0.2, -0.1, 2.0, -0.5], intercept=-0.3,
+                      C=1.0, num_pairs=100, source='calib')
+        cal = dict(CALIBRATION, decision_branch='fused_vis', vis_fusion=params,
+                   settings=settings, branches=dict(
+                       CALIBRATION['branches'], fused_vis=dict(
+                           threshold=0.7, tar=0.96, far=1e-3)))
+        self.assertIsNone(calibration_settings_problem(cal, settings, 'x'))
+        path = osp.join(self.tmp.name, 'vr_old.pth')
+        write_checkpoint(path, calibration=cal)
+        rec = FaceRecognizer(stretched, path)
+        self.assertIsNone(rec.calibration_problem)
+        self.assertEqual(rec.vis_fusion, params)
+        res = rec.compare(face(1), face(2), channel_order='rgb',
+                          return_features=True)
+        s = res['scores']
+        fa, fb = res['features']
+        raw = [f['visibility'].double().mean().reshape(1).numpy()
+               for f in (fa, fb)]
+        stretched_means = [((f['visibility'].double() - 0.3) / 0.4).clamp(
+            0, 1).mean().reshape(1).numpy() for f in (fa, fb)]
+        want = apply_visibility_fusion(params, np.array([s['adaface']]),
+                                       np.array([s['qaconv']]), *raw)[0]
+        self.assertAlmostEqual(s['fused_vis'], want, places=5)
+        other = apply_visibility_fusion(params, np.array([s['adaface']]),
+                                        np.array([s['qaconv']]),
+                                        *stretched_means)[0]
+        self.assertGreater(abs(other - want), 1e-3)
+
     def test_cuda_without_cuda_is_one_line(self):
         with mock.patch('torch.cuda.is_available', return_value=False):
             for backend in ('onnxruntime', 'pytorch'):

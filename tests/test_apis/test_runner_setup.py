@@ -1,17 +1,28 @@
 """oaml_mm.apis.runner_setup: the config, runner and error steps the tools share."""
+import os
 import os.path as osp
 import pickle
 import re
 import tempfile
 import unittest
+from unittest import mock
 
 import torch
 from mmengine.config import Config
 
-from oaml_mm.apis.runner_setup import (check_loaded_checkpoint,
+from oaml_mm.apis import runner_setup
+from oaml_mm.apis.calibrate import (calibrate_checkpoint,
+                                    check_calibration_inputs)
+from oaml_mm.apis.evaluate import evaluate_checkpoint
+from oaml_mm.apis.runner_setup import (build_runner, check_loaded_checkpoint,
+                                       check_runner_checkpoint,
                                        default_work_dir, exit_on_error,
                                        parse_cfg_options, prepare_config)
-from oaml_mm.errors import CheckpointError, ConfigError, DataFormatError
+from oaml_mm.apis.training import train_model
+from oaml_mm.errors import (CheckpointError, ConfigError, DataFormatError,
+                            UnsafeCheckpointError)
+from oaml_mm.utils import atomic_save
+from tests.toy_components import ToyClassifier, toy_config
 
 
 class _Runner:
@@ -109,6 +120,88 @@ class TestRunnerSetup(unittest.TestCase):
             raise KeyError('x')
         with exit_on_error():
             pass
+
+
+def _write_checkpoints(folder):
+    """A real tiny checkpoint and a copy cut to its first half."""
+    good = osp.join(folder, 'good.pth')
+    atomic_save(dict(state_dict=ToyClassifier().state_dict(),
+                     meta=dict(iter=6, epoch=1)), good)
+    with open(good, 'rb') as f:
+        data = f.read()
+    cut = osp.join(folder, 'epoch_1.pth')
+    with open(cut, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    return good, cut
+
+
+class TestCheckRunnerCheckpoint(unittest.TestCase):
+    """A damaged checkpoint stops every runner path before the runner is built."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.good, self.cut = _write_checkpoints(self.tmp.name)
+        self.work = osp.join(self.tmp.name, 'work')
+        # Building a runner at all is the failure here.
+        for target in (runner_setup.RUNNERS, runner_setup.Runner):
+            name = 'build' if target is runner_setup.RUNNERS else 'from_cfg'
+            patcher = mock.patch.object(target, name,
+                                        side_effect=AssertionError(
+                                            'a runner was built'))
+            patcher.start()
+            self.addCleanup(patcher.stop)
+
+    def _cfg(self, **extra):
+        cfg = Config(toy_config(self.work))
+        cfg.update(extra)
+        return cfg
+
+    def _refused(self, fn, *args):
+        msg = (re.escape(self.cut) + r': incomplete or damaged checkpoint '
+               r'\(truncated write\?\); expected a readable PyTorch checkpoint')
+        with self.assertRaisesRegex(CheckpointError, msg):
+            fn(*args)
+        self.assertFalse(runner_setup.RUNNERS.build.called)
+
+    def test_every_path_refuses_a_truncated_checkpoint_first(self):
+        # tools/test.py, tools/calibrate.py, --resume PATH and load_from.
+        self._refused(evaluate_checkpoint, self._cfg(), self.cut)
+        self._refused(calibrate_checkpoint, self._cfg(), self.cut)
+        self._refused(check_calibration_inputs, self.cut,
+                      osp.join(self.tmp.name, 'out.pth'))
+        self._refused(train_model, self._cfg(load_from=self.cut, resume=True,
+                                             launcher='none'))
+        self._refused(build_runner, self._cfg(load_from=self.cut))
+        cfg = self._cfg(load_from=self.good)
+        check_runner_checkpoint(cfg)
+        with self.assertRaisesRegex(AssertionError, 'a runner was built'):
+            build_runner(cfg)
+
+    def test_resume_without_a_path_refuses_when_nothing_verifies(self):
+        os.makedirs(self.work)
+        cut = osp.join(self.work, 'epoch_1.pth')
+        os.replace(self.cut, cut)
+        with open(osp.join(self.work, 'last_checkpoint'), 'w') as f:
+            f.write(cut)
+        with self.assertRaisesRegex(
+                CheckpointError, re.escape(osp.abspath(self.work)) +
+                r': nothing to resume from: .*epoch_1\.pth: incomplete or '
+                'damaged'):
+            train_model(self._cfg(resume=True, launcher='none'))
+        self.assertFalse(runner_setup.RUNNERS.build.called)
+        # A complete older file is what the runner will resume from.
+        os.replace(self.good, osp.join(self.work, 'iter_6.pth'))
+        check_runner_checkpoint(self._cfg(resume=True))
+        # No work dir yet, a remote path: nothing to check.
+        check_runner_checkpoint(Config(dict(resume=True, work_dir='nope')))
+        check_runner_checkpoint(Config(dict(load_from='s3://b/x.pth')))
+
+    def test_a_pickle_naming_code_is_refused_without_loading_tensors(self):
+        evil = osp.join(self.tmp.name, 'evil.pth')
+        torch.save(dict(state_dict={'w': torch.zeros(2)}, fn=os.system), evil)
+        with self.assertRaisesRegex(UnsafeCheckpointError, r'evil\.pth: .*system'):
+            check_runner_checkpoint(self._cfg(load_from=evil))
 
 
 if __name__ == '__main__':

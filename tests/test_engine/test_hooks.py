@@ -337,6 +337,20 @@ class TestThresholdCalibrationHook(unittest.TestCase):
                     r'vis_fusion\.vis_range is \[0\.2, 0\.8\].*'
                     r'settings\.vis_range is \[0\.3, 0\.7\]'):
             tester.after_load_checkpoint(runner, bad)
+        # Settings with vis_range and a fusion without the field: written
+        # before the fusion recorded its map, when it was fitted on the raw
+        # map. Not a contradiction: handed over as it is (read as raw).
+        older = {k: v for k, v in params.items() if k != 'vis_range'}
+        old = {'meta': {'oaml_thresholds': dict(
+            loaded['meta']['oaml_thresholds'], vis_fusion=older)}}
+        metric = runner.test_loop.evaluator.metrics[0]
+        with mock.patch(mod + 'embedding_settings', return_value=settings), \
+                mock.patch(mod + 'print_log') as log:
+            tester.after_load_checkpoint(runner, old)
+            tester.before_test(runner)
+        self.assertEqual(metric.got, older)
+        self.assertFalse([c for c in log.call_args_list
+                          if c.kwargs.get('level') == 30])
 
     def test_no_visibility_no_fusion(self):
         rng = np.random.default_rng(4)

@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,37 @@ class TestTrainAndTestTools(TestCase):
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn('nope.pth: no such checkpoint file', proc.stderr)
         self.assertNotIn('Traceback', proc.stderr)
+
+    def test_truncated_checkpoint_is_refused_before_the_runner(self):
+        # The runner was built (work dir, log folder, ~500 log lines) before
+        # the truncated file failed to load.
+        from oaml_mm.utils import atomic_save
+        from tests.toy_components import ToyClassifier
+        good = osp.join(self.tmp.name, 'good.pth')
+        atomic_save({'state_dict': ToyClassifier().state_dict()}, good)
+        with open(good, 'rb') as f:
+            data = f.read()
+        cut = osp.join(self.tmp.name, 'cut.pth')
+        with open(cut, 'wb') as f:
+            f.write(data[:len(data) // 2])
+        for tool, args in (('tools/test.py', [cut]),
+                           ('tools/train.py', ['--resume', cut]),
+                           ('tools/calibrate.py', [cut])):
+            with self.subTest(tool=tool):
+                work = osp.join(self.tmp.name, osp.basename(tool)[:-3])
+                proc = _run([sys.executable, tool, self.cfg, *args,
+                             '--work-dir', work], timeout=120)
+                self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+                lines = proc.stderr.strip().splitlines()
+                self.assertRegex(
+                    lines[-1], '^CheckpointError: ' + re.escape(cut) +
+                    r': incomplete or damaged checkpoint \(truncated write\?\)'
+                    '; expected a readable PyTorch checkpoint')
+                self.assertNotIn('Traceback', proc.stderr)
+                self.assertLess(len(lines) + len(proc.stdout.splitlines()),
+                                5, proc.stderr[-2000:])
+                # No runner: no log folder in the work dir.
+                self.assertEqual(glob.glob(osp.join(work, '2*')), [])
 
     def test_test_out_checked_before_evaluating(self):
         ckpt = osp.join(self.tmp.name, 'any.pth')

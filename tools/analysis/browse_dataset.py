@@ -8,7 +8,7 @@ Examples:
 import argparse
 import sys
 
-from mmengine.config import DictAction
+from oaml_mm.utils import CfgOptionsAction
 
 
 def main(argv=None) -> int:
@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     p.add_argument('--seed', type=int, default=None,
                    help='draw random samples with this seed (default: the first)')
     p.add_argument('--no-mask', action='store_true', help='no visibility tint')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+    p.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                    help='override config keys, key=value; data_root=DIR (and '
                    'val_/test_/occlusion_data_root) moves a data set '
                    '(docs/data_layout.md)')

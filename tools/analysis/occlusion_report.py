@@ -16,7 +16,7 @@ Examples:
 import argparse
 import sys
 
-from mmengine.config import DictAction
+from oaml_mm.utils import CfgOptionsAction
 
 
 def main(argv=None) -> int:
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     p.add_argument('--per-type', type=int, default=6,
                    help='images per picture sheet (default %(default)s)')
     p.add_argument('--batch-size', type=int, default=64)
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+    p.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                    help='override config keys, key=value; data_root=DIR (and '
                    'val_/test_/occlusion_data_root) moves a data set '
                    '(docs/data_layout.md)')

@@ -16,7 +16,7 @@ Examples:
 import argparse
 import sys
 
-from mmengine.config import DictAction
+from oaml_mm.utils import CfgOptionsAction
 
 
 def main(argv=None) -> int:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
                    help='smallest face probability of the FaceDetector (MTCNN) '
                    'on the image; runs the detector on every sample')
     p.add_argument('--stats', help='also write every sample\'s measurements (TSV)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+    p.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                    help='override config keys, key=value; data_root=DIR (and '
                    'val_/test_/occlusion_data_root) moves a data set '
                    '(docs/data_layout.md)')

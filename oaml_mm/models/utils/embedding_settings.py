@@ -99,6 +99,11 @@ def calibration_settings_problem(calibration: dict, now: dict,
     (another ``vis_range`` changes QAConv's scores and the visibility the
     fusion reads), so callers drop the whole calibration when this returns a
     reason. Calibrations that recorded no settings are used as they are.
+    A fusion without a ``vis_range`` field under settings that record one is
+    not a contradiction: calibrations wrote that after ``settings`` recorded
+    ``vis_range`` and before the fusion recorded its map, and the fusion was
+    then fitted on the raw map, which is how a fusion without the field is
+    read (:func:`~oaml_mm.evaluation.functional.fusion_vis_range`).
 
     Args:
         calibration (dict): The stored calibration.
