@@ -231,7 +231,7 @@ def write_report(args, results: list, path: str) -> None:
             f"{'config' if r['scale'] is None else format(r['scale'], 'g')} | "
             f"{r['lr']:g} | {r['warmup']:g} | {_weights(r)} | {b} | " +
             ' | '.join(f'{a:.1f}' for a in accs) +
-            f" | {r['score']:.1f} | {mark} |")
+            f" | {r['score']:.1f} | {_adaface_branch(r)} | {mark} |")
     table = '\n'.join(lines)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(osp.splitext(path)[0] + '.json', 'w') as f:
