@@ -500,6 +500,8 @@ class TestDataRootOverrides(unittest.TestCase):
             cfg = copy.deepcopy(cfg.to_dict())
             cfg.pop('random_occlusion', None)
             cfg.pop('filename', None)
+            # The variable custom_hooks is made of (its copy there is walked).
+            cfg.pop('occlusion_stream', None)
             found = []
 
             def walk(x):
@@ -597,6 +599,105 @@ class TestDataRootOverrides(unittest.TestCase):
         ds = cfg.val_dataloader[0].dataset
         self.assertEqual(ds.ann_file, '/m/lfw.bin')
         self.assertEqual(ds.other, 'data/xy')
+
+
+class TestSynthFaceVariants(unittest.TestCase):
+    """A SynthFace variant differs from its base only where its header says.
+
+    The variants list the base's hook variables (``margin_warmup``,
+    ``occlusion_stream``) or a changed copy of them instead of repeating the
+    hooks, so a change to the base reaches every variant.
+    """
+
+    def _plain(self, path):
+        cfg = copy.deepcopy(load_config(path).to_dict())
+        cfg.pop('filename', None)
+        return cfg
+
+    def _assert_only(self, variant, base, changed):
+        for key in sorted(set(variant) | set(base)):
+            if key not in changed:
+                self.assertEqual(variant.get(key), base.get(key), key)
+
+    def test_hooks_are_the_variables(self):
+        found = []
+        for path in CONFIGS:
+            if not osp.basename(path).startswith('oaml_ir18_synthface'):
+                continue
+            cfg = load_config(path)
+            hooks = {h.type: h for h in cfg.custom_hooks}
+            self.assertEqual(hooks['MarginWarmupHook'], cfg.margin_warmup, path)
+            if 'DualLoaderHook' in hooks:
+                # The variable is what runs, a variant's own change included.
+                self.assertEqual(hooks['DualLoaderHook'], cfg.occlusion_stream,
+                                 path)
+                found.append(osp.basename(path))
+        for name in ('oaml_ir18_synthface.py', 'oaml_ir18_synthface_gs.py',
+                     'oaml_ir18_synthface_msocc.py',
+                     'oaml_ir18_synthface_randocc.py',
+                     'oaml_ir18_synthface_adasched.py'):
+            self.assertIn(name, found)
+
+    def test_graph_sampling_changes_sampler_and_adds_hook(self):
+        base = self._plain(osp.join(ROOT, 'configs', 'synthface',
+                                    'oaml_ir18_synthface.py'))
+        gs = self._plain(osp.join(ROOT, 'configs', 'synthface',
+                                  'oaml_ir18_synthface_gs.py'))
+        self.assertEqual(gs['custom_hooks'], base['custom_hooks'] + [
+            dict(type='GraphSamplerHook', batch_size=64)])
+        self.assertEqual(gs['train_dataloader'].pop('sampler'), dict(
+            type='GraphSampler', batch_size=32, num_instances=4))
+        base['train_dataloader'].pop('sampler')
+        self._assert_only(gs, base, {'custom_hooks'})
+
+    def test_controls_keep_only_the_margin_warmup(self):
+        folder = osp.join(ROOT, 'configs', 'synthface')
+        demo = self._plain(osp.join(folder, 'oaml_ir18_synthface.py'))
+        novis = self._plain(osp.join(STUDY_CONFIGS,
+                                     'oaml_ir18_synthface_novis.py'))
+        seg = self._plain(osp.join(folder, 'oaml_ir18_synthface_segmenter.py'))
+        for cfg in (novis, seg):
+            self.assertEqual(cfg['custom_hooks'], [demo['margin_warmup']])
+        self.assertIsNone(novis['model']['neck'])
+        self._assert_only(novis, demo, {'model', 'custom_hooks',
+                                        'test_evaluator'})
+        sched = self._plain(osp.join(
+            STUDY_CONFIGS, 'oaml_ir18_synthface_segmenter_adasched.py'))
+        self.assertEqual(sched['custom_hooks'], [
+            demo['margin_warmup'],
+            dict(type='LossWeightScheduleHook', key='adaface', start=0.1,
+                 end=0.5, complement='qaconv')])
+        self._assert_only(sched, seg, {'custom_hooks'})
+
+    def test_real_segmenter_adds_real_faces_and_look(self):
+        base = self._plain(osp.join(ROOT, 'configs', 'synthface',
+                                    'occlusion_segmenter_synthface.py'))
+        real = self._plain(osp.join(STUDY_CONFIGS,
+                                    'occlusion_segmenter_synthface_real.py'))
+        self._assert_only(real, base, {
+            'real_root', 'real_look', 'max_iters', 'occluded_pipeline',
+            'clean_pipeline', 'real_pipeline', 'occluded_set', 'clean_set',
+            'train_dataloader', 'param_scheduler', 'train_cfg'})
+        look = real['real_look']
+        for name in ('occluded_pipeline', 'clean_pipeline'):
+            first, *rest = real[name]
+            self.assertEqual(first, dict(base[name][0], **look), name)
+            self.assertEqual(rest, base[name][1:], name)
+        drawn, mine = base['train_dataloader'], real['train_dataloader']
+        datasets = mine['dataset'].pop('datasets')
+        self.assertEqual(datasets[:2],
+                         [real['occluded_set'], real['clean_set']])
+        occluded, clean = drawn['dataset'].pop('datasets')
+        occluded['dataset']['pipeline'] = real['occluded_pipeline']
+        clean['pipeline'] = real['clean_pipeline']
+        self.assertEqual(datasets[:2], [occluded, clean])
+        self.assertEqual(datasets[2]['dataset']['type'], 'FaceImageFolder')
+        self.assertEqual(mine, drawn)
+        self.assertEqual(real['max_iters'], 800)
+        self.assertEqual(real['train_cfg'], dict(base['train_cfg'],
+                                                 max_iters=800))
+        self.assertEqual(real['param_scheduler'], [
+            dict(base['param_scheduler'][0], total_steps=800)])
 
 
 if __name__ == '__main__':

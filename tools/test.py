@@ -7,7 +7,6 @@ Examples:
 """
 import argparse
 import importlib.util
-import os
 import os.path as osp
 import runpy
 import sys
@@ -23,7 +22,7 @@ if __name__ == '__main__':
                            'malloc_tuning.py')
         runpy.run_path(_tuning)['reexec_with_malloc_env']()
 
-from oaml_mm.utils import CfgOptionsAction
+from oaml_mm.apis.runner_setup import parse_launcher_args
 
 
 def parse_args(argv=None):
@@ -34,21 +33,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--out', help='write the metrics as JSON to this file '
         '(keys `{dataset}/{branch}/{metric}`)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=CfgOptionsAction,
-        help='override settings in the config, key=value (xxx=yyy format)')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_launcher_args(parser, argv)
 
 
 def main(argv=None):

@@ -8,7 +8,6 @@ Examples:
 """
 import argparse
 import importlib.util
-import os
 import os.path as osp
 import runpy
 import sys
@@ -26,7 +25,7 @@ if __name__ == '__main__':
 
 from mmengine.config import Config
 
-from oaml_mm.utils import CfgOptionsAction
+from oaml_mm.apis.runner_setup import parse_launcher_args
 
 
 def parse_args(argv=None):
@@ -52,21 +51,7 @@ def parse_args(argv=None):
         '--auto-scale-lr',
         action='store_true',
         help='scale the learning rate linearly with the total batch size')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=CfgOptionsAction,
-        help='override settings in the config, key=value (xxx=yyy format)')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_launcher_args(parser, argv)
 
 
 def merge_args(cfg: Config, args) -> Config:

@@ -11,30 +11,5 @@ train_dataloader = dict(
     sampler=dict(_delete_=True, type='GraphSampler',
                  batch_size={{_base_.train_batch_size}}, num_instances=4))
 # The base file's hooks (a list in a config replaces the base's list) + the graph's.
-custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio=0.3),  # from the sweep
-    dict(
-        type='DualLoaderHook',
-        occluded_ratio=0.8,
-        batch_size=16,
-        occluded_dataloader=dict(
-            num_workers=1,
-            dataset=dict(
-                type='OcclusionMaskDataset',
-                data_root='data/synthface/occluded',
-                pipeline=[
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs')
-                ])),
-        clean_dataloader=dict(
-            num_workers=0,
-            dataset=dict(
-                type='MXFaceDataset',
-                data_root='data/synthface/train',
-                pipeline=[
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs')
-                ]))),
-    # Representatives go through the training pipeline, seeded per identity.
-    dict(type='GraphSamplerHook', batch_size=64),
-]
+# Representatives go through the training pipeline, seeded per identity.
+custom_hooks = [*_base_.custom_hooks, dict(type='GraphSamplerHook', batch_size=64)]

@@ -22,6 +22,4 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=segmenter_checkpoint,
                       prefix='segmenter.')),
     train_cfg=dict(occ_on_main=False))
-custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio=0.3),
-]
+custom_hooks = [{{_base_.margin_warmup}}]

@@ -4,9 +4,12 @@ Each tool loads a config, applies its command line, builds MMEngine's runner and
 loads a checkpoint into it; these functions are those steps, callable from a script
 too: :func:`prepare_config`, :func:`build_runner`, :func:`check_loaded_checkpoint`
 and :func:`exit_on_error`, which turns the errors a user can fix into one line
-instead of a traceback (docs/reliability.md).
+instead of a traceback (docs/reliability.md). :func:`parse_launcher_args` ends the
+command line of the tools a launcher starts (``tools/train.py``, ``tools/test.py``).
 """
+import argparse
 import contextlib
+import os
 import os.path as osp
 import pickle
 from typing import Iterator, Optional, Sequence, Union
@@ -17,13 +20,14 @@ from mmengine.runner import Runner
 from oaml_mm.engine.runner.oaml_runner import find_resumable_checkpoint
 from oaml_mm.errors import ConfigError, OAMLError
 from oaml_mm.registry import RUNNERS
-from oaml_mm.utils import load_config
+from oaml_mm.utils import CfgOptionsAction, load_config
 from oaml_mm.utils.checkpoint import (check_checkpoint_file,
                                       check_checkpoint_fits,
                                       safe_load_checkpoint)
 
-__all__ = ['default_work_dir', 'parse_cfg_options', 'prepare_config', 'build_runner',
-           'check_runner_checkpoint', 'check_loaded_checkpoint', 'exit_on_error']
+__all__ = ['default_work_dir', 'parse_cfg_options', 'parse_launcher_args',
+           'prepare_config', 'build_runner', 'check_runner_checkpoint',
+           'check_loaded_checkpoint', 'exit_on_error']
 
 
 def default_work_dir(cfg: Config, config: str,
@@ -81,6 +85,47 @@ def parse_cfg_options(
                               "'key=value' string (e.g. 'val_data_root=D')")
         parsed[key] = DictAction._parse_iterable(value)
     return parsed
+
+
+def parse_launcher_args(parser: argparse.ArgumentParser,
+                        argv: Optional[Sequence[str]] = None
+                        ) -> argparse.Namespace:
+    """Add the arguments a launched runner tool takes, parse, export the rank.
+
+    The OpenMMLab tool convention that ``tools/dist_*.sh``, ``tools/slurm_*.sh``
+    and ``torchrun`` rely on: ``--cfg-options`` (:class:`~oaml_mm.utils.
+    CfgOptionsAction`), ``--launcher`` and ``--local_rank`` / ``--local-rank``
+    (passed by ``torch.distributed.launch``), which is exported as the
+    ``LOCAL_RANK`` environment variable unless the launcher set it.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser with its own
+            arguments; these three are added after them (``--help`` order).
+        argv (Sequence[str], optional): The command line; None: ``sys.argv``.
+
+    Returns:
+        argparse.Namespace: The parsed arguments (``cfg_options``: dict or
+        None; ``launcher``: ``'none'`` (default), ``'pytorch'``, ``'slurm'``
+        or ``'mpi'``; ``local_rank``: int, default 0).
+
+    Raises:
+        SystemExit: argparse's usage error (status 2), or ``--help`` (0).
+    """
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=CfgOptionsAction,
+        help='override settings in the config, key=value (xxx=yyy format)')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def prepare_config(config: str,

@@ -1,4 +1,7 @@
 """oaml_mm.apis.runner_setup: the config, runner and error steps the tools share."""
+import argparse
+import contextlib
+import io
 import os
 import os.path as osp
 import pickle
@@ -17,7 +20,8 @@ from oaml_mm.apis.evaluate import evaluate_checkpoint
 from oaml_mm.apis.runner_setup import (build_runner, check_loaded_checkpoint,
                                        check_runner_checkpoint,
                                        default_work_dir, exit_on_error,
-                                       parse_cfg_options, prepare_config)
+                                       parse_cfg_options, parse_launcher_args,
+                                       prepare_config)
 from oaml_mm.apis.training import train_model
 from oaml_mm.errors import (CheckpointError, ConfigError, DataFormatError,
                             UnsafeCheckpointError)
@@ -51,6 +55,31 @@ class TestRunnerSetup(unittest.TestCase):
         cfg = Config(dict())
         self.assertEqual(default_work_dir(cfg, 'a/b/exp.py'),
                          osp.join('./work_dirs', 'exp'))
+
+    def test_parse_launcher_args(self):
+        def parse(argv, env):
+            parser = argparse.ArgumentParser()
+            parser.add_argument('config')
+            with mock.patch.dict(os.environ, env, clear=True):
+                args = parse_launcher_args(parser, argv)
+                return args, os.environ.get('LOCAL_RANK')
+
+        args, rank = parse(['c.py'], {})
+        self.assertEqual((args.config, args.cfg_options, args.launcher,
+                          args.local_rank, rank), ('c.py', None, 'none', 0, '0'))
+        args, rank = parse(['c.py', '--launcher', 'pytorch', '--local-rank', '3',
+                            '--cfg-options', 'a.b=1', 'c=x,y'], {})
+        self.assertEqual((args.launcher, args.local_rank, rank),
+                         ('pytorch', 3, '3'))
+        self.assertEqual(args.cfg_options, {'a.b': 1, 'c': ['x', 'y']})
+        # The launcher's own LOCAL_RANK wins; --local_rank is the old spelling.
+        args, rank = parse(['c.py', '--local_rank', '2'], {'LOCAL_RANK': '5'})
+        self.assertEqual((args.local_rank, rank), (2, '5'))
+        for bad in (['c.py', '--launcher', 'ssh'], ['c.py', '--cfg-options', 'k']):
+            with contextlib.redirect_stderr(io.StringIO()), \
+                    self.assertRaises(SystemExit) as cm:
+                parse(bad, {})
+            self.assertEqual(cm.exception.code, 2)
 
     def test_prepare_config_applies_options_work_dir_and_launcher(self):
         path = osp.join(self.tmp.name, 'my_exp.py')

@@ -4,7 +4,7 @@ import unittest
 import numpy as np
 
 from oaml_mm.datasets import PKSampler
-from oaml_mm.datasets.samplers.pk_sampler import dataset_labels
+from oaml_mm.datasets.samplers.pk_sampler import dataset_labels, group_labels
 from oaml_mm.errors import ConfigError
 
 
@@ -105,6 +105,16 @@ class TestPKSampler(unittest.TestCase):
             self.assertEqual(len(set(batch.tolist())), 2)
         with self.assertRaises(ConfigError):
             dataset_labels(object())
+
+    def test_group_labels(self):
+        # Both P x K samplers draw a class's samples from one slice of `order`;
+        # the sort is stable, so a class keeps its samples in data set order.
+        ids, order, starts, counts = group_labels(
+            np.array([7, 3, 7, 3, 3, 9], np.int64))
+        self.assertEqual(ids.tolist(), [3, 7, 9])
+        self.assertEqual(order.tolist(), [1, 3, 4, 0, 2, 5])
+        self.assertEqual(starts.tolist(), [0, 3, 5])
+        self.assertEqual(counts.tolist(), [3, 2, 1])
 
     def test_bad_config(self):
         with self.assertRaises(ConfigError):

@@ -3,33 +3,9 @@
 Argument parsing for :mod:`oaml_mm.apis.photo_folder` (the same work from Python:
 :func:`oaml_mm.apis.align_folder`).
 
-Every photo goes through :class:`~oaml_mm.apis.FaceFinder` (MTCNN detection, the
-landmark plausibility check, alignment to the ArcFace 112x112 template; eye-only
-alignment when the nose or mouth points are implausible) and is written as
-
-* ``--format folder`` (default): ``OUT_DIR/<identity>/<name>.jpg``, a
-  ``FaceImageFolder`` (flat input: ``OUT_DIR/<name>.jpg``);
-* ``--format rec``: ``OUT_DIR/train.rec``, ``train.idx``, ``property`` in the
-  insightface layout (identity sub-folders needed; labels = sorted folder order);
-* with ``--masks MASK_DIR`` (an occluded set: ``MASK_DIR/<same relative
-  path>.png``, 8- or 16-bit, 0..255, 0..65535 or 0/1 with 255 / 65535 / 1 =
-  visible): ``OUT_DIR/images/...`` and ``OUT_DIR/masks/...`` (0..255) plus
-  ``labels.txt``, an ``OcclusionMaskDataset``, the masks warped with the image.
-
-Resumable: each output is written atomically and recorded in
-``OUT_DIR/.align_journal.jsonl`` (a file, so a ``FaceImageFolder`` scan of OUT_DIR
-does not take it for an identity) with the options it was made with. A rerun (after
-a crash, or to fix failures) keeps the photos aligned before, retries every photo
-that failed (fixed files, new ``--boxes`` / ``--landmarks`` lines), redoes an
-aligned photo whose file or ``--landmarks`` / ``--boxes`` line changed or whose
-output file is gone (the disk, not the journal, decides), and says how many it
-retried. A rerun whose options would change the aligned faces
-(``--align``, ``--size``, ``--format``, ``--faces``, ``--detect``,
-``--min-score``, ``--quality``, ``--masks``, IN_DIR) is refused: use the recorded
-options or a new OUT_DIR. OUT_DIR and IN_DIR may not contain each other. A bad
-file (not an image, empty, huge, no face) never stops the run: it is listed in
-``OUT_DIR/align_report.json`` (with every face's alignment path and detector
-score) and ``OUT_DIR/align_failures.txt``.
+What it writes (``--format folder`` / ``rec``, ``--masks``), how a rerun resumes
+and which reruns are refused: :mod:`oaml_mm.apis.photo_folder` and
+docs/datasets.md.
 
 Examples:
     python tools/dataset_converters/align_faces.py raw_photos/ data/aligned \\

@@ -31,33 +31,34 @@ model = dict(
 # Peak learning rate and margin warm-up: the best of the sweep
 # (projects/occlusion_study/sweep_synthface.py, its docs/synthface_sweep.md).
 optim_wrapper = dict(optimizer=dict(lr=0.1))
-# Paths below occlusion_data_root (synthface_data.py): --cfg-options
-# occlusion_data_root=DIR moves both.
-custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio=0.3),  # from the sweep
-    dict(
-        type='DualLoaderHook',
-        occluded_ratio=0.8,
-        batch_size=16,
-        occluded_dataloader=dict(
-            num_workers=1,
-            dataset=dict(
-                type='OcclusionMaskDataset',
-                data_root='data/synthface/occluded',
-                pipeline=[
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs')
-                ])),
-        clean_dataloader=dict(
-            num_workers=0,
-            dataset=dict(
-                type='MXFaceDataset',
-                data_root='data/synthface/train',
-                pipeline=[
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs')
-                ]))),
+# The hooks are also variables: a variant that lists its own hooks reuses them
+# ({{_base_.occlusion_stream}}) or changes a copy
+# (copy.deepcopy(_base_.occlusion_stream)) instead of repeating them
+# (docs/data_layout.md, "Starting a new experiment by inheriting a config").
+margin_warmup = dict(type='MarginWarmupHook', warmup_ratio=0.3)  # from the sweep
+# The occlusion stream. Paths below occlusion_data_root (synthface_data.py):
+# --cfg-options occlusion_data_root=DIR moves both.
+occlusion_pipeline = [
+    dict(type='FaceRandomFlip', prob=0.5),
+    dict(type='PackFaceInputs'),
 ]
+occlusion_stream = dict(
+    type='DualLoaderHook',
+    occluded_ratio=0.8,
+    batch_size=16,
+    occluded_dataloader=dict(
+        num_workers=1,
+        dataset=dict(
+            type='OcclusionMaskDataset',
+            data_root='data/synthface/occluded',
+            pipeline=occlusion_pipeline)),
+    clean_dataloader=dict(
+        num_workers=0,
+        dataset=dict(
+            type='MXFaceDataset',
+            data_root='data/synthface/train',
+            pipeline=occlusion_pipeline)))
+custom_hooks = [margin_warmup, occlusion_stream]
 
 # End-of-training validation: the pair scores ThresholdCalibrationHook calibrates.
 val_evaluator = [

@@ -36,7 +36,7 @@ from torch.utils.data import Sampler
 
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import DATA_SAMPLERS
-from .pk_sampler import dataset_labels, pk_layout
+from .pk_sampler import dataset_labels, group_labels, pk_layout
 from .stream_sampler import mix_seeds
 
 __all__ = ['GraphSampler', 'nearest_classes']
@@ -154,10 +154,7 @@ class GraphSampler(Sampler):
         self.round_up = round_up
         self.epoch = 0
 
-        labels = dataset_labels(dataset)
-        order = np.argsort(labels, kind='stable')
-        ids, starts, counts = np.unique(labels[order], return_index=True,
-                                        return_counts=True)
+        ids, order, starts, counts = group_labels(dataset_labels(dataset))
         self.classes = ids
         self._order, self._starts, self._counts = order, starts, counts
         # Class position of every entry of ``_order`` (0..N-1, non-decreasing).

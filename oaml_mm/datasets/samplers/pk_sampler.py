@@ -16,7 +16,7 @@ from torch.utils.data import Sampler
 from oaml_mm.errors import ConfigError
 from oaml_mm.registry import DATA_SAMPLERS
 
-__all__ = ['PKSampler', 'dataset_labels']
+__all__ = ['PKSampler', 'dataset_labels', 'group_labels']
 
 
 def dataset_labels(dataset: Sized) -> np.ndarray:
@@ -36,6 +36,33 @@ def dataset_labels(dataset: Sized) -> np.ndarray:
                            for i in range(len(dataset))], np.int64)
     raise ConfigError(f'{type(dataset).__name__} exposes neither get_gt_labels()'
                       ' nor get_cat_ids(); PKSampler needs identity labels')
+
+
+def group_labels(
+        labels: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sample indices grouped by identity, as the P x K samplers draw them.
+
+    Args:
+        labels (np.ndarray): ``(N,)`` integer identity label of every sample
+            (:func:`dataset_labels`).
+
+    Returns:
+        tuple: ``(ids, order, starts, counts)``: the ``(C,)`` distinct labels in
+        ascending order; ``(N,)`` sample indices sorted by label (stable, so a
+        class keeps its samples' order); ``(C,)`` where each class begins in
+        ``order`` and how many samples it has: class ``c``'s samples are
+        ``order[starts[c]:starts[c] + counts[c]]``.
+
+    Examples:
+        >>> ids, order, starts, counts = group_labels(np.array([7, 3, 7, 3, 3]))
+        >>> ids.tolist(), order.tolist(), starts.tolist(), counts.tolist()
+        ([3, 7], [1, 3, 4, 0, 2], [0, 3], [3, 2])
+    """
+    order = np.argsort(labels, kind='stable')
+    ids, starts, counts = np.unique(labels[order], return_index=True,
+                                    return_counts=True)
+    return ids, order, starts, counts
 
 
 def pk_layout(name: str, batch_size: int, num_instances: int,
@@ -117,10 +144,7 @@ class PKSampler(Sampler):
         self.round_up = round_up
         self.epoch = 0
 
-        labels = dataset_labels(dataset)
-        order = np.argsort(labels, kind='stable')
-        ids, starts, counts = np.unique(labels[order], return_index=True,
-                                        return_counts=True)
+        ids, order, starts, counts = group_labels(dataset_labels(dataset))
         self.identities = ids
         self._order = order
         self._starts = starts

@@ -68,21 +68,19 @@ def _shortcut(in_ch: int, out_ch: int, stride: int,
         nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
 
 
-class BasicUnitIR(nn.Module):
-    """IR unit: BN, conv3x3, BN, PReLU, conv3x3(stride), BN [, SE]."""
+class _UnitIR(nn.Module):
+    """A residual unit: ``res_layer(x) + shortcut_layer(x)`` (AdaFace key names).
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, use_se: bool,
+    Subclasses build the shortcut (this ``__init__``) before their residual
+    layers (:meth:`_set_residual`), the order the parameters are drawn in.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int,
                  conv_on_stride: bool) -> None:
         super().__init__()
         self.shortcut_layer = _shortcut(in_ch, out_ch, stride, conv_on_stride)
-        layers = [
-            nn.BatchNorm2d(in_ch),
-            nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(out_ch),
-            nn.PReLU(out_ch),
-            nn.Conv2d(out_ch, out_ch, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(out_ch),
-        ]
+
+    def _set_residual(self, layers: list, out_ch: int, use_se: bool) -> None:
         if use_se:
             layers.append(SEModule(out_ch, 16))
         self.res_layer = nn.Sequential(*layers)
@@ -91,15 +89,30 @@ class BasicUnitIR(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-class BottleneckUnitIR(nn.Module):
+class BasicUnitIR(_UnitIR):
+    """IR unit: BN, conv3x3, BN, PReLU, conv3x3(stride), BN [, SE]."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, use_se: bool,
+                 conv_on_stride: bool) -> None:
+        super().__init__(in_ch, out_ch, stride, conv_on_stride)
+        self._set_residual([
+            nn.BatchNorm2d(in_ch),
+            nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.PReLU(out_ch),
+            nn.Conv2d(out_ch, out_ch, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        ], out_ch, use_se)
+
+
+class BottleneckUnitIR(_UnitIR):
     """IR bottleneck unit (IR-152/200): 1x1 reduce, 3x3, 1x1(stride) expand."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, use_se: bool,
                  conv_on_stride: bool) -> None:
-        super().__init__()
+        super().__init__(in_ch, out_ch, stride, conv_on_stride)
         mid = max(1, out_ch // 4)
-        self.shortcut_layer = _shortcut(in_ch, out_ch, stride, conv_on_stride)
-        layers = [
+        self._set_residual([
             nn.BatchNorm2d(in_ch),
             nn.Conv2d(in_ch, mid, 1, 1, 0, bias=False),
             nn.BatchNorm2d(mid),
@@ -109,13 +122,7 @@ class BottleneckUnitIR(nn.Module):
             nn.PReLU(mid),
             nn.Conv2d(mid, out_ch, 1, stride, 0, bias=False),
             nn.BatchNorm2d(out_ch),
-        ]
-        if use_se:
-            layers.append(SEModule(out_ch, 16))
-        self.res_layer = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res_layer(x) + self.shortcut_layer(x)
+        ], out_ch, use_se)
 
 
 @MODELS.register_module()

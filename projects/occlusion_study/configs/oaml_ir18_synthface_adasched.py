@@ -9,29 +9,8 @@ _base_ = ['../../../configs/synthface/oaml_ir18_synthface.py']
 
 # The base file's hooks (a list in a config replaces the base's), plus the schedule.
 custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio=0.3),  # from the sweep
+    {{_base_.margin_warmup}},
     dict(type='LossWeightScheduleHook', key='adaface', start=0.1, end=0.5,
          complement='qaconv'),
-    dict(
-        type='DualLoaderHook',
-        occluded_ratio=0.8,
-        batch_size=16,
-        occluded_dataloader=dict(
-            num_workers=1,
-            dataset=dict(
-                type='OcclusionMaskDataset',
-                data_root='data/synthface/occluded',
-                pipeline=[
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs')
-                ])),
-        clean_dataloader=dict(
-            num_workers=0,
-            dataset=dict(
-                type='MXFaceDataset',
-                data_root='data/synthface/train',
-                pipeline=[
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs')
-                ]))),
+    {{_base_.occlusion_stream}},
 ]

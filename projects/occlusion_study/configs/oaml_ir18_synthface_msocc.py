@@ -10,6 +10,7 @@
 #   python tools/test.py projects/occlusion_study/configs/oaml_ir18_synthface_msocc.py \
 #       work_dirs/oaml_ir18_synthface_msocc/iter_500.pth --out oaml_msocc.json
 _base_ = ['../../../configs/synthface/oaml_ir18_synthface.py']
+import copy  # noqa: E402  (after _base_, as mmengine reads it)
 
 model = dict(
     neck=dict(
@@ -29,41 +30,16 @@ train_pipeline = [
     dict(type='FaceRandomFlip', prob=0.5),
     dict(type='PackFaceInputs', grid=pixel_grid),
 ]
-# The data set list of synthface_data.py, with this pipeline (a list in a config
+# The data set list of synthface_data.py with this pipeline (a list in a config
 # replaces the base's list).
-train_dataloader = dict(
-    dataset=dict(datasets=[
-        dict(type='MXFaceDataset',
-             data_root='data/synthface/train',
-             num_classes={{_base_.train_num_classes}},
-             pipeline=train_pipeline),
-        dict(type='OcclusionMaskDataset',
-             data_root='data/synthface/occluded',
-             pipeline=train_pipeline),
-    ]))
+train_dataloader = dict(dataset=dict(datasets=[
+    dict(d, pipeline=train_pipeline)
+    for d in _base_.train_dataloader.dataset.datasets
+]))
 # The base file's hooks, the occluded part of the stream with pixel-level masks.
-custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio=0.3),  # from the sweep
-    dict(
-        type='DualLoaderHook',
-        occluded_ratio=0.8,
-        batch_size=16,
-        occluded_dataloader=dict(
-            num_workers=1,
-            dataset=dict(
-                type='OcclusionMaskDataset',
-                data_root='data/synthface/occluded',
-                pipeline=[
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs', grid=pixel_grid)
-                ])),
-        clean_dataloader=dict(
-            num_workers=0,
-            dataset=dict(
-                type='MXFaceDataset',
-                data_root='data/synthface/train',
-                pipeline=[
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs')
-                ]))),
+occlusion_stream = copy.deepcopy(_base_.occlusion_stream)
+occlusion_stream.occluded_dataloader.dataset.pipeline = [
+    dict(type='FaceRandomFlip', prob=0.5),
+    dict(type='PackFaceInputs', grid=pixel_grid),
 ]
+custom_hooks = [{{_base_.margin_warmup}}, occlusion_stream]

@@ -11,9 +11,7 @@ _base_ = ['../../../configs/synthface/oaml_ir18_synthface.py']
 model = dict(
     neck=None,
     train_cfg=dict(qaconv_train_vis='none', occ_on_main=False))
-custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio=0.3),  # as the full model
-]
+custom_hooks = [{{_base_.margin_warmup}}]  # as the full model
 # No visibility exists to ablate or score.
 test_evaluator = [
     dict(type='VerificationMetric', dataset_name=name,

@@ -16,6 +16,7 @@
 #       projects/occlusion_study/configs/oaml_ir18_synthface_randocc.py \
 #       work_dirs/oaml_ir18_synthface_randocc/iter_500.pth --out oaml_randocc.json
 _base_ = ['../../../configs/synthface/oaml_ir18_synthface.py']
+import copy  # noqa: E402  (after _base_, as mmengine reads it)
 
 random_occlusion = dict(type='RandomOcclusion', max_occluders=3,
                         area_range=(0.05, 0.5))
@@ -27,43 +28,15 @@ train_pipeline = [
     dict(type='FaceRandomFlip', prob=0.5),
     dict(type='PackFaceInputs'),
 ]
-# The data set list of synthface_data.py, with this pipeline (a list in a config
+# The data set list of synthface_data.py with this pipeline (a list in a config
 # replaces the base's list).
-train_dataloader = dict(
-    dataset=dict(datasets=[
-        dict(type='MXFaceDataset',
-             data_root='data/synthface/train',
-             num_classes={{_base_.train_num_classes}},
-             pipeline=train_pipeline),
-        dict(type='OcclusionMaskDataset',
-             data_root='data/synthface/occluded',
-             pipeline=train_pipeline),
-    ]))
+train_dataloader = dict(dataset=dict(datasets=[
+    dict(d, pipeline=train_pipeline)
+    for d in _base_.train_dataloader.dataset.datasets
+]))
 # The base file's hooks, the clean part of the stream with random occluders.
-custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio=0.3),  # from the sweep
-    dict(
-        type='DualLoaderHook',
-        occluded_ratio=0.8,
-        batch_size=16,
-        clean_occluders=['RandomOcclusion'],
-        occluded_dataloader=dict(
-            num_workers=1,
-            dataset=dict(
-                type='OcclusionMaskDataset',
-                data_root='data/synthface/occluded',
-                pipeline=[
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs')
-                ])),
-        clean_dataloader=dict(
-            num_workers=0,
-            dataset=dict(
-                type='MXFaceDataset',
-                data_root='data/synthface/train',
-                pipeline=[
-                    dict(random_occlusion, prob=0.5),
-                    dict(type='FaceRandomFlip', prob=0.5),
-                    dict(type='PackFaceInputs')
-                ]))),
-]
+occlusion_stream = copy.deepcopy(_base_.occlusion_stream)
+occlusion_stream.clean_occluders = ['RandomOcclusion']
+occlusion_stream.clean_dataloader.dataset.pipeline = [
+    dict(random_occlusion, prob=0.5), *_base_.occlusion_pipeline]
+custom_hooks = [{{_base_.margin_warmup}}, occlusion_stream]

@@ -8,7 +8,7 @@
 _base_ = ['../../../configs/synthface/oaml_ir18_synthface_segmenter.py']
 
 custom_hooks = [
-    dict(type='MarginWarmupHook', warmup_ratio=0.3),
+    {{_base_.margin_warmup}},
     dict(type='LossWeightScheduleHook', key='adaface', start=0.1, end=0.5,
          complement='qaconv'),
 ]

@@ -17,30 +17,19 @@
 #       projects/occlusion_study/configs/occlusion_segmenter_synthface_real.py \
 #       --work-dir work_dirs/segreal/seed0 --cfg-options randomness.seed=0
 _base_ = ['../../../configs/synthface/occlusion_segmenter_synthface.py']
-data_root = 'data/synthface'
+import copy  # noqa: E402  (after _base_, as mmengine reads it)
+
 real_root = 'data/real_faces'
 max_iters = 800
 
-pack = dict(type='PackFaceInputs', grid=(28, 28))
 # What drawn faces lack and the real inputs have: grey photos, small faces
-# upsampled, JPEG artefacts.
+# upsampled, JPEG artefacts; in the first AppearanceJitter of the base's pipelines.
 real_look = dict(grey_prob=0.2, low_res_range=(0.2, 1.0),
                  jpeg_quality=(30, 95))
-occluded_pipeline = [
-    dict(type='AppearanceJitter', prob=0.8, **real_look),
-    dict(type='RandomOcclusion', prob=0.3, area_range=(0.03, 0.4)),
-    dict(type='AppearanceJitter', prob=0.3, op_prob=0.3),
-    dict(type='FaceRandomFlip', prob=0.5),
-    pack,
-]
-clean_pipeline = [
-    dict(type='AppearanceJitter', prob=0.8, **real_look),
-    dict(type='MedicalMaskOcclusion', prob=0.15),
-    dict(type='RandomOcclusion', prob=0.6, area_range=(0.03, 0.5)),
-    dict(type='AppearanceJitter', prob=0.3, op_prob=0.3),
-    dict(type='FaceRandomFlip', prob=0.5),
-    pack,
-]
+occluded_pipeline = [dict(_base_.occluded_pipeline[0], **real_look),
+                     *_base_.occluded_pipeline[1:]]
+clean_pipeline = [dict(_base_.clean_pipeline[0], **real_look),
+                  *_base_.clean_pipeline[1:]]
 # Real faces: about half stay clean (all visible: the point of them), the rest
 # get the same pasted occluders as the drawn clean faces.
 real_pipeline = [
@@ -49,25 +38,20 @@ real_pipeline = [
     dict(type='RandomOcclusion', prob=0.45, area_range=(0.03, 0.5)),
     dict(type='AppearanceJitter', prob=0.3, op_prob=0.3),
     dict(type='FaceRandomFlip', prob=0.5),
-    pack,
+    _base_.pack,
 ]
-train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='ConcatDataset',
-        ignore_keys=['num_classes', 'dataset_name', 'num_images', 'format'],
-        datasets=[
-            dict(type='RepeatDataset', times=4, dataset=dict(
-                type='OcclusionMaskDataset',
-                data_root=f'{data_root}/occluded',
-                pipeline=occluded_pipeline)),
-            dict(type='MXFaceDataset', data_root=f'{data_root}/train',
-                 num_classes=400, pipeline=clean_pipeline),
-            # 55 real faces x 60: about a fifth of the draws.
-            dict(type='RepeatDataset', times=60, dataset=dict(
-                type='FaceImageFolder', data_root=real_root,
-                ann_file='train.txt', pipeline=real_pipeline)),
-        ]))
+# The base's drawn parts with these pipelines, and the real faces.
+occluded_set, clean_set = copy.deepcopy(_base_.train_dataloader.dataset.datasets)
+occluded_set.dataset.pipeline = occluded_pipeline
+clean_set.pipeline = clean_pipeline
+train_dataloader = dict(dataset=dict(datasets=[
+    occluded_set,
+    clean_set,
+    # 55 real faces x 60: about a fifth of the draws.
+    dict(type='RepeatDataset', times=60, dataset=dict(
+        type='FaceImageFolder', data_root=real_root, ann_file='train.txt',
+        pipeline=real_pipeline)),
+]))
 param_scheduler = [
     dict(type='OneCycleLR', eta_max=2e-3, total_steps=max_iters,
          by_epoch=False),
