@@ -58,7 +58,7 @@ SIZE_SCOPES: Dict[str, Tuple[Tuple[str, ...], str]] = {
 }
 
 #: Schedule fields counted in iterations or epochs.
-_SCHEDULE_FIELDS = ('begin', 'end', 'T_max')
+_SCHEDULE_FIELDS = ('begin', 'end', 'T_max', 'total_steps')
 
 
 def _rebase(value: Any, old: str, new: str) -> Any:
@@ -137,8 +137,8 @@ def rescale_schedule(cfg: Config, old: int, new: int,
     """Move ``param_scheduler``'s warm-up and decay points to a new length.
 
     Every scheduler counted in the unit that changed (``by_epoch`` as given;
-    mmengine's default is ``by_epoch=True``) has ``begin``, ``end``, ``T_max``
-    and ``milestones`` scaled by ``new / old`` (rounded down, as
+    mmengine's default is ``by_epoch=True``) has ``begin``, ``end``, ``T_max``,
+    ``total_steps`` (``OneCycleLR``) and ``milestones`` scaled by ``new / old`` (rounded down, as
     ``int(max_iters * 0.7)`` of the shipped schedules; ``end`` at least
     ``begin + 1``). A value at or beyond ``old`` that is not ``old`` itself (mmengine's
     "until the end" default) is kept.

@@ -79,6 +79,18 @@ class TestScheduleFollowsLength(unittest.TestCase):
         self.assertEqual((cfg.param_scheduler.begin, cfg.param_scheduler.end),
                          (0, 1))
 
+    def test_one_cycle_follows_the_training_length(self):
+        # OneCycleLR's length is total_steps: it stayed at the config's 3000
+        # when the segmenter config ran 800 iterations.
+        cfg = load_config('configs/synthface/occlusion_segmenter_synthface.py')
+        old = cfg.train_cfg.max_iters
+        self.assertEqual(cfg.param_scheduler[0]['total_steps'], old)
+        merge_cfg_options(cfg, {'train_cfg.max_iters': 800})
+        self.assertEqual(cfg.param_scheduler[0]['total_steps'], 800)
+        cfg = load_config('configs/synthface/occlusion_segmenter_synthface.py')
+        self.assertEqual(rescale_schedule(cfg, old, 800),
+                         [f'OneCycleLR total_steps {old} -> 800'])
+
     def test_study_tool_and_users_get_one_schedule(self):
         from projects.occlusion_study import synthface_runs
         with tempfile.TemporaryDirectory() as tmp:
