@@ -140,8 +140,8 @@ def rescale_schedule(cfg: Config, old: int, new: int,
     mmengine's default is ``by_epoch=True``) has ``begin``, ``end``, ``T_max``,
     ``total_steps`` (``OneCycleLR``) and ``milestones`` scaled by ``new / old``
     (rounded down, as ``int(max_iters * 0.7)`` of the shipped schedules; ``end``
-    at least ``begin + 1``). A value at or beyond ``old`` that is not ``old`` itself (mmengine's
-    "until the end" default) is kept.
+    at least ``begin + 1``). A value at or beyond ``old`` that is not ``old``
+    itself (mmengine's "until the end" default) is kept.
 
     Args:
         cfg (Config): Modified in place.
