@@ -1,0 +1,144 @@
+"""Choose OAML's AdaFace : QAConv split schedule from split-schedule sweeps.
+
+Reads the JSON files :mod:`projects.occlusion_study.sweep_synthface` writes (runs
+with ``--adaface-schedules`` at the demo's budget for several seeds, and at a longer
+budget beside the fair AdaFace baseline) and applies the rule of
+``visibility_predictors.md`` §12:
+
+1. at the longer budget, a schedule *starves the AdaFace branch* when OAML's deciding
+   score (``fused``), averaged over all six ``.bin`` sets of the sweep folder, is more
+   than ``--tolerance`` points below the baseline's cosine score on the same sets;
+2. among the schedules that do not starve, the highest sweep score at the demo's
+   budget (mean over its seeds) is chosen;
+3. if every schedule starves, the one with the smallest shortfall is chosen.
+
+Example:
+    python -m projects.occlusion_study.split_schedule_choice \\
+        --short work_dirs/sched_sweep/it500/seed0/oaml.json \\
+                work_dirs/sched_sweep/it500/seed1/oaml.json \\
+        --long work_dirs/sched_sweep/it1500/seed0/oaml_a.json \\
+               work_dirs/sched_sweep/it1500/seed0/oaml_b.json \\
+        --long-baseline work_dirs/sched_sweep/it1500/seed0/adaface.json
+"""
+import argparse
+import json
+from collections import defaultdict
+from typing import Dict, List, Sequence, Tuple
+
+from projects.occlusion_study import synthface_runs as runs
+from projects.occlusion_study.sweep_synthface import VAL_SETS
+
+#: Every ``.bin`` set of a SynthFace folder: the sweep score's three and the
+#: held-out faces and occluders.
+ALL_SETS = VAL_SETS + ('heldout_clean', 'heldout_masked', 'heldout_occluded')
+
+
+def _runs(paths: Sequence[str]) -> List[dict]:
+    out = []
+    for path in paths:
+        with open(path) as f:
+            out.extend(json.load(f)['runs'])
+    return out
+
+
+def mean_accuracy(metrics: Dict[str, float], branch: str,
+                  sets: Sequence[str]) -> float:
+    """Mean 10-fold accuracy (%) of ``branch`` over ``sets``.
+
+    Raises:
+        KeyError: A set or branch is missing from ``metrics`` (named).
+    """
+    keys = [f'{s}/{branch}/accuracy' for s in sets]
+    missing = [k for k in keys if k not in metrics]
+    if missing:
+        raise KeyError(f'sweep metrics lack {missing}')
+    return sum(metrics[k] for k in keys) / len(keys)
+
+
+def choose(short: Sequence[dict], long: Sequence[dict], baseline: dict,
+           tolerance: float = 1.0) -> Tuple[str, List[dict]]:
+    """Apply the rule; return the chosen schedule and one row per schedule.
+
+    Args:
+        short (Sequence[dict]): Sweep runs at the demo's budget (any seeds), each
+            with ``adaface_schedule`` and ``metrics``.
+        long (Sequence[dict]): Sweep runs at the longer budget.
+        baseline (dict): The AdaFace baseline's run at the longer budget.
+        tolerance (float): Points of shortfall allowed before a schedule counts
+            as starving. Defaults to 1.0.
+
+    Returns:
+        tuple: ``(schedule, rows)``; each row has ``schedule``, ``short`` (mean
+        sweep score), ``short_seeds`` (the seeds' scores), ``long`` (six-set
+        fused mean), ``long_adaface`` (six-set AdaFace-branch mean),
+        ``shortfall`` (baseline minus ``long``) and ``starves``.
+
+    Raises:
+        ValueError: A schedule has no run at one of the budgets.
+    """
+    base = mean_accuracy(baseline['metrics'], 'adaface', ALL_SETS)
+    scores = defaultdict(list)
+    for r in short:
+        scores[r['adaface_schedule']].append(
+            mean_accuracy(r['metrics'], 'fused', VAL_SETS))
+    longs = {r['adaface_schedule']: r for r in long}
+    if set(scores) != set(longs):
+        raise ValueError(f'schedules at the demo budget {sorted(scores)} and '
+                         f'at the longer budget {sorted(longs)} differ')
+    rows = []
+    for sched, vals in scores.items():
+        m = longs[sched]['metrics']
+        fused = mean_accuracy(m, 'fused', ALL_SETS)
+        rows.append(dict(schedule=sched, short=sum(vals) / len(vals),
+                         short_seeds=vals, long=fused,
+                         long_adaface=mean_accuracy(m, 'adaface', ALL_SETS),
+                         shortfall=base - fused,
+                         starves=base - fused > tolerance))
+    fed = [r for r in rows if not r['starves']]
+    best = (max(fed, key=lambda r: r['short']) if fed else
+            min(rows, key=lambda r: r['shortfall']))
+    return best['schedule'], rows
+
+
+def table(rows: Sequence[dict], chosen: str, base: float) -> str:
+    lines = ['| AdaFace : QAConv | sweep score at the demo budget (seeds) '
+             '| mean | longer budget: fused (6 sets) | AdaFace branch (6 sets) '
+             '| below the baseline | starves | chosen |',
+             '|---|---|---|---|---|---|---|---|']
+    for r in sorted(rows, key=lambda r: runs.parse_split_schedule(
+            r['schedule'])[::-1]):
+        seeds = ' / '.join(f'{v:.1f}' for v in r['short_seeds'])
+        lines.append(
+            f"| {runs.split_schedule_tag(r['schedule'])} | {seeds} | "
+            f"{r['short']:.1f} | {r['long']:.1f} | {r['long_adaface']:.1f} | "
+            f"{r['shortfall']:+.1f} | {'yes' if r['starves'] else 'no'} | "
+            f"{'yes' if r['schedule'] == chosen else ''} |")
+    lines.append(f'\nFair AdaFace baseline at the longer budget: {base:.1f} '
+                 '(cosine, mean of the six sets).')
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--short', nargs='+', required=True,
+                   help='sweep JSONs at the demo budget (one per seed)')
+    p.add_argument('--long', nargs='+', required=True,
+                   help='sweep JSONs at the longer budget')
+    p.add_argument('--long-baseline', required=True,
+                   help="the AdaFace baseline's sweep JSON at the longer budget")
+    p.add_argument('--tolerance', type=float, default=1.0)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    baseline = _runs([args.long_baseline])[0]
+    chosen, rows = choose(_runs(args.short), _runs(args.long), baseline,
+                          args.tolerance)
+    base = mean_accuracy(baseline['metrics'], 'adaface', ALL_SETS)
+    print(table(rows, chosen, base))
+    print(f'chosen: {runs.split_schedule_tag(chosen)} ({chosen})')
+
+
+if __name__ == '__main__':
+    main()
