@@ -12,6 +12,11 @@ budget beside the fair AdaFace baseline) and applies the rule of
    budget (mean over its seeds) is chosen;
 3. if every schedule starves, the one with the smallest shortfall is chosen.
 
+Every run needs a split schedule, each schedule one run at the longer budget, the
+baseline an AdaFace model; the demo-budget files share one budget, the longer-budget
+files and the baseline a larger one. Anything else is refused in one line naming the
+file (:func:`choose`).
+
 Example:
     python -m projects.occlusion_study.split_schedule_choice \\
         --short work_dirs/sched_sweep/it500/seed0/oaml.json \\
@@ -22,9 +27,11 @@ Example:
 """
 import argparse
 import json
+import os.path as osp
 from collections import defaultdict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from oaml_mm.errors import ConfigError, DataFormatError, MissingFileError
 from projects.occlusion_study import synthface_runs as runs
 from projects.occlusion_study.sweep_synthface import VAL_SETS
 
@@ -33,12 +40,87 @@ from projects.occlusion_study.sweep_synthface import VAL_SETS
 ALL_SETS = VAL_SETS + ('heldout_clean', 'heldout_masked', 'heldout_occluded')
 
 
-def _runs(paths: Sequence[str]) -> List[dict]:
+def read_runs(paths: Sequence[str]) -> List[dict]:
+    """The runs of sweep JSON files, each with its file's budget and path.
+
+    Args:
+        paths (Sequence[str]): JSON files written by ``sweep_synthface.py``.
+
+    Returns:
+        list[dict]: The files' ``runs``, each copied with ``iters`` (the file's
+        training budget, None when it records none) and ``source`` (its path).
+
+    Raises:
+        MissingFileError: A file does not exist.
+        DataFormatError: A file is not JSON or has no list of ``runs``.
+    """
     out = []
     for path in paths:
-        with open(path) as f:
-            out.extend(json.load(f)['runs'])
+        if not osp.isfile(path):
+            raise MissingFileError(path, 'a sweep JSON of sweep_synthface.py')
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataFormatError(path, f'not a JSON file ({e})') from None
+        if not isinstance(data, dict) or not isinstance(data.get('runs'), list):
+            raise DataFormatError(path, 'expected a sweep JSON of '
+                                  'sweep_synthface.py (an object with "runs")')
+        for i, run in enumerate(data['runs']):
+            if not isinstance(run, dict) or 'metrics' not in run:
+                raise DataFormatError(path, 'expected a run with "metrics"',
+                                      record=i)
+            out.append(dict(run, iters=data.get('iters'), source=path))
     return out
+
+
+def _where(run: dict) -> str:
+    return f"{run.get('source', 'a run')} ({run.get('work_dir', '?')})"
+
+
+def _budget(group: Sequence[dict], name: str) -> Optional[int]:
+    iters = {r.get('iters') for r in group} - {None}
+    if len(iters) > 1:
+        raise ConfigError(f'{name} runs mix training budgets {sorted(iters)}: '
+                          + '; '.join(f"{r.get('iters')} in {_where(r)}"
+                                      for r in group))
+    return iters.pop() if iters else None
+
+
+def _check_runs(short: Sequence[dict], long: Sequence[dict],
+                baseline: dict) -> None:
+    """What :func:`choose` needs of its runs; see there."""
+    for name, group in (('demo-budget', short), ('longer-budget', long)):
+        for r in group:
+            if r.get('adaface_schedule') is None:
+                kind = ('the AdaFace baseline (pass it as --long-baseline)'
+                        if runs.FAMILY.get(r.get('model')) == 'adaface' else
+                        'a run without adaface_schedule (a sweep without '
+                        '--adaface-schedules?)')
+                raise ConfigError(f'{name} run {_where(r)} is {kind}; every '
+                                  'run there needs a split schedule')
+    seen: Dict[str, dict] = {}
+    for r in long:
+        sched = r['adaface_schedule']
+        if sched in seen:
+            raise ConfigError(
+                f'schedule {sched!r} has two runs at the longer budget: '
+                f'{_where(seen[sched])} and {_where(r)}; one run per schedule')
+        seen[sched] = r
+    model = baseline.get('model')
+    if model is not None and runs.FAMILY.get(model) != 'adaface':
+        raise ConfigError(f'baseline {_where(baseline)} is {model!r}, not a '
+                          'model of the AdaFace family')
+    s_iters = _budget(short, 'demo-budget')
+    l_iters = _budget(long, 'longer-budget')
+    b_iters = baseline.get('iters')
+    if s_iters is not None and l_iters is not None and l_iters <= s_iters:
+        raise ConfigError(f'the longer budget ({l_iters} iterations) is not '
+                          f'longer than the demo budget ({s_iters}); are '
+                          '--short and --long swapped?')
+    if b_iters is not None and l_iters is not None and b_iters != l_iters:
+        raise ConfigError(f'baseline {_where(baseline)} trained {b_iters} '
+                          f'iterations, the longer-budget runs {l_iters}')
 
 
 def mean_accuracy(metrics: Dict[str, float], branch: str,
@@ -73,9 +155,18 @@ def choose(short: Sequence[dict], long: Sequence[dict], baseline: dict,
         fused mean), ``long_adaface`` (six-set AdaFace-branch mean),
         ``shortfall`` (baseline minus ``long``) and ``starves``.
 
+    Runs read by :func:`read_runs` carry their budget (``iters``): the
+    demo-budget runs must share one, the longer-budget runs another, larger,
+    one, and the baseline the latter.
+
     Raises:
         ValueError: A schedule has no run at one of the budgets.
+        ConfigError: A run lacks ``adaface_schedule`` (an AdaFace run or an
+            older sweep's), a schedule has two runs at the longer budget, the
+            baseline is not of the AdaFace family, or the budgets are mixed or
+            not increasing (each names the file).
     """
+    _check_runs(short, long, baseline)
     base = mean_accuracy(baseline['metrics'], 'adaface', ALL_SETS)
     scores = defaultdict(list)
     for r in short:
@@ -131,10 +222,19 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from oaml_mm.apis.runner_setup import exit_on_error
     args = parse_args(argv)
-    baseline = _runs([args.long_baseline])[0]
-    chosen, rows = choose(_runs(args.short), _runs(args.long), baseline,
-                          args.tolerance)
+    with exit_on_error():
+        found = read_runs([args.long_baseline])
+        baselines = [r for r in found
+                     if runs.FAMILY.get(r.get('model')) == 'adaface']
+        if len(baselines) != 1:
+            raise ConfigError(
+                f'{args.long_baseline}: expected one run of an AdaFace model, '
+                f'found {len(baselines)} among {len(found)}')
+        baseline = baselines[0]
+        chosen, rows = choose(read_runs(args.short), read_runs(args.long),
+                              baseline, args.tolerance)
     base = mean_accuracy(baseline['metrics'], 'adaface', ALL_SETS)
     print(table(rows, chosen, base))
     print(f'chosen: {runs.split_schedule_tag(chosen)} ({chosen})')

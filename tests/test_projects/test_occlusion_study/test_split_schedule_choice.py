@@ -1,6 +1,10 @@
 """projects.occlusion_study.split_schedule_choice: the split-schedule rule."""
+import json
+import os.path as osp
+import tempfile
 import unittest
 
+from oaml_mm.errors import ConfigError, DataFormatError, MissingFileError
 from projects.occlusion_study import split_schedule_choice as ssc
 
 
@@ -46,3 +50,71 @@ class TestSplitScheduleChoice(unittest.TestCase):
         with self.assertRaisesRegex(KeyError, 'heldout_clean/adaface'):
             ssc.choose([_run('0.1', 80.0)], [_run('0.1', 80.0)],
                        _run(None, 85.0, sets=ssc.VAL_SETS))
+
+
+def _at(run, iters, model='oaml_seg', source='x.json'):
+    return dict(run, iters=iters, model=model, source=source)
+
+
+class TestSplitScheduleChoiceInputs(unittest.TestCase):
+    """Sweep JSONs that do not fit the rule are refused, naming the file."""
+
+    def setUp(self):
+        self.short = [_at(_run('0.1', 80.0), 500), _at(_run('0.1:0.5', 81.0), 500)]
+        self.long = [_at(_run('0.1', 83.0), 1500), _at(_run('0.1:0.5', 84.0), 1500)]
+        self.base = _at(_run(None, 85.0), 1500, model='adaface', source='b.json')
+
+    def test_runs_without_a_schedule(self):
+        # An older sweep's run has no adaface_schedule key at all.
+        old = dict(_at(_run('0.1', 80.0), 500, model='oaml', source='old.json'))
+        del old['adaface_schedule']
+        with self.assertRaisesRegex(ConfigError, 'old.json.*without adaface_'):
+            ssc.choose([old], self.long[:1], self.base)
+        # The AdaFace run among the demo-budget files.
+        with self.assertRaisesRegex(ConfigError, 'b.json.*--long-baseline'):
+            ssc.choose(self.short + [dict(self.base, iters=500)], self.long,
+                       self.base)
+
+    def test_one_run_per_schedule_at_the_longer_budget(self):
+        dup = _at(_run('0.1', 70.0), 1500, source='dup.json')
+        with self.assertRaisesRegex(ConfigError, "'0.1' has two runs.*dup.json"):
+            ssc.choose(self.short, self.long + [dup], self.base)
+
+    def test_budgets(self):
+        with self.assertRaisesRegex(ConfigError, 'swapped'):
+            ssc.choose([dict(r, iters=1500) for r in self.short],
+                       [dict(r, iters=500) for r in self.long],
+                       dict(self.base, iters=500))
+        with self.assertRaisesRegex(ConfigError, r'mix training budgets \[500, 1500\]'):
+            ssc.choose(self.short, self.long + [_at(_run('0.2', 1.0), 500)],
+                       self.base)
+        with self.assertRaisesRegex(ConfigError, 'b.json.*trained 500'):
+            ssc.choose(self.short, self.long, dict(self.base, iters=500))
+
+    def test_baseline_of_the_adaface_family(self):
+        with self.assertRaisesRegex(ConfigError, "'oaml_seg', not a model of"):
+            ssc.choose(self.short, self.long, self.long[0])
+
+    def test_read_runs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            bad = osp.join(tmp, 'bad.json')
+            with open(bad, 'w') as f:
+                f.write('{"runs": [')
+            with self.assertRaisesRegex(DataFormatError, 'bad.json: not a JSON'):
+                ssc.read_runs([bad])
+            with open(bad, 'w') as f:
+                json.dump({'runs': [{'model': 'oaml'}]}, f)
+            with self.assertRaisesRegex(DataFormatError, 'record 0.*metrics'):
+                ssc.read_runs([bad])
+            with self.assertRaises(MissingFileError):
+                ssc.read_runs([osp.join(tmp, 'none.json')])
+            good = osp.join(tmp, 'good.json')
+            with open(good, 'w') as f:
+                json.dump({'iters': 500, 'runs': [_run('0.1', 80.0)]}, f)
+            run, = ssc.read_runs([good])
+            self.assertEqual((run['iters'], run['source']), (500, good))
+            # main: one line naming the file, no traceback.
+            with self.assertRaisesRegex(SystemExit, 'good.json: expected one '
+                                        'run of an AdaFace model, found 0'):
+                ssc.main(['--short', good, '--long', good,
+                          '--long-baseline', good])
