@@ -516,11 +516,13 @@ class CfgOptionsAction(DictAction):
 
     ``--cfg-options train_cfg.max_iters 2`` would otherwise stop argparse with
     mmengine's ``ValueError`` traceback; here it is argparse's one-line usage
-    error naming the item and the ``KEY=VALUE`` it should be.
+    error naming the item and the ``KEY=VALUE`` it should be. An item whose key
+    is empty or has an empty part (``=1``, ``model..s=1``, ``model.=1``), which
+    mmengine would set as a key ``''`` nothing reads, is refused the same way.
 
     Raises:
-        argparse.ArgumentError: An item without ``=`` (argparse prints it and
-            exits with status 2).
+        argparse.ArgumentError: An item without ``=`` or with an empty key part
+            (argparse prints it and exits with status 2).
     """
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -533,4 +535,9 @@ class CfgOptionsAction(DictAction):
                 raise argparse.ArgumentError(
                     self, f'item {item!r} has no "=": each item is '
                     f'KEY=VALUE (did you mean {fix}?)')
+            key = item.split('=', 1)[0]
+            if '' in [part.strip() for part in key.split('.')]:
+                raise argparse.ArgumentError(
+                    self, f'item {item!r} has an empty key or key part: each '
+                    'item is KEY=VALUE with KEY a dotted path (a.b.c)')
         super().__call__(parser, namespace, values, option_string)

@@ -249,6 +249,14 @@ class TestOptionKeys(unittest.TestCase):
                                   'model.test_cfg.vis_range=None'])
         self.assertEqual(args.cfg_options, {'train_cfg.max_iters': 2,
                                             'model.test_cfg.vis_range': None})
+        # An empty key (part) would become a key '' nothing reads.
+        for item in ('=1', 'model..s=1', 'model.=1', ' =1'):
+            with self.assertRaisesRegex(argparse.ArgumentError,
+                                        'has an empty key', msg=item):
+                parser.parse_args(['--cfg-options', item])
+        # A value may hold '=' (the key is what precedes the first one).
+        self.assertEqual(parser.parse_args(
+            ['--cfg-options', 'a==b']).cfg_options, {'a': '=b'})
 
     def test_tools_refuse_in_one_line(self):
         import sys
