@@ -218,6 +218,42 @@ def follow_length(cfg: Config, before: Tuple[Optional[int], Optional[int]],
                           logger='current')
 
 
+def _check_one_cycle_length(cfg: Config, where: str = '--cfg-options') -> None:
+    """Refuse a ``OneCycleLR`` whose ``total_steps`` is shorter than the training.
+
+    mmengine's ``OneCycleLR`` raises ``ValueError: Tried to step N times`` once
+    the run passes ``total_steps``, so ``train_cfg.max_iters=800`` with
+    ``param_scheduler.0.total_steps=500`` would stop at iteration 501 with the
+    work of those iterations lost. Schedulers counted in the other unit, or
+    without an integer ``total_steps``, are not checked.
+
+    Args:
+        cfg (Config): The merged config.
+        where (str): What set the values, for the message.
+
+    Raises:
+        ConfigError: Names the scheduler, its ``total_steps`` and the length.
+    """
+    scheds = cfg.get('param_scheduler', None) or []
+    scheds = [scheds] if isinstance(scheds, dict) else list(scheds)
+    iters, epochs = _length(cfg)
+    for i, sched in enumerate(scheds):
+        total = sched.get('total_steps') if isinstance(sched, dict) else None
+        if sched is None or not isinstance(sched, dict) or \
+                sched.get('type') != 'OneCycleLR' or \
+                not isinstance(total, int) or isinstance(total, bool):
+            continue
+        by_epoch = bool(sched.get('by_epoch', True))
+        length, key = (epochs, 'max_epochs') if by_epoch else (iters,
+                                                               'max_iters')
+        if isinstance(length, int) and total < length:
+            raise ConfigError(
+                f'{where}: param_scheduler[{i}] OneCycleLR total_steps={total} '
+                f'is shorter than train_cfg.{key}={length}; it would stop the '
+                f'run after {total} steps (set total_steps >= {length}, or '
+                f'leave param_scheduler out to let it follow {key})')
+
+
 # -- command-line types ------------------------------------------------------
 def _registries() -> list:
     """Every registry of the mmengine registry tree, its modules imported."""
@@ -423,7 +459,8 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> Config:
     Raises:
         ConfigError: A type outside the registries, a key the configured
             class does not take (:func:`check_option_keys`), or a length the
-            schedule does not fit.
+            schedule does not fit (a ``OneCycleLR`` shorter than the run:
+            :func:`_check_one_cycle_length`).
 
     Examples:
         >>> cfg = Config(dict(data_root='data/a', train_dataloader=dict(
@@ -447,6 +484,7 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> Config:
     else:
         print_log('--cfg-options sets param_scheduler: kept as given, not '
                   'rescaled to the training length', logger='current')
+    _check_one_cycle_length(cfg)
     return cfg
 
 

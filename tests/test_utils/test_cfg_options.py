@@ -91,6 +91,24 @@ class TestScheduleFollowsLength(unittest.TestCase):
         self.assertEqual(rescale_schedule(cfg, old, 800),
                          [f'OneCycleLR total_steps {old} -> 800'])
 
+    def test_one_cycle_shorter_than_the_run_is_refused(self):
+        # Kept as given, total_steps=500 would stop an 800-iteration run at
+        # iteration 501 (mmengine: "Tried to step 502 times").
+        path = 'configs/synthface/occlusion_segmenter_synthface.py'
+        with self.assertRaisesRegex(
+                ConfigError, r'param_scheduler\[0\] OneCycleLR total_steps=500 '
+                r'is shorter than train_cfg\.max_iters=800'):
+            merge_cfg_options(load_config(path), {
+                'train_cfg.max_iters': 800,
+                'param_scheduler.0.total_steps': 500})
+        with self.assertRaisesRegex(ConfigError, 'max_iters=3000'):
+            merge_cfg_options(load_config(path),
+                              {'param_scheduler.0.total_steps': 2999})
+        # As long as the run or longer: kept as given.
+        cfg = merge_cfg_options(load_config(path), {
+            'train_cfg.max_iters': 800, 'param_scheduler.0.total_steps': 900})
+        self.assertEqual(cfg.param_scheduler[0]['total_steps'], 900)
+
     def test_study_tool_and_users_get_one_schedule(self):
         from projects.occlusion_study import synthface_runs
         with tempfile.TemporaryDirectory() as tmp:
