@@ -13,7 +13,9 @@ Layout: ``WORK/it{iters}/seed{seed}/{model}/`` per run (training log, checkpoint
 ``calibrated.pth``: the checkpoint with its thresholds and visibility fusion fitted
 on the evaluated data's calibration split by ``tools/calibrate.py``. A run whose
 checkpoint exists is not trained again, and a calibration or evaluation whose output
-exists is not repeated, so an interrupted study resumes where it stopped.
+exists is not repeated, so an interrupted study resumes where it stopped. A trained
+run whose AdaFace : QAConv split is not the asked one (``--adaface-schedule``, or the
+config's) is refused rather than reused (:func:`check_trained_split`).
 
 Examples:
     # the whole study (about 3 CPU-hours on 2 cores)
@@ -214,6 +216,7 @@ def train_jobs(args) -> List[dict]:
             for model in args.models:
                 wd = run_dir(args.work_dir, iters, seed, model)
                 if _trained(wd, iters) or _training_elsewhere(wd):
+                    check_trained_split(wd, model, _split(args, model))
                     continue
                 cfg = runs.write_run_config(
                     model, wd, args.data, iters, seed=seed,
@@ -223,6 +226,43 @@ def train_jobs(args) -> List[dict]:
                                  cmd=runs.train_command(cfg, wd),
                                  log=osp.join(wd, 'train.log')))
     return jobs
+
+
+def check_trained_split(wd: str, model: str, schedule: Optional[str]) -> None:
+    """Refuse to reuse a run of ``wd`` trained with another AdaFace split.
+
+    The run folder does not name the split, so a study repeated with another
+    ``--adaface-schedule`` (or without one) in the same ``--work-dir`` would
+    otherwise report the runs it finds as trained with the asked split. The
+    split is read from the run config ``write_run_config`` left in ``wd``;
+    a folder without one, or a model of the AdaFace family, is not checked.
+
+    Args:
+        wd (str): The run folder.
+        model (str): A key of :data:`~projects.occlusion_study.synthface_runs.CONFIGS`.
+        schedule (str, optional): The asked ``--adaface-schedule``; None: the
+            model config's split.
+
+    Raises:
+        ConfigError: The run config's split differs from the asked one (both
+            named, with the folder).
+    """
+    from oaml_mm.errors import ConfigError
+    from oaml_mm.utils import load_config
+    name = osp.splitext(osp.basename(runs.CONFIGS[model]))[0]
+    written = osp.join(wd, f'{name}_run.py')
+    if runs.FAMILY[model] != 'oaml' or not osp.isfile(written):
+        return
+    have = runs.config_split(load_config(written))
+    want = (runs.parse_split_schedule(schedule) if schedule is not None else
+            runs.config_split(load_config(runs.CONFIGS[model])))
+    if any(abs(a - b) > 1e-9 for a, b in zip(have, want)):
+        def tag(split):
+            return runs.split_schedule_tag(':'.join(f'{w:g}' for w in split))
+        raise ConfigError(
+            f'{wd} holds a run trained with the AdaFace : QAConv split '
+            f'{tag(have)} ({written}); this study asks for {tag(want)}. Use '
+            'another --work-dir for another split')
 
 
 def _split(args, model: str) -> Optional[str]:

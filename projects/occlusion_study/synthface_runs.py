@@ -231,6 +231,28 @@ def split_schedule_tag(spec: str) -> str:
     return fixed if end == start else f'{fixed} -> {end:g} : {1 - end:g}'
 
 
+def config_split(cfg) -> Tuple[float, float]:
+    """``(start, end)`` AdaFace weights an OAML config trains with.
+
+    The ``start`` and ``end`` of a ``LossWeightScheduleHook`` ramping
+    ``adaface``, else ``model.loss_weights['adaface']`` twice (a fixed split),
+    as :func:`write_run_config` writes ``adaface_schedule``.
+
+    Args:
+        cfg (Config): A resolved OAML config.
+
+    Returns:
+        tuple: ``(start, end)``, comparable with :func:`parse_split_schedule`.
+    """
+    for hook in cfg.get('custom_hooks', []):
+        if hook['type'] == 'LossWeightScheduleHook' and \
+                hook.get('key', 'adaface') == 'adaface':
+            # The hook's defaults (LossWeightScheduleHook).
+            return float(hook.get('start', 0.1)), float(hook.get('end', 0.5))
+    start = float(cfg.model.loss_weights['adaface'])
+    return start, start
+
+
 def _has_segmenter(cfg) -> bool:
     neck = cfg.model.get('neck')
     return bool(neck) and neck.get('type') == 'OcclusionSegmenter'

@@ -182,6 +182,29 @@ class TestStudyModels(unittest.TestCase):
         with self.assertRaises(SystemExit):
             occlusion_study.parse_args(['--adaface-schedule', '0.5:x'])
 
+    def test_trained_run_of_another_split_is_not_reused(self):
+        from oaml_mm.errors import ConfigError
+
+        def args(*extra):
+            return occlusion_study.parse_args(
+                ['--data', '/data/sf', '--work-dir', self.tmp, '--iters', '40',
+                 '--seeds', '0', '--models', 'adaface', 'oaml_novis', *extra])
+        occlusion_study.train_jobs(args())  # writes the run configs
+        for model in ('adaface', 'oaml_novis'):
+            open(osp.join(occlusion_study.run_dir(self.tmp, 40, 0, model),
+                          'iter_40.pth'), 'wb').close()
+        # The config's split, asked implicitly or by value: reused.
+        self.assertEqual(occlusion_study.train_jobs(args()), [])
+        self.assertEqual(occlusion_study.train_jobs(
+            args('--adaface-schedule', '0.1')), [])
+        # Another split would be reported as trained with it: refused.
+        with self.assertRaisesRegex(
+                ConfigError, r'oaml_novis holds a run trained with the AdaFace '
+                r': QAConv split 0\.1 : 0\.9 .*asks for 0\.1 : 0\.9 -> 0\.5 : 0\.5'):
+            occlusion_study.train_jobs(args('--adaface-schedule', '0.1:0.5'))
+        self.assertEqual(synthface_runs.config_split(load_config(
+            synthface_runs.CONFIGS['oaml_seg_sched'])), (0.1, 0.5))
+
     def test_segmenter_must_be_given(self):
         from oaml_mm.errors import ConfigError, MissingFileError
         seg = self._segmenters()
