@@ -89,11 +89,24 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.adaface_schedules and args.adaface_weights != [None]:
         p.error('--adaface-schedules and --adaface-weights exclude each other')
+    splits = {}
     for spec in args.adaface_schedules or []:
         try:
-            runs.parse_split_schedule(spec)
+            split = runs.parse_split_schedule(spec)
         except ValueError as e:
             p.error(f'--adaface-schedules: {e}')
+        if split in splits:
+            p.error(f'--adaface-schedules: {splits[split]!r} and {spec!r} are '
+                    'one schedule; two runs of it would train in one work dir')
+        splits[split] = spec
+    # A value given twice is one run dir trained twice at once.
+    for flag in ('models', 'lrs', 'warmups', 'scales', 'samplers',
+                 'adaface_weights'):
+        values = getattr(args, flag)
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            p.error(f"--{flag.replace('_', '-')}: {', '.join(twice)} given "
+                    'twice; two runs of it would train in one work dir')
     return args
 
 

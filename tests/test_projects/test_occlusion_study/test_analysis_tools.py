@@ -1,5 +1,7 @@
 """projects.occlusion_study helpers of the SynthFace demo: run configs, the sweep
 grid and the raw-pixel difficulty check."""
+import contextlib
+import io
 import os.path as osp
 import shutil
 import tempfile
@@ -176,6 +178,25 @@ class TestSweepGrid(unittest.TestCase):
                      ['--adaface-schedules', '0.1:2']):
             with self.subTest(argv=argv), self.assertRaises(SystemExit):
                 sweep_synthface.parse_args(argv)
+
+    def test_a_value_given_twice_is_refused(self):
+        # Both runs would train in one work dir at once ('0.1' and '0.1:0.1'
+        # in two dirs, twice the same training).
+        for argv, said in (
+                (['--lrs', '0.1', '0.1'], '--lrs: 0.1 given twice'),
+                (['--models', 'oaml', 'oaml'], '--models: oaml given twice'),
+                (['--adaface-schedules', '0.1:0.5', '0.1:0.5'],
+                 "'0.1:0.5' and '0.1:0.5' are one schedule"),
+                (['--adaface-schedules', '0.1', '0.1:0.1'],
+                 "'0.1' and '0.1:0.1' are one schedule")):
+            err = io.StringIO()
+            with self.subTest(argv=argv), self.assertRaises(SystemExit), \
+                    contextlib.redirect_stderr(err):
+                sweep_synthface.parse_args(argv)
+            self.assertIn(said, err.getvalue())
+        args = sweep_synthface.parse_args(
+            ['--adaface-schedules', '0.5:0.1', '0.1:0.5'])  # either direction
+        self.assertEqual(args.adaface_schedules, ['0.5:0.1', '0.1:0.5'])
 
 
 class TestPixelBaseline(unittest.TestCase):
