@@ -158,16 +158,42 @@ def make_grid(args) -> list:
     return grid
 
 
+def check_segmenter(args, models) -> None:
+    """Check ``--segmenter`` before any run starts, for the ``models`` that load
+    one (:func:`~projects.occlusion_study.synthface_runs.reads_segmenter`): it
+    must exist and hold ``segmenter.`` weights, else every run would fail in its
+    ``train.log``.
+
+    Raises:
+        SystemExit: A model loads a segmenter and ``--segmenter`` names none.
+        MissingFileError: The checkpoint does not exist.
+        DataFormatError: It is a directory, unreadable, or holds no
+            ``segmenter.`` weights (:func:`~projects.occlusion_study.
+            occlusion_study.check_segmenter_checkpoint`).
+    """
+    from oaml_mm.errors import MissingFileError
+    from projects.occlusion_study.occlusion_study import \
+        check_segmenter_checkpoint
+    for model in dict.fromkeys(models):
+        if not runs.reads_segmenter(model):
+            continue
+        if not args.segmenter:
+            raise SystemExit(f'sweep: {model} reads a segmenter; name its '
+                             f'checkpoint with --segmenter')
+        if not osp.exists(args.segmenter):
+            raise MissingFileError(args.segmenter,
+                                   'the --segmenter checkpoint')
+        check_segmenter_checkpoint(osp.abspath(args.segmenter), args.seed)
+
+
 def sweep(args) -> list:
     grid = make_grid(args)
+    check_segmenter(args, [g[0] for g in grid])
     results = []
     for model, sampler, scale, lr, wu, aw, sched in grid:
         r = dict(model=model, lr=lr, warmup=wu, scale=scale, sampler=sampler,
                  adaface_weight=aw, adaface_schedule=sched)
         segmenter = args.segmenter if runs.reads_segmenter(model) else None
-        if runs.reads_segmenter(model) and not segmenter:
-            raise SystemExit(f'sweep: {model} reads a segmenter; name its '
-                             f'checkpoint with --segmenter')
         wd = osp.join(args.work_dir,
                       model + '_' + _tag(r).replace('=', '').replace(' ', '_'))
         cfg = runs.write_run_config(model, wd, args.data, args.iters, lr, wu,
@@ -270,4 +296,10 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from oaml_mm.errors import OAMLError
+    try:
+        main()
+    except runs.JobError as e:
+        raise SystemExit(f'sweep: failed: {e}')
+    except OAMLError as e:  # a missing or wrong --segmenter
+        raise SystemExit(f'sweep: {e}')

@@ -2,6 +2,7 @@
 grid and the raw-pixel difficulty check."""
 import contextlib
 import io
+import os
 import os.path as osp
 import shutil
 import tempfile
@@ -197,6 +198,28 @@ class TestSweepGrid(unittest.TestCase):
         args = sweep_synthface.parse_args(
             ['--adaface-schedules', '0.5:0.1', '0.1:0.5'])  # either direction
         self.assertEqual(args.adaface_schedules, ['0.5:0.1', '0.1:0.5'])
+
+    def test_segmenter_is_checked_before_any_run(self):
+        # Each run failed in its train.log (one JobError traceback) instead.
+        import torch
+
+        from oaml_mm.errors import DataFormatError, MissingFileError
+        with tempfile.TemporaryDirectory() as tmp:
+            def sweep(path):
+                args = sweep_synthface.parse_args(
+                    ['--models', 'adaface', 'oaml_seg', '--iters', '2',
+                     '--work-dir', tmp, '--segmenter', path])
+                return sweep_synthface.sweep(args)
+            with self.assertRaisesRegex(MissingFileError, 'none.pth'):
+                sweep(osp.join(tmp, 'none.pth'))
+            other = osp.join(tmp, 'recognizer.pth')
+            torch.save({'state_dict': {'backbone.w': torch.zeros(1)}}, other)
+            with self.assertRaisesRegex(DataFormatError, 'no "segmenter." '):
+                sweep(other)
+            self.assertEqual(sorted(os.listdir(tmp)), ['recognizer.pth'])
+            # Models that load none do not need it.
+            sweep_synthface.check_segmenter(sweep_synthface.parse_args(
+                ['--segmenter', osp.join(tmp, 'none.pth')]), ['adaface', 'oaml'])
 
 
 class TestPixelBaseline(unittest.TestCase):
