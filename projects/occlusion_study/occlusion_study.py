@@ -78,6 +78,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.segmenters = segmenter_checkpoints(args.segmenter, args.seeds)
     if args.adaface_schedule is not None:
+        if not any(runs.FAMILY[m] == 'oaml' for m in args.models):
+            p.error('--adaface-schedule sets the OAML loss split; --models '
+                    f'{" ".join(args.models)} has no OAML model')
         try:
             runs.parse_split_schedule(args.adaface_schedule)
         except ValueError as e:

@@ -89,6 +89,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.adaface_schedules and args.adaface_weights != [None]:
         p.error('--adaface-schedules and --adaface-weights exclude each other')
+    if (args.adaface_schedules or args.adaface_weights != [None]) and not any(
+            runs.FAMILY[m] == 'oaml' for m in args.models):
+        p.error('--adaface-schedules / --adaface-weights set the OAML loss split; '
+                f'--models {" ".join(args.models)} has no OAML model')
     splits = {}
     for spec in args.adaface_schedules or []:
         try:
@@ -195,7 +199,8 @@ def sweep(args) -> list:
                  adaface_weight=aw, adaface_schedule=sched)
         segmenter = args.segmenter if runs.reads_segmenter(model) else None
         wd = osp.join(args.work_dir,
-                      model + '_' + _tag(r).replace('=', '').replace(' ', '_'))
+                      model + '_' + _tag(r).replace('=', '').replace(' ', '_')
+                      .replace(':', '-'))  # no ':' in paths (scp, Windows)
         cfg = runs.write_run_config(model, wd, args.data, args.iters, lr, wu,
                                     args.seed, test_data_root=args.val_data,
                                     scale=scale, sampler=sampler,

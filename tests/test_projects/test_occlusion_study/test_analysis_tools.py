@@ -176,7 +176,9 @@ class TestSweepGrid(unittest.TestCase):
         self.assertEqual(sweep_synthface._tag(r), 'lr=0.1 wu=0.3 as=0.1:0.5')
         self.assertEqual(sweep_synthface._weights(r), '0.1 : 0.9 -> 0.5 : 0.5')
         for argv in (['--adaface-schedules', '0.1', '--adaface-weights', '0.1'],
-                     ['--adaface-schedules', '0.1:2']):
+                     ['--adaface-schedules', '0.1:2'],
+                     ['--models', 'adaface', '--adaface-schedules', '0.1:0.5'],
+                     ['--models', 'adaface', '--adaface-weights', '0.3']):
             with self.subTest(argv=argv), self.assertRaises(SystemExit):
                 sweep_synthface.parse_args(argv)
 

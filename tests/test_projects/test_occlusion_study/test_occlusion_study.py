@@ -179,8 +179,10 @@ class TestStudyModels(unittest.TestCase):
         self.assertEqual([(h.start, h.end) for h in ramp], [(0.1, 0.5)])
         self.assertNotIn('LossWeightScheduleHook',
                          [h.type for h in base.custom_hooks])
-        with self.assertRaises(SystemExit):
-            occlusion_study.parse_args(['--adaface-schedule', '0.5:x'])
+        for argv in (['--adaface-schedule', '0.5:x'],
+                     ['--models', 'adaface', '--adaface-schedule', '0.1:0.5']):
+            with self.subTest(argv=argv), self.assertRaises(SystemExit):
+                occlusion_study.parse_args(argv)
 
     def test_trained_run_of_another_split_is_not_reused(self):
         from oaml_mm.errors import ConfigError
