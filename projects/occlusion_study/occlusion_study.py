@@ -43,7 +43,6 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from oaml_mm.errors import OAMLError
 from projects.occlusion_study import synthface_runs as runs
 
 DEFAULT_MODELS = ('adaface', 'adaface_cleanonly', 'oaml', 'oaml_novis')
@@ -371,9 +370,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except runs.JobError as e:
-        raise SystemExit(f'[study] failed: {e}')
-    except OAMLError as e:  # a missing or malformed --segmenter
-        raise SystemExit(f'[study] {e}')
+    runs.run_cli(main, '[study]')

@@ -301,10 +301,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from oaml_mm.errors import OAMLError
-    try:
-        main()
-    except runs.JobError as e:
-        raise SystemExit(f'sweep: failed: {e}')
-    except OAMLError as e:  # a missing or wrong --segmenter
-        raise SystemExit(f'sweep: {e}')
+    runs.run_cli(main, 'sweep:')

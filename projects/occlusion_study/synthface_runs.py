@@ -310,6 +310,19 @@ class JobError(RuntimeError):
     """A subprocess failed; the message names its log."""
 
 
+def run_cli(main: Callable[[], object], prefix: str) -> None:
+    """Run a study command's ``main``; a failed job or bad input (``JobError``,
+    the package's ``OAMLError``: a missing or wrong ``--segmenter``, ...) ends it
+    with one line starting with ``prefix`` instead of a traceback."""
+    from oaml_mm.errors import OAMLError
+    try:
+        main()
+    except JobError as e:
+        raise SystemExit(f'{prefix} failed: {e}')
+    except OAMLError as e:
+        raise SystemExit(f'{prefix} {e}')
+
+
 def run_jobs(jobs: Sequence[dict],
              max_parallel: int = 2,
              report: Optional[Callable[[List[dict]], None]] = None,

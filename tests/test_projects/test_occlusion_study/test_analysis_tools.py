@@ -270,3 +270,23 @@ class TestPixelBaseline(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class TestRunCli(unittest.TestCase):
+
+    def test_failures_end_in_one_line(self):
+        from oaml_mm.errors import ConfigError
+
+        def fail(exc):
+            def main():
+                raise exc
+            return main
+
+        for exc, msg in ((synthface_runs.JobError('log x'), 'sweep: failed: log x'),
+                         (ConfigError('bad --segmenter'), 'sweep: bad --segmenter')):
+            with self.subTest(exc=type(exc).__name__), \
+                    self.assertRaises(SystemExit) as cm:
+                synthface_runs.run_cli(fail(exc), 'sweep:')
+            self.assertEqual(str(cm.exception.code), msg)
+        with self.assertRaises(ValueError):  # anything else is a bug: traceback
+            synthface_runs.run_cli(fail(ValueError('x')), 'sweep:')
