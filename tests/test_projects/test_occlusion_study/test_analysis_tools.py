@@ -290,3 +290,26 @@ class TestRunCli(unittest.TestCase):
             self.assertEqual(str(cm.exception.code), msg)
         with self.assertRaises(ValueError):  # anything else is a bug: traceback
             synthface_runs.run_cli(fail(ValueError('x')), 'sweep:')
+
+
+class TestSweepReport(unittest.TestCase):
+
+    def test_table_shows_the_adaface_branch(self):
+        # The column was once in the header but not in the rows.
+        metrics = {}
+        for i, s in enumerate(sweep_synthface.VAL_SETS):
+            metrics[f'{s}/fused/accuracy'] = 80.0 + i
+            metrics[f'{s}/adaface/accuracy'] = 70.0 + i
+        r = dict(model='oaml_seg', lr=0.1, warmup=0.3, scale=16.0, sampler='pk',
+                 adaface_weight=None, adaface_schedule='0.1:0.7',
+                 metrics=metrics, score=81.0, work_dir='w')
+        args = sweep_synthface.parse_args(
+            ['--models', 'oaml_seg', '--adaface-schedules', '0.1:0.7'])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = osp.join(tmp, 'sweep.md')
+            sweep_synthface.write_report(args, [r], path)
+            with open(path) as f:
+                rows = f.read().splitlines()
+        self.assertEqual(rows[0].count('|'), rows[2].count('|'))
+        self.assertIn('| 0.1 : 0.9 -> 0.7 : 0.3 | fused | 80.0 | 81.0 | 82.0 | '
+                      '81.0 | 71.0 | yes |', rows[2])
