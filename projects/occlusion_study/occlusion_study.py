@@ -15,7 +15,8 @@ on the evaluated data's calibration split by ``tools/calibrate.py``. A run whose
 checkpoint exists is not trained again, and a calibration or evaluation whose output
 exists is not repeated, so an interrupted study resumes where it stopped. A trained
 run whose AdaFace : QAConv split is not the asked one (``--adaface-schedule``, or the
-config's) is refused rather than reused (:func:`check_trained_split`).
+config's) is refused rather than reused, by every stage that uses it (training,
+calibration, evaluation; :func:`check_trained_split`).
 
 Examples:
     # the whole study (about 3 CPU-hours on 2 cores)
@@ -291,6 +292,7 @@ def calibrate_jobs(args) -> List[dict]:
                 if runs.FAMILY[model] != 'oaml' or not _trained(wd, iters) or \
                         osp.isfile(_calibrated(wd)):
                     continue
+                check_trained_split(wd, model, _split(args, model))
                 cd = osp.join(wd, 'calibrate')
                 cfg = runs.write_run_config(
                     model, cd, args.test_data, iters, seed=seed,
@@ -315,6 +317,9 @@ def test_jobs(args) -> List[dict]:
                 wd = run_dir(args.work_dir, iters, seed, model)
                 if not _trained(wd, iters):
                     continue
+                # --stages test alone would otherwise evaluate (and the report
+                # present) a run of another split as the asked one.
+                check_trained_split(wd, model, _split(args, model))
                 ckpt = osp.join(wd, f'iter_{iters}.pth')
                 if runs.FAMILY[model] == 'oaml':
                     if not osp.isfile(_calibrated(wd)):
