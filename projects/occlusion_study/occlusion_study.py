@@ -39,6 +39,7 @@ Examples:
 """
 import argparse
 import functools
+import glob
 import os
 import os.path as osp
 import sys
@@ -198,6 +199,11 @@ def _trained(wd: str, iters: int) -> bool:
     return osp.isfile(osp.join(wd, f'iter_{iters}.pth'))
 
 
+def _trained_any(wd: str) -> bool:
+    """Whether ``wd`` holds a checkpoint of any budget (``iter_N.pth``)."""
+    return bool(glob.glob(osp.join(glob.escape(wd), 'iter_*.pth')))
+
+
 def _training_elsewhere(wd: str) -> bool:
     """Whether another process trains in ``wd`` now (it holds the work-dir lock)."""
     from oaml_mm.engine.runner.work_dir_lock import WorkDirLock
@@ -238,8 +244,9 @@ def check_trained_split(wd: str, model: str, schedule: Optional[str]) -> None:
     The run folder does not name the split, so a study repeated with another
     ``--adaface-schedule`` (or without one) in the same ``--work-dir`` would
     otherwise report the runs it finds as trained with the asked split. The
-    split is read from the run config ``write_run_config`` left in ``wd``;
-    a folder without one, or a model of the AdaFace family, is not checked.
+    split is read from the run config ``write_run_config`` left in ``wd``
+    (training reads it, so every run trained here has one); a model of the
+    AdaFace family is not checked.
 
     Args:
         wd (str): The run folder.
@@ -249,14 +256,22 @@ def check_trained_split(wd: str, model: str, schedule: Optional[str]) -> None:
 
     Raises:
         ConfigError: The run config's split differs from the asked one (both
-            named, with the folder).
+            named, with the folder), or a trained run has no run config (a
+            folder copied in without it: its split cannot be told).
     """
     from oaml_mm.errors import ConfigError
     from oaml_mm.utils import load_config
     name = osp.splitext(osp.basename(runs.CONFIGS[model]))[0]
     written = osp.join(wd, f'{name}_run.py')
-    if runs.FAMILY[model] != 'oaml' or not osp.isfile(written):
+    if runs.FAMILY[model] != 'oaml':
         return
+    if not osp.isfile(written):
+        if not _trained_any(wd):
+            return
+        raise ConfigError(
+            f'{wd} holds a trained run without its run config {written}: '
+            'the AdaFace : QAConv split it was trained with cannot be told. '
+            'Restore the file, or use another --work-dir')
     have = runs.config_split(load_config(written))
     want = (runs.parse_split_schedule(schedule) if schedule is not None else
             runs.config_split(load_config(runs.CONFIGS[model])))

@@ -219,6 +219,13 @@ class TestStudyModels(unittest.TestCase):
             f.write('x = 1\n')
         with self.assertRaisesRegex(ConfigError, f'{written}: no AdaFace loss'):
             occlusion_study.train_jobs(args())
+        # A trained run copied in without its run config: its split cannot be
+        # told, so it is not reported as the asked one.
+        os.remove(osp.join(wd, written))
+        for make in (occlusion_study.train_jobs, occlusion_study.test_jobs):
+            with self.assertRaisesRegex(ConfigError, 'trained run without its '
+                                        f'run config .*{written}'):
+                make(args('--adaface-schedule', '0.1:0.7'))
 
     def test_segmenter_must_be_given(self):
         from oaml_mm.errors import ConfigError, MissingFileError
