@@ -15,7 +15,8 @@ on the evaluated data's calibration split by ``tools/calibrate.py``. A run whose
 checkpoint exists is not trained again, and a calibration or evaluation whose output
 exists is not repeated, so an interrupted study resumes where it stopped. A trained
 run whose AdaFace : QAConv split is not the asked one (``--adaface-schedule``, or the
-config's) is refused rather than reused (:func:`check_trained_split`).
+config's) is refused rather than reused, by every stage that uses it (training,
+calibration, evaluation; :func:`check_trained_split`).
 
 Examples:
     # the whole study (about 3 CPU-hours on 2 cores)
@@ -38,6 +39,7 @@ Examples:
 """
 import argparse
 import functools
+import glob
 import os
 import os.path as osp
 import sys
@@ -196,6 +198,11 @@ def _trained(wd: str, iters: int) -> bool:
     return osp.isfile(osp.join(wd, f'iter_{iters}.pth'))
 
 
+def _trained_any(wd: str) -> bool:
+    """Whether ``wd`` holds a checkpoint of any budget (``iter_N.pth``)."""
+    return bool(glob.glob(osp.join(glob.escape(wd), 'iter_*.pth')))
+
+
 def _training_elsewhere(wd: str) -> bool:
     """Whether another process trains in ``wd`` now (it holds the work-dir lock)."""
     from oaml_mm.engine.runner.work_dir_lock import WorkDirLock
@@ -236,8 +243,9 @@ def check_trained_split(wd: str, model: str, schedule: Optional[str]) -> None:
     The run folder does not name the split, so a study repeated with another
     ``--adaface-schedule`` (or without one) in the same ``--work-dir`` would
     otherwise report the runs it finds as trained with the asked split. The
-    split is read from the run config ``write_run_config`` left in ``wd``;
-    a folder without one, or a model of the AdaFace family, is not checked.
+    split is read from the run config ``write_run_config`` left in ``wd``
+    (training reads it, so every run trained here has one); a model of the
+    AdaFace family is not checked.
 
     Args:
         wd (str): The run folder.
@@ -247,14 +255,22 @@ def check_trained_split(wd: str, model: str, schedule: Optional[str]) -> None:
 
     Raises:
         ConfigError: The run config's split differs from the asked one (both
-            named, with the folder).
+            named, with the folder), or a trained run has no run config (a
+            folder copied in without it: its split cannot be told).
     """
     from oaml_mm.errors import ConfigError
     from oaml_mm.utils import load_config
     name = osp.splitext(osp.basename(runs.CONFIGS[model]))[0]
     written = osp.join(wd, f'{name}_run.py')
-    if runs.FAMILY[model] != 'oaml' or not osp.isfile(written):
+    if runs.FAMILY[model] != 'oaml':
         return
+    if not osp.isfile(written):
+        if not _trained_any(wd):
+            return
+        raise ConfigError(
+            f'{wd} holds a trained run without its run config {written}: '
+            'the AdaFace : QAConv split it was trained with cannot be told. '
+            'Restore the file, or use another --work-dir')
     have = runs.config_split(load_config(written))
     want = (runs.parse_split_schedule(schedule) if schedule is not None else
             runs.config_split(load_config(runs.CONFIGS[model])))
@@ -290,6 +306,7 @@ def calibrate_jobs(args) -> List[dict]:
                 if runs.FAMILY[model] != 'oaml' or not _trained(wd, iters) or \
                         osp.isfile(_calibrated(wd)):
                     continue
+                check_trained_split(wd, model, _split(args, model))
                 cd = osp.join(wd, 'calibrate')
                 cfg = runs.write_run_config(
                     model, cd, args.test_data, iters, seed=seed,
@@ -314,6 +331,9 @@ def test_jobs(args) -> List[dict]:
                 wd = run_dir(args.work_dir, iters, seed, model)
                 if not _trained(wd, iters):
                     continue
+                # --stages test alone would otherwise evaluate (and the report
+                # present) a run of another split as the asked one.
+                check_trained_split(wd, model, _split(args, model))
                 ckpt = osp.join(wd, f'iter_{iters}.pth')
                 if runs.FAMILY[model] == 'oaml':
                     if not osp.isfile(_calibrated(wd)):

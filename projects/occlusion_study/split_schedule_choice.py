@@ -12,8 +12,9 @@ budget beside the fair AdaFace baseline) and applies the rule of
    budget (mean over its seeds) is chosen;
 3. if every schedule starves, the one with the smallest shortfall is chosen.
 
-Every run needs a split schedule, each schedule one run at the longer budget, the
-baseline an AdaFace model; the demo-budget files share one budget, the longer-budget
+Every run needs a split schedule, each schedule one run per seed at the demo
+budget and one run at the longer budget, every set its metrics, the baseline an
+AdaFace model; the demo-budget files share one budget, the longer-budget
 files and the baseline a larger one. Anything else is refused in one line naming the
 file (:func:`choose`).
 
@@ -48,7 +49,9 @@ def read_runs(paths: Sequence[str]) -> List[dict]:
 
     Returns:
         list[dict]: The files' ``runs``, each copied with ``iters`` (the file's
-        training budget, None when it records none) and ``source`` (its path).
+        training budget, None when it records none), ``seed`` (the run's or
+        else the file's seed, None when neither records one) and ``source``
+        (its path).
 
     Raises:
         MissingFileError: A file does not exist.
@@ -70,7 +73,9 @@ def read_runs(paths: Sequence[str]) -> List[dict]:
             if not isinstance(run, dict) or 'metrics' not in run:
                 raise DataFormatError(path, 'expected a run with "metrics"',
                                       record=i)
-            out.append(dict(run, iters=data.get('iters'), source=path))
+            out.append(dict(run, iters=data.get('iters'),
+                            seed=run.get('seed', data.get('seed')),
+                            source=path))
     return out
 
 
@@ -99,6 +104,26 @@ def _check_runs(short: Sequence[dict], long: Sequence[dict],
                         '--adaface-schedules?)')
                 raise ConfigError(f'{name} run {_where(r)} is {kind}; every '
                                   'run there needs a split schedule')
+    for name, group in (('demo-budget', short), ('longer-budget', long)):
+        if not group:
+            raise ConfigError(f'the {name} files hold no runs')
+    # A seed counted twice would weigh it double in the demo-budget mean (the
+    # same file given twice, or two sweeps of one seed).
+    at_seed: Dict[tuple, dict] = {}
+    for r in short:
+        if r.get('seed') is not None:
+            key = (r['adaface_schedule'], r['seed'])
+        elif r.get('source') is not None:
+            key = (r['adaface_schedule'], osp.realpath(r['source']),
+                   r.get('work_dir'))
+        else:
+            continue
+        if key in at_seed:
+            raise ConfigError(
+                f"schedule {key[0]!r} has two demo-budget runs at seed "
+                f"{r.get('seed')}: {_where(at_seed[key])} and {_where(r)}; "
+                'one run per schedule and seed (a file given twice?)')
+        at_seed[key] = r
     seen: Dict[str, dict] = {}
     for r in long:
         sched = r['adaface_schedule']
@@ -124,16 +149,27 @@ def _check_runs(short: Sequence[dict], long: Sequence[dict],
 
 
 def mean_accuracy(metrics: Dict[str, float], branch: str,
-                  sets: Sequence[str]) -> float:
+                  sets: Sequence[str], run: Optional[dict] = None) -> float:
     """Mean 10-fold accuracy (%) of ``branch`` over ``sets``.
 
+    Args:
+        metrics (dict): A sweep run's metrics (``<set>/<branch>/accuracy``).
+        branch (str): ``'fused'`` or ``'adaface'``.
+        sets (Sequence[str]): The ``.bin`` sets to average.
+        run (dict, optional): The run the metrics come from, to name its file
+            (``source``) and ``work_dir`` in the error.
+
     Raises:
-        KeyError: A set or branch is missing from ``metrics`` (named).
+        DataFormatError: A set or branch is missing from ``metrics`` (named,
+            with the run's file).
     """
     keys = [f'{s}/{branch}/accuracy' for s in sets]
     missing = [k for k in keys if k not in metrics]
     if missing:
-        raise KeyError(f'sweep metrics lack {missing}')
+        run = run or {}
+        raise DataFormatError(run.get('source', 'sweep metrics'),
+                              f'the metrics lack {missing}',
+                              record=run.get('work_dir'))
     return sum(metrics[k] for k in keys) / len(keys)
 
 
@@ -160,29 +196,32 @@ def choose(short: Sequence[dict], long: Sequence[dict], baseline: dict,
     one, and the baseline the latter.
 
     Raises:
-        ValueError: A schedule has no run at one of the budgets.
-        ConfigError: A run lacks ``adaface_schedule`` (an AdaFace run or an
-            older sweep's), a schedule has two runs at the longer budget, the
+        DataFormatError: A run's metrics lack a set (names the file).
+        ConfigError: A budget has no runs, a schedule has no run at one of the
+            budgets, a run lacks ``adaface_schedule`` (an AdaFace run or an
+            older sweep's), a schedule has two demo-budget runs at one seed
+            (a file given twice), or two runs at the longer budget, the
             baseline is not of the AdaFace family, or the budgets are mixed or
             not increasing (each names the file).
     """
     _check_runs(short, long, baseline)
-    base = mean_accuracy(baseline['metrics'], 'adaface', ALL_SETS)
+    base = mean_accuracy(baseline['metrics'], 'adaface', ALL_SETS, baseline)
     scores = defaultdict(list)
     for r in short:
         scores[r['adaface_schedule']].append(
-            mean_accuracy(r['metrics'], 'fused', VAL_SETS))
+            mean_accuracy(r['metrics'], 'fused', VAL_SETS, r))
     longs = {r['adaface_schedule']: r for r in long}
     if set(scores) != set(longs):
-        raise ValueError(f'schedules at the demo budget {sorted(scores)} and '
-                         f'at the longer budget {sorted(longs)} differ')
+        raise ConfigError(f'schedules at the demo budget {sorted(scores)} and '
+                          f'at the longer budget {sorted(longs)} differ')
     rows = []
     for sched, vals in scores.items():
         m = longs[sched]['metrics']
-        fused = mean_accuracy(m, 'fused', ALL_SETS)
+        fused = mean_accuracy(m, 'fused', ALL_SETS, longs[sched])
         rows.append(dict(schedule=sched, short=sum(vals) / len(vals),
                          short_seeds=vals, long=fused,
-                         long_adaface=mean_accuracy(m, 'adaface', ALL_SETS),
+                         long_adaface=mean_accuracy(m, 'adaface', ALL_SETS,
+                                                    longs[sched]),
                          shortfall=base - fused,
                          starves=base - fused > tolerance))
     fed = [r for r in rows if not r['starves']]

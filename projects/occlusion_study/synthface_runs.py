@@ -243,13 +243,27 @@ def config_split(cfg) -> Tuple[float, float]:
 
     Returns:
         tuple: ``(start, end)``, comparable with :func:`parse_split_schedule`.
+
+    Raises:
+        ConfigError: The config has neither such a hook nor
+            ``model.loss_weights['adaface']`` (a damaged or foreign run config;
+            names its file).
     """
-    for hook in cfg.get('custom_hooks', []):
-        if hook['type'] == 'LossWeightScheduleHook' and \
-                hook.get('key', 'adaface') == 'adaface':
-            # The hook's defaults (LossWeightScheduleHook).
-            return float(hook.get('start', 0.1)), float(hook.get('end', 0.5))
-    start = float(cfg.model.loss_weights['adaface'])
+    from oaml_mm.errors import ConfigError
+    try:
+        for hook in cfg.get('custom_hooks', None) or []:
+            if hook['type'] == 'LossWeightScheduleHook' and \
+                    hook.get('key', 'adaface') == 'adaface':
+                # The hook's defaults (LossWeightScheduleHook).
+                return (float(hook.get('start', 0.1)),
+                        float(hook.get('end', 0.5)))
+        start = float(cfg['model']['loss_weights']['adaface'])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(
+            f"{getattr(cfg, 'filename', None) or 'the config'}: no AdaFace "
+            "loss split (a LossWeightScheduleHook or model.loss_weights"
+            f"['adaface']) to read ({type(e).__name__}: {e}); not an OAML "
+            'run config') from None
     return start, start
 
 

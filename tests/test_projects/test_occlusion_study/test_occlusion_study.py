@@ -206,6 +206,26 @@ class TestStudyModels(unittest.TestCase):
             occlusion_study.train_jobs(args('--adaface-schedule', '0.1:0.5'))
         self.assertEqual(synthface_runs.config_split(load_config(
             synthface_runs.CONFIGS['oaml_seg_sched'])), (0.1, 0.5))
+        # --stages test alone (calibrations, evaluations) checks it too.
+        for make in (occlusion_study.calibrate_jobs, occlusion_study.test_jobs):
+            with self.assertRaisesRegex(ConfigError, 'oaml_novis holds a run '
+                                        'trained with'):
+                make(args('--adaface-schedule', '0.1:0.5'))
+        self.assertEqual(len(occlusion_study.calibrate_jobs(args())), 1)
+        # A damaged run config (no loss split): one ConfigError naming it.
+        wd = occlusion_study.run_dir(self.tmp, 40, 0, 'oaml_novis')
+        written, = [f for f in os.listdir(wd) if f.endswith('_run.py')]
+        with open(osp.join(wd, written), 'w') as f:
+            f.write('x = 1\n')
+        with self.assertRaisesRegex(ConfigError, f'{written}: no AdaFace loss'):
+            occlusion_study.train_jobs(args())
+        # A trained run copied in without its run config: its split cannot be
+        # told, so it is not reported as the asked one.
+        os.remove(osp.join(wd, written))
+        for make in (occlusion_study.train_jobs, occlusion_study.test_jobs):
+            with self.assertRaisesRegex(ConfigError, 'trained run without its '
+                                        f'run config .*{written}'):
+                make(args('--adaface-schedule', '0.1:0.7'))
 
     def test_segmenter_must_be_given(self):
         from oaml_mm.errors import ConfigError, MissingFileError

@@ -47,9 +47,22 @@ class TestSplitScheduleChoice(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, 'differ'):
             ssc.choose([_run('0.1', 80.0)], [_run('0.1:0.5', 80.0)],
                        _run(None, 85.0))
-        with self.assertRaisesRegex(KeyError, 'heldout_clean/adaface'):
+        with self.assertRaisesRegex(DataFormatError, 'heldout_clean/adaface'):
             ssc.choose([_run('0.1', 80.0)], [_run('0.1', 80.0)],
                        _run(None, 85.0, sets=ssc.VAL_SETS))
+        # A longer-budget run lacking a set: the error names its file.
+        long = dict(_run('0.1', 80.0, sets=ssc.VAL_SETS), source='l.json')
+        with self.assertRaisesRegex(DataFormatError,
+                                    r'l.json: .*heldout_clean/fused'):
+            ssc.choose([_run('0.1', 80.0)], [long], _run(None, 85.0))
+        # No runs at all (empty "runs" lists): one ConfigError, not min([]).
+        with self.assertRaisesRegex(ConfigError, 'demo-budget files hold no'):
+            ssc.choose([], [], _run(None, 85.0))
+        with self.assertRaisesRegex(ConfigError, 'longer-budget files hold no'):
+            ssc.choose([_run('0.1', 80.0)], [], _run(None, 85.0))
+        with self.assertRaisesRegex(ConfigError, 'differ'):
+            ssc.choose([_run('0.1', 80.0)], [_run('0.2', 80.0)],
+                       _run(None, 85.0))
 
 
 def _at(run, iters, model='oaml_seg', source='x.json'):
@@ -94,6 +107,53 @@ class TestSplitScheduleChoiceInputs(unittest.TestCase):
     def test_baseline_of_the_adaface_family(self):
         with self.assertRaisesRegex(ConfigError, "'oaml_seg', not a model of"):
             ssc.choose(self.short, self.long, self.long[0])
+
+    def test_one_run_per_schedule_and_seed_at_the_demo_budget(self):
+        # Two files of one seed (or one file given twice) would count that
+        # seed twice in the mean.
+        short = [dict(r, seed=0) for r in self.short]
+        again = [dict(r, source='y.json') for r in short]
+        with self.assertRaisesRegex(ConfigError, "'0.1' has two demo-budget "
+                                    'runs at seed 0.*x.json.*y.json'):
+            ssc.choose(short + again, self.long, self.base)
+        other = [dict(r, seed=1, source='y.json') for r in self.short]
+        self.assertEqual(ssc.choose(short + other, self.long, self.base)[0],
+                         '0.1:0.5')
+
+    def test_file_given_twice_in_main(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            def dump(name, iters, runs, seed=0):
+                path = osp.join(tmp, name)
+                with open(path, 'w') as f:
+                    json.dump({'iters': iters, 'seed': seed, 'runs': runs}, f)
+                return path
+            short = dump('s.json', 500, [dict(_run('0.1', 80.0), model='oaml')])
+            long = dump('l.json', 1500, [dict(_run('0.1', 84.0), model='oaml')])
+            base = dump('b.json', 1500, [dict(_run(None, 85.0),
+                                              model='adaface')])
+            args = ['--long', long, '--long-baseline', base]
+            with self.assertRaisesRegex(SystemExit, 'two demo-budget runs at '
+                                        'seed 0.*s.json.*s.json'):
+                ssc.main(['--short', short, short] + args)
+            # Without a seed in the file, the same file is still recognised.
+            with open(short) as f:
+                data = json.load(f)
+            del data['seed']
+            with open(short, 'w') as f:
+                json.dump(data, f)
+            with self.assertRaisesRegex(SystemExit, 'two demo-budget runs'):
+                ssc.main(['--short', short, short] + args)
+            # A set missing from a run: one line naming the file.
+            lack = dump('lack.json', 1500, [dict(
+                _run('0.1', 84.0, sets=ssc.VAL_SETS), model='oaml')])
+            with self.assertRaisesRegex(SystemExit, 'DataFormatError: .*'
+                                        'lack.json.*heldout_clean/fused'):
+                ssc.main(['--short', short, '--long', lack,
+                          '--long-baseline', base])
+            empty = dump('e.json', 500, [])
+            with self.assertRaisesRegex(SystemExit, 'ConfigError: the '
+                                        'demo-budget files hold no runs'):
+                ssc.main(['--short', empty] + args)
 
     def test_read_runs(self):
         with tempfile.TemporaryDirectory() as tmp:
